@@ -1,0 +1,455 @@
+//! A catalog: the datasets of one data directory (or of the bundled sample), loaded on demand
+//! through the cache.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use crate::cache::Cache;
+use crate::dataset::{self, Dataset, DatasetMeta, Field};
+use crate::error::{MarketError, closest};
+use crate::instrument::Manifest;
+use crate::reader::{self, Problem, ReadOptions};
+use crate::source::{Origin, dataset_name};
+
+/// Progress of long work, for a caller to display.
+#[derive(Debug, Clone)]
+pub enum Progress {
+    /// Parsing a data file: input bytes consumed of the total.
+    Parsing {
+        /// Dataset name.
+        dataset: String,
+        /// Input bytes consumed.
+        done: u64,
+        /// Input bytes in all.
+        total: u64,
+    },
+    /// A dataset finished loading.
+    Loaded {
+        /// Dataset name.
+        dataset: String,
+        /// Whether it came from the cache.
+        from_cache: bool,
+    },
+}
+
+/// Receives [`Progress`] events.
+pub type ProgressSink = Arc<dyn Fn(&Progress) + Send + Sync>;
+
+/// How a dataset was obtained.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LoadSource {
+    /// Read from a current cache file.
+    Cache,
+    /// Parsed from the source; `cache_error` says why no cache was written, if one was wanted.
+    Parsed {
+        /// Why the cache could not be written.
+        cache_error: Option<String>,
+    },
+}
+
+#[derive(Debug)]
+struct Entry {
+    origin: Origin,
+    manifest: Option<Manifest>,
+}
+
+/// The datasets of a data directory or of the bundled sample.
+pub struct Catalog {
+    location: String,
+    entries: BTreeMap<String, Entry>,
+    cache: Option<Cache>,
+    progress: Option<ProgressSink>,
+    metas: Mutex<BTreeMap<String, DatasetMeta>>,
+}
+
+impl std::fmt::Debug for Catalog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Catalog")
+            .field("location", &self.location)
+            .field("datasets", &self.entries.keys())
+            .finish()
+    }
+}
+
+impl Catalog {
+    /// Scans a directory for `*.csv` and `*.csv.gz` files; `<stem>.meta.json` beside a file is
+    /// its manifest. Nothing is parsed yet.
+    ///
+    /// # Errors
+    /// The directory cannot be read, holds no data files, or a manifest is malformed.
+    pub fn open_dir(dir: &Path, cache: Option<Cache>) -> Result<Catalog, MarketError> {
+        let read = std::fs::read_dir(dir).map_err(|source| MarketError::Io {
+            action: "cannot read data directory",
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        let mut entries = BTreeMap::new();
+        for item in read.flatten() {
+            let path = item.path();
+            if !path.is_file() {
+                continue;
+            }
+            let Some(name) = dataset_name(&path) else {
+                continue;
+            };
+            let manifest = read_manifest(&dir.join(format!("{name}.meta.json")))?;
+            entries.insert(
+                name,
+                Entry {
+                    origin: Origin::File(path),
+                    manifest,
+                },
+            );
+        }
+        if entries.is_empty() {
+            return Err(MarketError::EmptyDirectory(dir.to_path_buf()));
+        }
+        Ok(Catalog::from_entries(
+            dir.display().to_string(),
+            entries,
+            cache,
+        ))
+    }
+
+    /// The bundled sample.
+    pub fn bundled(cache: Option<Cache>) -> Catalog {
+        let entries = crate::sample::origins()
+            .map(|(n, origin)| {
+                (
+                    n,
+                    Entry {
+                        origin,
+                        manifest: None,
+                    },
+                )
+            })
+            .collect();
+        Catalog::from_entries("<bundled sample>".to_string(), entries, cache)
+    }
+
+    /// A catalog of one file, e.g. for `lim data check` or ad-hoc use.
+    ///
+    /// # Errors
+    /// The path has no `.csv` / `.csv.gz` name.
+    pub fn single_file(path: &Path, cache: Option<Cache>) -> Result<Catalog, MarketError> {
+        let name = dataset_name(path).ok_or_else(|| {
+            MarketError::Query(format!(
+                "'{}' is not a data file name, expected NAME.csv or NAME.csv.gz",
+                path.display()
+            ))
+        })?;
+        let manifest = match path.parent() {
+            Some(dir) => read_manifest(&dir.join(format!("{name}.meta.json")))?,
+            None => None,
+        };
+        let mut entries = BTreeMap::new();
+        entries.insert(
+            name,
+            Entry {
+                origin: Origin::File(path.to_path_buf()),
+                manifest,
+            },
+        );
+        Ok(Catalog::from_entries(
+            path.display().to_string(),
+            entries,
+            cache,
+        ))
+    }
+
+    fn from_entries(
+        location: String,
+        entries: BTreeMap<String, Entry>,
+        cache: Option<Cache>,
+    ) -> Catalog {
+        Catalog {
+            location,
+            entries,
+            cache,
+            progress: None,
+            metas: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    /// Reports progress of long loads to `sink`.
+    pub fn with_progress(mut self, sink: ProgressSink) -> Catalog {
+        self.progress = Some(sink);
+        self
+    }
+
+    /// Where the datasets come from.
+    pub fn location(&self) -> &str {
+        &self.location
+    }
+
+    /// Dataset names, sorted.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.entries.keys().map(String::as_str)
+    }
+
+    fn entry(&self, name: &str) -> Result<&Entry, MarketError> {
+        self.entries
+            .get(name)
+            .ok_or_else(|| MarketError::UnknownDataset {
+                name: name.to_string(),
+                suggestion: closest(name, self.names()),
+                known: self.names().map(str::to_string).collect(),
+            })
+    }
+
+    /// The origin of a dataset.
+    ///
+    /// # Errors
+    /// Unknown dataset.
+    pub fn origin(&self, name: &str) -> Result<&Origin, MarketError> {
+        Ok(&self.entry(name)?.origin)
+    }
+
+    /// A dataset's summary, from the cache when current, else by loading it.
+    ///
+    /// # Errors
+    /// Unknown dataset, unreadable or invalid file.
+    pub fn meta(&self, name: &str) -> Result<DatasetMeta, MarketError> {
+        if let Some(m) = self.metas.lock().ok().and_then(|m| m.get(name).cloned()) {
+            return Ok(m);
+        }
+        let entry = self.entry(name)?;
+        if let Some(cache) = &self.cache {
+            let fp = entry.origin.fingerprint()?;
+            if let Some(file) = cache.open(name, &entry.origin, &fp) {
+                let meta = file.meta().clone();
+                self.remember(&meta);
+                return Ok(meta);
+            }
+        }
+        Ok(self.load(name, &[])?.0.meta)
+    }
+
+    fn remember(&self, meta: &DatasetMeta) {
+        if let Ok(mut m) = self.metas.lock() {
+            m.insert(meta.name.clone(), meta.clone());
+        }
+    }
+
+    /// Loads a dataset with the given stored fields in memory (derived fields are ignored here;
+    /// see [`crate::panel`]). The source is parsed only when no current cache exists; a parse
+    /// writes the cache for next time.
+    ///
+    /// # Errors
+    /// Unknown dataset, unreadable file, or a file that breaks the format (the error locates
+    /// the first problem).
+    pub fn load(&self, name: &str, fields: &[Field]) -> Result<(Dataset, LoadSource), MarketError> {
+        let entry = self.entry(name)?;
+        let fingerprint = entry.origin.fingerprint()?;
+        let wanted: Vec<Field> = Field::STORED
+            .into_iter()
+            .filter(|f| fields.contains(f))
+            .collect();
+
+        if let Some(cache) = &self.cache
+            && let Some(mut file) = cache.open(name, &entry.origin, &fingerprint)
+        {
+            let read = (|| -> std::io::Result<Dataset> {
+                let times = file
+                    .times()?
+                    .into_iter()
+                    .map(crate::time::Timestamp)
+                    .collect();
+                let mut out = BTreeMap::new();
+                for &f in &wanted {
+                    if let Some(m) = file.field(f)? {
+                        out.insert(f, m);
+                    }
+                }
+                Ok(Dataset {
+                    meta: file.meta().clone(),
+                    times,
+                    fields: out,
+                })
+            })();
+            // A cache that cannot be read is rebuilt below rather than trusted.
+            if let Ok(ds) = read {
+                self.remember(&ds.meta);
+                self.emit(Progress::Loaded {
+                    dataset: name.to_string(),
+                    from_cache: true,
+                });
+                return Ok((ds, LoadSource::Cache));
+            }
+        }
+
+        let (input, total) = entry.origin.open()?;
+        let file = entry.origin.file_name();
+        let sink = self.progress.clone();
+        let dataset = name.to_string();
+        let report = move |done: u64| {
+            if let Some(s) = &sink {
+                s(&Progress::Parsing {
+                    dataset: dataset.clone(),
+                    done,
+                    total,
+                });
+            }
+        };
+        let (mut raw, problems) = reader::read(
+            input,
+            &entry.origin.display(),
+            ReadOptions::LOAD,
+            Some(&report),
+        );
+        if let Some(first) = problems.list.into_iter().next() {
+            return Err(MarketError::Invalid {
+                file,
+                first: Box::new(first),
+                more: problems.total.saturating_sub(1),
+            });
+        }
+        let frequency =
+            dataset::infer_frequency(&raw, &entry.origin.display()).map_err(|first| {
+                MarketError::Invalid {
+                    file: file.clone(),
+                    first: Box::new(first),
+                    more: 0,
+                }
+            })?;
+        let (axis, pos) = dataset::align(&raw);
+        let meta = dataset::summarize(
+            &raw,
+            name,
+            &entry.origin.display(),
+            frequency,
+            &axis,
+            &pos,
+            entry.manifest.clone(),
+        );
+        let t = axis.len();
+
+        // Build one dense matrix at a time, dropping each long column once used, so the peak is
+        // the long form plus one matrix plus the matrices kept.
+        let stored: Vec<Field> = Field::STORED
+            .into_iter()
+            .filter(|f| *f != Field::OpenInterest || raw.has_open_interest)
+            .collect();
+        let mut order: Vec<Field> = stored
+            .iter()
+            .copied()
+            .filter(|f| !wanted.contains(f))
+            .collect();
+        order.extend(stored.iter().copied().filter(|f| wanted.contains(f)));
+        let mut kept = BTreeMap::new();
+        let mut build = |f: Field| -> Vec<f64> {
+            let k = f.stored_index().unwrap_or(0);
+            let col = std::mem::take(&mut raw.cols[k]);
+            dataset::scatter(&raw, &col, &pos, t)
+        };
+        let cache_error = match &self.cache {
+            Some(cache) => cache
+                .write(
+                    &entry.origin,
+                    fingerprint,
+                    &meta,
+                    &axis,
+                    &order,
+                    &mut build,
+                    |f, m| {
+                        if wanted.contains(&f) {
+                            kept.insert(f, m);
+                        }
+                    },
+                )
+                .err()
+                .map(|e| e.to_string()),
+            None => {
+                for &f in order.iter().filter(|f| wanted.contains(f)) {
+                    kept.insert(f, build(f));
+                }
+                None
+            }
+        };
+        self.remember(&meta);
+        self.emit(Progress::Loaded {
+            dataset: name.to_string(),
+            from_cache: false,
+        });
+        let times = axis.into_iter().map(crate::time::Timestamp).collect();
+        Ok((
+            Dataset {
+                meta,
+                times,
+                fields: kept,
+            },
+            LoadSource::Parsed { cache_error },
+        ))
+    }
+
+    fn emit(&self, p: Progress) {
+        if let Some(s) = &self.progress {
+            s(&p);
+        }
+    }
+}
+
+fn read_manifest(path: &Path) -> Result<Option<Manifest>, MarketError> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => serde_json::from_str(&text)
+            .map(Some)
+            .map_err(|e| MarketError::Manifest {
+                path: path.to_path_buf(),
+                message: format!("{e}; expected keys asset_class, exchange, session, description"),
+            }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(MarketError::Io {
+            action: "cannot read manifest",
+            path: path.to_path_buf(),
+            source,
+        }),
+    }
+}
+
+/// The outcome of checking one file.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct CheckReport {
+    /// The file checked.
+    pub file: String,
+    /// Rows that passed.
+    pub rows_ok: u64,
+    /// Problems found, up to the cap.
+    pub problems: Vec<Problem>,
+    /// All problems found.
+    pub total_problems: usize,
+    /// Kept-but-odd rows.
+    pub quirks: reader::Quirks,
+    /// Symbols found.
+    pub symbols: usize,
+    /// The inferred frequency, when it could be inferred.
+    pub frequency: Option<crate::time::Frequency>,
+}
+
+/// Validates a file and reports every problem up to `cap`. Never modifies the file.
+///
+/// # Errors
+/// The file cannot be opened.
+pub fn check_file(path: &Path, cap: usize) -> Result<CheckReport, MarketError> {
+    let origin = Origin::File(PathBuf::from(path));
+    let (input, _) = origin.open()?;
+    let display = origin.display();
+    let (raw, mut problems) = reader::read(input, &display, ReadOptions::check(cap), None);
+    let frequency = match dataset::infer_frequency(&raw, &display) {
+        Ok(f) => Some(f),
+        Err(p) => {
+            problems.total += 1;
+            problems.list.push(p);
+            None
+        }
+    };
+    Ok(CheckReport {
+        file: display,
+        rows_ok: raw.rows,
+        problems: problems.list,
+        total_problems: problems.total,
+        quirks: raw.quirks,
+        symbols: raw.symbols.len(),
+        frequency,
+    })
+}

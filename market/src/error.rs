@@ -1,0 +1,136 @@
+//! The market crate's error type.
+
+use std::path::PathBuf;
+
+use crate::reader::Problem;
+
+/// Everything that can go wrong reading, caching or querying market data. Each variant names
+/// the input at fault and, where one exists, the fix.
+#[derive(Debug, thiserror::Error)]
+pub enum MarketError {
+    /// The operating system refused a read or write.
+    #[error("{action} '{path}': {source}")]
+    Io {
+        /// What was being attempted ("cannot read data file").
+        action: &'static str,
+        /// The file or directory involved.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// A data file broke the uniform format. `more` counts further problems not shown.
+    #[error("{first}{}", more_suffix(*.more, file))]
+    Invalid {
+        /// The file's name as the user gave it.
+        file: String,
+        /// The first problem found.
+        first: Box<Problem>,
+        /// How many further problems were found before parsing stopped.
+        more: usize,
+    },
+
+    /// A data directory holds no dataset files.
+    #[error(
+        "data directory '{0}' holds no '*.csv' or '*.csv.gz' files; point --data at a directory of files in the uniform format (see docs/data.md)"
+    )]
+    EmptyDirectory(PathBuf),
+
+    /// No dataset of that name in the catalog.
+    #[error("unknown dataset '{name}'{}; known datasets: {}", did_you_mean(.suggestion), .known.join(", "))]
+    UnknownDataset {
+        /// The name asked for.
+        name: String,
+        /// The closest known name, if one is close.
+        suggestion: Option<String>,
+        /// Every dataset in the catalog.
+        known: Vec<String>,
+    },
+
+    /// A symbol not present in the dataset(s) asked for.
+    #[error("unknown symbol '{symbol}' in {scope}{}", did_you_mean(.suggestion))]
+    UnknownSymbol {
+        /// The symbol asked for.
+        symbol: String,
+        /// The dataset(s) searched.
+        scope: String,
+        /// The closest known symbol, if one is close.
+        suggestion: Option<String>,
+    },
+
+    /// A query that cannot be answered as posed.
+    #[error("invalid query: {0}")]
+    Query(String),
+
+    /// A sidecar manifest that cannot be read.
+    #[error("manifest '{path}': {message}")]
+    Manifest {
+        /// The manifest file.
+        path: PathBuf,
+        /// What is wrong with it.
+        message: String,
+    },
+}
+
+fn did_you_mean(s: &Option<String>) -> String {
+    s.as_ref()
+        .map(|s| format!(" (did you mean '{s}'?)"))
+        .unwrap_or_default()
+}
+
+fn more_suffix(more: usize, file: &str) -> String {
+    if more == 0 {
+        String::new()
+    } else {
+        format!(" (and {more} more problem(s); run `lim data check {file}` to list them)")
+    }
+}
+
+/// The closest candidate by edit distance, if it is close enough to be a plausible typo.
+pub(crate) fn closest<'a>(
+    name: &str,
+    candidates: impl IntoIterator<Item = &'a str>,
+) -> Option<String> {
+    let lower = name.to_ascii_lowercase();
+    candidates
+        .into_iter()
+        .map(|c| (edit_distance(&lower, &c.to_ascii_lowercase()), c))
+        .filter(|(d, c)| *d <= (c.len().max(name.len()) / 3).max(1))
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, c)| c.to_string())
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1; b.len() + 1];
+        for (j, cb) in b.iter().enumerate() {
+            cur[j + 1] = (prev[j] + usize::from(ca != *cb))
+                .min(prev[j + 1] + 1)
+                .min(cur[j] + 1);
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::closest;
+
+    #[test]
+    fn suggests_near_names_only() {
+        let known = ["cn_futures_daily", "us_futures_daily", "crypto_daily"];
+        assert_eq!(
+            closest("cn_future_daily", known).as_deref(),
+            Some("cn_futures_daily")
+        );
+        assert_eq!(closest("equities", known), None);
+        assert_eq!(
+            closest("shfe:cu0", ["SHFE:CU0", "SHFE:ZN0"]).as_deref(),
+            Some("SHFE:CU0")
+        );
+    }
+}

@@ -1,0 +1,585 @@
+//! Aligned `times × symbols` panels for a selection of datasets, as of a point in time.
+//!
+//! A [`PanelQuery`] always carries an [`AsOf`]; the dataset is cut there *before* anything is
+//! derived from it (resampling, roll detection, back-adjustment, returns), so no value in a
+//! [`PanelSet`] can depend on a bar that had not closed by then.
+
+use std::collections::BTreeMap;
+use std::collections::HashMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::catalog::Catalog;
+use crate::dataset::{Dataset, Field};
+use crate::error::{MarketError, closest};
+use crate::instrument::{AssetClass, Instrument, session_of};
+use crate::roll::{self, Roll, RollConfig};
+use crate::time::{AsOf, Frequency, Timestamp};
+
+/// How to treat spliced futures series.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum RollPolicy {
+    /// Raw prices and returns, roll jumps included.
+    None,
+    /// Detect rolls, back-adjust prices by ratio, roll-clean returns (see [`crate::roll`]).
+    #[default]
+    BackAdjust,
+}
+
+/// What to load. Build with [`PanelQuery::new`]: the as-of time is not optional.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PanelQuery {
+    /// Nothing that closed after this instant is returned.
+    pub as_of: AsOf,
+    /// Datasets to draw from.
+    pub datasets: Vec<String>,
+    /// Symbols to keep; all when `None`.
+    pub symbols: Option<Vec<String>>,
+    /// First bar time to keep (inclusive).
+    pub start: Option<Timestamp>,
+    /// Last bar time to keep (inclusive).
+    pub end: Option<Timestamp>,
+    /// Resample to this (coarser) frequency.
+    pub frequency: Option<Frequency>,
+    /// Fields to build.
+    pub fields: Vec<Field>,
+    /// Futures roll treatment.
+    pub roll: RollPolicy,
+    /// Roll detector thresholds.
+    pub roll_config: RollConfig,
+}
+
+impl PanelQuery {
+    /// A query of close prices of every symbol of `datasets`, as of `as_of`.
+    pub fn new(as_of: AsOf, datasets: impl IntoIterator<Item = impl Into<String>>) -> PanelQuery {
+        PanelQuery {
+            as_of,
+            datasets: datasets.into_iter().map(Into::into).collect(),
+            symbols: None,
+            start: None,
+            end: None,
+            frequency: None,
+            fields: vec![Field::Close],
+            roll: RollPolicy::default(),
+            roll_config: RollConfig::default(),
+        }
+    }
+
+    /// Sets the fields.
+    pub fn fields(mut self, fields: impl IntoIterator<Item = Field>) -> PanelQuery {
+        self.fields = fields.into_iter().collect();
+        self
+    }
+
+    /// Keeps only these symbols.
+    pub fn symbols(mut self, symbols: impl IntoIterator<Item = impl Into<String>>) -> PanelQuery {
+        self.symbols = Some(symbols.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// Keeps bars in `[start, end]`.
+    pub fn range(mut self, start: Option<Timestamp>, end: Option<Timestamp>) -> PanelQuery {
+        self.start = start;
+        self.end = end;
+        self
+    }
+
+    /// Resamples to a coarser frequency.
+    pub fn frequency(mut self, f: Frequency) -> PanelQuery {
+        self.frequency = Some(f);
+        self
+    }
+
+    /// Sets the roll policy.
+    pub fn roll(mut self, policy: RollPolicy) -> PanelQuery {
+        self.roll = policy;
+        self
+    }
+}
+
+/// A `times × symbols` matrix, column-major: each symbol's history is contiguous.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Panel {
+    times: usize,
+    symbols: usize,
+    data: Vec<f64>,
+}
+
+impl Panel {
+    /// A panel of NaN.
+    pub fn nan(times: usize, symbols: usize) -> Panel {
+        Panel {
+            times,
+            symbols,
+            data: vec![f64::NAN; times * symbols],
+        }
+    }
+
+    /// Wraps column-major data.
+    ///
+    /// # Errors
+    /// `data.len() != times * symbols`.
+    pub fn from_columns(
+        times: usize,
+        symbols: usize,
+        data: Vec<f64>,
+    ) -> Result<Panel, MarketError> {
+        if data.len() != times * symbols {
+            return Err(MarketError::Query(format!(
+                "panel data has {} values, expected {times} × {symbols}",
+                data.len()
+            )));
+        }
+        Ok(Panel {
+            times,
+            symbols,
+            data,
+        })
+    }
+
+    /// Number of bar times (rows).
+    pub fn times(&self) -> usize {
+        self.times
+    }
+
+    /// Number of symbols (columns).
+    pub fn symbols(&self) -> usize {
+        self.symbols
+    }
+
+    /// The value at bar `t` of symbol `s`.
+    pub fn get(&self, t: usize, s: usize) -> f64 {
+        self.data[s * self.times + t]
+    }
+
+    /// One symbol's history.
+    pub fn column(&self, s: usize) -> &[f64] {
+        &self.data[s * self.times..(s + 1) * self.times]
+    }
+
+    /// One symbol's history, mutable.
+    pub fn column_mut(&mut self, s: usize) -> &mut [f64] {
+        &mut self.data[s * self.times..(s + 1) * self.times]
+    }
+
+    /// All values, column-major.
+    pub fn values(&self) -> &[f64] {
+        &self.data
+    }
+
+    /// Bytes held.
+    pub fn bytes(&self) -> usize {
+        self.data.len() * 8
+    }
+}
+
+/// The answer to a [`PanelQuery`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct PanelSet {
+    /// The query's as-of time.
+    pub as_of: AsOf,
+    /// Bar frequency of every panel.
+    pub frequency: Frequency,
+    /// The time axis (rows), ascending.
+    pub times: Vec<Timestamp>,
+    /// The instruments (columns).
+    pub instruments: Vec<Instrument>,
+    /// The dataset each column came from.
+    pub sources: Vec<String>,
+    /// The panels asked for.
+    pub panels: BTreeMap<Field, Panel>,
+    /// Detected rolls per futures symbol (empty unless the roll policy adjusts).
+    pub rolls: BTreeMap<String, Vec<Roll>>,
+}
+
+impl PanelSet {
+    /// A panel by field.
+    pub fn panel(&self, field: Field) -> Option<&Panel> {
+        self.panels.get(&field)
+    }
+
+    /// Column index of a symbol.
+    pub fn column_of(&self, symbol: &str) -> Option<usize> {
+        self.instruments.iter().position(|i| i.symbol == symbol)
+    }
+
+    /// Bytes held by all panels.
+    pub fn bytes(&self) -> usize {
+        self.panels.values().map(Panel::bytes).sum()
+    }
+}
+
+/// One symbol's bars (only bars that exist), with the stored fields a query needs.
+struct Series {
+    instrument: Instrument,
+    times: Vec<Timestamp>,
+    fields: BTreeMap<Field, Vec<f64>>,
+    rolls: Vec<Roll>,
+}
+
+impl Catalog {
+    /// Builds aligned panels. See [`PanelQuery`].
+    ///
+    /// # Errors
+    /// Unknown dataset or symbol, a frequency that cannot be reached by resampling, datasets
+    /// of different frequencies without a target frequency, or a file that cannot be loaded.
+    pub fn panels(&self, q: &PanelQuery) -> Result<PanelSet, MarketError> {
+        if q.datasets.is_empty() {
+            return Err(MarketError::Query(
+                "no dataset selected; name at least one (see `lim data list`)".into(),
+            ));
+        }
+        if q.fields.is_empty() {
+            return Err(MarketError::Query("no field selected".into()));
+        }
+        let mut stored: Vec<Field> = q
+            .fields
+            .iter()
+            .flat_map(|f| f.inputs().iter().copied())
+            .collect();
+        if q.roll == RollPolicy::BackAdjust {
+            stored.extend([
+                Field::Open,
+                Field::Close,
+                Field::Volume,
+                Field::OpenInterest,
+            ]);
+        }
+        if q.frequency.is_some() {
+            // Resampling OHLC needs the whole bar.
+            stored.extend([Field::Open, Field::High, Field::Low, Field::Close]);
+        }
+        stored.sort();
+        stored.dedup();
+
+        let mut all: Vec<(String, Series)> = Vec::new();
+        let mut frequency: Option<(Frequency, String)> = None;
+        for name in &q.datasets {
+            let (ds, _) = self.load(name, &stored)?;
+            let native = ds.meta.frequency;
+            let target = q.frequency.unwrap_or(native);
+            check_resample(native, target, name)?;
+            match &frequency {
+                Some((f, other)) if *f != target => {
+                    return Err(MarketError::Query(format!(
+                        "datasets '{other}' ({f}) and '{name}' ({target}) have different frequencies; pass a common frequency such as --frequency 1d to resample"
+                    )));
+                }
+                _ => frequency = Some((target, name.clone())),
+            }
+            let cols = select_symbols(&ds, q.symbols.as_deref(), &q.datasets, self)?;
+            for c in cols {
+                let mut s = series_as_of(&ds, c, &stored, q.as_of);
+                if target != native {
+                    let session = session_of(&s.instrument, ds.meta.manifest.as_ref());
+                    s = resample(s, target, session, q.as_of);
+                }
+                derive(&mut s, q);
+                all.push((name.clone(), s));
+            }
+        }
+        let frequency = frequency.map(|(f, _)| f).unwrap_or(Frequency::Daily);
+        let mut seen: HashMap<&str, &str> = HashMap::new();
+        for (ds, s) in &all {
+            if let Some(prev) = seen.insert(&s.instrument.symbol, ds) {
+                return Err(MarketError::Query(format!(
+                    "symbol '{}' is in both '{prev}' and '{ds}'; select one of them with --symbol or query the datasets separately",
+                    s.instrument.symbol
+                )));
+            }
+        }
+        Ok(assemble(all, q, frequency))
+    }
+}
+
+fn check_resample(native: Frequency, target: Frequency, name: &str) -> Result<(), MarketError> {
+    let ok = match (native, target) {
+        (a, b) if a == b => true,
+        (Frequency::Intraday(a), Frequency::Intraday(b)) => b > a && b % a == 0,
+        (Frequency::Intraday(_), Frequency::Daily) => true,
+        (Frequency::Daily, Frequency::Intraday(_)) => false,
+        (Frequency::Daily, Frequency::Daily) => true,
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(MarketError::Query(format!(
+            "cannot resample '{name}' from {native} to {target}: bars can only be combined into coarser bars whose length is a multiple of {native}"
+        )))
+    }
+}
+
+fn select_symbols(
+    ds: &Dataset,
+    symbols: Option<&[String]>,
+    datasets: &[String],
+    catalog: &Catalog,
+) -> Result<Vec<usize>, MarketError> {
+    let Some(symbols) = symbols else {
+        return Ok((0..ds.meta.symbols.len()).collect());
+    };
+    let mut cols = Vec::new();
+    for s in symbols {
+        match ds.meta.symbol_index(s) {
+            Some(i) => cols.push(i),
+            None if datasets.len() > 1 => {
+                // It may belong to another selected dataset; checked once all are seen.
+                let elsewhere = datasets.iter().any(|d| {
+                    catalog
+                        .meta(d)
+                        .map(|m| m.symbol_index(s).is_some())
+                        .unwrap_or(false)
+                });
+                if !elsewhere {
+                    return Err(unknown_symbol(s, ds, datasets));
+                }
+            }
+            None => return Err(unknown_symbol(s, ds, datasets)),
+        }
+    }
+    Ok(cols)
+}
+
+fn unknown_symbol(symbol: &str, ds: &Dataset, datasets: &[String]) -> MarketError {
+    MarketError::UnknownSymbol {
+        symbol: symbol.to_string(),
+        scope: format!("dataset(s) {}", datasets.join(", ")),
+        suggestion: closest(
+            symbol,
+            ds.meta.symbols.iter().map(|s| s.instrument.symbol.as_str()),
+        ),
+    }
+}
+
+/// Cuts one symbol's bars at the as-of time, keeping only bars that exist.
+fn series_as_of(ds: &Dataset, col: usize, stored: &[Field], as_of: AsOf) -> Series {
+    let freq = ds.meta.frequency;
+    let visible = ds.times.partition_point(|t| as_of.sees(*t, freq));
+    let close = ds
+        .series(Field::Close, col)
+        .or_else(|| stored.first().and_then(|f| ds.series(*f, col)));
+    let present: Vec<usize> = match close {
+        Some(c) => (0..visible).filter(|&t| !c[t].is_nan()).collect(),
+        None => Vec::new(),
+    };
+    let mut fields = BTreeMap::new();
+    for &f in stored {
+        let v = match ds.series(f, col) {
+            Some(src) => present.iter().map(|&t| src[t]).collect(),
+            None => vec![f64::NAN; present.len()],
+        };
+        fields.insert(f, v);
+    }
+    Series {
+        instrument: ds.meta.symbols[col].instrument.clone(),
+        times: present.iter().map(|&t| ds.times[t]).collect(),
+        fields,
+        rolls: Vec::new(),
+    }
+}
+
+/// The open time of the coarse bar that a bar opening at `ts` falls into.
+pub fn bucket_of(
+    ts: Timestamp,
+    target: Frequency,
+    session: crate::instrument::Session,
+) -> Timestamp {
+    let off = i64::from(session.utc_offset_minutes) * 60;
+    let local = ts.0 + off;
+    let day = local.div_euclid(crate::time::DAY) * crate::time::DAY;
+    match target {
+        Frequency::Daily => Timestamp(day),
+        Frequency::Intraday(len) => {
+            let len = i64::from(len);
+            let open = day + i64::from(session.open_minute) * 60;
+            Timestamp(open + (local - open).div_euclid(len) * len - off)
+        }
+    }
+}
+
+/// Combines bars into coarser ones: first open, highest high, lowest low, last close, summed
+/// volume, last open interest. A coarse bar that has not closed by the as-of time is dropped.
+fn resample(
+    s: Series,
+    target: Frequency,
+    session: crate::instrument::Session,
+    as_of: AsOf,
+) -> Series {
+    let mut times: Vec<Timestamp> = Vec::new();
+    let mut groups: Vec<(usize, usize)> = Vec::new();
+    for (i, &t) in s.times.iter().enumerate() {
+        let b = bucket_of(t, target, session);
+        if times.last() == Some(&b) {
+            if let Some(g) = groups.last_mut() {
+                g.1 = i + 1;
+            }
+        } else {
+            times.push(b);
+            groups.push((i, i + 1));
+        }
+    }
+    let keep: Vec<bool> = times.iter().map(|t| as_of.sees(*t, target)).collect();
+    let mut fields = BTreeMap::new();
+    for (f, v) in &s.fields {
+        let agg: Vec<f64> = groups
+            .iter()
+            .zip(&keep)
+            .filter(|(_, k)| **k)
+            .map(|(&(a, b), _)| {
+                let xs = &v[a..b];
+                match f {
+                    Field::Open => xs[0],
+                    Field::High => xs.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+                    Field::Low => xs.iter().copied().fold(f64::INFINITY, f64::min),
+                    Field::Volume => xs.iter().sum(),
+                    _ => xs[xs.len() - 1],
+                }
+            })
+            .collect();
+        fields.insert(*f, agg);
+    }
+    let times = times
+        .into_iter()
+        .zip(&keep)
+        .filter(|(_, k)| **k)
+        .map(|(t, _)| t)
+        .collect();
+    Series {
+        instrument: s.instrument,
+        times,
+        fields,
+        rolls: Vec::new(),
+    }
+}
+
+/// Detects rolls and computes derived fields on one symbol's bars.
+fn derive(s: &mut Series, q: &PanelQuery) {
+    let n = s.times.len();
+    let raw_close = s
+        .fields
+        .get(&Field::Close)
+        .cloned()
+        .unwrap_or_else(|| vec![f64::NAN; n]);
+    if q.fields.contains(&Field::DollarVolume) {
+        let v = s
+            .fields
+            .get(&Field::Volume)
+            .cloned()
+            .unwrap_or_else(|| vec![f64::NAN; n]);
+        s.fields.insert(
+            Field::DollarVolume,
+            raw_close.iter().zip(&v).map(|(c, v)| c * v).collect(),
+        );
+    }
+    if q.roll == RollPolicy::BackAdjust && s.instrument.asset_class == AssetClass::Futures {
+        let get = |f: Field| {
+            s.fields
+                .get(&f)
+                .cloned()
+                .unwrap_or_else(|| vec![f64::NAN; n])
+        };
+        let (open, volume, oi) = (
+            get(Field::Open),
+            get(Field::Volume),
+            get(Field::OpenInterest),
+        );
+        let rolls = roll::detect(
+            &s.times,
+            &open,
+            &raw_close,
+            &volume,
+            Some(&oi),
+            &q.roll_config,
+        );
+        let mut prices: Vec<&mut [f64]> = s
+            .fields
+            .iter_mut()
+            .filter(|(f, _)| matches!(f, Field::Open | Field::High | Field::Low | Field::Close))
+            .map(|(_, v)| v.as_mut_slice())
+            .collect();
+        roll::back_adjust(&mut prices, &rolls);
+        s.rolls = rolls.into_iter().map(|(_, r)| r).collect();
+    }
+    let close = s
+        .fields
+        .get(&Field::Close)
+        .cloned()
+        .unwrap_or_else(|| vec![f64::NAN; n]);
+    let mut ret = vec![f64::NAN; n];
+    for t in 1..n {
+        ret[t] = close[t] / close[t - 1] - 1.0;
+    }
+    if q.fields.contains(&Field::LogReturns) {
+        s.fields
+            .insert(Field::LogReturns, ret.iter().map(|r| r.ln_1p()).collect());
+    }
+    if q.fields.contains(&Field::Returns) {
+        s.fields.insert(Field::Returns, ret);
+    }
+    if q.fields.contains(&Field::Vwap) {
+        let get = |f: Field| {
+            s.fields
+                .get(&f)
+                .cloned()
+                .unwrap_or_else(|| vec![f64::NAN; n])
+        };
+        let (h, l) = (get(Field::High), get(Field::Low));
+        s.fields.insert(
+            Field::Vwap,
+            (0..n).map(|t| (h[t] + l[t] + close[t]) / 3.0).collect(),
+        );
+    }
+}
+
+/// Aligns all series on the union of their times within the query's range.
+fn assemble(all: Vec<(String, Series)>, q: &PanelQuery, frequency: Frequency) -> PanelSet {
+    let in_range = |t: &Timestamp| q.start.is_none_or(|s| *t >= s) && q.end.is_none_or(|e| *t <= e);
+    let mut times: Vec<Timestamp> = all
+        .iter()
+        .flat_map(|(_, s)| s.times.iter().copied())
+        .filter(in_range)
+        .collect();
+    times.sort_unstable();
+    times.dedup();
+    let index: HashMap<Timestamp, usize> = times.iter().enumerate().map(|(i, t)| (*t, i)).collect();
+    let nt = times.len();
+    let mut panels: BTreeMap<Field, Panel> = q
+        .fields
+        .iter()
+        .map(|f| (*f, Panel::nan(nt, all.len())))
+        .collect();
+    let mut rolls = BTreeMap::new();
+    let mut instruments = Vec::with_capacity(all.len());
+    let mut sources = Vec::with_capacity(all.len());
+    for (c, (ds, s)) in all.into_iter().enumerate() {
+        let rows: Vec<(usize, usize)> = s
+            .times
+            .iter()
+            .enumerate()
+            .filter_map(|(i, t)| index.get(t).map(|&r| (i, r)))
+            .collect();
+        for (f, panel) in panels.iter_mut() {
+            if let Some(v) = s.fields.get(f) {
+                let col = panel.column_mut(c);
+                for &(i, r) in &rows {
+                    col[r] = v[i];
+                }
+            }
+        }
+        if s.instrument.asset_class == AssetClass::Futures && q.roll == RollPolicy::BackAdjust {
+            rolls.insert(s.instrument.symbol.clone(), s.rolls);
+        }
+        instruments.push(s.instrument);
+        sources.push(ds);
+    }
+    PanelSet {
+        as_of: q.as_of,
+        frequency,
+        times,
+        instruments,
+        sources,
+        panels,
+        rolls,
+    }
+}

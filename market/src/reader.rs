@@ -1,0 +1,668 @@
+//! The uniform CSV reader: one pass over a (possibly gzipped) file into per-symbol columns.
+//!
+//! The format (see `docs/data.md`): header `ts,symbol,open,high,low,close,volume[,open_interest]`,
+//! rows grouped by symbol and sorted by `ts` within a symbol, one row per (symbol, ts).
+//! Gzip input is decompressed on a second thread while this one parses, so the two cores
+//! overlap. Problems are collected as values with file, line, column and field, up to a cap.
+
+use std::fmt;
+use std::io::{self, Read};
+use std::sync::mpsc::{Receiver, sync_channel};
+use std::thread;
+
+use serde::{Deserialize, Serialize};
+
+use crate::time::{ParsedTs, parse_ts};
+
+const BASE_HEADER: [&str; 7] = ["ts", "symbol", "open", "high", "low", "close", "volume"];
+const EXPECTED_HEADER: &str = "ts,symbol,open,high,low,close,volume[,open_interest]";
+const CHUNK: usize = 1 << 20;
+
+/// One thing wrong with a data file, located as precisely as the reader can.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Problem {
+    /// The file's name as the user gave it.
+    pub file: String,
+    /// 1-based line number; 0 when the problem concerns the whole file.
+    pub line: u64,
+    /// 1-based column of the offending field, when there is one.
+    pub column: Option<usize>,
+    /// The field's name (`close`, `ts`, ...), when there is one.
+    pub field: Option<String>,
+    /// What was found and what was expected.
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "data file '{}'", self.file)?;
+        if self.line > 0 {
+            write!(f, " line {}", self.line)?;
+        }
+        if let Some(c) = self.column {
+            write!(f, ", column {c}")?;
+        }
+        if let Some(field) = &self.field {
+            write!(f, " ({field})")?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+/// How timestamps were written in a file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TsForm {
+    /// `YYYY-MM-DD`: daily bars.
+    Date,
+    /// `YYYY-MM-DDTHH:MM:SSZ`: intraday bars, UTC open time.
+    DateTime,
+}
+
+/// Rows kept but worth knowing about; they are not errors (see the data README's "quirks").
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Quirks {
+    /// Rows where high < max(open, close) or low > min(open, close) or high < low.
+    pub ohlc_inconsistent: u64,
+    /// Rows with zero volume.
+    pub zero_volume: u64,
+}
+
+/// A parsed file in long form: per-symbol runs of rows, one column per field.
+#[derive(Debug, Default)]
+pub struct RawData {
+    /// Whether the header carried `open_interest`.
+    pub has_open_interest: bool,
+    /// How timestamps were written.
+    pub ts_form: Option<TsForm>,
+    /// Symbols in file order.
+    pub symbols: Vec<String>,
+    /// Row index where each symbol's run starts; `symbols.len() + 1` entries.
+    pub starts: Vec<usize>,
+    /// Bar open times, seconds since the epoch.
+    pub ts: Vec<i64>,
+    /// open, high, low, close, volume, open_interest (the last empty when absent).
+    pub cols: [Vec<f64>; 6],
+    /// Data rows read (kept).
+    pub rows: u64,
+    /// Kept-but-odd rows.
+    pub quirks: Quirks,
+}
+
+impl RawData {
+    /// The rows of symbol `i`.
+    pub fn run(&self, i: usize) -> std::ops::Range<usize> {
+        self.starts[i]..self.starts[i + 1]
+    }
+}
+
+/// Collects problems up to a cap and counts the rest.
+#[derive(Debug)]
+pub struct Problems {
+    /// The problems kept, in file order.
+    pub list: Vec<Problem>,
+    /// All problems found, including those past the cap.
+    pub total: usize,
+    cap: usize,
+    stop_at_cap: bool,
+    file: String,
+}
+
+impl Problems {
+    fn push(&mut self, line: u64, column: Option<usize>, field: Option<&str>, message: String) {
+        self.total += 1;
+        if self.list.len() < self.cap {
+            self.list.push(Problem {
+                file: self.file.clone(),
+                line,
+                column,
+                field: field.map(str::to_string),
+                message,
+            });
+        }
+    }
+
+    fn should_stop(&self) -> bool {
+        self.stop_at_cap && self.total >= self.cap
+    }
+}
+
+/// How far a read got, for progress display.
+pub type ProgressFn<'a> = &'a (dyn Fn(u64) + Sync);
+
+/// Options of one read.
+#[derive(Debug, Clone, Copy)]
+pub struct ReadOptions {
+    /// Keep at most this many problems.
+    pub max_problems: usize,
+    /// Stop reading once `max_problems` are found (loading); keep counting otherwise (checking).
+    pub stop_at_cap: bool,
+}
+
+impl ReadOptions {
+    /// Loading: stop at the first problem.
+    pub const LOAD: ReadOptions = ReadOptions {
+        max_problems: 1,
+        stop_at_cap: true,
+    };
+    /// Checking: list up to `cap` problems and count all.
+    pub fn check(cap: usize) -> ReadOptions {
+        ReadOptions {
+            max_problems: cap,
+            stop_at_cap: false,
+        }
+    }
+}
+
+/// Reads a whole file (gzip detected by its magic bytes) into long form.
+///
+/// `bytes_read` is called now and then with the count of *input* bytes consumed so far.
+pub fn read(
+    input: Box<dyn Read + Send>,
+    file: &str,
+    opts: ReadOptions,
+    progress: Option<ProgressFn<'_>>,
+) -> (RawData, Problems) {
+    let mut problems = Problems {
+        list: Vec::new(),
+        total: 0,
+        cap: opts.max_problems.max(1),
+        stop_at_cap: opts.stop_at_cap,
+        file: file.to_string(),
+    };
+    let mut parser = Parser::new();
+    let (tx, rx) = sync_channel::<io::Result<Vec<u8>>>(4);
+    thread::scope(|scope| {
+        scope.spawn(move || produce(input, tx));
+        consume(rx, &mut parser, &mut problems, progress);
+    });
+    parser.finish(&mut problems);
+    (parser.out, problems)
+}
+
+/// Sends decompressed chunks; stops quietly when the consumer hangs up.
+fn produce(mut input: Box<dyn Read + Send>, tx: std::sync::mpsc::SyncSender<io::Result<Vec<u8>>>) {
+    let mut magic = [0u8; 2];
+    let mut got = 0;
+    while got < 2 {
+        match input.read(&mut magic[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                let _ = tx.send(Err(e));
+                return;
+            }
+        }
+    }
+    let head = io::Cursor::new(magic[..got].to_vec());
+    let mut reader: Box<dyn Read> = if got == 2 && magic == [0x1f, 0x8b] {
+        Box::new(flate2::read::MultiGzDecoder::new(
+            io::BufReader::with_capacity(1 << 16, head.chain(input)),
+        ))
+    } else {
+        Box::new(head.chain(input))
+    };
+    loop {
+        let mut buf = vec![0u8; CHUNK];
+        let mut filled = 0;
+        while filled < CHUNK {
+            match reader.read(&mut buf[filled..]) {
+                Ok(0) => break,
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    buf.truncate(filled);
+                    let _ = tx.send(Ok(buf));
+                    let _ = tx.send(Err(e));
+                    return;
+                }
+            }
+        }
+        buf.truncate(filled);
+        let done = filled < CHUNK;
+        if tx.send(Ok(buf)).is_err() || done {
+            return;
+        }
+    }
+}
+
+fn consume(
+    rx: Receiver<io::Result<Vec<u8>>>,
+    parser: &mut Parser,
+    problems: &mut Problems,
+    progress: Option<ProgressFn<'_>>,
+) {
+    let mut carry: Vec<u8> = Vec::new();
+    let mut consumed = 0u64;
+    for msg in rx {
+        let chunk = match msg {
+            Ok(c) => c,
+            Err(e) => {
+                let message = if e.kind() == io::ErrorKind::UnexpectedEof {
+                    "the gzip stream ends early: the file is truncated or was still being written; copy or download it again".to_string()
+                } else {
+                    format!(
+                        "cannot read or decompress the file after line {}: {e}",
+                        parser.line
+                    )
+                };
+                problems.push(0, None, None, message);
+                parser.aborted = true;
+                return;
+            }
+        };
+        consumed += chunk.len() as u64;
+        let mut rest: &[u8] = &chunk;
+        if !carry.is_empty() {
+            match memchr::memchr(b'\n', rest) {
+                Some(i) => {
+                    carry.extend_from_slice(&rest[..i]);
+                    let line = std::mem::take(&mut carry);
+                    parser.line(&line, problems);
+                    rest = &rest[i + 1..];
+                }
+                None => {
+                    carry.extend_from_slice(rest);
+                    continue;
+                }
+            }
+        }
+        let complete = match memchr::memrchr(b'\n', rest) {
+            Some(i) => i + 1,
+            None => 0,
+        };
+        if complete > 0 {
+            for line in rest[..complete - 1].split(|&b| b == b'\n') {
+                if problems.should_stop() || parser.aborted {
+                    parser.aborted = true;
+                    return;
+                }
+                parser.line(line, problems);
+            }
+        }
+        carry.extend_from_slice(&rest[complete..]);
+        if let Some(p) = progress {
+            p(consumed);
+        }
+    }
+    if !carry.is_empty() && !problems.should_stop() {
+        parser.line(&carry, problems);
+    }
+}
+
+struct Parser {
+    out: RawData,
+    line: u64,
+    ncols: usize,
+    header_seen: bool,
+    aborted: bool,
+    cur_symbol: Vec<u8>,
+    symbol_last_line: u64,
+    seen: std::collections::HashMap<Vec<u8>, u64>,
+    last_ts: i64,
+    last_ts_line: u64,
+    first_form_line: u64,
+}
+
+impl Parser {
+    fn new() -> Parser {
+        Parser {
+            out: RawData {
+                starts: vec![0],
+                ..RawData::default()
+            },
+            line: 0,
+            ncols: 7,
+            header_seen: false,
+            aborted: false,
+            cur_symbol: Vec::new(),
+            symbol_last_line: 0,
+            seen: std::collections::HashMap::new(),
+            last_ts: i64::MIN,
+            last_ts_line: 0,
+            first_form_line: 0,
+        }
+    }
+
+    fn line(&mut self, raw: &[u8], problems: &mut Problems) {
+        self.line += 1;
+        let line = raw.strip_suffix(b"\r").unwrap_or(raw);
+        if !self.header_seen {
+            self.header(line, problems);
+            return;
+        }
+        if line.is_empty() {
+            return;
+        }
+        self.row(line, problems);
+    }
+
+    fn header(&mut self, line: &[u8], problems: &mut Problems) {
+        self.header_seen = true;
+        let line = line.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(line);
+        let text = String::from_utf8_lossy(line);
+        let names: Vec<&str> = text.split(',').map(str::trim).collect();
+        let ok_base = names.len() >= 7 && names[..7] == BASE_HEADER;
+        match (ok_base, names.len()) {
+            (true, 7) => {}
+            (true, 8) if names[7] == "open_interest" => {
+                self.ncols = 8;
+                self.out.has_open_interest = true;
+            }
+            _ => {
+                let (column, which) = first_mismatch(&names);
+                let message = if text.is_empty() {
+                    format!("the header line is empty, expected '{EXPECTED_HEADER}'")
+                } else {
+                    format!("header is '{text}', expected '{EXPECTED_HEADER}' ({which})")
+                };
+                problems.push(1, column, None, message);
+                // Nothing below the header can be read with the wrong columns.
+                self.aborted = true;
+            }
+        }
+    }
+
+    fn row(&mut self, line: &[u8], problems: &mut Problems) {
+        if self.aborted {
+            return;
+        }
+        let mut fields = [(0usize, 0usize); 8];
+        let mut n = 0;
+        let mut start = 0;
+        for i in memchr::memchr_iter(b',', line).chain(std::iter::once(line.len())) {
+            if n < 8 {
+                fields[n] = (start, i);
+            }
+            n += 1;
+            start = i + 1;
+        }
+        if n != self.ncols {
+            let header = if self.ncols == 8 {
+                "ts,symbol,open,high,low,close,volume,open_interest"
+            } else {
+                "ts,symbol,open,high,low,close,volume"
+            };
+            problems.push(
+                self.line,
+                None,
+                None,
+                format!("row has {n} fields, expected {} ({header})", self.ncols),
+            );
+            return;
+        }
+        let field = |k: usize| &line[fields[k].0..fields[k].1];
+        let col = |k: usize| Some(fields[k].0 + 1);
+
+        // ts
+        let ts_bytes = field(0);
+        let (ts, form) = match parse_ts(ts_bytes) {
+            Some(ParsedTs::Date(t)) => (t.0, TsForm::Date),
+            Some(ParsedTs::DateTime(t)) => (t.0, TsForm::DateTime),
+            None => {
+                problems.push(
+                    self.line,
+                    col(0),
+                    Some("ts"),
+                    format!(
+                        "'{}' is not a timestamp, expected YYYY-MM-DD or YYYY-MM-DDTHH:MM:SSZ (UTC)",
+                        String::from_utf8_lossy(ts_bytes)
+                    ),
+                );
+                return;
+            }
+        };
+        match self.out.ts_form {
+            None => {
+                self.out.ts_form = Some(form);
+                self.first_form_line = self.line;
+            }
+            Some(f) if f != form => {
+                let (this, earlier) = match form {
+                    TsForm::Date => ("a date", "date-times"),
+                    TsForm::DateTime => ("a date-time", "dates"),
+                };
+                problems.push(
+                    self.line,
+                    col(0),
+                    Some("ts"),
+                    format!(
+                        "mixed frequencies: this row has {this} but rows from line {} hold {earlier}; put each frequency in its own file",
+                        self.first_form_line
+                    ),
+                );
+                return;
+            }
+            Some(_) => {}
+        }
+
+        // symbol: rows must come grouped by symbol, sorted by ts within each group.
+        let sym = field(1);
+        if sym.is_empty() || sym.iter().any(u8::is_ascii_whitespace) {
+            problems.push(
+                self.line,
+                col(1),
+                Some("symbol"),
+                format!(
+                    "'{}' is not a symbol, expected a non-empty name without spaces",
+                    String::from_utf8_lossy(sym)
+                ),
+            );
+            return;
+        }
+        let new_symbol = sym != self.cur_symbol.as_slice();
+        if new_symbol {
+            if let Some(&end) = self.seen.get(sym) {
+                problems.push(
+                    self.line,
+                    col(1),
+                    Some("symbol"),
+                    format!(
+                        "rows of '{}' appear again after its block ended at line {end}; rows must be grouped by symbol, then sorted by ts",
+                        String::from_utf8_lossy(sym)
+                    ),
+                );
+                return;
+            }
+        } else if ts == self.last_ts {
+            problems.push(
+                self.line,
+                col(0),
+                Some("ts"),
+                format!(
+                    "duplicate row for ({}, {}): the same bar is at line {}; keep one row per (symbol, ts)",
+                    String::from_utf8_lossy(sym),
+                    String::from_utf8_lossy(ts_bytes),
+                    self.last_ts_line
+                ),
+            );
+            return;
+        } else if ts < self.last_ts {
+            problems.push(
+                self.line,
+                col(0),
+                Some("ts"),
+                format!(
+                    "rows are not sorted: {} comes after a later bar at line {}; sort rows by symbol, then ts",
+                    String::from_utf8_lossy(ts_bytes),
+                    self.last_ts_line
+                ),
+            );
+            return;
+        }
+
+        // Numbers: all parsed before anything is pushed, so a bad row leaves no trace.
+        let mut vals = [f64::NAN; 6];
+        const NAMES: [&str; 6] = ["open", "high", "low", "close", "volume", "open_interest"];
+        for k in 0..self.ncols - 2 {
+            let b = field(k + 2);
+            if k == 5 && b.is_empty() {
+                continue; // open interest may be missing
+            }
+            let v = match fast_float2::parse::<f64, _>(b) {
+                Ok(v) if v.is_finite() => v,
+                _ => {
+                    let expected = if k < 4 {
+                        "a positive price"
+                    } else {
+                        "a non-negative number"
+                    };
+                    let shown = if b.is_empty() {
+                        "empty".to_string()
+                    } else {
+                        format!("'{}'", String::from_utf8_lossy(b))
+                    };
+                    let msg = if b.is_empty() {
+                        format!("{} is {shown}, expected {expected}", NAMES[k])
+                    } else {
+                        format!("{shown} is not a number, expected {expected}")
+                    };
+                    problems.push(self.line, col(k + 2), Some(NAMES[k]), msg);
+                    return;
+                }
+            };
+            if (k < 4 && v <= 0.0) || v < 0.0 {
+                let expected = if k < 4 {
+                    "a positive price (rows with non-positive prices must be dropped or fixed)"
+                } else {
+                    "a non-negative number"
+                };
+                problems.push(
+                    self.line,
+                    col(k + 2),
+                    Some(NAMES[k]),
+                    format!("{v} is out of range, expected {expected}"),
+                );
+                return;
+            }
+            vals[k] = v;
+        }
+
+        if new_symbol {
+            if !self.cur_symbol.is_empty() {
+                self.seen
+                    .insert(std::mem::take(&mut self.cur_symbol), self.symbol_last_line);
+                self.out.starts.push(self.out.ts.len());
+            }
+            self.cur_symbol = sym.to_vec();
+            self.out
+                .symbols
+                .push(String::from_utf8_lossy(sym).into_owned());
+        }
+        self.symbol_last_line = self.line;
+        self.last_ts = ts;
+        self.last_ts_line = self.line;
+
+        let [o, h, l, c, v, oi] = vals;
+        if h < o.max(c) || l > o.min(c) || h < l {
+            self.out.quirks.ohlc_inconsistent += 1;
+        }
+        if v == 0.0 {
+            self.out.quirks.zero_volume += 1;
+        }
+        self.out.ts.push(ts);
+        for (col, v) in self.out.cols.iter_mut().zip([o, h, l, c, v]) {
+            col.push(v);
+        }
+        if self.out.has_open_interest {
+            self.out.cols[5].push(oi);
+        }
+        self.out.rows += 1;
+    }
+
+    fn finish(&mut self, problems: &mut Problems) {
+        if !self.cur_symbol.is_empty() {
+            self.out.starts.push(self.out.ts.len());
+        }
+        if self.aborted {
+            return;
+        }
+        if self.line == 0 {
+            problems.push(
+                0,
+                None,
+                None,
+                format!("the file is empty, expected the header '{EXPECTED_HEADER}' and rows"),
+            );
+        } else if self.out.rows == 0 && problems.total == 0 {
+            problems.push(2, None, None, "no data rows after the header".to_string());
+        }
+    }
+}
+
+fn first_mismatch(names: &[&str]) -> (Option<usize>, String) {
+    let mut column = 1;
+    for (i, want) in BASE_HEADER.iter().enumerate() {
+        match names.get(i) {
+            Some(got) if got == want => column += got.len() + 1,
+            Some(got) => {
+                return (
+                    Some(column),
+                    format!("field {} is '{got}', expected '{want}'", i + 1),
+                );
+            }
+            None => return (Some(column), format!("field '{want}' is missing")),
+        }
+    }
+    let extra = names.get(7).copied().unwrap_or("");
+    (
+        Some(column),
+        format!("field 8 is '{extra}', expected 'open_interest' or nothing"),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> (RawData, Problems) {
+        read(
+            Box::new(io::Cursor::new(text.as_bytes().to_vec())),
+            "t.csv",
+            ReadOptions::check(50),
+            None,
+        )
+    }
+
+    #[test]
+    fn reads_grouped_rows_with_optional_open_interest() {
+        let (raw, p) = parse(
+            "ts,symbol,open,high,low,close,volume,open_interest\n\
+             2024-01-02,A,1,2,0.5,1.5,100,\n2024-01-03,A,1.5,2,1,1.8,0,7\n2024-01-02,B,10,11,9,10.5,5,3\n",
+        );
+        assert_eq!(p.total, 0, "{:?}", p.list);
+        assert_eq!(raw.symbols, ["A", "B"]);
+        assert_eq!(raw.starts, [0, 2, 3]);
+        assert!(raw.cols[5][0].is_nan());
+        assert_eq!(raw.cols[5][1], 7.0);
+        assert_eq!(raw.quirks.zero_volume, 1);
+        assert_eq!(raw.ts_form, Some(TsForm::Date));
+    }
+
+    #[test]
+    fn locates_a_bad_price_by_line_column_and_field() {
+        let (_, p) = parse("ts,symbol,open,high,low,close,volume\n2024-01-02,A,1,2,0.5,null,100\n");
+        let msg = p.list[0].to_string();
+        assert_eq!(
+            msg,
+            "data file 't.csv' line 2, column 22 (close): 'null' is not a number, expected a positive price"
+        );
+    }
+
+    #[test]
+    fn chunk_boundaries_do_not_split_rows() {
+        // Longer than one chunk so that lines straddle chunk edges.
+        let mut text = String::from("ts,symbol,open,high,low,close,volume\n");
+        let mut n = 0;
+        while text.len() < 3 * CHUNK {
+            let (y, m, d) = crate::time::civil_from_days(n);
+            text.push_str(&format!("{y:04}-{m:02}-{d:02},SYM,1.25,2.5,1,2,{n}\n"));
+            n += 1;
+        }
+        let (raw, p) = parse(&text);
+        assert_eq!(p.total, 0, "{:?}", p.list.first());
+        assert_eq!(raw.rows, n as u64);
+        assert_eq!(raw.cols[4].last().copied(), Some((n - 1) as f64));
+    }
+}

@@ -1,0 +1,552 @@
+//! `lim data ...`: list, show, check and query datasets.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use anyhow::{Context, bail};
+use clap::{Args, Subcommand, ValueEnum};
+use lim_market::stats::ReturnStats;
+use lim_market::{
+    AsOf, AssetClass, DatasetMeta, Field, Frequency, MarketData, PanelQuery, Progress,
+    ProgressSink, RollPolicy, Timestamp,
+};
+use serde::Serialize;
+
+use crate::DataArgs;
+use crate::table::{Table, pct, thousands};
+
+#[derive(Debug, Subcommand)]
+pub enum DataCommand {
+    /// List the datasets of a data directory: frequency, symbols, rows, date range.
+    List {
+        #[command(flatten)]
+        data: DataArgs,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one dataset: per-symbol range, rows, gaps, detected rolls and return statistics.
+    Show(ShowArgs),
+    /// Validate a data file and report every problem (up to a cap). Exit code 1 if any.
+    Check {
+        /// The file to check (`.csv` or `.csv.gz`).
+        file: PathBuf,
+        /// Report at most this many problems.
+        #[arg(long, default_value_t = 50)]
+        max_problems: usize,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Build aligned panels and print their shape and last rows.
+    Panel(PanelArgs),
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum RollArg {
+    /// Raw spliced prices; roll jumps stay in the returns.
+    None,
+    /// Detect rolls, back-adjust prices, roll-clean returns.
+    BackAdjust,
+}
+
+impl From<RollArg> for RollPolicy {
+    fn from(r: RollArg) -> RollPolicy {
+        match r {
+            RollArg::None => RollPolicy::None,
+            RollArg::BackAdjust => RollPolicy::BackAdjust,
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct ShowArgs {
+    /// Dataset name (see `lim data list`).
+    dataset: String,
+    /// Show one symbol in detail, with its roll dates.
+    #[arg(long)]
+    symbol: Option<String>,
+    /// Only data that had closed by this time: YYYY-MM-DD (end of day) or YYYY-MM-DDTHH:MM:SSZ.
+    #[arg(long, value_parser = parse_as_of)]
+    as_of: Option<AsOf>,
+    /// Futures roll treatment.
+    #[arg(long, value_enum, default_value = "back-adjust")]
+    roll: RollArg,
+    #[command(flatten)]
+    data: DataArgs,
+    /// Print JSON instead of tables.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct PanelArgs {
+    /// Dataset names.
+    #[arg(required = true)]
+    datasets: Vec<String>,
+    /// Comma-separated symbols (default: all).
+    #[arg(long, value_delimiter = ',')]
+    symbols: Option<Vec<String>>,
+    /// Comma-separated fields: open, high, low, close, volume, open_interest, returns,
+    /// log_returns, vwap, dollar_volume.
+    #[arg(long, value_delimiter = ',', default_value = "close")]
+    fields: Vec<String>,
+    /// Resample to a coarser frequency: 1h, 1d, 15min, ...
+    #[arg(long, value_parser = parse_frequency)]
+    frequency: Option<Frequency>,
+    /// First bar (YYYY-MM-DD or date-time).
+    #[arg(long, value_parser = parse_ts)]
+    start: Option<Timestamp>,
+    /// Last bar (YYYY-MM-DD or date-time).
+    #[arg(long, value_parser = parse_ts)]
+    end: Option<Timestamp>,
+    /// Only data that had closed by this time (default: all data).
+    #[arg(long, value_parser = parse_as_of)]
+    as_of: Option<AsOf>,
+    /// Futures roll treatment.
+    #[arg(long, value_enum, default_value = "back-adjust")]
+    roll: RollArg,
+    /// Rows to print from the end.
+    #[arg(long, default_value_t = 5)]
+    tail: usize,
+    #[command(flatten)]
+    data: DataArgs,
+    /// Print JSON (every row) instead of a preview.
+    #[arg(long)]
+    json: bool,
+}
+
+fn parse_as_of(s: &str) -> Result<AsOf, String> {
+    AsOf::parse(s)
+        .ok_or_else(|| format!("'{s}' is not a time, expected YYYY-MM-DD or YYYY-MM-DDTHH:MM:SSZ"))
+}
+
+fn parse_ts(s: &str) -> Result<Timestamp, String> {
+    Timestamp::parse(s)
+        .ok_or_else(|| format!("'{s}' is not a time, expected YYYY-MM-DD or YYYY-MM-DDTHH:MM:SSZ"))
+}
+
+fn parse_frequency(s: &str) -> Result<Frequency, String> {
+    Frequency::parse(s)
+        .ok_or_else(|| format!("'{s}' is not a frequency, expected e.g. 5min, 1h, 1d"))
+}
+
+/// Shows parsing progress on stderr when it is a terminal.
+pub fn progress_sink() -> ProgressSink {
+    let tty = std::io::stderr().is_terminal();
+    let last = Arc::new(AtomicU64::new(u64::MAX));
+    Arc::new(move |p: &Progress| {
+        if !tty {
+            return;
+        }
+        match p {
+            Progress::Parsing {
+                dataset,
+                done,
+                total,
+            } => {
+                let pc = if *total > 0 { done * 100 / total } else { 0 };
+                if last.swap(pc, Ordering::Relaxed) != pc {
+                    eprint!(
+                        "\rreading {dataset}: {pc:>3}% of {:.1} MB ",
+                        *total as f64 / 1e6
+                    );
+                }
+            }
+            Progress::Loaded { .. } => {
+                if last.swap(u64::MAX, Ordering::Relaxed) != u64::MAX {
+                    eprint!("\r\x1b[2K");
+                }
+            }
+        }
+    })
+}
+
+pub fn run(cmd: DataCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        DataCommand::List { data, json } => list(&data, json),
+        DataCommand::Show(args) => show(args),
+        DataCommand::Check {
+            file,
+            max_problems,
+            json,
+        } => check(&file, max_problems, json),
+        DataCommand::Panel(args) => panel(args),
+    }
+}
+
+fn classes(meta: &DatasetMeta) -> String {
+    let mut c: Vec<&str> = meta
+        .symbols
+        .iter()
+        .map(|s| s.instrument.asset_class.as_str())
+        .collect();
+    c.sort_unstable();
+    c.dedup();
+    c.join("+")
+}
+
+fn exchanges(meta: &DatasetMeta) -> String {
+    let mut c: Vec<&str> = meta
+        .symbols
+        .iter()
+        .filter_map(|s| s.instrument.exchange.as_deref())
+        .collect();
+    c.sort_unstable();
+    c.dedup();
+    if c.len() > 4 {
+        format!("{} +{}", c[..3].join(","), c.len() - 3)
+    } else if c.is_empty() {
+        "-".into()
+    } else {
+        c.join(",")
+    }
+}
+
+#[derive(Serialize)]
+struct ListJson<'a> {
+    location: &'a str,
+    datasets: Vec<DatasetMeta>,
+}
+
+fn list(data: &DataArgs, json: bool) -> anyhow::Result<ExitCode> {
+    let catalog = data.catalog()?;
+    let metas = catalog.datasets()?;
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&ListJson {
+                location: catalog.location(),
+                datasets: metas
+            })?
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("{} datasets in {}", metas.len(), catalog.location());
+    let mut t = Table::new(&[
+        "dataset",
+        "class",
+        "exchanges",
+        "freq",
+        "symbols",
+        "rows",
+        "first",
+        "last",
+        "OI",
+    ]);
+    for m in &metas {
+        t.row(vec![
+            m.name.clone(),
+            classes(m),
+            exchanges(m),
+            m.frequency.to_string(),
+            m.symbols.len().to_string(),
+            thousands(m.rows),
+            m.first.display(m.frequency),
+            m.last.display(m.frequency),
+            if m.has_open_interest {
+                "yes".into()
+            } else {
+                "-".into()
+            },
+        ]);
+    }
+    print!("{}", t.render());
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Serialize)]
+struct SymbolReport {
+    symbol: String,
+    exchange: Option<String>,
+    asset_class: AssetClass,
+    first: String,
+    last: String,
+    rows: u64,
+    gaps: u64,
+    rolls: Option<usize>,
+    returns: ReturnStats,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    roll_dates: Vec<lim_market::Roll>,
+}
+
+#[derive(Serialize)]
+struct ShowJson {
+    dataset: String,
+    file: String,
+    frequency: Frequency,
+    as_of: String,
+    roll_policy: RollPolicy,
+    rows: u64,
+    first: String,
+    last: String,
+    quirks: lim_market::reader::Quirks,
+    symbols: Vec<SymbolReport>,
+}
+
+fn show(args: ShowArgs) -> anyhow::Result<ExitCode> {
+    let catalog = args.data.catalog()?;
+    let meta = catalog.meta(&args.dataset)?;
+    let mut q = PanelQuery::new(args.as_of.unwrap_or(AsOf::LATEST), [args.dataset.clone()])
+        .fields([Field::Returns])
+        .roll(args.roll.into());
+    if let Some(s) = &args.symbol {
+        q = q.symbols([s.clone()]);
+    }
+    let set = catalog.panels(&q)?;
+    let ret = set.panel(Field::Returns).context("returns panel missing")?;
+    // Intraday statistics are annualised by the bars in a typical trading day of this data.
+    let mut days: Vec<i64> = set.times.iter().map(|t| t.0.div_euclid(86_400)).collect();
+    days.dedup();
+    let bars_per_day = set.times.len() as f64 / days.len().max(1) as f64;
+    let periods = meta.frequency.periods_per_year(bars_per_day);
+    let mut symbols = Vec::new();
+    for (c, inst) in set.instruments.iter().enumerate() {
+        let Some(sm) = meta
+            .symbols
+            .iter()
+            .find(|s| s.instrument.symbol == inst.symbol)
+        else {
+            continue;
+        };
+        let rolls = set.rolls.get(&inst.symbol);
+        symbols.push(SymbolReport {
+            symbol: inst.symbol.clone(),
+            exchange: inst.exchange.clone(),
+            asset_class: inst.asset_class,
+            first: sm.first.display(meta.frequency),
+            last: sm.last.display(meta.frequency),
+            rows: sm.rows,
+            gaps: sm.gaps,
+            rolls: rolls.map(Vec::len),
+            returns: ReturnStats::of(ret.column(c), periods),
+            roll_dates: if args.symbol.is_some() {
+                rolls.cloned().unwrap_or_default()
+            } else {
+                Vec::new()
+            },
+        });
+    }
+    let report = ShowJson {
+        dataset: meta.name.clone(),
+        file: meta.file.clone(),
+        frequency: meta.frequency,
+        as_of: set.as_of.to_string(),
+        roll_policy: q.roll,
+        rows: meta.rows,
+        first: meta.first.display(meta.frequency),
+        last: meta.last.display(meta.frequency),
+        quirks: meta.quirks,
+        symbols,
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "{}  ({}, {} symbols, {} rows, {} → {}, as of {})",
+        report.dataset,
+        report.frequency,
+        meta.symbols.len(),
+        thousands(report.rows),
+        report.first,
+        report.last,
+        report.as_of
+    );
+    println!("file: {}", report.file);
+    if let Some(d) = meta
+        .manifest
+        .as_ref()
+        .and_then(|m| m.description.as_deref())
+    {
+        println!("{d}");
+    }
+    println!(
+        "quirks: {} OHLC-inconsistent rows kept, {} zero-volume rows",
+        thousands(meta.quirks.ohlc_inconsistent),
+        thousands(meta.quirks.zero_volume)
+    );
+    if set.rolls.is_empty() {
+        println!("returns: close to close");
+    } else {
+        let n: usize = set.rolls.values().map(Vec::len).sum();
+        println!("returns: roll-clean ({n} rolls detected and back-adjusted; --roll none for raw)");
+    }
+    let mut t = Table::new(&[
+        "symbol", "exch", "first", "last", "rows", "gaps", "rolls", "ann.ret", "ann.vol", "min",
+        "max",
+    ]);
+    for s in &report.symbols {
+        t.row(vec![
+            s.symbol.clone(),
+            s.exchange.clone().unwrap_or_else(|| "-".into()),
+            s.first.clone(),
+            s.last.clone(),
+            thousands(s.rows),
+            thousands(s.gaps),
+            s.rolls.map(|r| r.to_string()).unwrap_or_else(|| "-".into()),
+            pct(s.returns.annual_mean),
+            pct(s.returns.annual_vol),
+            pct(s.returns.min),
+            pct(s.returns.max),
+        ]);
+    }
+    print!("{}", t.render());
+    if let Some(s) = report.symbols.first().filter(|_| args.symbol.is_some()) {
+        println!(
+            "returns: {} bars, mean {:.5}, std {:.5}, skew {:.2}, excess kurtosis {:.2}",
+            s.returns.count, s.returns.mean, s.returns.std, s.returns.skew, s.returns.kurtosis
+        );
+        if !s.roll_dates.is_empty() {
+            let shown = s.roll_dates.len().min(12);
+            println!(
+                "last {shown} of {} rolls (date: price ratio applied to earlier bars):",
+                s.roll_dates.len()
+            );
+            for r in &s.roll_dates[s.roll_dates.len() - shown..] {
+                println!("  {}  ×{:.4}", r.ts.display(meta.frequency), r.factor);
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn check(file: &std::path::Path, cap: usize, json: bool) -> anyhow::Result<ExitCode> {
+    let report = lim_market::check_file(file, cap)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        for p in &report.problems {
+            println!("{p}");
+        }
+        if report.total_problems > report.problems.len() {
+            println!(
+                "... and {} more problem(s) (raise --max-problems to see them)",
+                report.total_problems - report.problems.len()
+            );
+        }
+        let freq = report
+            .frequency
+            .map(|f| f.to_string())
+            .unwrap_or_else(|| "unknown".into());
+        println!(
+            "{}: {} problem(s); {} good rows, {} symbols, frequency {freq}; {} OHLC-inconsistent rows (kept)",
+            report.file,
+            report.total_problems,
+            thousands(report.rows_ok),
+            report.symbols,
+            thousands(report.quirks.ohlc_inconsistent)
+        );
+    }
+    Ok(if report.total_problems == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+#[derive(Serialize)]
+struct PanelJson {
+    as_of: String,
+    frequency: Frequency,
+    times: Vec<String>,
+    symbols: Vec<String>,
+    /// field → one array per symbol (null where missing).
+    panels: std::collections::BTreeMap<&'static str, Vec<Vec<Option<f64>>>>,
+}
+
+fn panel(args: PanelArgs) -> anyhow::Result<ExitCode> {
+    let catalog = args.data.catalog()?;
+    let mut fields = Vec::new();
+    for f in &args.fields {
+        match Field::parse(f) {
+            Some(f) => fields.push(f),
+            None => bail!(
+                "unknown field '{f}'; expected one of {}",
+                Field::ALL
+                    .iter()
+                    .map(|f| f.name())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        }
+    }
+    let mut q = PanelQuery::new(args.as_of.unwrap_or(AsOf::LATEST), args.datasets.clone())
+        .fields(fields.clone())
+        .range(args.start, args.end)
+        .roll(args.roll.into());
+    if let Some(s) = &args.symbols {
+        q = q.symbols(s.clone());
+    }
+    if let Some(f) = args.frequency {
+        q = q.frequency(f);
+    }
+    let set = catalog.panels(&q)?;
+    if args.json {
+        let out = PanelJson {
+            as_of: set.as_of.to_string(),
+            frequency: set.frequency,
+            times: set.times.iter().map(|t| t.display(set.frequency)).collect(),
+            symbols: set.instruments.iter().map(|i| i.symbol.clone()).collect(),
+            panels: set
+                .panels
+                .iter()
+                .map(|(f, p)| {
+                    let cols = (0..p.symbols())
+                        .map(|c| {
+                            p.column(c)
+                                .iter()
+                                .map(|v| v.is_finite().then_some(*v))
+                                .collect()
+                        })
+                        .collect();
+                    (f.name(), cols)
+                })
+                .collect(),
+        };
+        println!("{}", serde_json::to_string(&out)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "{} bars × {} symbols at {} ({} MB), as of {}",
+        set.times.len(),
+        set.instruments.len(),
+        set.frequency,
+        set.bytes() / 1_000_000,
+        set.as_of
+    );
+    let shown: Vec<usize> = (0..set.instruments.len().min(6)).collect();
+    for (f, p) in &set.panels {
+        println!("\n{}:", f.name());
+        let mut header = vec!["time".to_string()];
+        header.extend(shown.iter().map(|&c| set.instruments[c].symbol.clone()));
+        let header: Vec<&str> = header.iter().map(String::as_str).collect();
+        let mut t = Table::new(&header);
+        for r in set.times.len().saturating_sub(args.tail)..set.times.len() {
+            let mut row = vec![set.times[r].display(set.frequency)];
+            row.extend(shown.iter().map(|&c| {
+                let v = p.get(r, c);
+                if v.is_nan() {
+                    "-".into()
+                } else {
+                    format!("{v:.6}")
+                        .trim_end_matches('0')
+                        .trim_end_matches('.')
+                        .to_string()
+                }
+            }));
+            t.row(row);
+        }
+        print!("{}", t.render());
+    }
+    if set.instruments.len() > shown.len() {
+        println!(
+            "({} more symbols; --json prints everything)",
+            set.instruments.len() - shown.len()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,97 @@
+//! `lim`: the command-line front end of LIM.
+//!
+//! This binary is the only place that reads environment variables and decides where data and
+//! caches live; the libraries take everything as arguments.
+
+mod data_cmd;
+mod table;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use lim_market::{Cache, Catalog};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "lim",
+    version,
+    about = "LLM agents around a market foundation model, for honest strategy research"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Inspect and validate market data.
+    #[command(subcommand)]
+    Data(data_cmd::DataCommand),
+}
+
+/// Where data and caches come from; shared by every command that reads data.
+#[derive(Debug, Clone, Args)]
+pub struct DataArgs {
+    /// Data directory of `*.csv` / `*.csv.gz` files in the uniform format. Default: $LIM_DATA,
+    /// else the bundled sample.
+    #[arg(long, value_name = "DIR", global = true)]
+    data: Option<PathBuf>,
+    /// Cache directory. Default: $LIM_CACHE, else $XDG_CACHE_HOME/lim, else ~/.cache/lim.
+    #[arg(long, value_name = "DIR", global = true)]
+    cache_dir: Option<PathBuf>,
+    /// Parse sources every time; read and write no cache.
+    #[arg(long, global = true)]
+    no_cache: bool,
+}
+
+impl DataArgs {
+    /// The cache, resolved from flags and environment.
+    pub fn cache(&self) -> Option<Cache> {
+        if self.no_cache {
+            return None;
+        }
+        let env = |k: &str| {
+            std::env::var_os(k)
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+        };
+        self.cache_dir
+            .clone()
+            .or_else(|| env("LIM_CACHE"))
+            .or_else(|| env("XDG_CACHE_HOME").map(|d| d.join("lim")))
+            .or_else(|| env("HOME").map(|d| d.join(".cache").join("lim")))
+            .map(Cache::new)
+    }
+
+    /// The catalog: `--data`, then `$LIM_DATA`, then the bundled sample.
+    pub fn catalog(&self) -> anyhow::Result<Catalog> {
+        let dir = self.data.clone().or_else(|| {
+            std::env::var_os("LIM_DATA")
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+        });
+        let catalog = match dir {
+            Some(dir) => Catalog::open_dir(&dir, self.cache())?,
+            None => Catalog::bundled(self.cache()),
+        };
+        Ok(catalog.with_progress(data_cmd::progress_sink()))
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Data(cmd) => data_cmd::run(cmd),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e}");
+            for cause in e.chain().skip(1) {
+                eprintln!("  caused by: {cause}");
+            }
+            ExitCode::from(2)
+        }
+    }
+}
