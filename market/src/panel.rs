@@ -191,6 +191,8 @@ pub struct PanelSet {
     pub panels: BTreeMap<Field, Panel>,
     /// Detected rolls per futures symbol (empty unless the roll policy adjusts).
     pub rolls: BTreeMap<String, Vec<Roll>>,
+    /// Bars dropped as stray (not the main contract) per futures symbol.
+    pub stray: BTreeMap<String, Vec<Timestamp>>,
 }
 
 impl PanelSet {
@@ -216,6 +218,7 @@ struct Series {
     times: Vec<Timestamp>,
     fields: BTreeMap<Field, Vec<f64>>,
     rolls: Vec<Roll>,
+    stray: Vec<Timestamp>,
 }
 
 impl Catalog {
@@ -376,6 +379,7 @@ fn series_as_of(ds: &Dataset, col: usize, stored: &[Field], as_of: AsOf) -> Seri
         times: present.iter().map(|&t| ds.times[t]).collect(),
         fields,
         rolls: Vec::new(),
+        stray: Vec::new(),
     }
 }
 
@@ -450,11 +454,41 @@ fn resample(
         times,
         fields,
         rolls: Vec::new(),
+        stray: Vec::new(),
     }
 }
 
 /// Detects rolls and computes derived fields on one symbol's bars.
 fn derive(s: &mut Series, q: &PanelQuery) {
+    let futures =
+        q.roll == RollPolicy::BackAdjust && s.instrument.asset_class == AssetClass::Futures;
+    if futures && let Some(oi) = s.fields.get(&Field::OpenInterest) {
+        let stray = roll::stray_bars(oi, &q.roll_config);
+        if !stray.is_empty() {
+            let mut keep = vec![true; s.times.len()];
+            for &t in &stray {
+                keep[t] = false;
+            }
+            s.stray = stray.iter().map(|&t| s.times[t]).collect();
+            let kept = |v: &[f64]| {
+                v.iter()
+                    .zip(&keep)
+                    .filter(|(_, k)| **k)
+                    .map(|(x, _)| *x)
+                    .collect::<Vec<f64>>()
+            };
+            s.times = s
+                .times
+                .iter()
+                .zip(&keep)
+                .filter(|(_, k)| **k)
+                .map(|(t, _)| *t)
+                .collect();
+            for v in s.fields.values_mut() {
+                *v = kept(v);
+            }
+        }
+    }
     let n = s.times.len();
     let raw_close = s
         .fields
@@ -472,7 +506,7 @@ fn derive(s: &mut Series, q: &PanelQuery) {
             raw_close.iter().zip(&v).map(|(c, v)| c * v).collect(),
         );
     }
-    if q.roll == RollPolicy::BackAdjust && s.instrument.asset_class == AssetClass::Futures {
+    if futures {
         let get = |f: Field| {
             s.fields
                 .get(&f)
@@ -550,6 +584,7 @@ fn assemble(all: Vec<(String, Series)>, q: &PanelQuery, frequency: Frequency) ->
         .map(|f| (*f, Panel::nan(nt, all.len())))
         .collect();
     let mut rolls = BTreeMap::new();
+    let mut stray = BTreeMap::new();
     let mut instruments = Vec::with_capacity(all.len());
     let mut sources = Vec::with_capacity(all.len());
     for (c, (ds, s)) in all.into_iter().enumerate() {
@@ -569,6 +604,7 @@ fn assemble(all: Vec<(String, Series)>, q: &PanelQuery, frequency: Frequency) ->
         }
         if s.instrument.asset_class == AssetClass::Futures && q.roll == RollPolicy::BackAdjust {
             rolls.insert(s.instrument.symbol.clone(), s.rolls);
+            stray.insert(s.instrument.symbol.clone(), s.stray);
         }
         instruments.push(s.instrument);
         sources.push(ds);
@@ -581,5 +617,6 @@ fn assemble(all: Vec<(String, Series)>, q: &PanelQuery, frequency: Frequency) ->
         sources,
         panels,
         rolls,
+        stray,
     }
 }

@@ -7,15 +7,22 @@
 //! * **Detect** a roll on bar `t` from liquidity, not price, so that a genuine price shock is
 //!   never mistaken for a roll:
 //!   - with open interest (the Chinese main-contract series): the switch to a new main
-//!     contract shows as open interest jumping up, `ln(oi[t] / oi[t-1]) >= oi_jump`, to at
-//!     least the median of the previous `lookback` bars;
+//!     contract shows as a discontinuity in open interest: a jump up,
+//!     `ln(oi[t] / oi[t-1]) >= oi_jump`, or a jump of that size either way together with an
+//!     overnight price gap of at least `gap_multiple` × the trailing median absolute return;
 //!   - without it (Yahoo front-month series): volume collapses in the expiring contract for
 //!     the two bars before the switch (both at most `volume_drop` × the trailing median) and
 //!     rebounds on the switch bar (at least `volume_rebound` × the bar before, and at least
 //!     60% of the trailing median).
 //!
-//!   A roll is not flagged within `min_spacing` bars of the previous one. The detector only
+//!   A roll is not flagged within `min_spacing` bars of the previous one, unless the open
+//!   interest discontinuity comes with such a price gap (some early series flip between two
+//!   contracts on successive days). The detector only
 //!   looks backwards, so whether bar `t` is a roll never depends on later data.
+//! * **Stray bars**: some main-contract series switch to an illiquid contract for a single
+//!   bar and back (open interest of a few hundred lots amid a million). A bar whose open
+//!   interest is below `stray_fraction` × the trailing median is not the main contract; it is
+//!   dropped (reported, never silently) before rolls are detected.
 //! * **Adjust** by ratio: the roll bar's overnight gap `open[t] / close[t-1]` is taken to be
 //!   the spread between the contracts, and every price before `t` is multiplied by it. The
 //!   roll bar's return is then its open-to-close return, and prices stay positive. A market
@@ -39,6 +46,11 @@ pub struct RollConfig {
     pub lookback: usize,
     /// Minimum bars between two rolls.
     pub min_spacing: usize,
+    /// An open-interest jump either way counts when the overnight gap is this many times the
+    /// trailing median absolute return.
+    pub gap_multiple: f64,
+    /// Bars with open interest below this fraction of the trailing median are stray.
+    pub stray_fraction: f64,
 }
 
 impl Default for RollConfig {
@@ -49,6 +61,8 @@ impl Default for RollConfig {
             volume_rebound: 2.0,
             lookback: 20,
             min_spacing: 10,
+            gap_multiple: 4.0,
+            stray_fraction: 0.1,
         }
     }
 }
@@ -99,19 +113,24 @@ pub fn detect(
     let mut out: Vec<(usize, Roll)> = Vec::new();
     let start = cfg.lookback + 2;
     for t in start..n {
-        if out
+        let spaced = out
             .last()
-            .is_some_and(|(last, _)| t - last < cfg.min_spacing)
-        {
-            continue;
-        }
+            .is_none_or(|(last, _)| t - last >= cfg.min_spacing);
         let evidence = match oi {
             Some(oi) => {
                 let (prev, now) = (oi[t - 1], oi[t]);
-                let med = median(oi[t - 1 - cfg.lookback..t - 1].iter().copied());
-                (prev > 0.0 && now > 0.0 && (now / prev).ln() >= cfg.oi_jump && now >= med)
-                    .then(|| RollEvidence::OpenInterest((now / prev).ln()))
+                let jump = (now / prev).ln();
+                let gap = (open[t] / close[t - 1]).ln().abs();
+                let scale =
+                    median((t - cfg.lookback..t).map(|i| (close[i] / close[i - 1]).ln().abs()));
+                // A discontinuity in open interest together with a price gap far beyond the
+                // usual move is a contract switch even right after another one (some series
+                // flip back and forth); a jump up on its own must respect the spacing.
+                let strong = jump.abs() >= cfg.oi_jump && gap >= cfg.gap_multiple * scale;
+                let ok = prev > 0.0 && now > 0.0 && (strong || (spaced && jump >= cfg.oi_jump));
+                ok.then_some(RollEvidence::OpenInterest(jump))
             }
+            None if !spaced => None,
             None => {
                 let med = median(volume[t - 2 - cfg.lookback..t - 2].iter().copied());
                 let before = volume[t - 1].max(volume[t - 2]);
@@ -135,6 +154,28 @@ pub fn detect(
                 ));
             }
         }
+    }
+    out
+}
+
+/// Bars whose open interest is below `stray_fraction` × the median of the previous
+/// `lookback` non-stray bars: a one-bar switch to an illiquid contract.
+pub fn stray_bars(open_interest: &[f64], cfg: &RollConfig) -> Vec<usize> {
+    let mut out = Vec::new();
+    let mut window: std::collections::VecDeque<f64> = std::collections::VecDeque::new();
+    for (t, &oi) in open_interest.iter().enumerate() {
+        if !(oi > 0.0) {
+            continue;
+        }
+        if window.len() == cfg.lookback {
+            let med = median(window.iter().copied());
+            if oi < cfg.stray_fraction * med {
+                out.push(t);
+                continue;
+            }
+            window.pop_front();
+        }
+        window.push_back(oi);
     }
     out
 }

@@ -12,10 +12,26 @@ use serde::{Deserialize, Serialize};
 /// Seconds in one day.
 pub const DAY: i64 = 86_400;
 
-/// Whole seconds since 1970-01-01T00:00:00Z.
+/// Whole seconds since 1970-01-01T00:00:00Z. Serialised as `YYYY-MM-DD` at midnight UTC and
+/// `YYYY-MM-DDTHH:MM:SSZ` otherwise, so JSON output reads as dates.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(transparent)]
+#[serde(into = "String", try_from = "String")]
 pub struct Timestamp(pub i64);
+
+impl From<Timestamp> for String {
+    fn from(t: Timestamp) -> String {
+        t.to_string()
+    }
+}
+
+impl TryFrom<String> for Timestamp {
+    type Error = String;
+    fn try_from(s: String) -> Result<Timestamp, String> {
+        Timestamp::parse(&s).ok_or_else(|| {
+            format!("'{s}' is not a time, expected YYYY-MM-DD or YYYY-MM-DDTHH:MM:SSZ")
+        })
+    }
+}
 
 impl Timestamp {
     /// Midnight UTC of a civil date.
@@ -95,7 +111,7 @@ impl AsOf {
 
     /// The latest possible instant: all stored data is visible. For research on history
     /// that has no sealed future, e.g. `lim data show`.
-    pub const LATEST: AsOf = AsOf(Timestamp(i64::MAX / 2));
+    pub const LATEST: AsOf = AsOf(Timestamp(253_402_300_799)); // 9999-12-31T23:59:59Z
 
     /// Parses `YYYY-MM-DD` (end of that day) or `YYYY-MM-DDTHH:MM:SSZ` (that instant).
     pub fn parse(text: &str) -> Option<AsOf> {
