@@ -296,6 +296,7 @@ impl Catalog {
             input,
             &entry.origin.display(),
             ReadOptions::LOAD,
+            entry.origin.decompressed_hint(),
             Some(&report),
         );
         if let Some(first) = problems.list.into_iter().next() {
@@ -434,7 +435,13 @@ pub fn check_file(path: &Path, cap: usize) -> Result<CheckReport, MarketError> {
     let origin = Origin::File(PathBuf::from(path));
     let (input, _) = origin.open()?;
     let display = origin.display();
-    let (raw, mut problems) = reader::read(input, &display, ReadOptions::check(cap), None);
+    let (raw, mut problems) = reader::read(
+        input,
+        &display,
+        ReadOptions::check(cap),
+        origin.decompressed_hint(),
+        None,
+    );
     let frequency = match dataset::infer_frequency(&raw, &display) {
         Ok(f) => Some(f),
         Err(p) => {

@@ -164,7 +164,7 @@ pub fn stray_bars(open_interest: &[f64], cfg: &RollConfig) -> Vec<usize> {
     let mut out = Vec::new();
     let mut window: std::collections::VecDeque<f64> = std::collections::VecDeque::new();
     for (t, &oi) in open_interest.iter().enumerate() {
-        if !(oi > 0.0) {
+        if oi.is_nan() || oi <= 0.0 {
             continue;
         }
         if window.len() == cfg.lookback {

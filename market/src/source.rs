@@ -71,6 +71,39 @@ impl Origin {
         }
     }
 
+    /// The decompressed size, when the bytes say: a plain file's length, or a gzip file's
+    /// trailer (the size modulo 2^32 of its last member; right for single-member files under
+    /// 4 GiB, and only used as a hint).
+    pub fn decompressed_hint(&self) -> Option<u64> {
+        use std::io::{Seek, SeekFrom};
+        let (head, tail) = match self {
+            Origin::Embedded { bytes, .. } => {
+                let n = bytes.len();
+                (
+                    bytes.get(..2)?.to_vec(),
+                    bytes.get(n.checked_sub(4)?..)?.to_vec(),
+                )
+            }
+            Origin::File(p) => {
+                let mut f = File::open(p).ok()?;
+                let mut head = [0u8; 2];
+                f.read_exact(&mut head).ok()?;
+                f.seek(SeekFrom::End(-4)).ok()?;
+                let mut tail = [0u8; 4];
+                f.read_exact(&mut tail).ok()?;
+                (head.to_vec(), tail.to_vec())
+            }
+        };
+        if head == [0x1f, 0x8b] {
+            Some(u64::from(u32::from_le_bytes(tail.try_into().ok()?)))
+        } else {
+            match self {
+                Origin::Embedded { bytes, .. } => Some(bytes.len() as u64),
+                Origin::File(p) => std::fs::metadata(p).ok().map(|m| m.len()),
+            }
+        }
+    }
+
     /// The current version of the source.
     ///
     /// # Errors

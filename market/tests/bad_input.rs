@@ -1,6 +1,8 @@
 //! Every kind of bad input gets an error naming the file, line, column and what was expected,
 //! and loading never touches the user's files.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests fail loudly
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 

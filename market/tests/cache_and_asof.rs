@@ -1,6 +1,8 @@
 //! The binary cache, and the as-of guarantee: changing data after `t` never changes what a
 //! query as of `t` returns.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests fail loudly
+
 use std::path::Path;
 
 use lim_market::{
@@ -91,7 +93,7 @@ fn futures_csv(prices: &[f64], bump: usize) -> String {
     for (k, sym) in ["SHFE:AA0", "SHFE:BB0", "CC=F"].iter().enumerate() {
         for (d, p) in prices.iter().enumerate().skip(k * 3) {
             let oi = if k < 2 {
-                1000.0 + 500.0 * ((d + bump) % 17 == 0) as u8 as f64 + d as f64
+                1000.0 + 500.0 * f64::from(u8::from((d + bump).is_multiple_of(17))) + d as f64
             } else {
                 f64::NAN
             };

@@ -1,5 +1,7 @@
 //! Roll detection, back-adjustment and resampling on the real series of the bundled sample.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests fail loudly
+
 use lim_market::{AsOf, Catalog, Field, Frequency, PanelQuery, PanelSet, RollPolicy, Timestamp};
 
 fn query(dataset: &str, symbol: &str, roll: RollPolicy) -> PanelSet {
