@@ -206,6 +206,16 @@ fn exchanges(meta: &DatasetMeta) -> String {
     }
 }
 
+/// A date, or a date and minute for intraday data: narrow enough for a terminal table.
+fn short_time(t: Timestamp, f: Frequency) -> String {
+    if f.is_daily() {
+        t.date_string()
+    } else {
+        let full = t.datetime_string();
+        format!("{} {}", &full[..10], &full[11..16])
+    }
+}
+
 #[derive(Serialize)]
 struct ListJson<'a> {
     location: &'a str,
@@ -245,8 +255,8 @@ fn list(data: &DataArgs, json: bool) -> anyhow::Result<ExitCode> {
             m.frequency.to_string(),
             m.symbols.len().to_string(),
             thousands(m.rows),
-            m.first.display(m.frequency),
-            m.last.display(m.frequency),
+            short_time(m.first, m.frequency),
+            short_time(m.last, m.frequency),
             if m.has_open_interest {
                 "yes".into()
             } else {

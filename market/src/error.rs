@@ -93,6 +93,15 @@ pub(crate) fn closest<'a>(
     candidates: impl IntoIterator<Item = &'a str>,
 ) -> Option<String> {
     let lower = name.to_ascii_lowercase();
+    let candidates: Vec<&str> = candidates.into_iter().collect();
+    // A unique candidate that starts with what was typed is the likeliest meaning.
+    let prefixed: Vec<&&str> = candidates
+        .iter()
+        .filter(|c| c.to_ascii_lowercase().starts_with(&lower))
+        .collect();
+    if let [only] = prefixed.as_slice() {
+        return Some((**only).to_string());
+    }
     candidates
         .into_iter()
         .map(|c| (edit_distance(&lower, &c.to_ascii_lowercase()), c))
@@ -128,6 +137,10 @@ mod tests {
             Some("cn_futures_daily")
         );
         assert_eq!(closest("equities", known), None);
+        assert_eq!(
+            closest("cn_futures", known).as_deref(),
+            Some("cn_futures_daily")
+        );
         assert_eq!(
             closest("shfe:cu0", ["SHFE:CU0", "SHFE:ZN0"]).as_deref(),
             Some("SHFE:CU0")

@@ -1,0 +1,208 @@
+//! The `lim` binary end to end: what a user types and what they see.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests fail loudly
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn lim(args: &[&str], cache: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_lim"))
+        .args(args)
+        .env_remove("LIM_DATA")
+        .env("LIM_CACHE", cache)
+        .output()
+        .expect("run lim")
+}
+
+fn json(out: &Output) -> serde_json::Value {
+    assert!(
+        out.status.success(),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("valid JSON on stdout")
+}
+
+#[test]
+fn data_list_shows_the_bundled_sample_without_any_setup() {
+    let cache = tempfile::tempdir().unwrap();
+    let v = json(&lim(&["data", "list", "--json"], cache.path()));
+    let sets = v["datasets"].as_array().unwrap();
+    let summary: Vec<(String, usize, String)> = sets
+        .iter()
+        .map(|d| {
+            (
+                d["name"].as_str().unwrap().to_string(),
+                d["symbols"].as_array().unwrap().len(),
+                d["frequency"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            ("cn_futures_daily".into(), 30, "1d".into()),
+            ("in_equities_5min".into(), 5, "5min".into()),
+            ("us_equities_daily_adjusted".into(), 50, "1d".into()),
+            ("us_futures_daily".into(), 8, "1d".into()),
+        ]
+    );
+    // The second run reads the cache and says the same.
+    let again = json(&lim(&["data", "list", "--json"], cache.path()));
+    assert_eq!(v, again);
+    let table = lim(&["data", "list"], cache.path());
+    let text = String::from_utf8_lossy(&table.stdout);
+    assert!(text.starts_with("4 datasets in <bundled sample>"), "{text}");
+    assert!(
+        text.lines().all(|l| l.chars().count() <= 120),
+        "table wider than a terminal:\n{text}"
+    );
+}
+
+#[test]
+fn data_show_reports_rolls_and_return_statistics_per_symbol() {
+    let cache = tempfile::tempdir().unwrap();
+    let v = json(&lim(
+        &[
+            "data",
+            "show",
+            "cn_futures_daily",
+            "--symbol",
+            "SHFE:CU0",
+            "--json",
+        ],
+        cache.path(),
+    ));
+    let cu = &v["symbols"][0];
+    assert_eq!(cu["symbol"], "SHFE:CU0");
+    assert!(cu["rolls"].as_u64().unwrap() > 50);
+    assert_eq!(
+        cu["roll_dates"].as_array().unwrap().len() as u64,
+        cu["rolls"].as_u64().unwrap()
+    );
+    assert!(cu["returns"]["annual_vol"].as_f64().unwrap() > 0.05);
+    assert_eq!(v["roll_policy"], "back_adjust");
+    // As of a date, nothing later is shown.
+    let v = json(&lim(
+        &[
+            "data",
+            "show",
+            "cn_futures_daily",
+            "--symbol",
+            "SHFE:CU0",
+            "--as-of",
+            "2015-06-30",
+            "--json",
+        ],
+        cache.path(),
+    ));
+    let last_roll = v["symbols"][0]["roll_dates"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()["ts"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(last_roll.as_str() <= "2015-06-30", "{last_roll}");
+}
+
+#[test]
+fn data_check_lists_problems_and_fails_the_exit_code() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("mine.csv");
+    std::fs::write(&file, "ts,symbol,open,high,low,close,volume\n2024-01-02,A,1,2,0.5,1.5,100\n2024-01-03,A,1,2,0.5,0,100\n2024-01-03,A,1,2,0.5,1,100\n2024-01-03,A,1,2,0.5,1,100\n").unwrap();
+    let out = lim(&["data", "check", file.to_str().unwrap()], dir.path());
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("line 3, column 22 (close): 0 is out of range, expected a positive price"),
+        "{text}"
+    );
+    assert!(text.contains("2 problem(s); 2 good rows"), "{text}");
+    assert!(
+        text.contains(
+            "line 5, column 1 (ts): duplicate row for (A, 2024-01-03): the same bar is at line 4"
+        ),
+        "{text}"
+    );
+    let ok = dir.path().join("ok.csv");
+    std::fs::write(
+        &ok,
+        "ts,symbol,open,high,low,close,volume\n2024-01-02,A,1,2,0.5,1.5,100\n",
+    )
+    .unwrap();
+    assert_eq!(
+        lim(&["data", "check", ok.to_str().unwrap()], dir.path())
+            .status
+            .code(),
+        Some(0)
+    );
+}
+
+#[test]
+fn mistakes_get_an_error_with_the_fix_and_a_nonzero_exit() {
+    let cache = tempfile::tempdir().unwrap();
+    let out = lim(&["data", "show", "cn_futures"], cache.path());
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("unknown dataset 'cn_futures' (did you mean 'cn_futures_daily'?)"),
+        "{err}"
+    );
+    let out = lim(
+        &["data", "list", "--data", "/nonexistent/lim-data"],
+        cache.path(),
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("cannot read data directory '/nonexistent/lim-data'")
+    );
+}
+
+#[test]
+fn lim_data_points_at_a_directory_of_the_users_files() {
+    let data = tempfile::tempdir().unwrap();
+    std::fs::write(
+        data.path().join("mine.csv"),
+        "ts,symbol,open,high,low,close,volume\n2024-01-02,X:A,1,2,0.5,1.5,100\n",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_lim"))
+        .args(["data", "list", "--json"])
+        .env("LIM_DATA", data.path())
+        .env("LIM_CACHE", data.path().join("cache"))
+        .output()
+        .unwrap();
+    let v = json(&out);
+    assert_eq!(v["datasets"][0]["name"], "mine");
+    assert_eq!(
+        v["datasets"][0]["symbols"][0]["instrument"]["exchange"],
+        "X"
+    );
+}
+
+#[test]
+fn panels_resample_and_print_as_json() {
+    let cache = tempfile::tempdir().unwrap();
+    let v = json(&lim(
+        &[
+            "data",
+            "panel",
+            "in_equities_5min",
+            "--symbols",
+            "NSE:TCS",
+            "--frequency",
+            "1d",
+            "--fields",
+            "close,volume",
+            "--json",
+        ],
+        cache.path(),
+    ));
+    assert_eq!(v["frequency"], "1d");
+    assert_eq!(v["times"][0], "2023-07-03");
+    assert_eq!(v["times"].as_array().unwrap().len(), 20);
+    assert_eq!(v["panels"]["volume"][0].as_array().unwrap().len(), 20);
+}
