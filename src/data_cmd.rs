@@ -139,6 +139,12 @@ pub fn progress_sink() -> ProgressSink {
     let tty = std::io::stderr().is_terminal();
     let last = Arc::new(AtomicU64::new(u64::MAX));
     Arc::new(move |p: &Progress| {
+        if let Progress::CacheNotWritten { dataset, reason } = p {
+            eprintln!(
+                "warning: {dataset} loaded without a cache ({reason}); use --cache-dir DIR or --no-cache"
+            );
+            return;
+        }
         if !tty {
             return;
         }
@@ -156,6 +162,7 @@ pub fn progress_sink() -> ProgressSink {
                     );
                 }
             }
+            Progress::CacheNotWritten { .. } => {}
             Progress::Loaded { .. } => {
                 if last.swap(u64::MAX, Ordering::Relaxed) != u64::MAX {
                     eprint!("\r\x1b[2K");

@@ -206,3 +206,21 @@ fn panels_resample_and_print_as_json() {
     assert_eq!(v["times"].as_array().unwrap().len(), 20);
     assert_eq!(v["panels"]["volume"][0].as_array().unwrap().len(), 20);
 }
+
+#[test]
+fn an_unwritable_cache_is_a_warning_not_a_failure() {
+    let dir = tempfile::tempdir().unwrap();
+    // A file where the cache directory should be: nothing can be created under it.
+    let blocked = dir.path().join("not-a-dir");
+    std::fs::write(&blocked, "x").unwrap();
+    let out = lim(&["data", "show", "us_futures_daily", "--json"], &blocked);
+    let v = json(&out);
+    assert_eq!(v["symbols"].as_array().unwrap().len(), 8);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(
+            "warning: us_futures_daily loaded without a cache (cannot create cache directory"
+        ),
+        "{err}"
+    );
+}

@@ -24,6 +24,13 @@ pub enum Progress {
         /// Input bytes in all.
         total: u64,
     },
+    /// The cache could not be written; loading went on without it.
+    CacheNotWritten {
+        /// Dataset name.
+        dataset: String,
+        /// Why.
+        reason: String,
+    },
     /// A dataset finished loading.
     Loaded {
         /// Dataset name.
@@ -369,6 +376,12 @@ impl Catalog {
             }
         };
         self.remember(&meta);
+        if let Some(reason) = &cache_error {
+            self.emit(Progress::CacheNotWritten {
+                dataset: name.to_string(),
+                reason: reason.clone(),
+            });
+        }
         self.emit(Progress::Loaded {
             dataset: name.to_string(),
             from_cache: false,

@@ -674,6 +674,24 @@ mod tests {
         );
     }
 
+    proptest::proptest! {
+        /// Whatever the bytes, the reader returns data or problems, never a panic.
+        #[test]
+        fn arbitrary_input_never_panics(body in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..400),
+                                        rows in proptest::collection::vec("[0-9T:Z,.-]{0,40}", 0..12)) {
+            let mut text = b"ts,symbol,open,high,low,close,volume\n".to_vec();
+            for r in &rows {
+                text.extend_from_slice(r.as_bytes());
+                text.push(b'\n');
+            }
+            text.extend_from_slice(&body);
+            let (raw, problems) = read(Box::new(io::Cursor::new(text)), "fuzz.csv", ReadOptions::check(10), None, None);
+            proptest::prop_assert!(raw.rows > 0 || problems.total > 0 || raw.symbols.is_empty());
+            let _ = crate::dataset::infer_frequency(&raw, "fuzz.csv");
+            let _ = crate::dataset::align(&raw);
+        }
+    }
+
     #[test]
     fn chunk_boundaries_do_not_split_rows() {
         // Longer than one chunk so that lines straddle chunk edges.
