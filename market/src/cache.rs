@@ -79,45 +79,35 @@ impl Cache {
             .then_some(CacheFile { file, header })
     }
 
-    /// Writes a cache file. `fields` yields each stored field's matrix in turn, so the caller
-    /// can build one matrix at a time and keep peak memory low.
+    /// Starts a cache file for a dataset: writes the header and the time axis under a
+    /// temporary name. Fields are then written with [`CacheWriter::field`] (from several
+    /// threads if wanted) and the file is put in place by [`CacheWriter::finish`].
     ///
     /// # Errors
     /// The cache directory or file cannot be written.
-    #[allow(clippy::too_many_arguments)] // each is a distinct input; a struct would only rename them
-    pub fn write(
+    pub fn begin(
         &self,
         origin: &Origin,
         fingerprint: Fingerprint,
         meta: &DatasetMeta,
         times: &[i64],
-        order: &[Field],
-        mut matrix: impl FnMut(Field) -> Vec<f64>,
-        mut keep: impl FnMut(Field, Vec<f64>),
-    ) -> Result<(), MarketError> {
-        let io = |action, path: &Path| {
-            let path = path.to_path_buf();
-            move |source| MarketError::Io {
-                action,
-                path,
-                source,
-            }
-        };
+        fields: &[Field],
+    ) -> Result<CacheWriter, MarketError> {
         std::fs::create_dir_all(&self.dir)
-            .map_err(io("cannot create cache directory", &self.dir))?;
-        let final_path = self.path_for(&meta.name, origin);
-        let tmp = final_path.with_extension(format!("tmp{}", std::process::id()));
+            .map_err(io_error("cannot create cache directory", &self.dir))?;
+        let path = self.path_for(&meta.name, origin);
+        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
         let cells = (meta.symbols.len() * times.len()) as u64 * 8;
-        // The header's length depends on the offsets it holds; a fixed-width rendering of the
-        // offsets keeps that from going round in circles.
+        // The header's length depends on the offsets it holds; padding it to a length fixed
+        // before the offsets are known keeps that from going round in circles.
         let mut header = Header {
             fingerprint,
             meta: meta.clone(),
-            fields: order.iter().map(|f| (*f, 0)).collect(),
-            times_offset: 0,
-            end: 0,
+            fields: fields.iter().map(|f| (*f, u64::MAX)).collect(),
+            times_offset: u64::MAX,
+            end: u64::MAX,
         };
-        let json_len = serde_json::to_vec(&header).map(|v| v.len()).unwrap_or(0) as u64 + 64;
+        let json_len = serde_json::to_vec(&header).map(|v| v.len()).unwrap_or(0) as u64;
         let base = (16 + json_len).div_ceil(8) * 8;
         header.times_offset = base;
         let mut off = base + times.len() as u64 * 8;
@@ -129,34 +119,87 @@ impl Cache {
         let mut json =
             serde_json::to_vec(&header).map_err(|e| MarketError::Query(e.to_string()))?;
         json.resize(json_len as usize, b' ');
-
-        let mut w = BufWriter::with_capacity(
-            1 << 20,
-            File::create(&tmp).map_err(io("cannot write cache file", &tmp))?,
-        );
-        let result = (|| -> std::io::Result<()> {
+        let write = || -> std::io::Result<()> {
+            let mut w = BufWriter::new(File::create(&tmp)?);
             w.write_all(MAGIC)?;
             w.write_all(&json_len.to_le_bytes())?;
             w.write_all(&json)?;
             w.write_all(&vec![0u8; (base - 16 - json_len) as usize])?;
             w.write_all(bytemuck::cast_slice(times))?;
-            for &f in order {
-                let m = matrix(f);
-                w.write_all(bytemuck::cast_slice(&m))?;
-                keep(f, m);
-            }
             w.flush()
-        })();
-        drop(w);
-        if let Err(e) = result.and_then(|()| std::fs::rename(&tmp, &final_path)) {
+        };
+        if let Err(e) = write() {
             let _ = std::fs::remove_file(&tmp);
-            return Err(MarketError::Io {
-                action: "cannot write cache file",
-                path: final_path,
-                source: e,
-            });
+            return Err(io_error("cannot write cache file", &tmp)(e));
         }
-        Ok(())
+        Ok(CacheWriter {
+            tmp,
+            path,
+            offsets: header.fields,
+            cells,
+        })
+    }
+}
+
+fn io_error(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> MarketError {
+    let path = path.to_path_buf();
+    move |source| MarketError::Io {
+        action,
+        path,
+        source,
+    }
+}
+
+/// A cache file being written. Dropping it without [`CacheWriter::finish`] removes it.
+#[derive(Debug)]
+pub struct CacheWriter {
+    tmp: PathBuf,
+    path: PathBuf,
+    offsets: Vec<(Field, u64)>,
+    cells: u64,
+}
+
+impl CacheWriter {
+    /// Writes one field's matrix. Each call uses its own file handle, so threads may write
+    /// different fields at once.
+    ///
+    /// # Errors
+    /// The field was not announced to [`Cache::begin`], has the wrong size, or the write fails.
+    pub fn field(&self, field: Field, matrix: &[f64]) -> Result<(), MarketError> {
+        let Some(&(_, off)) = self.offsets.iter().find(|(f, _)| *f == field) else {
+            return Err(MarketError::Query(format!(
+                "cache file has no slot for field {}",
+                field.name()
+            )));
+        };
+        if matrix.len() as u64 * 8 != self.cells {
+            return Err(MarketError::Query(format!(
+                "cache matrix for {} has the wrong size",
+                field.name()
+            )));
+        }
+        let write = || -> std::io::Result<()> {
+            let mut f = std::fs::OpenOptions::new().write(true).open(&self.tmp)?;
+            f.seek(SeekFrom::Start(off))?;
+            f.write_all(bytemuck::cast_slice(matrix))
+        };
+        write().map_err(io_error("cannot write cache file", &self.tmp))
+    }
+
+    /// Puts the finished file in place of any older cache of the same source.
+    ///
+    /// # Errors
+    /// The rename fails.
+    pub fn finish(self) -> Result<(), MarketError> {
+        // After a rename, dropping `self` finds no temporary file to remove.
+        std::fs::rename(&self.tmp, &self.path)
+            .map_err(io_error("cannot write cache file", &self.path))
+    }
+}
+
+impl Drop for CacheWriter {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.tmp);
     }
 }
 

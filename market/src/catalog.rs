@@ -333,48 +333,74 @@ impl Catalog {
         );
         let t = axis.len();
 
-        // Build one dense matrix at a time, dropping each long column once used, so the peak is
-        // the long form plus one matrix plus the matrices kept.
+        // The bar times are no longer needed once every row knows its place on the axis.
+        raw.ts = Vec::new();
+
+        // Dense matrices are built on two threads, each taking its long columns by value and
+        // dropping each once scattered, so the peak is the long form plus two matrices plus the
+        // matrices kept. Fields not asked for go first, so their columns are freed early.
         let stored: Vec<Field> = Field::STORED
             .into_iter()
             .filter(|f| *f != Field::OpenInterest || raw.has_open_interest)
             .collect();
+        let cached = self.cache.is_some();
         let mut order: Vec<Field> = stored
             .iter()
             .copied()
             .filter(|f| !wanted.contains(f))
             .collect();
         order.extend(stored.iter().copied().filter(|f| wanted.contains(f)));
-        let mut kept = BTreeMap::new();
-        let mut build = |f: Field| -> Vec<f64> {
-            let k = f.stored_index().unwrap_or(0);
-            let col = std::mem::take(&mut raw.cols[k]);
-            dataset::scatter(&raw, &col, &pos, t)
-        };
-        let cache_error = match &self.cache {
+        order.retain(|f| cached || wanted.contains(f));
+        let writer = match &self.cache {
             Some(cache) => cache
-                .write(
-                    &entry.origin,
-                    fingerprint,
-                    &meta,
-                    &axis,
-                    &order,
-                    &mut build,
-                    |f, m| {
-                        if wanted.contains(&f) {
-                            kept.insert(f, m);
-                        }
-                    },
-                )
-                .err()
-                .map(|e| e.to_string()),
-            None => {
-                for &f in order.iter().filter(|f| wanted.contains(f)) {
-                    kept.insert(f, build(f));
-                }
-                None
-            }
+                .begin(&entry.origin, fingerprint, &meta, &axis, &stored)
+                .map(Some),
+            None => Ok(None),
         };
+        let (writer_owned, mut cache_error) = match writer {
+            Ok(w) => (w, None),
+            Err(e) => (None, Some(e.to_string())),
+        };
+        let mut lanes: [Vec<(Field, Vec<f64>)>; 2] = [Vec::new(), Vec::new()];
+        for (i, f) in order.iter().enumerate() {
+            let col = std::mem::take(&mut raw.cols[f.stored_index().unwrap_or(0)]);
+            lanes[i % 2].push((*f, col));
+        }
+        let (raw, pos, writer, wanted) = (&raw, &pos, writer_owned.as_ref(), &wanted);
+        let work = move |lane: Vec<(Field, Vec<f64>)>| {
+            let mut kept = Vec::new();
+            let mut error = None;
+            for (f, col) in lane {
+                let m = dataset::scatter(raw, &col, pos, t);
+                drop(col);
+                if let Some(w) = writer
+                    && error.is_none()
+                {
+                    error = w.field(f, &m).err().map(|e| e.to_string());
+                }
+                if wanted.contains(&f) {
+                    kept.push((f, m));
+                }
+            }
+            (kept, error)
+        };
+        let [a, b] = lanes;
+        let (ra, rb) = std::thread::scope(|s| {
+            let other = s.spawn(move || work(b));
+            let mine = work(a);
+            (mine, other.join())
+        });
+        let rb = rb.unwrap_or_else(|_| (Vec::new(), Some("cache worker failed".to_string())));
+        let mut kept = BTreeMap::new();
+        for (kept_part, error) in [ra, rb] {
+            kept.extend(kept_part);
+            cache_error = cache_error.or(error);
+        }
+        if let Some(w) = writer_owned
+            && cache_error.is_none()
+        {
+            cache_error = w.finish().err().map(|e| e.to_string());
+        }
         self.remember(&meta);
         if let Some(reason) = &cache_error {
             self.emit(Progress::CacheNotWritten {
