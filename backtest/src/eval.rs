@@ -1,0 +1,544 @@
+//! Evaluating expressions over panels.
+//!
+//! A [`Frame`] holds the input fields as `times × instruments` matrices (column-major, each
+//! instrument's history contiguous). [`Evaluator::eval`] computes an expression bottom-up.
+//! Within a batch, a sub-expression that several strategies share is computed once: the
+//! [`Evaluator`] counts how often each sub-expression occurs across the batch, keeps a result
+//! while later uses remain, and drops it after the last. Every kernel is deterministic and
+//! instruments are independent, so results do not depend on the number of threads.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use rayon::prelude::*;
+
+use crate::expr::{BinOp, Expr, Kind, func};
+use crate::ops::{self, Extreme};
+
+/// A `times × instruments` matrix, column-major.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Mat {
+    /// Bars.
+    pub t: usize,
+    /// Instruments.
+    pub n: usize,
+    /// Values, instrument by instrument.
+    pub data: Vec<f64>,
+}
+
+impl Mat {
+    /// A matrix of one value.
+    pub fn filled(t: usize, n: usize, v: f64) -> Mat {
+        Mat { t, n, data: vec![v; t * n] }
+    }
+
+    /// One instrument's history.
+    pub fn col(&self, j: usize) -> &[f64] {
+        &self.data[j * self.t..(j + 1) * self.t]
+    }
+
+    /// The value at bar `i` of instrument `j`.
+    pub fn at(&self, i: usize, j: usize) -> f64 {
+        self.data[j * self.t + i]
+    }
+
+    /// Applies a time-series kernel to every instrument, in parallel.
+    pub fn map_cols(&self, f: impl Fn(&[f64], &mut [f64]) + Sync) -> Mat {
+        let mut out = Mat::filled(self.t, self.n, 0.0);
+        if self.t > 0 {
+            out.data.par_chunks_mut(self.t).zip(self.data.par_chunks(self.t)).for_each(|(o, x)| f(x, o));
+        }
+        out
+    }
+
+    /// Applies a cross-sectional kernel to every bar.
+    pub fn map_rows(&self, f: impl Fn(&[f64], &mut [f64], &mut Vec<usize>) + Sync) -> Mat {
+        let (t, n) = (self.t, self.n);
+        // Rows are strided in this layout: gather each into a buffer, work, scatter back.
+        let rows: Vec<Vec<f64>> = (0..t)
+            .into_par_iter()
+            .map_init(
+                || (vec![0.0; n], Vec::with_capacity(n)),
+                |(row, scratch), i| {
+                    for j in 0..n {
+                        row[j] = self.data[j * t + i];
+                    }
+                    let mut o = vec![0.0; n];
+                    f(row, &mut o, scratch);
+                    o
+                },
+            )
+            .collect();
+        let mut out = Mat::filled(t, n, 0.0);
+        for (i, r) in rows.iter().enumerate() {
+            for (j, v) in r.iter().enumerate() {
+                out.data[j * t + i] = *v;
+            }
+        }
+        out
+    }
+}
+
+/// Grouping labels per instrument (e.g. exchange), for `group_*` functions.
+pub type Groups = HashMap<String, Vec<u32>>;
+
+/// The input fields of a backtest.
+#[derive(Debug, Clone, Default)]
+pub struct Frame {
+    /// Field name → matrix. All matrices share a shape.
+    pub fields: HashMap<String, Arc<Mat>>,
+    /// Grouping name → group id per instrument.
+    pub groups: Groups,
+    /// Bars.
+    pub t: usize,
+    /// Instruments.
+    pub n: usize,
+}
+
+impl Frame {
+    /// Names of the fields, for the parser.
+    pub fn field_names(&self) -> Vec<&str> {
+        let mut v: Vec<&str> = self.fields.keys().map(String::as_str).collect();
+        v.sort_unstable();
+        v
+    }
+}
+
+/// A value during evaluation: a constant or a matrix.
+#[derive(Debug, Clone)]
+pub enum Value {
+    /// A constant.
+    Scalar(f64),
+    /// A matrix.
+    Panel(Arc<Mat>),
+}
+
+/// Evaluates expressions over a frame, sharing sub-expressions across a batch.
+#[derive(Debug)]
+pub struct Evaluator<'a> {
+    frame: &'a Frame,
+    /// Sub-expression → remaining uses; only those used more than once are cached.
+    uses: Mutex<HashMap<String, usize>>,
+    cache: Mutex<HashMap<String, Arc<Mat>>>,
+}
+
+impl<'a> Evaluator<'a> {
+    /// An evaluator for one expression or a batch of them: `batch` lists every expression that
+    /// will be evaluated, so shared parts can be kept exactly as long as they are needed.
+    pub fn new(frame: &'a Frame, batch: &[Expr]) -> Evaluator<'a> {
+        let mut uses: HashMap<String, usize> = HashMap::new();
+        fn count(e: &Expr, uses: &mut HashMap<String, usize>) {
+            if matches!(e, Expr::Num(_) | Expr::Field(_) | Expr::Group(_)) {
+                return;
+            }
+            let n = uses.entry(e.to_string()).or_default();
+            *n += 1;
+            // Only the outermost shared node needs counting: its children are not recomputed.
+            if *n > 1 {
+                return;
+            }
+            match e {
+                Expr::Neg(x) | Expr::Not(x) => count(x, uses),
+                Expr::Bin(_, a, b) => {
+                    count(a, uses);
+                    count(b, uses);
+                }
+                Expr::Call(_, args) => args.iter().for_each(|a| count(a, uses)),
+                _ => {}
+            }
+        }
+        for e in batch {
+            count(e, &mut uses);
+        }
+        uses.retain(|_, n| *n > 1);
+        Evaluator { frame, uses: Mutex::new(uses), cache: Mutex::new(HashMap::new()) }
+    }
+
+    /// Evaluates to a matrix (a constant is broadcast).
+    pub fn eval(&self, e: &Expr) -> Arc<Mat> {
+        match self.value(e) {
+            Value::Panel(m) => m,
+            Value::Scalar(v) => Arc::new(Mat::filled(self.frame.t, self.frame.n, v)),
+        }
+    }
+
+    fn value(&self, e: &Expr) -> Value {
+        match e {
+            Expr::Num(v) => return Value::Scalar(*v),
+            Expr::Field(f) => {
+                return match self.frame.fields.get(f) {
+                    Some(m) => Value::Panel(m.clone()),
+                    None => Value::Scalar(f64::NAN),
+                };
+            }
+            Expr::Group(_) => return Value::Scalar(f64::NAN),
+            _ => {}
+        }
+        let shared = {
+            let uses = self.uses.lock().map(|u| u.contains_key(&e.to_string())).unwrap_or(false);
+            uses.then(|| e.to_string())
+        };
+        if let Some(key) = &shared
+            && let Some(m) = self.take_cached(key)
+        {
+            return Value::Panel(m);
+        }
+        let v = self.compute(e);
+        if let (Some(key), Value::Panel(m)) = (&shared, &v)
+            && let Ok(mut c) = self.cache.lock()
+        {
+            // Another thread may have stored the same value meanwhile; both are identical.
+            c.entry(key.clone()).or_insert_with(|| m.clone());
+            drop(c);
+            self.release(key);
+        }
+        v
+    }
+
+    fn take_cached(&self, key: &str) -> Option<Arc<Mat>> {
+        let m = self.cache.lock().ok()?.get(key).cloned()?;
+        self.release(key);
+        Some(m)
+    }
+
+    /// Counts one use of a shared result and frees it after the last.
+    fn release(&self, key: &str) {
+        let done = match self.uses.lock() {
+            Ok(mut u) => match u.get_mut(key) {
+                Some(n) => {
+                    *n -= 1;
+                    *n == 0
+                }
+                None => false,
+            },
+            Err(_) => false,
+        };
+        if done && let Ok(mut c) = self.cache.lock() {
+            c.remove(key);
+        }
+    }
+
+    fn compute(&self, e: &Expr) -> Value {
+        match e {
+            Expr::Neg(x) => unary(self.value(x), |v| -v),
+            Expr::Not(x) => unary(self.value(x), |v| if v.is_nan() { f64::NAN } else { f64::from(u8::from(v == 0.0)) }),
+            Expr::Bin(op, a, b) => binary(*op, self.value(a), self.value(b)),
+            Expr::Call(name, args) => self.call(name, args),
+            Expr::Num(_) | Expr::Field(_) | Expr::Group(_) => Value::Scalar(f64::NAN),
+        }
+    }
+
+    fn call(&self, name: &str, args: &[Expr]) -> Value {
+        let window = |i: usize| match args.get(i) {
+            Some(Expr::Num(d)) => *d as usize,
+            _ => 1,
+        };
+        let number = |i: usize| match args.get(i) {
+            Some(Expr::Num(v)) => *v,
+            Some(Expr::Neg(x)) => match **x {
+                Expr::Num(v) => -v,
+                _ => f64::NAN,
+            },
+            _ => f64::NAN,
+        };
+        let kind = func(name).map(|f| f.kind);
+        // Constants stay constants through element-wise functions.
+        if kind == Some(Kind::Element) {
+            let vals: Vec<Value> = args.iter().map(|a| self.value(a)).collect();
+            return elementwise(name, vals);
+        }
+        let x = self.eval(&args[0]);
+        let m = match name {
+            "delay" => x.map_cols(|c, o| ops::shift(c, window(1), o)),
+            "ts_delta" => {
+                let d = window(1);
+                x.map_cols(|c, o| {
+                    ops::shift(c, d, o);
+                    for (o, v) in o.iter_mut().zip(c) {
+                        *o = v - *o;
+                    }
+                })
+            }
+            "ts_mean" => x.map_cols(|c, o| ops::move_mean(c, window(1), o)),
+            "ts_sum" => x.map_cols(|c, o| ops::move_sum(c, window(1), o)),
+            "ts_std" => x.map_cols(|c, o| ops::move_var(c, window(1), 1, true, o)),
+            "ts_var" => x.map_cols(|c, o| ops::move_var(c, window(1), 1, false, o)),
+            "ts_min" => x.map_cols(|c, o| ops::move_extreme(c, window(1), Extreme::Min, false, o)),
+            "ts_max" => x.map_cols(|c, o| ops::move_extreme(c, window(1), Extreme::Max, false, o)),
+            "ts_argmin" | "ts_argmax" => {
+                let d = window(1);
+                let which = if name == "ts_argmin" { Extreme::Min } else { Extreme::Max };
+                x.map_cols(|c, o| {
+                    ops::move_extreme(c, d, which, true, o);
+                    // Bars since the extreme -> position in the window, 0 = oldest.
+                    for v in o.iter_mut() {
+                        *v = (d - 1) as f64 - *v;
+                    }
+                })
+            }
+            "ts_rank" => {
+                let d = window(1);
+                x.map_cols(|c, o| {
+                    ops::move_rank(c, d, o);
+                    for v in o.iter_mut() {
+                        *v = ((*v + 1.0) * 0.5 * (d - 1) as f64 + 1.0) / d as f64;
+                    }
+                })
+            }
+            "ts_zscore" => {
+                let d = window(1);
+                x.map_cols(|c, o| {
+                    let mut sd = vec![0.0; c.len()];
+                    ops::move_mean(c, d, o);
+                    ops::move_var(c, d, 1, true, &mut sd);
+                    for ((o, v), s) in o.iter_mut().zip(c).zip(&sd) {
+                        *o = (v - *o) / s;
+                    }
+                })
+            }
+            "ts_corr" | "ts_cov" => {
+                let y = self.eval(&args[1]);
+                pair_moments(&x, &y, window(2), name == "ts_corr")
+            }
+            "ts_skew" => x.map_cols(|c, o| ops::window_map(c, window(1), o, ops::skew)),
+            "ts_kurt" => x.map_cols(|c, o| ops::window_map(c, window(1), o, ops::kurt)),
+            "ts_ema" => x.map_cols(|c, o| ops::ema(c, window(1), o)),
+            "decay_linear" => x.map_cols(|c, o| ops::decay_linear(c, window(1), o)),
+            "ts_quantile" => {
+                let q = number(2);
+                x.map_cols(|c, o| ops::window_map(c, window(1), o, |w| ops::quantile(w, q)))
+            }
+            "ts_slope" => x.map_cols(|c, o| ops::window_map(c, window(1), o, |w| ops::regress(w).0)),
+            "ts_rsquare" => x.map_cols(|c, o| ops::window_map(c, window(1), o, |w| ops::regress(w).2)),
+            "ts_resid" => x.map_cols(|c, o| {
+                ops::window_map(c, window(1), o, |w| {
+                    let (s, i, _) = ops::regress(w);
+                    w[w.len() - 1] - (i + s * (w.len() - 1) as f64)
+                })
+            }),
+            "rank" => x.map_rows(|r, o, scratch| {
+                ops::rank_avg(r, o, scratch);
+                let cnt = r.iter().filter(|v| !v.is_nan()).count() as f64;
+                for v in o.iter_mut() {
+                    *v /= cnt;
+                }
+            }),
+            "zscore" => x.map_rows(|r, o, _| {
+                let (m, s) = ops::nanmean_std(r, 1);
+                for (o, v) in o.iter_mut().zip(r) {
+                    *o = (v - m) / s;
+                }
+            }),
+            "demean" => x.map_rows(|r, o, _| {
+                let (s, c) = ops::nansum_count(r);
+                let m = s / c as f64;
+                for (o, v) in o.iter_mut().zip(r) {
+                    *o = v - m;
+                }
+            }),
+            "scale" => x.map_rows(|r, o, _| {
+                let total: f64 = r.iter().filter(|v| !v.is_nan()).map(|v| v.abs()).sum();
+                for (o, v) in o.iter_mut().zip(r) {
+                    *o = v / total;
+                }
+            }),
+            "winsorize" => {
+                let k = number(1);
+                x.map_rows(|r, o, _| {
+                    let (m, s) = ops::nanmean_std(r, 1);
+                    for (o, v) in o.iter_mut().zip(r) {
+                        *o = v.clamp(m - k * s, m + k * s);
+                    }
+                })
+            }
+            "group_rank" | "group_demean" => {
+                let group = match args.get(1) {
+                    Some(Expr::Group(g)) => g.clone(),
+                    _ => String::new(),
+                };
+                let ids = self.frame.groups.get(&group).cloned().unwrap_or_else(|| vec![0; self.frame.n]);
+                let demean = name == "group_demean";
+                x.map_rows(|r, o, scratch| group_apply(r, o, &ids, demean, scratch))
+            }
+            _ => Mat::filled(x.t, x.n, f64::NAN),
+        };
+        Value::Panel(Arc::new(m))
+    }
+}
+
+fn group_apply(r: &[f64], o: &mut [f64], ids: &[u32], demean: bool, scratch: &mut Vec<usize>) {
+    let mut groups: Vec<u32> = ids.to_vec();
+    groups.sort_unstable();
+    groups.dedup();
+    for g in groups {
+        let members: Vec<usize> = (0..r.len()).filter(|&j| ids.get(j) == Some(&g)).collect();
+        let sub: Vec<f64> = members.iter().map(|&j| r[j]).collect();
+        let mut out = vec![0.0; sub.len()];
+        if demean {
+            let (s, c) = ops::nansum_count(&sub);
+            let m = s / c as f64;
+            for (o, v) in out.iter_mut().zip(&sub) {
+                *o = v - m;
+            }
+        } else {
+            ops::rank_avg(&sub, &mut out, scratch);
+            let cnt = sub.iter().filter(|v| !v.is_nan()).count() as f64;
+            for v in out.iter_mut() {
+                *v /= cnt;
+            }
+        }
+        for (k, &j) in members.iter().enumerate() {
+            o[j] = out[k];
+        }
+    }
+}
+
+/// Rolling covariance or correlation from moving means of x, y, xy (and x², y²), with a window
+/// NaN wherever either series is NaN, the reference's formulation.
+fn pair_moments(x: &Mat, y: &Mat, d: usize, corr: bool) -> Mat {
+    let mut out = Mat::filled(x.t, x.n, 0.0);
+    let t = x.t;
+    if t == 0 {
+        return out;
+    }
+    out.data.par_chunks_mut(t).zip(x.data.par_chunks(t).zip(y.data.par_chunks(t))).for_each(|(o, (xc, yc))| {
+        let xs: Vec<f64> = xc.iter().zip(yc).map(|(a, b)| a + 0.0 * b).collect();
+        let ys: Vec<f64> = yc.iter().zip(&xs).map(|(b, a)| b + 0.0 * a).collect();
+        let mut mx = vec![0.0; t];
+        let mut my = vec![0.0; t];
+        let mut mxy = vec![0.0; t];
+        ops::move_mean(&xs, d, &mut mx);
+        ops::move_mean(&ys, d, &mut my);
+        let xy: Vec<f64> = xs.iter().zip(&ys).map(|(a, b)| a * b).collect();
+        ops::move_mean(&xy, d, &mut mxy);
+        if !corr {
+            let f = d as f64 / (d as f64 - 1.0);
+            for i in 0..t {
+                o[i] = (mxy[i] - mx[i] * my[i]) * f;
+            }
+            return;
+        }
+        let mut vx = vec![0.0; t];
+        let mut vy = vec![0.0; t];
+        let xx: Vec<f64> = xs.iter().map(|a| a * a).collect();
+        let yy: Vec<f64> = ys.iter().map(|a| a * a).collect();
+        ops::move_mean(&xx, d, &mut vx);
+        ops::move_mean(&yy, d, &mut vy);
+        for i in 0..t {
+            let vxi = vx[i] - mx[i] * mx[i];
+            let vyi = vy[i] - my[i] * my[i];
+            let c = (mxy[i] - mx[i] * my[i]) / (vxi * vyi).sqrt();
+            let bad = vxi <= 1e-14 * (mx[i] * mx[i] + 1e-300) || vyi <= 1e-14 * (my[i] * my[i] + 1e-300);
+            o[i] = if bad { f64::NAN } else { c.clamp(-1.0, 1.0) };
+        }
+    });
+    out
+}
+
+fn unary(v: Value, f: impl Fn(f64) -> f64 + Sync) -> Value {
+    match v {
+        Value::Scalar(s) => Value::Scalar(f(s)),
+        Value::Panel(m) => {
+            let data = m.data.par_iter().map(|x| f(*x)).collect();
+            Value::Panel(Arc::new(Mat { t: m.t, n: m.n, data }))
+        }
+    }
+}
+
+/// `x ^ p` with the exact shortcuts of the reference for common exponents.
+fn pow(x: f64, p: f64) -> f64 {
+    match p {
+        2.0 => x * x,
+        0.5 => x.sqrt(),
+        1.0 => x,
+        -1.0 => 1.0 / x,
+        0.0 => 1.0,
+        _ => x.powf(p),
+    }
+}
+
+fn apply_bin(op: BinOp, a: f64, b: f64) -> f64 {
+    let cmp = |c: bool| if a.is_nan() || b.is_nan() { f64::NAN } else { f64::from(u8::from(c)) };
+    let truth = |v: f64| v != 0.0;
+    match op {
+        BinOp::Add => a + b,
+        BinOp::Sub => a - b,
+        BinOp::Mul => a * b,
+        BinOp::Div => a / b,
+        BinOp::Pow => pow(a, b),
+        BinOp::Lt => cmp(a < b),
+        BinOp::Le => cmp(a <= b),
+        BinOp::Gt => cmp(a > b),
+        BinOp::Ge => cmp(a >= b),
+        BinOp::Eq => cmp(a == b),
+        BinOp::Ne => cmp(a != b),
+        BinOp::And => cmp(truth(a) && truth(b)),
+        BinOp::Or => cmp(truth(a) || truth(b)),
+    }
+}
+
+fn binary(op: BinOp, a: Value, b: Value) -> Value {
+    match (a, b) {
+        (Value::Scalar(x), Value::Scalar(y)) => Value::Scalar(apply_bin(op, x, y)),
+        (Value::Panel(m), Value::Scalar(y)) => {
+            let data = m.data.par_iter().map(|x| apply_bin(op, *x, y)).collect();
+            Value::Panel(Arc::new(Mat { t: m.t, n: m.n, data }))
+        }
+        (Value::Scalar(x), Value::Panel(m)) => {
+            let data = m.data.par_iter().map(|y| apply_bin(op, x, *y)).collect();
+            Value::Panel(Arc::new(Mat { t: m.t, n: m.n, data }))
+        }
+        (Value::Panel(p), Value::Panel(q)) => {
+            let data = p.data.par_iter().zip(q.data.par_iter()).map(|(x, y)| apply_bin(op, *x, *y)).collect();
+            Value::Panel(Arc::new(Mat { t: p.t, n: p.n, data }))
+        }
+    }
+}
+
+fn elementwise(name: &str, vals: Vec<Value>) -> Value {
+    let f1 = |f: fn(f64) -> f64, v: &Value| unary(v.clone(), f);
+    match (name, vals.as_slice()) {
+        ("abs", [v]) => f1(f64::abs, v),
+        ("sign", [v]) => f1(|x| if x.is_nan() { f64::NAN } else if x > 0.0 { 1.0 } else if x < 0.0 { -1.0 } else { 0.0 }, v),
+        ("log", [v]) => f1(f64::ln, v),
+        ("sqrt", [v]) => f1(f64::sqrt, v),
+        ("exp", [v]) => f1(f64::exp, v),
+        ("min", [a, b]) => zip2(a, b, |x, y| if x.is_nan() || y.is_nan() { f64::NAN } else { x.min(y) }),
+        ("max", [a, b]) => zip2(a, b, |x, y| if x.is_nan() || y.is_nan() { f64::NAN } else { x.max(y) }),
+        ("clip", [x, lo, hi]) => {
+            let lower = zip2(x, lo, |x, l| if x.is_nan() || l.is_nan() { f64::NAN } else { x.max(l) });
+            zip2(&lower, hi, |x, h| if x.is_nan() || h.is_nan() { f64::NAN } else { x.min(h) })
+        }
+        ("where", [c, a, b]) => zip3(c, a, b, |c, a, b| if c.is_nan() { f64::NAN } else if c != 0.0 { a } else { b }),
+        _ => Value::Scalar(f64::NAN),
+    }
+}
+
+fn zip2(a: &Value, b: &Value, f: impl Fn(f64, f64) -> f64 + Sync + Copy) -> Value {
+    match (a, b) {
+        (Value::Scalar(x), Value::Scalar(y)) => Value::Scalar(f(*x, *y)),
+        (Value::Panel(m), Value::Scalar(y)) => Value::Panel(Arc::new(Mat { t: m.t, n: m.n, data: m.data.par_iter().map(|x| f(*x, *y)).collect() })),
+        (Value::Scalar(x), Value::Panel(m)) => Value::Panel(Arc::new(Mat { t: m.t, n: m.n, data: m.data.par_iter().map(|y| f(*x, *y)).collect() })),
+        (Value::Panel(p), Value::Panel(q)) => {
+            Value::Panel(Arc::new(Mat { t: p.t, n: p.n, data: p.data.par_iter().zip(q.data.par_iter()).map(|(x, y)| f(*x, *y)).collect() }))
+        }
+    }
+}
+
+fn zip3(a: &Value, b: &Value, c: &Value, f: impl Fn(f64, f64, f64) -> f64 + Sync) -> Value {
+    let shape = [a, b, c].into_iter().find_map(|v| match v {
+        Value::Panel(m) => Some((m.t, m.n)),
+        Value::Scalar(_) => None,
+    });
+    let at = |v: &Value, k: usize| match v {
+        Value::Scalar(x) => *x,
+        Value::Panel(m) => m.data[k],
+    };
+    match shape {
+        None => Value::Scalar(f(at(a, 0), at(b, 0), at(c, 0))),
+        Some((t, n)) => {
+            let data = (0..t * n).into_par_iter().map(|k| f(at(a, k), at(b, k), at(c, k))).collect();
+            Value::Panel(Arc::new(Mat { t, n, data }))
+        }
+    }
+}

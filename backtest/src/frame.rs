@@ -1,0 +1,43 @@
+//! Building an evaluation [`Frame`] from market-data panels.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use lim_market::{Field, PanelSet};
+
+use crate::eval::{Frame, Mat};
+
+/// The fields strategies can read, in the order the parser lists them.
+pub const FIELDS: [Field; 8] = [
+    Field::Open,
+    Field::High,
+    Field::Low,
+    Field::Close,
+    Field::Volume,
+    Field::Vwap,
+    Field::Returns,
+    Field::OpenInterest,
+];
+
+/// A frame over every field of [`FIELDS`] present in the panel set, plus groupings by
+/// exchange and asset class.
+pub fn from_panels(set: &PanelSet) -> Frame {
+    let (t, n) = (set.times.len(), set.instruments.len());
+    let mut fields = HashMap::new();
+    for f in FIELDS {
+        if let Some(p) = set.panel(f) {
+            fields.insert(f.name().to_string(), Arc::new(Mat { t, n, data: p.values().to_vec() }));
+        }
+    }
+    let mut groups = HashMap::new();
+    let label = |key: &dyn Fn(usize) -> String| -> Vec<u32> {
+        let mut names: Vec<String> = (0..n).map(key).collect();
+        let mut uniq = names.clone();
+        uniq.sort();
+        uniq.dedup();
+        names.drain(..).map(|s| uniq.iter().position(|u| *u == s).unwrap_or(0) as u32).collect()
+    };
+    groups.insert("exchange".to_string(), label(&|j| set.instruments[j].exchange.clone().unwrap_or_default()));
+    groups.insert("asset_class".to_string(), label(&|j| set.instruments[j].asset_class.as_str().to_string()));
+    Frame { fields, groups, t, n }
+}

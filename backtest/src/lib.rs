@@ -1,0 +1,21 @@
+//! LIM's strategy language and backtester.
+//!
+//! * [`expr`]: the language (parse, check, print) that strategies, and the LLMs that write
+//!   them, use; see `docs/strategy-language.md`.
+//! * [`eval`]: evaluating expressions over `times × instruments` matrices ([`eval::Frame`]),
+//!   sharing sub-expressions across a batch.
+//! * [`topk`]: the reference top-k book and its metrics, checked against the peer reference.
+//!
+//! The backtester knows nothing of LLMs, and nothing here does IO.
+
+pub mod error;
+pub mod eval;
+pub mod expr;
+pub mod frame;
+pub mod ops;
+pub mod topk;
+
+pub use error::{BacktestError, ExprError};
+pub use eval::{Evaluator, Frame, Mat};
+pub use expr::{Expr, parse};
+pub use topk::{RefMetrics, TopK};

@@ -1,0 +1,430 @@
+//! Numeric kernels. Time-series kernels work on one instrument's history (a contiguous
+//! slice); cross-sectional kernels on one bar across instruments.
+//!
+//! The rolling statistics follow the arithmetic of the reference implementation (running sums
+//! and a running-mean/sum-of-squares update, NaN whenever the window is not full of numbers),
+//! so that LIM's results agree with it to the last few bits, not merely in spirit.
+
+/// `out[t] = x[t - d]`, NaN for the first `d` bars.
+pub fn shift(x: &[f64], d: usize, out: &mut [f64]) {
+    let n = x.len();
+    for t in 0..n {
+        out[t] = if t >= d { x[t - d] } else { f64::NAN };
+    }
+}
+
+/// Rolling sum over `w` bars; NaN unless all `w` are numbers.
+pub fn move_sum(x: &[f64], w: usize, out: &mut [f64]) {
+    let (mut sum, mut count) = (0.0, 0usize);
+    for t in 0..x.len() {
+        let a = x[t];
+        if t < w {
+            if !a.is_nan() {
+                sum += a;
+                count += 1;
+            }
+        } else {
+            let old = x[t - w];
+            match (a.is_nan(), old.is_nan()) {
+                (false, false) => sum += a - old,
+                (false, true) => {
+                    sum += a;
+                    count += 1;
+                }
+                (true, false) => {
+                    sum -= old;
+                    count -= 1;
+                }
+                (true, true) => {}
+            }
+        }
+        out[t] = if t + 1 >= w && count >= w { sum } else { f64::NAN };
+    }
+}
+
+/// Rolling mean over `w` bars; NaN unless all `w` are numbers.
+pub fn move_mean(x: &[f64], w: usize, out: &mut [f64]) {
+    let (mut sum, mut count) = (0.0, 0usize);
+    let mut inv = 0.0;
+    for t in 0..x.len() {
+        let a = x[t];
+        if t < w {
+            if !a.is_nan() {
+                sum += a;
+                count += 1;
+            }
+            out[t] = if t + 1 == w && count >= w { sum / count as f64 } else { f64::NAN };
+            if t + 1 == w {
+                inv = 1.0 / count as f64;
+            }
+        } else {
+            let old = x[t - w];
+            match (a.is_nan(), old.is_nan()) {
+                (false, false) => sum += a - old,
+                (false, true) => {
+                    sum += a;
+                    count += 1;
+                    inv = 1.0 / count as f64;
+                }
+                (true, false) => {
+                    sum -= old;
+                    count -= 1;
+                    inv = 1.0 / count as f64;
+                }
+                (true, true) => {}
+            }
+            out[t] = if count >= w { sum * inv } else { f64::NAN };
+        }
+    }
+}
+
+/// Rolling variance (`sqrt = false`) or standard deviation over `w` bars with `ddof`.
+pub fn move_var(x: &[f64], w: usize, ddof: usize, sqrt: bool, out: &mut [f64]) {
+    let (mut mean, mut ssq, mut count) = (0.0f64, 0.0f64, 0usize);
+    let (mut inv, mut ddof_inv) = (0.0, 0.0);
+    let fin = |ssq: f64, div: f64| {
+        let v = if ssq < 0.0 { 0.0 } else { ssq } * div;
+        if sqrt { v.sqrt() } else { v }
+    };
+    for t in 0..x.len() {
+        let a = x[t];
+        if t < w {
+            if !a.is_nan() {
+                count += 1;
+                let delta = a - mean;
+                mean += delta / count as f64;
+                ssq += delta * (a - mean);
+            }
+            if t + 1 == w {
+                out[t] = if count >= w {
+                    if ssq < 0.0 {
+                        ssq = 0.0;
+                    }
+                    let v = ssq / (count as f64 - ddof as f64);
+                    if sqrt { v.sqrt() } else { v }
+                } else {
+                    f64::NAN
+                };
+                inv = 1.0 / count as f64;
+                ddof_inv = 1.0 / (count as f64 - ddof as f64);
+            } else {
+                out[t] = f64::NAN;
+            }
+        } else {
+            let mut old = x[t - w];
+            match (a.is_nan(), old.is_nan()) {
+                (false, false) => {
+                    let delta = a - old;
+                    old -= mean;
+                    mean += delta * inv;
+                    let ai = a - mean;
+                    ssq += (ai + old) * delta;
+                }
+                (false, true) => {
+                    count += 1;
+                    inv = 1.0 / count as f64;
+                    ddof_inv = 1.0 / (count as f64 - ddof as f64);
+                    let delta = a - mean;
+                    mean += delta * inv;
+                    ssq += delta * (a - mean);
+                }
+                (true, false) => {
+                    count -= 1;
+                    inv = 1.0 / count as f64;
+                    ddof_inv = 1.0 / (count as f64 - ddof as f64);
+                    if count > 0 {
+                        let delta = old - mean;
+                        mean -= delta * inv;
+                        ssq -= delta * (old - mean);
+                    } else {
+                        mean = 0.0;
+                        ssq = 0.0;
+                    }
+                }
+                (true, true) => {}
+            }
+            if count >= w {
+                if ssq < 0.0 {
+                    ssq = 0.0;
+                }
+                out[t] = fin(ssq, ddof_inv);
+            } else {
+                out[t] = f64::NAN;
+            }
+        }
+    }
+}
+
+/// Which extreme a sliding-window scan looks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Extreme {
+    /// The minimum.
+    Min,
+    /// The maximum.
+    Max,
+}
+
+/// Rolling minimum or maximum (`arg = false`) or the bars since it (`arg = true`, 0 = now;
+/// the newest wins ties). NaN unless all `w` values are numbers.
+pub fn move_extreme(x: &[f64], w: usize, which: Extreme, arg: bool, out: &mut [f64]) {
+    // A monotonic deque of bar indices whose values are strictly better than everything after
+    // them; an equal newer value evicts an older one, so the newest wins ties.
+    let mut dq: std::collections::VecDeque<usize> = std::collections::VecDeque::with_capacity(w + 1);
+    let big = match which {
+        Extreme::Min => f64::INFINITY,
+        Extreme::Max => f64::NEG_INFINITY,
+    };
+    let val = |i: usize| if x[i].is_nan() { big } else { x[i] };
+    let worse_or_equal = |a: f64, b: f64| match which {
+        Extreme::Min => a >= b,
+        Extreme::Max => a <= b,
+    };
+    let mut count = 0usize;
+    for t in 0..x.len() {
+        if !x[t].is_nan() {
+            count += 1;
+        }
+        if t >= w && !x[t - w].is_nan() {
+            count -= 1;
+        }
+        while dq.front().is_some_and(|&i| i + w <= t) {
+            dq.pop_front();
+        }
+        let v = val(t);
+        while dq.back().is_some_and(|&i| worse_or_equal(val(i), v)) {
+            dq.pop_back();
+        }
+        dq.push_back(t);
+        out[t] = if t + 1 >= w && count >= w {
+            let best = dq.front().copied().unwrap_or(t);
+            if arg { (t - best) as f64 } else { x[best] }
+        } else {
+            f64::NAN
+        };
+    }
+}
+
+/// Rolling rank of the current value among the last `w` (ties averaged), scaled to [-1, 1]
+/// as the reference's moving rank; NaN unless all `w` are numbers.
+pub fn move_rank(x: &[f64], w: usize, out: &mut [f64]) {
+    for t in 0..x.len() {
+        let a = x[t];
+        if t + 1 < w || a.is_nan() {
+            out[t] = f64::NAN;
+            continue;
+        }
+        let (mut g, mut e, mut n) = (0.0f64, 1.0f64, 1usize);
+        for &b in &x[t + 1 - w..t] {
+            if !b.is_nan() {
+                n += 1;
+                if a > b {
+                    g += 2.0;
+                } else if a == b {
+                    e += 1.0;
+                }
+            }
+        }
+        out[t] = if n < w {
+            f64::NAN
+        } else if n == 1 {
+            0.0
+        } else {
+            let r = 0.5 * (g + e - 1.0) / (n as f64 - 1.0);
+            2.0 * (r - 0.5)
+        };
+    }
+}
+
+/// Linearly weighted mean of the last `d` bars, newest weight `d`.
+pub fn decay_linear(x: &[f64], d: usize, out: &mut [f64]) {
+    let total: f64 = (1..=d).map(|k| k as f64).sum();
+    let w: Vec<f64> = (1..=d).map(|k| k as f64 / total).collect();
+    for t in 0..x.len() {
+        if t + 1 < d {
+            out[t] = f64::NAN;
+            continue;
+        }
+        let mut acc = x[t] * w[d - 1];
+        for i in 1..d {
+            acc += x[t - i] * w[d - 1 - i];
+        }
+        out[t] = acc;
+    }
+}
+
+/// Applies `f` to every full window of `d` bars with no NaN; NaN elsewhere.
+pub fn window_map(x: &[f64], d: usize, out: &mut [f64], mut f: impl FnMut(&[f64]) -> f64) {
+    let mut nans = 0usize;
+    for t in 0..x.len() {
+        if x[t].is_nan() {
+            nans += 1;
+        }
+        if t >= d && x[t - d].is_nan() {
+            nans -= 1;
+        }
+        out[t] = if t + 1 >= d && nans == 0 { f(&x[t + 1 - d..=t]) } else { f64::NAN };
+    }
+}
+
+/// Sample skewness of a window.
+pub fn skew(w: &[f64]) -> f64 {
+    let n = w.len() as f64;
+    let m = w.iter().sum::<f64>() / n;
+    let m2 = w.iter().map(|v| (v - m).powi(2)).sum::<f64>() / n;
+    let m3 = w.iter().map(|v| (v - m).powi(3)).sum::<f64>() / n;
+    if n < 3.0 || m2 <= 0.0 {
+        return f64::NAN;
+    }
+    (n * (n - 1.0)).sqrt() / (n - 2.0) * m3 / m2.powf(1.5)
+}
+
+/// Sample excess kurtosis of a window.
+pub fn kurt(w: &[f64]) -> f64 {
+    let n = w.len() as f64;
+    let m = w.iter().sum::<f64>() / n;
+    let m2 = w.iter().map(|v| (v - m).powi(2)).sum::<f64>() / n;
+    let m4 = w.iter().map(|v| (v - m).powi(4)).sum::<f64>() / n;
+    if n < 4.0 || m2 <= 0.0 {
+        return f64::NAN;
+    }
+    let g2 = m4 / (m2 * m2) - 3.0;
+    ((n + 1.0) * g2 + 6.0) * (n - 1.0) / ((n - 2.0) * (n - 3.0))
+}
+
+/// Linear-interpolated quantile of a window.
+pub fn quantile(w: &[f64], q: f64) -> f64 {
+    let mut v = w.to_vec();
+    v.sort_by(f64::total_cmp);
+    let pos = q * (v.len() - 1) as f64;
+    let (lo, hi) = (pos.floor() as usize, pos.ceil() as usize);
+    v[lo] + (v[hi] - v[lo]) * (pos - lo as f64)
+}
+
+/// Least-squares fit of a window on time 0..n: (slope, intercept, r²).
+pub fn regress(w: &[f64]) -> (f64, f64, f64) {
+    let n = w.len() as f64;
+    let tm = (n - 1.0) / 2.0;
+    let ym = w.iter().sum::<f64>() / n;
+    let (mut sxy, mut sxx, mut syy) = (0.0, 0.0, 0.0);
+    for (i, y) in w.iter().enumerate() {
+        let dx = i as f64 - tm;
+        let dy = y - ym;
+        sxy += dx * dy;
+        sxx += dx * dx;
+        syy += dy * dy;
+    }
+    let slope = sxy / sxx;
+    let r2 = if syy > 0.0 { sxy * sxy / (sxx * syy) } else { f64::NAN };
+    (slope, ym - slope * tm, r2)
+}
+
+/// Exponential moving average with `alpha = 2 / (d + 1)`, seeded with the first value and
+/// reported once `d` bars have been seen; a NaN restarts it.
+pub fn ema(x: &[f64], d: usize, out: &mut [f64]) {
+    let alpha = 2.0 / (d as f64 + 1.0);
+    let (mut s, mut seen) = (f64::NAN, 0usize);
+    for t in 0..x.len() {
+        if x[t].is_nan() {
+            s = f64::NAN;
+            seen = 0;
+        } else if seen == 0 {
+            s = x[t];
+            seen = 1;
+        } else {
+            s += alpha * (x[t] - s);
+            seen += 1;
+        }
+        out[t] = if seen >= d { s } else { f64::NAN };
+    }
+}
+
+/// Average-tie ranks 1..=n of a row, with NaN ranked as +inf and then reset to NaN (the
+/// reference's convention). `order` is scratch space.
+pub fn rank_avg(row: &[f64], out: &mut [f64], order: &mut Vec<usize>) {
+    let key = |v: f64| if v.is_nan() { f64::INFINITY } else { v };
+    order.clear();
+    order.extend(0..row.len());
+    order.sort_unstable_by(|&a, &b| key(row[a]).total_cmp(&key(row[b])));
+    let mut i = 0;
+    while i < order.len() {
+        let v = key(row[order[i]]);
+        let mut j = i;
+        while j + 1 < order.len() && key(row[order[j + 1]]) == v {
+            j += 1;
+        }
+        let r = 0.5 * (i + j) as f64 + 1.0;
+        for &k in &order[i..=j] {
+            out[k] = r;
+        }
+        i = j + 1;
+    }
+    for (o, v) in out.iter_mut().zip(row) {
+        if v.is_nan() {
+            *o = f64::NAN;
+        }
+    }
+}
+
+/// Sum and count of the numbers in a row, summed in order.
+pub fn nansum_count(row: &[f64]) -> (f64, usize) {
+    row.iter().filter(|v| !v.is_nan()).fold((0.0, 0), |(s, c), v| (s + v, c + 1))
+}
+
+/// Mean and sample standard deviation (two-pass) of the numbers in a row.
+pub fn nanmean_std(row: &[f64], ddof: usize) -> (f64, f64) {
+    let (s, c) = nansum_count(row);
+    if c == 0 {
+        return (f64::NAN, f64::NAN);
+    }
+    let mean = s / c as f64;
+    let ss: f64 = row.iter().filter(|v| !v.is_nan()).map(|v| (v - mean) * (v - mean)).sum();
+    let std = if c > ddof { (ss / (c - ddof) as f64).sqrt() } else { f64::NAN };
+    (mean, std)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(f: impl Fn(&[f64], &mut [f64]), x: &[f64]) -> Vec<f64> {
+        let mut out = vec![0.0; x.len()];
+        f(x, &mut out);
+        out
+    }
+
+    fn same(a: &[f64], b: &[f64]) -> bool {
+        a.len() == b.len() && a.iter().zip(b).all(|(x, y)| (x.is_nan() && y.is_nan()) || (x - y).abs() < 1e-12)
+    }
+
+    #[test]
+    fn rolling_statistics_by_hand() {
+        let x = [1.0, 2.0, 4.0, f64::NAN, 5.0, 6.0, 7.0];
+        let n = f64::NAN;
+        assert!(same(&run(|x, o| move_sum(x, 2, o), &x), &[n, 3.0, 6.0, n, n, 11.0, 13.0]));
+        assert!(same(&run(|x, o| move_mean(x, 3, o), &x), &[n, n, 7.0 / 3.0, n, n, n, 6.0]));
+        let sd = run(|x, o| move_var(x, 3, 1, true, o), &x);
+        assert!((sd[2] - (7.0f64 / 3.0).sqrt()).abs() < 1e-12 && (sd[6] - 1.0).abs() < 1e-12 && sd[5].is_nan());
+        assert!(same(&run(|x, o| move_extreme(x, 3, Extreme::Max, false, o), &x), &[n, n, 4.0, n, n, n, 7.0]));
+        let y = [3.0, 1.0, 3.0, 2.0];
+        // Max of (3, 1, 3) is at the newest 3: 0 bars ago; of (1, 3, 2) it is 1 bar ago.
+        assert!(same(&run(|x, o| move_extreme(x, 3, Extreme::Max, true, o), &y), &[n, n, 0.0, 1.0]));
+        assert!(same(&run(|x, o| move_extreme(x, 3, Extreme::Min, true, o), &y), &[n, n, 1.0, 2.0]));
+        // Rank of 2 among (1, 3, 2): one below, itself; (0.5 * (2 + 1 - 1)) / 2 = 0.5 -> 0.
+        assert!(same(&run(|x, o| move_rank(x, 3, o), &y), &[n, n, 0.5, 0.0]));
+        assert!(same(&run(|x, o| decay_linear(x, 2, o), &[1.0, 4.0]), &[n, (1.0 + 8.0) / 3.0]));
+    }
+
+    #[test]
+    fn ranks_average_ties_and_keep_nan() {
+        let mut out = vec![0.0; 5];
+        rank_avg(&[3.0, f64::NAN, 1.0, 3.0, 2.0], &mut out, &mut Vec::new());
+        assert!(same(&out, &[3.5, f64::NAN, 1.0, 3.5, 2.0]));
+    }
+
+    #[test]
+    fn regression_on_time() {
+        let (slope, intercept, r2) = regress(&[1.0, 3.0, 5.0, 7.0]);
+        assert!((slope - 2.0).abs() < 1e-12 && (intercept - 1.0).abs() < 1e-12 && (r2 - 1.0).abs() < 1e-12);
+        assert!((quantile(&[4.0, 1.0, 3.0, 2.0], 0.5) - 2.5).abs() < 1e-12);
+    }
+}
