@@ -18,7 +18,11 @@ impl ExprError {
         let before = &src[..pos];
         let line = before.matches('\n').count() + 1;
         let line_start = before.rfind('\n').map_or(0, |i| i + 1);
-        ExprError { line, column: before[line_start..].chars().count() + 1, message }
+        ExprError {
+            line,
+            column: before[line_start..].chars().count() + 1,
+            message,
+        }
     }
 }
 

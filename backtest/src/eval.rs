@@ -29,7 +29,11 @@ pub struct Mat {
 impl Mat {
     /// A matrix of one value.
     pub fn filled(t: usize, n: usize, v: f64) -> Mat {
-        Mat { t, n, data: vec![v; t * n] }
+        Mat {
+            t,
+            n,
+            data: vec![v; t * n],
+        }
     }
 
     /// One instrument's history.
@@ -46,38 +50,46 @@ impl Mat {
     pub fn map_cols(&self, f: impl Fn(&[f64], &mut [f64]) + Sync) -> Mat {
         let mut out = Mat::filled(self.t, self.n, 0.0);
         if self.t > 0 {
-            out.data.par_chunks_mut(self.t).zip(self.data.par_chunks(self.t)).for_each(|(o, x)| f(x, o));
+            out.data
+                .par_chunks_mut(self.t)
+                .zip(self.data.par_chunks(self.t))
+                .for_each(|(o, x)| f(x, o));
         }
         out
     }
 
-    /// Applies a cross-sectional kernel to every bar.
-    pub fn map_rows(&self, f: impl Fn(&[f64], &mut [f64], &mut Vec<usize>) + Sync) -> Mat {
+    /// Applies a cross-sectional kernel to every bar, bars in parallel.
+    pub fn map_rows(&self, f: impl Fn(&[f64], &mut [f64], &mut Scratch) + Sync) -> Mat {
         let (t, n) = (self.t, self.n);
-        // Rows are strided in this layout: gather each into a buffer, work, scatter back.
-        let rows: Vec<Vec<f64>> = (0..t)
-            .into_par_iter()
-            .map_init(
-                || (vec![0.0; n], Vec::with_capacity(n)),
-                |(row, scratch), i| {
-                    for j in 0..n {
-                        row[j] = self.data[j * t + i];
+        let mut rows = vec![0.0; t * n];
+        if n > 0 {
+            // Rows are strided in this layout: gather each into a buffer, work, and write the
+            // result row-major; one transpose at the end restores the layout.
+            rows.par_chunks_mut(n).enumerate().for_each_init(
+                || (vec![0.0; n], Scratch::default()),
+                |(row, scratch), (i, o)| {
+                    for (j, r) in row.iter_mut().enumerate() {
+                        *r = self.data[j * t + i];
                     }
-                    let mut o = vec![0.0; n];
-                    f(row, &mut o, scratch);
-                    o
+                    f(row, o, scratch);
                 },
-            )
-            .collect();
-        let mut out = Mat::filled(t, n, 0.0);
-        for (i, r) in rows.iter().enumerate() {
-            for (j, v) in r.iter().enumerate() {
-                out.data[j * t + i] = *v;
-            }
+            );
         }
+        let mut out = Mat::filled(t, n, 0.0);
+        out.data
+            .par_chunks_mut(t.max(1))
+            .enumerate()
+            .for_each(|(j, col)| {
+                for (i, v) in col.iter_mut().enumerate() {
+                    *v = rows[i * n + j];
+                }
+            });
         out
     }
 }
+
+/// Reusable space for cross-sectional kernels.
+pub type Scratch = Vec<(u64, u32)>;
 
 /// Grouping labels per instrument (e.g. exchange), for `group_*` functions.
 pub type Groups = HashMap<String, Vec<u32>>;
@@ -120,6 +132,8 @@ pub struct Evaluator<'a> {
     /// Sub-expression → remaining uses; only those used more than once are cached.
     uses: Mutex<HashMap<String, usize>>,
     cache: Mutex<HashMap<String, Arc<Mat>>>,
+    /// Most matrices kept at once; beyond it a shared result is recomputed instead.
+    budget: usize,
 }
 
 impl<'a> Evaluator<'a> {
@@ -151,7 +165,18 @@ impl<'a> Evaluator<'a> {
             count(e, &mut uses);
         }
         uses.retain(|_, n| *n > 1);
-        Evaluator { frame, uses: Mutex::new(uses), cache: Mutex::new(HashMap::new()) }
+        Evaluator {
+            frame,
+            uses: Mutex::new(uses),
+            cache: Mutex::new(HashMap::new()),
+            budget: 4,
+        }
+    }
+
+    /// Keeps at most `matrices` shared results at once (default 4): memory against recomputation.
+    pub fn with_budget(mut self, matrices: usize) -> Evaluator<'a> {
+        self.budget = matrices;
+        self
     }
 
     /// Evaluates to a matrix (a constant is broadcast).
@@ -175,7 +200,11 @@ impl<'a> Evaluator<'a> {
             _ => {}
         }
         let shared = {
-            let uses = self.uses.lock().map(|u| u.contains_key(&e.to_string())).unwrap_or(false);
+            let uses = self
+                .uses
+                .lock()
+                .map(|u| u.contains_key(&e.to_string()))
+                .unwrap_or(false);
             uses.then(|| e.to_string())
         };
         if let Some(key) = &shared
@@ -188,7 +217,9 @@ impl<'a> Evaluator<'a> {
             && let Ok(mut c) = self.cache.lock()
         {
             // Another thread may have stored the same value meanwhile; both are identical.
-            c.entry(key.clone()).or_insert_with(|| m.clone());
+            if c.len() < self.budget {
+                c.entry(key.clone()).or_insert_with(|| m.clone());
+            }
             drop(c);
             self.release(key);
         }
@@ -203,14 +234,19 @@ impl<'a> Evaluator<'a> {
 
     /// Counts one use of a shared result and frees it after the last.
     fn release(&self, key: &str) {
+        // A result recomputed because the budget kept it out of the cache may be used more
+        // often than counted; once the count runs out it is simply no longer shared.
         let done = match self.uses.lock() {
-            Ok(mut u) => match u.get_mut(key) {
-                Some(n) => {
-                    *n -= 1;
-                    *n == 0
+            Ok(mut u) => {
+                let left = u.get_mut(key).map(|n| {
+                    *n = n.saturating_sub(1);
+                    *n
+                });
+                if left == Some(0) {
+                    u.remove(key);
                 }
-                None => false,
-            },
+                left == Some(0)
+            }
             Err(_) => false,
         };
         if done && let Ok(mut c) = self.cache.lock() {
@@ -221,7 +257,13 @@ impl<'a> Evaluator<'a> {
     fn compute(&self, e: &Expr) -> Value {
         match e {
             Expr::Neg(x) => unary(self.value(x), |v| -v),
-            Expr::Not(x) => unary(self.value(x), |v| if v.is_nan() { f64::NAN } else { f64::from(u8::from(v == 0.0)) }),
+            Expr::Not(x) => unary(self.value(x), |v| {
+                if v.is_nan() {
+                    f64::NAN
+                } else {
+                    f64::from(u8::from(v == 0.0))
+                }
+            }),
             Expr::Bin(op, a, b) => binary(*op, self.value(a), self.value(b)),
             Expr::Call(name, args) => self.call(name, args),
             Expr::Num(_) | Expr::Field(_) | Expr::Group(_) => Value::Scalar(f64::NAN),
@@ -267,7 +309,11 @@ impl<'a> Evaluator<'a> {
             "ts_max" => x.map_cols(|c, o| ops::move_extreme(c, window(1), Extreme::Max, false, o)),
             "ts_argmin" | "ts_argmax" => {
                 let d = window(1);
-                let which = if name == "ts_argmin" { Extreme::Min } else { Extreme::Max };
+                let which = if name == "ts_argmin" {
+                    Extreme::Min
+                } else {
+                    Extreme::Max
+                };
                 x.map_cols(|c, o| {
                     ops::move_extreme(c, d, which, true, o);
                     // Bars since the extreme -> position in the window, 0 = oldest.
@@ -308,8 +354,12 @@ impl<'a> Evaluator<'a> {
                 let q = number(2);
                 x.map_cols(|c, o| ops::window_map(c, window(1), o, |w| ops::quantile(w, q)))
             }
-            "ts_slope" => x.map_cols(|c, o| ops::window_map(c, window(1), o, |w| ops::regress(w).0)),
-            "ts_rsquare" => x.map_cols(|c, o| ops::window_map(c, window(1), o, |w| ops::regress(w).2)),
+            "ts_slope" => {
+                x.map_cols(|c, o| ops::window_map(c, window(1), o, |w| ops::regress(w).0))
+            }
+            "ts_rsquare" => {
+                x.map_cols(|c, o| ops::window_map(c, window(1), o, |w| ops::regress(w).2))
+            }
             "ts_resid" => x.map_cols(|c, o| {
                 ops::window_map(c, window(1), o, |w| {
                     let (s, i, _) = ops::regress(w);
@@ -356,7 +406,12 @@ impl<'a> Evaluator<'a> {
                     Some(Expr::Group(g)) => g.clone(),
                     _ => String::new(),
                 };
-                let ids = self.frame.groups.get(&group).cloned().unwrap_or_else(|| vec![0; self.frame.n]);
+                let ids = self
+                    .frame
+                    .groups
+                    .get(&group)
+                    .cloned()
+                    .unwrap_or_else(|| vec![0; self.frame.n]);
                 let demean = name == "group_demean";
                 x.map_rows(|r, o, scratch| group_apply(r, o, &ids, demean, scratch))
             }
@@ -366,7 +421,7 @@ impl<'a> Evaluator<'a> {
     }
 }
 
-fn group_apply(r: &[f64], o: &mut [f64], ids: &[u32], demean: bool, scratch: &mut Vec<usize>) {
+fn group_apply(r: &[f64], o: &mut [f64], ids: &[u32], demean: bool, scratch: &mut Scratch) {
     let mut groups: Vec<u32> = ids.to_vec();
     groups.sort_unstable();
     groups.dedup();
@@ -401,37 +456,41 @@ fn pair_moments(x: &Mat, y: &Mat, d: usize, corr: bool) -> Mat {
     if t == 0 {
         return out;
     }
-    out.data.par_chunks_mut(t).zip(x.data.par_chunks(t).zip(y.data.par_chunks(t))).for_each(|(o, (xc, yc))| {
-        let xs: Vec<f64> = xc.iter().zip(yc).map(|(a, b)| a + 0.0 * b).collect();
-        let ys: Vec<f64> = yc.iter().zip(&xs).map(|(b, a)| b + 0.0 * a).collect();
-        let mut mx = vec![0.0; t];
-        let mut my = vec![0.0; t];
-        let mut mxy = vec![0.0; t];
-        ops::move_mean(&xs, d, &mut mx);
-        ops::move_mean(&ys, d, &mut my);
-        let xy: Vec<f64> = xs.iter().zip(&ys).map(|(a, b)| a * b).collect();
-        ops::move_mean(&xy, d, &mut mxy);
-        if !corr {
-            let f = d as f64 / (d as f64 - 1.0);
-            for i in 0..t {
-                o[i] = (mxy[i] - mx[i] * my[i]) * f;
+    out.data
+        .par_chunks_mut(t)
+        .zip(x.data.par_chunks(t).zip(y.data.par_chunks(t)))
+        .for_each(|(o, (xc, yc))| {
+            let xs: Vec<f64> = xc.iter().zip(yc).map(|(a, b)| a + 0.0 * b).collect();
+            let ys: Vec<f64> = yc.iter().zip(&xs).map(|(b, a)| b + 0.0 * a).collect();
+            let mut mx = vec![0.0; t];
+            let mut my = vec![0.0; t];
+            let mut mxy = vec![0.0; t];
+            ops::move_mean(&xs, d, &mut mx);
+            ops::move_mean(&ys, d, &mut my);
+            let xy: Vec<f64> = xs.iter().zip(&ys).map(|(a, b)| a * b).collect();
+            ops::move_mean(&xy, d, &mut mxy);
+            if !corr {
+                let f = d as f64 / (d as f64 - 1.0);
+                for i in 0..t {
+                    o[i] = (mxy[i] - mx[i] * my[i]) * f;
+                }
+                return;
             }
-            return;
-        }
-        let mut vx = vec![0.0; t];
-        let mut vy = vec![0.0; t];
-        let xx: Vec<f64> = xs.iter().map(|a| a * a).collect();
-        let yy: Vec<f64> = ys.iter().map(|a| a * a).collect();
-        ops::move_mean(&xx, d, &mut vx);
-        ops::move_mean(&yy, d, &mut vy);
-        for i in 0..t {
-            let vxi = vx[i] - mx[i] * mx[i];
-            let vyi = vy[i] - my[i] * my[i];
-            let c = (mxy[i] - mx[i] * my[i]) / (vxi * vyi).sqrt();
-            let bad = vxi <= 1e-14 * (mx[i] * mx[i] + 1e-300) || vyi <= 1e-14 * (my[i] * my[i] + 1e-300);
-            o[i] = if bad { f64::NAN } else { c.clamp(-1.0, 1.0) };
-        }
-    });
+            let mut vx = vec![0.0; t];
+            let mut vy = vec![0.0; t];
+            let xx: Vec<f64> = xs.iter().map(|a| a * a).collect();
+            let yy: Vec<f64> = ys.iter().map(|a| a * a).collect();
+            ops::move_mean(&xx, d, &mut vx);
+            ops::move_mean(&yy, d, &mut vy);
+            for i in 0..t {
+                let vxi = vx[i] - mx[i] * mx[i];
+                let vyi = vy[i] - my[i] * my[i];
+                let c = (mxy[i] - mx[i] * my[i]) / (vxi * vyi).sqrt();
+                let bad = vxi <= 1e-14 * (mx[i] * mx[i] + 1e-300)
+                    || vyi <= 1e-14 * (my[i] * my[i] + 1e-300);
+                o[i] = if bad { f64::NAN } else { c.clamp(-1.0, 1.0) };
+            }
+        });
     out
 }
 
@@ -440,7 +499,11 @@ fn unary(v: Value, f: impl Fn(f64) -> f64 + Sync) -> Value {
         Value::Scalar(s) => Value::Scalar(f(s)),
         Value::Panel(m) => {
             let data = m.data.par_iter().map(|x| f(*x)).collect();
-            Value::Panel(Arc::new(Mat { t: m.t, n: m.n, data }))
+            Value::Panel(Arc::new(Mat {
+                t: m.t,
+                n: m.n,
+                data,
+            }))
         }
     }
 }
@@ -458,7 +521,13 @@ fn pow(x: f64, p: f64) -> f64 {
 }
 
 fn apply_bin(op: BinOp, a: f64, b: f64) -> f64 {
-    let cmp = |c: bool| if a.is_nan() || b.is_nan() { f64::NAN } else { f64::from(u8::from(c)) };
+    let cmp = |c: bool| {
+        if a.is_nan() || b.is_nan() {
+            f64::NAN
+        } else {
+            f64::from(u8::from(c))
+        }
+    };
     let truth = |v: f64| v != 0.0;
     match op {
         BinOp::Add => a + b,
@@ -482,15 +551,32 @@ fn binary(op: BinOp, a: Value, b: Value) -> Value {
         (Value::Scalar(x), Value::Scalar(y)) => Value::Scalar(apply_bin(op, x, y)),
         (Value::Panel(m), Value::Scalar(y)) => {
             let data = m.data.par_iter().map(|x| apply_bin(op, *x, y)).collect();
-            Value::Panel(Arc::new(Mat { t: m.t, n: m.n, data }))
+            Value::Panel(Arc::new(Mat {
+                t: m.t,
+                n: m.n,
+                data,
+            }))
         }
         (Value::Scalar(x), Value::Panel(m)) => {
             let data = m.data.par_iter().map(|y| apply_bin(op, x, *y)).collect();
-            Value::Panel(Arc::new(Mat { t: m.t, n: m.n, data }))
+            Value::Panel(Arc::new(Mat {
+                t: m.t,
+                n: m.n,
+                data,
+            }))
         }
         (Value::Panel(p), Value::Panel(q)) => {
-            let data = p.data.par_iter().zip(q.data.par_iter()).map(|(x, y)| apply_bin(op, *x, *y)).collect();
-            Value::Panel(Arc::new(Mat { t: p.t, n: p.n, data }))
+            let data = p
+                .data
+                .par_iter()
+                .zip(q.data.par_iter())
+                .map(|(x, y)| apply_bin(op, *x, *y))
+                .collect();
+            Value::Panel(Arc::new(Mat {
+                t: p.t,
+                n: p.n,
+                data,
+            }))
         }
     }
 }
@@ -499,17 +585,62 @@ fn elementwise(name: &str, vals: Vec<Value>) -> Value {
     let f1 = |f: fn(f64) -> f64, v: &Value| unary(v.clone(), f);
     match (name, vals.as_slice()) {
         ("abs", [v]) => f1(f64::abs, v),
-        ("sign", [v]) => f1(|x| if x.is_nan() { f64::NAN } else if x > 0.0 { 1.0 } else if x < 0.0 { -1.0 } else { 0.0 }, v),
+        ("sign", [v]) => f1(
+            |x| {
+                if x.is_nan() {
+                    f64::NAN
+                } else if x > 0.0 {
+                    1.0
+                } else if x < 0.0 {
+                    -1.0
+                } else {
+                    0.0
+                }
+            },
+            v,
+        ),
         ("log", [v]) => f1(f64::ln, v),
         ("sqrt", [v]) => f1(f64::sqrt, v),
         ("exp", [v]) => f1(f64::exp, v),
-        ("min", [a, b]) => zip2(a, b, |x, y| if x.is_nan() || y.is_nan() { f64::NAN } else { x.min(y) }),
-        ("max", [a, b]) => zip2(a, b, |x, y| if x.is_nan() || y.is_nan() { f64::NAN } else { x.max(y) }),
+        ("min", [a, b]) => zip2(a, b, |x, y| {
+            if x.is_nan() || y.is_nan() {
+                f64::NAN
+            } else {
+                x.min(y)
+            }
+        }),
+        ("max", [a, b]) => zip2(a, b, |x, y| {
+            if x.is_nan() || y.is_nan() {
+                f64::NAN
+            } else {
+                x.max(y)
+            }
+        }),
         ("clip", [x, lo, hi]) => {
-            let lower = zip2(x, lo, |x, l| if x.is_nan() || l.is_nan() { f64::NAN } else { x.max(l) });
-            zip2(&lower, hi, |x, h| if x.is_nan() || h.is_nan() { f64::NAN } else { x.min(h) })
+            let lower = zip2(x, lo, |x, l| {
+                if x.is_nan() || l.is_nan() {
+                    f64::NAN
+                } else {
+                    x.max(l)
+                }
+            });
+            zip2(&lower, hi, |x, h| {
+                if x.is_nan() || h.is_nan() {
+                    f64::NAN
+                } else {
+                    x.min(h)
+                }
+            })
         }
-        ("where", [c, a, b]) => zip3(c, a, b, |c, a, b| if c.is_nan() { f64::NAN } else if c != 0.0 { a } else { b }),
+        ("where", [c, a, b]) => zip3(c, a, b, |c, a, b| {
+            if c.is_nan() {
+                f64::NAN
+            } else if c != 0.0 {
+                a
+            } else {
+                b
+            }
+        }),
         _ => Value::Scalar(f64::NAN),
     }
 }
@@ -517,11 +648,26 @@ fn elementwise(name: &str, vals: Vec<Value>) -> Value {
 fn zip2(a: &Value, b: &Value, f: impl Fn(f64, f64) -> f64 + Sync + Copy) -> Value {
     match (a, b) {
         (Value::Scalar(x), Value::Scalar(y)) => Value::Scalar(f(*x, *y)),
-        (Value::Panel(m), Value::Scalar(y)) => Value::Panel(Arc::new(Mat { t: m.t, n: m.n, data: m.data.par_iter().map(|x| f(*x, *y)).collect() })),
-        (Value::Scalar(x), Value::Panel(m)) => Value::Panel(Arc::new(Mat { t: m.t, n: m.n, data: m.data.par_iter().map(|y| f(*x, *y)).collect() })),
-        (Value::Panel(p), Value::Panel(q)) => {
-            Value::Panel(Arc::new(Mat { t: p.t, n: p.n, data: p.data.par_iter().zip(q.data.par_iter()).map(|(x, y)| f(*x, *y)).collect() }))
-        }
+        (Value::Panel(m), Value::Scalar(y)) => Value::Panel(Arc::new(Mat {
+            t: m.t,
+            n: m.n,
+            data: m.data.par_iter().map(|x| f(*x, *y)).collect(),
+        })),
+        (Value::Scalar(x), Value::Panel(m)) => Value::Panel(Arc::new(Mat {
+            t: m.t,
+            n: m.n,
+            data: m.data.par_iter().map(|y| f(*x, *y)).collect(),
+        })),
+        (Value::Panel(p), Value::Panel(q)) => Value::Panel(Arc::new(Mat {
+            t: p.t,
+            n: p.n,
+            data: p
+                .data
+                .par_iter()
+                .zip(q.data.par_iter())
+                .map(|(x, y)| f(*x, *y))
+                .collect(),
+        })),
     }
 }
 
@@ -537,7 +683,10 @@ fn zip3(a: &Value, b: &Value, c: &Value, f: impl Fn(f64, f64, f64) -> f64 + Sync
     match shape {
         None => Value::Scalar(f(at(a, 0), at(b, 0), at(c, 0))),
         Some((t, n)) => {
-            let data = (0..t * n).into_par_iter().map(|k| f(at(a, k), at(b, k), at(c, k))).collect();
+            let data = (0..t * n)
+                .into_par_iter()
+                .map(|k| f(at(a, k), at(b, k), at(c, k)))
+                .collect();
             Value::Panel(Arc::new(Mat { t, n, data }))
         }
     }

@@ -128,44 +128,234 @@ use Kind::{CrossSection as CS, Element as EL, TimeSeries as TS};
 
 /// Every function, in the order of the reference page.
 pub const FUNCS: &[Func] = &[
-    Func { name: "abs", args: &[E], kind: EL, doc: "absolute value" },
-    Func { name: "sign", args: &[E], kind: EL, doc: "-1, 0 or 1" },
-    Func { name: "log", args: &[E], kind: EL, doc: "natural logarithm (NaN for x < 0, -inf at 0)" },
-    Func { name: "sqrt", args: &[E], kind: EL, doc: "square root (NaN for x < 0)" },
-    Func { name: "exp", args: &[E], kind: EL, doc: "e to the power x" },
-    Func { name: "min", args: &[E, E], kind: EL, doc: "smaller of two values (NaN if either is)" },
-    Func { name: "max", args: &[E, E], kind: EL, doc: "larger of two values (NaN if either is)" },
-    Func { name: "clip", args: &[E, E, E], kind: EL, doc: "x limited to [lo, hi]" },
-    Func { name: "where", args: &[E, E, E], kind: EL, doc: "a where cond is true (non-zero), else b; NaN where cond is NaN" },
-    Func { name: "delay", args: &[E, W], kind: TS, doc: "the value d bars ago" },
-    Func { name: "ts_delta", args: &[E, W], kind: TS, doc: "x - delay(x, d)" },
-    Func { name: "ts_mean", args: &[E, W], kind: TS, doc: "mean over the last d bars" },
-    Func { name: "ts_sum", args: &[E, W], kind: TS, doc: "sum over the last d bars" },
-    Func { name: "ts_std", args: &[E, W], kind: TS, doc: "sample standard deviation over the last d bars" },
-    Func { name: "ts_var", args: &[E, W], kind: TS, doc: "sample variance over the last d bars" },
-    Func { name: "ts_min", args: &[E, W], kind: TS, doc: "minimum over the last d bars" },
-    Func { name: "ts_max", args: &[E, W], kind: TS, doc: "maximum over the last d bars" },
-    Func { name: "ts_argmin", args: &[E, W], kind: TS, doc: "position of the minimum in the window, 0 = oldest (newest wins ties)" },
-    Func { name: "ts_argmax", args: &[E, W], kind: TS, doc: "position of the maximum in the window, 0 = oldest (newest wins ties)" },
-    Func { name: "ts_rank", args: &[E, W], kind: TS, doc: "percentile rank of the current value in the window, in (0, 1]" },
-    Func { name: "ts_zscore", args: &[E, W], kind: TS, doc: "(x - ts_mean) / ts_std" },
-    Func { name: "ts_corr", args: &[E, E, W], kind: TS, doc: "Pearson correlation of x and y over the last d bars" },
-    Func { name: "ts_cov", args: &[E, E, W], kind: TS, doc: "sample covariance of x and y over the last d bars" },
-    Func { name: "ts_skew", args: &[E, W], kind: TS, doc: "sample skewness over the last d bars" },
-    Func { name: "ts_kurt", args: &[E, W], kind: TS, doc: "sample excess kurtosis over the last d bars" },
-    Func { name: "ts_ema", args: &[E, W], kind: TS, doc: "exponential moving average with alpha = 2 / (d + 1)" },
-    Func { name: "decay_linear", args: &[E, W], kind: TS, doc: "linearly weighted mean, newest weight d" },
-    Func { name: "ts_quantile", args: &[E, W, Num], kind: TS, doc: "q-quantile of the last d bars (linear interpolation)" },
-    Func { name: "ts_slope", args: &[E, W], kind: TS, doc: "least-squares slope of x on time over the last d bars" },
-    Func { name: "ts_rsquare", args: &[E, W], kind: TS, doc: "R² of the regression of x on time over the last d bars" },
-    Func { name: "ts_resid", args: &[E, W], kind: TS, doc: "residual of the current bar from that regression" },
-    Func { name: "rank", args: &[E], kind: CS, doc: "percentile rank across instruments, in (0, 1], ties averaged" },
-    Func { name: "zscore", args: &[E], kind: CS, doc: "(x - mean) / std across instruments" },
-    Func { name: "demean", args: &[E], kind: CS, doc: "x - mean across instruments" },
-    Func { name: "scale", args: &[E], kind: CS, doc: "x / sum(|x|) across instruments" },
-    Func { name: "winsorize", args: &[E, Num], kind: CS, doc: "x clipped to mean ± k std across instruments" },
-    Func { name: "group_rank", args: &[E, G], kind: CS, doc: "rank within each group (e.g. exchange)" },
-    Func { name: "group_demean", args: &[E, G], kind: CS, doc: "x - mean within each group" },
+    Func {
+        name: "abs",
+        args: &[E],
+        kind: EL,
+        doc: "absolute value",
+    },
+    Func {
+        name: "sign",
+        args: &[E],
+        kind: EL,
+        doc: "-1, 0 or 1",
+    },
+    Func {
+        name: "log",
+        args: &[E],
+        kind: EL,
+        doc: "natural logarithm (NaN for x < 0, -inf at 0)",
+    },
+    Func {
+        name: "sqrt",
+        args: &[E],
+        kind: EL,
+        doc: "square root (NaN for x < 0)",
+    },
+    Func {
+        name: "exp",
+        args: &[E],
+        kind: EL,
+        doc: "e to the power x",
+    },
+    Func {
+        name: "min",
+        args: &[E, E],
+        kind: EL,
+        doc: "smaller of two values (NaN if either is)",
+    },
+    Func {
+        name: "max",
+        args: &[E, E],
+        kind: EL,
+        doc: "larger of two values (NaN if either is)",
+    },
+    Func {
+        name: "clip",
+        args: &[E, E, E],
+        kind: EL,
+        doc: "x limited to [lo, hi]",
+    },
+    Func {
+        name: "where",
+        args: &[E, E, E],
+        kind: EL,
+        doc: "a where cond is true (non-zero), else b; NaN where cond is NaN",
+    },
+    Func {
+        name: "delay",
+        args: &[E, W],
+        kind: TS,
+        doc: "the value d bars ago",
+    },
+    Func {
+        name: "ts_delta",
+        args: &[E, W],
+        kind: TS,
+        doc: "x - delay(x, d)",
+    },
+    Func {
+        name: "ts_mean",
+        args: &[E, W],
+        kind: TS,
+        doc: "mean over the last d bars",
+    },
+    Func {
+        name: "ts_sum",
+        args: &[E, W],
+        kind: TS,
+        doc: "sum over the last d bars",
+    },
+    Func {
+        name: "ts_std",
+        args: &[E, W],
+        kind: TS,
+        doc: "sample standard deviation over the last d bars",
+    },
+    Func {
+        name: "ts_var",
+        args: &[E, W],
+        kind: TS,
+        doc: "sample variance over the last d bars",
+    },
+    Func {
+        name: "ts_min",
+        args: &[E, W],
+        kind: TS,
+        doc: "minimum over the last d bars",
+    },
+    Func {
+        name: "ts_max",
+        args: &[E, W],
+        kind: TS,
+        doc: "maximum over the last d bars",
+    },
+    Func {
+        name: "ts_argmin",
+        args: &[E, W],
+        kind: TS,
+        doc: "position of the minimum in the window, 0 = oldest (newest wins ties)",
+    },
+    Func {
+        name: "ts_argmax",
+        args: &[E, W],
+        kind: TS,
+        doc: "position of the maximum in the window, 0 = oldest (newest wins ties)",
+    },
+    Func {
+        name: "ts_rank",
+        args: &[E, W],
+        kind: TS,
+        doc: "percentile rank of the current value in the window, in (0, 1]",
+    },
+    Func {
+        name: "ts_zscore",
+        args: &[E, W],
+        kind: TS,
+        doc: "(x - ts_mean) / ts_std",
+    },
+    Func {
+        name: "ts_corr",
+        args: &[E, E, W],
+        kind: TS,
+        doc: "Pearson correlation of x and y over the last d bars",
+    },
+    Func {
+        name: "ts_cov",
+        args: &[E, E, W],
+        kind: TS,
+        doc: "sample covariance of x and y over the last d bars",
+    },
+    Func {
+        name: "ts_skew",
+        args: &[E, W],
+        kind: TS,
+        doc: "sample skewness over the last d bars",
+    },
+    Func {
+        name: "ts_kurt",
+        args: &[E, W],
+        kind: TS,
+        doc: "sample excess kurtosis over the last d bars",
+    },
+    Func {
+        name: "ts_ema",
+        args: &[E, W],
+        kind: TS,
+        doc: "exponential moving average with alpha = 2 / (d + 1)",
+    },
+    Func {
+        name: "decay_linear",
+        args: &[E, W],
+        kind: TS,
+        doc: "linearly weighted mean, newest weight d",
+    },
+    Func {
+        name: "ts_quantile",
+        args: &[E, W, Num],
+        kind: TS,
+        doc: "q-quantile of the last d bars (linear interpolation)",
+    },
+    Func {
+        name: "ts_slope",
+        args: &[E, W],
+        kind: TS,
+        doc: "least-squares slope of x on time over the last d bars",
+    },
+    Func {
+        name: "ts_rsquare",
+        args: &[E, W],
+        kind: TS,
+        doc: "R² of the regression of x on time over the last d bars",
+    },
+    Func {
+        name: "ts_resid",
+        args: &[E, W],
+        kind: TS,
+        doc: "residual of the current bar from that regression",
+    },
+    Func {
+        name: "rank",
+        args: &[E],
+        kind: CS,
+        doc: "percentile rank across instruments, in (0, 1], ties averaged",
+    },
+    Func {
+        name: "zscore",
+        args: &[E],
+        kind: CS,
+        doc: "(x - mean) / std across instruments",
+    },
+    Func {
+        name: "demean",
+        args: &[E],
+        kind: CS,
+        doc: "x - mean across instruments",
+    },
+    Func {
+        name: "scale",
+        args: &[E],
+        kind: CS,
+        doc: "x / sum(|x|) across instruments",
+    },
+    Func {
+        name: "winsorize",
+        args: &[E, Num],
+        kind: CS,
+        doc: "x clipped to mean ± k std across instruments",
+    },
+    Func {
+        name: "group_rank",
+        args: &[E, G],
+        kind: CS,
+        doc: "rank within each group (e.g. exchange)",
+    },
+    Func {
+        name: "group_demean",
+        args: &[E, G],
+        kind: CS,
+        doc: "x - mean within each group",
+    },
 ];
 
 /// Groupings `group_*` functions accept.
@@ -238,10 +428,13 @@ impl Expr {
             Expr::Bin(_, a, b) => a.warmup().max(b.warmup()),
             Expr::Call(name, args) => {
                 let inner = args.iter().map(Expr::warmup).max().unwrap_or(0);
-                let window = args.iter().zip(func(name).map(|f| f.args).unwrap_or(&[])).find_map(|(a, k)| match (a, k) {
-                    (Expr::Num(d), Arg::Window) => Some(*d as usize),
-                    _ => None,
-                });
+                let window = args
+                    .iter()
+                    .zip(func(name).map(|f| f.args).unwrap_or(&[]))
+                    .find_map(|(a, k)| match (a, k) {
+                        (Expr::Num(d), Arg::Window) => Some(*d as usize),
+                        _ => None,
+                    });
                 match (name.as_str(), window) {
                     ("delay" | "ts_delta", Some(d)) => inner + d,
                     (_, Some(d)) => inner + d - 1,
@@ -296,7 +489,11 @@ fn write_expr(e: &Expr, f: &mut fmt::Formatter<'_>, min_prec: u8) -> fmt::Result
                 f.write_str("(")?;
             }
             // Left-associative, except `^` which is right-associative.
-            let (lp, rp) = if *op == BinOp::Pow { (p + 1, p) } else { (p, p + 1) };
+            let (lp, rp) = if *op == BinOp::Pow {
+                (p + 1, p)
+            } else {
+                (p, p + 1)
+            };
             write_expr(a, f, lp)?;
             write!(f, " {} ", op.symbol())?;
             write_expr(b, f, rp)?;
@@ -374,7 +571,11 @@ fn lex(src: &str) -> Result<Vec<Token>, ExprError> {
             let v: f64 = text
                 .parse()
                 .map_err(|_| ExprError::at(src, start, format!("'{text}' is not a number")))?;
-            out.push(Token { tok: Tok::Num(v), pos: start, text: text.to_string() });
+            out.push(Token {
+                tok: Tok::Num(v),
+                pos: start,
+                text: text.to_string(),
+            });
             continue;
         }
         if c.is_ascii_alphabetic() || c == b'_' {
@@ -388,7 +589,11 @@ fn lex(src: &str) -> Result<Vec<Token>, ExprError> {
                 "not" => Tok::Op("!"),
                 _ => Tok::Ident(text.to_string()),
             };
-            out.push(Token { tok, pos: start, text: text.to_string() });
+            out.push(Token {
+                tok,
+                pos: start,
+                text: text.to_string(),
+            });
             continue;
         }
         let two = src.get(i..i + 2).unwrap_or("");
@@ -421,14 +626,26 @@ fn lex(src: &str) -> Result<Vec<Token>, ExprError> {
                         '[' | ']' | '{' | '}' => " (only round parentheses group)",
                         _ => "",
                     };
-                    return Err(ExprError::at(src, i, format!("unexpected character '{ch}'{hint}")));
+                    return Err(ExprError::at(
+                        src,
+                        i,
+                        format!("unexpected character '{ch}'{hint}"),
+                    ));
                 }
             },
         };
-        out.push(Token { tok, pos: i, text: src[i..i + len].to_string() });
+        out.push(Token {
+            tok,
+            pos: i,
+            text: src[i..i + len].to_string(),
+        });
         i += len;
     }
-    out.push(Token { tok: Tok::End, pos: src.len(), text: String::new() });
+    out.push(Token {
+        tok: Tok::End,
+        pos: src.len(),
+        text: String::new(),
+    });
     Ok(out)
 }
 
@@ -447,24 +664,51 @@ struct Parser<'a> {
 /// positive integer, or an expression past the size limits; each with line and column.
 pub fn parse(src: &str, fields: &[&str]) -> Result<Expr, ExprError> {
     if src.len() > MAX_LEN {
-        return Err(ExprError::at(src, MAX_LEN, format!("expression is {} characters long, the limit is {MAX_LEN}", src.len())));
+        return Err(ExprError::at(
+            src,
+            MAX_LEN,
+            format!(
+                "expression is {} characters long, the limit is {MAX_LEN}",
+                src.len()
+            ),
+        ));
     }
     let toks = lex(src)?;
-    let mut p = Parser { src, toks, at: 0, fields, depth: 0 };
+    let mut p = Parser {
+        src,
+        toks,
+        at: 0,
+        fields,
+        depth: 0,
+    };
     let e = p.expr(0)?;
     let t = p.peek();
     if t.tok != Tok::End {
         let msg = match t.tok {
             Tok::RParen => "unmatched ')'".to_string(),
-            _ => format!("unexpected '{}' after a complete expression (missing operator?)", t.text),
+            _ => format!(
+                "unexpected '{}' after a complete expression (missing operator?)",
+                t.text
+            ),
         };
         return Err(ExprError::at(src, t.pos, msg));
     }
     if e.size() > MAX_NODES {
-        return Err(ExprError::at(src, 0, format!("expression has {} nodes, the limit is {MAX_NODES}", e.size())));
+        return Err(ExprError::at(
+            src,
+            0,
+            format!(
+                "expression has {} nodes, the limit is {MAX_NODES}",
+                e.size()
+            ),
+        ));
     }
     if matches!(e, Expr::Group(_)) {
-        return Err(ExprError::at(src, 0, "a grouping name is not a signal".into()));
+        return Err(ExprError::at(
+            src,
+            0,
+            "a grouping name is not a signal".into(),
+        ));
     }
     Ok(e)
 }
@@ -488,27 +732,27 @@ impl Parser<'_> {
         self.depth += 1;
         if self.depth > MAX_DEPTH {
             let pos = self.peek().pos;
-            return Err(self.err(pos, format!("expression nests deeper than {MAX_DEPTH} levels")));
+            return Err(self.err(
+                pos,
+                format!("expression nests deeper than {MAX_DEPTH} levels"),
+            ));
         }
         let mut lhs = self.unary()?;
-        loop {
-            let op = match &self.peek().tok {
-                Tok::Op(s) => match *s {
-                    "+" => BinOp::Add,
-                    "-" => BinOp::Sub,
-                    "*" => BinOp::Mul,
-                    "/" => BinOp::Div,
-                    "^" => BinOp::Pow,
-                    "<" => BinOp::Lt,
-                    "<=" => BinOp::Le,
-                    ">" => BinOp::Gt,
-                    ">=" => BinOp::Ge,
-                    "==" => BinOp::Eq,
-                    "!=" => BinOp::Ne,
-                    "&&" => BinOp::And,
-                    "||" => BinOp::Or,
-                    _ => break,
-                },
+        while let Tok::Op(s) = &self.peek().tok {
+            let op = match *s {
+                "+" => BinOp::Add,
+                "-" => BinOp::Sub,
+                "*" => BinOp::Mul,
+                "/" => BinOp::Div,
+                "^" => BinOp::Pow,
+                "<" => BinOp::Lt,
+                "<=" => BinOp::Le,
+                ">" => BinOp::Gt,
+                ">=" => BinOp::Ge,
+                "==" => BinOp::Eq,
+                "!=" => BinOp::Ne,
+                "&&" => BinOp::And,
+                "||" => BinOp::Or,
                 _ => break,
             };
             let p = op.precedence();
@@ -516,7 +760,11 @@ impl Parser<'_> {
                 break;
             }
             self.next();
-            let rhs = if op == BinOp::Pow { self.expr(p)? } else { self.expr(p + 1)? };
+            let rhs = if op == BinOp::Pow {
+                self.expr(p)?
+            } else {
+                self.expr(p + 1)?
+            };
             lhs = Expr::Bin(op, Box::new(lhs), Box::new(rhs));
         }
         self.depth -= 1;
@@ -546,7 +794,14 @@ impl Parser<'_> {
                 let e = self.expr(0)?;
                 let close = self.next();
                 if close.tok != Tok::RParen {
-                    return Err(self.err(close.pos, format!("expected ')' to close the '(' at column {}, found {}", col(self.src, t.pos), describe(&close))));
+                    return Err(self.err(
+                        close.pos,
+                        format!(
+                            "expected ')' to close the '(' at column {}, found {}",
+                            col(self.src, t.pos),
+                            describe(&close)
+                        ),
+                    ));
                 }
                 Ok(e)
             }
@@ -558,13 +813,34 @@ impl Parser<'_> {
                 } else if GROUPS.contains(&name.as_str()) {
                     Ok(Expr::Group(name))
                 } else if func(&name).is_some() {
-                    Err(self.err(t.pos, format!("'{name}' is a function; call it as {name}(...)")))
+                    Err(self.err(
+                        t.pos,
+                        format!("'{name}' is a function; call it as {name}(...)"),
+                    ))
                 } else {
-                    let hint = suggest(&name, self.fields.iter().copied().chain(FUNCS.iter().map(|f| f.name)));
-                    Err(self.err(t.pos, format!("unknown field '{name}'{hint}; fields are {}", self.fields.join(", "))))
+                    let hint = suggest(
+                        &name,
+                        self.fields
+                            .iter()
+                            .copied()
+                            .chain(FUNCS.iter().map(|f| f.name)),
+                    );
+                    Err(self.err(
+                        t.pos,
+                        format!(
+                            "unknown field '{name}'{hint}; fields are {}",
+                            self.fields.join(", ")
+                        ),
+                    ))
                 }
             }
-            _ => Err(self.err(t.pos, format!("expected a number, field or function, found {}", describe(&t)))),
+            _ => Err(self.err(
+                t.pos,
+                format!(
+                    "expected a number, field or function, found {}",
+                    describe(&t)
+                ),
+            )),
         }
     }
 
@@ -587,7 +863,13 @@ impl Parser<'_> {
                     Tok::RParen => break,
                     _ => {
                         let t = self.peek().clone();
-                        return Err(self.err(t.pos, format!("expected ',' or ')' in the arguments of {name}, found {}", describe(&t))));
+                        return Err(self.err(
+                            t.pos,
+                            format!(
+                                "expected ',' or ')' in the arguments of {name}, found {}",
+                                describe(&t)
+                            ),
+                        ));
                     }
                 }
             }
@@ -607,11 +889,20 @@ impl Parser<'_> {
             format!("{}({})", f.name, parts.join(", "))
         };
         if args.len() != f.args.len() {
-            return Err(self.err(pos, format!("{name} takes {} argument(s), got {}: {}", f.args.len(), args.len(), signature())));
+            return Err(self.err(
+                pos,
+                format!(
+                    "{name} takes {} argument(s), got {}: {}",
+                    f.args.len(),
+                    args.len(),
+                    signature()
+                ),
+            ));
         }
         for ((a, kind), &apos) in args.iter().zip(f.args).zip(&positions) {
             match (kind, a) {
-                (Arg::Window, Expr::Num(d)) if *d >= 1.0 && d.fract() == 0.0 && *d <= MAX_WINDOW as f64 => {}
+                (Arg::Window, Expr::Num(d))
+                    if *d >= 1.0 && d.fract() == 0.0 && *d <= MAX_WINDOW as f64 => {}
                 (Arg::Window, Expr::Neg(_)) => {
                     return Err(self.err(apos, format!("the window of {name} must be a positive number of bars; a negative lag would read the future: {}", signature())));
                 }
@@ -620,13 +911,31 @@ impl Parser<'_> {
                 }
                 (Arg::Number, Expr::Num(_)) => {}
                 (Arg::Number, Expr::Neg(inner)) if matches!(**inner, Expr::Num(_)) => {}
-                (Arg::Number, _) => return Err(self.err(apos, format!("argument of {name} must be a number literal: {}", signature()))),
+                (Arg::Number, _) => {
+                    return Err(self.err(
+                        apos,
+                        format!(
+                            "argument of {name} must be a number literal: {}",
+                            signature()
+                        ),
+                    ));
+                }
                 (Arg::Group, Expr::Group(_)) => {}
                 (Arg::Group, _) => {
-                    return Err(self.err(apos, format!("{name} groups by one of {}: {}", GROUPS.join(", "), signature())));
+                    return Err(self.err(
+                        apos,
+                        format!(
+                            "{name} groups by one of {}: {}",
+                            GROUPS.join(", "),
+                            signature()
+                        ),
+                    ));
                 }
                 (Arg::Expr, Expr::Group(g)) => {
-                    return Err(self.err(apos, format!("'{g}' is a grouping, only group_rank and group_demean take one")));
+                    return Err(self.err(
+                        apos,
+                        format!("'{g}' is a grouping, only group_rank and group_demean take one"),
+                    ));
                 }
                 (Arg::Expr, _) => {}
             }
@@ -635,7 +944,10 @@ impl Parser<'_> {
             && let Some(Expr::Num(q)) = args.get(2)
             && !(0.0..=1.0).contains(q)
         {
-            return Err(self.err(positions[2], format!("the quantile of ts_quantile must be in [0, 1], got {q}")));
+            return Err(self.err(
+                positions[2],
+                format!("the quantile of ts_quantile must be in [0, 1], got {q}"),
+            ));
         }
         Ok(Expr::Call(name, args))
     }
@@ -659,7 +971,8 @@ fn suggest<'a>(name: &str, candidates: impl Iterator<Item = &'a str>) -> String 
         .map(|c| (distance(name, c), c))
         .filter(|(d, c)| *d <= (c.len().max(name.len()) / 3).max(1))
         .min_by_key(|(d, _)| *d);
-    best.map(|(_, c)| format!(" (did you mean '{c}'?)")).unwrap_or_default()
+    best.map(|(_, c)| format!(" (did you mean '{c}'?)"))
+        .unwrap_or_default()
 }
 
 fn distance(a: &str, b: &str) -> usize {
@@ -668,7 +981,9 @@ fn distance(a: &str, b: &str) -> usize {
     for (i, ca) in a.chars().enumerate() {
         let mut cur = vec![i + 1; b.len() + 1];
         for (j, cb) in b.iter().enumerate() {
-            cur[j + 1] = (prev[j] + usize::from(ca != *cb)).min(prev[j + 1] + 1).min(cur[j] + 1);
+            cur[j + 1] = (prev[j] + usize::from(ca != *cb))
+                .min(prev[j + 1] + 1)
+                .min(cur[j] + 1);
         }
         prev = cur;
     }
@@ -687,34 +1002,70 @@ mod tests {
 
     #[test]
     fn precedence_follows_python() {
-        assert_eq!(p("-x ** 2".replace('x', "close").as_str()).to_string(), "-close ^ 2");
+        assert_eq!(
+            p("-x ** 2".replace('x', "close").as_str()).to_string(),
+            "-close ^ 2"
+        );
         assert_eq!(p("-close ^ 2"), Expr::Neg(Box::new(p("close ^ 2"))));
         assert_eq!(p("1 - 2 - 3").to_string(), "1 - 2 - 3");
         assert_eq!(p("1 - (2 - 3)").to_string(), "1 - (2 - 3)");
         assert_eq!(p("2 ^ 3 ^ 2"), p("2 ^ (3 ^ 2)"));
         assert_eq!(p("(2 ^ 3) ^ 2").to_string(), "(2 ^ 3) ^ 2");
-        assert_eq!(p("rank(returns ** 2) * -1").to_string(), "rank(returns ^ 2) * -1");
-        assert_eq!(p("close > open and volume > 0 or returns < 0").to_string(), "close > open && volume > 0 || returns < 0");
+        assert_eq!(
+            p("rank(returns ** 2) * -1").to_string(),
+            "rank(returns ^ 2) * -1"
+        );
+        assert_eq!(
+            p("close > open and volume > 0 or returns < 0").to_string(),
+            "close > open && volume > 0 || returns < 0"
+        );
     }
 
     #[test]
     fn errors_locate_and_suggest() {
         let e = parse("rank(ts_men(close, 5))", F).unwrap_err().to_string();
-        assert_eq!(e, "line 1, column 6: unknown function 'ts_men' (did you mean 'ts_mean'?)");
+        assert_eq!(
+            e,
+            "line 1, column 6: unknown function 'ts_men' (did you mean 'ts_mean'?)"
+        );
         let e = parse("ts_mean(close,\n  -5)", F).unwrap_err().to_string();
-        assert!(e.starts_with("line 2, column 3: the window of ts_mean must be a positive number of bars"), "{e}");
+        assert!(
+            e.starts_with(
+                "line 2, column 3: the window of ts_mean must be a positive number of bars"
+            ),
+            "{e}"
+        );
         let e = parse("ts_mean(close, 2.5)", F).unwrap_err().to_string();
         assert!(e.contains("positive integer literal"), "{e}");
         let e = parse("rank(clse)", F).unwrap_err().to_string();
-        assert!(e.contains("unknown field 'clse' (did you mean 'close'?)"), "{e}");
+        assert!(
+            e.contains("unknown field 'clse' (did you mean 'close'?)"),
+            "{e}"
+        );
         let e = parse("ts_corr(close, 5)", F).unwrap_err().to_string();
-        assert!(e.contains("ts_corr takes 3 argument(s), got 2: ts_corr(x, x, d)"), "{e}");
+        assert!(
+            e.contains("ts_corr takes 3 argument(s), got 2: ts_corr(x, x, d)"),
+            "{e}"
+        );
         let e = parse("(close + open", F).unwrap_err().to_string();
-        assert!(e.contains("expected ')' to close the '(' at column 1, found the end of the expression"), "{e}");
+        assert!(
+            e.contains(
+                "expected ')' to close the '(' at column 1, found the end of the expression"
+            ),
+            "{e}"
+        );
         let e = parse("close = open", F).unwrap_err().to_string();
-        assert!(e.contains("unexpected character '=' (use == to compare)"), "{e}");
+        assert!(
+            e.contains("unexpected character '=' (use == to compare)"),
+            "{e}"
+        );
         let deep = format!("{}close{}", "abs(".repeat(60), ")".repeat(60));
-        assert!(parse(&deep, F).unwrap_err().to_string().contains("deeper than"));
+        assert!(
+            parse(&deep, F)
+                .unwrap_err()
+                .to_string()
+                .contains("deeper than")
+        );
     }
 
     #[test]

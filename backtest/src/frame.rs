@@ -26,7 +26,14 @@ pub fn from_panels(set: &PanelSet) -> Frame {
     let mut fields = HashMap::new();
     for f in FIELDS {
         if let Some(p) = set.panel(f) {
-            fields.insert(f.name().to_string(), Arc::new(Mat { t, n, data: p.values().to_vec() }));
+            fields.insert(
+                f.name().to_string(),
+                Arc::new(Mat {
+                    t,
+                    n,
+                    data: p.values().to_vec(),
+                }),
+            );
         }
     }
     let mut groups = HashMap::new();
@@ -35,9 +42,23 @@ pub fn from_panels(set: &PanelSet) -> Frame {
         let mut uniq = names.clone();
         uniq.sort();
         uniq.dedup();
-        names.drain(..).map(|s| uniq.iter().position(|u| *u == s).unwrap_or(0) as u32).collect()
+        names
+            .drain(..)
+            .map(|s| uniq.iter().position(|u| *u == s).unwrap_or(0) as u32)
+            .collect()
     };
-    groups.insert("exchange".to_string(), label(&|j| set.instruments[j].exchange.clone().unwrap_or_default()));
-    groups.insert("asset_class".to_string(), label(&|j| set.instruments[j].asset_class.as_str().to_string()));
-    Frame { fields, groups, t, n }
+    groups.insert(
+        "exchange".to_string(),
+        label(&|j| set.instruments[j].exchange.clone().unwrap_or_default()),
+    );
+    groups.insert(
+        "asset_class".to_string(),
+        label(&|j| set.instruments[j].asset_class.as_str().to_string()),
+    );
+    Frame {
+        fields,
+        groups,
+        t,
+        n,
+    }
 }

@@ -13,6 +13,7 @@ pub mod eval;
 pub mod expr;
 pub mod frame;
 pub mod ops;
+pub mod stats;
 pub mod topk;
 
 pub use error::{BacktestError, ExprError};

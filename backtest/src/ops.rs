@@ -38,7 +38,11 @@ pub fn move_sum(x: &[f64], w: usize, out: &mut [f64]) {
                 (true, true) => {}
             }
         }
-        out[t] = if t + 1 >= w && count >= w { sum } else { f64::NAN };
+        out[t] = if t + 1 >= w && count >= w {
+            sum
+        } else {
+            f64::NAN
+        };
     }
 }
 
@@ -53,7 +57,11 @@ pub fn move_mean(x: &[f64], w: usize, out: &mut [f64]) {
                 sum += a;
                 count += 1;
             }
-            out[t] = if t + 1 == w && count >= w { sum / count as f64 } else { f64::NAN };
+            out[t] = if t + 1 == w && count >= w {
+                sum / count as f64
+            } else {
+                f64::NAN
+            };
             if t + 1 == w {
                 inv = 1.0 / count as f64;
             }
@@ -169,7 +177,8 @@ pub enum Extreme {
 pub fn move_extreme(x: &[f64], w: usize, which: Extreme, arg: bool, out: &mut [f64]) {
     // A monotonic deque of bar indices whose values are strictly better than everything after
     // them; an equal newer value evicts an older one, so the newest wins ties.
-    let mut dq: std::collections::VecDeque<usize> = std::collections::VecDeque::with_capacity(w + 1);
+    let mut dq: std::collections::VecDeque<usize> =
+        std::collections::VecDeque::with_capacity(w + 1);
     let big = match which {
         Extreme::Min => f64::INFINITY,
         Extreme::Max => f64::NEG_INFINITY,
@@ -262,7 +271,11 @@ pub fn window_map(x: &[f64], d: usize, out: &mut [f64], mut f: impl FnMut(&[f64]
         if t >= d && x[t - d].is_nan() {
             nans -= 1;
         }
-        out[t] = if t + 1 >= d && nans == 0 { f(&x[t + 1 - d..=t]) } else { f64::NAN };
+        out[t] = if t + 1 >= d && nans == 0 {
+            f(&x[t + 1 - d..=t])
+        } else {
+            f64::NAN
+        };
     }
 }
 
@@ -314,7 +327,11 @@ pub fn regress(w: &[f64]) -> (f64, f64, f64) {
         syy += dy * dy;
     }
     let slope = sxy / sxx;
-    let r2 = if syy > 0.0 { sxy * sxy / (sxx * syy) } else { f64::NAN };
+    let r2 = if syy > 0.0 {
+        sxy * sxy / (sxx * syy)
+    } else {
+        f64::NAN
+    };
     (slope, ym - slope * tm, r2)
 }
 
@@ -338,23 +355,68 @@ pub fn ema(x: &[f64], d: usize, out: &mut [f64]) {
     }
 }
 
+/// An order-preserving integer key of a float (NaN sorts as +inf, -0 as 0).
+fn sort_key(v: f64) -> u64 {
+    let v = if v.is_nan() { f64::INFINITY } else { v + 0.0 };
+    let b = v.to_bits();
+    if b >> 63 == 1 { !b } else { b | (1 << 63) }
+}
+
+/// Sorts (key, index) pairs by key, then index: a least-significant-digit radix sort on
+/// bytes, skipping bytes that all keys share (most of them, for one bar's values).
+pub fn radix_sort(v: &mut Vec<(u64, u32)>) {
+    let n = v.len();
+    if n < 64 {
+        v.sort_unstable();
+        return;
+    }
+    let mut hist = [[0u32; 256]; 8];
+    for (k, _) in v.iter() {
+        for (b, h) in hist.iter_mut().enumerate() {
+            h[((k >> (8 * b)) & 0xff) as usize] += 1;
+        }
+    }
+    let mut tmp = vec![(0u64, 0u32); n];
+    for (b, h) in hist.iter().enumerate() {
+        if h.iter().any(|&c| c as usize == n) {
+            continue;
+        }
+        let mut offs = [0u32; 256];
+        let mut sum = 0u32;
+        for (o, c) in offs.iter_mut().zip(h) {
+            *o = sum;
+            sum += c;
+        }
+        // Stable scatter: equal bytes keep their order, so ties stay in index order.
+        for &(k, i) in v.iter() {
+            let d = ((k >> (8 * b)) & 0xff) as usize;
+            tmp[offs[d] as usize] = (k, i);
+            offs[d] += 1;
+        }
+        std::mem::swap(v, &mut tmp);
+    }
+}
+
 /// Average-tie ranks 1..=n of a row, with NaN ranked as +inf and then reset to NaN (the
-/// reference's convention). `order` is scratch space.
-pub fn rank_avg(row: &[f64], out: &mut [f64], order: &mut Vec<usize>) {
-    let key = |v: f64| if v.is_nan() { f64::INFINITY } else { v };
-    order.clear();
-    order.extend(0..row.len());
-    order.sort_unstable_by(|&a, &b| key(row[a]).total_cmp(&key(row[b])));
+/// reference's convention). `scratch` is reusable space.
+pub fn rank_avg(row: &[f64], out: &mut [f64], scratch: &mut Vec<(u64, u32)>) {
+    scratch.clear();
+    scratch.extend(
+        row.iter()
+            .enumerate()
+            .map(|(i, v)| (sort_key(*v), i as u32)),
+    );
+    radix_sort(scratch);
     let mut i = 0;
-    while i < order.len() {
-        let v = key(row[order[i]]);
+    while i < scratch.len() {
+        let k = scratch[i].0;
         let mut j = i;
-        while j + 1 < order.len() && key(row[order[j + 1]]) == v {
+        while j + 1 < scratch.len() && scratch[j + 1].0 == k {
             j += 1;
         }
         let r = 0.5 * (i + j) as f64 + 1.0;
-        for &k in &order[i..=j] {
-            out[k] = r;
+        for &(_, idx) in &scratch[i..=j] {
+            out[idx as usize] = r;
         }
         i = j + 1;
     }
@@ -367,7 +429,9 @@ pub fn rank_avg(row: &[f64], out: &mut [f64], order: &mut Vec<usize>) {
 
 /// Sum and count of the numbers in a row, summed in order.
 pub fn nansum_count(row: &[f64]) -> (f64, usize) {
-    row.iter().filter(|v| !v.is_nan()).fold((0.0, 0), |(s, c), v| (s + v, c + 1))
+    row.iter()
+        .filter(|v| !v.is_nan())
+        .fold((0.0, 0), |(s, c), v| (s + v, c + 1))
 }
 
 /// Mean and sample standard deviation (two-pass) of the numbers in a row.
@@ -377,8 +441,16 @@ pub fn nanmean_std(row: &[f64], ddof: usize) -> (f64, f64) {
         return (f64::NAN, f64::NAN);
     }
     let mean = s / c as f64;
-    let ss: f64 = row.iter().filter(|v| !v.is_nan()).map(|v| (v - mean) * (v - mean)).sum();
-    let std = if c > ddof { (ss / (c - ddof) as f64).sqrt() } else { f64::NAN };
+    let ss: f64 = row
+        .iter()
+        .filter(|v| !v.is_nan())
+        .map(|v| (v - mean) * (v - mean))
+        .sum();
+    let std = if c > ddof {
+        (ss / (c - ddof) as f64).sqrt()
+    } else {
+        f64::NAN
+    };
     (mean, std)
 }
 
@@ -393,25 +465,61 @@ mod tests {
     }
 
     fn same(a: &[f64], b: &[f64]) -> bool {
-        a.len() == b.len() && a.iter().zip(b).all(|(x, y)| (x.is_nan() && y.is_nan()) || (x - y).abs() < 1e-12)
+        a.len() == b.len()
+            && a.iter()
+                .zip(b)
+                .all(|(x, y)| (x.is_nan() && y.is_nan()) || (x - y).abs() < 1e-12)
     }
 
     #[test]
     fn rolling_statistics_by_hand() {
         let x = [1.0, 2.0, 4.0, f64::NAN, 5.0, 6.0, 7.0];
         let n = f64::NAN;
-        assert!(same(&run(|x, o| move_sum(x, 2, o), &x), &[n, 3.0, 6.0, n, n, 11.0, 13.0]));
-        assert!(same(&run(|x, o| move_mean(x, 3, o), &x), &[n, n, 7.0 / 3.0, n, n, n, 6.0]));
+        assert!(same(
+            &run(|x, o| move_sum(x, 2, o), &x),
+            &[n, 3.0, 6.0, n, n, 11.0, 13.0]
+        ));
+        assert!(same(
+            &run(|x, o| move_mean(x, 3, o), &x),
+            &[n, n, 7.0 / 3.0, n, n, n, 6.0]
+        ));
         let sd = run(|x, o| move_var(x, 3, 1, true, o), &x);
-        assert!((sd[2] - (7.0f64 / 3.0).sqrt()).abs() < 1e-12 && (sd[6] - 1.0).abs() < 1e-12 && sd[5].is_nan());
-        assert!(same(&run(|x, o| move_extreme(x, 3, Extreme::Max, false, o), &x), &[n, n, 4.0, n, n, n, 7.0]));
+        assert!(
+            (sd[2] - (7.0f64 / 3.0).sqrt()).abs() < 1e-12
+                && (sd[6] - 1.0).abs() < 1e-12
+                && sd[5].is_nan()
+        );
+        assert!(same(
+            &run(|x, o| move_extreme(x, 3, Extreme::Max, false, o), &x),
+            &[n, n, 4.0, n, n, n, 7.0]
+        ));
         let y = [3.0, 1.0, 3.0, 2.0];
         // Max of (3, 1, 3) is at the newest 3: 0 bars ago; of (1, 3, 2) it is 1 bar ago.
-        assert!(same(&run(|x, o| move_extreme(x, 3, Extreme::Max, true, o), &y), &[n, n, 0.0, 1.0]));
-        assert!(same(&run(|x, o| move_extreme(x, 3, Extreme::Min, true, o), &y), &[n, n, 1.0, 2.0]));
+        assert!(same(
+            &run(|x, o| move_extreme(x, 3, Extreme::Max, true, o), &y),
+            &[n, n, 0.0, 1.0]
+        ));
+        assert!(same(
+            &run(|x, o| move_extreme(x, 3, Extreme::Min, true, o), &y),
+            &[n, n, 1.0, 2.0]
+        ));
         // Rank of 2 among (1, 3, 2): one below, itself; (0.5 * (2 + 1 - 1)) / 2 = 0.5 -> 0.
         assert!(same(&run(|x, o| move_rank(x, 3, o), &y), &[n, n, 0.5, 0.0]));
-        assert!(same(&run(|x, o| decay_linear(x, 2, o), &[1.0, 4.0]), &[n, (1.0 + 8.0) / 3.0]));
+        assert!(same(
+            &run(|x, o| decay_linear(x, 2, o), &[1.0, 4.0]),
+            &[n, (1.0 + 8.0) / 3.0]
+        ));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn radix_sort_matches_the_standard_sort(xs in proptest::collection::vec(proptest::prelude::any::<f64>(), 0..300)) {
+            let mut a: Vec<(u64, u32)> = xs.iter().enumerate().map(|(i, v)| (sort_key(*v), i as u32)).collect();
+            let mut b = a.clone();
+            radix_sort(&mut a);
+            b.sort_unstable();
+            proptest::prop_assert_eq!(a, b);
+        }
     }
 
     #[test]
@@ -424,7 +532,11 @@ mod tests {
     #[test]
     fn regression_on_time() {
         let (slope, intercept, r2) = regress(&[1.0, 3.0, 5.0, 7.0]);
-        assert!((slope - 2.0).abs() < 1e-12 && (intercept - 1.0).abs() < 1e-12 && (r2 - 1.0).abs() < 1e-12);
+        assert!(
+            (slope - 2.0).abs() < 1e-12
+                && (intercept - 1.0).abs() < 1e-12
+                && (r2 - 1.0).abs() < 1e-12
+        );
         assert!((quantile(&[4.0, 1.0, 3.0, 2.0], 0.5) - 2.5).abs() < 1e-12);
     }
 }

@@ -12,6 +12,7 @@
 //!   geometric return, Sharpe (sample std), maximum drawdown, mean turnover; the daily
 //!   Spearman IC of the signal against the forward return, its mean and mean/std.
 
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::eval::Mat;
@@ -30,7 +31,11 @@ pub struct TopK {
 
 impl Default for TopK {
     fn default() -> TopK {
-        TopK { k: 50, cost: 0.001, periods_per_year: 252.0 }
+        TopK {
+            k: 50,
+            cost: 0.001,
+            periods_per_year: 252.0,
+        }
     }
 }
 
@@ -71,7 +76,11 @@ impl Rows {
                 data[i * m.n + j] = *v;
             }
         }
-        Rows { t: m.t, n: m.n, data }
+        Rows {
+            t: m.t,
+            n: m.n,
+            data,
+        }
     }
 
     /// Bar `i`.
@@ -124,26 +133,83 @@ pub fn topk_weights(row: &[f64], k: usize, out: &mut [f64], scratch: &mut Vec<f6
     }
 }
 
-/// Spearman correlation of two rows over the instruments finite in both.
-pub fn spearman(a: &[f64], b: &[f64], order: &mut Vec<usize>) -> f64 {
+/// What strategies are judged against: forward returns, and their per-bar ranks (computed
+/// once per batch, since most signals are finite wherever the return is).
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// Forward one-bar returns, as rows.
+    pub fwd: Rows,
+    /// Average-tie ranks of each row of `fwd` over its finite values.
+    pub ranks: Rows,
+}
+
+impl Target {
+    /// The target of a close matrix.
+    pub fn new(close: &Mat) -> Target {
+        let fwd = forward_returns(close);
+        let mut ranks = Rows {
+            t: fwd.t,
+            n: fwd.n,
+            data: vec![0.0; fwd.data.len()],
+        };
+        if fwd.n > 0 {
+            ranks.data.par_chunks_mut(fwd.n).enumerate().for_each_init(
+                Vec::new,
+                |scratch, (i, o)| {
+                    ops::rank_avg(fwd.row(i), o, scratch);
+                },
+            );
+        }
+        Target { fwd, ranks }
+    }
+}
+
+/// Spearman correlation of a signal row with the target's row `i`, over the instruments
+/// finite in both.
+pub fn spearman(
+    sig: &[f64],
+    target: &Target,
+    i: usize,
+    buf: &mut Vec<f64>,
+    scratch: &mut Vec<(u64, u32)>,
+) -> f64 {
+    let (a, b) = (sig, target.fwd.row(i));
     let n = a.len();
-    let mask: Vec<bool> = a.iter().zip(b).map(|(x, y)| x.is_finite() && y.is_finite()).collect();
-    let m = mask.iter().filter(|v| **v).count();
+    let mut m = 0usize;
+    let mut superset = true;
+    buf.clear();
+    buf.resize(3 * n, f64::NAN);
+    let (am, rest) = buf.split_at_mut(n);
+    let (ra, rb) = rest.split_at_mut(n);
+    for j in 0..n {
+        let (fa, fb) = (a[j].is_finite(), b[j].is_finite());
+        if fa && fb {
+            am[j] = a[j];
+            m += 1;
+        } else if fb {
+            superset = false;
+        }
+    }
     if m < 2 {
         return f64::NAN;
     }
-    let masked = |x: &[f64]| -> Vec<f64> { x.iter().zip(&mask).map(|(v, k)| if *k { *v } else { f64::NAN }).collect() };
-    let (am, bm) = (masked(a), masked(b));
-    let mut ra = vec![0.0; n];
-    let mut rb = vec![0.0; n];
-    ops::rank_avg(&am, &mut ra, order);
-    ops::rank_avg(&bm, &mut rb, order);
-    let mean = |r: &[f64]| ops::nansum_count(r).0 / m as f64;
-    let (ma, mb) = (mean(&ra), mean(&rb));
+    ops::rank_avg(am, ra, scratch);
+    let rb: &[f64] = if superset {
+        // The signal is finite wherever the return is: the return's own ranks apply.
+        target.ranks.row(i)
+    } else {
+        let bm: Vec<f64> = (0..n)
+            .map(|j| if am[j].is_nan() { f64::NAN } else { b[j] })
+            .collect();
+        ops::rank_avg(&bm, rb, scratch);
+        rb
+    };
+    // Ranks 1..=m (ties averaged) always sum to m(m+1)/2: their mean is exactly (m+1)/2.
+    let mean = (m as f64 + 1.0) / 2.0;
     let (mut num, mut sa, mut sb) = (0.0, 0.0, 0.0);
-    for i in 0..n {
-        if mask[i] {
-            let (x, y) = (ra[i] - ma, rb[i] - mb);
+    for j in 0..n {
+        if !am[j].is_nan() {
+            let (x, y) = (ra[j] - mean, rb[j] - mean);
             num += x * y;
             sa += x * x;
             sb += y * y;
@@ -154,43 +220,62 @@ pub fn spearman(a: &[f64], b: &[f64], order: &mut Vec<usize>) -> f64 {
 }
 
 /// Runs the reference book on a signal.
-pub fn backtest(signal: &Mat, fwd: &Rows, cfg: &TopK) -> RefMetrics {
+pub fn backtest(signal: &Mat, target: &Target, cfg: &TopK) -> RefMetrics {
     let sig = Rows::from_mat(signal);
     let (t, n) = (sig.t, sig.n);
-    let mut held_prev = vec![0.0; n];
-    let mut w = vec![0.0; n];
-    let mut scratch = Vec::with_capacity(n);
-    let mut order = Vec::with_capacity(n);
+    // Per bar, independently: the book chosen at its close and its IC. In parallel.
+    let mut weights = vec![0.0; t * n];
+    let mut ics = vec![f64::NAN; t];
+    if n > 0 {
+        weights
+            .par_chunks_mut(n)
+            .zip(ics.par_iter_mut())
+            .enumerate()
+            .for_each_init(
+                || (Vec::new(), Vec::new(), Vec::new()),
+                |(sel, buf, scratch), (i, (w, ic))| {
+                    topk_weights(sig.row(i), cfg.k, w, sel);
+                    *ic = spearman(sig.row(i), target, i, buf, scratch);
+                },
+            );
+    }
+    // Then the book through time, in order.
+    let zero = vec![0.0; n];
     let (mut nets, mut turns) = (Vec::with_capacity(t), Vec::with_capacity(t));
-    let mut ics = Vec::with_capacity(t);
     for i in 0..t {
-        // held[i] = w[i - 1]; w of this bar becomes next bar's book.
-        let held = if i == 0 { vec![0.0; n] } else { std::mem::take(&mut w) };
-        let f = fwd.row(i);
-        let gross: f64 = held.iter().zip(f).map(|(h, r)| h * if r.is_nan() { 0.0 } else { *r }).sum();
-        let turnover: f64 = held.iter().zip(&held_prev).map(|(a, b)| (a - b).abs()).sum();
-        let net = gross - cfg.cost * turnover;
+        let held = if i == 0 {
+            &zero[..]
+        } else {
+            &weights[(i - 1) * n..i * n]
+        };
+        let prev = if i < 2 {
+            &zero[..]
+        } else {
+            &weights[(i - 2) * n..(i - 1) * n]
+        };
+        let f = target.fwd.row(i);
+        let gross: f64 = held
+            .iter()
+            .zip(f)
+            .map(|(h, r)| h * if r.is_nan() { 0.0 } else { *r })
+            .sum();
+        let turnover: f64 = held.iter().zip(prev).map(|(a, b)| (a - b).abs()).sum();
         let active = held.iter().sum::<f64>() > 0.0 && f.iter().any(|r| r.is_finite());
         if active {
-            nets.push(net);
+            nets.push(gross - cfg.cost * turnover);
             turns.push(turnover);
         }
-        w = vec![0.0; n];
-        topk_weights(sig.row(i), cfg.k, &mut w, &mut scratch);
-        ics.push(spearman(sig.row(i), f, &mut order));
-        held_prev = held;
     }
     let stats = summary(&nets, cfg.periods_per_year);
     let ic: Vec<f64> = ics.into_iter().filter(|v| !v.is_nan()).collect();
     let ic_mean = ic.iter().sum::<f64>() / ic.len() as f64;
-    let ic_sd = sample_std(&ic);
     RefMetrics {
         ann_return: stats.0,
         sharpe: stats.1,
         max_dd: stats.2,
         turnover: turns.iter().sum::<f64>() / turns.len() as f64,
         ic_mean,
-        ic_ir: ic_mean / ic_sd,
+        ic_ir: ic_mean / sample_std(&ic),
     }
 }
 
@@ -226,16 +311,40 @@ mod tests {
         let mut w = vec![0.0; 5];
         topk_weights(&[1.0, 3.0, f64::NAN, 3.0, 3.0], 2, &mut w, &mut Vec::new());
         assert_eq!(w, [0.0, 0.5, 0.0, 0.5, 0.0]);
-        topk_weights(&[f64::NAN, 2.0, f64::INFINITY], 2, &mut w[..3], &mut Vec::new());
+        topk_weights(
+            &[f64::NAN, 2.0, f64::INFINITY],
+            2,
+            &mut w[..3],
+            &mut Vec::new(),
+        );
         assert_eq!(&w[..3], [0.0, 1.0, 0.0]);
     }
 
     #[test]
     fn spearman_of_a_monotone_pair_is_one() {
-        let ic = spearman(&[1.0, 2.0, 3.0, f64::NAN], &[10.0, 20.0, 30.0, 5.0], &mut Vec::new());
+        // Close prices whose next-bar returns are 10%, 20%, 30% and (for the 4th) 5%.
+        let close = Mat {
+            t: 2,
+            n: 4,
+            data: vec![1.0, 1.1, 1.0, 1.2, 1.0, 1.3, 1.0, 1.05],
+        };
+        let target = Target::new(&close);
+        let ic = spearman(
+            &[1.0, 2.0, 3.0, f64::NAN],
+            &target,
+            0,
+            &mut Vec::new(),
+            &mut Vec::new(),
+        );
         assert!((ic - 1.0).abs() < 1e-15);
-        let ic = spearman(&[1.0, 2.0, 3.0], &[3.0, 2.0, 1.0], &mut Vec::new());
-        assert!((ic + 1.0).abs() < 1e-15);
+        let ic = spearman(
+            &[4.0, 3.0, 2.0, 1.0],
+            &target,
+            0,
+            &mut Vec::new(),
+            &mut Vec::new(),
+        );
+        assert!((ic - 0.2).abs() < 1e-15, "{ic}");
     }
 
     #[test]
@@ -244,7 +353,8 @@ mod tests {
         assert!((ann - (1.1 * 0.5 * 1.2 - 1.0)).abs() < 1e-12);
         assert!((dd - (0.55 / 1.1 - 1.0)).abs() < 1e-12);
         let m = (0.1 - 0.5 + 0.2) / 3.0;
-        let sd = (((0.1f64 - m).powi(2) + (-0.5f64 - m).powi(2) + (0.2f64 - m).powi(2)) / 2.0).sqrt();
+        let sd =
+            (((0.1f64 - m).powi(2) + (-0.5f64 - m).powi(2) + (0.2f64 - m).powi(2)) / 2.0).sqrt();
         assert!((sharpe - m / sd * 3.0f64.sqrt()).abs() < 1e-12);
     }
 }

@@ -20,28 +20,62 @@ fn all_100_alphas_agree_with_the_reference_within_1e_9() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
     let catalog = Catalog::single_file(&dir.join("reference_panel.csv.gz"), None).unwrap();
     let q = PanelQuery::new(AsOf::LATEST, ["reference_panel"])
-        .fields(frame::FIELDS.into_iter().filter(|f| *f != Field::OpenInterest))
+        .fields(
+            frame::FIELDS
+                .into_iter()
+                .filter(|f| *f != Field::OpenInterest),
+        )
         .roll(RollPolicy::None);
     let set = catalog.panels(&q).unwrap();
     let frame = frame::from_panels(&set);
-    let expected: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("reference_panel.expected.json")).unwrap()).unwrap();
+    let expected: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.join("reference_panel.expected.json")).unwrap(),
+    )
+    .unwrap();
     let alphas = expected["alphas"].as_array().unwrap();
     assert_eq!(alphas.len(), 100);
     let names = frame.field_names();
-    let exprs: Vec<_> = alphas.iter().map(|a| parse(a["expr"].as_str().unwrap(), &names).unwrap()).collect();
+    let exprs: Vec<_> = alphas
+        .iter()
+        .map(|a| parse(a["expr"].as_str().unwrap(), &names).unwrap())
+        .collect();
     let eval = Evaluator::new(&frame, &exprs);
-    let fwd = topk::forward_returns(&frame.fields["close"]);
+    let fwd = topk::Target::new(&frame.fields["close"]);
     let mut failures = Vec::new();
     for (a, e) in alphas.iter().zip(&exprs) {
         let m = topk::backtest(&eval.eval(e), &fwd, &TopK::default());
-        let got = [m.ann_return, m.sharpe, m.max_dd, m.turnover, m.ic_mean, m.ic_ir];
-        for (k, g) in ["ann_return", "sharpe", "max_dd", "turnover", "ic_mean", "ic_ir"].iter().zip(got) {
+        let got = [
+            m.ann_return,
+            m.sharpe,
+            m.max_dd,
+            m.turnover,
+            m.ic_mean,
+            m.ic_ir,
+        ];
+        for (k, g) in [
+            "ann_return",
+            "sharpe",
+            "max_dd",
+            "turnover",
+            "ic_mean",
+            "ic_ir",
+        ]
+        .iter()
+        .zip(got)
+        {
             let want = a[k].as_f64().unwrap_or(f64::NAN);
             if !close_enough(g, want) {
-                failures.push(format!("{} {k}: lim {g:.15e}, reference {want:.15e}  ({})", a["name"], a["expr"]));
+                failures.push(format!(
+                    "{} {k}: lim {g:.15e}, reference {want:.15e}  ({})",
+                    a["name"], a["expr"]
+                ));
             }
         }
     }
-    assert!(failures.is_empty(), "{} disagreements:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} disagreements:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }

@@ -1,0 +1,306 @@
+//! Multiple-testing statistics: the probabilistic and deflated Sharpe ratios (Bailey & López
+//! de Prado, 2014) and the probability of backtest overfitting by combinatorially symmetric
+//! cross-validation (Bailey, Borwein, López de Prado & Zhu, 2015).
+//!
+//! Sharpe ratios here are per bar (not annualised), as in the papers' formulas.
+
+use serde::{Deserialize, Serialize};
+
+/// The Euler-Mascheroni constant.
+const EULER_GAMMA: f64 = 0.577_215_664_901_532_9;
+
+/// Standard normal cumulative distribution.
+pub fn norm_cdf(x: f64) -> f64 {
+    0.5 * libm::erfc(-x / std::f64::consts::SQRT_2)
+}
+
+/// Standard normal quantile: Acklam's rational approximation refined by one Halley step
+/// against the exact CDF, accurate to about 1e-15.
+pub fn norm_ppf(p: f64) -> f64 {
+    if !(0.0..=1.0).contains(&p) || p.is_nan() {
+        return f64::NAN;
+    }
+    if p == 0.0 {
+        return f64::NEG_INFINITY;
+    }
+    if p == 1.0 {
+        return f64::INFINITY;
+    }
+    const A: [f64; 6] = [
+        -3.969683028665376e1,
+        2.209460984245205e2,
+        -2.759285104469687e2,
+        1.383_577_518_672_69e2,
+        -3.066479806614716e1,
+        2.506628277459239,
+    ];
+    const B: [f64; 5] = [
+        -5.447609879822406e1,
+        1.615858368580409e2,
+        -1.556989798598866e2,
+        6.680131188771972e1,
+        -1.328068155288572e1,
+    ];
+    const C: [f64; 6] = [
+        -7.784894002430293e-3,
+        -3.223964580411365e-1,
+        -2.400758277161838,
+        -2.549732539343734,
+        4.374664141464968,
+        2.938163982698783,
+    ];
+    const D: [f64; 4] = [
+        7.784695709041462e-3,
+        3.224671290700398e-1,
+        2.445134137142996,
+        3.754408661907416,
+    ];
+    let lo = 0.02425;
+    let x = if p < lo {
+        let q = (-2.0 * p.ln()).sqrt();
+        (((((C[0] * q + C[1]) * q + C[2]) * q + C[3]) * q + C[4]) * q + C[5])
+            / ((((D[0] * q + D[1]) * q + D[2]) * q + D[3]) * q + 1.0)
+    } else if p <= 1.0 - lo {
+        let q = p - 0.5;
+        let r = q * q;
+        (((((A[0] * r + A[1]) * r + A[2]) * r + A[3]) * r + A[4]) * r + A[5]) * q
+            / (((((B[0] * r + B[1]) * r + B[2]) * r + B[3]) * r + B[4]) * r + 1.0)
+    } else {
+        let q = (-2.0 * (1.0 - p).ln()).sqrt();
+        -(((((C[0] * q + C[1]) * q + C[2]) * q + C[3]) * q + C[4]) * q + C[5])
+            / ((((D[0] * q + D[1]) * q + D[2]) * q + D[3]) * q + 1.0)
+    };
+    let e = norm_cdf(x) - p;
+    let u = e * (2.0 * std::f64::consts::PI).sqrt() * (x * x / 2.0).exp();
+    x - u / (1.0 + x * u / 2.0)
+}
+
+/// Probabilistic Sharpe ratio: the probability that the true per-bar Sharpe exceeds
+/// `benchmark`, given an estimate `sr` from `t` bars with skewness `skew` and (non-excess)
+/// kurtosis `kurt`.
+pub fn probabilistic_sharpe(sr: f64, benchmark: f64, t: usize, skew: f64, kurt: f64) -> f64 {
+    let var = 1.0 - skew * sr + (kurt - 1.0) / 4.0 * sr * sr;
+    norm_cdf((sr - benchmark) * ((t as f64 - 1.0).sqrt()) / var.sqrt())
+}
+
+/// The Sharpe ratio the best of `trials` independent strategies with zero true Sharpe is
+/// expected to show, when their estimated Sharpe ratios have variance `variance`.
+pub fn expected_max_sharpe(trials: usize, variance: f64) -> f64 {
+    if trials < 2 {
+        return 0.0;
+    }
+    let n = trials as f64;
+    variance.sqrt()
+        * ((1.0 - EULER_GAMMA) * norm_ppf(1.0 - 1.0 / n)
+            + EULER_GAMMA * norm_ppf(1.0 - 1.0 / (n * std::f64::consts::E)))
+}
+
+/// The deflated Sharpe ratio and its parts.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Deflated {
+    /// The Sharpe ratio the best of the trials would show by luck alone (per bar).
+    pub expected_max: f64,
+    /// Probability that the true Sharpe exceeds `expected_max`: the deflated Sharpe ratio.
+    pub dsr: f64,
+}
+
+/// Deflates a selected strategy's per-bar Sharpe ratio for the number of trials and the
+/// variance of the trials' Sharpe ratios.
+pub fn deflated_sharpe(
+    sr: f64,
+    t: usize,
+    skew: f64,
+    kurt: f64,
+    trials: usize,
+    variance: f64,
+) -> Deflated {
+    let expected_max = expected_max_sharpe(trials, variance);
+    Deflated {
+        expected_max,
+        dsr: probabilistic_sharpe(sr, expected_max, t, skew, kurt),
+    }
+}
+
+/// Sample skewness and non-excess kurtosis of returns (population moments, as in the papers).
+pub fn moments(x: &[f64]) -> (f64, f64) {
+    let n = x.len() as f64;
+    let m = x.iter().sum::<f64>() / n;
+    let m2 = x.iter().map(|v| (v - m).powi(2)).sum::<f64>() / n;
+    let m3 = x.iter().map(|v| (v - m).powi(3)).sum::<f64>() / n;
+    let m4 = x.iter().map(|v| (v - m).powi(4)).sum::<f64>() / n;
+    (m3 / m2.powf(1.5), m4 / (m2 * m2))
+}
+
+/// The result of combinatorially symmetric cross-validation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Pbo {
+    /// Probability of backtest overfitting: the share of splits where the in-sample best
+    /// strategy ranks in the bottom half out of sample.
+    pub pbo: f64,
+    /// Logit of the out-of-sample relative rank of the in-sample best, per split.
+    pub logits: Vec<f64>,
+    /// Splits evaluated: C(S, S/2).
+    pub splits: usize,
+}
+
+/// Probability of backtest overfitting of `returns[strategy][bar]` (all strategies over the
+/// same bars), cutting the bars into `s` (even) blocks and scoring by mean/std (Sharpe).
+///
+/// Returns `None` if there are fewer than two strategies or `s` is odd, below 2, or larger
+/// than the bars allow.
+pub fn pbo(returns: &[Vec<f64>], s: usize) -> Option<Pbo> {
+    let n = returns.len();
+    let t = returns.first()?.len();
+    if n < 2 || s < 2 || s % 2 == 1 || t < 2 * s || returns.iter().any(|r| r.len() != t) {
+        return None;
+    }
+    // Per strategy and block: count, sum and sum of squares, so every split's Sharpe comes
+    // from block totals.
+    let bounds: Vec<(usize, usize)> = (0..s).map(|b| (b * t / s, (b + 1) * t / s)).collect();
+    let blocks: Vec<Vec<(f64, f64, f64)>> = returns
+        .iter()
+        .map(|r| {
+            bounds
+                .iter()
+                .map(|&(a, b)| {
+                    let xs = r[a..b].iter().filter(|v| v.is_finite());
+                    xs.fold((0.0, 0.0, 0.0), |(c, s1, s2), v| {
+                        (c + 1.0, s1 + v, s2 + v * v)
+                    })
+                })
+                .collect()
+        })
+        .collect();
+    let sharpe = |strat: usize, mask: u64, take: bool| {
+        let (mut c, mut s1, mut s2) = (0.0, 0.0, 0.0);
+        for (b, &(bc, b1, b2)) in blocks[strat].iter().enumerate() {
+            if ((mask >> b) & 1 == 1) == take {
+                c += bc;
+                s1 += b1;
+                s2 += b2;
+            }
+        }
+        let mean = s1 / c;
+        let var = (s2 - c * mean * mean) / (c - 1.0);
+        if var > 0.0 {
+            mean / var.sqrt()
+        } else {
+            f64::NAN
+        }
+    };
+    let mut logits = Vec::new();
+    for mask in 0u64..(1u64 << s) {
+        if mask.count_ones() as usize != s / 2 {
+            continue;
+        }
+        let is: Vec<f64> = (0..n).map(|k| sharpe(k, mask, true)).collect();
+        // The in-sample best; the first among equals, so the result is deterministic.
+        let best = (0..n)
+            .filter(|k| is[*k].is_finite())
+            .max_by(|a, b| is[*a].total_cmp(&is[*b]).then(b.cmp(a)))?;
+        let oos: Vec<f64> = (0..n).map(|k| sharpe(k, mask, false)).collect();
+        let below = oos.iter().filter(|v| **v < oos[best]).count() as f64;
+        let ties = oos.iter().filter(|v| **v == oos[best]).count() as f64;
+        // Relative rank in (0, 1): average rank among ties, over N + 1.
+        let omega = (below + (ties + 1.0) / 2.0) / (n as f64 + 1.0);
+        logits.push((omega / (1.0 - omega)).ln());
+    }
+    let splits = logits.len();
+    let pbo = logits.iter().filter(|l| **l <= 0.0).count() as f64 / splits as f64;
+    Some(Pbo {
+        pbo,
+        logits,
+        splits,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn normal_quantiles_invert_the_cdf() {
+        for p in [1e-10, 0.001, 0.02425, 0.3, 0.5, 0.9, 0.99, 1.0 - 1e-9] {
+            assert!(
+                (norm_cdf(norm_ppf(p)) - p).abs() < 1e-14 * p.max(1e-3),
+                "{p}"
+            );
+        }
+        assert!((norm_ppf(0.975) - 1.959_963_984_540_054).abs() < 1e-12);
+    }
+
+    /// The numerical example of Bailey & López de Prado (2014), "The Deflated Sharpe Ratio":
+    /// 100 trials whose annualised Sharpe ratios have variance 1/2, a best annualised Sharpe
+    /// of 2.5 over 1250 daily returns (5 years of 250 days) with skewness -3 and kurtosis 10.
+    /// The paper finds an expected maximum Sharpe of 0.1132 per day and a DSR of about 0.90.
+    #[test]
+    fn deflated_sharpe_reproduces_the_papers_example() {
+        let days = 250.0f64;
+        let d = deflated_sharpe(2.5 / days.sqrt(), 1250, -3.0, 10.0, 100, 0.5 / days);
+        assert!((d.expected_max - 0.1132).abs() < 5e-5, "{}", d.expected_max);
+        assert!((d.dsr - 0.9002).abs() < 5e-4, "{}", d.dsr);
+        // More trials, more deflation.
+        let more = deflated_sharpe(2.5 / days.sqrt(), 1250, -3.0, 10.0, 1000, 0.5 / days);
+        assert!(more.dsr < d.dsr && more.expected_max > d.expected_max);
+    }
+
+    /// The probabilistic Sharpe ratio at a zero benchmark with normal returns is Φ(SR·√(T-1)/√(1+SR²/2)).
+    #[test]
+    fn probabilistic_sharpe_under_normality() {
+        let (sr, t) = (0.1, 101);
+        let want = norm_cdf(sr * 10.0 / (1.0f64 + sr * sr / 2.0).sqrt());
+        assert!((probabilistic_sharpe(sr, 0.0, t, 0.0, 3.0) - want).abs() < 1e-15);
+    }
+
+    fn lcg(seed: &mut u64) -> f64 {
+        *seed = seed
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        // Sum of 12 uniforms minus 6: close enough to a standard normal for these tests.
+        let mut s = 0.0;
+        for _ in 0..12 {
+            *seed = seed
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            s += (*seed >> 11) as f64 / (1u64 << 53) as f64;
+        }
+        s - 6.0
+    }
+
+    #[test]
+    fn pbo_of_pure_noise_is_about_one_half_and_of_real_skill_near_zero() {
+        let mut seed = 42;
+        // One draw's splits share its data and are strongly correlated, so average over draws.
+        let mut mean = 0.0;
+        for _ in 0..40 {
+            let noise: Vec<Vec<f64>> = (0..20)
+                .map(|_| (0..400).map(|_| lcg(&mut seed)).collect())
+                .collect();
+            mean += pbo(&noise, 8).unwrap_or_else(|| panic!("pbo")).pbo / 40.0;
+        }
+        assert!((mean - 0.5).abs() < 0.1, "{mean}");
+        let noise: Vec<Vec<f64>> = (0..50)
+            .map(|_| (0..1000).map(|_| lcg(&mut seed)).collect())
+            .collect();
+        let p = pbo(&noise, 16).unwrap_or_else(|| panic!("pbo"));
+        assert_eq!(p.splits, 12_870); // C(16, 8), as in the paper's setup
+        let mut skilled = noise.clone();
+        for v in skilled[7].iter_mut() {
+            *v += 0.5;
+        }
+        let p = pbo(&skilled, 16).unwrap_or_else(|| panic!("pbo"));
+        assert!(p.pbo < 0.01, "{}", p.pbo);
+    }
+
+    /// Two strategies, two blocks, by hand: A wins the first block and loses the second; B the
+    /// reverse. Each split picks the in-sample winner, which is the loser out of sample.
+    #[test]
+    fn pbo_by_hand() {
+        let a = vec![1.0, 2.0, 1.5, 1.0, -1.0, -2.0, -1.5, -1.0];
+        let b = vec![-1.0, -2.0, -1.5, -1.0, 1.0, 2.0, 1.5, 1.0];
+        let p = pbo(&[a, b], 2).unwrap_or_else(|| panic!("pbo"));
+        assert_eq!((p.splits, p.pbo), (2, 1.0));
+        // Rank 1 of 2 out of sample: omega = 1/3, logit = ln(1/2).
+        assert!(p.logits.iter().all(|l| (l - 0.5f64.ln()).abs() < 1e-12));
+    }
+}

@@ -1,0 +1,155 @@
+//! Alpha benchmark: every alpha of an alphas file on a panel, with the reference top-50 book.
+//!
+//! `bench-alphas PANEL.csv.gz ALPHAS.txt [--out metrics.csv]` loads the panel (LIM's uniform
+//! format; `bench/alphas.sh` writes the peer's seeded panel in it), evaluates all alphas as
+//! one batch (shared sub-expressions computed once, strategies in parallel on rayon's pool:
+//! set `RAYON_NUM_THREADS`), and prints one JSON line: CPU seconds per strategy, wall time,
+//! threads, peak RSS and the panel's bytes. `--out` writes per-alpha metrics as CSV.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{Context, bail};
+use lim_backtest::topk::{self, TopK};
+use lim_backtest::{Evaluator, frame, parse};
+use lim_market::{AsOf, Catalog, Field, PanelQuery, RollPolicy};
+
+/// User + system CPU seconds of this process so far (Linux).
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| {
+        f.get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(f64::NAN)
+    };
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+fn peak_rss_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .map(str::to_string)
+        })
+        .and_then(|l| {
+            l.split_whitespace()
+                .nth(1)
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
+        .map_or(f64::NAN, |kb| kb / 1024.0)
+}
+
+fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let out = args
+        .iter()
+        .position(|a| a == "--out")
+        .and_then(|i| args.get(i + 1))
+        .map(PathBuf::from);
+    let pos: Vec<&String> = args
+        .iter()
+        .enumerate()
+        .filter(|(i, a)| !a.starts_with("--") && (*i == 0 || args[i - 1] != "--out"))
+        .map(|(_, a)| a)
+        .collect();
+    let [panel, alphas] = pos.as_slice() else {
+        bail!("usage: bench-alphas PANEL.csv.gz ALPHAS.txt [--out metrics.csv]");
+    };
+    let panel = PathBuf::from(panel);
+    let name = lim_market::source::dataset_name(&panel).context("PANEL must be NAME.csv.gz")?;
+    let cache = std::env::temp_dir().join("lim-bench-cache");
+    let catalog = Catalog::single_file(&panel, Some(lim_market::Cache::new(cache)))?;
+    let q = PanelQuery::new(AsOf::LATEST, [name])
+        .fields(
+            frame::FIELDS
+                .into_iter()
+                .filter(|f| *f != Field::OpenInterest),
+        )
+        .roll(RollPolicy::None);
+    let set = catalog.panels(&q)?;
+    let frame = frame::from_panels(&set);
+    // The frame holds its own copy; the panels are not needed any more.
+    drop(set);
+    let base_bytes: usize = ["open", "high", "low", "close", "volume"]
+        .iter()
+        .filter_map(|f| frame.fields.get(*f))
+        .map(|m| m.data.len() * 8)
+        .sum();
+    let text = std::fs::read_to_string(alphas.as_str())?;
+    let items: Vec<(String, String)> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .filter_map(|l| {
+            l.split_once('|')
+                .map(|(n, e)| (n.trim().to_string(), e.trim().to_string()))
+        })
+        .collect();
+    let names = frame.field_names();
+    let exprs = items
+        .iter()
+        .map(|(_, e)| parse(e, &names))
+        .collect::<Result<Vec<_>, _>>()?;
+    let fwd = topk::Target::new(&frame.fields["close"]);
+
+    let (c0, t0) = (cpu_seconds(), Instant::now());
+    let eval = Evaluator::new(&frame, &exprs);
+    // Strategies one after another, each operation parallel across instruments or bars: the
+    // memory of one strategy at a time, both cores busy.
+    let metrics: Vec<_> = exprs
+        .iter()
+        .map(|e| topk::backtest(&eval.eval(e), &fwd, &TopK::default()))
+        .collect();
+    let (cpu, wall) = (cpu_seconds() - c0, t0.elapsed().as_secs_f64());
+    if std::env::var_os("LIM_BENCH_SPLIT").is_some() {
+        // Where the time goes: signals alone, then books alone on stored signals.
+        let c1 = cpu_seconds();
+        let sigs: Vec<_> = exprs
+            .iter()
+            .take(20)
+            .map(|e| Evaluator::new(&frame, &[]).eval(e))
+            .collect();
+        let c2 = cpu_seconds();
+        for s in &sigs {
+            std::hint::black_box(topk::backtest(s, &fwd, &TopK::default()));
+        }
+        eprintln!(
+            "first 20: signals {:.3} cpu-s each, books {:.3} cpu-s each",
+            (c2 - c1) / 20.0,
+            (cpu_seconds() - c2) / 20.0
+        );
+    }
+
+    if let Some(path) = out {
+        let mut f = std::io::BufWriter::new(std::fs::File::create(path)?);
+        writeln!(f, "name,ann_return,sharpe,max_dd,turnover,ic_mean,ic_ir")?;
+        for ((n, _), m) in items.iter().zip(&metrics) {
+            writeln!(
+                f,
+                "{n},{:e},{:e},{:e},{:e},{:e},{:e}",
+                m.ann_return, m.sharpe, m.max_dd, m.turnover, m.ic_mean, m.ic_ir
+            )?;
+        }
+    }
+    let json = serde_json::json!({
+        "tool": "lim",
+        "strategies": metrics.len(),
+        "T": frame.t,
+        "N": frame.n,
+        "threads": rayon::current_num_threads(),
+        "wall_s": wall,
+        "cpu_s": cpu,
+        "cpu_s_per_strategy": cpu / metrics.len() as f64,
+        "panel_bytes": base_bytes,
+        "peak_rss_mb": peak_rss_mb(),
+    });
+    println!("{json}");
+    Ok(())
+}
