@@ -61,35 +61,28 @@ impl Mat {
     /// Applies a cross-sectional kernel to every bar, bars in parallel.
     pub fn map_rows(&self, f: impl Fn(&[f64], &mut [f64], &mut Scratch) + Sync) -> Mat {
         let (t, n) = (self.t, self.n);
-        let mut rows = vec![0.0; t * n];
+        // Column-major data read as a row-major `n × t` matrix, transposed to `t × n`: one row
+        // per bar. The result goes back the same way.
+        let rows = ops::transpose(&self.data, n, t);
+        let mut out_rows = vec![0.0; t * n];
         if n > 0 {
-            // Rows are strided in this layout: gather each into a buffer, work, and write the
-            // result row-major; one transpose at the end restores the layout.
-            rows.par_chunks_mut(n).enumerate().for_each_init(
-                || (vec![0.0; n], Scratch::default()),
-                |(row, scratch), (i, o)| {
-                    for (j, r) in row.iter_mut().enumerate() {
-                        *r = self.data[j * t + i];
-                    }
+            out_rows
+                .par_chunks_mut(n)
+                .zip(rows.par_chunks(n))
+                .for_each_init(Scratch::default, |scratch, (o, row)| {
                     f(row, o, scratch);
-                },
-            );
+                });
         }
-        let mut out = Mat::filled(t, n, 0.0);
-        out.data
-            .par_chunks_mut(t.max(1))
-            .enumerate()
-            .for_each(|(j, col)| {
-                for (i, v) in col.iter_mut().enumerate() {
-                    *v = rows[i * n + j];
-                }
-            });
-        out
+        Mat {
+            t,
+            n,
+            data: ops::transpose(&out_rows, t, n),
+        }
     }
 }
 
 /// Reusable space for cross-sectional kernels.
-pub type Scratch = Vec<(u64, u32)>;
+pub type Scratch = crate::ops::RankScratch;
 
 /// Grouping labels per instrument (e.g. exchange), for `group_*` functions.
 pub type Groups = HashMap<String, Vec<u32>>;

@@ -5,6 +5,34 @@
 //! and a running-mean/sum-of-squares update, NaN whenever the window is not full of numbers),
 //! so that LIM's results agree with it to the last few bits, not merely in spirit.
 
+/// Transposes a `rows × cols` row-major matrix into `cols × rows` row-major, in cache-sized
+/// tiles (a naive loop misses the cache on every element of one side). Parallel over tiles.
+pub fn transpose(src: &[f64], rows: usize, cols: usize) -> Vec<f64> {
+    use rayon::prelude::*;
+    const TILE: usize = 32;
+    let mut out = vec![0.0; rows * cols];
+    if rows == 0 || cols == 0 {
+        return out;
+    }
+    // Each task owns TILE rows of the output (= TILE columns of the source).
+    out.par_chunks_mut(TILE * rows)
+        .enumerate()
+        .for_each(|(cb, block)| {
+            let c0 = cb * TILE;
+            let cn = (cols - c0).min(TILE);
+            for r0 in (0..rows).step_by(TILE) {
+                let rn = (rows - r0).min(TILE);
+                for c in 0..cn {
+                    let dst = &mut block[c * rows + r0..c * rows + r0 + rn];
+                    for (r, d) in dst.iter_mut().enumerate() {
+                        *d = src[(r0 + r) * cols + c0 + c];
+                    }
+                }
+            }
+        });
+    out
+}
+
 /// `out[t] = x[t - d]`, NaN for the first `d` bars.
 pub fn shift(x: &[f64], d: usize, out: &mut [f64]) {
     let n = x.len();
@@ -362,21 +390,39 @@ fn sort_key(v: f64) -> u64 {
     if b >> 63 == 1 { !b } else { b | (1 << 63) }
 }
 
-/// Sorts (key, index) pairs by key, then index: a least-significant-digit radix sort on
-/// bytes, skipping bytes that all keys share (most of them, for one bar's values).
-pub fn radix_sort(v: &mut Vec<(u64, u32)>) {
-    let n = v.len();
+/// Reusable buffers for [`rank_avg`].
+#[derive(Debug, Default, Clone)]
+pub struct RankScratch {
+    keys: Vec<u64>,
+    a: Vec<(u32, u32)>,
+    b: Vec<(u32, u32)>,
+}
+
+/// Sorts the indices of `keys` by key, then index, into `a`: a radix sort on the upper 32
+/// bits (bytes all keys share are skipped, as most are for one bar's values), then the rare
+/// runs that agree in those bits are ordered by the full key.
+fn sort_indices(s: &mut RankScratch) {
+    let n = s.keys.len();
+    s.a.clear();
+    s.a.extend(
+        s.keys
+            .iter()
+            .enumerate()
+            .map(|(i, k)| ((k >> 32) as u32, i as u32)),
+    );
     if n < 64 {
-        v.sort_unstable();
+        let keys = &s.keys;
+        s.a.sort_unstable_by_key(|&(_, i)| (keys[i as usize], i));
         return;
     }
-    let mut hist = [[0u32; 256]; 8];
-    for (k, _) in v.iter() {
+    let mut hist = [[0u32; 256]; 4];
+    for &(k, _) in &s.a {
         for (b, h) in hist.iter_mut().enumerate() {
             h[((k >> (8 * b)) & 0xff) as usize] += 1;
         }
     }
-    let mut tmp = vec![(0u64, 0u32); n];
+    s.b.clear();
+    s.b.resize(n, (0, 0));
     for (b, h) in hist.iter().enumerate() {
         if h.iter().any(|&c| c as usize == n) {
             continue;
@@ -387,35 +433,44 @@ pub fn radix_sort(v: &mut Vec<(u64, u32)>) {
             *o = sum;
             sum += c;
         }
-        // Stable scatter: equal bytes keep their order, so ties stay in index order.
-        for &(k, i) in v.iter() {
+        // A stable scatter: equal bytes keep their order, so ties stay in index order.
+        for &(k, i) in &s.a {
             let d = ((k >> (8 * b)) & 0xff) as usize;
-            tmp[offs[d] as usize] = (k, i);
+            s.b[offs[d] as usize] = (k, i);
             offs[d] += 1;
         }
-        std::mem::swap(v, &mut tmp);
+        std::mem::swap(&mut s.a, &mut s.b);
+    }
+    let mut i = 0;
+    while i < n {
+        let mut j = i + 1;
+        while j < n && s.a[j].0 == s.a[i].0 {
+            j += 1;
+        }
+        if j - i > 1 {
+            let keys = &s.keys;
+            s.a[i..j].sort_unstable_by_key(|&(_, idx)| (keys[idx as usize], idx));
+        }
+        i = j;
     }
 }
 
 /// Average-tie ranks 1..=n of a row, with NaN ranked as +inf and then reset to NaN (the
-/// reference's convention). `scratch` is reusable space.
-pub fn rank_avg(row: &[f64], out: &mut [f64], scratch: &mut Vec<(u64, u32)>) {
-    scratch.clear();
-    scratch.extend(
-        row.iter()
-            .enumerate()
-            .map(|(i, v)| (sort_key(*v), i as u32)),
-    );
-    radix_sort(scratch);
+/// reference's convention).
+pub fn rank_avg(row: &[f64], out: &mut [f64], scratch: &mut RankScratch) {
+    scratch.keys.clear();
+    scratch.keys.extend(row.iter().map(|v| sort_key(*v)));
+    sort_indices(scratch);
+    let (keys, order) = (&scratch.keys, &scratch.a);
     let mut i = 0;
-    while i < scratch.len() {
-        let k = scratch[i].0;
+    while i < order.len() {
+        let k = keys[order[i].1 as usize];
         let mut j = i;
-        while j + 1 < scratch.len() && scratch[j + 1].0 == k {
+        while j + 1 < order.len() && keys[order[j + 1].1 as usize] == k {
             j += 1;
         }
         let r = 0.5 * (i + j) as f64 + 1.0;
-        for &(_, idx) in &scratch[i..=j] {
+        for &(_, idx) in &order[i..=j] {
             out[idx as usize] = r;
         }
         i = j + 1;
@@ -513,19 +568,31 @@ mod tests {
 
     proptest::proptest! {
         #[test]
-        fn radix_sort_matches_the_standard_sort(xs in proptest::collection::vec(proptest::prelude::any::<f64>(), 0..300)) {
-            let mut a: Vec<(u64, u32)> = xs.iter().enumerate().map(|(i, v)| (sort_key(*v), i as u32)).collect();
-            let mut b = a.clone();
-            radix_sort(&mut a);
-            b.sort_unstable();
-            proptest::prop_assert_eq!(a, b);
+        fn radix_order_matches_the_standard_sort(xs in proptest::collection::vec(proptest::prelude::any::<f64>(), 0..300), dup in 0usize..5) {
+            // Some repeated and near-equal values, to exercise ties and the full-key fix-up.
+            let mut xs = xs;
+            for k in 0..dup.min(xs.len()) {
+                xs.push(xs[k]);
+                xs.push(f64::from_bits(xs[k].to_bits() ^ 1));
+            }
+            let mut s = RankScratch::default();
+            s.keys = xs.iter().map(|v| sort_key(*v)).collect();
+            sort_indices(&mut s);
+            let got: Vec<u32> = s.a.iter().map(|p| p.1).collect();
+            let mut want: Vec<(u64, u32)> = s.keys.iter().enumerate().map(|(i, k)| (*k, i as u32)).collect();
+            want.sort_unstable();
+            proptest::prop_assert_eq!(got, want.into_iter().map(|p| p.1).collect::<Vec<_>>());
         }
     }
 
     #[test]
     fn ranks_average_ties_and_keep_nan() {
         let mut out = vec![0.0; 5];
-        rank_avg(&[3.0, f64::NAN, 1.0, 3.0, 2.0], &mut out, &mut Vec::new());
+        rank_avg(
+            &[3.0, f64::NAN, 1.0, 3.0, 2.0],
+            &mut out,
+            &mut RankScratch::default(),
+        );
         assert!(same(&out, &[3.5, f64::NAN, 1.0, 3.5, 2.0]));
     }
 

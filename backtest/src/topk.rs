@@ -154,7 +154,7 @@ impl Target {
         };
         if fwd.n > 0 {
             ranks.data.par_chunks_mut(fwd.n).enumerate().for_each_init(
-                Vec::new,
+                ops::RankScratch::default,
                 |scratch, (i, o)| {
                     ops::rank_avg(fwd.row(i), o, scratch);
                 },
@@ -171,7 +171,7 @@ pub fn spearman(
     target: &Target,
     i: usize,
     buf: &mut Vec<f64>,
-    scratch: &mut Vec<(u64, u32)>,
+    scratch: &mut ops::RankScratch,
 ) -> f64 {
     let (a, b) = (sig, target.fwd.row(i));
     let n = a.len();
@@ -232,7 +232,7 @@ pub fn backtest(signal: &Mat, target: &Target, cfg: &TopK) -> RefMetrics {
             .zip(ics.par_iter_mut())
             .enumerate()
             .for_each_init(
-                || (Vec::new(), Vec::new(), Vec::new()),
+                || (Vec::new(), Vec::new(), ops::RankScratch::default()),
                 |(sel, buf, scratch), (i, (w, ic))| {
                     topk_weights(sig.row(i), cfg.k, w, sel);
                     *ic = spearman(sig.row(i), target, i, buf, scratch);
@@ -334,7 +334,7 @@ mod tests {
             &target,
             0,
             &mut Vec::new(),
-            &mut Vec::new(),
+            &mut ops::RankScratch::default(),
         );
         assert!((ic - 1.0).abs() < 1e-15);
         let ic = spearman(
@@ -342,7 +342,7 @@ mod tests {
             &target,
             0,
             &mut Vec::new(),
-            &mut Vec::new(),
+            &mut ops::RankScratch::default(),
         );
         assert!((ic - 0.2).abs() < 1e-15, "{ic}");
     }

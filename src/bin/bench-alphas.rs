@@ -103,9 +103,18 @@ fn main() -> anyhow::Result<()> {
     let eval = Evaluator::new(&frame, &exprs);
     // Strategies one after another, each operation parallel across instruments or bars: the
     // memory of one strategy at a time, both cores busy.
+    let detail = std::env::var_os("LIM_BENCH_DETAIL").is_some();
     let metrics: Vec<_> = exprs
         .iter()
-        .map(|e| topk::backtest(&eval.eval(e), &fwd, &TopK::default()))
+        .zip(&items)
+        .map(|(e, (name, _))| {
+            let c = cpu_seconds();
+            let m = topk::backtest(&eval.eval(e), &fwd, &TopK::default());
+            if detail {
+                eprintln!("{name} {:.3}", cpu_seconds() - c);
+            }
+            m
+        })
         .collect();
     let (cpu, wall) = (cpu_seconds() - c0, t0.elapsed().as_secs_f64());
     if std::env::var_os("LIM_BENCH_SPLIT").is_some() {
