@@ -575,8 +575,7 @@ mod tests {
                 xs.push(xs[k]);
                 xs.push(f64::from_bits(xs[k].to_bits() ^ 1));
             }
-            let mut s = RankScratch::default();
-            s.keys = xs.iter().map(|v| sort_key(*v)).collect();
+            let mut s = RankScratch { keys: xs.iter().map(|v| sort_key(*v)).collect(), ..RankScratch::default() };
             sort_indices(&mut s);
             let got: Vec<u32> = s.a.iter().map(|p| p.1).collect();
             let mut want: Vec<(u64, u32)> = s.keys.iter().enumerate().map(|(i, k)| (*k, i as u32)).collect();
