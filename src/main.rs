@@ -3,6 +3,7 @@
 //! This binary is the only place that reads environment variables and decides where data and
 //! caches live; the libraries take everything as arguments.
 
+mod backtest_cmd;
 mod data_cmd;
 mod table;
 
@@ -28,6 +29,8 @@ enum Command {
     /// Inspect and validate market data.
     #[command(subcommand)]
     Data(data_cmd::DataCommand),
+    /// Backtest strategy expressions: metrics by split, multiple-testing statistics.
+    Backtest(backtest_cmd::BacktestArgs),
 }
 
 /// Where data and caches come from; shared by every command that reads data.
@@ -83,6 +86,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Data(cmd) => data_cmd::run(cmd),
+        Command::Backtest(args) => backtest_cmd::run(args),
     };
     match result {
         Ok(code) => code,

@@ -389,8 +389,14 @@ impl<'a> Evaluator<'a> {
                 let k = number(1);
                 x.map_rows(|r, o, _| {
                     let (m, s) = ops::nanmean_std(r, 1);
+                    let (lo, hi) = (m - k.abs() * s, m + k.abs() * s);
                     for (o, v) in o.iter_mut().zip(r) {
-                        *o = v.clamp(m - k * s, m + k * s);
+                        // f64::clamp panics on NaN bounds; a row without a spread stays NaN.
+                        *o = if lo.is_nan() || hi.is_nan() || v.is_nan() {
+                            f64::NAN
+                        } else {
+                            v.max(lo).min(hi)
+                        };
                     }
                 })
             }

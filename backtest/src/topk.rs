@@ -219,8 +219,22 @@ pub fn spearman(
     if ic.is_finite() { ic } else { f64::NAN }
 }
 
+/// A book run through time: per bar, the net return and turnover (NaN where the book was
+/// empty or no return was known) and the IC.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Book {
+    /// Net return per bar (after costs); NaN on inactive bars.
+    pub net: Vec<f64>,
+    /// Two-sided turnover per bar; NaN on inactive bars.
+    pub turnover: Vec<f64>,
+    /// Spearman IC of the signal against the next bar's return; NaN where undefined.
+    pub ic: Vec<f64>,
+    /// Signal cells that were infinite and so treated as missing: counted, never silently used.
+    pub nonfinite_signal_cells: usize,
+}
+
 /// Runs the reference book on a signal.
-pub fn backtest(signal: &Mat, target: &Target, cfg: &TopK) -> RefMetrics {
+pub fn run(signal: &Mat, target: &Target, cfg: &TopK) -> Book {
     let sig = Rows::from_mat(signal);
     let (t, n) = (sig.t, sig.n);
     // Per bar, independently: the book chosen at its close and its IC. In parallel.
@@ -239,9 +253,10 @@ pub fn backtest(signal: &Mat, target: &Target, cfg: &TopK) -> RefMetrics {
                 },
             );
     }
+    let nonfinite_signal_cells = sig.data.iter().filter(|v| v.is_infinite()).count();
     // Then the book through time, in order.
     let zero = vec![0.0; n];
-    let (mut nets, mut turns) = (Vec::with_capacity(t), Vec::with_capacity(t));
+    let (mut net, mut turnover) = (vec![f64::NAN; t], vec![f64::NAN; t]);
     for i in 0..t {
         let held = if i == 0 {
             &zero[..]
@@ -259,24 +274,56 @@ pub fn backtest(signal: &Mat, target: &Target, cfg: &TopK) -> RefMetrics {
             .zip(f)
             .map(|(h, r)| h * if r.is_nan() { 0.0 } else { *r })
             .sum();
-        let turnover: f64 = held.iter().zip(prev).map(|(a, b)| (a - b).abs()).sum();
+        let turn: f64 = held.iter().zip(prev).map(|(a, b)| (a - b).abs()).sum();
         let active = held.iter().sum::<f64>() > 0.0 && f.iter().any(|r| r.is_finite());
         if active {
-            nets.push(gross - cfg.cost * turnover);
-            turns.push(turnover);
+            net[i] = gross - cfg.cost * turn;
+            turnover[i] = turn;
         }
     }
-    let stats = summary(&nets, cfg.periods_per_year);
-    let ic: Vec<f64> = ics.into_iter().filter(|v| !v.is_nan()).collect();
-    let ic_mean = ic.iter().sum::<f64>() / ic.len() as f64;
-    RefMetrics {
-        ann_return: stats.0,
-        sharpe: stats.1,
-        max_dd: stats.2,
-        turnover: turns.iter().sum::<f64>() / turns.len() as f64,
-        ic_mean,
-        ic_ir: ic_mean / sample_std(&ic),
+    Book {
+        net,
+        turnover,
+        ic: ics,
+        nonfinite_signal_cells,
     }
+}
+
+impl Book {
+    /// The reference metrics over bars `range` (active bars only).
+    pub fn metrics(&self, range: std::ops::Range<usize>, periods_per_year: f64) -> RefMetrics {
+        let nets: Vec<f64> = self.net[range.clone()]
+            .iter()
+            .copied()
+            .filter(|v| !v.is_nan())
+            .collect();
+        let turns: Vec<f64> = self.turnover[range.clone()]
+            .iter()
+            .copied()
+            .filter(|v| !v.is_nan())
+            .collect();
+        let ic: Vec<f64> = self.ic[range]
+            .iter()
+            .copied()
+            .filter(|v| !v.is_nan())
+            .collect();
+        let stats = summary(&nets, periods_per_year);
+        let ic_mean = ic.iter().sum::<f64>() / ic.len() as f64;
+        RefMetrics {
+            ann_return: stats.0,
+            sharpe: stats.1,
+            max_dd: stats.2,
+            turnover: turns.iter().sum::<f64>() / turns.len() as f64,
+            ic_mean,
+            ic_ir: ic_mean / sample_std(&ic),
+        }
+    }
+}
+
+/// Runs the reference book on a signal and measures it over all bars.
+pub fn backtest(signal: &Mat, target: &Target, cfg: &TopK) -> RefMetrics {
+    let book = run(signal, target, cfg);
+    book.metrics(0..book.net.len(), cfg.periods_per_year)
 }
 
 fn sample_std(x: &[f64]) -> f64 {
