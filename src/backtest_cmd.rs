@@ -5,9 +5,10 @@ use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 use clap::Args;
+use lim_backtest::metrics::{self, Metrics, Year};
+use lim_backtest::spec::{Portfolio, StrategySpec};
 use lim_backtest::stats::{self, Deflated, Pbo};
-use lim_backtest::topk::{self, TopK};
-use lim_backtest::{Evaluator, Expr, RefMetrics, frame, parse};
+use lim_backtest::{Evaluator, Expr, frame, parse, portfolio, topk};
 use lim_market::{AsOf, Field, PanelQuery, Part, SplitSpec, Splits, Timestamp};
 use rayon::prelude::*;
 use serde::Serialize;
@@ -18,21 +19,28 @@ use crate::table::{Table, pct};
 #[derive(Debug, Args)]
 pub struct BacktestArgs {
     /// A strategy expression, e.g. 'rank(ts_mean(returns, 20))'.
-    #[arg(long, conflicts_with = "batch")]
+    #[arg(long, conflicts_with_all = ["batch", "spec"])]
     expr: Option<String>,
     /// A file of strategies, one per line: `name | expression` (or just the expression).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "spec")]
     batch: Option<PathBuf>,
+    /// A strategy spec (JSON; see --print-schema), or a JSON array of them.
+    #[arg(long)]
+    spec: Option<PathBuf>,
+    /// Print the JSON Schema of strategy specs and exit.
+    #[arg(long)]
+    print_schema: bool,
     /// Datasets to trade (see `lim data list`).
     #[arg(long = "dataset", default_value = "us_equities_daily_adjusted")]
     datasets: Vec<String>,
     /// Comma-separated symbols (default: all of the datasets).
     #[arg(long, value_delimiter = ',')]
     symbols: Option<Vec<String>>,
-    /// Names held by the top-k book (default: a fifth of the instruments, at most 50).
+    /// Names held by the top-k book of --expr and --batch strategies (default: a fifth of the
+    /// instruments, at most 50).
     #[arg(long)]
     k: Option<usize>,
-    /// Cost in basis points per unit of two-sided turnover.
+    /// Cost in basis points per unit of two-sided turnover, for --expr and --batch strategies.
     #[arg(long, default_value_t = 10.0)]
     cost_bps: f64,
     /// Share of bars for training; validation gets --valid, the sealed test the rest.
@@ -66,14 +74,26 @@ struct Split {
 #[derive(Serialize)]
 struct Outcome {
     name: String,
-    expr: String,
+    spec: StrategySpec,
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    metrics: Vec<(Part, RefMetrics)>,
+    metrics: Vec<(Part, Metrics)>,
+    /// Single strategies only: calendar years of the parts shown.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    years: Vec<Year>,
+    /// Single strategies only: four walk-forward folds of the training part.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    folds: Vec<Metrics>,
+    /// Single strategies only: mean rank IC against the return over 1, 5, 10 and 20 bars.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    ic_decay: Vec<(usize, f64)>,
     #[serde(skip_serializing_if = "is_zero")]
     infinite_signal_cells: usize,
 }
+
+/// A strategy's book and, for a single strategy, its IC by horizon.
+type Run = (topk::Book, Vec<(usize, f64)>);
 
 fn is_zero(n: &usize) -> bool {
     *n == 0
@@ -84,7 +104,6 @@ struct Report {
     datasets: Vec<String>,
     instruments: usize,
     splits: Vec<Split>,
-    book: TopK,
     strategies: Vec<Outcome>,
     /// Over every strategy that ran, on the validation part.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -122,14 +141,48 @@ fn read_batch(path: &PathBuf) -> anyhow::Result<Vec<(String, String)>> {
         .collect())
 }
 
-pub fn run(args: BacktestArgs) -> anyhow::Result<ExitCode> {
-    let items = match (&args.expr, &args.batch) {
-        (Some(e), None) => vec![("expr".to_string(), e.clone())],
-        (None, Some(path)) => read_batch(path)?,
-        _ => bail!("give a strategy with --expr 'EXPRESSION' or a file of them with --batch FILE"),
+fn read_specs(path: &PathBuf) -> anyhow::Result<Vec<(String, StrategySpec)>> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read spec file '{}'", path.display()))?;
+    let value: serde_json::Value = serde_json::from_str(&text)
+        .with_context(|| format!("spec file '{}' is not valid JSON", path.display()))?;
+    let list = match value {
+        serde_json::Value::Array(v) => v,
+        one => vec![one],
     };
-    if items.is_empty() {
-        bail!("the batch file holds no strategies; write one per line as `name | expression`");
+    list.into_iter()
+        .enumerate()
+        .map(|(i, v)| {
+            let spec: StrategySpec = serde_json::from_value(v).with_context(|| {
+                format!(
+                    "spec file '{}', strategy {}: see `lim backtest --print-schema`",
+                    path.display(),
+                    i + 1
+                )
+            })?;
+            Ok((format!("spec{}", i + 1), spec))
+        })
+        .collect()
+}
+
+pub fn run(args: BacktestArgs) -> anyhow::Result<ExitCode> {
+    if args.print_schema {
+        println!("{}", serde_json::to_string_pretty(&StrategySpec::schema())?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut specs: Vec<(String, StrategySpec)> = match (&args.expr, &args.batch, &args.spec) {
+        (Some(e), None, None) => vec![("expr".to_string(), StrategySpec::new(e.clone()))],
+        (None, Some(path), None) => read_batch(path)?
+            .into_iter()
+            .map(|(n, e)| (n, StrategySpec::new(e)))
+            .collect(),
+        (None, None, Some(path)) => read_specs(path)?,
+        _ => bail!(
+            "give a strategy with --expr 'EXPRESSION', a file of them with --batch FILE, or specs with --spec FILE"
+        ),
+    };
+    if specs.is_empty() {
+        bail!("no strategies given; write one per line as `name | expression`");
     }
     let catalog = args.data.catalog()?;
     let fields: Vec<Field> = frame::FIELDS.to_vec();
@@ -148,16 +201,20 @@ pub fn run(args: BacktestArgs) -> anyhow::Result<ExitCode> {
         },
     )?;
     let periods = set.frequency.periods_per_year(1.0);
-    let k = args.k.unwrap_or((set.instruments.len() / 5).clamp(1, 50));
-    let cfg = TopK {
-        k,
-        cost: args.cost_bps / 10_000.0,
-        periods_per_year: periods,
-    };
+    if args.spec.is_none() {
+        let k = args.k.unwrap_or((set.instruments.len() / 5).clamp(1, 50));
+        for (_, s) in specs.iter_mut() {
+            s.portfolio = Portfolio::TopK { k };
+            s.costs.bps = args.cost_bps;
+        }
+    }
     let names = frame.field_names();
-    let parsed: Vec<Result<Expr, String>> = items
+    let parsed: Vec<Result<Expr, String>> = specs
         .iter()
-        .map(|(_, e)| parse(e, &names).map_err(|e| e.to_string()))
+        .map(|(_, s)| {
+            s.validate()
+                .and_then(|()| parse(&s.signal, &names).map_err(|e| e.to_string()))
+        })
         .collect();
     let good: Vec<Expr> = parsed
         .iter()
@@ -169,34 +226,71 @@ pub fn run(args: BacktestArgs) -> anyhow::Result<ExitCode> {
     if args.unseal_test {
         parts.push(Part::Test);
     }
-    let books: Vec<Option<topk::Book>> = parsed
+    let single = specs.len() == 1;
+    let shown = splits.train.start
+        ..parts
+            .iter()
+            .map(|p| splits.range(*p).end)
+            .max()
+            .unwrap_or(0);
+    let results: Vec<Option<Run>> = parsed
         .par_iter()
-        .map(|p| {
-            p.as_ref()
-                .ok()
-                .map(|e| topk::run(&eval.eval(e), &target, &cfg))
+        .zip(&specs)
+        .map(|(p, (_, spec))| {
+            let e = p.as_ref().ok()?;
+            let signal = eval.eval(e);
+            let book = portfolio::run(spec, &signal, &frame, &target, periods);
+            let decay = if single {
+                metrics::ic_decay(
+                    &signal,
+                    &frame.fields["close"],
+                    &[1, 5, 10, 20],
+                    shown.clone(),
+                )
+            } else {
+                Vec::new()
+            };
+            Some((book, decay))
         })
         .collect();
-    let strategies: Vec<Outcome> = items
+    let strategies: Vec<Outcome> = specs
         .iter()
         .zip(&parsed)
-        .zip(&books)
-        .map(|(((name, expr), p), book)| Outcome {
-            name: name.clone(),
-            expr: expr.clone(),
-            error: p.as_ref().err().cloned(),
-            metrics: book
-                .as_ref()
-                .map(|b| {
-                    parts
-                        .iter()
-                        .map(|&pt| (pt, b.metrics(splits.range(pt), periods)))
-                        .collect()
-                })
-                .unwrap_or_default(),
-            infinite_signal_cells: book.as_ref().map_or(0, |b| b.nonfinite_signal_cells),
+        .zip(&results)
+        .map(|(((name, spec), p), r)| {
+            let book = r.as_ref().map(|(b, _)| b);
+            Outcome {
+                name: name.clone(),
+                spec: spec.clone(),
+                error: p.as_ref().err().cloned(),
+                metrics: book
+                    .map(|b| {
+                        parts
+                            .iter()
+                            .map(|&pt| (pt, Metrics::of(b, splits.range(pt), periods)))
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+                years: book
+                    .filter(|_| single)
+                    .map(|b| metrics::per_year(b, &set.times, shown.clone(), periods))
+                    .unwrap_or_default(),
+                folds: book
+                    .filter(|_| single)
+                    .map(|b| {
+                        metrics::walk_forward(b, splits.train.clone(), 4, periods)
+                            .into_iter()
+                            .map(|(_, m)| m)
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+                ic_decay: r.as_ref().map(|(_, d)| d.clone()).unwrap_or_default(),
+                infinite_signal_cells: book.map_or(0, |b| b.nonfinite_signal_cells),
+            }
         })
         .collect();
+    let books: Vec<Option<&topk::Book>> =
+        results.iter().map(|r| r.as_ref().map(|(b, _)| b)).collect();
     let multiple_testing = multiple_testing(&strategies, &books, &splits);
     let report = Report {
         datasets: args.datasets.clone(),
@@ -213,7 +307,6 @@ pub fn run(args: BacktestArgs) -> anyhow::Result<ExitCode> {
                 }
             })
             .collect(),
-        book: cfg,
         strategies,
         multiple_testing,
     };
@@ -238,7 +331,7 @@ pub fn run(args: BacktestArgs) -> anyhow::Result<ExitCode> {
 /// trials' validation returns.
 fn multiple_testing(
     outcomes: &[Outcome],
-    books: &[Option<topk::Book>],
+    books: &[Option<&topk::Book>],
     splits: &Splits,
 ) -> Option<MultipleTesting> {
     let valid = splits.range(Part::Validation);
@@ -246,7 +339,7 @@ fn multiple_testing(
         .iter()
         .zip(books)
         .filter_map(|(o, b)| {
-            b.as_ref().map(|b| {
+            b.map(|b| {
                 (
                     o,
                     b.net[valid.clone()]
@@ -300,14 +393,37 @@ fn multiple_testing(
     })
 }
 
+fn describe(spec: &StrategySpec) -> String {
+    let book = match &spec.portfolio {
+        Portfolio::TopK { k } => format!("top-{k} equal weight"),
+        Portfolio::QuantileLongShort { quantile } => {
+            format!("long/short the top/bottom {:.0}%", quantile * 100.0)
+        }
+        Portfolio::Proportional => "signal-proportional, dollar-neutral".to_string(),
+        Portfolio::SignThreshold {
+            threshold,
+            target_vol,
+            ..
+        } => {
+            format!(
+                "sign beyond ±{threshold}, {:.0}% vol target",
+                target_vol * 100.0
+            )
+        }
+    };
+    format!(
+        "{book}, {} bar(s) of lag, rebalanced every {} bar(s), {} bps per unit turnover",
+        spec.execution_lag,
+        spec.rebalance_every,
+        spec.costs.bps + spec.costs.slippage_bps
+    )
+}
+
 fn print_report(r: &Report, freq: lim_market::Frequency) {
-    println!(
-        "{} instruments of {}; top-{} equal weight, one bar of lag, {} bps per unit turnover",
-        r.instruments,
-        r.datasets.join(", "),
-        r.book.k,
-        r.book.cost * 10_000.0
-    );
+    println!("{} instruments of {}", r.instruments, r.datasets.join(", "));
+    if let Some(s) = r.strategies.first() {
+        println!("book: {}", describe(&s.spec));
+    }
     for s in &r.splits {
         println!(
             "  {:<10} {} → {} ({} bars)",
@@ -321,7 +437,8 @@ fn print_report(r: &Report, freq: lim_market::Frequency) {
         println!("  test       sealed (--unseal-test shows it; look once, at the end)");
     }
     let mut t = Table::new(&[
-        "strategy", "part", "ann.ret", "sharpe", "max.dd", "turnover", "IC", "ICIR",
+        "strategy", "part", "ann.ret", "vol", "sharpe", "sortino", "max.dd", "turnover", "hit",
+        "rankIC", "ICIR",
     ]);
     for s in &r.strategies {
         for (p, m) in &s.metrics {
@@ -329,15 +446,41 @@ fn print_report(r: &Report, freq: lim_market::Frequency) {
                 s.name.clone(),
                 format!("{p:?}").to_lowercase(),
                 pct(m.ann_return),
+                pct(m.ann_vol),
                 format!("{:.2}", m.sharpe),
+                format!("{:.2}", m.sortino),
                 pct(m.max_dd),
                 format!("{:.2}", m.turnover),
-                format!("{:.4}", m.ic_mean),
-                format!("{:.3}", m.ic_ir),
+                pct(m.hit_rate),
+                format!("{:.4}", m.rank_ic),
+                format!("{:.3}", m.icir),
             ]);
         }
     }
     print!("{}", t.render());
+    if let Some(s) = r
+        .strategies
+        .first()
+        .filter(|s| r.strategies.len() == 1 && !s.years.is_empty())
+    {
+        let line: Vec<String> = s
+            .years
+            .iter()
+            .map(|y| format!("{} {}", y.year, pct(y.ret)))
+            .collect();
+        println!("by year: {}", line.join(", "));
+        let folds: Vec<String> = s.folds.iter().map(|m| format!("{:.2}", m.sharpe)).collect();
+        println!(
+            "training walk-forward, Sharpe by quarter of the period: {}",
+            folds.join(", ")
+        );
+        let decay: Vec<String> = s
+            .ic_decay
+            .iter()
+            .map(|(h, ic)| format!("{h} bar(s) {ic:.4}"))
+            .collect();
+        println!("rank IC by horizon: {}", decay.join(", "));
+    }
     for s in &r.strategies {
         if let Some(e) = &s.error {
             println!("error in {}: {e}", s.name);

@@ -228,14 +228,37 @@ fn an_unwritable_cache_is_a_warning_not_a_failure() {
 #[test]
 fn backtest_shows_train_and_validation_and_keeps_the_test_sealed() {
     let cache = tempfile::tempdir().unwrap();
-    let v = json(&lim(&["backtest", "--expr", "rank(ts_mean(returns, 20))", "--json"], cache.path()));
-    let parts: Vec<&str> = v["splits"].as_array().unwrap().iter().map(|s| s["part"].as_str().unwrap()).collect();
+    let v = json(&lim(
+        &["backtest", "--expr", "rank(ts_mean(returns, 20))", "--json"],
+        cache.path(),
+    ));
+    let parts: Vec<&str> = v["splits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["part"].as_str().unwrap())
+        .collect();
     assert_eq!(parts, ["train", "validation"]);
     let m = &v["strategies"][0]["metrics"];
     assert_eq!(m.as_array().unwrap().len(), 2);
     assert!(m[0][1]["sharpe"].as_f64().unwrap().is_finite());
-    assert_eq!(v["book"]["k"], 10, "a fifth of the 50 bundled equities");
-    let v = json(&lim(&["backtest", "--expr", "rank(ts_mean(returns, 20))", "--unseal-test", "--json"], cache.path()));
+    let s = &v["strategies"][0];
+    assert_eq!(
+        s["spec"]["portfolio"]["k"], 10,
+        "a fifth of the 50 bundled equities"
+    );
+    assert_eq!(s["ic_decay"].as_array().unwrap().len(), 4);
+    assert!(s["years"].as_array().unwrap().len() >= 7);
+    let v = json(&lim(
+        &[
+            "backtest",
+            "--expr",
+            "rank(ts_mean(returns, 20))",
+            "--unseal-test",
+            "--json",
+        ],
+        cache.path(),
+    ));
     assert_eq!(v["splits"].as_array().unwrap().len(), 3);
 }
 
@@ -244,13 +267,61 @@ fn a_bad_strategy_in_a_batch_is_reported_and_the_rest_still_run() {
     let dir = tempfile::tempdir().unwrap();
     let batch = dir.path().join("batch.txt");
     std::fs::write(&batch, "# momentum and a typo\nmom | rank(ts_sum(returns, 60))\nbad | rank(ts_men(close, 5))\nrev | -rank(ts_delta(close, 5))\n").unwrap();
-    let v = json(&lim(&["backtest", "--batch", batch.to_str().unwrap(), "--json"], dir.path()));
+    let v = json(&lim(
+        &["backtest", "--batch", batch.to_str().unwrap(), "--json"],
+        dir.path(),
+    ));
     let s = v["strategies"].as_array().unwrap();
     assert_eq!(s.len(), 3);
-    assert_eq!(s[1]["error"], "line 1, column 6: unknown function 'ts_men' (did you mean 'ts_mean'?)");
-    assert!(s[0]["metrics"].as_array().is_some_and(|m| !m.is_empty()) && s[2]["metrics"].as_array().is_some_and(|m| !m.is_empty()));
+    assert_eq!(
+        s[1]["error"],
+        "line 1, column 6: unknown function 'ts_men' (did you mean 'ts_mean'?)"
+    );
+    assert!(
+        s[0]["metrics"].as_array().is_some_and(|m| !m.is_empty())
+            && s[2]["metrics"].as_array().is_some_and(|m| !m.is_empty())
+    );
     let mt = &v["multiple_testing"];
     assert_eq!(mt["trials"], 2);
     let dsr = mt["deflated"]["dsr"].as_f64().unwrap();
     assert!((0.0..=1.0).contains(&dsr));
+}
+
+#[test]
+fn a_spec_file_sets_the_book_and_a_bad_one_names_the_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = dir.path().join("trend.json");
+    std::fs::write(&spec, r#"{"signal": "ts_sum(returns, 120)", "portfolio": {"kind": "sign_threshold", "threshold": 0.0, "target_vol": 0.15, "vol_window": 60}, "rebalance_every": 5}"#).unwrap();
+    let v = json(&lim(
+        &[
+            "backtest",
+            "--spec",
+            spec.to_str().unwrap(),
+            "--dataset",
+            "cn_futures_daily",
+            "--json",
+        ],
+        dir.path(),
+    ));
+    let m = &v["strategies"][0]["metrics"][0][1];
+    assert!(m["exposure"].as_f64().unwrap() > 0.0 && m["turnover"].as_f64().unwrap() > 0.0);
+    std::fs::write(
+        &spec,
+        r#"{"signal": "close", "portfolio": {"kind": "top_k", "k": 5}, "execution_lag": 0}"#,
+    )
+    .unwrap();
+    let out = lim(
+        &["backtest", "--spec", spec.to_str().unwrap(), "--json"],
+        dir.path(),
+    );
+    assert_eq!(out.status.code(), Some(1), "every strategy failed");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        v["strategies"][0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("execution_lag")
+    );
+    let schema = lim(&["backtest", "--print-schema"], dir.path());
+    assert!(String::from_utf8_lossy(&schema.stdout).contains("\"sign_threshold\""));
 }

@@ -12,7 +12,10 @@ pub mod error;
 pub mod eval;
 pub mod expr;
 pub mod frame;
+pub mod metrics;
 pub mod ops;
+pub mod portfolio;
+pub mod spec;
 pub mod stats;
 pub mod topk;
 

@@ -144,9 +144,18 @@ pub struct Target {
 }
 
 impl Target {
-    /// The target of a close matrix.
+    /// The target of a close matrix: next-bar returns.
     pub fn new(close: &Mat) -> Target {
         let fwd = forward_returns(close);
+        Target::from_rows(fwd)
+    }
+
+    /// A target of any forward returns, given column-major.
+    pub fn from_forward(fwd: &Mat) -> Target {
+        Target::from_rows(Rows::from_mat(fwd))
+    }
+
+    fn from_rows(fwd: Rows) -> Target {
         let mut ranks = Rows {
             t: fwd.t,
             n: fwd.n,
@@ -227,8 +236,12 @@ pub struct Book {
     pub net: Vec<f64>,
     /// Two-sided turnover per bar; NaN on inactive bars.
     pub turnover: Vec<f64>,
-    /// Spearman IC of the signal against the next bar's return; NaN where undefined.
+    /// Spearman (rank) IC of the signal against the next bar's return; NaN where undefined.
     pub ic: Vec<f64>,
+    /// Pearson IC of the signal against the next bar's return; NaN where undefined.
+    pub ic_pearson: Vec<f64>,
+    /// Gross exposure (sum of absolute weights) held per bar; NaN on inactive bars.
+    pub exposure: Vec<f64>,
     /// Signal cells that were infinite and so treated as missing: counted, never silently used.
     pub nonfinite_signal_cells: usize,
 }
@@ -237,9 +250,9 @@ pub struct Book {
 pub fn run(signal: &Mat, target: &Target, cfg: &TopK) -> Book {
     let sig = Rows::from_mat(signal);
     let (t, n) = (sig.t, sig.n);
-    // Per bar, independently: the book chosen at its close and its IC. In parallel.
+    // Per bar, independently: the book chosen at its close and its ICs. In parallel.
     let mut weights = vec![0.0; t * n];
-    let mut ics = vec![f64::NAN; t];
+    let mut ics = vec![(f64::NAN, f64::NAN); t];
     if n > 0 {
         weights
             .par_chunks_mut(n)
@@ -249,14 +262,18 @@ pub fn run(signal: &Mat, target: &Target, cfg: &TopK) -> Book {
                 || (Vec::new(), Vec::new(), ops::RankScratch::default()),
                 |(sel, buf, scratch), (i, (w, ic))| {
                     topk_weights(sig.row(i), cfg.k, w, sel);
-                    *ic = spearman(sig.row(i), target, i, buf, scratch);
+                    *ic = (
+                        spearman(sig.row(i), target, i, buf, scratch),
+                        pearson(sig.row(i), target.fwd.row(i)),
+                    );
                 },
             );
     }
     let nonfinite_signal_cells = sig.data.iter().filter(|v| v.is_infinite()).count();
     // Then the book through time, in order.
     let zero = vec![0.0; n];
-    let (mut net, mut turnover) = (vec![f64::NAN; t], vec![f64::NAN; t]);
+    let (mut net, mut turnover, mut exposure) =
+        (vec![f64::NAN; t], vec![f64::NAN; t], vec![f64::NAN; t]);
     for i in 0..t {
         let held = if i == 0 {
             &zero[..]
@@ -279,12 +296,15 @@ pub fn run(signal: &Mat, target: &Target, cfg: &TopK) -> Book {
         if active {
             net[i] = gross - cfg.cost * turn;
             turnover[i] = turn;
+            exposure[i] = held.iter().map(|h| h.abs()).sum();
         }
     }
     Book {
         net,
         turnover,
-        ic: ics,
+        ic: ics.iter().map(|p| p.0).collect(),
+        ic_pearson: ics.iter().map(|p| p.1).collect(),
+        exposure,
         nonfinite_signal_cells,
     }
 }
@@ -318,6 +338,29 @@ impl Book {
             ic_ir: ic_mean / sample_std(&ic),
         }
     }
+}
+
+/// Pearson correlation of two rows over the instruments finite in both.
+pub fn pearson(a: &[f64], b: &[f64]) -> f64 {
+    let pairs = || {
+        a.iter()
+            .zip(b)
+            .filter(|(x, y)| x.is_finite() && y.is_finite())
+    };
+    let m = pairs().count();
+    if m < 2 {
+        return f64::NAN;
+    }
+    let (sa, sb) = pairs().fold((0.0, 0.0), |(p, q), (x, y)| (p + x, q + y));
+    let (ma, mb) = (sa / m as f64, sb / m as f64);
+    let (mut num, mut va, mut vb) = (0.0, 0.0, 0.0);
+    for (x, y) in pairs() {
+        num += (x - ma) * (y - mb);
+        va += (x - ma) * (x - ma);
+        vb += (y - mb) * (y - mb);
+    }
+    let r = num / (va * vb).sqrt();
+    if r.is_finite() { r } else { f64::NAN }
 }
 
 /// Runs the reference book on a signal and measures it over all bars.

@@ -1,0 +1,190 @@
+//! Performance metrics of a [`Book`] over any range of bars: by split, by walk-forward fold
+//! and by calendar year; and the decay of the information coefficient with the horizon.
+
+use std::ops::Range;
+
+use lim_market::Timestamp;
+use serde::{Deserialize, Serialize};
+
+use crate::eval::Mat;
+use crate::topk::{Book, Target, spearman, summary};
+
+/// Metrics of a book over a range of bars. Statistics use active bars only (a non-empty book
+/// and a known return); `inactive_bars` counts the rest.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Metrics {
+    /// Active bars.
+    pub bars: usize,
+    /// Bars in the range with no book or no known return.
+    pub inactive_bars: usize,
+    /// Annualised geometric return.
+    pub ann_return: f64,
+    /// Annualised volatility.
+    pub ann_vol: f64,
+    /// Annualised Sharpe ratio (no risk-free rate).
+    pub sharpe: f64,
+    /// Annualised Sortino ratio (downside deviation against zero).
+    pub sortino: f64,
+    /// Annualised return over the magnitude of the maximum drawdown.
+    pub calmar: f64,
+    /// Maximum drawdown (negative).
+    pub max_dd: f64,
+    /// Longest time under water, in bars.
+    pub max_dd_bars: usize,
+    /// Mean two-sided turnover per bar.
+    pub turnover: f64,
+    /// Share of active bars with a positive net return.
+    pub hit_rate: f64,
+    /// Mean gross exposure.
+    pub exposure: f64,
+    /// Mean Pearson IC against the next bar's return.
+    pub ic: f64,
+    /// Mean Spearman (rank) IC.
+    pub rank_ic: f64,
+    /// Rank IC mean over its standard deviation.
+    pub icir: f64,
+}
+
+fn mean(x: &[f64]) -> f64 {
+    x.iter().sum::<f64>() / x.len() as f64
+}
+
+fn std(x: &[f64]) -> f64 {
+    let m = mean(x);
+    (x.iter().map(|v| (v - m) * (v - m)).sum::<f64>() / (x.len() as f64 - 1.0)).sqrt()
+}
+
+fn finite(x: &[f64]) -> Vec<f64> {
+    x.iter().copied().filter(|v| !v.is_nan()).collect()
+}
+
+impl Metrics {
+    /// Measures `book` over `range`, annualising with `periods` bars a year.
+    pub fn of(book: &Book, range: Range<usize>, periods: f64) -> Metrics {
+        let net = finite(&book.net[range.clone()]);
+        let (ann_return, sharpe, max_dd) = summary(&net, periods);
+        let downside =
+            (net.iter().map(|r| r.min(0.0).powi(2)).sum::<f64>() / net.len() as f64).sqrt();
+        let mut eq = 1.0f64;
+        let (mut peak, mut under, mut longest) = (1.0f64, 0usize, 0usize);
+        for r in &net {
+            eq *= 1.0 + r;
+            if eq >= peak {
+                peak = eq;
+                under = 0;
+            } else {
+                under += 1;
+                longest = longest.max(under);
+            }
+        }
+        let rank_ic = finite(&book.ic[range.clone()]);
+        Metrics {
+            bars: net.len(),
+            inactive_bars: range.len() - net.len(),
+            ann_return,
+            ann_vol: std(&net) * periods.sqrt(),
+            sharpe,
+            sortino: mean(&net) / downside * periods.sqrt(),
+            calmar: ann_return / max_dd.abs(),
+            max_dd,
+            max_dd_bars: longest,
+            turnover: mean(&finite(&book.turnover[range.clone()])),
+            hit_rate: net.iter().filter(|r| **r > 0.0).count() as f64 / net.len() as f64,
+            exposure: mean(&finite(&book.exposure[range.clone()])),
+            ic: mean(&finite(&book.ic_pearson[range])),
+            rank_ic: mean(&rank_ic),
+            icir: mean(&rank_ic) / std(&rank_ic),
+        }
+    }
+}
+
+/// One calendar year of a book.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Year {
+    /// The year.
+    pub year: i32,
+    /// Compounded net return.
+    pub ret: f64,
+    /// Annualised Sharpe ratio within the year.
+    pub sharpe: f64,
+    /// Maximum drawdown within the year.
+    pub max_dd: f64,
+    /// Active bars.
+    pub bars: usize,
+}
+
+/// The book year by year over `range` (`times` are the bars' times).
+pub fn per_year(book: &Book, times: &[Timestamp], range: Range<usize>, periods: f64) -> Vec<Year> {
+    let mut out: Vec<Year> = Vec::new();
+    let mut start = range.start;
+    while start < range.end {
+        let year = times[start].ymd().0;
+        let mut end = start;
+        while end < range.end && times[end].ymd().0 == year {
+            end += 1;
+        }
+        let net = finite(&book.net[start..end]);
+        if !net.is_empty() {
+            let (_, sharpe, max_dd) = summary(&net, periods);
+            let ret = net.iter().fold(1.0, |e, r| e * (1.0 + r)) - 1.0;
+            out.push(Year {
+                year,
+                ret,
+                sharpe,
+                max_dd,
+                bars: net.len(),
+            });
+        }
+        start = end;
+    }
+    out
+}
+
+/// Metrics on `folds` consecutive, equal folds of `range`: how stable the result is through
+/// time. Signals only ever use the past, so nothing is refitted between folds.
+pub fn walk_forward(
+    book: &Book,
+    range: Range<usize>,
+    folds: usize,
+    periods: f64,
+) -> Vec<(Range<usize>, Metrics)> {
+    let len = range.len();
+    (0..folds.max(1))
+        .map(|f| {
+            let r =
+                range.start + f * len / folds.max(1)..range.start + (f + 1) * len / folds.max(1);
+            (r.clone(), Metrics::of(book, r, periods))
+        })
+        .filter(|(r, _)| !r.is_empty())
+        .collect()
+}
+
+/// Mean rank IC of a signal against the return over the next `h` bars, for each horizon.
+pub fn ic_decay(
+    signal: &Mat,
+    close: &Mat,
+    horizons: &[usize],
+    range: Range<usize>,
+) -> Vec<(usize, f64)> {
+    let sig = crate::topk::Rows::from_mat(signal);
+    horizons
+        .iter()
+        .map(|&h| {
+            let mut fwd = Mat::filled(close.t, close.n, f64::NAN);
+            for j in 0..close.n {
+                let c = close.col(j);
+                for i in 0..close.t.saturating_sub(h) {
+                    fwd.data[j * close.t + i] = c[i + h] / c[i] - 1.0;
+                }
+            }
+            let target = Target::from_forward(&fwd);
+            let (mut buf, mut scratch) = (Vec::new(), crate::ops::RankScratch::default());
+            let ics: Vec<f64> = range
+                .clone()
+                .map(|i| spearman(sig.row(i), &target, i, &mut buf, &mut scratch))
+                .filter(|v| !v.is_nan())
+                .collect();
+            (h, mean(&ics))
+        })
+        .collect()
+}
