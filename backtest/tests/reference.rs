@@ -79,3 +79,50 @@ fn all_100_alphas_agree_with_the_reference_within_1e_9() {
         failures.join("\n")
     );
 }
+
+/// The same batch on one thread and on three gives bit-identical books.
+#[test]
+fn results_do_not_depend_on_the_thread_count() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let catalog = Catalog::single_file(&dir.join("reference_panel.csv.gz"), None).unwrap();
+    let q = PanelQuery::new(AsOf::LATEST, ["reference_panel"])
+        .fields(
+            frame::FIELDS
+                .into_iter()
+                .filter(|f| *f != Field::OpenInterest),
+        )
+        .roll(RollPolicy::None);
+    let frame = frame::from_panels(&catalog.panels(&q).unwrap());
+    let names = frame.field_names();
+    let exprs: Vec<_> = [
+        "rank(ts_mean(close, 20) / close)",
+        "-ts_corr(rank(volume), rank(close), 10)",
+        "zscore(ts_mean(returns, 60))",
+        "rank(decay_linear(ts_corr(vwap, ts_mean(volume, 20), 10), 5))",
+    ]
+    .iter()
+    .map(|e| parse(e, &names).unwrap())
+    .collect();
+    let run = |threads: usize| {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        pool.install(|| {
+            let eval = Evaluator::new(&frame, &exprs);
+            let target = topk::Target::new(&frame.fields["close"]);
+            exprs
+                .iter()
+                .map(|e| {
+                    let b = topk::run(&eval.eval(e), &target, &TopK::default());
+                    b.net
+                        .iter()
+                        .chain(&b.ic)
+                        .map(|v| v.to_bits())
+                        .collect::<Vec<u64>>()
+                })
+                .collect::<Vec<_>>()
+        })
+    };
+    assert_eq!(run(1), run(3));
+}
