@@ -250,17 +250,16 @@ pub fn move_rank(x: &[f64], w: usize, out: &mut [f64]) {
             out[t] = f64::NAN;
             continue;
         }
-        let (mut g, mut e, mut n) = (0.0f64, 1.0f64, 1usize);
+        // Branch-free counts over the window, so the loop vectorises; counts are whole
+        // numbers, so the order of summation does not matter.
+        let (mut g, mut e, mut n) = (0u32, 1u32, 1u32);
         for &b in &x[t + 1 - w..t] {
-            if !b.is_nan() {
-                n += 1;
-                if a > b {
-                    g += 2.0;
-                } else if a == b {
-                    e += 1.0;
-                }
-            }
+            let valid = u32::from(!b.is_nan());
+            n += valid;
+            g += 2 * u32::from(a > b);
+            e += u32::from(a == b);
         }
+        let (g, e, n) = (f64::from(g), f64::from(e), n as usize);
         out[t] = if n < w {
             f64::NAN
         } else if n == 1 {
