@@ -190,8 +190,8 @@ pub fn run(args: BacktestArgs) -> anyhow::Result<ExitCode> {
     if let Some(s) = &args.symbols {
         q = q.symbols(s.clone());
     }
-    let set = catalog.panels(&q)?;
-    let frame = frame::from_panels(&set);
+    let mut set = catalog.panels(&q)?;
+    let frame = frame::take_panels(&mut set);
     let splits = Splits::new(
         &set.times,
         SplitSpec::Fractions {

@@ -20,33 +20,40 @@ pub const FIELDS: [Field; 8] = [
 ];
 
 /// A frame over every field of [`FIELDS`] present in the panel set, plus groupings by
-/// exchange and asset class.
+/// exchange and asset class. The panels are copied; [`take_panels`] moves them instead.
 pub fn from_panels(set: &PanelSet) -> Frame {
+    let mut copy = set.clone();
+    take_panels(&mut copy)
+}
+
+/// Like [`from_panels`], but moves the panels out of the set (its times and instruments stay)
+/// instead of copying them: half the memory for large panels.
+pub fn take_panels(set: &mut PanelSet) -> Frame {
     let (t, n) = (set.times.len(), set.instruments.len());
     let mut fields = HashMap::new();
     for f in FIELDS {
-        if let Some(p) = set.panel(f) {
+        if let Some(p) = set.panels.remove(&f) {
             fields.insert(
                 f.name().to_string(),
                 Arc::new(Mat {
                     t,
                     n,
-                    data: p.values().to_vec(),
+                    data: p.into_values(),
                 }),
             );
         }
     }
-    let mut groups = HashMap::new();
     let label = |key: &dyn Fn(usize) -> String| -> Vec<u32> {
-        let mut names: Vec<String> = (0..n).map(key).collect();
+        let names: Vec<String> = (0..n).map(key).collect();
         let mut uniq = names.clone();
         uniq.sort();
         uniq.dedup();
         names
-            .drain(..)
-            .map(|s| uniq.iter().position(|u| *u == s).unwrap_or(0) as u32)
+            .iter()
+            .map(|s| uniq.iter().position(|u| u == s).unwrap_or(0) as u32)
             .collect()
     };
+    let mut groups = HashMap::new();
     groups.insert(
         "exchange".to_string(),
         label(&|j| set.instruments[j].exchange.clone().unwrap_or_default()),

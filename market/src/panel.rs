@@ -172,6 +172,11 @@ impl Panel {
     pub fn bytes(&self) -> usize {
         self.data.len() * 8
     }
+
+    /// The values, column-major, without copying.
+    pub fn into_values(self) -> Vec<f64> {
+        self.data
+    }
 }
 
 /// The answer to a [`PanelQuery`].

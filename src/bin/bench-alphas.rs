@@ -73,8 +73,8 @@ fn main() -> anyhow::Result<()> {
                 .filter(|f| *f != Field::OpenInterest),
         )
         .roll(RollPolicy::None);
-    let set = catalog.panels(&q)?;
-    let frame = frame::from_panels(&set);
+    let mut set = catalog.panels(&q)?;
+    let frame = frame::take_panels(&mut set);
     // The frame holds its own copy; the panels are not needed any more.
     drop(set);
     let base_bytes: usize = ["open", "high", "low", "close", "volume"]
