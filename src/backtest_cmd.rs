@@ -5,12 +5,10 @@ use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 use clap::Args;
-use lim_backtest::metrics::{self, Metrics, Year};
+use lim_backtest::frame;
+use lim_backtest::session::{MultipleTesting, Session, SplitInfo, StrategyResult};
 use lim_backtest::spec::{Portfolio, StrategySpec};
-use lim_backtest::stats::{self, Deflated, Pbo};
-use lim_backtest::{Evaluator, Expr, frame, parse, portfolio, topk};
-use lim_market::{AsOf, Field, PanelQuery, Part, SplitSpec, Splits, Timestamp};
-use rayon::prelude::*;
+use lim_market::{AsOf, PanelQuery, Part, SplitSpec};
 use serde::Serialize;
 
 use crate::DataArgs;
@@ -64,67 +62,14 @@ pub struct BacktestArgs {
 }
 
 #[derive(Serialize)]
-struct Split {
-    part: Part,
-    first: Timestamp,
-    last: Timestamp,
-    bars: usize,
-}
-
-#[derive(Serialize)]
-struct Outcome {
-    name: String,
-    spec: StrategySpec,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    error: Option<String>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    metrics: Vec<(Part, Metrics)>,
-    /// Single strategies only: calendar years of the parts shown.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    years: Vec<Year>,
-    /// Single strategies only: four walk-forward folds of the training part.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    folds: Vec<Metrics>,
-    /// Single strategies only: mean rank IC against the return over 1, 5, 10 and 20 bars.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    ic_decay: Vec<(usize, f64)>,
-    #[serde(skip_serializing_if = "is_zero")]
-    infinite_signal_cells: usize,
-}
-
-/// A strategy's book and, for a single strategy, its IC by horizon.
-type Run = (topk::Book, Vec<(usize, f64)>);
-
-fn is_zero(n: &usize) -> bool {
-    *n == 0
-}
-
-#[derive(Serialize)]
 struct Report {
     datasets: Vec<String>,
     instruments: usize,
-    splits: Vec<Split>,
-    strategies: Vec<Outcome>,
+    splits: Vec<SplitInfo>,
+    strategies: Vec<StrategyResult>,
     /// Over every strategy that ran, on the validation part.
     #[serde(skip_serializing_if = "Option::is_none")]
     multiple_testing: Option<MultipleTesting>,
-}
-
-#[derive(Serialize)]
-struct MultipleTesting {
-    trials: usize,
-    best: String,
-    best_validation_sharpe: f64,
-    deflated: Deflated,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pbo: Option<PboSummary>,
-}
-
-#[derive(Serialize)]
-struct PboSummary {
-    pbo: f64,
-    splits: usize,
-    blocks: usize,
 }
 
 fn read_batch(path: &PathBuf) -> anyhow::Result<Vec<(String, String)>> {
@@ -185,130 +130,38 @@ pub fn run(args: BacktestArgs) -> anyhow::Result<ExitCode> {
         bail!("no strategies given; write one per line as `name | expression`");
     }
     let catalog = args.data.catalog()?;
-    let fields: Vec<Field> = frame::FIELDS.to_vec();
-    let mut q = PanelQuery::new(AsOf::LATEST, args.datasets.clone()).fields(fields);
+    let mut q = PanelQuery::new(AsOf::LATEST, args.datasets.clone()).fields(frame::FIELDS);
     if let Some(s) = &args.symbols {
         q = q.symbols(s.clone());
     }
     let mut set = catalog.panels(&q)?;
-    let frame = frame::take_panels(&mut set);
-    let splits = Splits::new(
-        &set.times,
+    let frequency = set.frequency;
+    let session = Session::new(
+        &mut set,
         SplitSpec::Fractions {
             train: args.train,
             valid: args.valid,
             embargo: args.embargo,
         },
     )?;
-    let periods = set.frequency.periods_per_year(1.0);
     if args.spec.is_none() {
-        let k = args.k.unwrap_or((set.instruments.len() / 5).clamp(1, 50));
+        let k = args.k.unwrap_or((session.instruments() / 5).clamp(1, 50));
         for (_, s) in specs.iter_mut() {
             s.portfolio = Portfolio::TopK { k };
             s.costs.bps = args.cost_bps;
         }
     }
-    let names = frame.field_names();
-    let parsed: Vec<Result<Expr, String>> = specs
-        .iter()
-        .map(|(_, s)| {
-            s.validate()
-                .and_then(|()| parse(&s.signal, &names).map_err(|e| e.to_string()))
-        })
-        .collect();
-    let good: Vec<Expr> = parsed
-        .iter()
-        .filter_map(|p| p.as_ref().ok().cloned())
-        .collect();
-    let eval = Evaluator::new(&frame, &good);
-    let target = topk::Target::new(&frame.fields["close"]);
     let mut parts = vec![Part::Train, Part::Validation];
     if args.unseal_test {
         parts.push(Part::Test);
     }
-    let single = specs.len() == 1;
-    let shown = splits.train.start
-        ..parts
-            .iter()
-            .map(|p| splits.range(*p).end)
-            .max()
-            .unwrap_or(0);
-    let results: Vec<Option<Run>> = parsed
-        .par_iter()
-        .zip(&specs)
-        .map(|(p, (_, spec))| {
-            let e = p.as_ref().ok()?;
-            let signal = eval.eval(e);
-            let book = portfolio::run(spec, &signal, &frame, &target, periods);
-            let decay = if single {
-                metrics::ic_decay(
-                    &signal,
-                    &frame.fields["close"],
-                    &[1, 5, 10, 20],
-                    shown.clone(),
-                )
-            } else {
-                Vec::new()
-            };
-            Some((book, decay))
-        })
-        .collect();
-    let strategies: Vec<Outcome> = specs
-        .iter()
-        .zip(&parsed)
-        .zip(&results)
-        .map(|(((name, spec), p), r)| {
-            let book = r.as_ref().map(|(b, _)| b);
-            Outcome {
-                name: name.clone(),
-                spec: spec.clone(),
-                error: p.as_ref().err().cloned(),
-                metrics: book
-                    .map(|b| {
-                        parts
-                            .iter()
-                            .map(|&pt| (pt, Metrics::of(b, splits.range(pt), periods)))
-                            .collect()
-                    })
-                    .unwrap_or_default(),
-                years: book
-                    .filter(|_| single)
-                    .map(|b| metrics::per_year(b, &set.times, shown.clone(), periods))
-                    .unwrap_or_default(),
-                folds: book
-                    .filter(|_| single)
-                    .map(|b| {
-                        metrics::walk_forward(b, splits.train.clone(), 4, periods)
-                            .into_iter()
-                            .map(|(_, m)| m)
-                            .collect()
-                    })
-                    .unwrap_or_default(),
-                ic_decay: r.as_ref().map(|(_, d)| d.clone()).unwrap_or_default(),
-                infinite_signal_cells: book.map_or(0, |b| b.nonfinite_signal_cells),
-            }
-        })
-        .collect();
-    let books: Vec<Option<&topk::Book>> =
-        results.iter().map(|r| r.as_ref().map(|(b, _)| b)).collect();
-    let multiple_testing = multiple_testing(&strategies, &books, &splits);
+    let strategies = session.run(&specs, &parts, specs.len() == 1);
     let report = Report {
         datasets: args.datasets.clone(),
-        instruments: set.instruments.len(),
-        splits: parts
-            .iter()
-            .map(|&p| {
-                let r = splits.range(p);
-                Split {
-                    part: p,
-                    first: set.times[r.start],
-                    last: set.times[r.end - 1],
-                    bars: r.len(),
-                }
-            })
-            .collect(),
+        instruments: session.instruments(),
+        splits: session.split_info(&parts),
+        multiple_testing: session.multiple_testing(&strategies),
         strategies,
-        multiple_testing,
     };
     let failed = report
         .strategies
@@ -318,78 +171,12 @@ pub fn run(args: BacktestArgs) -> anyhow::Result<ExitCode> {
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
-        print_report(&report, set.frequency);
+        print_report(&report, frequency);
     }
     Ok(if failed == report.strategies.len() {
         ExitCode::from(1)
     } else {
         ExitCode::SUCCESS
-    })
-}
-
-/// The deflated Sharpe ratio of the best validation Sharpe given every trial, and PBO over the
-/// trials' validation returns.
-fn multiple_testing(
-    outcomes: &[Outcome],
-    books: &[Option<&topk::Book>],
-    splits: &Splits,
-) -> Option<MultipleTesting> {
-    let valid = splits.range(Part::Validation);
-    let runs: Vec<(&Outcome, Vec<f64>)> = outcomes
-        .iter()
-        .zip(books)
-        .filter_map(|(o, b)| {
-            b.map(|b| {
-                (
-                    o,
-                    b.net[valid.clone()]
-                        .iter()
-                        .map(|v| if v.is_nan() { 0.0 } else { *v })
-                        .collect(),
-                )
-            })
-        })
-        .collect();
-    if runs.len() < 2 {
-        return None;
-    }
-    let per_bar_sharpe = |r: &[f64]| {
-        let n = r.len() as f64;
-        let m = r.iter().sum::<f64>() / n;
-        m / (r.iter().map(|v| (v - m).powi(2)).sum::<f64>() / (n - 1.0)).sqrt()
-    };
-    let srs: Vec<f64> = runs.iter().map(|(_, r)| per_bar_sharpe(r)).collect();
-    let finite: Vec<f64> = srs.iter().copied().filter(|v| v.is_finite()).collect();
-    let mean = finite.iter().sum::<f64>() / finite.len() as f64;
-    let variance =
-        finite.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (finite.len() as f64 - 1.0);
-    let (best, &best_sr) = srs
-        .iter()
-        .enumerate()
-        .filter(|(_, v)| v.is_finite())
-        .max_by(|a, b| a.1.total_cmp(b.1))?;
-    let (skew, kurt) = stats::moments(&runs[best].1);
-    let deflated = stats::deflated_sharpe(
-        best_sr,
-        runs[best].1.len(),
-        skew,
-        kurt,
-        runs.len(),
-        variance,
-    );
-    let returns: Vec<Vec<f64>> = runs.iter().map(|(_, r)| r.clone()).collect();
-    let blocks = 16usize;
-    let pbo = stats::pbo(&returns, blocks).map(|Pbo { pbo, splits, .. }| PboSummary {
-        pbo,
-        splits,
-        blocks,
-    });
-    Some(MultipleTesting {
-        trials: runs.len(),
-        best: runs[best].0.name.clone(),
-        best_validation_sharpe: best_sr * 252f64.sqrt(),
-        deflated,
-        pbo,
     })
 }
 
@@ -501,10 +288,10 @@ fn print_report(r: &Report, freq: lim_market::Frequency) {
             m.deflated.dsr,
             m.deflated.expected_max * 252f64.sqrt()
         );
-        if let Some(p) = &m.pbo {
+        if let Some(p) = m.pbo {
             println!(
-                "probability of backtest overfitting (CSCV, {} blocks, {} splits): {:.2}",
-                p.blocks, p.splits, p.pbo
+                "probability of backtest overfitting (CSCV, 16 blocks, {} splits): {p:.2}",
+                m.pbo_splits
             );
         }
     }

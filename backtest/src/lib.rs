@@ -15,6 +15,7 @@ pub mod frame;
 pub mod metrics;
 pub mod ops;
 pub mod portfolio;
+pub mod session;
 pub mod spec;
 pub mod stats;
 pub mod topk;

@@ -1,0 +1,266 @@
+//! A backtesting session: one panel set, one split, any number of strategies. The command
+//! line and the agents' backtest tool both run strategies through it.
+
+use lim_market::{PanelSet, Part, SplitSpec, Splits, Timestamp};
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::error::BacktestError;
+use crate::eval::{Evaluator, Frame};
+use crate::expr::{Expr, parse};
+use crate::metrics::{self, Metrics, Year};
+use crate::spec::StrategySpec;
+use crate::stats::{self, Deflated};
+use crate::topk::{Book, Target};
+use crate::{frame, portfolio};
+
+/// The bars of one part of the split.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SplitInfo {
+    /// Which part.
+    pub part: Part,
+    /// First bar.
+    pub first: Timestamp,
+    /// Last bar.
+    pub last: Timestamp,
+    /// Bars.
+    pub bars: usize,
+}
+
+/// One strategy's result.
+#[derive(Debug, Clone, Serialize)]
+pub struct StrategyResult {
+    /// A name for the strategy.
+    pub name: String,
+    /// The spec that ran.
+    pub spec: StrategySpec,
+    /// Why it could not run, if it could not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Metrics per part asked for.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub metrics: Vec<(Part, Metrics)>,
+    /// With detail: calendar years of the parts shown.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub years: Vec<Year>,
+    /// With detail: four walk-forward folds of the training part.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub folds: Vec<Metrics>,
+    /// With detail: mean rank IC against the return over 1, 5, 10 and 20 bars.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub ic_decay: Vec<(usize, f64)>,
+    /// Infinite signal values, treated as missing.
+    pub infinite_signal_cells: usize,
+    /// The book, for statistics over several strategies.
+    #[serde(skip)]
+    pub book: Option<Book>,
+}
+
+/// Multiple-testing statistics over every strategy of a run, on the validation part.
+#[derive(Debug, Clone, Serialize)]
+pub struct MultipleTesting {
+    /// Strategies that ran.
+    pub trials: usize,
+    /// The best by validation Sharpe.
+    pub best: String,
+    /// Its annualised validation Sharpe.
+    pub best_validation_sharpe: f64,
+    /// Its deflated Sharpe ratio given all trials.
+    pub deflated: Deflated,
+    /// Probability of backtest overfitting by CSCV with 16 blocks, when computable.
+    pub pbo: Option<f64>,
+    /// CSCV splits evaluated.
+    pub pbo_splits: usize,
+}
+
+/// A panel set ready for backtests.
+#[derive(Debug)]
+pub struct Session {
+    frame: Frame,
+    times: Vec<Timestamp>,
+    splits: Splits,
+    target: Target,
+    periods: f64,
+    instruments: usize,
+}
+
+impl Session {
+    /// Takes the panels of `set` (which keeps its times and instruments) and splits its bars.
+    ///
+    /// # Errors
+    /// The split leaves a part empty, or the set has no close prices.
+    pub fn new(set: &mut PanelSet, split: SplitSpec) -> Result<Session, BacktestError> {
+        let splits =
+            Splits::new(&set.times, split).map_err(|e| BacktestError::Input(e.to_string()))?;
+        let periods = set.frequency.periods_per_year(1.0);
+        let frame = frame::take_panels(set);
+        let close = frame
+            .fields
+            .get("close")
+            .ok_or_else(|| BacktestError::Input("the panels have no close prices".into()))?;
+        let target = Target::new(close);
+        Ok(Session {
+            times: set.times.clone(),
+            instruments: set.instruments.len(),
+            frame,
+            splits,
+            target,
+            periods,
+        })
+    }
+
+    /// Instruments in the session.
+    pub fn instruments(&self) -> usize {
+        self.instruments
+    }
+
+    /// The split.
+    pub fn splits(&self) -> &Splits {
+        &self.splits
+    }
+
+    /// Bars and dates of each part.
+    pub fn split_info(&self, parts: &[Part]) -> Vec<SplitInfo> {
+        parts
+            .iter()
+            .map(|&p| {
+                let r = self.splits.range(p);
+                SplitInfo {
+                    part: p,
+                    first: self.times[r.start],
+                    last: self.times[r.end - 1],
+                    bars: r.len(),
+                }
+            })
+            .collect()
+    }
+
+    /// Runs strategies as one batch (shared sub-expressions computed once), measuring `parts`.
+    /// `detail` adds years, walk-forward folds and IC decay. A strategy that cannot run gets an
+    /// error; the others still run.
+    pub fn run(
+        &self,
+        specs: &[(String, StrategySpec)],
+        parts: &[Part],
+        detail: bool,
+    ) -> Vec<StrategyResult> {
+        let names = self.frame.field_names();
+        let parsed: Vec<Result<Expr, String>> = specs
+            .iter()
+            .map(|(_, s)| {
+                s.validate()
+                    .and_then(|()| parse(&s.signal, &names).map_err(|e| e.to_string()))
+            })
+            .collect();
+        let good: Vec<Expr> = parsed
+            .iter()
+            .filter_map(|p| p.as_ref().ok().cloned())
+            .collect();
+        let eval = Evaluator::new(&self.frame, &good);
+        let shown = self.splits.train.start
+            ..parts
+                .iter()
+                .map(|p| self.splits.range(*p).end)
+                .max()
+                .unwrap_or(0);
+        parsed
+            .par_iter()
+            .zip(specs)
+            .map(|(p, (name, spec))| {
+                let mut out = StrategyResult {
+                    name: name.clone(),
+                    spec: spec.clone(),
+                    error: p.as_ref().err().cloned(),
+                    metrics: Vec::new(),
+                    years: Vec::new(),
+                    folds: Vec::new(),
+                    ic_decay: Vec::new(),
+                    infinite_signal_cells: 0,
+                    book: None,
+                };
+                let Ok(e) = p else { return out };
+                let signal = eval.eval(e);
+                let book = portfolio::run(spec, &signal, &self.frame, &self.target, self.periods);
+                out.metrics = parts
+                    .iter()
+                    .map(|&pt| (pt, Metrics::of(&book, self.splits.range(pt), self.periods)))
+                    .collect();
+                if detail {
+                    out.years = metrics::per_year(&book, &self.times, shown.clone(), self.periods);
+                    out.folds =
+                        metrics::walk_forward(&book, self.splits.train.clone(), 4, self.periods)
+                            .into_iter()
+                            .map(|(_, m)| m)
+                            .collect();
+                    if let Some(close) = self.frame.fields.get("close") {
+                        out.ic_decay =
+                            metrics::ic_decay(&signal, close, &[1, 5, 10, 20], shown.clone());
+                    }
+                }
+                out.infinite_signal_cells = book.nonfinite_signal_cells;
+                out.book = Some(book);
+                out
+            })
+            .collect()
+    }
+
+    /// The deflated Sharpe ratio of the best validation Sharpe given every strategy that ran,
+    /// and PBO over their validation returns.
+    pub fn multiple_testing(&self, results: &[StrategyResult]) -> Option<MultipleTesting> {
+        let valid = self.splits.range(Part::Validation);
+        let runs: Vec<(&str, Vec<f64>)> = results
+            .iter()
+            .filter_map(|r| {
+                r.book.as_ref().map(|b| {
+                    (
+                        r.name.as_str(),
+                        b.net[valid.clone()]
+                            .iter()
+                            .map(|v| if v.is_nan() { 0.0 } else { *v })
+                            .collect(),
+                    )
+                })
+            })
+            .collect();
+        if runs.len() < 2 {
+            return None;
+        }
+        let per_bar_sharpe = |r: &[f64]| {
+            let n = r.len() as f64;
+            let m = r.iter().sum::<f64>() / n;
+            m / (r.iter().map(|v| (v - m).powi(2)).sum::<f64>() / (n - 1.0)).sqrt()
+        };
+        let srs: Vec<f64> = runs.iter().map(|(_, r)| per_bar_sharpe(r)).collect();
+        let finite: Vec<f64> = srs.iter().copied().filter(|v| v.is_finite()).collect();
+        if finite.len() < 2 {
+            return None;
+        }
+        let mean = finite.iter().sum::<f64>() / finite.len() as f64;
+        let variance =
+            finite.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (finite.len() as f64 - 1.0);
+        let (best, &best_sr) = srs
+            .iter()
+            .enumerate()
+            .filter(|(_, v)| v.is_finite())
+            .max_by(|a, b| a.1.total_cmp(b.1))?;
+        let (skew, kurt) = stats::moments(&runs[best].1);
+        let deflated = stats::deflated_sharpe(
+            best_sr,
+            runs[best].1.len(),
+            skew,
+            kurt,
+            runs.len(),
+            variance,
+        );
+        let returns: Vec<Vec<f64>> = runs.iter().map(|(_, r)| r.clone()).collect();
+        let pbo = stats::pbo(&returns, 16);
+        Some(MultipleTesting {
+            trials: runs.len(),
+            best: runs[best].0.to_string(),
+            best_validation_sharpe: best_sr * self.periods.sqrt(),
+            deflated,
+            pbo: pbo.as_ref().map(|p| p.pbo),
+            pbo_splits: pbo.map_or(0, |p| p.splits),
+        })
+    }
+}
