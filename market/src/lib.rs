@@ -42,7 +42,7 @@ pub use time::{AsOf, Frequency, Timestamp};
 
 /// The read side of market data, as the rest of LIM sees it. Every data read crosses this
 /// trait, so a trace layer can wrap it.
-pub trait MarketData: Send + Sync {
+pub trait MarketData: Send + Sync + std::fmt::Debug {
     /// Summaries of every dataset.
     ///
     /// # Errors

@@ -1,0 +1,92 @@
+//! The backtest tool: strategy specs in, metrics on the training and validation parts out.
+//! The test part is sealed: the tool refuses it, whatever the model asks.
+
+use std::sync::Arc;
+
+use lim_backtest::session::{MultipleTesting, Session, SplitInfo, StrategyResult};
+use lim_backtest::spec::StrategySpec;
+use lim_market::Part;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::{FailureKind, Tool, ToolOutcome};
+
+/// Arguments of `backtest`.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BacktestArgs {
+    /// The strategies to test, at most 50 per call.
+    pub strategies: Vec<StrategySpec>,
+    /// Must be false: the test period is sealed until the research run ends.
+    #[serde(default)]
+    pub include_test: bool,
+}
+
+/// What `backtest` returns.
+#[derive(Debug, Clone, Serialize)]
+pub struct BacktestReport {
+    /// The parts measured.
+    pub splits: Vec<SplitInfo>,
+    /// One result per strategy, in order.
+    pub strategies: Vec<StrategyResult>,
+    /// Over the strategies of this call.
+    pub multiple_testing: Option<MultipleTesting>,
+}
+
+/// Backtests strategy specs in one session (one universe, one split).
+#[derive(Debug, Clone)]
+pub struct BacktestTool {
+    /// The prepared panels and split.
+    pub session: Arc<Session>,
+}
+
+impl Tool for BacktestTool {
+    const NAME: &'static str = "backtest";
+    type Args = BacktestArgs;
+    type Output = BacktestReport;
+
+    fn description(&self) -> String {
+        "Backtest strategy specs (signal expression, universe, portfolio, rebalancing, lag, costs, limits) and return \
+         their metrics on the training and validation periods. The test period is sealed."
+            .into()
+    }
+
+    async fn call(&self, args: BacktestArgs) -> ToolOutcome<BacktestReport> {
+        if args.include_test {
+            return ToolOutcome::failed(
+                FailureKind::Sealed,
+                "the test period is sealed: it is evaluated once, on the finalists, when the run ends; use the validation metrics to choose",
+            );
+        }
+        if args.strategies.is_empty() || args.strategies.len() > 50 {
+            return ToolOutcome::failed(
+                FailureKind::InvalidArguments,
+                format!(
+                    "give between 1 and 50 strategies, not {}",
+                    args.strategies.len()
+                ),
+            );
+        }
+        let session = self.session.clone();
+        let specs: Vec<(String, StrategySpec)> = args
+            .strategies
+            .into_iter()
+            .enumerate()
+            .map(|(i, s)| (format!("s{}", i + 1), s))
+            .collect();
+        let parts = [Part::Train, Part::Validation];
+        let work = tokio::task::spawn_blocking(move || {
+            let results = session.run(&specs, &parts, false);
+            let mt = session.multiple_testing(&results);
+            BacktestReport {
+                splits: session.split_info(&parts),
+                strategies: results,
+                multiple_testing: mt,
+            }
+        });
+        match work.await {
+            Ok(report) => ToolOutcome::Done { result: report },
+            Err(e) => ToolOutcome::failed(FailureKind::Failed, format!("the backtest failed: {e}")),
+        }
+    }
+}

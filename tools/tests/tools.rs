@@ -1,0 +1,108 @@
+//! The tool belt as a model sees it: stable definitions, failures as values, a sealed test.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests fail loudly
+
+use std::sync::Arc;
+
+use lim_backtest::session::Session;
+use lim_market::{AsOf, Catalog, MarketData, PanelQuery, SplitSpec};
+use lim_tools::{BacktestTool, DescribeDataset, ListDatasets, Registry};
+
+fn registry() -> Registry {
+    let catalog = Arc::new(Catalog::bundled(None));
+    let mut set = catalog
+        .panels(
+            &PanelQuery::new(AsOf::LATEST, ["us_equities_daily_adjusted"])
+                .fields(lim_backtest::frame::FIELDS),
+        )
+        .unwrap();
+    let session = Arc::new(Session::new(&mut set, SplitSpec::default()).unwrap());
+    let market: Arc<dyn MarketData> = catalog;
+    Registry::default()
+        .with(ListDatasets {
+            market: market.clone(),
+        })
+        .with(DescribeDataset { market })
+        .with(BacktestTool { session })
+}
+
+#[test]
+fn tool_definitions_are_stable() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/snapshots/tools.json");
+    let got = serde_json::to_string_pretty(&registry().specs()).unwrap() + "\n";
+    let want = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        got == want,
+        "the tool definitions changed; they are part of the prompt. Review and update {}:\n{got}",
+        path.display()
+    );
+}
+
+#[tokio::test]
+async fn the_backtest_tool_measures_train_and_validation_and_refuses_the_test() {
+    let r = registry();
+    let out = r.call("backtest", r#"{"strategies": [{"signal": "rank(ts_sum(returns, 60))", "portfolio": {"kind": "top_k", "k": 10}}]}"#).await;
+    assert_eq!(out["status"], "done", "{out}");
+    let parts: Vec<&str> = out["result"]["splits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["part"].as_str().unwrap())
+        .collect();
+    assert_eq!(parts, ["train", "validation"]);
+    assert!(
+        out["result"]["strategies"][0]["metrics"][1][1]["sharpe"]
+            .as_f64()
+            .unwrap()
+            .is_finite()
+    );
+
+    let sealed = r
+        .call(
+            "backtest",
+            r#"{"strategies": [{"signal": "rank(returns)"}], "include_test": true}"#,
+        )
+        .await;
+    assert_eq!(
+        (sealed["status"].as_str(), sealed["kind"].as_str()),
+        (Some("failed"), Some("sealed"))
+    );
+
+    // A bad strategy is reported in its slot; malformed arguments come back as a failure.
+    let bad = r
+        .call(
+            "backtest",
+            r#"{"strategies": [{"signal": "rank(ts_men(close, 5))"}]}"#,
+        )
+        .await;
+    assert!(
+        bad["result"]["strategies"][0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("did you mean 'ts_mean'")
+    );
+    let malformed = r.call("backtest", r#"{"strategies": "momentum"}"#).await;
+    assert_eq!(malformed["kind"], "invalid_arguments");
+    let unknown = r.call("optimise", "{}").await;
+    assert!(
+        unknown["message"]
+            .as_str()
+            .unwrap()
+            .contains("the tools are backtest, describe_dataset, list_datasets")
+    );
+}
+
+#[tokio::test]
+async fn data_tools_list_and_describe() {
+    let r = registry();
+    let list = r.call("list_datasets", "").await;
+    assert_eq!(list["result"].as_array().unwrap().len(), 4);
+    let d = r
+        .call("describe_dataset", r#"{"dataset": "cn_futures_daily"}"#)
+        .await;
+    assert_eq!(d["result"].as_array().unwrap().len(), 30);
+    let missing = r
+        .call("describe_dataset", r#"{"dataset": "lse_equities"}"#)
+        .await;
+    assert_eq!(missing["kind"], "not_found");
+}
