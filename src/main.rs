@@ -5,6 +5,7 @@
 
 mod backtest_cmd;
 mod data_cmd;
+mod search_cmd;
 mod table;
 
 use std::path::PathBuf;
@@ -31,6 +32,9 @@ enum Command {
     Data(data_cmd::DataCommand),
     /// Backtest strategy expressions: metrics by split, multiple-testing statistics.
     Backtest(backtest_cmd::BacktestArgs),
+    /// Search for strategies toward a goal with the offline strategist (not an LLM); the
+    /// finalists meet the sealed test period once.
+    Search(search_cmd::SearchArgs),
 }
 
 /// Where data and caches come from; shared by every command that reads data.
@@ -87,6 +91,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Data(cmd) => data_cmd::run(cmd),
         Command::Backtest(args) => backtest_cmd::run(args),
+        Command::Search(args) => search_cmd::run(args),
     };
     match result {
         Ok(code) => code,

@@ -325,3 +325,51 @@ fn a_spec_file_sets_the_book_and_a_bad_one_names_the_field() {
     let schema = lim(&["backtest", "--print-schema"], dir.path());
     assert!(String::from_utf8_lossy(&schema.stdout).contains("\"sign_threshold\""));
 }
+
+#[test]
+fn search_is_offline_deterministic_and_tests_only_the_finalists() {
+    let cache = tempfile::tempdir().unwrap();
+    let goal = "find a robust trend strategy for Chinese commodity futures, max drawdown 15%";
+    let args = [
+        "search",
+        goal,
+        "--generations",
+        "3",
+        "--population",
+        "6",
+        "--json",
+    ];
+    let a = json(&lim(&args, cache.path()));
+    let b = json(&lim(&args, cache.path()));
+    assert_eq!(a, b, "the same seed gives the same run");
+    assert!(a["strategist"].as_str().unwrap().contains("not an LLM"));
+    assert_eq!(a["plan"]["datasets"][0], "cn_futures_daily");
+    assert_eq!(a["plan"]["max_drawdown"], 0.15);
+    assert_eq!(a["finalists"].as_array().unwrap().len(), 3);
+    assert!(
+        a["leaderboard"][0].get("test").is_none(),
+        "the leaderboard never shows the test period"
+    );
+    let trials = a["trials"].as_u64().unwrap();
+    assert!(trials > 10);
+    assert_eq!(
+        a["multiple_testing"]["trials"].as_u64().unwrap(),
+        trials,
+        "statistics cover every strategy tried"
+    );
+    let other = json(&lim(
+        &[
+            "search",
+            goal,
+            "--generations",
+            "3",
+            "--population",
+            "6",
+            "--seed",
+            "2",
+            "--json",
+        ],
+        cache.path(),
+    ));
+    assert_ne!(a["leaderboard"], other["leaderboard"]);
+}

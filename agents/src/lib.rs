@@ -9,6 +9,7 @@
 pub mod chat;
 pub mod client;
 pub mod error;
+pub mod offline;
 pub mod structured;
 
 pub use chat::{ChatRequest, ChatResponse, Message, Role, Usage};

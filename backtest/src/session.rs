@@ -230,7 +230,21 @@ impl Session {
             let m = r.iter().sum::<f64>() / n;
             m / (r.iter().map(|v| (v - m).powi(2)).sum::<f64>() / (n - 1.0)).sqrt()
         };
-        let srs: Vec<f64> = runs.iter().map(|(_, r)| per_bar_sharpe(r)).collect();
+        // Sharpe ratios over active bars, as the metrics report them; PBO below needs equal
+        // lengths, so there an inactive bar counts as a zero return.
+        let active: Vec<Vec<f64>> = results
+            .iter()
+            .filter_map(|r| {
+                r.book.as_ref().map(|b| {
+                    b.net[valid.clone()]
+                        .iter()
+                        .copied()
+                        .filter(|v| !v.is_nan())
+                        .collect()
+                })
+            })
+            .collect();
+        let srs: Vec<f64> = active.iter().map(|r| per_bar_sharpe(r)).collect();
         let finite: Vec<f64> = srs.iter().copied().filter(|v| v.is_finite()).collect();
         if finite.len() < 2 {
             return None;

@@ -1,0 +1,284 @@
+//! `lim search "GOAL"`: a strategy search by the offline strategist, ending with the sealed
+//! test of the finalists and multiple-testing statistics over every strategy tried.
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+
+use clap::Args;
+use lim_agents::offline::{self, Candidate, DISCLAIMER, Evolution, Plan};
+use lim_backtest::frame;
+use lim_backtest::metrics::Metrics;
+use lim_backtest::session::{MultipleTesting, Session, StrategyResult};
+use lim_market::{AsOf, MarketData, PanelQuery, Part, SplitSpec};
+use serde::Serialize;
+
+use crate::DataArgs;
+use crate::table::{Table, pct};
+
+#[derive(Debug, Args)]
+pub struct SearchArgs {
+    /// The research goal, e.g. "find a robust trend strategy for Chinese commodity futures, max drawdown 15%".
+    goal: String,
+    /// Generations of the search.
+    #[arg(long, default_value_t = 6)]
+    generations: usize,
+    /// New strategies per generation.
+    #[arg(long, default_value_t = 12)]
+    population: usize,
+    /// Seed of the search: the same seed gives the same run.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Finalists evaluated once on the sealed test period.
+    #[arg(long, default_value_t = 3)]
+    finalists: usize,
+    #[command(flatten)]
+    data: DataArgs,
+    /// Print JSON instead of tables.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Serialize)]
+struct Entry {
+    rank: usize,
+    signal: String,
+    generation: usize,
+    parents: Vec<String>,
+    fitness: f64,
+    train: Metrics,
+    validation: Metrics,
+}
+
+#[derive(Serialize)]
+struct Finalist {
+    signal: String,
+    validation: Metrics,
+    test: Metrics,
+}
+
+#[derive(Serialize)]
+struct SearchReport {
+    strategist: &'static str,
+    plan: Plan,
+    trials: usize,
+    leaderboard: Vec<Entry>,
+    finalists: Vec<Finalist>,
+    multiple_testing: Option<MultipleTesting>,
+}
+
+/// Robustness first: the worse of the training and validation Sharpe ratios, less a penalty
+/// for a validation drawdown beyond the plan's limit.
+fn fitness(plan: &Plan, train: &Metrics, valid: &Metrics) -> f64 {
+    let base = train.sharpe.min(valid.sharpe);
+    let excess = plan
+        .max_drawdown
+        .map_or(0.0, |limit| (valid.max_dd.abs() - limit).max(0.0));
+    if base.is_finite() {
+        base - 5.0 * excess
+    } else {
+        f64::NEG_INFINITY
+    }
+}
+
+pub fn run(args: SearchArgs) -> anyhow::Result<ExitCode> {
+    let catalog = args.data.catalog()?;
+    let available: Vec<String> = catalog.datasets()?.into_iter().map(|d| d.name).collect();
+    let plan = offline::plan(&args.goal, &available);
+    let tty = std::io::stderr().is_terminal() && !args.json;
+    if !args.json {
+        println!("{DISCLAIMER}");
+        println!(
+            "plan: trade {} with {:?} signals; book {:?}; costs {} bps{}",
+            plan.datasets.join(", "),
+            plan.family,
+            plan.portfolio,
+            plan.cost_bps,
+            plan.max_drawdown
+                .map(|d| format!("; max validation drawdown {}", pct(d)))
+                .unwrap_or_default()
+        );
+    }
+    let mut set = catalog
+        .panels(&PanelQuery::new(AsOf::LATEST, plan.datasets.clone()).fields(frame::FIELDS))?;
+    let session = Session::new(&mut set, SplitSpec::default())?;
+    let cross_sectional = !matches!(
+        plan.portfolio,
+        lim_backtest::spec::Portfolio::SignThreshold { .. }
+    );
+    let mut evo = Evolution::new(args.seed, cross_sectional);
+    let mut results: Vec<StrategyResult> = Vec::new();
+    let mut added = evo.add(
+        offline::seeds(plan.family, cross_sectional)
+            .into_iter()
+            .map(|s| (s, Vec::new())),
+        0,
+    );
+    for generation in 0..=args.generations {
+        let specs: Vec<(String, lim_backtest::spec::StrategySpec)> = added
+            .iter()
+            .map(|&i| {
+                (
+                    evo.history[i].signal.clone(),
+                    offline::spec_for(&plan, &evo.history[i].signal),
+                )
+            })
+            .collect();
+        let batch = session.run(&specs, &[Part::Train, Part::Validation], false);
+        for (&i, r) in added.iter().zip(&batch) {
+            evo.history[i].fitness = match r.metrics.as_slice() {
+                [(_, t), (_, v)] => Some(fitness(&plan, t, v)),
+                _ => Some(f64::NEG_INFINITY),
+            };
+        }
+        results.extend(batch);
+        if tty {
+            let best = evo
+                .history
+                .iter()
+                .filter_map(|c| c.fitness)
+                .fold(f64::NEG_INFINITY, f64::max);
+            eprint!(
+                "\rgeneration {generation}/{}: {} strategies tried, best robust Sharpe {best:.2}   ",
+                args.generations,
+                evo.history.len()
+            );
+        }
+        if generation == args.generations {
+            break;
+        }
+        let proposals = evo.propose(args.population, generation + 1, cross_sectional);
+        added = evo.add(proposals, generation + 1);
+    }
+    if tty {
+        eprintln!();
+    }
+    let mut order: Vec<usize> = (0..evo.history.len()).collect();
+    let fit = |c: &Candidate| c.fitness.unwrap_or(f64::NEG_INFINITY);
+    order.sort_by(|&a, &b| {
+        fit(&evo.history[b])
+            .total_cmp(&fit(&evo.history[a]))
+            .then(a.cmp(&b))
+    });
+    let leaderboard: Vec<Entry> = order
+        .iter()
+        .take(10)
+        .enumerate()
+        .filter_map(|(rank, &i)| {
+            let c = &evo.history[i];
+            let r = results.iter().find(|r| r.name == c.signal)?;
+            match r.metrics.as_slice() {
+                [(_, t), (_, v)] => Some(Entry {
+                    rank: rank + 1,
+                    signal: c.signal.clone(),
+                    generation: c.generation,
+                    parents: c.parents.clone(),
+                    fitness: fit(c),
+                    train: *t,
+                    validation: *v,
+                }),
+                _ => None,
+            }
+        })
+        .collect();
+    // The sealed test: once, on the finalists only.
+    let finalist_specs: Vec<(String, lim_backtest::spec::StrategySpec)> = leaderboard
+        .iter()
+        .take(args.finalists)
+        .map(|e| (e.signal.clone(), offline::spec_for(&plan, &e.signal)))
+        .collect();
+    let tested = session.run(&finalist_specs, &[Part::Validation, Part::Test], false);
+    let finalists: Vec<Finalist> = tested
+        .iter()
+        .filter_map(|r| match r.metrics.as_slice() {
+            [(_, v), (_, t)] => Some(Finalist {
+                signal: r.name.clone(),
+                validation: *v,
+                test: *t,
+            }),
+            _ => None,
+        })
+        .collect();
+    let report = SearchReport {
+        strategist: DISCLAIMER,
+        trials: results.len(),
+        multiple_testing: session.multiple_testing(&results),
+        plan,
+        leaderboard,
+        finalists,
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "{} strategies tried; leaderboard by robust Sharpe (the worse of train and validation):",
+        report.trials
+    );
+    let mut t = Table::new(&[
+        "#",
+        "gen",
+        "train.sharpe",
+        "valid.sharpe",
+        "valid.dd",
+        "signal",
+    ]);
+    for e in &report.leaderboard {
+        let sig: String = if e.signal.chars().count() > 60 {
+            format!("{}…", e.signal.chars().take(59).collect::<String>())
+        } else {
+            e.signal.clone()
+        };
+        t.row(vec![
+            e.rank.to_string(),
+            e.generation.to_string(),
+            format!("{:.2}", e.train.sharpe),
+            format!("{:.2}", e.validation.sharpe),
+            pct(e.validation.max_dd),
+            sig,
+        ]);
+    }
+    print!("{}", t.render());
+    println!(
+        "sealed test period, evaluated once on the {} finalists:",
+        report.finalists.len()
+    );
+    let mut t = Table::new(&[
+        "signal",
+        "valid.sharpe",
+        "test.sharpe",
+        "test.return",
+        "test.dd",
+    ]);
+    for f in &report.finalists {
+        let sig: String = if f.signal.chars().count() > 60 {
+            format!("{}…", f.signal.chars().take(59).collect::<String>())
+        } else {
+            f.signal.clone()
+        };
+        t.row(vec![
+            sig,
+            format!("{:.2}", f.validation.sharpe),
+            format!("{:.2}", f.test.sharpe),
+            pct(f.test.ann_return),
+            pct(f.test.max_dd),
+        ]);
+    }
+    print!("{}", t.render());
+    if let Some(m) = &report.multiple_testing {
+        println!(
+            "over all {} trials: best validation Sharpe {:.2}, deflated Sharpe ratio {:.3} (the best of {} tries at zero true skill would show {:.2}){}",
+            m.trials,
+            m.best_validation_sharpe,
+            m.deflated.dsr,
+            m.trials,
+            m.deflated.expected_max * 252f64.sqrt(),
+            m.pbo
+                .map(|p| format!("; probability of backtest overfitting {p:.2}"))
+                .unwrap_or_default()
+        );
+    }
+    println!(
+        "note: {DISCLAIMER}; the survivorship and roll caveats of the data apply (docs/data.md)"
+    );
+    Ok(ExitCode::SUCCESS)
+}
