@@ -198,6 +198,9 @@ pub struct ChatResponse {
     pub finish_reason: FinishReason,
     /// Tokens used.
     pub usage: Usage,
+    /// What the provider had to do differently (e.g. a structured-output fallback), for the trace.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
 }
 
 /// Replaces anything that looks like a secret (API keys, bearer tokens) in `text`.

@@ -349,6 +349,7 @@ impl LlmClient for ScriptedLlm {
             message,
             finish_reason,
             usage: self.usage,
+            notes: Vec::new(),
         })
     }
 }

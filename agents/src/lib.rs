@@ -10,6 +10,7 @@ pub mod chat;
 pub mod client;
 pub mod error;
 pub mod offline;
+pub mod openai;
 pub mod prompt;
 pub mod structured;
 

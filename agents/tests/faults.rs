@@ -49,6 +49,7 @@ impl LlmClient for Flaky {
                     prompt_tokens: 10,
                     completion_tokens: 1,
                 },
+                notes: Vec::new(),
             }),
         }
     }
