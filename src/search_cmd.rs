@@ -4,8 +4,15 @@
 use std::io::IsTerminal;
 use std::process::ExitCode;
 
-use clap::Args;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, ValueEnum};
+use lim_agents::client::{Budget, Budgeted, Recording, RetryPolicy, Retrying, Spent, Timed};
 use lim_agents::offline::{self, Candidate, DISCLAIMER, Evolution, Plan};
+use lim_agents::openai::{OpenAi, OpenAiConfig};
+use lim_agents::strategist::{self, Tried};
 use lim_backtest::frame;
 use lim_backtest::metrics::Metrics;
 use lim_backtest::session::{MultipleTesting, Session, StrategyResult};
@@ -31,11 +38,37 @@ pub struct SearchArgs {
     /// Finalists evaluated once on the sealed test period.
     #[arg(long, default_value_t = 3)]
     finalists: usize,
+    /// Who proposes strategies: the offline strategist, or an OpenAI-compatible model.
+    #[arg(long, value_enum, default_value = "offline")]
+    llm: LlmKind,
+    /// Model name, with --llm openai.
+    #[arg(long, default_value = "gpt-4o-mini")]
+    model: String,
+    /// Base URL of the OpenAI-compatible API (OpenAI, vLLM, Ollama, llama.cpp), with /v1.
+    #[arg(long, default_value = "https://api.openai.com/v1")]
+    base_url: String,
+    /// Environment variable holding the API key (unset means no key, e.g. a local server).
+    #[arg(long, default_value = "OPENAI_API_KEY")]
+    api_key_env: String,
+    /// Most tokens the LLM may use over the search.
+    #[arg(long)]
+    max_tokens: Option<u64>,
+    /// Write every LLM exchange, secrets scrubbed, to this JSON-lines file.
+    #[arg(long)]
+    trace: Option<PathBuf>,
     #[command(flatten)]
     data: DataArgs,
     /// Print JSON instead of tables.
     #[arg(long)]
     json: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum LlmKind {
+    /// The deterministic evolutionary search (not an LLM).
+    Offline,
+    /// An OpenAI-compatible chat model.
+    Openai,
 }
 
 #[derive(Serialize)]
@@ -58,7 +91,11 @@ struct Finalist {
 
 #[derive(Serialize)]
 struct SearchReport {
-    strategist: &'static str,
+    strategist: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stopped: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    llm_spent: Option<Spent>,
     plan: Plan,
     trials: usize,
     leaderboard: Vec<Entry>,
@@ -85,8 +122,43 @@ pub fn run(args: SearchArgs) -> anyhow::Result<ExitCode> {
     let available: Vec<String> = catalog.datasets()?.into_iter().map(|d| d.name).collect();
     let plan = offline::plan(&args.goal, &available);
     let tty = std::io::stderr().is_terminal() && !args.json;
+    let strategist_name = match args.llm {
+        LlmKind::Offline => DISCLAIMER.to_string(),
+        LlmKind::Openai => format!("LLM strategist: model {} at {}", args.model, args.base_url),
+    };
+    // Only the CLI reads keys, and only from the named environment variable.
+    let llm = match args.llm {
+        LlmKind::Offline => None,
+        LlmKind::Openai => {
+            let api_key = std::env::var(&args.api_key_env)
+                .ok()
+                .filter(|k| !k.is_empty());
+            let provider = OpenAi::new(OpenAiConfig {
+                base_url: args.base_url.clone(),
+                api_key,
+            })?;
+            let budget = Budget {
+                max_tokens: args.max_tokens,
+                ..Budget::default()
+            };
+            Some(Recording::new(Budgeted::new(
+                Retrying::new(
+                    Timed::new(provider, Duration::from_secs(120)),
+                    RetryPolicy::default(),
+                    args.seed,
+                ),
+                budget,
+                Spent::default(),
+            )))
+        }
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let mut stopped = None;
     if !args.json {
-        println!("{DISCLAIMER}");
+        println!("{strategist_name}");
         println!(
             "plan: trade {} with {:?} signals; book {:?}; costs {} bps{}",
             plan.datasets.join(", "),
@@ -146,7 +218,60 @@ pub fn run(args: SearchArgs) -> anyhow::Result<ExitCode> {
         if generation == args.generations {
             break;
         }
-        let proposals = evo.propose(args.population, generation + 1, cross_sectional);
+        let proposals = match &llm {
+            None => evo.propose(args.population, generation + 1, cross_sectional),
+            Some(client) => {
+                let mut best: Vec<&Candidate> = evo
+                    .history
+                    .iter()
+                    .filter(|c| c.fitness.is_some_and(f64::is_finite))
+                    .collect();
+                best.sort_by(|a, b| {
+                    b.fitness
+                        .unwrap_or(f64::MIN)
+                        .total_cmp(&a.fitness.unwrap_or(f64::MIN))
+                });
+                let tried: Vec<Tried> = best
+                    .iter()
+                    .take(8)
+                    .filter_map(|c| {
+                        let r = results.iter().find(|r| r.name == c.signal)?;
+                        match r.metrics.as_slice() {
+                            [(_, t), (_, v)] => Some(Tried {
+                                signal: c.signal.clone(),
+                                train_sharpe: t.sharpe,
+                                validation_sharpe: v.sharpe,
+                            }),
+                            _ => None,
+                        }
+                    })
+                    .collect();
+                let fields: Vec<&str> = if cross_sectional {
+                    vec!["open", "high", "low", "close", "volume", "vwap", "returns"]
+                } else {
+                    vec!["returns"]
+                };
+                match runtime.block_on(strategist::propose(
+                    client,
+                    &args.model,
+                    &plan,
+                    &fields,
+                    &tried,
+                    args.population,
+                    2,
+                )) {
+                    // The LLM proposes signals; the plan's book, costs and limits apply to all.
+                    Ok(specs) => specs.into_iter().map(|s| (s.signal, Vec::new())).collect(),
+                    Err(e) => {
+                        stopped = Some(format!(
+                            "the LLM stopped the search at generation {}: {e}",
+                            generation + 1
+                        ));
+                        break;
+                    }
+                }
+            }
+        };
         added = evo.add(proposals, generation + 1);
     }
     if tty {
@@ -198,8 +323,15 @@ pub fn run(args: SearchArgs) -> anyhow::Result<ExitCode> {
             _ => None,
         })
         .collect();
+    let llm_spent = llm.as_ref().map(|c| c.inner_ref().spent());
+    if let (Some(path), Some(client)) = (&args.trace, &llm) {
+        std::fs::write(path, client.jsonl())
+            .with_context(|| format!("cannot write the trace '{}'", path.display()))?;
+    }
     let report = SearchReport {
-        strategist: DISCLAIMER,
+        strategist: strategist_name,
+        stopped,
+        llm_spent,
         trials: results.len(),
         multiple_testing: session.multiple_testing(&results),
         plan,

@@ -373,3 +373,78 @@ fn search_is_offline_deterministic_and_tests_only_the_finalists() {
     ));
     assert_ne!(a["leaderboard"], other["leaderboard"]);
 }
+
+/// The real HTTP path end to end: `lim search --llm openai` against an OpenAI-compatible server
+/// on 127.0.0.1 that proposes one strategy per call.
+#[test]
+fn search_with_an_llm_on_a_local_openai_compatible_server() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let server = rt.block_on(async {
+        let server = wiremock::MockServer::start().await;
+        let proposals = serde_json::json!({"strategies": [{"signal": "ts_sum(returns, 90)"}, {"signal": "decay_linear(returns, 30)"}]});
+        let reply = serde_json::json!({"id": "x", "object": "chat.completion", "created": 1, "model": "local",
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": proposals.to_string()}, "finish_reason": "eos"}],
+            "usage": {"prompt_tokens": 900, "completion_tokens": 60, "total_tokens": 960}});
+        wiremock::Mock::given(wiremock::matchers::method("POST"))
+            .and(wiremock::matchers::path("/v1/chat/completions"))
+            .respond_with(wiremock::ResponseTemplate::new(200).set_body_json(reply))
+            .mount(&server)
+            .await;
+        server
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let trace = dir.path().join("trace.jsonl");
+    let out = Command::new(env!("CARGO_BIN_EXE_lim"))
+        .args([
+            "search",
+            "trend in Chinese commodity futures",
+            "--llm",
+            "openai",
+            "--model",
+            "local",
+            "--generations",
+            "2",
+            "--population",
+            "2",
+            "--json",
+        ])
+        .args([
+            "--base-url",
+            &format!("{}/v1", server.uri()),
+            "--trace",
+            trace.to_str().unwrap(),
+            "--api-key-env",
+            "LIM_TEST_KEY",
+        ])
+        .env("LIM_TEST_KEY", "sk-local-test-key-0123456789")
+        .env("LIM_CACHE", dir.path().join("cache"))
+        .env_remove("LIM_DATA")
+        .output()
+        .unwrap();
+    let v = json(&out);
+    assert!(
+        v["strategist"]
+            .as_str()
+            .unwrap()
+            .starts_with("LLM strategist: model local")
+    );
+    // The first generation proposes two new signals; the second repeats them and adds nothing.
+    let gens: Vec<u64> = v["leaderboard"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["generation"].as_u64().unwrap())
+        .collect();
+    assert!(gens.contains(&1), "{gens:?}");
+    assert_eq!(v["llm_spent"]["calls"], 2);
+    let t = std::fs::read_to_string(&trace).unwrap();
+    assert_eq!(t.lines().count(), 2);
+    assert!(
+        !t.contains("sk-local-test-key"),
+        "the key leaked into the trace"
+    );
+    drop(rt);
+}

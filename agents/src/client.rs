@@ -381,6 +381,11 @@ impl<L> Recording<L> {
         }
     }
 
+    /// The wrapped client.
+    pub fn inner_ref(&self) -> &L {
+        &self.inner
+    }
+
     /// The trace so far, one JSON object per line.
     pub fn jsonl(&self) -> String {
         self.lines

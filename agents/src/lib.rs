@@ -12,6 +12,7 @@ pub mod error;
 pub mod offline;
 pub mod openai;
 pub mod prompt;
+pub mod strategist;
 pub mod structured;
 
 pub use chat::{ChatRequest, ChatResponse, Message, Role, Usage};
