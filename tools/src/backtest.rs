@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use lim_backtest::session::{MultipleTesting, Session, SplitInfo, StrategyResult};
+use lim_backtest::session::{MultipleTesting, SplitInfo, StrategyResult};
 use lim_backtest::spec::StrategySpec;
 use lim_market::Part;
 use schemars::JsonSchema;
@@ -33,11 +33,14 @@ pub struct BacktestReport {
     pub multiple_testing: Option<MultipleTesting>,
 }
 
-/// Backtests strategy specs in one session (one universe, one split).
+/// Backtests strategy specs in the universe chosen last (one universe, one split), recording
+/// every strategy it runs in the research log.
 #[derive(Debug, Clone)]
 pub struct BacktestTool {
-    /// The prepared panels and split.
-    pub session: Arc<Session>,
+    /// The universe (see `choose_universe`).
+    pub universe: Arc<crate::Universe>,
+    /// Where every trial is recorded.
+    pub log: Arc<crate::ResearchLog>,
 }
 
 impl Tool for BacktestTool {
@@ -67,7 +70,13 @@ impl Tool for BacktestTool {
                 ),
             );
         }
-        let session = self.session.clone();
+        let Some(session) = self.universe.current() else {
+            return ToolOutcome::failed(
+                FailureKind::InvalidArguments,
+                "no universe yet: call choose_universe first",
+            );
+        };
+        let log = self.log.clone();
         let specs: Vec<(String, StrategySpec)> = args
             .strategies
             .into_iter()
@@ -77,6 +86,17 @@ impl Tool for BacktestTool {
         let parts = [Part::Train, Part::Validation];
         let work = tokio::task::spawn_blocking(move || {
             let results = session.run(&specs, &parts, false);
+            for r in &results {
+                if let [(_, train), (_, validation)] = r.metrics.as_slice() {
+                    log.record(crate::Trial {
+                        signal: r.spec.signal.clone(),
+                        generation: 0,
+                        parents: Vec::new(),
+                        train: *train,
+                        validation: *validation,
+                    });
+                }
+            }
             let mt = session.multiple_testing(&results);
             BacktestReport {
                 splits: session.split_info(&parts),

@@ -8,6 +8,7 @@
 
 mod backtest;
 mod data;
+mod research;
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -21,6 +22,10 @@ use serde_json::Value;
 
 pub use backtest::{BacktestArgs, BacktestTool};
 pub use data::{DescribeDataset, DescribeDatasetArgs, ListDatasets, NoArgs};
+pub use research::{
+    ChooseUniverse, ChooseUniverseArgs, Leaderboard, LeaderboardArgs, Lineage, LineageArgs,
+    ResearchLog, Trial, Universe,
+};
 
 /// What the model is told about a tool.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

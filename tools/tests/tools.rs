@@ -6,7 +6,10 @@ use std::sync::Arc;
 
 use lim_backtest::session::Session;
 use lim_market::{AsOf, Catalog, MarketData, PanelQuery, SplitSpec};
-use lim_tools::{BacktestTool, DescribeDataset, ListDatasets, Registry};
+use lim_tools::{
+    BacktestTool, ChooseUniverse, DescribeDataset, Leaderboard, Lineage, ListDatasets, Registry,
+    ResearchLog, Universe,
+};
 
 fn registry() -> Registry {
     let catalog = Arc::new(Catalog::bundled(None));
@@ -18,12 +21,25 @@ fn registry() -> Registry {
         .unwrap();
     let session = Arc::new(Session::new(&mut set, SplitSpec::default()).unwrap());
     let market: Arc<dyn MarketData> = catalog;
+    let universe = Arc::new(Universe::new(Some(session)));
+    let log = Arc::new(ResearchLog::default());
     Registry::default()
         .with(ListDatasets {
             market: market.clone(),
         })
-        .with(DescribeDataset { market })
-        .with(BacktestTool { session })
+        .with(DescribeDataset {
+            market: market.clone(),
+        })
+        .with(ChooseUniverse {
+            market,
+            universe: universe.clone(),
+        })
+        .with(BacktestTool {
+            universe,
+            log: log.clone(),
+        })
+        .with(Leaderboard { log: log.clone() })
+        .with(Lineage { log })
 }
 
 #[test]
@@ -88,7 +104,7 @@ async fn the_backtest_tool_measures_train_and_validation_and_refuses_the_test() 
         unknown["message"]
             .as_str()
             .unwrap()
-            .contains("the tools are backtest, describe_dataset, list_datasets")
+            .contains("the tools are backtest, choose_universe, describe_dataset, leaderboard, lineage, list_datasets")
     );
 }
 
@@ -105,4 +121,42 @@ async fn data_tools_list_and_describe() {
         .call("describe_dataset", r#"{"dataset": "lse_equities"}"#)
         .await;
     assert_eq!(missing["kind"], "not_found");
+}
+
+#[tokio::test]
+async fn choosing_a_universe_changes_what_backtests_run_on_and_the_log_remembers() {
+    let r = registry();
+    let u = r
+        .call(
+            "choose_universe",
+            r#"{"datasets": ["cn_futures_daily"], "symbols": ["SHFE:CU0", "DCE:I0", "CZCE:TA0"]}"#,
+        )
+        .await;
+    assert_eq!(u["result"]["instruments"], 3, "{u}");
+    assert_eq!(
+        u["result"]["splits"].as_array().unwrap().len(),
+        2,
+        "the test part is not described"
+    );
+    let spec = r#"{"strategies": [{"signal": "ts_sum(returns, 60)", "portfolio": {"kind": "sign_threshold", "threshold": 0.0, "target_vol": 0.1, "vol_window": 60}}]}"#;
+    let b = r.call("backtest", spec).await;
+    assert_eq!(b["status"], "done", "{b}");
+    let bad = r
+        .call(
+            "choose_universe",
+            r#"{"datasets": ["cn_futures_daily"], "frequency": "1h"}"#,
+        )
+        .await;
+    assert_eq!(
+        bad["kind"], "invalid_arguments",
+        "daily bars cannot become hourly: {bad}"
+    );
+    let lb = r.call("leaderboard", r#"{"top": 5}"#).await;
+    assert_eq!(lb["result"][0]["signal"], "ts_sum(returns, 60)");
+    let lin = r
+        .call("lineage", r#"{"signal": "ts_sum(returns, 60)"}"#)
+        .await;
+    assert_eq!(lin["result"].as_array().unwrap().len(), 1);
+    let none = r.call("lineage", r#"{"signal": "rank(close)"}"#).await;
+    assert_eq!(none["kind"], "not_found");
 }

@@ -1,0 +1,288 @@
+//! Tools over the state of a research run: the universe being studied, and what has been tried
+//! (leaderboard and lineage).
+
+use std::sync::{Arc, Mutex, RwLock};
+
+use lim_backtest::frame;
+use lim_backtest::metrics::Metrics;
+use lim_backtest::session::{Session, SplitInfo};
+use lim_market::{AsOf, Frequency, MarketData, PanelQuery, Part, SplitSpec};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::{FailureKind, Tool, ToolOutcome};
+
+/// The session strategies are backtested in; `choose_universe` replaces it.
+#[derive(Debug, Default)]
+pub struct Universe {
+    session: RwLock<Option<Arc<Session>>>,
+}
+
+impl Universe {
+    /// A universe holding `session`.
+    pub fn new(session: Option<Arc<Session>>) -> Universe {
+        Universe {
+            session: RwLock::new(session),
+        }
+    }
+
+    /// The current session, if one was chosen.
+    pub fn current(&self) -> Option<Arc<Session>> {
+        self.session.read().ok().and_then(|s| s.clone())
+    }
+
+    fn set(&self, s: Arc<Session>) {
+        if let Ok(mut slot) = self.session.write() {
+            *slot = Some(s);
+        }
+    }
+}
+
+/// Arguments of `choose_universe`.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ChooseUniverseArgs {
+    /// Datasets to trade, as `list_datasets` names them.
+    pub datasets: Vec<String>,
+    /// Symbols to keep; all when absent.
+    #[serde(default)]
+    pub symbols: Option<Vec<String>>,
+    /// Bar frequency, e.g. "1d" or "1h"; the datasets' own when absent. Only coarser bars can be made.
+    #[serde(default)]
+    pub frequency: Option<String>,
+    /// Share of bars for training, in (0, 1).
+    #[serde(default = "train")]
+    pub train: f64,
+    /// Share of bars for validation; the sealed test gets the rest.
+    #[serde(default = "valid")]
+    pub valid: f64,
+    /// Bars dropped between parts, so labels cannot straddle them.
+    #[serde(default = "embargo")]
+    pub embargo: usize,
+}
+
+fn train() -> f64 {
+    0.6
+}
+fn valid() -> f64 {
+    0.2
+}
+fn embargo() -> usize {
+    5
+}
+
+/// What `choose_universe` returns.
+#[derive(Debug, Clone, Serialize)]
+pub struct UniverseReport {
+    /// Instruments in the universe.
+    pub instruments: usize,
+    /// Training and validation parts (the test part is sealed and not described).
+    pub splits: Vec<SplitInfo>,
+}
+
+/// Chooses the datasets, symbols, frequency and split that backtests use.
+#[derive(Debug, Clone)]
+pub struct ChooseUniverse {
+    /// Where data comes from.
+    pub market: Arc<dyn MarketData>,
+    /// The universe to set.
+    pub universe: Arc<Universe>,
+}
+
+impl Tool for ChooseUniverse {
+    const NAME: &'static str = "choose_universe";
+    type Args = ChooseUniverseArgs;
+    type Output = UniverseReport;
+
+    fn description(&self) -> String {
+        "Choose what to study: datasets, optional symbols, bar frequency and the train/validation split \
+         (the rest is the sealed test period). Later backtests use this universe."
+            .into()
+    }
+
+    async fn call(&self, args: ChooseUniverseArgs) -> ToolOutcome<UniverseReport> {
+        let frequency = match args.frequency.as_deref().map(Frequency::parse) {
+            Some(None) => {
+                return ToolOutcome::failed(
+                    FailureKind::InvalidArguments,
+                    format!(
+                        "'{}' is not a frequency; use e.g. 1d, 1h, 5min",
+                        args.frequency.unwrap_or_default()
+                    ),
+                );
+            }
+            Some(Some(f)) => Some(f),
+            None => None,
+        };
+        let (market, universe) = (self.market.clone(), self.universe.clone());
+        let work = tokio::task::spawn_blocking(
+            move || -> Result<UniverseReport, (FailureKind, String)> {
+                let mut q =
+                    PanelQuery::new(AsOf::LATEST, args.datasets.clone()).fields(frame::FIELDS);
+                if let Some(s) = args.symbols {
+                    q = q.symbols(s);
+                }
+                if let Some(f) = frequency {
+                    q = q.frequency(f);
+                }
+                let mut set = market.panels(&q).map_err(|e| {
+                    let kind = match e {
+                        lim_market::MarketError::UnknownDataset { .. }
+                        | lim_market::MarketError::UnknownSymbol { .. } => FailureKind::NotFound,
+                        _ => FailureKind::InvalidArguments,
+                    };
+                    (kind, e.to_string())
+                })?;
+                let session = Session::new(
+                    &mut set,
+                    SplitSpec::Fractions {
+                        train: args.train,
+                        valid: args.valid,
+                        embargo: args.embargo,
+                    },
+                )
+                .map_err(|e| (FailureKind::InvalidArguments, e.to_string()))?;
+                let report = UniverseReport {
+                    instruments: session.instruments(),
+                    splits: session.split_info(&[Part::Train, Part::Validation]),
+                };
+                universe.set(Arc::new(session));
+                Ok(report)
+            },
+        );
+        match work.await {
+            Ok(Ok(r)) => ToolOutcome::Done { result: r },
+            Ok(Err((kind, m))) => ToolOutcome::failed(kind, m),
+            Err(e) => ToolOutcome::failed(FailureKind::Failed, e.to_string()),
+        }
+    }
+}
+
+/// One strategy tried in this run.
+#[derive(Debug, Clone, Serialize)]
+pub struct Trial {
+    /// Its signal.
+    pub signal: String,
+    /// The generation or round that proposed it.
+    pub generation: usize,
+    /// The signals it was derived from.
+    pub parents: Vec<String>,
+    /// Training metrics.
+    pub train: Metrics,
+    /// Validation metrics.
+    pub validation: Metrics,
+}
+
+/// Everything tried in a run, in order.
+#[derive(Debug, Default)]
+pub struct ResearchLog {
+    trials: Mutex<Vec<Trial>>,
+}
+
+impl ResearchLog {
+    /// Appends a trial.
+    pub fn record(&self, t: Trial) {
+        if let Ok(mut v) = self.trials.lock() {
+            v.push(t);
+        }
+    }
+
+    /// All trials so far.
+    pub fn trials(&self) -> Vec<Trial> {
+        self.trials.lock().map(|v| v.clone()).unwrap_or_default()
+    }
+}
+
+/// Arguments of `leaderboard`.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LeaderboardArgs {
+    /// How many of the best to show (by validation Sharpe), at most 50.
+    #[serde(default = "ten")]
+    pub top: usize,
+}
+
+fn ten() -> usize {
+    10
+}
+
+/// The best strategies tried so far, by validation Sharpe.
+#[derive(Debug, Clone)]
+pub struct Leaderboard {
+    /// The run's log.
+    pub log: Arc<ResearchLog>,
+}
+
+impl Tool for Leaderboard {
+    const NAME: &'static str = "leaderboard";
+    type Args = LeaderboardArgs;
+    type Output = Vec<Trial>;
+
+    fn description(&self) -> String {
+        "The best strategies tried so far in this run, by validation Sharpe, with training and validation metrics.".into()
+    }
+
+    async fn call(&self, args: LeaderboardArgs) -> ToolOutcome<Vec<Trial>> {
+        let mut t = self.log.trials();
+        t.sort_by(|a, b| {
+            b.validation
+                .sharpe
+                .total_cmp(&a.validation.sharpe)
+                .then(a.signal.cmp(&b.signal))
+        });
+        t.truncate(args.top.clamp(1, 50));
+        ToolOutcome::Done { result: t }
+    }
+}
+
+/// Arguments of `lineage`.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LineageArgs {
+    /// The signal whose ancestry to show, as the leaderboard prints it.
+    pub signal: String,
+}
+
+/// How a strategy came about: its ancestors, nearest first.
+#[derive(Debug, Clone)]
+pub struct Lineage {
+    /// The run's log.
+    pub log: Arc<ResearchLog>,
+}
+
+impl Tool for Lineage {
+    const NAME: &'static str = "lineage";
+    type Args = LineageArgs;
+    type Output = Vec<Trial>;
+
+    fn description(&self) -> String {
+        "The ancestry of a strategy tried in this run: the strategy, its parents, their parents, and so on.".into()
+    }
+
+    async fn call(&self, args: LineageArgs) -> ToolOutcome<Vec<Trial>> {
+        let trials = self.log.trials();
+        let find = |s: &str| trials.iter().find(|t| t.signal == s).cloned();
+        let Some(first) = find(&args.signal) else {
+            return ToolOutcome::failed(
+                FailureKind::NotFound,
+                format!(
+                    "'{}' has not been tried in this run; see the leaderboard",
+                    args.signal
+                ),
+            );
+        };
+        let mut out = vec![first];
+        let mut i = 0;
+        while i < out.len() && out.len() < 100 {
+            for p in out[i].parents.clone() {
+                if !out.iter().any(|t| t.signal == p)
+                    && let Some(t) = find(&p)
+                {
+                    out.push(t);
+                }
+            }
+            i += 1;
+        }
+        ToolOutcome::Done { result: out }
+    }
+}
