@@ -16,7 +16,8 @@ use crate::client::SplitMix;
 pub const DISCLAIMER: &str = "offline strategist (deterministic evolutionary search, not an LLM)";
 
 /// An experiment plan: what to trade, how, and under which constraints.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
 pub struct Plan {
     /// The goal as the researcher wrote it.
     pub goal: String,
@@ -35,7 +36,7 @@ pub struct Plan {
 }
 
 /// Families of classic signals used to seed the search.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Family {
     /// Trend following and time-series momentum.

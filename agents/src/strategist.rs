@@ -20,6 +20,18 @@ pub struct Proposals {
     pub strategies: Vec<StrategySpec>,
 }
 
+/// The critic's reading of a round of results.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Critique {
+    /// Why the weak strategies failed and what the strong ones share, briefly.
+    pub diagnosis: String,
+    /// At most three hypotheses for the next round.
+    pub hypotheses: Vec<String>,
+    /// Whether the best result is plausibly luck given the number of trials.
+    pub likely_luck: bool,
+}
+
 /// One line of the leaderboard shown to the model.
 #[derive(Debug, Clone, Serialize)]
 pub struct Tried {
