@@ -94,6 +94,8 @@ struct SearchReport {
     strategist: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     stopped: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    notes: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     llm_spent: Option<Spent>,
     plan: Plan,
@@ -120,7 +122,7 @@ fn fitness(plan: &Plan, train: &Metrics, valid: &Metrics) -> f64 {
 pub fn run(args: SearchArgs) -> anyhow::Result<ExitCode> {
     let catalog = args.data.catalog()?;
     let available: Vec<String> = catalog.datasets()?.into_iter().map(|d| d.name).collect();
-    let plan = offline::plan(&args.goal, &available);
+    let mut plan = offline::plan(&args.goal, &available);
     let tty = std::io::stderr().is_terminal() && !args.json;
     let strategist_name = match args.llm {
         LlmKind::Offline => DISCLAIMER.to_string(),
@@ -157,6 +159,24 @@ pub fn run(args: SearchArgs) -> anyhow::Result<ExitCode> {
         .build()
         .context("cannot start the async runtime")?;
     let mut stopped = None;
+    let mut critique: Option<String> = None;
+    let mut notes: Vec<String> = Vec::new();
+    if let Some(client) = &llm {
+        // The LLM may refine the keyword plan; if it cannot give a valid one, the keyword plan stands.
+        match runtime.block_on(strategist::plan(
+            client,
+            &args.model,
+            &args.goal,
+            &plan,
+            &available,
+            2,
+        )) {
+            Ok(p) => plan = p,
+            Err(e) => notes.push(format!(
+                "the LLM gave no valid plan ({e}); the keyword plan was used"
+            )),
+        }
+    }
     if !args.json {
         println!("{strategist_name}");
         println!(
@@ -218,6 +238,26 @@ pub fn run(args: SearchArgs) -> anyhow::Result<ExitCode> {
         if generation == args.generations {
             break;
         }
+        if let Some(client) = &llm {
+            let round: Vec<serde_json::Value> = added
+                .iter()
+                .filter_map(|&i| {
+                    let c = &evo.history[i];
+                    let r = results.iter().find(|r| r.name == c.signal)?;
+                    match r.metrics.as_slice() {
+                        [(_, t), (_, v)] => Some(serde_json::json!({"signal": c.signal, "train_sharpe": t.sharpe, "train_dd": t.max_dd,
+                            "validation_sharpe": v.sharpe, "validation_dd": v.max_dd, "turnover": v.turnover, "rank_ic": v.rank_ic})),
+                        _ => None,
+                    }
+                })
+                .collect();
+            let ctx = serde_json::json!({"results": round, "trials": results.len(), "dsr": session.multiple_testing(&results).map_or(f64::NAN, |m| m.deflated.dsr)});
+            critique = match runtime.block_on(strategist::critique(client, &args.model, &ctx, 2)) {
+                Ok(c) => Some(format!("{} Next: {}", c.diagnosis, c.hypotheses.join("; "))),
+                // A missing critique does not stop the search; the proposals go on without it.
+                Err(_) => None,
+            };
+        }
         let proposals = match &llm {
             None => evo.propose(args.population, generation + 1, cross_sectional),
             Some(client) => {
@@ -257,6 +297,7 @@ pub fn run(args: SearchArgs) -> anyhow::Result<ExitCode> {
                     &plan,
                     &fields,
                     &tried,
+                    critique.as_deref(),
                     args.population,
                     2,
                 )) {
@@ -331,6 +372,7 @@ pub fn run(args: SearchArgs) -> anyhow::Result<ExitCode> {
     let report = SearchReport {
         strategist: strategist_name,
         stopped,
+        notes,
         llm_spent,
         trials: results.len(),
         multiple_testing: session.multiple_testing(&results),

@@ -388,6 +388,25 @@ fn search_with_an_llm_on_a_local_openai_compatible_server() {
         let reply = serde_json::json!({"id": "x", "object": "chat.completion", "created": 1, "model": "local",
             "choices": [{"index": 0, "message": {"role": "assistant", "content": proposals.to_string()}, "finish_reason": "eos"}],
             "usage": {"prompt_tokens": 900, "completion_tokens": 60, "total_tokens": 960}});
+        let answer = |content: serde_json::Value| {
+            let mut r = reply.clone();
+            r["choices"][0]["message"]["content"] = serde_json::Value::String(content.to_string());
+            wiremock::ResponseTemplate::new(200).set_body_json(r)
+        };
+        let plan = serde_json::json!({"goal": "g", "datasets": ["cn_futures_daily"], "family": "trend",
+            "portfolio": {"kind": "sign_threshold", "threshold": 0.0, "target_vol": 0.1, "vol_window": 60},
+            "max_drawdown": 0.2, "cost_bps": 12.0, "author": "model"});
+        let critique = serde_json::json!({"diagnosis": "Short windows overtrade.", "hypotheses": ["longer windows"], "likely_luck": true});
+        wiremock::Mock::given(wiremock::matchers::method("POST"))
+            .and(wiremock::matchers::body_string_contains("You plan quantitative research"))
+            .respond_with(answer(plan))
+            .mount(&server)
+            .await;
+        wiremock::Mock::given(wiremock::matchers::method("POST"))
+            .and(wiremock::matchers::body_string_contains("You are the critic"))
+            .respond_with(answer(critique))
+            .mount(&server)
+            .await;
         wiremock::Mock::given(wiremock::matchers::method("POST"))
             .and(wiremock::matchers::path("/v1/chat/completions"))
             .respond_with(wiremock::ResponseTemplate::new(200).set_body_json(reply))
@@ -439,9 +458,18 @@ fn search_with_an_llm_on_a_local_openai_compatible_server() {
         .map(|e| e["generation"].as_u64().unwrap())
         .collect();
     assert!(gens.contains(&1), "{gens:?}");
-    assert_eq!(v["llm_spent"]["calls"], 2);
+    // A plan, then a critique and a proposal after each of the two generations that continue.
+    assert_eq!(v["llm_spent"]["calls"], 5);
+    assert_eq!(v["plan"]["cost_bps"], 12.0);
+    assert_eq!(v["plan"]["author"], "LLM planner (local)");
     let t = std::fs::read_to_string(&trace).unwrap();
-    assert_eq!(t.lines().count(), 2);
+    assert_eq!(t.lines().count(), 5);
+    assert!(
+        t.contains(
+            "The critic's notes on the last round:\\nShort windows overtrade. Next: longer windows"
+        ),
+        "the critique reached the next proposal's prompt"
+    );
     assert!(
         !t.contains("sk-local-test-key"),
         "the key leaked into the trace"

@@ -43,16 +43,83 @@ pub struct Tried {
     pub validation_sharpe: f64,
 }
 
+/// Asks `client` to turn a goal into a plan, starting from the keyword plan as a suggestion;
+/// the plan must name datasets that exist.
+///
+/// # Errors
+/// The call failed, or no valid plan came within `max_reasks` re-asks.
+pub async fn plan<L: LlmClient>(
+    client: &L,
+    model: &str,
+    goal: &str,
+    suggestion: &Plan,
+    datasets: &[String],
+    max_reasks: u32,
+) -> Result<Plan, StructuredError> {
+    let system = "You plan quantitative research experiments for LIM. Reply with one JSON plan.";
+    let user = format!(
+        "Research goal: {goal}\nDatasets available: {}\nA keyword reading of the goal suggests this plan (change what the goal implies otherwise):\n{}",
+        datasets.join(", "),
+        serde_json::to_string_pretty(suggestion).unwrap_or_default()
+    );
+    let req = ChatRequest::new(
+        model,
+        vec![Message::system(system), Message::user(user)],
+        1_000,
+    );
+    let check = |p: &Plan| -> Result<(), String> {
+        match p.datasets.iter().find(|d| !datasets.contains(d)) {
+            Some(d) => Err(format!(
+                "dataset '{d}' does not exist; choose from {}",
+                datasets.join(", ")
+            )),
+            None if p.datasets.is_empty() => Err("the plan names no dataset".into()),
+            None => Ok(()),
+        }
+    };
+    let mut p = ask::<Plan, L>(client, req, max_reasks, check).await?;
+    p.goal = goal.to_string();
+    p.author = format!("LLM planner ({model})");
+    Ok(p)
+}
+
+/// Asks `client` to read a round of results and say what to try next.
+///
+/// # Errors
+/// The call failed, or no valid critique came within `max_reasks` re-asks.
+pub async fn critique<L: LlmClient>(
+    client: &L,
+    model: &str,
+    results: &serde_json::Value,
+    max_reasks: u32,
+) -> Result<Critique, StructuredError> {
+    let text = prompt::render("critique", results).map_err(|e| StructuredError::Invalid {
+        attempts: 0,
+        last: format!("prompt critique: {e}"),
+    })?;
+    let req = ChatRequest::new(model, vec![Message::user(text)], 800);
+    ask::<Critique, L>(client, req, max_reasks, |c: &Critique| {
+        if c.hypotheses.len() > 3 {
+            Err("give at most three hypotheses".into())
+        } else {
+            Ok(())
+        }
+    })
+    .await
+}
+
 /// Asks `client` for `count` new strategies.
 ///
 /// # Errors
 /// The call failed, or no valid reply came within `max_reasks` re-asks.
+#[allow(clippy::too_many_arguments)] // each is a distinct input of the prompt
 pub async fn propose<L: LlmClient>(
     client: &L,
     model: &str,
     plan: &Plan,
     fields: &[&str],
     leaderboard: &[Tried],
+    critique: Option<&str>,
     count: usize,
     max_reasks: u32,
 ) -> Result<Vec<StrategySpec>, StructuredError> {
@@ -68,7 +135,7 @@ pub async fn propose<L: LlmClient>(
     )?;
     let user = render(
         "propose",
-        serde_json::json!({"plan": plan, "leaderboard": leaderboard, "critique": null, "count": count}),
+        serde_json::json!({"plan": plan, "leaderboard": leaderboard, "critique": critique, "count": count}),
     )?;
     let req = ChatRequest::new(
         model,
