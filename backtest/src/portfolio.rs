@@ -6,7 +6,7 @@ use rayon::prelude::*;
 use crate::eval::{Frame, Mat};
 use crate::ops;
 use crate::spec::{Portfolio, StrategySpec};
-use crate::topk::{Book, Rows, Target, pearson, spearman, topk_weights};
+use crate::topk::{Book, Rows, Target, pearson, pnl, spearman, topk_weights};
 
 /// Runs a spec's book on an evaluated signal. `periods_per_year` annualises the volatility
 /// target of sign-threshold books.
@@ -66,33 +66,7 @@ pub fn run(
         }
     }
     let cost = (spec.costs.bps + spec.costs.slippage_bps) / 10_000.0;
-    let lag = spec.execution_lag.max(1);
-    let zero = vec![0.0; n];
-    let held_at = |i: usize| {
-        if i < lag {
-            &zero[..]
-        } else {
-            &w[(i - lag) * n..(i - lag + 1) * n]
-        }
-    };
-    let (mut net, mut turnover, mut exposure) =
-        (vec![f64::NAN; t], vec![f64::NAN; t], vec![f64::NAN; t]);
-    for i in 0..t {
-        let (held, prev) = (held_at(i), if i == 0 { &zero[..] } else { held_at(i - 1) });
-        let f = target.fwd.row(i);
-        let gross: f64 = held
-            .iter()
-            .zip(f)
-            .map(|(h, r)| h * if r.is_nan() { 0.0 } else { *r })
-            .sum();
-        let turn: f64 = held.iter().zip(prev).map(|(a, b)| (a - b).abs()).sum();
-        let expo: f64 = held.iter().map(|h| h.abs()).sum();
-        if expo > 0.0 && f.iter().any(|r| r.is_finite()) {
-            net[i] = gross - cost * turn;
-            turnover[i] = turn;
-            exposure[i] = expo;
-        }
-    }
+    let (net, turnover, exposure) = pnl(&w, n, spec.execution_lag.max(1), cost, &target.fwd);
     Book {
         net,
         turnover,

@@ -270,35 +270,7 @@ pub fn run(signal: &Mat, target: &Target, cfg: &TopK) -> Book {
             );
     }
     let nonfinite_signal_cells = sig.data.iter().filter(|v| v.is_infinite()).count();
-    // Then the book through time, in order.
-    let zero = vec![0.0; n];
-    let (mut net, mut turnover, mut exposure) =
-        (vec![f64::NAN; t], vec![f64::NAN; t], vec![f64::NAN; t]);
-    for i in 0..t {
-        let held = if i == 0 {
-            &zero[..]
-        } else {
-            &weights[(i - 1) * n..i * n]
-        };
-        let prev = if i < 2 {
-            &zero[..]
-        } else {
-            &weights[(i - 2) * n..(i - 1) * n]
-        };
-        let f = target.fwd.row(i);
-        let gross: f64 = held
-            .iter()
-            .zip(f)
-            .map(|(h, r)| h * if r.is_nan() { 0.0 } else { *r })
-            .sum();
-        let turn: f64 = held.iter().zip(prev).map(|(a, b)| (a - b).abs()).sum();
-        let active = held.iter().sum::<f64>() > 0.0 && f.iter().any(|r| r.is_finite());
-        if active {
-            net[i] = gross - cfg.cost * turn;
-            turnover[i] = turn;
-            exposure[i] = held.iter().map(|h| h.abs()).sum();
-        }
-    }
+    let (net, turnover, exposure) = pnl(&weights, n, 1, cfg.cost, &target.fwd);
     Book {
         net,
         turnover,
@@ -338,6 +310,46 @@ impl Book {
             ic_ir: ic_mean / sample_std(&ic),
         }
     }
+}
+
+/// The book through time, in order: per bar the net return, the two-sided turnover and the
+/// gross exposure of holding each bar's target `weights` (rows of `n`) `lag` bars later, paying
+/// `cost` per unit of turnover. NaN on bars with an empty book or no known return.
+pub(crate) fn pnl(
+    weights: &[f64],
+    n: usize,
+    lag: usize,
+    cost: f64,
+    fwd: &Rows,
+) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
+    let t = fwd.t;
+    let zero = vec![0.0; n];
+    let held_at = |i: usize| {
+        if i < lag {
+            &zero[..]
+        } else {
+            &weights[(i - lag) * n..(i - lag + 1) * n]
+        }
+    };
+    let (mut net, mut turnover, mut exposure) =
+        (vec![f64::NAN; t], vec![f64::NAN; t], vec![f64::NAN; t]);
+    for i in 0..t {
+        let (held, prev) = (held_at(i), if i == 0 { &zero[..] } else { held_at(i - 1) });
+        let f = fwd.row(i);
+        let gross: f64 = held
+            .iter()
+            .zip(f)
+            .map(|(h, r)| h * if r.is_nan() { 0.0 } else { *r })
+            .sum();
+        let turn: f64 = held.iter().zip(prev).map(|(a, b)| (a - b).abs()).sum();
+        let expo: f64 = held.iter().map(|h| h.abs()).sum();
+        if expo > 0.0 && f.iter().any(|r| r.is_finite()) {
+            net[i] = gross - cost * turn;
+            turnover[i] = turn;
+            exposure[i] = expo;
+        }
+    }
+    (net, turnover, exposure)
 }
 
 /// Pearson correlation of two rows over the instruments finite in both.

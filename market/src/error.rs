@@ -87,11 +87,9 @@ fn more_suffix(more: usize, file: &str) -> String {
     }
 }
 
-/// The closest candidate by edit distance, if it is close enough to be a plausible typo.
-pub(crate) fn closest<'a>(
-    name: &str,
-    candidates: impl IntoIterator<Item = &'a str>,
-) -> Option<String> {
+/// The closest candidate to `name` (a unique prefix match, else by edit distance), if it is
+/// close enough to be a plausible typo. Shared by every "did you mean" in LIM.
+pub fn closest<'a>(name: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<String> {
     let lower = name.to_ascii_lowercase();
     let candidates: Vec<&str> = candidates.into_iter().collect();
     // A unique candidate that starts with what was typed is the likeliest meaning.
