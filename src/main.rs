@@ -35,6 +35,35 @@ enum Command {
     /// Search for strategies toward a goal with the offline strategist (not an LLM); the
     /// finalists meet the sealed test period once.
     Search(search_cmd::SearchArgs),
+    /// Show the research workflow.
+    #[command(subcommand)]
+    Workflow(WorkflowCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum WorkflowCommand {
+    /// Print the research workflow's nodes and edges (text, or Graphviz DOT with --dot).
+    Show {
+        /// Print Graphviz DOT (`lim workflow show --dot | dot -Tsvg > workflow.svg`).
+        #[arg(long)]
+        dot: bool,
+        /// Iteration bound of the strategy loop.
+        #[arg(long, default_value_t = 20)]
+        max_iterations: u32,
+    },
+}
+
+fn workflow(cmd: WorkflowCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        WorkflowCommand::Show {
+            dot,
+            max_iterations,
+        } => {
+            let wf = lim_pipelines::research(max_iterations)?;
+            print!("{}", if dot { wf.to_dot() } else { wf.to_text() });
+            Ok(ExitCode::SUCCESS)
+        }
+    }
 }
 
 /// Where data and caches come from; shared by every command that reads data.
@@ -92,6 +121,7 @@ fn main() -> ExitCode {
         Command::Data(cmd) => data_cmd::run(cmd),
         Command::Backtest(args) => backtest_cmd::run(args),
         Command::Search(args) => search_cmd::run(args),
+        Command::Workflow(cmd) => workflow(cmd),
     };
     match result {
         Ok(code) => code,

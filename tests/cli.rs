@@ -476,3 +476,21 @@ fn search_with_an_llm_on_a_local_openai_compatible_server() {
     );
     drop(rt);
 }
+
+#[test]
+fn workflow_show_prints_the_research_graph_as_text_and_dot() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = lim(&["workflow", "show"], dir.path());
+    assert!(text.status.success());
+    let t = String::from_utf8_lossy(&text.stdout);
+    assert!(t.lines().next().unwrap().starts_with("start"), "{t}");
+    assert!(
+        t.contains("critique -> generate  [loop, at most 20 times]"),
+        "{t}"
+    );
+    let dot = lim(
+        &["workflow", "show", "--dot", "--max-iterations", "5"],
+        dir.path(),
+    );
+    assert!(String::from_utf8_lossy(&dot.stdout).contains("[label=\"≤5\", style=dashed]"));
+}
