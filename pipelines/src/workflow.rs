@@ -326,7 +326,7 @@ impl Workflow {
             .collect();
         let order = self.order();
         let pos = |n: &str| order.iter().position(|o| o == n).unwrap_or(usize::MAX);
-        v.sort_by(|a, b| (pos(&a.0), pos(&a.1)).cmp(&(pos(&b.0), pos(&b.1))));
+        v.sort_by_key(|e| (pos(&e.0), pos(&e.1)));
         v
     }
 
