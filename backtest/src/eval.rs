@@ -63,20 +63,22 @@ impl Mat {
         let (t, n) = (self.t, self.n);
         // Column-major data read as a row-major `n × t` matrix, transposed to `t × n`: one row
         // per bar. The result goes back the same way.
-        let rows = ops::transpose(&self.data, n, t);
-        let mut out_rows = vec![0.0; t * n];
+        // Each row is replaced by its result in place (through a row-sized buffer), so the
+        // whole operation holds two matrices, not three.
+        let mut rows = ops::transpose(&self.data, n, t);
         if n > 0 {
-            out_rows
-                .par_chunks_mut(n)
-                .zip(rows.par_chunks(n))
-                .for_each_init(Scratch::default, |scratch, (o, row)| {
-                    f(row, o, scratch);
-                });
+            rows.par_chunks_mut(n).for_each_init(
+                || (Scratch::default(), vec![0.0; n]),
+                |(scratch, out), row| {
+                    f(row, out, scratch);
+                    row.copy_from_slice(out);
+                },
+            );
         }
         Mat {
             t,
             n,
-            data: ops::transpose(&out_rows, t, n),
+            data: ops::transpose(&rows, t, n),
         }
     }
 }
