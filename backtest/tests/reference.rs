@@ -5,11 +5,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests fail loudly
 
-use std::path::Path;
+mod common;
 
 use lim_backtest::topk::{self, TopK};
-use lim_backtest::{Evaluator, frame, parse};
-use lim_market::{AsOf, Catalog, Field, PanelQuery, RollPolicy};
+use lim_backtest::{Evaluator, parse};
 
 fn close_enough(a: f64, b: f64) -> bool {
     (a.is_nan() && b.is_nan()) || (a - b).abs() <= 1e-9 * a.abs().max(b.abs()) + 1e-15
@@ -17,17 +16,8 @@ fn close_enough(a: f64, b: f64) -> bool {
 
 #[test]
 fn all_100_alphas_agree_with_the_reference_within_1e_9() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
-    let catalog = Catalog::single_file(&dir.join("reference_panel.csv.gz"), None).unwrap();
-    let q = PanelQuery::new(AsOf::LATEST, ["reference_panel"])
-        .fields(
-            frame::FIELDS
-                .into_iter()
-                .filter(|f| *f != Field::OpenInterest),
-        )
-        .roll(RollPolicy::None);
-    let set = catalog.panels(&q).unwrap();
-    let frame = frame::from_panels(&set);
+    let dir = common::fixtures();
+    let (_, frame) = common::reference_panel();
     let expected: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(dir.join("reference_panel.expected.json")).unwrap(),
     )
@@ -83,16 +73,7 @@ fn all_100_alphas_agree_with_the_reference_within_1e_9() {
 /// The same batch on one thread and on three gives bit-identical books.
 #[test]
 fn results_do_not_depend_on_the_thread_count() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
-    let catalog = Catalog::single_file(&dir.join("reference_panel.csv.gz"), None).unwrap();
-    let q = PanelQuery::new(AsOf::LATEST, ["reference_panel"])
-        .fields(
-            frame::FIELDS
-                .into_iter()
-                .filter(|f| *f != Field::OpenInterest),
-        )
-        .roll(RollPolicy::None);
-    let frame = frame::from_panels(&catalog.panels(&q).unwrap());
+    let (_, frame) = common::reference_panel();
     let names = frame.field_names();
     let exprs: Vec<_> = [
         "rank(ts_mean(close, 20) / close)",

@@ -3,18 +3,17 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests fail loudly
 
-use std::path::Path;
+mod common;
 
 use lim_backtest::metrics::{self, Metrics};
 use lim_backtest::spec::{Portfolio, StrategySpec};
 use lim_backtest::topk::{self, TopK};
-use lim_backtest::{Evaluator, frame, parse, portfolio};
-use lim_market::{AsOf, Catalog, Field, PanelQuery, RollPolicy};
+use lim_backtest::{Evaluator, parse, portfolio};
 
 #[test]
 fn the_schema_is_stable() {
-    let path =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/snapshots/strategy_spec.schema.json");
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/snapshots/strategy_spec.schema.json");
     let got = serde_json::to_string_pretty(&StrategySpec::schema()).unwrap() + "\n";
     let want = std::fs::read_to_string(&path).unwrap_or_default();
     assert!(
@@ -45,17 +44,7 @@ fn specs_parse_with_defaults_and_refuse_unknown_fields_and_bad_numbers() {
 
 #[test]
 fn the_default_spec_is_the_reference_book() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
-    let catalog = Catalog::single_file(&dir.join("reference_panel.csv.gz"), None).unwrap();
-    let q = PanelQuery::new(AsOf::LATEST, ["reference_panel"])
-        .fields(
-            frame::FIELDS
-                .into_iter()
-                .filter(|f| *f != Field::OpenInterest),
-        )
-        .roll(RollPolicy::None);
-    let set = catalog.panels(&q).unwrap();
-    let frame = frame::from_panels(&set);
+    let (set, frame) = common::reference_panel();
     let target = topk::Target::new(&frame.fields["close"]);
     let names = frame.field_names();
     for text in [
