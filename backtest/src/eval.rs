@@ -194,14 +194,13 @@ impl<'a> Evaluator<'a> {
             Expr::Group(_) => return Value::Scalar(f64::NAN),
             _ => {}
         }
-        let shared = {
-            let uses = self
-                .uses
-                .lock()
-                .map(|u| u.contains_key(&e.to_string()))
-                .unwrap_or(false);
-            uses.then(|| e.to_string())
-        };
+        // The printed form is the sub-expression's identity in the batch; print it once.
+        let key = e.to_string();
+        let shared = self
+            .uses
+            .lock()
+            .is_ok_and(|u| u.contains_key(&key))
+            .then_some(key);
         if let Some(key) = &shared
             && let Some(m) = self.take_cached(key)
         {

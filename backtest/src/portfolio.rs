@@ -6,7 +6,7 @@ use rayon::prelude::*;
 use crate::eval::{Frame, Mat};
 use crate::ops;
 use crate::spec::{Portfolio, StrategySpec};
-use crate::topk::{Book, Rows, Target, pearson, pnl, spearman, topk_weights};
+use crate::topk::{Book, Rows, Target, book, topk_weights};
 
 /// Runs a spec's book on an evaluated signal. `periods_per_year` annualises the volatility
 /// target of sign-threshold books.
@@ -18,7 +18,6 @@ pub fn run(
     periods_per_year: f64,
 ) -> Book {
     let mut sig = Rows::from_mat(signal);
-    let (t, n) = (sig.t, sig.n);
     if spec.universe.min_dollar_volume.is_some() || spec.universe.top_liquid.is_some() {
         apply_universe(spec, &mut sig, frame);
     }
@@ -29,52 +28,26 @@ pub fn run(
         }),
         _ => None,
     };
-    // Target weights at every bar (independent, in parallel), then held between rebalances.
-    let mut w = vec![0.0; t * n];
-    let mut ics = vec![(f64::NAN, f64::NAN); t];
-    if n > 0 {
-        w.par_chunks_mut(n)
-            .zip(ics.par_iter_mut())
-            .enumerate()
-            .for_each_init(
-                || (Vec::new(), Vec::new(), ops::RankScratch::default()),
-                |(sel, buf, scratch), (i, (wi, ic))| {
-                    let row = sig.row(i);
-                    if i % spec.rebalance_every == 0 {
-                        weights(
-                            &spec.portfolio,
-                            row,
-                            vol.as_ref().map(|v| v.row(i)),
-                            periods_per_year,
-                            wi,
-                            sel,
-                            scratch,
-                        );
-                        limit(spec, wi);
-                    }
-                    *ic = (
-                        spearman(row, target, i, buf, scratch),
-                        pearson(row, target.fwd.row(i)),
-                    );
-                },
-            );
-        for i in 0..t {
-            if i % spec.rebalance_every != 0 && i > 0 {
-                let (done, rest) = w.split_at_mut(i * n);
-                rest[..n].copy_from_slice(&done[(i - 1) * n..]);
-            }
-        }
-    }
     let cost = (spec.costs.bps + spec.costs.slippage_bps) / 10_000.0;
-    let (net, turnover, exposure) = pnl(&w, n, spec.execution_lag.max(1), cost, &target.fwd);
-    Book {
-        net,
-        turnover,
-        ic: ics.iter().map(|p| p.0).collect(),
-        ic_pearson: ics.iter().map(|p| p.1).collect(),
-        exposure,
-        nonfinite_signal_cells: sig.data.iter().filter(|v| v.is_infinite()).count(),
-    }
+    book(
+        &sig,
+        target,
+        spec.rebalance_every,
+        spec.execution_lag,
+        cost,
+        |i, row, w, sel, scratch| {
+            weights(
+                &spec.portfolio,
+                row,
+                vol.as_ref().map(|v| v.row(i)),
+                periods_per_year,
+                w,
+                sel,
+                scratch,
+            );
+            limit(spec, w);
+        },
+    )
 }
 
 /// Marks instruments outside the universe as missing, bar by bar.

@@ -249,8 +249,25 @@ pub struct Book {
 /// Runs the reference book on a signal.
 pub fn run(signal: &Mat, target: &Target, cfg: &TopK) -> Book {
     let sig = Rows::from_mat(signal);
+    book(&sig, target, 1, 1, cfg.cost, |_, row, w, sel, _| {
+        topk_weights(row, cfg.k, w, sel)
+    })
+}
+
+/// Builds a book from a signal (as rows): target weights chosen every `every` bars by
+/// `choose(bar, row, weights, selection scratch, rank scratch)` and held in between, the
+/// signal's ICs, all per bar in parallel; then the book through time, `lag` bars behind, paying
+/// `cost` per unit of turnover. The one engine behind the reference book and every spec.
+pub(crate) fn book(
+    sig: &Rows,
+    target: &Target,
+    every: usize,
+    lag: usize,
+    cost: f64,
+    choose: impl Fn(usize, &[f64], &mut [f64], &mut Vec<f64>, &mut ops::RankScratch) + Sync,
+) -> Book {
     let (t, n) = (sig.t, sig.n);
-    // Per bar, independently: the book chosen at its close and its ICs. In parallel.
+    let every = every.max(1);
     let mut weights = vec![0.0; t * n];
     let mut ics = vec![(f64::NAN, f64::NAN); t];
     if n > 0 {
@@ -261,23 +278,30 @@ pub fn run(signal: &Mat, target: &Target, cfg: &TopK) -> Book {
             .for_each_init(
                 || (Vec::new(), Vec::new(), ops::RankScratch::default()),
                 |(sel, buf, scratch), (i, (w, ic))| {
-                    topk_weights(sig.row(i), cfg.k, w, sel);
+                    let row = sig.row(i);
+                    if i % every == 0 {
+                        choose(i, row, w, sel, scratch);
+                    }
                     *ic = (
-                        spearman(sig.row(i), target, i, buf, scratch),
-                        pearson(sig.row(i), target.fwd.row(i)),
+                        spearman(row, target, i, buf, scratch),
+                        pearson(row, target.fwd.row(i)),
                     );
                 },
             );
+        // Between rebalances the last target is held.
+        for i in (1..t).filter(|i| i % every != 0) {
+            let (done, rest) = weights.split_at_mut(i * n);
+            rest[..n].copy_from_slice(&done[(i - 1) * n..]);
+        }
     }
-    let nonfinite_signal_cells = sig.data.iter().filter(|v| v.is_infinite()).count();
-    let (net, turnover, exposure) = pnl(&weights, n, 1, cfg.cost, &target.fwd);
+    let (net, turnover, exposure) = pnl(&weights, n, lag.max(1), cost, &target.fwd);
     Book {
         net,
         turnover,
         ic: ics.iter().map(|p| p.0).collect(),
         ic_pearson: ics.iter().map(|p| p.1).collect(),
         exposure,
-        nonfinite_signal_cells,
+        nonfinite_signal_cells: sig.data.iter().filter(|v| v.is_infinite()).count(),
     }
 }
 
