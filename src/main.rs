@@ -5,6 +5,7 @@
 
 mod backtest_cmd;
 mod data_cmd;
+mod research_cmd;
 mod search_cmd;
 mod table;
 
@@ -35,6 +36,20 @@ enum Command {
     /// Search for strategies toward a goal with the offline strategist (not an LLM); the
     /// finalists meet the sealed test period once.
     Search(search_cmd::SearchArgs),
+    /// Research toward a goal: plan, data, strategy loop, sealed test, report. Durable: every
+    /// step is journaled in the run store.
+    Research(research_cmd::ResearchArgs),
+    /// List the runs in the run store.
+    Runs(research_cmd::RunsArgs),
+    /// Print a run's report (or where an unfinished run stands).
+    Show(research_cmd::ShowArgs),
+    /// Continue a run after a crash or kill; journaled work is not redone or paid for again.
+    Resume(research_cmd::ResumeArgs),
+    /// Re-execute a run (id or trace file) against its journal: no LLM, no network.
+    Replay(research_cmd::ReplayArgs),
+    /// Export traces.
+    #[command(subcommand)]
+    Trace(research_cmd::TraceCommand),
     /// Show the research workflow.
     #[command(subcommand)]
     Workflow(WorkflowCommand),
@@ -122,6 +137,12 @@ fn main() -> ExitCode {
         Command::Backtest(args) => backtest_cmd::run(args),
         Command::Search(args) => search_cmd::run(args),
         Command::Workflow(cmd) => workflow(cmd),
+        Command::Research(args) => research_cmd::research(args),
+        Command::Runs(args) => research_cmd::runs(args),
+        Command::Show(args) => research_cmd::show(args),
+        Command::Resume(args) => research_cmd::resume(args),
+        Command::Replay(args) => research_cmd::replay(args),
+        Command::Trace(cmd) => research_cmd::trace_cmd(cmd),
     };
     match result {
         Ok(code) => code,

@@ -75,6 +75,9 @@ pub enum LlmError {
     /// The trace could not be written or read.
     #[error("trace: {0}")]
     Trace(String),
+    /// A failure read back from a run's journal, with its original text.
+    #[error("{0}")]
+    Recorded(String),
 }
 
 fn retry_hint(d: &Option<Duration>) -> String {

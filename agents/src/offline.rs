@@ -200,6 +200,15 @@ impl Evolution {
         }
     }
 
+    /// A search that continues from `history` (scored candidates of earlier generations) with
+    /// a fresh generator seeded by `seed`: how a durable run rebuilds it from its artifacts.
+    pub fn resume(seed: u64, cross_sectional: bool, history: Vec<Candidate>) -> Evolution {
+        let mut e = Evolution::new(seed, cross_sectional);
+        e.seen = history.iter().map(|c| c.signal.clone()).collect();
+        e.history = history;
+        e
+    }
+
     fn pick(&mut self, n: usize) -> usize {
         ((self.rng.next_f64() * n as f64) as usize).min(n.saturating_sub(1))
     }

@@ -57,7 +57,7 @@ pub struct StrategyResult {
 }
 
 /// Multiple-testing statistics over every strategy of a run, on the validation part.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MultipleTesting {
     /// Strategies that ran.
     pub trials: usize,

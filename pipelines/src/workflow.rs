@@ -284,6 +284,57 @@ impl Workflow {
         Ok(())
     }
 
+    /// The name of node `i`.
+    pub fn name_of(&self, i: NodeIndex) -> String {
+        self.name(i)
+    }
+
+    /// The index of node `name` (`start` and `end` always exist in a built workflow).
+    pub fn index_of(&self, name: &str) -> NodeIndex {
+        self.names
+            .get(name)
+            .copied()
+            .unwrap_or_else(|| NodeIndex::new(usize::MAX))
+    }
+
+    /// The artifacts node `i` requires.
+    pub fn inputs_of(&self, i: NodeIndex) -> Vec<String> {
+        self.graph[i].inputs.clone()
+    }
+
+    /// Every edge as (from, to, edge), in a deterministic order.
+    pub fn edges(&self) -> Vec<(String, String, Edge)> {
+        self.edges_sorted()
+    }
+
+    /// The edges out of `i` with their targets, targets in topological order.
+    pub fn edges_from(&self, i: NodeIndex) -> Vec<(NodeIndex, Edge)> {
+        let order = self.order();
+        let pos = |n: NodeIndex| order.iter().position(|o| *o == self.name(n));
+        let mut v: Vec<(NodeIndex, Edge)> = self
+            .graph
+            .edges(i)
+            .map(|e| (e.target(), e.weight().clone()))
+            .collect();
+        v.sort_by_key(|(t, _)| pos(*t));
+        v
+    }
+
+    /// Pairs (a, b) with b reachable from a over one or more forward edges.
+    pub fn forward_reachability(&self) -> BTreeSet<(NodeIndex, NodeIndex)> {
+        let fwd = self.forward();
+        let mut out = BTreeSet::new();
+        for a in fwd.node_indices() {
+            let mut dfs = Dfs::new(&fwd, a);
+            while let Some(b) = dfs.next(&fwd) {
+                if b != a {
+                    out.insert((a, b));
+                }
+            }
+        }
+        out
+    }
+
     /// Node names in a forward topological order (ties by name: deterministic).
     pub fn order(&self) -> Vec<String> {
         let fwd = self.forward();
@@ -395,24 +446,34 @@ pub fn research(max_iterations: u32) -> Result<Workflow, BuildError> {
     use Edge::{Back, Conditional, Next};
     use NodeKind::{Agent, Function, Tool};
     WorkflowBuilder::default()
-        .node("start", Function, &[], &["goal"])
-        .node("plan", Agent, &["goal"], &["plan"])
+        .node("start", Function, &[], &["goal", "started_ms"])
+        .node("plan", Agent, &["goal"], &["plan", "notes"])
         .node("data", Tool, &["plan"], &["universe"])
         .node("foundation", Tool, &["plan", "universe"], &["predictions"])
         .node("generate", Agent, &["plan", "universe"], &["candidates"])
-        .node("backtest", Tool, &["candidates", "universe"], &["results"])
-        .node("critique", Agent, &["results"], &["hypotheses"])
+        .node(
+            "backtest",
+            Tool,
+            &["plan", "candidates", "universe"],
+            &["trials"],
+        )
+        .node(
+            "critique",
+            Agent,
+            &["trials", "candidates", "started_ms"],
+            &["hypotheses", "lineage"],
+        )
         .node(
             "finalize",
             Tool,
-            &["results"],
-            &["finalists", "test_results", "deflated"],
+            &["plan", "trials"],
+            &["ranking", "finalists", "test_results", "deflated"],
         )
         .node(
             "report",
             Function,
             &["plan", "finalists", "test_results", "deflated"],
-            &["report"],
+            &["report", "summary"],
         )
         .node("end", Function, &["report"], &[])
         .edge("start", "plan", Next)

@@ -1,0 +1,463 @@
+//! The run store: SQLite in write-ahead-log mode, the embedded default.
+//!
+//! Tables: `runs` (one row a run: fingerprint, config, data manifest, status, stop reason),
+//! `journal` (the append-only event journal, each record with a checksum), `nodes` (node
+//! completions), `artifacts` (what each completion produced) and `strategies` (every trial
+//! with its metrics, for queries). A node completion, its artifacts and its strategies are one
+//! transaction; an LLM exchange is its own transaction, written before the node sees the
+//! answer. A kill at any point loses at most the call in flight.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use rusqlite::{Connection, OptionalExtension, params};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::journal::{Kind, Record, Sink};
+
+/// A run store failure.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// SQLite failed.
+    #[error("run store '{path}': {source}")]
+    Sqlite {
+        /// The database file.
+        path: PathBuf,
+        /// The error.
+        #[source]
+        source: rusqlite::Error,
+    },
+    /// A record failed its checksum before the end of the journal.
+    #[error(
+        "run {run}: journal record {seq} is corrupt ({why}); the records after it cannot be trusted. Export what is intact with `lim trace export {run}` or start a new run"
+    )]
+    Corrupt {
+        /// The run.
+        run: String,
+        /// The record.
+        seq: u64,
+        /// What is wrong.
+        why: String,
+    },
+    /// No such run.
+    #[error("no run '{0}' in the store; `lim runs` lists them")]
+    UnknownRun(String),
+    /// A file could not be read or written.
+    #[error("{action} '{path}': {source}")]
+    Io {
+        /// What was attempted.
+        action: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// What the store knows of a run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunMeta {
+    /// The run's id.
+    pub id: String,
+    /// Fingerprint of workflow, config and data manifest.
+    pub fingerprint: String,
+    /// When it was created (run clock, ms since the epoch).
+    pub created_ms: i64,
+    /// The research goal.
+    pub goal: String,
+    /// The run's configuration.
+    pub config: Value,
+    /// The data it reads: datasets, files, sizes.
+    pub manifest: Value,
+    /// `running`, `finished` or `failed`.
+    pub status: String,
+    /// Why it stopped, once it has.
+    pub stop_reason: Option<String>,
+}
+
+/// A journal read back: the intact records and what was wrong at its end.
+#[derive(Debug, Clone, Default)]
+pub struct Loaded {
+    /// The intact records, in order.
+    pub records: Vec<Record>,
+    /// Problems found and handled (e.g. a torn final record ignored).
+    pub warnings: Vec<String>,
+}
+
+/// The run store.
+#[derive(Debug)]
+pub struct Store {
+    conn: Mutex<Connection>,
+    path: PathBuf,
+    dir: PathBuf,
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS runs (
+    id TEXT PRIMARY KEY, fingerprint TEXT NOT NULL, created_ms INTEGER NOT NULL,
+    goal TEXT NOT NULL, config TEXT NOT NULL, manifest TEXT NOT NULL,
+    status TEXT NOT NULL, stop_reason TEXT);
+CREATE TABLE IF NOT EXISTS journal (
+    run TEXT NOT NULL, seq INTEGER NOT NULL, exec TEXT NOT NULL, kind TEXT NOT NULL,
+    n INTEGER NOT NULL, body TEXT NOT NULL, checksum TEXT NOT NULL,
+    PRIMARY KEY (run, seq));
+CREATE TABLE IF NOT EXISTS nodes (
+    run TEXT NOT NULL, exec TEXT NOT NULL, node TEXT NOT NULL, seq INTEGER NOT NULL,
+    PRIMARY KEY (run, exec));
+CREATE TABLE IF NOT EXISTS artifacts (
+    run TEXT NOT NULL, exec TEXT NOT NULL, name TEXT NOT NULL, value TEXT NOT NULL,
+    PRIMARY KEY (run, exec, name));
+CREATE TABLE IF NOT EXISTS strategies (
+    run TEXT NOT NULL, signal TEXT NOT NULL, generation INTEGER, fitness REAL,
+    metrics TEXT NOT NULL, PRIMARY KEY (run, signal));
+";
+
+impl Store {
+    /// Opens (or creates) the store in `dir`: `dir/runs.sqlite`, and a directory per run.
+    ///
+    /// # Errors
+    /// The directory or database cannot be created or opened.
+    pub fn open(dir: &Path) -> Result<Store, StoreError> {
+        std::fs::create_dir_all(dir).map_err(|source| StoreError::Io {
+            action: "cannot create the run store directory",
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        let path = dir.join("runs.sqlite");
+        let sql = |source| StoreError::Sqlite {
+            path: path.clone(),
+            source,
+        };
+        let conn = Connection::open(&path).map_err(sql)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(sql)?;
+        // Survives a killed process (the WAL is in the OS cache); a power cut may lose the
+        // last transactions but never tears one.
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(sql)?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))
+            .map_err(sql)?;
+        conn.execute_batch(SCHEMA).map_err(sql)?;
+        Ok(Store {
+            conn: Mutex::new(conn),
+            path,
+            dir: dir.to_path_buf(),
+        })
+    }
+
+    fn err(&self, source: rusqlite::Error) -> StoreError {
+        StoreError::Sqlite {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The directory of run `id` (report, trace), created if needed.
+    ///
+    /// # Errors
+    /// It cannot be created.
+    pub fn run_dir(&self, id: &str) -> Result<PathBuf, StoreError> {
+        let d = self.dir.join(id);
+        std::fs::create_dir_all(&d).map_err(|source| StoreError::Io {
+            action: "cannot create the run directory",
+            path: d.clone(),
+            source,
+        })?;
+        Ok(d)
+    }
+
+    /// Adds a run.
+    ///
+    /// # Errors
+    /// SQLite failed (e.g. the id exists).
+    pub fn create_run(&self, m: &RunMeta) -> Result<(), StoreError> {
+        self.conn()
+            .execute(
+                "INSERT INTO runs (id, fingerprint, created_ms, goal, config, manifest, status, stop_reason) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                params![m.id, m.fingerprint, m.created_ms, m.goal, m.config.to_string(), m.manifest.to_string(), m.status, m.stop_reason],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// Sets a run's status and stop reason.
+    ///
+    /// # Errors
+    /// SQLite failed.
+    pub fn set_status(
+        &self,
+        id: &str,
+        status: &str,
+        stop_reason: Option<&str>,
+    ) -> Result<(), StoreError> {
+        self.conn()
+            .execute(
+                "UPDATE runs SET status = ?2, stop_reason = ?3 WHERE id = ?1",
+                params![id, status, stop_reason],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunMeta> {
+        let json = |s: String| serde_json::from_str(&s).unwrap_or(Value::Null);
+        Ok(RunMeta {
+            id: r.get(0)?,
+            fingerprint: r.get(1)?,
+            created_ms: r.get(2)?,
+            goal: r.get(3)?,
+            config: json(r.get(4)?),
+            manifest: json(r.get(5)?),
+            status: r.get(6)?,
+            stop_reason: r.get(7)?,
+        })
+    }
+
+    /// A run by id, or by a unique prefix of one.
+    ///
+    /// # Errors
+    /// No run matches, or SQLite failed.
+    pub fn run(&self, id: &str) -> Result<RunMeta, StoreError> {
+        let conn = self.conn();
+        let exact = conn
+            .query_row(
+                "SELECT id, fingerprint, created_ms, goal, config, manifest, status, stop_reason FROM runs WHERE id = ?1",
+                params![id],
+                Store::row,
+            )
+            .optional()
+            .map_err(|e| self.err(e))?;
+        if let Some(m) = exact {
+            return Ok(m);
+        }
+        let mut st = conn
+            .prepare("SELECT id, fingerprint, created_ms, goal, config, manifest, status, stop_reason FROM runs WHERE id LIKE ?1 || '%' ORDER BY id")
+            .map_err(|e| self.err(e))?;
+        let found: Vec<RunMeta> = st
+            .query_map(params![id], Store::row)
+            .map_err(|e| self.err(e))?
+            .collect::<Result<_, _>>()
+            .map_err(|e| self.err(e))?;
+        match found.len() {
+            1 => Ok(found
+                .into_iter()
+                .next()
+                .ok_or_else(|| StoreError::UnknownRun(id.into()))?),
+            _ => Err(StoreError::UnknownRun(id.into())),
+        }
+    }
+
+    /// Every run, oldest first.
+    ///
+    /// # Errors
+    /// SQLite failed.
+    pub fn runs(&self) -> Result<Vec<RunMeta>, StoreError> {
+        let conn = self.conn();
+        let mut st = conn
+            .prepare("SELECT id, fingerprint, created_ms, goal, config, manifest, status, stop_reason FROM runs ORDER BY created_ms, id")
+            .map_err(|e| self.err(e))?;
+        let rows = st
+            .query_map([], Store::row)
+            .map_err(|e| self.err(e))?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| self.err(e))?;
+        Ok(rows)
+    }
+
+    /// Ids of runs with this fingerprint.
+    ///
+    /// # Errors
+    /// SQLite failed.
+    pub fn runs_with_fingerprint(&self, fingerprint: &str) -> Result<Vec<String>, StoreError> {
+        let conn = self.conn();
+        let mut st = conn
+            .prepare("SELECT id FROM runs WHERE fingerprint = ?1 ORDER BY id")
+            .map_err(|e| self.err(e))?;
+        let rows = st
+            .query_map(params![fingerprint], |r| r.get(0))
+            .map_err(|e| self.err(e))?
+            .collect::<Result<Vec<String>, _>>()
+            .map_err(|e| self.err(e))?;
+        Ok(rows)
+    }
+
+    /// The run's journal, checked record by record. A bad final record (a torn write) is
+    /// ignored with a warning; a bad record before the end is an error.
+    ///
+    /// # Errors
+    /// SQLite failed, or a record before the last is corrupt.
+    pub fn load(&self, run: &str) -> Result<Loaded, StoreError> {
+        let conn = self.conn();
+        let mut st = conn
+            .prepare("SELECT seq, exec, kind, n, body, checksum FROM journal WHERE run = ?1 ORDER BY seq")
+            .map_err(|e| self.err(e))?;
+        let rows: Vec<(i64, String, String, i64, String, String)> = st
+            .query_map(params![run], |r| {
+                Ok((
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                ))
+            })
+            .map_err(|e| self.err(e))?
+            .collect::<Result<_, _>>()
+            .map_err(|e| self.err(e))?;
+        let total = rows.len();
+        let mut out = Loaded::default();
+        for (i, (seq, exec, kind, n, body, checksum)) in rows.into_iter().enumerate() {
+            let seq = seq as u64;
+            let parsed = (|| {
+                let kind = Kind::parse(&kind).ok_or_else(|| format!("unknown kind '{kind}'"))?;
+                let body: Value =
+                    serde_json::from_str(&body).map_err(|e| format!("body is not JSON: {e}"))?;
+                let rec = Record {
+                    seq,
+                    exec,
+                    kind,
+                    n: n as u32,
+                    body,
+                };
+                if rec.checksum() != checksum {
+                    return Err("checksum mismatch".to_string());
+                }
+                if seq != out.records.len() as u64 + 1 {
+                    return Err(format!("expected record {}", out.records.len() + 1));
+                }
+                Ok(rec)
+            })();
+            match parsed {
+                Ok(rec) => out.records.push(rec),
+                Err(why) if i + 1 == total => out.warnings.push(format!(
+                    "the final journal record ({seq}) is torn ({why}) and was ignored; its work will be redone"
+                )),
+                Err(why) => {
+                    return Err(StoreError::Corrupt {
+                        run: run.to_string(),
+                        seq,
+                        why,
+                    });
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Removes journal records after `seq` (a torn tail, before appending anew).
+    ///
+    /// # Errors
+    /// SQLite failed.
+    pub fn truncate(&self, run: &str, seq: u64) -> Result<(), StoreError> {
+        self.conn()
+            .execute(
+                "DELETE FROM journal WHERE run = ?1 AND seq > ?2",
+                params![run, seq as i64],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// Appends records to run `run`'s journal in one transaction, indexing node completions,
+    /// their artifacts and their trials.
+    ///
+    /// # Errors
+    /// SQLite failed; nothing was written.
+    pub fn append(&self, run: &str, records: &[Record]) -> Result<(), StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(|e| self.err(e))?;
+        for r in records {
+            tx.execute(
+                "INSERT INTO journal (run, seq, exec, kind, n, body, checksum) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![run, r.seq as i64, r.exec, r.kind.as_str(), r.n as i64, r.body.to_string(), r.checksum()],
+            )
+            .map_err(|e| self.err(e))?;
+            if r.kind != Kind::Node {
+                continue;
+            }
+            let node = r.exec.split('#').next().unwrap_or(&r.exec);
+            tx.execute(
+                "INSERT OR REPLACE INTO nodes (run, exec, node, seq) VALUES (?1, ?2, ?3, ?4)",
+                params![run, r.exec, node, r.seq as i64],
+            )
+            .map_err(|e| self.err(e))?;
+            let Some(outputs) = r.body.get("outputs").and_then(Value::as_object) else {
+                continue;
+            };
+            for (name, value) in outputs {
+                tx.execute(
+                    "INSERT OR REPLACE INTO artifacts (run, exec, name, value) VALUES (?1, ?2, ?3, ?4)",
+                    params![run, r.exec, name, value.to_string()],
+                )
+                .map_err(|e| self.err(e))?;
+            }
+            for t in outputs
+                .get("trials")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                let Some(signal) = t.get("signal").and_then(Value::as_str) else {
+                    continue;
+                };
+                tx.execute(
+                    "INSERT OR REPLACE INTO strategies (run, signal, generation, fitness, metrics) VALUES (?1, ?2, ?3, ?4, ?5)",
+                    params![
+                        run,
+                        signal,
+                        t.get("generation").and_then(Value::as_i64),
+                        t.get("fitness").and_then(Value::as_f64),
+                        t.to_string()
+                    ],
+                )
+                .map_err(|e| self.err(e))?;
+            }
+        }
+        tx.commit().map_err(|e| self.err(e))
+    }
+
+    /// Overwrites the body of record `seq` without fixing its checksum (tests of torn writes).
+    ///
+    /// # Errors
+    /// SQLite failed.
+    #[doc(hidden)]
+    pub fn damage(&self, run: &str, seq: u64, body: &str) -> Result<(), StoreError> {
+        self.conn()
+            .execute(
+                "UPDATE journal SET body = ?3 WHERE run = ?1 AND seq = ?2",
+                params![run, seq as i64, body],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+}
+
+/// The sink of one run in a store.
+#[derive(Debug, Clone)]
+pub struct StoreSink {
+    store: Arc<Store>,
+    run: String,
+}
+
+impl StoreSink {
+    /// Appends to run `run` of `store`.
+    pub fn new(store: Arc<Store>, run: &str) -> StoreSink {
+        StoreSink {
+            store,
+            run: run.to_string(),
+        }
+    }
+}
+
+impl Sink for StoreSink {
+    fn append(&self, records: &[Record]) -> Result<(), StoreError> {
+        self.store.append(&self.run, records)
+    }
+}

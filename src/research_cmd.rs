@@ -1,0 +1,899 @@
+//! `lim research`, `lim runs`, `lim show`, `lim resume`, `lim replay`, `lim trace export`:
+//! durable research runs in the run store.
+
+use std::io::{IsTerminal, Write as _};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::{Args, Subcommand, ValueEnum};
+use lim_agents::client::{Budgeted, LlmClient, Price, RetryPolicy, Retrying, Timed};
+use lim_agents::openai::{OpenAi, OpenAiConfig};
+use lim_market::MarketData;
+use lim_pipelines::engine::{Mode, Progress};
+use lim_pipelines::journal::{Clock, Journal, Kind, Record, Sink, SystemClock};
+use lim_pipelines::research::{
+    self, ExperimentPlan, NoLlm, ResearchConfig, ResearchParts, Services, StrategistConfig, Summary,
+};
+use lim_pipelines::store::{RunMeta, Store, StoreError, StoreSink};
+use lim_pipelines::trace;
+use serde_json::Value;
+
+use crate::DataArgs;
+use crate::table::{Table, pct};
+
+/// Where runs live.
+#[derive(Debug, Clone, Args)]
+pub struct StoreArgs {
+    /// Run store directory. Default: $LIM_RUNS, else ./lim-runs.
+    #[arg(long, value_name = "DIR", global = true)]
+    store: Option<PathBuf>,
+}
+
+impl StoreArgs {
+    fn open(&self) -> anyhow::Result<Arc<Store>> {
+        let dir = self.store.clone().unwrap_or_else(|| {
+            std::env::var_os("LIM_RUNS")
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from("lim-runs"))
+        });
+        Ok(Arc::new(Store::open(&dir)?))
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LlmKind {
+    /// The deterministic evolutionary search (not an LLM).
+    Offline,
+    /// An OpenAI-compatible chat model (OpenAI, vLLM, Ollama, llama.cpp).
+    Openai,
+}
+
+/// Budgets: each optional so that `lim resume` can tell what was asked to change.
+#[derive(Debug, Clone, Args)]
+pub struct BudgetArgs {
+    /// Most strategy-loop iterations [default: 6].
+    #[arg(long)]
+    max_iterations: Option<u32>,
+    /// Most dollars of LLM calls, priced by --price.
+    #[arg(long)]
+    budget_usd: Option<f64>,
+    /// Most LLM tokens.
+    #[arg(long)]
+    max_tokens: Option<u64>,
+    /// Wall-time limit from the run's start, e.g. 90s, 45m, 8h.
+    #[arg(long, value_parser = parse_minutes)]
+    deadline: Option<f64>,
+    /// Dollars per million prompt and completion tokens, e.g. 0.15,0.60.
+    #[arg(long, value_parser = parse_price)]
+    price: Option<Price>,
+}
+
+fn parse_minutes(s: &str) -> Result<f64, String> {
+    let (num, unit) = s.split_at(s.find(|c: char| c.is_alphabetic()).unwrap_or(s.len()));
+    let v: f64 = num
+        .trim()
+        .parse()
+        .map_err(|_| format!("'{s}' is not a duration; write e.g. 90s, 45m or 8h"))?;
+    match unit {
+        "s" => Ok(v / 60.0),
+        "m" | "" => Ok(v),
+        "h" => Ok(v * 60.0),
+        _ => Err(format!("unknown unit in '{s}'; use s, m or h")),
+    }
+}
+
+fn parse_price(s: &str) -> Result<Price, String> {
+    let (a, b) = s
+        .split_once(',')
+        .ok_or_else(|| format!("'{s}': write PROMPT,COMPLETION dollars per million tokens"))?;
+    let p = |x: &str| {
+        x.trim()
+            .parse::<f64>()
+            .map_err(|_| format!("'{x}' is not a number"))
+    };
+    Ok(Price {
+        prompt: p(a)?,
+        completion: p(b)?,
+    })
+}
+
+impl BudgetArgs {
+    fn apply(&self, c: &mut ResearchConfig) {
+        let b = &mut c.budgets;
+        if let Some(v) = self.max_iterations {
+            b.max_iterations = v;
+        }
+        if let Some(v) = self.budget_usd {
+            b.max_usd = Some(v);
+        }
+        if let Some(v) = self.max_tokens {
+            b.max_tokens = Some(v);
+        }
+        if let Some(v) = self.deadline {
+            b.deadline_minutes = Some(v);
+        }
+        if let Some(v) = self.price {
+            b.price = Some(v);
+        }
+    }
+}
+
+/// LLM connection flags.
+#[derive(Debug, Clone, Args)]
+pub struct LlmArgs {
+    /// Who proposes strategies.
+    #[arg(long, value_enum, default_value = "offline")]
+    llm: LlmKind,
+    /// Model name, with --llm openai.
+    #[arg(long, default_value = "gpt-4o-mini")]
+    model: String,
+    /// Base URL of the OpenAI-compatible API, with /v1.
+    #[arg(long, default_value = "https://api.openai.com/v1")]
+    base_url: String,
+    /// Environment variable holding the API key (unset: no key, e.g. a local server).
+    #[arg(long, default_value = "OPENAI_API_KEY")]
+    api_key_env: String,
+}
+
+#[derive(Debug, Args)]
+pub struct ResearchArgs {
+    /// The research goal, e.g. "find a robust trend strategy for Chinese commodity futures, max drawdown 15%".
+    goal: String,
+    #[command(flatten)]
+    llm: LlmArgs,
+    #[command(flatten)]
+    budgets: BudgetArgs,
+    /// New strategies per iteration.
+    #[arg(long, default_value_t = 12)]
+    population: usize,
+    /// Finalists evaluated once on the sealed test period.
+    #[arg(long, default_value_t = 3)]
+    finalists: usize,
+    /// Seed: the same seed, data and answers give the same run.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    #[command(flatten)]
+    data: DataArgs,
+    #[command(flatten)]
+    store: StoreArgs,
+    /// Print JSON instead of tables.
+    #[arg(long)]
+    json: bool,
+    /// Testing aid: stop making progress once journal record N is written (to be killed).
+    #[arg(long, hide = true)]
+    pause_at_record: Option<u64>,
+}
+
+#[derive(Debug, Args)]
+pub struct ResumeArgs {
+    /// The run's id (or a unique prefix).
+    run: String,
+    #[command(flatten)]
+    budgets: BudgetArgs,
+    /// Start a new run with the changed settings instead of refusing them.
+    #[arg(long)]
+    fork: bool,
+    #[command(flatten)]
+    llm: LlmArgs,
+    #[command(flatten)]
+    data: DataArgs,
+    #[command(flatten)]
+    store: StoreArgs,
+    /// Print JSON instead of tables.
+    #[arg(long)]
+    json: bool,
+    #[arg(long, hide = true)]
+    pause_at_record: Option<u64>,
+}
+
+#[derive(Debug, Args)]
+pub struct RunsArgs {
+    #[command(flatten)]
+    store: StoreArgs,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ShowArgs {
+    /// The run's id (or a unique prefix).
+    run: String,
+    #[command(flatten)]
+    store: StoreArgs,
+    /// Print the summary as JSON instead of the Markdown report.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ReplayArgs {
+    /// A run id in the store, or a trace file written by `lim trace export`.
+    source: String,
+    #[command(flatten)]
+    data: DataArgs,
+    #[command(flatten)]
+    store: StoreArgs,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TraceCommand {
+    /// Write a run's self-contained, scrubbed JSON-lines trace.
+    Export {
+        /// The run's id (or a unique prefix).
+        run: String,
+        /// Output file ('-' for standard output). Default: the run's directory, trace.jsonl.
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+}
+
+/// A sink that stops the process's progress after record N (crash tests kill it there).
+#[derive(Debug)]
+struct PausingSink {
+    inner: StoreSink,
+    at: u64,
+}
+
+impl Sink for PausingSink {
+    fn append(&self, records: &[Record]) -> Result<(), StoreError> {
+        self.inner.append(records)?;
+        if records.iter().any(|r| r.seq >= self.at) {
+            eprintln!("paused at record {}", self.at);
+            loop {
+                std::thread::sleep(Duration::from_secs(3600));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn config_from(args: &ResearchArgs) -> ResearchConfig {
+    let mut c = ResearchConfig::new(&args.goal);
+    c.seed = args.seed;
+    c.population = args.population;
+    c.finalists = args.finalists;
+    c.strategist = strategist(&args.llm);
+    args.budgets.apply(&mut c);
+    c
+}
+
+fn strategist(llm: &LlmArgs) -> StrategistConfig {
+    match llm.llm {
+        LlmKind::Offline => StrategistConfig::Offline,
+        LlmKind::Openai => StrategistConfig::Llm {
+            model: llm.model.clone(),
+            base_url: llm.base_url.clone(),
+        },
+    }
+}
+
+fn new_run_id(store: &Store, fingerprint: &str) -> anyhow::Result<String> {
+    let base = format!("r{}", &fingerprint[..8.min(fingerprint.len())]);
+    let taken = store.runs_with_fingerprint(fingerprint)?;
+    let mut id = base.clone();
+    let mut k = 1;
+    while taken.contains(&id) || store.run(&id).is_ok_and(|m| m.id == id) {
+        k += 1;
+        id = format!("{base}-{k}");
+    }
+    Ok(id)
+}
+
+pub fn research(args: ResearchArgs) -> anyhow::Result<ExitCode> {
+    let store = args.store.open()?;
+    let market: Arc<dyn MarketData> = Arc::new(args.data.catalog()?);
+    let config = config_from(&args);
+    let manifest = research::manifest(market.as_ref())?;
+    let fingerprint = research::fingerprint(&config, &manifest);
+    let id = new_run_id(&store, &fingerprint)?;
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let meta = RunMeta {
+        id: id.clone(),
+        fingerprint,
+        created_ms: clock.now_ms(),
+        goal: config.goal.clone(),
+        config: serde_json::to_value(&config)?,
+        manifest,
+        status: "running".into(),
+        stop_reason: None,
+    };
+    store.create_run(&meta)?;
+    if !args.json {
+        eprintln!(
+            "run {id} (store {}); `lim resume {id}` continues it after a crash",
+            store_dir_hint(&args.store)
+        );
+    }
+    let journal = Arc::new(Journal::new(
+        Vec::new(),
+        sink(&store, &id, args.pause_at_record),
+    ));
+    drive(
+        &store,
+        &meta,
+        config,
+        &args.llm,
+        market,
+        clock,
+        journal,
+        Mode::Resume,
+        args.json,
+    )
+}
+
+fn store_dir_hint(s: &StoreArgs) -> String {
+    s.store
+        .as_ref()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|| "$LIM_RUNS or ./lim-runs".into())
+}
+
+fn sink(store: &Arc<Store>, id: &str, pause: Option<u64>) -> Arc<dyn Sink> {
+    let inner = StoreSink::new(store.clone(), id);
+    match pause {
+        Some(at) => Arc::new(PausingSink { inner, at }),
+        None => Arc::new(inner),
+    }
+}
+
+pub fn resume(args: ResumeArgs) -> anyhow::Result<ExitCode> {
+    let store = args.store.open()?;
+    let meta = store.run(&args.run)?;
+    let stored: ResearchConfig = serde_json::from_value(meta.config.clone())
+        .with_context(|| format!("run {}: its stored configuration is unreadable", meta.id))?;
+    let mut wanted = stored.clone();
+    args.budgets.apply(&mut wanted);
+    let changes = stored.differences(&wanted);
+    let market: Arc<dyn MarketData> = Arc::new(args.data.catalog()?);
+    let manifest = research::manifest(market.as_ref())?;
+    if manifest != meta.manifest {
+        bail!(
+            "run {} read other data: the datasets differ from the ones it started with ({}). Pass the same --data directory it used",
+            meta.id,
+            lim_pipelines::journal::first_difference(&meta.manifest, &manifest).unwrap_or_default()
+        );
+    }
+    if !changes.is_empty() && !args.fork {
+        bail!(
+            "run {} was started with other settings; resuming would mix two configurations. What changed:\n  {}\nRun `lim resume {} --fork ...` to start a new run with these settings, or drop the flags to continue as it was",
+            meta.id,
+            changes.join("\n  "),
+            meta.id
+        );
+    }
+    if meta.status == "finished" && !args.fork {
+        eprintln!("run {} had finished; its report stands", meta.id);
+        return show(ShowArgs {
+            run: meta.id,
+            store: args.store,
+            json: args.json,
+        });
+    }
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    if args.fork {
+        let fingerprint = research::fingerprint(&wanted, &manifest);
+        let id = new_run_id(&store, &fingerprint)?;
+        let forked = RunMeta {
+            id: id.clone(),
+            fingerprint,
+            created_ms: clock.now_ms(),
+            goal: wanted.goal.clone(),
+            config: serde_json::to_value(&wanted)?,
+            manifest,
+            status: "running".into(),
+            stop_reason: None,
+        };
+        store.create_run(&forked)?;
+        eprintln!(
+            "forked run {} into {id} with: {}",
+            meta.id,
+            changes.join("; ")
+        );
+        let journal = Arc::new(Journal::new(
+            Vec::new(),
+            sink(&store, &id, args.pause_at_record),
+        ));
+        return drive(
+            &store,
+            &forked,
+            wanted,
+            &args.llm,
+            market,
+            clock,
+            journal,
+            Mode::Resume,
+            args.json,
+        );
+    }
+    let loaded = store.load(&meta.id)?;
+    for w in &loaded.warnings {
+        eprintln!("warning: {w}");
+    }
+    let last = loaded.records.last().map_or(0, |r| r.seq);
+    store.truncate(&meta.id, last)?;
+    let done = loaded
+        .records
+        .iter()
+        .filter(|r| r.kind == Kind::Node)
+        .count();
+    let calls = loaded
+        .records
+        .iter()
+        .filter(|r| r.kind == Kind::Llm)
+        .count();
+    if !args.json {
+        eprintln!(
+            "resuming run {}: {done} node executions done, {calls} LLM answers journaled (read back, not asked again)",
+            meta.id
+        );
+    }
+    store.set_status(&meta.id, "running", None)?;
+    let journal = Arc::new(Journal::new(
+        loaded.records,
+        sink(&store, &meta.id, args.pause_at_record),
+    ));
+    drive(
+        &store,
+        &meta,
+        stored,
+        &args.llm,
+        market,
+        clock,
+        journal,
+        Mode::Resume,
+        args.json,
+    )
+}
+
+#[allow(clippy::too_many_arguments)] // the parts of a run, each distinct
+fn drive(
+    store: &Store,
+    meta: &RunMeta,
+    config: ResearchConfig,
+    llm: &LlmArgs,
+    market: Arc<dyn MarketData>,
+    clock: Arc<dyn Clock>,
+    journal: Arc<Journal>,
+    mode: Mode,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    match &config.strategist {
+        StrategistConfig::Offline => run_with(
+            store, meta, config, NoLlm, market, clock, journal, mode, json,
+        ),
+        StrategistConfig::Llm { base_url, .. } => {
+            // Only the CLI reads keys, and only from the named environment variable.
+            let api_key = std::env::var(&llm.api_key_env)
+                .ok()
+                .filter(|k| !k.is_empty());
+            let provider = OpenAi::new(OpenAiConfig {
+                base_url: base_url.clone(),
+                api_key,
+            })?;
+            let spent = journal.spent(&config.llm_budget());
+            let client = Budgeted::new(
+                Retrying::new(
+                    Timed::new(provider, Duration::from_secs(120)),
+                    RetryPolicy::default(),
+                    config.seed,
+                ),
+                config.llm_budget(),
+                spent,
+            );
+            run_with(
+                store, meta, config, client, market, clock, journal, mode, json,
+            )
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)] // the parts of a run, each distinct
+fn run_with<L: LlmClient + 'static>(
+    store: &Store,
+    meta: &RunMeta,
+    config: ResearchConfig,
+    llm: L,
+    market: Arc<dyn MarketData>,
+    clock: Arc<dyn Clock>,
+    journal: Arc<Journal>,
+    mode: Mode,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let max_iter = config.budgets.max_iterations;
+    let exec = research::executor(ResearchParts {
+        services: Services {
+            market,
+            llm: Arc::new(llm),
+            clock,
+        },
+        config: config.clone(),
+    })?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let tty = std::io::stderr().is_terminal() && !json;
+    let budget = config.llm_budget();
+    let j2 = journal.clone();
+    let mut trials = 0usize;
+    let mut best = f64::NEG_INFINITY;
+    let progress = |p: &Progress<'_>| {
+        if let Some(plan) = p.outputs.get("plan")
+            && !json
+            && let Ok(plan) = serde_json::from_value::<ExperimentPlan>(plan.clone())
+        {
+            print_plan(&plan);
+        }
+        if let Some(t) = p.outputs.get("trials").and_then(Value::as_array) {
+            trials = t.len();
+            best = t
+                .iter()
+                .filter_map(|t| t.get("fitness").and_then(Value::as_f64))
+                .fold(best, f64::max);
+        }
+        let iteration = p.exec.split('#').nth(1).unwrap_or("1");
+        let spent = j2.spent(&budget);
+        let line = format!(
+            "iteration {iteration}/{max_iter} · {} {} · {trials} strategies · best robust Sharpe {best:.2} · {} LLM calls, {} tokens, ${:.4}",
+            p.exec,
+            if p.restored { "(journaled)" } else { "done" },
+            spent.calls,
+            spent.tokens,
+            spent.usd
+        );
+        if tty {
+            eprint!("\r\x1b[2K{line}");
+            let _ = std::io::stderr().flush();
+        } else if !json && p.exec.starts_with("critique") {
+            eprintln!("{line}");
+        }
+    };
+    let result =
+        runtime.block_on(exec.run(journal.clone(), research::initial(&config), mode, progress));
+    if tty {
+        eprintln!();
+    }
+    let state = match result {
+        Ok(s) => s,
+        Err(e) => {
+            store.set_status(&meta.id, "failed", Some(&e.to_string()))?;
+            bail!(
+                "run {} stopped: {e}\nWhat completed is journaled; `lim resume {}` continues from there",
+                meta.id,
+                meta.id
+            );
+        }
+    };
+    let summary: Summary = serde_json::from_value(
+        state
+            .artifacts
+            .get("summary")
+            .cloned()
+            .unwrap_or(Value::Null),
+    )
+    .context("the report node gave no summary")?;
+    let report = state
+        .artifacts
+        .get("report")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
+    store.set_status(&meta.id, "finished", Some(&summary.stop_reason))?;
+    let dir = store.run_dir(&meta.id)?;
+    let path = dir.join("report.md");
+    std::fs::write(&path, &report)
+        .with_context(|| format!("cannot write the report '{}'", path.display()))?;
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(
+                &serde_json::json!({"run": meta.id, "report": path, "summary": summary})
+            )?
+        );
+    } else {
+        print_summary(&summary);
+        println!("report: {}", path.display());
+        println!(
+            "run {}: `lim show {}`, `lim replay {}`",
+            meta.id, meta.id, meta.id
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_plan(p: &ExperimentPlan) {
+    println!("plan ({}):", p.strategy.author);
+    println!(
+        "  trade {} ({} instruments, {} bars); {:?} signals; costs {} bps",
+        p.strategy.datasets.join(", "),
+        p.instruments,
+        p.frequency,
+        p.strategy.family,
+        p.strategy.cost_bps
+    );
+    println!("  horizon: {}", p.horizon);
+    println!("  splits: {}", p.splits);
+    println!("  objective: {}", p.objective);
+    let b = &p.budgets;
+    println!(
+        "  budget: {} iterations{}{}{}",
+        b.max_iterations,
+        b.max_usd.map(|u| format!(", ${u}")).unwrap_or_default(),
+        b.max_tokens
+            .map(|t| format!(", {t} tokens"))
+            .unwrap_or_default(),
+        b.deadline_minutes
+            .map(|m| format!(", {m:.0} minutes"))
+            .unwrap_or_default()
+    );
+}
+
+fn short(s: &str, n: usize) -> String {
+    if s.chars().count() > n {
+        format!("{}…", s.chars().take(n - 1).collect::<String>())
+    } else {
+        s.to_string()
+    }
+}
+
+fn print_summary(s: &Summary) {
+    println!("stopped: {} ({} strategies tried)", s.stop_reason, s.trials);
+    let mut t = Table::new(&[
+        "#",
+        "iter",
+        "train.sharpe",
+        "valid.sharpe",
+        "valid.dd",
+        "signal",
+    ]);
+    for e in &s.leaderboard {
+        t.row(vec![
+            e.rank.to_string(),
+            e.generation.to_string(),
+            format!("{:.2}", e.train.sharpe),
+            format!("{:.2}", e.validation.sharpe),
+            pct(e.validation.max_dd),
+            short(&e.signal, 60),
+        ]);
+    }
+    print!("{}", t.render());
+    println!(
+        "sealed test period, evaluated once on the {} finalists:",
+        s.finalists.len()
+    );
+    let mut t = Table::new(&[
+        "valid.sharpe",
+        "test.sharpe",
+        "test.return",
+        "test.dd",
+        "signal",
+    ]);
+    for f in &s.finalists {
+        t.row(vec![
+            format!("{:.2}", f.validation.sharpe),
+            format!("{:.2}", f.test.sharpe),
+            pct(f.test.ann_return),
+            pct(f.test.max_dd),
+            short(&f.signal, 60),
+        ]);
+    }
+    print!("{}", t.render());
+    if let Some(m) = &s.multiple_testing {
+        println!(
+            "over all {} trials: deflated Sharpe ratio {:.3}{}",
+            m.trials,
+            m.deflated.dsr,
+            m.pbo
+                .map(|p| format!("; probability of backtest overfitting {p:.2}"))
+                .unwrap_or_default()
+        );
+    }
+    println!(
+        "LLM: {} calls, {} tokens, ${:.4}",
+        s.spent.calls, s.spent.tokens, s.spent.usd
+    );
+}
+
+pub fn runs(args: RunsArgs) -> anyhow::Result<ExitCode> {
+    let store = args.store.open()?;
+    let runs = store.runs()?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&runs)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    if runs.is_empty() {
+        println!("no runs yet; start one with `lim research \"GOAL\"`");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut t = Table::new(&["run", "status", "started", "goal", "stopped because"]);
+    for r in &runs {
+        t.row(vec![
+            r.id.clone(),
+            r.status.clone(),
+            lim_market::Timestamp(r.created_ms / 1000).to_string(),
+            short(&r.goal, 40),
+            short(r.stop_reason.as_deref().unwrap_or(""), 50),
+        ]);
+    }
+    print!("{}", t.render());
+    Ok(ExitCode::SUCCESS)
+}
+
+fn latest_artifact(records: &[Record], name: &str) -> Option<Value> {
+    records
+        .iter()
+        .rev()
+        .filter(|r| r.kind == Kind::Node)
+        .find_map(|r| r.body.pointer(&format!("/outputs/{name}")).cloned())
+}
+
+pub fn show(args: ShowArgs) -> anyhow::Result<ExitCode> {
+    let store = args.store.open()?;
+    let meta = store.run(&args.run)?;
+    let loaded = store.load(&meta.id)?;
+    let report = latest_artifact(&loaded.records, "report");
+    let summary = latest_artifact(&loaded.records, "summary");
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({"run": meta, "summary": summary}))?
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    match report.as_ref().and_then(Value::as_str) {
+        Some(r) => print!("{r}"),
+        None => {
+            let nodes: Vec<&str> = loaded
+                .records
+                .iter()
+                .filter(|r| r.kind == Kind::Node)
+                .map(|r| r.exec.as_str())
+                .collect();
+            let trials = latest_artifact(&loaded.records, "trials")
+                .and_then(|t| t.as_array().map(Vec::len))
+                .unwrap_or(0);
+            println!(
+                "run {} is {} ({}): {} node executions done (last {}), {trials} strategies tried; no report yet. `lim resume {}` continues it.",
+                meta.id,
+                meta.status,
+                meta.stop_reason.as_deref().unwrap_or("no reason recorded"),
+                nodes.len(),
+                nodes.last().unwrap_or(&"none"),
+                meta.id
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
+    let (meta, loaded) = if Path::new(&args.source).is_file() {
+        let text = std::fs::read_to_string(&args.source)
+            .with_context(|| format!("cannot read the trace '{}'", args.source))?;
+        trace::import(&text).with_context(|| format!("trace '{}'", args.source))?
+    } else {
+        let store = args.store.open()?;
+        let meta = store
+            .run(&args.source)
+            .with_context(|| format!("'{}' is neither a trace file nor a run id", args.source))?;
+        let loaded = store.load(&meta.id)?;
+        (meta, loaded)
+    };
+    for w in &loaded.warnings {
+        eprintln!("warning: {w}");
+    }
+    let config: ResearchConfig = serde_json::from_value(meta.config.clone())
+        .with_context(|| format!("run {}: its configuration is unreadable", meta.id))?;
+    let market: Arc<dyn MarketData> = Arc::new(args.data.catalog()?);
+    let manifest = research::manifest(market.as_ref())?;
+    if manifest != meta.manifest {
+        bail!(
+            "run {} read other data than this catalog holds ({}); pass the --data directory the run used",
+            meta.id,
+            lim_pipelines::journal::first_difference(&meta.manifest, &manifest).unwrap_or_default()
+        );
+    }
+    let recorded_nodes: Vec<String> = loaded
+        .records
+        .iter()
+        .filter(|r| r.kind == Kind::Node)
+        .map(|r| r.exec.clone())
+        .collect();
+    let llm_answers = loaded
+        .records
+        .iter()
+        .filter(|r| r.kind == Kind::Llm)
+        .count();
+    let journal = Arc::new(Journal::sealed(loaded.records));
+    let exec = research::executor(ResearchParts {
+        services: Services {
+            market,
+            llm: Arc::new(NoLlm),
+            clock: Arc::new(lim_pipelines::journal::FixedClock(meta.created_ms)),
+        },
+        config: config.clone(),
+    })?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let t0 = std::time::Instant::now();
+    let state = runtime
+        .block_on(exec.run(journal, research::initial(&config), Mode::Replay, |_| {}))
+        .map_err(|e| anyhow::anyhow!("replay of run {} failed: {e}", meta.id))?;
+    // A journal may end mid-run (a crashed run): the replay must reach every recorded node.
+    let missing: Vec<&String> = recorded_nodes
+        .iter()
+        .filter(|e| !state.completed.contains(e))
+        .collect();
+    if !missing.is_empty() {
+        bail!(
+            "replay of run {} did not reach recorded node executions {missing:?}",
+            meta.id
+        );
+    }
+    let out = serde_json::json!({
+        "run": meta.id,
+        "identical": true,
+        "node_executions": state.completed.len(),
+        "recorded_node_executions": recorded_nodes.len(),
+        "llm_answers_read_back": llm_answers,
+        "seconds": t0.elapsed().as_secs_f64(),
+    });
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        println!(
+            "replayed run {}: {} node executions, outputs identical to the journal's ({} LLM answers read back; no LLM, no network) in {:.2} s",
+            meta.id,
+            state.completed.len(),
+            llm_answers,
+            t0.elapsed().as_secs_f64()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn trace_cmd(cmd: TraceCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        TraceCommand::Export { run, output, store } => {
+            let store = store.open()?;
+            let meta = store.run(&run)?;
+            let loaded = store.load(&meta.id)?;
+            for w in &loaded.warnings {
+                eprintln!("warning: {w}");
+            }
+            let text = trace::export(&meta, &loaded.records);
+            match output.as_deref() {
+                Some(p) if p == Path::new("-") => print!("{text}"),
+                _ => {
+                    let path = match output {
+                        Some(p) => p,
+                        None => store.run_dir(&meta.id)?.join("trace.jsonl"),
+                    };
+                    std::fs::write(&path, &text)
+                        .with_context(|| format!("cannot write '{}'", path.display()))?;
+                    eprintln!(
+                        "wrote {} ({} records) to {}",
+                        meta.id,
+                        loaded.records.len(),
+                        path.display()
+                    );
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
