@@ -67,6 +67,18 @@ pub struct Cx {
     pub journal: Arc<Journal>,
     /// A seed for this execution, derived from the run's seed and `exec`.
     pub seed: u64,
+    /// Node executions completed before this one, in order.
+    pub completed: Arc<[String]>,
+}
+
+impl Cx {
+    /// LLM spend up to now in this run: the calls of completed node executions and this
+    /// one's so far (a replay's journal holds later calls too; they do not count yet).
+    pub fn spent(&self, budget: &lim_agents::client::Budget) -> lim_agents::client::Spent {
+        self.journal.spent_where(budget, |e| {
+            e == self.exec || self.completed.iter().any(|c| c == e)
+        })
+    }
 }
 
 impl Cx {
@@ -343,6 +355,7 @@ impl Executor {
                 .filter(|&n| !pending.iter().any(|&m| m != n && reach.contains(&(m, n))))
                 .collect();
             ready.sort_by_key(|&i| pos(i));
+            let completed: Arc<[String]> = state.completed.clone().into();
             let mut set = JoinSet::new();
             let mut results: BTreeMap<
                 usize,
@@ -371,6 +384,7 @@ impl Executor {
                     artifacts: state.artifacts.clone(),
                     journal: journal.clone(),
                     seed: exec_seed(self.seed, &exec),
+                    completed: completed.clone(),
                 };
                 if mode == Mode::Resume
                     && let Some(outputs) = journal.completion(&exec)

@@ -265,9 +265,18 @@ impl Journal {
     /// Tokens, dollars and calls spent on LLM calls in this journal (answers read back
     /// included: they were paid for once).
     pub fn spent(&self, budget: &Budget) -> Spent {
+        self.spent_where(budget, |_| true)
+    }
+
+    /// Like [`Journal::spent`], over the node executions `include` accepts.
+    pub fn spent_where(&self, budget: &Budget, include: impl Fn(&str) -> bool) -> Spent {
         let st = self.lock();
         let mut s = Spent::default();
-        for r in st.records.iter().filter(|r| r.kind == Kind::Llm) {
+        for r in st
+            .records
+            .iter()
+            .filter(|r| r.kind == Kind::Llm && include(&r.exec))
+        {
             s.calls += 1;
             let Some(usage) = r.body.pointer("/outcome/Ok/usage") else {
                 continue;

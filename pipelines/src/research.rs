@@ -743,7 +743,8 @@ impl<L: LlmClient + 'static> Node for CritiqueNode<L> {
                             "validation_sharpe": v.sharpe, "validation_dd": v.max_dd, "turnover": v.turnover, "rank_ic": v.rank_ic}))
                     })
                     .collect();
-                let ctx = json!({"results": results, "trials": trials.len(), "best": best_signal});
+                let ctx = json!({"results": results, "trials": trials.len(), "best": best_signal,
+                    "dsr": approximate_dsr(&trials, &cx.input::<ExperimentPlan>("plan")?.frequency)});
                 let llm =
                     JournaledLlm::new(self.services.llm.clone(), cx.journal.clone(), &cx.exec);
                 match strategist::critique(&llm, model, &ctx, 2).await {
@@ -755,7 +756,7 @@ impl<L: LlmClient + 'static> Node for CritiqueNode<L> {
                 }
             }
             let budget = self.config.llm_budget();
-            let spent = cx.journal.spent(&budget);
+            let spent = cx.spent(&budget);
             let b = &self.config.budgets;
             let clock =
                 JournaledClock::new(self.services.clock.clone(), cx.journal.clone(), &cx.exec);
@@ -807,6 +808,31 @@ impl<L: LlmClient + 'static> Node for CritiqueNode<L> {
             ]))
         })
     }
+}
+
+/// The deflated Sharpe ratio of the best validation Sharpe among `trials`, from their Sharpe
+/// ratios alone (returns taken as normal): what the critic sees during the loop. The report
+/// uses the exact statistic over every trial's returns, computed by the final evaluator.
+pub fn approximate_dsr(trials: &[Trial], frequency: &str) -> f64 {
+    let periods =
+        lim_market::Frequency::parse(frequency).map_or(252.0, |f| f.periods_per_year(1.0));
+    let srs: Vec<(f64, usize)> = trials
+        .iter()
+        .filter_map(|t| t.validation)
+        .filter(|v| v.sharpe.is_finite())
+        .map(|v| (v.sharpe / periods.sqrt(), v.bars))
+        .collect();
+    if srs.len() < 2 {
+        return f64::NAN;
+    }
+    let n = srs.len() as f64;
+    let mean = srs.iter().map(|s| s.0).sum::<f64>() / n;
+    let var = srs.iter().map(|s| (s.0 - mean).powi(2)).sum::<f64>() / (n - 1.0);
+    let (sr, bars) = srs
+        .iter()
+        .copied()
+        .fold((f64::NEG_INFINITY, 0), |a, b| if b.0 > a.0 { b } else { a });
+    lim_backtest::stats::deflated_sharpe(sr, bars, 0.0, 3.0, srs.len(), var).dsr
 }
 
 /// The final evaluator: the only node holding the universe, and so the sealed test period.
@@ -894,7 +920,7 @@ impl Node for Report {
             let summary = Summary::from_artifacts(
                 &cx.artifacts,
                 &self.config,
-                cx.journal.spent(&self.config.llm_budget()),
+                cx.spent(&self.config.llm_budget()),
             )?;
             Ok(out(vec![
                 ("report", Value::String(summary.markdown())),

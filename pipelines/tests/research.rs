@@ -1,0 +1,422 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests fail loudly
+//! Whole research runs in process, on the bundled sample: offline and with a scripted LLM
+//! (output repairs, failures, budgets), replay, divergence, torn journal records.
+
+use std::sync::Arc;
+
+use lim_agents::chat::Usage;
+use lim_agents::client::{ScriptedLlm, Turn};
+use lim_agents::error::LlmError;
+use lim_market::{Catalog, MarketData};
+use lim_pipelines::engine::Mode;
+use lim_pipelines::journal::{FixedClock, Journal, Kind, MemorySink, Record};
+use lim_pipelines::research::{
+    self, NoLlm, ResearchConfig, ResearchParts, Services, StrategistConfig, Summary,
+};
+use lim_pipelines::store::{RunMeta, Store, StoreSink};
+use lim_pipelines::trace;
+use lim_tools::{BacktestTool, Registry, ResearchLog, Universe};
+use serde_json::{Value, json};
+
+const GOAL: &str = "find a robust trend strategy for Chinese commodity futures, max drawdown 15%";
+
+fn market() -> Arc<dyn MarketData> {
+    Arc::new(Catalog::bundled(None))
+}
+
+fn small(goal: &str) -> ResearchConfig {
+    let mut c = ResearchConfig::new(goal);
+    c.population = 6;
+    c.budgets.max_iterations = 3;
+    c
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// Runs `config` with `llm` against `journal`; returns the summary.
+fn run<L: lim_agents::client::LlmClient + 'static>(
+    config: &ResearchConfig,
+    llm: L,
+    journal: Arc<Journal>,
+    mode: Mode,
+) -> Result<Summary, String> {
+    let exec = research::executor(ResearchParts {
+        services: Services {
+            market: market(),
+            llm: Arc::new(llm),
+            clock: Arc::new(FixedClock(1_700_000_000_000)),
+        },
+        config: config.clone(),
+    })
+    .unwrap();
+    let state = runtime()
+        .block_on(exec.run(journal, research::initial(config), mode, |_| {}))
+        .map_err(|e| e.to_string())?;
+    Ok(serde_json::from_value(state.artifacts["summary"].clone()).unwrap())
+}
+
+fn fresh() -> Arc<Journal> {
+    Arc::new(Journal::new(Vec::new(), Arc::new(MemorySink::default())))
+}
+
+#[test]
+fn an_offline_run_ends_with_a_sealed_test_and_statistics_over_every_trial() {
+    let config = small(GOAL);
+    let j = fresh();
+    let s = run(&config, NoLlm, j.clone(), Mode::Resume).unwrap();
+    assert_eq!(s.plan.strategy.datasets, ["cn_futures_daily"]);
+    assert_eq!(s.plan.strategy.max_drawdown, Some(0.15));
+    assert!(s.trials > 6, "{}", s.trials);
+    assert_eq!(s.lineage.len(), 3);
+    assert_eq!(s.stop_reason, "iteration budget reached (3 iterations)");
+    assert_eq!(s.finalists.len(), 3);
+    // The finalists are the top of the leaderboard, in order.
+    for (f, e) in s.finalists.iter().zip(&s.leaderboard) {
+        assert_eq!(f.signal, e.signal);
+        assert_eq!(f.validation.sharpe, e.validation.sharpe);
+    }
+    // Multiple testing counts every strategy that ran, not the finalists.
+    let m = s.multiple_testing.as_ref().unwrap();
+    assert_eq!(m.trials, s.trials);
+    // The leaderboard is sorted by robust fitness.
+    for w in s.leaderboard.windows(2) {
+        assert!(w[0].fitness >= w[1].fitness);
+    }
+    // The same seed gives the same run; a replay with no LLM reproduces it.
+    let again = run(&config, NoLlm, fresh(), Mode::Resume).unwrap();
+    assert_eq!(
+        serde_json::to_string(&s).unwrap(),
+        serde_json::to_string(&again).unwrap()
+    );
+    let replayed = run(
+        &config,
+        NoLlm,
+        Arc::new(Journal::sealed(j.records())),
+        Mode::Replay,
+    )
+    .unwrap();
+    assert_eq!(s, replayed);
+    // Another seed explores differently.
+    let mut other = config.clone();
+    other.seed = 2;
+    let o = run(&other, NoLlm, fresh(), Mode::Resume).unwrap();
+    assert_ne!(
+        o.leaderboard.iter().map(|e| &e.signal).collect::<Vec<_>>(),
+        s.leaderboard.iter().map(|e| &e.signal).collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn agent_facing_tools_refuse_the_sealed_test_period() {
+    let rt = runtime();
+    let universe = Arc::new(Universe::new(None));
+    let registry = Registry::default()
+        .with(lim_tools::ChooseUniverse {
+            market: market(),
+            universe: universe.clone(),
+        })
+        .with(BacktestTool {
+            universe,
+            log: Arc::new(ResearchLog::default()),
+        });
+    let r = rt.block_on(
+        registry.call(
+            "choose_universe",
+            &json!({"datasets": ["cn_futures_daily"], "train": 0.6, "valid": 0.2, "embargo": 5})
+                .to_string(),
+        ),
+    );
+    assert_eq!(r["status"], "done", "{r}");
+    let r = rt.block_on(
+        registry.call(
+            "backtest",
+            &json!({"strategies": [{"signal": "ts_sum(returns, 20)"}], "include_test": true})
+                .to_string(),
+        ),
+    );
+    assert_eq!(
+        (r["status"].as_str(), r["kind"].as_str()),
+        (Some("failed"), Some("sealed")),
+        "{r}"
+    );
+    // And the report's universe never describes the test part to the agents.
+    let r = rt.block_on(
+        registry.call(
+            "choose_universe",
+            &json!({"datasets": ["cn_futures_daily"], "train": 0.6, "valid": 0.2, "embargo": 5})
+                .to_string(),
+        ),
+    );
+    assert!(!r.to_string().contains("\"test\""), "{r}");
+}
+
+fn plan_reply() -> String {
+    json!({"goal": GOAL, "datasets": ["cn_futures_daily"], "family": "trend",
+        "portfolio": {"kind": "sign_threshold", "threshold": 0.0, "target_vol": 0.1, "vol_window": 60},
+        "max_drawdown": 0.15, "cost_bps": 10.0, "author": "x"})
+    .to_string()
+}
+
+fn proposals(signals: &[&str]) -> String {
+    json!({"strategies": signals.iter().map(|s| json!({"signal": s})).collect::<Vec<_>>()})
+        .to_string()
+}
+
+fn critique_reply(text: &str) -> String {
+    json!({"diagnosis": text, "hypotheses": ["longer lookbacks"], "likely_luck": false}).to_string()
+}
+
+/// plan, critique 1, propose 2 (a broken reply, then a repair), critique 2 (fails),
+/// propose 3, critique 3.
+fn script() -> Vec<Turn> {
+    vec![
+        Turn::Text(plan_reply()),
+        Turn::Text(critique_reply("seeds are weak")),
+        Turn::Text("Here you go: {\"strategies\": [{\"signal\": \"ts_sum(returns, 20\"}]}".into()),
+        Turn::Text(proposals(&[
+            "ts_sum(returns, 30)",
+            "decay_linear(returns, 60)",
+        ])),
+        Turn::Error(LlmError::Server {
+            status: 500,
+            message: "overloaded".into(),
+        }),
+        Turn::Text(proposals(&["ts_zscore(ts_sum(returns, 30), 60)"])),
+        Turn::Text(critique_reply("longer windows help")),
+    ]
+}
+
+fn llm_config() -> ResearchConfig {
+    let mut c = small(GOAL);
+    c.strategist = StrategistConfig::Llm {
+        model: "scripted".into(),
+        base_url: "http://127.0.0.1:9/v1".into(),
+    };
+    c
+}
+
+#[test]
+fn a_scripted_llm_run_repairs_output_survives_a_failure_and_replays_without_the_llm() {
+    let config = llm_config();
+    let j = fresh();
+    let llm = ScriptedLlm::new(
+        script(),
+        Usage {
+            prompt_tokens: 100,
+            completion_tokens: 50,
+        },
+    );
+    let s = run(&config, llm, j.clone(), Mode::Resume).unwrap();
+    assert!(s.strategist.contains("scripted"));
+    assert_eq!(s.spent.calls, 7);
+    // The failed call reported no usage.
+    assert_eq!(s.spent.tokens, 6 * 150);
+    let signals: Vec<&str> = s.leaderboard.iter().map(|e| e.signal.as_str()).collect();
+    for proposed in [
+        "ts_sum(returns, 30)",
+        "decay_linear(returns, 60)",
+        "ts_zscore(ts_sum(returns, 30), 60)",
+    ] {
+        assert!(
+            signals.contains(&proposed) || s.trials > signals.len(),
+            "{proposed} missing from {signals:?}"
+        );
+    }
+    // The broken reply was re-asked with the parse error; the failed critique is in the lineage.
+    assert!(
+        s.lineage[1].diagnosis.contains("the LLM critique failed"),
+        "{}",
+        s.lineage[1].diagnosis
+    );
+    assert!(s.lineage[2].diagnosis.starts_with("longer windows help"));
+    // Replay: no LLM at all, every answer read back, identical summary.
+    let r = run(
+        &config,
+        NoLlm,
+        Arc::new(Journal::sealed(j.records())),
+        Mode::Replay,
+    )
+    .unwrap();
+    assert_eq!(s, r);
+    // A changed prompt is a divergence naming the node and the call.
+    let mut records = j.records();
+    let first_llm = records.iter_mut().find(|r| r.kind == Kind::Llm).unwrap();
+    first_llm.body["request"]["messages"][0]["content"] = json!("an older system prompt");
+    first_llm.body["fingerprint"] = json!("0000000000000000");
+    let err = run(
+        &config,
+        NoLlm,
+        Arc::new(Journal::sealed(records)),
+        Mode::Replay,
+    )
+    .unwrap_err();
+    assert!(
+        err.starts_with("non-determinism in node execution 'plan#1', at llm call 0: the request differs from the journal's (/messages/0/content: recorded \"an older system prompt\""),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_token_budget_stops_the_loop_and_the_run_still_reports() {
+    let mut config = llm_config();
+    config.budgets.max_iterations = 10;
+    config.budgets.max_tokens = Some(400);
+    let llm = ScriptedLlm::new(
+        script(),
+        Usage {
+            prompt_tokens: 100,
+            completion_tokens: 50,
+        },
+    );
+    let s = run(&config, llm, fresh(), Mode::Resume).unwrap();
+    // plan (150) + critique (150) + propose x2 (300) = 600 ≥ 400 at the second critique.
+    assert!(
+        s.stop_reason.starts_with("token budget spent"),
+        "{}",
+        s.stop_reason
+    );
+    assert!(s.lineage.len() < 10);
+    assert_eq!(s.finalists.len(), 3);
+}
+
+#[test]
+fn a_killed_run_resumes_from_the_store_without_asking_the_llm_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(Store::open(dir.path()).unwrap());
+    let config = llm_config();
+    let meta = RunMeta {
+        id: "r1".into(),
+        fingerprint: "f".into(),
+        created_ms: 0,
+        goal: GOAL.into(),
+        config: serde_json::to_value(&config).unwrap(),
+        manifest: Value::Null,
+        status: "running".into(),
+        stop_reason: None,
+    };
+    store.create_run(&meta).unwrap();
+    let full = run(
+        &config,
+        ScriptedLlm::new(script(), Usage::default()),
+        fresh(),
+        Mode::Resume,
+    )
+    .unwrap();
+    // A run that "dies" after its first critique: the LLM script ends there.
+    let journal = Arc::new(Journal::new(
+        Vec::new(),
+        Arc::new(StoreSink::new(store.clone(), "r1")),
+    ));
+    let short: Vec<Turn> = script().into_iter().take(2).collect();
+    let err = run(
+        &config,
+        ScriptedLlm::new(short, Usage::default()),
+        journal,
+        Mode::Resume,
+    );
+    // The third call found no turn: propose#2 gets an error and proposes nothing; the run
+    // then stops early. Take only what precedes that call, as a kill would have left it.
+    assert!(err.is_ok());
+    let loaded = store.load("r1").unwrap();
+    let cut = loaded
+        .records
+        .iter()
+        .position(|r| r.exec == "generate#2")
+        .unwrap();
+    store.truncate("r1", loaded.records[cut - 1].seq).unwrap();
+    let loaded = store.load("r1").unwrap();
+    assert_eq!(
+        loaded
+            .records
+            .iter()
+            .filter(|r| r.kind == Kind::Llm)
+            .count(),
+        2
+    );
+    // Resume with the rest of the script only: the two journaled answers are read back.
+    let rest: Vec<Turn> = script().into_iter().skip(2).collect();
+    let llm = ScriptedLlm::new(rest, Usage::default());
+    let journal = Arc::new(Journal::new(
+        loaded.records,
+        Arc::new(StoreSink::new(store.clone(), "r1")),
+    ));
+    let resumed = run(&config, llm, journal, Mode::Resume).unwrap();
+    assert_eq!(
+        serde_json::to_string(&resumed.leaderboard).unwrap(),
+        serde_json::to_string(&full.leaderboard).unwrap()
+    );
+    assert_eq!(resumed.lineage, full.lineage);
+}
+
+#[test]
+fn a_torn_final_record_is_ignored_and_a_corrupt_middle_one_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(Store::open(dir.path()).unwrap());
+    let meta = RunMeta {
+        id: "r1".into(),
+        fingerprint: "f".into(),
+        created_ms: 0,
+        goal: GOAL.into(),
+        config: serde_json::to_value(small(GOAL)).unwrap(),
+        manifest: Value::Null,
+        status: "running".into(),
+        stop_reason: None,
+    };
+    store.create_run(&meta).unwrap();
+    let journal = Arc::new(Journal::new(
+        Vec::new(),
+        Arc::new(StoreSink::new(store.clone(), "r1")),
+    ));
+    run(&small(GOAL), NoLlm, journal, Mode::Resume).unwrap();
+    let all = store.load("r1").unwrap();
+    assert!(all.warnings.is_empty());
+    let n = all.records.len() as u64;
+    // Half a JSON body in the last record: ignored, with a warning saying so.
+    store.damage("r1", n, "{\"node\": \"rep").unwrap();
+    let l = store.load("r1").unwrap();
+    assert_eq!(l.records.len() as u64, n - 1);
+    assert!(
+        l.warnings[0].contains(&format!("the final journal record ({n}) is torn")),
+        "{:?}",
+        l.warnings
+    );
+    // A changed record before the end: refused, naming it.
+    store.damage("r1", 3, "{\"node\": \"x\"}").unwrap();
+    let err = store.load("r1").unwrap_err().to_string();
+    assert!(
+        err.starts_with("run r1: journal record 3 is corrupt (checksum mismatch)"),
+        "{err}"
+    );
+}
+
+#[test]
+fn traces_round_trip_and_a_cut_trace_loses_only_its_last_line() {
+    let j = fresh();
+    run(&small(GOAL), NoLlm, j.clone(), Mode::Resume).unwrap();
+    let meta = RunMeta {
+        id: "r1".into(),
+        fingerprint: "f".into(),
+        created_ms: 0,
+        goal: GOAL.into(),
+        config: serde_json::to_value(small(GOAL)).unwrap(),
+        manifest: Value::Null,
+        status: "finished".into(),
+        stop_reason: None,
+    };
+    let records: Vec<Record> = j.records();
+    let text = trace::export(&meta, &records);
+    let (m, l) = trace::import(&text).unwrap();
+    assert_eq!((m, l.records.clone()), (meta, records.clone()));
+    let cut = &text[..text.len() - 40];
+    let (_, l) = trace::import(cut).unwrap();
+    assert_eq!(l.records.len(), records.len() - 1);
+    assert!(l.warnings[0].contains("is torn"));
+    let err = trace::import("{\"nope\": 1}\n").unwrap_err();
+    assert_eq!(err.line, 1);
+}
