@@ -1,0 +1,391 @@
+//! `lim research` end to end through the binary: the README's main command, durable runs
+//! killed with SIGKILL and resumed, refused resumes, replays and traces, with an
+//! OpenAI-compatible test server on 127.0.0.1 counting every LLM request.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests fail loudly
+
+use std::collections::hash_map::DefaultHasher;
+use std::hash::{Hash, Hasher};
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+const GOAL: &str = "find a robust trend strategy for Chinese commodity futures, max drawdown 15%";
+
+fn lim() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_lim"));
+    // A cache of our own (written atomically, so tests may share it).
+    c.env_remove("LIM_DATA").env_remove("LIM_RUNS").env(
+        "LIM_CACHE",
+        std::env::temp_dir().join("lim-test-cache-research"),
+    );
+    c
+}
+
+fn ok(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A deterministic "model": every answer is a function of the request, and every request is
+/// counted by its hash.
+#[derive(Clone, Default)]
+struct Brain {
+    seen: Arc<Mutex<Vec<u64>>>,
+}
+
+fn reply(content: String) -> Value {
+    json!({"id": "x", "object": "chat.completion", "created": 1, "model": "local",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 700, "completion_tokens": 80, "total_tokens": 780}})
+}
+
+impl wiremock::Respond for Brain {
+    fn respond(&self, req: &wiremock::Request) -> wiremock::ResponseTemplate {
+        let body = String::from_utf8_lossy(&req.body).into_owned();
+        let mut h = DefaultHasher::new();
+        body.hash(&mut h);
+        let hash = h.finish();
+        self.seen.lock().unwrap().push(hash);
+        let content = if body.contains("You plan quantitative research") {
+            json!({"goal": GOAL, "datasets": ["cn_futures_daily"], "family": "trend",
+                "portfolio": {"kind": "sign_threshold", "threshold": 0.0, "target_vol": 0.1, "vol_window": 60},
+                "max_drawdown": 0.15, "cost_bps": 10.0, "author": "model"})
+        } else if body.contains("You are the critic") {
+            json!({"diagnosis": format!("Round {} read.", hash % 97), "hypotheses": ["longer windows"], "likely_luck": false})
+        } else {
+            let w = [5, 10, 15, 20, 30, 40, 60, 90, 120];
+            let pick = |k: u64| w[((hash >> (8 * k)) % w.len() as u64) as usize];
+            json!({"strategies": [
+                {"signal": format!("ts_sum(returns, {})", pick(0))},
+                {"signal": format!("decay_linear(returns, {})", pick(1))},
+                {"signal": format!("ts_zscore(ts_sum(returns, {}), {})", pick(2), pick(3))},
+            ]})
+        };
+        wiremock::ResponseTemplate::new(200).set_body_json(reply(content.to_string()))
+    }
+}
+
+fn server(rt: &tokio::runtime::Runtime, brain: &Brain) -> wiremock::MockServer {
+    rt.block_on(async {
+        let server = wiremock::MockServer::start().await;
+        wiremock::Mock::given(wiremock::matchers::method("POST"))
+            .and(wiremock::matchers::path("/v1/chat/completions"))
+            .respond_with(brain.clone())
+            .mount(&server)
+            .await;
+        server
+    })
+}
+
+fn llm_args(uri: &str) -> Vec<String> {
+    [
+        "--llm",
+        "openai",
+        "--model",
+        "local",
+        "--base-url",
+        &format!("{uri}/v1"),
+        "--max-iterations",
+        "3",
+        "--population",
+        "3",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+/// Starts `cmd`, waits until it pauses after journal record `at`, and kills it with SIGKILL.
+/// Returns the run id it printed, if it printed one.
+fn run_until_killed(mut cmd: Command, at: u64) -> Option<String> {
+    cmd.args(["--pause-at-record", &at.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut id = None;
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some(rest) = line.strip_prefix("run ") {
+                id = rest.split_whitespace().next().map(String::from);
+            }
+            if line.starts_with("paused at record") {
+                let _ = tx.send(Ok(id.clone()));
+                return;
+            }
+            if line.starts_with("error") {
+                let _ = tx.send(Err(line));
+                return;
+            }
+        }
+        let _ = tx.send(Err("exited without pausing".into()));
+    });
+    let got = rx.recv_timeout(Duration::from_secs(120));
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    match got {
+        Ok(Ok(id)) => id,
+        other => panic!("the run did not pause at record {at}: {other:?}"),
+    }
+}
+
+fn summary(store: &Path, id: &str) -> Value {
+    let out = lim()
+        .args(["show", id, "--json", "--store"])
+        .arg(store)
+        .output()
+        .unwrap();
+    let v: Value = serde_json::from_str(&ok(&out)).unwrap();
+    v["summary"].clone()
+}
+
+#[test]
+fn the_readme_command_finishes_a_run_with_a_report_and_replays_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("runs");
+    let out = lim()
+        .args(["research", GOAL, "--store"])
+        .arg(&store)
+        .output()
+        .unwrap();
+    let text = ok(&out);
+    for want in [
+        "plan (offline strategist",
+        "trade cn_futures_daily",
+        "sealed test period, evaluated once on the 3 finalists",
+        "deflated Sharpe ratio",
+        "report: ",
+    ] {
+        assert!(text.contains(want), "missing {want:?} in:\n{text}");
+    }
+    let id = text
+        .lines()
+        .find_map(|l| l.strip_prefix("run ").and_then(|r| r.split(':').next()))
+        .unwrap()
+        .to_string();
+    let report = std::fs::read_to_string(store.join(&id).join("report.md")).unwrap();
+    for want in [
+        "## Plan",
+        "## Leaderboard (train and validation only)",
+        "## Sealed test period",
+        "## Multiple testing over all",
+        "## Hypothesis lineage",
+        "## Cost",
+        "## Caveats",
+    ] {
+        assert!(report.contains(want), "missing {want:?}");
+    }
+    let runs = ok(&lim()
+        .args(["runs", "--store"])
+        .arg(&store)
+        .output()
+        .unwrap());
+    assert!(runs.contains(&id) && runs.contains("finished"), "{runs}");
+    let replay = ok(&lim()
+        .args(["replay", &id, "--store"])
+        .arg(&store)
+        .output()
+        .unwrap());
+    assert!(
+        replay.contains("outputs identical to the journal's"),
+        "{replay}"
+    );
+    // A trace file replays anywhere, without the store.
+    let trace = dir.path().join("t.jsonl");
+    ok(&lim()
+        .args(["trace", "export", &id, "-o"])
+        .arg(&trace)
+        .arg("--store")
+        .arg(&store)
+        .output()
+        .unwrap());
+    let out = lim()
+        .args(["replay", "--json"])
+        .arg(&trace)
+        .output()
+        .unwrap();
+    let v: Value = serde_json::from_str(&ok(&out)).unwrap();
+    assert_eq!(v["identical"], true);
+    assert_eq!(v["node_executions"], v["recorded_node_executions"]);
+}
+
+#[test]
+fn runs_killed_at_random_points_resume_to_the_same_leaderboard_without_asking_twice() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let brain = Brain::default();
+    let srv = server(&rt, &brain);
+    let dir = tempfile::tempdir().unwrap();
+
+    // The uninterrupted run.
+    let store = dir.path().join("whole");
+    let out = lim()
+        .args(["research", GOAL, "--json", "--store"])
+        .arg(&store)
+        .args(llm_args(&srv.uri()))
+        .output()
+        .unwrap();
+    let whole: Value = serde_json::from_str(&ok(&out)).unwrap();
+    let calls = brain.seen.lock().unwrap().len();
+    assert!(calls >= 5, "{calls} LLM calls");
+    let records = {
+        let out = lim()
+            .args([
+                "trace",
+                "export",
+                whole["run"].as_str().unwrap(),
+                "-o",
+                "-",
+                "--store",
+            ])
+            .arg(&store)
+            .output()
+            .unwrap();
+        ok(&out).lines().count() as u64 - 1
+    };
+    let leaderboard = serde_json::to_string(&whole["summary"]["leaderboard"]).unwrap();
+
+    // Four runs, killed at 3, 3, 2 and 2 random points (seeded), resumed after each kill.
+    let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = |n: u64| {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng % n
+    };
+    let mut kills = 0;
+    for (k, per_run) in [3u64, 3, 2, 2].into_iter().enumerate() {
+        brain.seen.lock().unwrap().clear();
+        let store = dir.path().join(format!("killed{k}"));
+        let mut points: Vec<u64> = (0..per_run).map(|_| 1 + next(records - 1)).collect();
+        points.sort_unstable();
+        points.dedup();
+        let mut cmd = lim();
+        cmd.args(["research", GOAL, "--store"])
+            .arg(&store)
+            .args(llm_args(&srv.uri()));
+        let id = run_until_killed(cmd, points[0]).expect("the run printed its id");
+        kills += 1;
+        for &at in &points[1..] {
+            let mut cmd = lim();
+            cmd.args(["resume", &id, "--store"]).arg(&store);
+            run_until_killed(cmd, at);
+            kills += 1;
+        }
+        let out = lim()
+            .args(["resume", &id, "--json", "--store"])
+            .arg(&store)
+            .output()
+            .unwrap();
+        let resumed: Value = serde_json::from_str(&ok(&out)).unwrap();
+        assert_eq!(
+            serde_json::to_string(&resumed["summary"]["leaderboard"]).unwrap(),
+            leaderboard,
+            "run killed at records {points:?} ended with another leaderboard"
+        );
+        assert_eq!(
+            summary(&store, &id)["leaderboard"],
+            whole["summary"]["leaderboard"]
+        );
+        // Every LLM request was made once: none repeated after a kill, none missing.
+        let seen = brain.seen.lock().unwrap().clone();
+        let mut unique = seen.clone();
+        unique.sort_unstable();
+        unique.dedup();
+        assert_eq!(
+            unique.len(),
+            seen.len(),
+            "an LLM call was made twice (kills at {points:?})"
+        );
+        assert_eq!(seen.len(), calls, "kills at {points:?}");
+        assert_eq!(resumed["summary"]["spent"], whole["summary"]["spent"]);
+    }
+    assert!(kills >= 10, "{kills} kills");
+    drop(rt);
+}
+
+#[test]
+fn a_resume_with_other_settings_is_refused_naming_them_or_forks() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("runs");
+    let mut cmd = lim();
+    cmd.args([
+        "research",
+        GOAL,
+        "--max-iterations",
+        "2",
+        "--population",
+        "3",
+        "--store",
+    ])
+    .arg(&store);
+    let id = run_until_killed(cmd, 6).unwrap();
+    let out = lim()
+        .args(["resume", &id, "--max-iterations", "5", "--store"])
+        .arg(&store)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("budgets.max_iterations: 2 → 5"), "{err}");
+    assert!(err.contains("--fork"), "{err}");
+    // Nothing was lost: the run resumes as it was.
+    let out = lim()
+        .args(["resume", &id, "--json", "--store"])
+        .arg(&store)
+        .output()
+        .unwrap();
+    let v: Value = serde_json::from_str(&ok(&out)).unwrap();
+    assert_eq!(v["summary"]["lineage"].as_array().unwrap().len(), 2);
+    // Asked to, it forks a new run with the new settings.
+    let out = lim()
+        .args([
+            "resume",
+            &id,
+            "--max-iterations",
+            "3",
+            "--fork",
+            "--json",
+            "--store",
+        ])
+        .arg(&store)
+        .output()
+        .unwrap();
+    let v: Value = serde_json::from_str(&ok(&out)).unwrap();
+    assert_ne!(v["run"].as_str().unwrap(), id);
+    assert_eq!(v["summary"]["lineage"].as_array().unwrap().len(), 3);
+    // Other data is refused too.
+    let other = dir.path().join("data");
+    std::fs::create_dir(&other).unwrap();
+    std::fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("market/sample/cn_futures_daily.csv.gz"),
+        other.join("cn_futures_daily.csv.gz"),
+    )
+    .unwrap();
+    let out = lim()
+        .args(["replay", &id, "--store"])
+        .arg(&store)
+        .arg("--data")
+        .arg(&other)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("pass the --data directory the run used"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
