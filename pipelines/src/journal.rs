@@ -343,6 +343,20 @@ pub fn first_difference(a: &Value, b: &Value) -> Option<String> {
                 })
             }
             _ if a == b => None,
+            (Value::String(x), Value::String(y)) => {
+                let at = x.chars().zip(y.chars()).take_while(|(p, q)| p == q).count();
+                let window = |s: &str| -> String {
+                    let from = at.saturating_sub(20);
+                    let w: String = s.chars().skip(from).take(60).collect();
+                    format!("{}{w}", if from > 0 { "…" } else { "" })
+                };
+                Some(format!(
+                    "{}: from character {at}, recorded {:?}, this run {:?}",
+                    if path.is_empty() { "/" } else { path },
+                    window(x),
+                    window(y)
+                ))
+            }
             _ => Some(format!(
                 "{}: recorded {}, this run {}",
                 if path.is_empty() { "/" } else { path },

@@ -257,7 +257,7 @@ fn a_scripted_llm_run_repairs_output_survives_a_failure_and_replays_without_the_
     )
     .unwrap_err();
     assert!(
-        err.starts_with("non-determinism in node execution 'plan#1', at llm call 0: the request differs from the journal's (/messages/0/content: recorded \"an older system prompt\""),
+        err.starts_with("non-determinism in node execution 'plan#1', at llm call 0: the request differs from the journal's (/messages/0/content: from character 0, recorded \"an older system prompt\", this run \"You plan quantitative"),
         "{err}"
     );
 }
