@@ -559,6 +559,13 @@ fn run_with<L: LlmClient + 'static>(
             eprintln!("{line}");
         }
     };
+    // Ctrl-C stops the run between journal writes; `lim resume` continues it.
+    let cancel = exec.cancel_handle();
+    runtime.spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            cancel.notify_one();
+        }
+    });
     let result =
         runtime.block_on(exec.run(journal.clone(), research::initial(&config), mode, progress));
     if tty {
@@ -566,6 +573,14 @@ fn run_with<L: LlmClient + 'static>(
     }
     let state = match result {
         Ok(s) => s,
+        Err(lim_pipelines::engine::EngineError::Cancelled) => {
+            store.set_status(&meta.id, "interrupted", Some("interrupted (Ctrl-C)"))?;
+            bail!(
+                "run {} interrupted; what completed is journaled: `lim resume {}` continues it",
+                meta.id,
+                meta.id
+            );
+        }
         Err(e) => {
             store.set_status(&meta.id, "failed", Some(&e.to_string()))?;
             bail!(

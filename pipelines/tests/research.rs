@@ -420,3 +420,89 @@ fn traces_round_trip_and_a_cut_trace_loses_only_its_last_line() {
     let err = trace::import("{\"nope\": 1}\n").unwrap_err();
     assert_eq!(err.line, 1);
 }
+
+#[test]
+fn a_refused_tool_call_is_noted_and_the_search_goes_on() {
+    let config = llm_config();
+    // 51 strategies: more than the backtest tool takes in one call.
+    let many: Vec<String> = (2..53).map(|w| format!("ts_sum(returns, {w})")).collect();
+    let many: Vec<&str> = many.iter().map(String::as_str).collect();
+    let turns = vec![
+        Turn::Text(plan_reply()),
+        Turn::Text(critique_reply("seeds read")),
+        Turn::Text(proposals(&many)),
+        Turn::Text(critique_reply("that round failed")),
+        Turn::Text(proposals(&["ts_sum(returns, 90)"])),
+        Turn::Text(critique_reply("done")),
+    ];
+    let s = run(
+        &config,
+        ScriptedLlm::new(turns, Usage::default()),
+        fresh(),
+        Mode::Resume,
+    )
+    .unwrap();
+    assert!(
+        s.notes.iter().any(|n| n.starts_with("backtest#2: the backtest tool refused the round: give between 1 and 50 strategies, not 51")),
+        "{:?}",
+        s.notes
+    );
+    assert!(
+        s.lineage[1].diagnosis.contains("51 failed to run"),
+        "{}",
+        s.lineage[1].diagnosis
+    );
+    // The third round ran normally and counts.
+    assert!(
+        s.leaderboard
+            .iter()
+            .any(|e| e.signal == "ts_sum(returns, 90)")
+            || s.trials > 10
+    );
+    assert_eq!(s.stop_reason, "iteration budget reached (3 iterations)");
+}
+
+/// A clock that moves ten minutes at every reading.
+#[derive(Debug, Default)]
+struct Racing(std::sync::atomic::AtomicI64);
+
+impl lim_pipelines::journal::Clock for Racing {
+    fn now_ms(&self) -> i64 {
+        self.0
+            .fetch_add(600_000, std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+#[test]
+fn a_deadline_on_the_runs_clock_winds_the_run_down_and_replays_identically() {
+    let mut config = small(GOAL);
+    config.budgets.max_iterations = 20;
+    config.budgets.deadline_minutes = Some(25.0);
+    let j = fresh();
+    let exec = research::executor(ResearchParts {
+        services: Services {
+            market: market(),
+            llm: Arc::new(NoLlm),
+            clock: Arc::new(Racing::default()),
+        },
+        config: config.clone(),
+    })
+    .unwrap();
+    let state = runtime()
+        .block_on(exec.run(j.clone(), research::initial(&config), Mode::Resume, |_| {}))
+        .unwrap();
+    let s: Summary = serde_json::from_value(state.artifacts["summary"].clone()).unwrap();
+    // Start reads 0; critiques read 10, 20, 30 minutes: the third stops the loop.
+    assert_eq!(s.stop_reason, "deadline reached");
+    assert_eq!(s.lineage.len(), 3);
+    assert_eq!(s.finalists.len(), 3);
+    // The replay reads the journaled times, not its own clock.
+    let replayed = run(
+        &config,
+        NoLlm,
+        Arc::new(Journal::sealed(j.records())),
+        Mode::Replay,
+    )
+    .unwrap();
+    assert_eq!(s, replayed);
+}
