@@ -974,6 +974,8 @@ pub struct Summary {
     pub multiple_testing: Option<MultipleTesting>,
     /// The critiques, iteration by iteration.
     pub lineage: Vec<Critique>,
+    /// The leader's ancestry: the leader, its first parent, that one's first parent, ….
+    pub ancestry: Vec<String>,
     /// Why the loop stopped.
     pub stop_reason: String,
     /// LLM spend.
@@ -1011,6 +1013,20 @@ impl Summary {
                 validation,
             })
             .collect();
+        let mut ancestry: Vec<String> = Vec::new();
+        if let Some(&lead) = self::leaderboard(&trials).first() {
+            let mut cur = Some(trials[lead].signal.clone());
+            while let Some(sig) = cur.take() {
+                if ancestry.contains(&sig) || ancestry.len() > 20 {
+                    break;
+                }
+                cur = trials
+                    .iter()
+                    .find(|t| t.signal == sig)
+                    .and_then(|t| t.parents.first().cloned());
+                ancestry.push(sig);
+            }
+        }
         let stop_reason = lineage
             .last()
             .and_then(|c| c.stop.clone())
@@ -1027,6 +1043,7 @@ impl Summary {
             finalists: serde_json::from_value(get("finalists")).map_err(fail)?,
             multiple_testing: serde_json::from_value(get("deflated")).map_err(fail)?,
             lineage,
+            ancestry,
             stop_reason,
             spent,
             notes: serde_json::from_value(get("notes")).unwrap_or_default(),
@@ -1159,6 +1176,13 @@ impl Summary {
             }
         }
         let _ = writeln!(s, "\n## Hypothesis lineage\n");
+        if !self.ancestry.is_empty() {
+            let _ = writeln!(s, "The leader descends from (newest first):\n");
+            for (k, a) in self.ancestry.iter().enumerate() {
+                let _ = writeln!(s, "{}`{a}`", "  ".repeat(k) + "- ");
+            }
+            s.push('\n');
+        }
         for c in &self.lineage {
             let _ = writeln!(s, "{}. {}", c.iteration, c.diagnosis);
             for h in &c.hypotheses {
