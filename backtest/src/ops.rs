@@ -395,6 +395,8 @@ pub struct RankScratch {
     keys: Vec<u64>,
     a: Vec<(u32, u32)>,
     b: Vec<(u32, u32)>,
+    counts: Vec<u32>,
+    ikeys: Vec<i64>,
 }
 
 /// Sorts the indices of `keys` by key, then index, into `a`: a radix sort on the upper 32
@@ -457,6 +459,13 @@ fn sort_indices(s: &mut RankScratch) {
 /// Average-tie ranks 1..=n of a row, with NaN ranked as +inf and then reset to NaN (the
 /// reference's convention).
 pub fn rank_avg(row: &[f64], out: &mut [f64], scratch: &mut RankScratch) {
+    if rank_counted(row, out, scratch, 1.0) {
+        return;
+    }
+    let finite = row.iter().filter(|v| !v.is_nan()).count();
+    if finite > 0 && rank_counted(row, out, scratch, finite as f64) {
+        return;
+    }
     scratch.keys.clear();
     scratch.keys.extend(row.iter().map(|v| sort_key(*v)));
     sort_indices(scratch);
@@ -479,6 +488,76 @@ pub fn rank_avg(row: &[f64], out: &mut [f64], scratch: &mut RankScratch) {
             *o = f64::NAN;
         }
     }
+}
+
+/// [`rank_avg`] by counting, for rows whose numbers are all ± multiples of one half divided by
+/// `scale`, exactly as the `rank` operator writes them (`scale` 1: ranks, negated ranks, signs,
+/// counts; `scale` the row's count: percentile ranks), within a range of about twice the row's
+/// length. Gives up (returns false) at the first number that is not, which for real-valued data
+/// is the first. Each number maps to the integer `k` with `v = ±(k / 2) / scale` exactly, so the
+/// integers order and tie the numbers as sorting would; a value with `p` smaller ones and `c`
+/// equal ones (itself included) ranks `p + (c + 1) / 2`, which is [`rank_avg`]'s result.
+fn rank_counted(row: &[f64], out: &mut [f64], scratch: &mut RankScratch, scale: f64) -> bool {
+    let keys = &mut scratch.ikeys;
+    keys.clear();
+    let (mut lo, mut hi) = (i64::MAX, i64::MIN);
+    for &v in row {
+        if v.is_nan() {
+            keys.push(i64::MIN);
+            continue;
+        }
+        let a = v.abs();
+        let x = a * 2.0 * scale;
+        if !(x < 1e12) {
+            return false;
+        }
+        // Round half up by truncation (a library call to `round` would cost more than all else).
+        let k = (x + 0.5) as i64;
+        if (k as f64 * 0.5) / scale != a {
+            return false;
+        }
+        let k = if v < 0.0 { -k } else { k };
+        lo = lo.min(k);
+        hi = hi.max(k);
+        keys.push(k);
+    }
+    if lo > hi {
+        out.fill(f64::NAN);
+        return true;
+    }
+    if hi - lo > (4 * row.len() + 64) as i64 {
+        return false;
+    }
+    let counts = &mut scratch.counts;
+    counts.clear();
+    counts.resize((hi - lo) as usize + 1, 0);
+    for &k in keys.iter().filter(|&&k| k != i64::MIN) {
+        counts[(k - lo) as usize] += 1;
+    }
+    // Each bucket becomes twice the rank of its values: 2p + c + 1.
+    let mut p = 0u32;
+    for c in counts.iter_mut() {
+        let k = *c;
+        *c = 2 * p + k + 1;
+        p += k;
+    }
+    for (o, &k) in out.iter_mut().zip(keys.iter()) {
+        *o = if k == i64::MIN {
+            f64::NAN
+        } else {
+            f64::from(counts[(k - lo) as usize]) * 0.5
+        };
+    }
+    true
+}
+
+/// [`rank_avg`] of a row that may hold the `rank` operator's percentile ranks over `count`
+/// instruments (e.g. a signal's row in the information coefficient): counted when it does.
+pub fn rank_avg_of_ranks(row: &[f64], count: usize, out: &mut [f64], scratch: &mut RankScratch) {
+    if count > 0 && rank_counted(row, out, scratch, count as f64) {
+        return;
+    }
+    rank_avg(row, out, scratch);
 }
 
 /// Sum and count of the numbers in a row, summed in order.
@@ -523,6 +602,78 @@ mod tests {
             && a.iter()
                 .zip(b)
                 .all(|(x, y)| (x.is_nan() && y.is_nan()) || (x - y).abs() < 1e-12)
+    }
+
+    #[test]
+    fn counting_ranks_equal_sorting_ranks() {
+        // Rows of half-integers (ranks, negated ranks, signs, ties, NaN, -0.0) take the
+        // counting path; it must agree exactly with the radix path.
+        let mut rng = 12345u64;
+        let mut next = || {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng
+        };
+        let mut scratch = RankScratch::default();
+        for len in [1usize, 2, 5, 63, 64, 65, 500] {
+            for spread in [1u64, 3, 40, 2000] {
+                let row: Vec<f64> = (0..len)
+                    .map(|_| match next() % 10 {
+                        0 => f64::NAN,
+                        1 => -0.0,
+                        _ => (next() % spread) as f64 * 0.5 - (spread / 4) as f64,
+                    })
+                    .collect();
+                let mut fast = vec![0.0; len];
+                let counted = rank_counted(&row, &mut fast, &mut scratch, 1.0);
+                let mut slow = vec![0.0; len];
+                scratch.keys.clear();
+                scratch.keys.extend(row.iter().map(|v| sort_key(*v)));
+                sort_indices(&mut scratch);
+                let (keys, order) = (&scratch.keys, &scratch.a);
+                let mut i = 0;
+                while i < order.len() {
+                    let k = keys[order[i].1 as usize];
+                    let mut j = i;
+                    while j + 1 < order.len() && keys[order[j + 1].1 as usize] == k {
+                        j += 1;
+                    }
+                    for &(_, idx) in &order[i..=j] {
+                        slow[idx as usize] = 0.5 * (i + j) as f64 + 1.0;
+                    }
+                    i = j + 1;
+                }
+                for (o, v) in slow.iter_mut().zip(&row) {
+                    if v.is_nan() {
+                        *o = f64::NAN;
+                    }
+                }
+                assert!(counted || spread > 40, "len {len} spread {spread}");
+                if counted {
+                    assert!(same(&fast, &slow), "len {len} spread {spread}: {row:?}");
+                }
+            }
+        }
+        // Percentile ranks as the operator writes them are counted, and agree.
+        let raw: Vec<f64> = (0..300).map(|i| ((i * 7919) % 97) as f64).collect();
+        let mut r = vec![0.0; 300];
+        rank_avg(&raw, &mut r, &mut scratch);
+        let pct: Vec<f64> = r.iter().map(|v| v / 300.0).collect();
+        let (mut a, mut b) = (vec![0.0; 300], vec![0.0; 300]);
+        assert!(rank_counted(&pct, &mut a, &mut scratch, 300.0));
+        let neg: Vec<f64> = pct.iter().map(|v| -v).collect();
+        assert!(rank_counted(&neg, &mut b, &mut scratch, 300.0));
+        assert!(same(&a, &r));
+        assert!(same(&b, &r.iter().map(|v| 301.0 - v).collect::<Vec<_>>()));
+        // Real-valued rows are not counted.
+        assert!(!rank_counted(
+            &[0.25, 1.1],
+            &mut [0.0; 2],
+            &mut scratch,
+            1.0
+        ));
+        assert!(!rank_counted(&[0.3, 0.7], &mut [0.0; 2], &mut scratch, 2.0));
     }
 
     #[test]

@@ -186,6 +186,7 @@ pub fn spearman(
     let n = a.len();
     let mut m = 0usize;
     let mut superset = true;
+    let finite_signal = a.iter().filter(|v| !v.is_nan()).count();
     buf.clear();
     buf.resize(3 * n, f64::NAN);
     let (am, rest) = buf.split_at_mut(n);
@@ -202,7 +203,7 @@ pub fn spearman(
     if m < 2 {
         return f64::NAN;
     }
-    ops::rank_avg(am, ra, scratch);
+    ops::rank_avg_of_ranks(am, finite_signal, ra, scratch);
     let rb: &[f64] = if superset {
         // The signal is finite wherever the return is: the return's own ranks apply.
         target.ranks.row(i)
