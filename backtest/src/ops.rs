@@ -508,7 +508,7 @@ fn rank_counted(row: &[f64], out: &mut [f64], scratch: &mut RankScratch, scale: 
         }
         let a = v.abs();
         let x = a * 2.0 * scale;
-        if !(x < 1e12) {
+        if x.is_nan() || x >= 1e12 {
             return false;
         }
         // Round half up by truncation (a library call to `round` would cost more than all else).
