@@ -156,6 +156,10 @@ pub struct ResearchArgs {
     /// Seed: the same seed, data and answers give the same run.
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// Train the foundation model on the first half of the training period and offer its
+    /// out-of-sample predictions to strategies as the field `forecast`.
+    #[arg(long)]
+    foundation: bool,
     #[command(flatten)]
     data: DataArgs,
     #[command(flatten)]
@@ -257,12 +261,18 @@ impl Sink for PausingSink {
     }
 }
 
+/// The foundation model behind the `forecast` tool, when this build has one.
+fn forecaster() -> Option<Arc<dyn lim_tools::Forecaster>> {
+    None
+}
+
 fn config_from(args: &ResearchArgs) -> ResearchConfig {
     let mut c = ResearchConfig::new(&args.goal);
     c.seed = args.seed;
     c.population = args.population;
     c.finalists = args.finalists;
     c.strategist = strategist(&args.llm);
+    c.foundation = args.foundation;
     args.budgets.apply(&mut c);
     c
 }
@@ -515,6 +525,7 @@ fn run_with<L: LlmClient + 'static>(
             market,
             llm: Arc::new(llm),
             clock,
+            forecaster: forecaster(),
         },
         config: config.clone(),
     })?;
@@ -836,6 +847,7 @@ pub fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
             market,
             llm: Arc::new(NoLlm),
             clock: Arc::new(lim_pipelines::journal::FixedClock(meta.created_ms)),
+            forecaster: forecaster(),
         },
         config: config.clone(),
     })?;

@@ -43,6 +43,7 @@ fn run<L: LlmClient + 'static>(
             market: market(),
             llm: Arc::new(llm),
             clock: Arc::new(FixedClock(CLOCK)),
+            forecaster: None,
         },
         config: config.clone(),
     })

@@ -177,7 +177,9 @@ pub struct Evolution {
     rng: SplitMix,
     seen: BTreeSet<String>,
     /// Fields mutation may introduce.
-    fields: Vec<&'static str>,
+    fields: Vec<String>,
+    /// Fields signals may use.
+    known: Vec<String>,
     /// Every candidate proposed, in order: all of them count as trials.
     pub history: Vec<Candidate>,
 }
@@ -195,7 +197,8 @@ impl Evolution {
         Evolution {
             rng: SplitMix::new(seed),
             seen: BTreeSet::new(),
-            fields,
+            fields: fields.into_iter().map(String::from).collect(),
+            known: FIELDS.iter().map(|f| f.to_string()).collect(),
             history: Vec::new(),
         }
     }
@@ -207,6 +210,19 @@ impl Evolution {
         e.seen = history.iter().map(|c| c.signal.clone()).collect();
         e.history = history;
         e
+    }
+
+    /// Lets signals use one more field (e.g. a model's predictions), and mutation introduce it.
+    pub fn allow(&mut self, field: &str) {
+        for v in [&mut self.known, &mut self.fields] {
+            if !v.iter().any(|f| f == field) {
+                v.push(field.to_string());
+            }
+        }
+    }
+
+    fn known(&self) -> Vec<&str> {
+        self.known.iter().map(String::as_str).collect()
     }
 
     fn pick(&mut self, n: usize) -> usize {
@@ -222,7 +238,7 @@ impl Evolution {
     ) -> Vec<usize> {
         let mut added = Vec::new();
         for (signal, parents) in signals {
-            let Ok(e) = parse(&signal, FIELDS) else {
+            let Ok(e) = parse(&signal, &self.known()) else {
                 continue;
             };
             let canonical = e.to_string();
@@ -277,7 +293,7 @@ impl Evolution {
             if wrap_rank && !child.starts_with("rank(") && !child.starts_with("-rank(") {
                 child = format!("rank({child})");
             }
-            if let Ok(e) = parse(&child, FIELDS)
+            if let Ok(e) = parse(&child, &self.known())
                 && e.size() <= 40
                 && !self.seen.contains(&e.to_string())
                 && !out
@@ -292,23 +308,24 @@ impl Evolution {
     }
 
     fn mutate(&mut self, signal: &str) -> Option<String> {
-        let mut e = parse(signal, FIELDS).ok()?;
+        let mut e = parse(signal, &self.known()).ok()?;
         let count = e.size();
         let target = self.pick(count);
         let choice = self.pick(5);
         let mut k = 0;
         let mut rng = self.rng.clone();
-        mutate_at(&mut e, target, &mut k, choice, &mut rng, &self.fields);
+        let fields: Vec<&str> = self.fields.iter().map(String::as_str).collect();
+        mutate_at(&mut e, target, &mut k, choice, &mut rng, &fields);
         self.rng = rng;
         Some(e.to_string())
     }
 
     fn crossover(&mut self, a: &str, b: &str) -> Option<String> {
-        let mut ea = parse(a, FIELDS).ok()?;
-        let eb = parse(b, FIELDS).ok()?;
+        let mut ea = parse(a, &self.known()).ok()?;
+        let eb = parse(b, &self.known()).ok()?;
         let donors: Vec<Expr> = subtrees(&eb)
             .into_iter()
-            .filter(|d| d.fields().iter().all(|f| self.fields.contains(&f.as_str())))
+            .filter(|d| d.fields().iter().all(|f| self.fields.contains(f)))
             .collect();
         let donor = donors.get(self.pick(donors.len()))?.clone();
         let target = self.pick(ea.size());

@@ -6,7 +6,7 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::error::BacktestError;
-use crate::eval::{Evaluator, Frame};
+use crate::eval::{Evaluator, Frame, Mat};
 use crate::expr::{Expr, parse};
 use crate::metrics::{self, Metrics, Year};
 use crate::spec::StrategySpec;
@@ -74,10 +74,12 @@ pub struct MultipleTesting {
 }
 
 /// A panel set ready for backtests.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Session {
     frame: Frame,
     times: Vec<Timestamp>,
+    symbols: Vec<String>,
+    sources: Vec<String>,
     splits: Splits,
     target: Target,
     periods: f64,
@@ -101,12 +103,64 @@ impl Session {
         let target = Target::new(close);
         Ok(Session {
             times: set.times.clone(),
+            symbols: set.instruments.iter().map(|i| i.symbol.clone()).collect(),
+            sources: set.sources.clone(),
             instruments: set.instruments.len(),
             frame,
             splits,
             target,
             periods,
         })
+    }
+
+    /// The bar times (rows of every field).
+    pub fn times(&self) -> &[Timestamp] {
+        &self.times
+    }
+
+    /// The instruments' symbols (columns of every field).
+    pub fn symbols(&self) -> &[String] {
+        &self.symbols
+    }
+
+    /// The dataset each instrument came from.
+    pub fn sources(&self) -> &[String] {
+        &self.sources
+    }
+
+    /// Names of the fields strategies may use.
+    pub fn field_names(&self) -> Vec<String> {
+        self.frame
+            .field_names()
+            .into_iter()
+            .map(String::from)
+            .collect()
+    }
+
+    /// This session with one more field (e.g. a model's predictions), `values` column-major
+    /// `times × symbols`, NaN where there is no value.
+    ///
+    /// # Errors
+    /// The shape does not match, or the name is taken.
+    pub fn with_field(&self, name: &str, values: Vec<f64>) -> Result<Session, BacktestError> {
+        let (t, n) = (self.frame.t, self.frame.n);
+        if values.len() != t * n {
+            return Err(BacktestError::Input(format!(
+                "field '{name}' has {} values; the session needs {t} bars × {n} instruments",
+                values.len()
+            )));
+        }
+        if self.frame.fields.contains_key(name) {
+            return Err(BacktestError::Input(format!(
+                "a field named '{name}' exists already; choose another name"
+            )));
+        }
+        let mut s = self.clone();
+        s.frame.fields.insert(
+            name.to_string(),
+            std::sync::Arc::new(Mat { t, n, data: values }),
+        );
+        Ok(s)
     }
 
     /// Instruments in the session.

@@ -19,7 +19,9 @@ use lim_backtest::metrics::Metrics;
 use lim_backtest::session::MultipleTesting;
 use lim_backtest::spec::{Portfolio, StrategySpec};
 use lim_market::{MarketData, Part};
-use lim_tools::{BacktestTool, ChooseUniverse, Registry, ResearchLog, Universe};
+use lim_tools::{
+    BacktestTool, ChooseUniverse, ForecastTool, Forecaster, Registry, ResearchLog, Universe,
+};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
@@ -95,6 +97,9 @@ pub struct ResearchConfig {
     pub embargo: usize,
     /// When to stop.
     pub budgets: Budgets,
+    /// Ask for the foundation model's predictions as a field (also when the goal says so).
+    #[serde(default)]
+    pub foundation: bool,
 }
 
 impl ResearchConfig {
@@ -110,6 +115,7 @@ impl ResearchConfig {
             valid: 0.2,
             embargo: 5,
             budgets: Budgets::default(),
+            foundation: false,
         }
     }
 
@@ -192,13 +198,15 @@ impl ExperimentPlan {
         !matches!(self.strategy.portfolio, Portfolio::SignThreshold { .. })
     }
 
-    /// The fields strategies may use.
-    pub fn fields(&self) -> Vec<&'static str> {
-        if self.cross_sectional() {
+    /// The fields strategies may use (with `forecast`, the model's predictions).
+    pub fn fields<'a>(&self, forecast: Option<&'a str>) -> Vec<&'a str> {
+        let mut f = if self.cross_sectional() {
             vec!["open", "high", "low", "close", "volume", "vwap", "returns"]
         } else {
             vec!["returns"]
-        }
+        };
+        f.extend(forecast);
+        f
     }
 }
 
@@ -308,6 +316,8 @@ pub struct Services<L> {
     pub llm: Arc<L>,
     /// The run's clock.
     pub clock: Arc<dyn Clock>,
+    /// The foundation model, when this build has one.
+    pub forecaster: Option<Arc<dyn Forecaster>>,
 }
 
 impl<L> std::fmt::Debug for Services<L> {
@@ -325,6 +335,7 @@ impl<L> Clone for Services<L> {
             market: self.market.clone(),
             llm: self.llm.clone(),
             clock: self.clock.clone(),
+            forecaster: self.forecaster.clone(),
         }
     }
 }
@@ -390,7 +401,8 @@ impl<L: LlmClient + 'static> Node for PlanNode<L> {
                 ));
             }
             constraints.push("signals see bar t and trade at t+1 (no look-ahead)".into());
-            let foundation_model = goal.to_lowercase().contains("foundation model");
+            let foundation_model =
+                self.config.foundation || goal.to_lowercase().contains("foundation model");
             let horizon = match plan.portfolio {
                 Portfolio::SignThreshold { .. } => {
                     "next-bar return; sign of the signal, volatility-targeted, rebalanced every 5 bars"
@@ -487,21 +499,88 @@ impl Node for DataNode {
     }
 }
 
-struct Foundation;
+/// The name of the foundation model's field.
+pub const FORECAST: &str = "forecast";
+
+struct Foundation {
+    forecaster: Option<Arc<dyn Forecaster>>,
+    universe: Arc<Universe>,
+}
+
+impl Foundation {
+    fn registry(&self) -> Option<Registry> {
+        self.forecaster.clone().map(|forecaster| {
+            Registry::default().with(ForecastTool {
+                forecaster,
+                universe: self.universe.clone(),
+            })
+        })
+    }
+}
 
 impl Node for Foundation {
     fn run(&self, cx: Cx) -> BoxFuture<'_, Result<Artifacts, NodeError>> {
         Box::pin(async move {
-            Ok(out(vec![
-                ("predictions", Value::Null),
-                (
-                    "notes",
-                    notes_with(
-                        &cx,
-                        Some("the plan asked for the foundation model, which this build does not include; strategies use price and volume fields only".into()),
-                    )?,
-                ),
-            ]))
+            let Some(registry) = self.registry() else {
+                return Ok(out(vec![
+                    ("predictions", Value::Null),
+                    (
+                        "notes",
+                        notes_with(
+                            &cx,
+                            Some("the plan asked for the foundation model, which this build does not include; strategies use price and volume fields only".into()),
+                        )?,
+                    ),
+                ]));
+            };
+            let tools = JournaledTools::new(registry, cx.journal.clone(), &cx.exec);
+            let r = tools
+                .call(
+                    "forecast",
+                    &json!({"name": FORECAST, "seed": cx.seed % 1_000_000}),
+                )
+                .await?;
+            match r.get("status").and_then(Value::as_str) {
+                Some("done") => Ok(out(vec![(
+                    "predictions",
+                    r.get("result").cloned().unwrap_or(Value::Null),
+                )])),
+                _ => Ok(out(vec![
+                    ("predictions", Value::Null),
+                    (
+                        "notes",
+                        notes_with(
+                            &cx,
+                            Some(format!(
+                                "the foundation model gave no predictions ({}); strategies use price and volume fields only",
+                                crate::trace::field(&r, "/message")
+                            )),
+                        )?,
+                    ),
+                ])),
+            }
+        })
+    }
+
+    fn restore(&self, cx: Cx, outputs: &Artifacts) -> BoxFuture<'_, Result<(), NodeError>> {
+        let done = outputs.get("predictions").is_some_and(|p| !p.is_null());
+        Box::pin(async move {
+            let (Some(registry), true) = (self.registry(), done) else {
+                return Ok(());
+            };
+            let r = registry
+                .call(
+                    "forecast",
+                    &json!({"name": FORECAST, "seed": cx.seed % 1_000_000}).to_string(),
+                )
+                .await;
+            match r.get("status").and_then(Value::as_str) {
+                Some("done") => Ok(()),
+                _ => Err(fail(format!(
+                    "cannot rebuild the foundation model's field: {}",
+                    crate::trace::field(&r, "/message")
+                ))),
+            }
         })
     }
 }
@@ -528,13 +607,29 @@ impl<L: LlmClient + 'static> Node for Generate<L> {
                     fitness: Some(t.fitness.unwrap_or(f64::NEG_INFINITY)),
                 })
                 .collect();
+            let forecast = cx
+                .optional::<Value>("predictions")?
+                .is_some()
+                .then_some(FORECAST);
             let mut evo = Evolution::resume(cx.seed, cs, history);
+            if let Some(f) = forecast {
+                evo.allow(f);
+            }
             let mut note = None;
             let proposals: Vec<(String, Vec<String>)> = if generation == 0 {
-                offline::seeds(plan.strategy.family, cs)
-                    .into_iter()
-                    .map(|s| (s, Vec::new()))
-                    .collect()
+                let mut seeds = offline::seeds(plan.strategy.family, cs);
+                if let Some(f) = forecast {
+                    seeds.extend(if cs {
+                        vec![format!("rank({f})"), format!("rank(ts_mean({f}, 5))")]
+                    } else {
+                        vec![
+                            f.to_string(),
+                            format!("ts_mean({f}, 5)"),
+                            format!("ts_mean({f}, 20)"),
+                        ]
+                    });
+                }
+                seeds.into_iter().map(|s| (s, Vec::new())).collect()
             } else {
                 match &self.config.strategist {
                     StrategistConfig::Offline => {
@@ -573,7 +668,7 @@ impl<L: LlmClient + 'static> Node for Generate<L> {
                             &llm,
                             model,
                             &plan.strategy,
-                            &plan.fields(),
+                            &plan.fields(forecast),
                             &tried,
                             text.as_deref(),
                             self.config.population,
@@ -1270,7 +1365,13 @@ pub fn executor<L: LlmClient + 'static>(
                 config: config.clone(),
             },
         )
-        .node("foundation", Foundation)
+        .node(
+            "foundation",
+            Foundation {
+                forecaster: services.forecaster.clone(),
+                universe: universe.clone(),
+            },
+        )
         .node(
             "generate",
             Generate {

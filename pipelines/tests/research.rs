@@ -51,6 +51,7 @@ fn run<L: lim_agents::client::LlmClient + 'static>(
             market: market(),
             llm: Arc::new(llm),
             clock: Arc::new(FixedClock(1_700_000_000_000)),
+            forecaster: None,
         },
         config: config.clone(),
     })
@@ -484,6 +485,7 @@ fn a_deadline_on_the_runs_clock_winds_the_run_down_and_replays_identically() {
             market: market(),
             llm: Arc::new(NoLlm),
             clock: Arc::new(Racing::default()),
+            forecaster: None,
         },
         config: config.clone(),
     })
@@ -505,4 +507,101 @@ fn a_deadline_on_the_runs_clock_winds_the_run_down_and_replays_identically() {
     )
     .unwrap();
     assert_eq!(s, replayed);
+}
+
+/// A stand-in for the foundation model: a deterministic pattern, and a value for every bar
+/// (including the ones it may not predict, which the tool must drop).
+#[derive(Debug)]
+struct Pattern;
+
+impl lim_tools::Forecaster for Pattern {
+    fn describe(&self) -> String {
+        "a test pattern".into()
+    }
+
+    fn forecast(&self, req: &lim_tools::ForecastRequest) -> Result<Vec<f64>, String> {
+        let t = req.times.len();
+        Ok((0..req.symbols.len() * t)
+            .map(|k| ((k % t) % 7) as f64 - 3.0 + (k / t) as f64 * 0.1)
+            .collect())
+    }
+}
+
+fn run_with_forecaster(config: &ResearchConfig, journal: Arc<Journal>, mode: Mode) -> Summary {
+    let exec = research::executor(ResearchParts {
+        services: Services {
+            market: market(),
+            llm: Arc::new(NoLlm),
+            clock: Arc::new(FixedClock(0)),
+            forecaster: Some(Arc::new(Pattern)),
+        },
+        config: config.clone(),
+    })
+    .unwrap();
+    let state = runtime()
+        .block_on(exec.run(journal, research::initial(config), mode, |_| {}))
+        .unwrap();
+    serde_json::from_value(state.artifacts["summary"].clone()).unwrap()
+}
+
+#[test]
+fn the_foundation_field_is_out_of_sample_usable_resumable_and_replayable() {
+    let mut config = small(GOAL);
+    config.foundation = true;
+    let j = fresh();
+    let s = run_with_forecaster(&config, j.clone(), Mode::Resume);
+    assert!(s.plan.foundation_model);
+    assert!(s.notes.is_empty(), "{:?}", s.notes);
+    let report = j
+        .records()
+        .iter()
+        .find_map(|r| r.body.pointer("/outputs/predictions").cloned())
+        .unwrap();
+    assert_eq!(report["field"], "forecast");
+    assert_eq!(report["model"], "a test pattern");
+    // Every value the pattern gave at or before the cutoff (mid-training) was dropped.
+    assert!(
+        report["dropped_in_sample"].as_u64().unwrap() > 1000,
+        "{report}"
+    );
+    assert_eq!(report["coverage"][1][1], 1.0);
+    let tried = j
+        .records()
+        .iter()
+        .rev()
+        .find_map(|r| r.body.pointer("/outputs/trials").cloned())
+        .unwrap();
+    let with_forecast: Vec<&Value> = tried
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| t["signal"].as_str().unwrap().contains("forecast"))
+        .collect();
+    assert!(with_forecast.len() >= 3, "{tried}");
+    assert!(
+        with_forecast.iter().all(|t| t["error"].is_null()),
+        "{with_forecast:?}"
+    );
+    // A replay recomputes the field and reproduces the run.
+    let r = run_with_forecaster(
+        &config,
+        Arc::new(Journal::sealed(j.records())),
+        Mode::Replay,
+    );
+    assert_eq!(s, r);
+    // A run cut after its first generation resumes: the field is rebuilt before the backtests.
+    let records = j.records();
+    let cut = records.iter().position(|r| r.exec == "backtest#1").unwrap();
+    let resumed = run_with_forecaster(
+        &config,
+        Arc::new(Journal::new(
+            records[..cut].to_vec(),
+            Arc::new(MemorySink::default()),
+        )),
+        Mode::Resume,
+    );
+    assert_eq!(
+        serde_json::to_string(&resumed).unwrap(),
+        serde_json::to_string(&s).unwrap()
+    );
 }

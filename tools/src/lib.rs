@@ -8,6 +8,7 @@
 
 mod backtest;
 mod data;
+mod forecast;
 mod research;
 
 use std::collections::BTreeMap;
@@ -22,6 +23,7 @@ use serde_json::Value;
 
 pub use backtest::{BacktestArgs, BacktestTool};
 pub use data::{DescribeDataset, DescribeDatasetArgs, ListDatasets, NoArgs};
+pub use forecast::{ForecastArgs, ForecastReport, ForecastRequest, ForecastTool, Forecaster};
 pub use research::{
     ChooseUniverse, ChooseUniverseArgs, Leaderboard, LeaderboardArgs, Lineage, LineageArgs,
     ResearchLog, Trial, Universe,

@@ -31,7 +31,7 @@ impl Universe {
         self.session.read().ok().and_then(|s| s.clone())
     }
 
-    fn set(&self, s: Arc<Session>) {
+    pub(crate) fn set(&self, s: Arc<Session>) {
         if let Ok(mut slot) = self.session.write() {
             *slot = Some(s);
         }
