@@ -5,6 +5,7 @@
 
 mod backtest_cmd;
 mod data_cmd;
+mod foundation_cmd;
 mod search_cmd;
 mod table;
 
@@ -38,6 +39,9 @@ enum Command {
     /// Show the research workflow.
     #[command(subcommand)]
     Workflow(WorkflowCommand),
+    /// The market foundation model: pretrain, fine-tune, predict, transfer, list.
+    #[command(subcommand)]
+    Foundation(foundation_cmd::FoundationCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -122,6 +126,7 @@ fn main() -> ExitCode {
         Command::Backtest(args) => backtest_cmd::run(args),
         Command::Search(args) => search_cmd::run(args),
         Command::Workflow(cmd) => workflow(cmd),
+        Command::Foundation(cmd) => foundation_cmd::run(cmd),
     };
     match result {
         Ok(code) => code,

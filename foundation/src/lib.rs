@@ -15,6 +15,7 @@
 //! and checkpoints. Everything is synchronous and deterministic for a seed; the only IO is
 //! reading data and writing checkpoints and prediction files.
 
+pub mod bench;
 pub mod checkpoint;
 pub mod config;
 pub mod device;
