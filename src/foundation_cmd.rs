@@ -309,7 +309,7 @@ pub struct TransferArgs {
     test_end: AsOf,
     #[command(flatten)]
     shape: ShapeArgs,
-    /// Pretraining steps per pretrained model (default: 300 on the bundled sample, 1500 on
+    /// Pretraining steps per pretrained model (default: 300 on the bundled sample, 3000 on
     /// a data directory).
     #[arg(long)]
     pretrain_steps: Option<usize>,
@@ -692,7 +692,7 @@ fn transfer_cmd(a: TransferArgs) -> anyhow::Result<ExitCode> {
         }
     };
     let mut pretrain = PretrainConfig::new(
-        a.pretrain_steps.unwrap_or(if bundled { 300 } else { 1500 }),
+        a.pretrain_steps.unwrap_or(if bundled { 300 } else { 3000 }),
         a.batch,
         a.seed,
     );
@@ -762,9 +762,9 @@ fn print_transfer(r: &TransferReport, location: &str, secs: f64) {
     );
     println!(
         "train to {}, validation to {}, test to {}; samples {} / {} / {}; {} test dates",
-        s.train_end,
-        s.valid_end,
-        s.test_end,
+        day(s.train_end),
+        day(s.valid_end),
+        day(s.test_end),
         r.samples[0],
         r.samples[1],
         r.samples[2],
