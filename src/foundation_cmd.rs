@@ -294,8 +294,8 @@ pub struct TransferArgs {
     /// Target universe (default: all its symbols).
     #[arg(long, value_delimiter = ',')]
     symbols: Option<Vec<String>>,
-    /// Cross-market mixture (default: every daily and hourly dataset of the data source that
-    /// is not intraday-only, with the target).
+    /// Cross-market mixture, `name[:weight]`, comma-separated (default: every dataset of the
+    /// data source except 5-minute ones, and the target).
     #[arg(long, value_delimiter = ',')]
     cross: Option<Vec<String>>,
     /// End of fine-tune training, and pretraining cutoff.

@@ -18,7 +18,7 @@ pub enum FoundationError {
     NoData(String),
     /// The window is longer than every selected history.
     #[error(
-        "a window of {window} bars (plus {horizon} bars of targets) is longer than the history of every symbol of {scope} (longest: {longest} bars); use fewer or shorter patches, or an earlier start"
+        "a window of {window} bars (plus {horizon} bars of targets) is longer than the history of every symbol of {scope} (longest: {longest} bars); use fewer or shorter patches, or a later cutoff or end"
     )]
     WindowTooLong {
         /// Bars per window.
