@@ -128,14 +128,16 @@ impl ModelConfig {
         Ok(())
     }
 
-    /// Describes the first difference from `other`, if any.
-    pub fn difference(&self, other: &ModelConfig) -> Option<String> {
+    /// Describes the first setting in which a checkpoint's configuration (`self`) differs
+    /// from the requested one, if any.
+    pub fn difference(&self, requested: &ModelConfig) -> Option<String> {
+        let other = requested;
         let a = serde_json::to_value(self).ok()?;
         let b = serde_json::to_value(other).ok()?;
         let (a, b) = (a.as_object()?, b.as_object()?);
         a.iter().find(|(k, v)| b.get(*k) != Some(*v)).map(|(k, v)| {
             let theirs = b.get(k).map_or("nothing".to_string(), ToString::to_string);
-            format!("{k} is {theirs} there, {v} here")
+            format!("{k} is {v} in the checkpoint, {theirs} requested")
         })
     }
 }

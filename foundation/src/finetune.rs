@@ -97,8 +97,8 @@ pub fn samples(
         return Err(FoundationError::NoData(format!(
             "no {what} sample of '{}' between {} and {}: a window of {w} bars needs history before the period and {h} bars after each date; widen the period",
             universe.dataset,
-            after.map_or("the start".to_string(), |a| a.0.datetime_string()),
-            until.0.datetime_string()
+            after.map_or("the start".to_string(), crate::pretrain::show),
+            crate::pretrain::show(until)
         )));
     }
     match ft.target {

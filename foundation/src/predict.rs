@@ -188,7 +188,7 @@ pub fn predict_panel(
         return Err(FoundationError::NotOutOfSample {
             model: meta.name.clone(),
             start: start.display(universe.frequency),
-            cutoff: cutoff.0.datetime_string(),
+            cutoff: crate::pretrain::show(cutoff),
         });
     }
     let cfg = &meta.model;

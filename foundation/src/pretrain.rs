@@ -65,7 +65,7 @@ impl PretrainData {
         if longest == 0 {
             return Err(FoundationError::NoData(format!(
                 "cutoff {} leaves no training data in {}; choose a later --cutoff (see `lim data list` for each dataset's first bar)",
-                cutoff.0.datetime_string(),
+                show(cutoff),
                 names.join(", ")
             )));
         }
@@ -73,7 +73,7 @@ impl PretrainData {
             return Err(FoundationError::WindowTooLong {
                 window: cfg.window(),
                 horizon: cfg.max_horizon(),
-                scope: format!("{} as of {}", names.join(", "), cutoff.0.datetime_string()),
+                scope: format!("{} as of {}", names.join(", "), show(cutoff)),
                 longest,
             });
         }
@@ -294,6 +294,16 @@ impl Run {
     /// The model without autodiff, for inference or export.
     pub fn inference_model(&self) -> Pretrainer {
         self.model.valid()
+    }
+}
+
+/// An as-of time as the user wrote it: a date for the end of a day, else the instant.
+pub fn show(a: AsOf) -> String {
+    let t = (a.0).0;
+    if t.rem_euclid(86_400) == 0 {
+        lim_market::Timestamp(t - 1).date_string()
+    } else {
+        a.0.datetime_string()
     }
 }
 

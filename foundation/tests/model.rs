@@ -355,7 +355,9 @@ fn checkpoint_round_trip_gives_identical_predictions_and_bad_files_are_refused()
         "{wrong}"
     );
     assert!(
-        wrong.to_string().contains("d_ff is 64 there, 32 here"),
+        wrong
+            .to_string()
+            .contains("d_ff is 32 in the checkpoint, 64 requested"),
         "{wrong}"
     );
 
