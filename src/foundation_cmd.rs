@@ -325,9 +325,12 @@ pub struct TransferArgs {
     /// Forward horizon in bars.
     #[arg(long, default_value_t = 5)]
     horizon: usize,
-    /// Seed.
+    /// Seed (of the first run).
     #[arg(long, default_value_t = 42)]
     seed: u64,
+    /// Repeat the whole comparison with this many consecutive seeds and report the spread.
+    #[arg(long, default_value_t = 1)]
+    seeds: usize,
     #[command(flatten)]
     model: ModelArgs,
     #[command(flatten)]
@@ -715,33 +718,113 @@ fn transfer_cmd(a: TransferArgs) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
     let mut last = String::new();
     let tty = std::io::stderr().is_terminal();
-    let report = transfer::run(&catalog, &spec, &device, &mut |label, r| {
-        if label != last {
-            if tty && !last.is_empty() {
-                eprintln!();
+    let mut reports = Vec::new();
+    for k in 0..a.seeds.max(1) {
+        let mut spec = spec.clone();
+        spec.seed = a.seed.wrapping_add(k as u64);
+        spec.pretrain.optim.seed = spec.seed;
+        let report = transfer::run(&catalog, &spec, &device, &mut |label, r| {
+            let label = format!("seed {}: {label}", spec.seed);
+            if label != last {
+                if tty && !last.is_empty() {
+                    eprintln!();
+                }
+                last = label.clone();
             }
-            last = label.to_string();
-        }
-        let every = (r.steps / 10).max(1);
-        let line = format!(
-            "{label}: step {}/{}  loss {:.4}  {:.0} samples/s  ETA {:.0}s",
-            r.step, r.steps, r.loss, r.samples_per_s, r.eta_s
-        );
-        if tty {
-            eprint!("\r\x1b[2K{line}");
-        } else if r.step.is_multiple_of(every) {
-            eprintln!("{line}");
-        }
-    })?;
+            let every = (r.steps / 10).max(1);
+            let line = format!(
+                "{label}: step {}/{}  loss {:.4}  {:.0} samples/s  ETA {:.0}s",
+                r.step, r.steps, r.loss, r.samples_per_s, r.eta_s
+            );
+            if tty {
+                eprint!("\r\x1b[2K{line}");
+            } else if r.step.is_multiple_of(every) {
+                eprintln!("{line}");
+            }
+        })?;
+        reports.push(report);
+    }
     if tty {
         eprintln!();
     }
+    let summary = seed_summary(&reports);
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        let v = serde_json::json!({ "runs": reports, "over_seeds": summary });
+        println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
-        print_transfer(&report, catalog.location(), started.elapsed().as_secs_f64());
+        for r in &reports {
+            print_transfer(r, catalog.location());
+        }
+        if reports.len() > 1 {
+            let mut t = Table::new(&[
+                "arm",
+                "seeds",
+                "test IC mean",
+                "test rank IC mean",
+                "sd",
+                "test ICIR mean",
+            ]);
+            for s in &summary {
+                t.row(vec![
+                    s.arm.clone(),
+                    s.seeds.to_string(),
+                    format!("{:+.4}", s.ic_mean),
+                    format!("{:+.4}", s.rank_ic_mean),
+                    format!("{:.4}", s.rank_ic_sd),
+                    format!("{:+.3}", s.icir_mean),
+                ]);
+            }
+            println!("over {} seeds:", reports.len());
+            print!("{}", t.render());
+        }
+        println!(
+            "ICs are per-date cross-sectional means; ICIR = mean IC / std IC over test dates (not annualised). {:.0}s in all.",
+            started.elapsed().as_secs_f64()
+        );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// One arm's test metrics averaged over seeds.
+#[derive(Debug, Serialize)]
+struct SeedSummary {
+    arm: String,
+    seeds: usize,
+    ic_mean: f64,
+    rank_ic_mean: f64,
+    rank_ic_sd: f64,
+    icir_mean: f64,
+}
+
+fn seed_summary(reports: &[TransferReport]) -> Vec<SeedSummary> {
+    let Some(first) = reports.first() else {
+        return Vec::new();
+    };
+    first
+        .arms
+        .iter()
+        .enumerate()
+        .map(|(i, arm)| {
+            let arms: Vec<_> = reports.iter().filter_map(|r| r.arms.get(i)).collect();
+            let n = arms.len() as f64;
+            let mean =
+                |f: &dyn Fn(&transfer::Arm) -> f64| arms.iter().map(|a| f(a)).sum::<f64>() / n;
+            let rank_ic_mean = mean(&|a| a.test.rank_ic);
+            let var = arms
+                .iter()
+                .map(|a| (a.test.rank_ic - rank_ic_mean).powi(2))
+                .sum::<f64>()
+                / (n - 1.0).max(1.0);
+            SeedSummary {
+                arm: arm.name.clone(),
+                seeds: arms.len(),
+                ic_mean: mean(&|a| a.test.ic),
+                rank_ic_mean,
+                rank_ic_sd: var.sqrt(),
+                icir_mean: mean(&|a| a.test.icir),
+            }
+        })
+        .collect()
 }
 
 /// The last date an end-of-day as-of time sees.
@@ -749,16 +832,17 @@ fn day(a: AsOf) -> String {
     Timestamp(a.0.0 - 1).date_string()
 }
 
-fn print_transfer(r: &TransferReport, location: &str, secs: f64) {
+fn print_transfer(r: &TransferReport, location: &str) {
     let s = &r.spec;
     println!(
-        "transfer to {} ({}), target {:?} at {} bars; data {location}",
+        "transfer to {} ({}), target {:?} at {} bars, seed {}; data {location}",
         s.target,
         s.symbols
             .as_ref()
             .map_or("all symbols".to_string(), |v| v.join(",")),
         s.target_kind,
-        s.horizon
+        s.horizon,
+        s.seed
     );
     println!(
         "train to {}, validation to {}, test to {}; samples {} / {} / {}; {} test dates",
@@ -810,9 +894,6 @@ fn print_transfer(r: &TransferReport, location: &str, secs: f64) {
         ]);
     }
     print!("{}", t.render());
-    println!(
-        "ICs are per-date cross-sectional means; ICIR = mean IC / std IC over test dates (not annualised). {secs:.0}s in all."
-    );
 }
 
 fn list(a: ListArgs) -> anyhow::Result<ExitCode> {
