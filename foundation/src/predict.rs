@@ -218,6 +218,18 @@ pub fn predict_panel(
             }
         }
     }
+    if jobs.is_empty() {
+        return Err(FoundationError::WindowTooLong {
+            window: w,
+            horizon: 0,
+            scope: format!(
+                "'{}' up to {}",
+                universe.dataset,
+                end.display(universe.frequency)
+            ),
+            longest: universe.series.iter().map(|s| s.len()).max().unwrap_or(0),
+        });
+    }
     let mut patches = Vec::new();
     let mut ids = Vec::new();
     for chunk in jobs.chunks(1024) {
