@@ -11,7 +11,7 @@ use lim_foundation::checkpoint::{DataManifest, Kind, Meta, ParentRef, Store};
 use lim_foundation::config::{
     FinetuneConfig, MixtureEntry, Mode, ModelConfig, PretrainConfig, Target,
 };
-use lim_foundation::finetune::{finetune, samples, target_universe};
+use lim_foundation::finetune::{FinetuneRun, samples, target_universe};
 use lim_foundation::model::{Predictor, Pretrainer};
 use lim_foundation::predict::predict_panel;
 use lim_foundation::pretrain::{PretrainData, Run, StepReport};
@@ -245,6 +245,9 @@ pub struct FinetuneArgs {
     /// Shape of a --scratch model.
     #[command(flatten)]
     shape: ShapeArgs,
+    /// Continue the model's latest checkpoint (repeat the original command and add this).
+    #[arg(long)]
+    resume: bool,
     #[command(flatten)]
     model: ModelArgs,
     #[command(flatten)]
@@ -470,9 +473,10 @@ fn pretrain(a: PretrainArgs) -> anyhow::Result<ExitCode> {
             manifest: manifest.clone(),
             state: r.state.clone(),
             results: Default::default(),
+            finetune_progress: None,
             checksums: Default::default(),
         };
-        saved = store.save(&meta, &r.model, Some(&r.optim))?;
+        saved = store.save(&meta, &r.model, Some(&r.optim), None)?;
         Ok(())
     })?;
     #[derive(Serialize)]
@@ -509,7 +513,6 @@ fn pretrain(a: PretrainArgs) -> anyhow::Result<ExitCode> {
 
 fn finetune_cmd(a: FinetuneArgs) -> anyhow::Result<ExitCode> {
     let store = a.model.store();
-    store.check_new(&a.name)?;
     let device = a.model.device()?.autodiff();
     let catalog = a.data.catalog()?;
     let mode = if a.scratch {
@@ -527,77 +530,115 @@ fn finetune_cmd(a: FinetuneArgs) -> anyhow::Result<ExitCode> {
     if a.train_end >= a.valid_end {
         anyhow::bail!("--train-end must be before --valid-end");
     }
-    let (cfg, backbone, parent) = match &a.from {
-        Some(from) => {
-            let (meta, backbone) = store.load_backbone(from, &device)?;
-            let parent = ParentRef {
-                name: from.clone(),
-                step: meta.state.step,
-                manifest: meta.manifest.clone(),
-            };
-            (meta.model, backbone, Some(parent))
+    let mut stored_cutoff = None;
+    let (cfg, run, parent) = if a.resume {
+        let (meta, run) = store.load_finetune_run(&a.name, &device)?;
+        if meta.finetune.as_ref() != Some(&ft) {
+            anyhow::bail!(
+                "model '{}' was fine-tuned with other settings (mode, target, horizon, steps, batch or seed); repeat its original command with --resume",
+                a.name
+            );
         }
-        None => {
-            let cfg = a.shape.config()?;
-            let b = Pretrainer::new(&cfg, a.seed.wrapping_add(1), &device).backbone;
-            (cfg, b, None)
+        if meta.manifest.datasets.first().map(|d| d.dataset.as_str()) != Some(a.dataset.as_str()) {
+            anyhow::bail!(
+                "model '{}' was fine-tuned on another dataset; repeat its original command with --resume",
+                a.name
+            );
         }
+        eprintln!(
+            "resuming '{}' at step {}/{}",
+            a.name, run.progress.step, ft.optim.steps
+        );
+        stored_cutoff = Some(meta.manifest.cutoff);
+        (meta.model, run, meta.manifest.parent.map(|p| *p))
+    } else {
+        store.check_new(&a.name)?;
+        let (cfg, backbone, parent) = match &a.from {
+            Some(from) => {
+                let (meta, backbone) = store.load_backbone(from, &device)?;
+                let parent = ParentRef {
+                    name: from.clone(),
+                    step: meta.state.step,
+                    manifest: meta.manifest.clone(),
+                };
+                (meta.model, backbone, Some(parent))
+            }
+            None => {
+                let cfg = a.shape.config()?;
+                let b = Pretrainer::new(&cfg, a.seed.wrapping_add(1), &device).backbone;
+                (cfg, b, None)
+            }
+        };
+        let model = Predictor::new(backbone, cfg.d_model, a.seed, &device);
+        (cfg, FinetuneRun::new(model, &ft), parent)
     };
-    let u = target_universe(&catalog, &a.dataset, a.symbols.as_deref(), a.valid_end)?;
-    let train = samples(u.clone(), &cfg, &ft, None, a.train_end, "training")?;
-    let valid = samples(u, &cfg, &ft, Some(a.train_end), a.valid_end, "validation")?;
-    let model = Predictor::new(backbone, cfg.d_model, a.seed, &device);
-    let started = Instant::now();
-    let mut report = progress("finetune");
-    let out = finetune(model, &train, &valid, &cfg, &ft, &device, &mut report)?;
     // The model has seen everything up to the later of its own validation end and its
     // parent's cutoff: predictions must come after both.
     let cutoff = parent
         .as_ref()
         .map_or(a.valid_end, |p| p.manifest.cutoff.max(a.valid_end));
-    let meta = Meta {
-        name: a.name.clone(),
-        kind: Kind::Finetuned,
-        model: cfg.clone(),
-        pretrain: None,
-        finetune: Some(ft.clone()),
-        manifest: DataManifest {
-            datasets: vec![MixtureEntry {
-                dataset: a.dataset.clone(),
-                weight: 1.0,
-                symbols: a.symbols.clone(),
-            }],
-            symbols: [(
-                a.dataset.clone(),
-                train
-                    .universe
-                    .series
-                    .iter()
-                    .map(|s| s.symbol.clone())
-                    .collect(),
-            )]
-            .into_iter()
-            .collect(),
-            cutoff,
-            seed: a.seed,
-            parent: parent.map(Box::new),
-        },
-        state: lim_foundation::pretrain::TrainState {
-            step: out.steps_run,
-            rng: lim_foundation::rng::Rng::new(a.seed, 0),
-            losses: Vec::new(),
-        },
-        results: [
-            ("best_step".to_string(), out.best_step as f64),
-            ("valid_ic".to_string(), out.valid.ic),
-            ("valid_rank_ic".to_string(), out.valid.rank_ic),
-            ("valid_icir".to_string(), out.valid.icir),
-        ]
+    if stored_cutoff.is_some_and(|c| c != cutoff) {
+        anyhow::bail!(
+            "model '{}' was fine-tuned with another --valid-end; repeat its original command with --resume",
+            a.name
+        );
+    }
+    let u = target_universe(&catalog, &a.dataset, a.symbols.as_deref(), a.valid_end)?;
+    let train = samples(u.clone(), &cfg, &ft, None, a.train_end, "training")?;
+    let valid = samples(u, &cfg, &ft, Some(a.train_end), a.valid_end, "validation")?;
+    let started = Instant::now();
+    let mut report = progress("finetune");
+    let manifest = DataManifest {
+        datasets: vec![MixtureEntry {
+            dataset: a.dataset.clone(),
+            weight: 1.0,
+            symbols: a.symbols.clone(),
+        }],
+        symbols: [(
+            a.dataset.clone(),
+            train
+                .universe
+                .series
+                .iter()
+                .map(|s| s.symbol.clone())
+                .collect(),
+        )]
         .into_iter()
         .collect(),
-        checksums: Default::default(),
+        cutoff,
+        seed: a.seed,
+        parent: parent.map(Box::new),
     };
-    let path = store.save(&meta, &out.model, None)?;
+    let mut path = PathBuf::new();
+    let mut run = run;
+    run.train(&train, &valid, &cfg, &ft, &device, &mut report, &mut |r| {
+        let mut results = std::collections::BTreeMap::new();
+        if let Some((_, step, v)) = &r.progress.best {
+            results.insert("best_step".to_string(), *step as f64);
+            results.insert("valid_ic".to_string(), v.ic);
+            results.insert("valid_rank_ic".to_string(), v.rank_ic);
+            results.insert("valid_icir".to_string(), v.icir);
+        }
+        let meta = Meta {
+            name: a.name.clone(),
+            kind: Kind::Finetuned,
+            model: cfg.clone(),
+            pretrain: None,
+            finetune: Some(ft.clone()),
+            manifest: manifest.clone(),
+            state: lim_foundation::pretrain::TrainState {
+                step: r.progress.step,
+                rng: r.progress.rng,
+                losses: Vec::new(),
+            },
+            results,
+            finetune_progress: Some(r.progress.clone()),
+            checksums: Default::default(),
+        };
+        path = store.save(&meta, &r.best, Some(&r.optim), Some(&r.model))?;
+        Ok(())
+    })?;
+    let out = run.finish(&valid, &cfg, &device)?;
     if a.json {
         println!(
             "{}",

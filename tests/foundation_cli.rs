@@ -65,32 +65,36 @@ fn pretrain_finetune_predict_list_on_the_sample() {
     resume.push("--resume");
     assert_eq!(json(&lim(&resume, c, m))["steps"], 6);
 
-    let ft = json(&lim(
-        &[
-            "foundation",
-            "finetune",
-            "--name",
-            "base-cn",
-            "--from",
-            "base",
-            "--dataset",
-            "cn_futures_daily",
-            "--train-end",
-            "2015-12-31",
-            "--valid-end",
-            "2016-12-31",
-            "--mode",
-            "probe",
-            "--steps",
-            "10",
-            "--batch",
-            "16",
-            "--json",
-        ],
-        c,
-        m,
-    ));
+    let ft_args = [
+        "foundation",
+        "finetune",
+        "--name",
+        "base-cn",
+        "--from",
+        "base",
+        "--dataset",
+        "cn_futures_daily",
+        "--train-end",
+        "2015-12-31",
+        "--valid-end",
+        "2016-12-31",
+        "--mode",
+        "probe",
+        "--steps",
+        "10",
+        "--batch",
+        "16",
+        "--json",
+    ];
+    let ft = json(&lim(&ft_args, c, m));
     assert!(ft["valid"]["dates"].as_u64().unwrap() > 100, "{ft}");
+    let err = failure(&lim(&ft_args, c, m));
+    assert!(err.contains("--resume"), "{err}");
+    let mut again = ft_args.to_vec();
+    again.push("--resume");
+    let ft2 = json(&lim(&again, c, m));
+    assert_eq!(ft2["best_step"], ft["best_step"]);
+    assert_eq!(ft2["valid"], ft["valid"]);
 
     let err = failure(&lim(
         &[

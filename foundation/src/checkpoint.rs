@@ -6,7 +6,9 @@
 //! <models>/<name>/LATEST               "ckpt-00000200" (replaced by rename)
 //! <models>/<name>/ckpt-00000200/meta.json    config, manifest, state, file checksums
 //! <models>/<name>/ckpt-00000200/model.bpk    weights (burnpack)
-//! <models>/<name>/ckpt-00000200/optim.bpk    AdamW moments (burnpack; pretraining only)
+//! <models>/<name>/ckpt-00000200/optim.bpk    AdamW moments (burnpack)
+//! <models>/<name>/ckpt-00000200/current.bpk  fine-tuning: the model being trained (model.bpk
+//!                                            holds the best one so far)
 //! ```
 //! A checkpoint directory is filled under a temporary name and renamed into place, then
 //! `LATEST` is replaced by writing a temporary file and renaming it. A kill at any moment
@@ -25,6 +27,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::{FinetuneConfig, MixtureEntry, ModelConfig, PretrainConfig};
 use crate::error::{FoundationError, io};
+use crate::finetune::{FinetuneProgress, FinetuneRun};
 use crate::model::{Backbone, Predictor, Pretrainer};
 use crate::pretrain::{TrainState, optimizer};
 
@@ -83,6 +86,9 @@ pub struct Meta {
     pub state: TrainState,
     /// Free-form results (validation IC, ...).
     pub results: BTreeMap<String, f64>,
+    /// Early-stopping state of a fine-tuning run (to resume it).
+    #[serde(default)]
+    pub finetune_progress: Option<FinetuneProgress>,
     /// xxh3 of each tensor file, checked before loading.
     pub checksums: BTreeMap<String, u64>,
 }
@@ -167,7 +173,8 @@ impl Store {
         Ok(())
     }
 
-    /// Writes a checkpoint: `model` (any module), optionally an optimizer, and `meta`.
+    /// Writes a checkpoint: `model` (any module), optionally an optimizer and the model
+    /// being trained when `model` is the best one so far, and `meta`.
     ///
     /// # Errors
     /// IO failures; the previous checkpoint stays intact.
@@ -176,6 +183,7 @@ impl Store {
         meta: &Meta,
         model: &M,
         optim: Option<&ModuleOptimizer>,
+        current: Option<&M>,
     ) -> Result<PathBuf, FoundationError> {
         Store::check_name(&meta.name)?;
         let root = self.dir.join(&meta.name);
@@ -199,6 +207,11 @@ impl Store {
         let mp = tmp.join("model.bpk");
         model.clone().save_file(&mp).map_err(|e| record(e, &mp))?;
         meta.checksums.insert("model.bpk".into(), checksum(&mp)?);
+        if let Some(c) = current {
+            let cp = tmp.join("current.bpk");
+            c.clone().save_file(&cp).map_err(|e| record(e, &cp))?;
+            meta.checksums.insert("current.bpk".into(), checksum(&cp)?);
+        }
         if let Some(o) = optim {
             let op = tmp.join("optim.bpk");
             o.save(&op).map_err(|e| record(e, &op))?;
@@ -378,6 +391,55 @@ impl Store {
     ) -> Result<(Meta, Backbone), FoundationError> {
         let (meta, model, _) = self.load_pretrained(name, None, device)?;
         Ok((meta, model.backbone))
+    }
+
+    /// Loads an unfinished fine-tuning run to continue it.
+    ///
+    /// # Errors
+    /// Unknown model, one without fine-tuning state, a corrupt file.
+    pub fn load_finetune_run(
+        &self,
+        name: &str,
+        device: &Device,
+    ) -> Result<(Meta, FinetuneRun), FoundationError> {
+        let (dir, meta) = self.meta(name)?;
+        Store::expect(&dir, &meta, Kind::Finetuned, None)?;
+        let (Some(ft), Some(progress)) = (&meta.finetune, &meta.finetune_progress) else {
+            return Err(FoundationError::Corrupt {
+                path: dir.join("meta.json"),
+                detail: "it holds no fine-tuning state to resume".into(),
+            });
+        };
+        let fresh = || {
+            Predictor::new(
+                Pretrainer::new(&meta.model, 0, device).backbone,
+                meta.model.d_model,
+                0,
+                device,
+            )
+        };
+        let best = Store::load_into(&dir, &meta, fresh())?;
+        let cp = Store::verified(&dir, &meta, "current.bpk")?;
+        let model = fresh()
+            .try_load_file(&cp)
+            .map_err(|e| FoundationError::Corrupt {
+                path: cp,
+                detail: format!("burn could not load it ({e})"),
+            })?;
+        let op = Store::verified(&dir, &meta, "optim.bpk")?;
+        let optim = optimizer(&ft.optim)
+            .load(&op)
+            .map_err(|e| FoundationError::Corrupt {
+                path: op,
+                detail: format!("burn could not load it ({e})"),
+            })?;
+        let run = FinetuneRun {
+            model,
+            optim,
+            best,
+            progress: progress.clone(),
+        };
+        Ok((meta, run))
     }
 
     /// Loads a fine-tuned predictor.

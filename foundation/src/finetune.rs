@@ -6,10 +6,10 @@ use std::collections::BTreeMap;
 use std::time::Instant;
 
 use burn::module::Module;
-use burn::optim::GradientsParams;
+use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use lim_market::{AsOf, MarketData};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::config::{FinetuneConfig, Mode, ModelConfig, Target};
 use crate::error::FoundationError;
@@ -169,7 +169,7 @@ fn pearson(a: &[f64], b: &[f64]) -> Option<f64> {
 }
 
 /// Information coefficients of predictions against realised forward returns, per date.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct IcReport {
     /// Mean per-date Pearson correlation.
     pub ic: f64,
@@ -289,14 +289,160 @@ pub struct Finetuned {
     pub curve: Vec<(usize, f64)>,
 }
 
-/// Trains `model`'s head (probe) or all of it (full, scratch) on `train`, evaluating rank IC
-/// on `valid` every `eval_every` steps and keeping the best; stops after `patience`
-/// evaluations without improvement.
+/// Where a fine-tuning run stands: enough to continue it exactly.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FinetuneProgress {
+    /// Steps done.
+    pub step: usize,
+    /// The sampling generator's state.
+    pub rng: Rng,
+    /// Best validation rank IC so far, its step and report.
+    pub best: Option<(f64, usize, IcReport)>,
+    /// Evaluations since the best one.
+    pub since_best: usize,
+    /// Validation rank IC per evaluation.
+    pub curve: Vec<(usize, f64)>,
+    /// Whether early stopping ended the run.
+    pub stopped: bool,
+}
+
+/// A fine-tuning run: the model being trained, its optimizer, the best model so far.
+pub struct FinetuneRun {
+    /// The model being trained.
+    pub model: Predictor,
+    /// The optimizer with its moments.
+    pub optim: ModuleOptimizer,
+    /// The best model so far (the starting model before any evaluation).
+    pub best: Predictor,
+    /// Step, generator, early-stopping state.
+    pub progress: FinetuneProgress,
+}
+
+impl std::fmt::Debug for FinetuneRun {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FinetuneRun")
+            .field("progress", &self.progress)
+            .finish_non_exhaustive()
+    }
+}
+
+impl FinetuneRun {
+    /// A new run from a model (on an autodiff device).
+    pub fn new(model: Predictor, ft: &FinetuneConfig) -> FinetuneRun {
+        FinetuneRun {
+            best: model.clone(),
+            model,
+            optim: optimizer(&ft.optim),
+            progress: FinetuneProgress {
+                step: 0,
+                rng: Rng::new(ft.optim.seed, 0xF17E),
+                best: None,
+                since_best: 0,
+                curve: Vec::new(),
+                stopped: false,
+            },
+        }
+    }
+
+    /// Trains the head (probe) or all of it (full, scratch) on `train`, evaluating rank IC on
+    /// `valid` every `eval_every` steps and keeping the best; stops after `patience`
+    /// evaluations without improvement. Calls `checkpoint` after every evaluation and at the
+    /// end.
+    ///
+    /// # Errors
+    /// A tensor that cannot be read back; whatever `checkpoint` returns.
+    #[allow(clippy::too_many_arguments)]
+    pub fn train(
+        &mut self,
+        train: &SampleSet,
+        valid: &SampleSet,
+        cfg: &ModelConfig,
+        ft: &FinetuneConfig,
+        device: &Device,
+        report: &mut dyn FnMut(&StepReport),
+        checkpoint: &mut dyn FnMut(&FinetuneRun) -> Result<(), FoundationError>,
+    ) -> Result<(), FoundationError> {
+        let frozen = ft.mode == Mode::Probe;
+        let n = train.samples.len();
+        let started = Instant::now();
+        let first = self.progress.step;
+        while self.progress.step < ft.optim.steps && !self.progress.stopped {
+            let idx: Vec<usize> = (0..ft.optim.batch)
+                .map(|_| self.progress.rng.below(n))
+                .collect();
+            let (p, ids, y) = batch_tensors(train, &idx, cfg, device);
+            let pred = self.model.forward(p, ids, frozen);
+            let loss = (pred - y).square().mean();
+            let value = scalar(&loss);
+            let grads = GradientsParams::from_grads(loss.backward(), &self.model);
+            let lr = ft.optim.lr_at(self.progress.step);
+            let model = self.model.clone();
+            self.model = self.optim.step(lr, model, grads);
+            self.progress.step += 1;
+            let step = self.progress.step;
+            let rate = ((step - first) * ft.optim.batch) as f64
+                / started.elapsed().as_secs_f64().max(1e-9);
+            report(&StepReport {
+                step,
+                steps: ft.optim.steps,
+                loss: value,
+                lr,
+                samples_per_s: rate,
+                eta_s: ((ft.optim.steps - step) * ft.optim.batch) as f64 / rate.max(1e-9),
+            });
+            if step.is_multiple_of(ft.eval_every) || step == ft.optim.steps {
+                let pred = predict_samples(&self.model, valid, cfg, device)?;
+                let r = ic_report(valid, &pred);
+                self.progress.curve.push((step, r.rank_ic));
+                if self.progress.best.is_none_or(|b| r.rank_ic > b.0) {
+                    self.progress.best = Some((r.rank_ic, step, r));
+                    self.best = self.model.clone();
+                    self.progress.since_best = 0;
+                } else {
+                    self.progress.since_best += 1;
+                    self.progress.stopped = self.progress.since_best >= ft.patience;
+                }
+                if step < ft.optim.steps && !self.progress.stopped {
+                    checkpoint(self)?;
+                }
+            }
+        }
+        checkpoint(self)
+    }
+
+    /// The outcome: the best model and its validation report.
+    ///
+    /// # Errors
+    /// A tensor that cannot be read back.
+    pub fn finish(
+        self,
+        valid: &SampleSet,
+        cfg: &ModelConfig,
+        device: &Device,
+    ) -> Result<Finetuned, FoundationError> {
+        let (best_step, report) = match self.progress.best {
+            Some((_, s, r)) => (s, r),
+            None => (
+                0,
+                ic_report(valid, &predict_samples(&self.best, valid, cfg, device)?),
+            ),
+        };
+        Ok(Finetuned {
+            model: self.best,
+            best_step,
+            valid: report,
+            steps_run: self.progress.step,
+            curve: self.progress.curve,
+        })
+    }
+}
+
+/// Fine-tunes `model` without checkpoints (see [`FinetuneRun::train`]).
 ///
 /// # Errors
 /// A tensor that cannot be read back.
 pub fn finetune(
-    mut model: Predictor,
+    model: Predictor,
     train: &SampleSet,
     valid: &SampleSet,
     cfg: &ModelConfig,
@@ -304,60 +450,9 @@ pub fn finetune(
     device: &Device,
     report: &mut dyn FnMut(&StepReport),
 ) -> Result<Finetuned, FoundationError> {
-    let frozen = ft.mode == Mode::Probe;
-    let mut optim = optimizer(&ft.optim);
-    let mut rng = Rng::new(ft.optim.seed, 0xF17E);
-    let n = train.samples.len();
-    let mut best = (f64::NEG_INFINITY, 0usize, model.clone(), None::<IcReport>);
-    let mut curve = Vec::new();
-    let mut since_best = 0;
-    let started = Instant::now();
-    let mut step = 0;
-    while step < ft.optim.steps {
-        let idx: Vec<usize> = (0..ft.optim.batch).map(|_| rng.below(n)).collect();
-        let (p, ids, y) = batch_tensors(train, &idx, cfg, device);
-        let pred = model.forward(p, ids, frozen);
-        let loss = (pred - y).square().mean();
-        let value = scalar(&loss);
-        let grads = GradientsParams::from_grads(loss.backward(), &model);
-        let lr = ft.optim.lr_at(step);
-        model = optim.step(lr, model, grads);
-        step += 1;
-        let rate = (step * ft.optim.batch) as f64 / started.elapsed().as_secs_f64().max(1e-9);
-        report(&StepReport {
-            step,
-            steps: ft.optim.steps,
-            loss: value,
-            lr,
-            samples_per_s: rate,
-            eta_s: ((ft.optim.steps - step) * ft.optim.batch) as f64 / rate.max(1e-9),
-        });
-        if step % ft.eval_every == 0 || step == ft.optim.steps {
-            let pred = predict_samples(&model, valid, cfg, device)?;
-            let r = ic_report(valid, &pred);
-            curve.push((step, r.rank_ic));
-            if r.rank_ic > best.0 {
-                best = (r.rank_ic, step, model.clone(), Some(r));
-                since_best = 0;
-            } else {
-                since_best += 1;
-                if since_best >= ft.patience {
-                    break;
-                }
-            }
-        }
-    }
-    let valid_report = match best.3 {
-        Some(r) => r,
-        None => ic_report(valid, &predict_samples(&best.2, valid, cfg, device)?),
-    };
-    Ok(Finetuned {
-        model: best.2,
-        best_step: best.1,
-        valid: valid_report,
-        steps_run: step,
-        curve,
-    })
+    let mut run = FinetuneRun::new(model, ft);
+    run.train(train, valid, cfg, ft, device, report, &mut |_| Ok(()))?;
+    run.finish(valid, cfg, device)
 }
 
 /// Loads the target universe as of `until` (nothing later is read).

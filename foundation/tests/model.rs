@@ -209,11 +209,12 @@ fn resumed_training_equals_uninterrupted() {
         },
         state: run.state.clone(),
         results: Default::default(),
+        finetune_progress: None,
         checksums: Default::default(),
     };
     let mut first = Run::new(&cfg, &p, &dev);
     let killed = first.train(&data, &cfg, &p, &dev, &mut |_| {}, &mut |run| {
-        store.save(&meta(run), &run.model, Some(&run.optim))?;
+        store.save(&meta(run), &run.model, Some(&run.optim), None)?;
         Err(FoundationError::Config("killed".into()))
     });
     assert!(killed.is_err());
@@ -292,9 +293,10 @@ fn checkpoint_round_trip_gives_identical_predictions_and_bad_files_are_refused()
             losses: vec![],
         },
         results: Default::default(),
+        finetune_progress: None,
         checksums: Default::default(),
     };
-    store.save(&meta, &model, None).unwrap();
+    store.save(&meta, &model, None, None).unwrap();
     let (m2, loaded) = store.load_predictor("ft", &dev).unwrap();
     let a = predict_samples(&model, &valid, &cfg, &dev).unwrap();
     let b = predict_samples(&loaded, &valid, &cfg, &dev).unwrap();
@@ -347,7 +349,7 @@ fn checkpoint_round_trip_gives_identical_predictions_and_bad_files_are_refused()
         ..meta.clone()
     };
     store
-        .save(&pm, &Pretrainer::new(&cfg, 1, &dev), None)
+        .save(&pm, &Pretrainer::new(&cfg, 1, &dev), None, None)
         .unwrap();
     let wrong = err(store.load_pretrained("pre", Some(&ModelConfig::small()), &dev));
     assert!(
@@ -477,4 +479,99 @@ fn probe_trains_only_the_head() {
     let h2 = fresh.forward(b.patches, None, b.ids).into_data();
     assert_eq!(h1, h2);
     assert!(!valid.samples.is_empty());
+}
+
+#[test]
+fn resumed_finetuning_equals_uninterrupted() {
+    use lim_foundation::finetune::FinetuneRun;
+    let dir = fixture(None);
+    let models = tempfile::tempdir().unwrap();
+    let store = Store::new(models.path());
+    let cfg = ModelConfig::tiny();
+    let cat = catalog(dir.path());
+    let dev = cpu().autodiff();
+    let mut ft = FinetuneConfig::new(Mode::Full, 40, 16, 3);
+    ft.horizon = 2;
+    ft.eval_every = 10;
+    ft.patience = 100;
+    let u = target_universe(&cat, "fut", None, date(300)).unwrap();
+    let train = samples(u.clone(), &cfg, &ft, None, date(200), "training").unwrap();
+    let valid = samples(u, &cfg, &ft, Some(date(200)), date(300), "validation").unwrap();
+    let start = || {
+        Predictor::new(
+            Pretrainer::new(&cfg, 4, &dev).backbone,
+            cfg.d_model,
+            4,
+            &dev,
+        )
+    };
+
+    let mut whole = FinetuneRun::new(start(), &ft);
+    whole
+        .train(
+            &train,
+            &valid,
+            &cfg,
+            &ft,
+            &dev,
+            &mut |_| {},
+            &mut |_| Ok(()),
+        )
+        .unwrap();
+
+    let meta = |r: &FinetuneRun| Meta {
+        name: "f".into(),
+        kind: Kind::Finetuned,
+        model: cfg.clone(),
+        pretrain: None,
+        finetune: Some(ft.clone()),
+        manifest: DataManifest {
+            datasets: vec![MixtureEntry::parse("fut").unwrap()],
+            symbols: Default::default(),
+            cutoff: date(300),
+            seed: 3,
+            parent: None,
+        },
+        state: lim_foundation::pretrain::TrainState {
+            step: r.progress.step,
+            rng: r.progress.rng,
+            losses: vec![],
+        },
+        results: Default::default(),
+        finetune_progress: Some(r.progress.clone()),
+        checksums: Default::default(),
+    };
+    // Killed after its second checkpoint (step 20), then resumed from disk.
+    let mut first = FinetuneRun::new(start(), &ft);
+    let mut saves = 0;
+    let killed = first.train(&train, &valid, &cfg, &ft, &dev, &mut |_| {}, &mut |r| {
+        store.save(&meta(r), &r.best, Some(&r.optim), Some(&r.model))?;
+        saves += 1;
+        if saves == 2 {
+            Err(FoundationError::Config("killed".into()))
+        } else {
+            Ok(())
+        }
+    });
+    assert!(killed.is_err());
+    let (_, mut resumed) = store.load_finetune_run("f", &dev).unwrap();
+    assert_eq!(resumed.progress.step, 20);
+    resumed
+        .train(
+            &train,
+            &valid,
+            &cfg,
+            &ft,
+            &dev,
+            &mut |_| {},
+            &mut |_| Ok(()),
+        )
+        .unwrap();
+    assert_eq!(resumed.progress, whole.progress);
+    let a = resumed.finish(&valid, &cfg, &dev).unwrap();
+    let b = whole.finish(&valid, &cfg, &dev).unwrap();
+    assert_eq!(
+        predict_samples(&a.model, &valid, &cfg, &dev).unwrap(),
+        predict_samples(&b.model, &valid, &cfg, &dev).unwrap()
+    );
 }

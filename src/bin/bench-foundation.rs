@@ -114,6 +114,7 @@ fn predict_bench(dir: &str, dataset: &str) -> anyhow::Result<()> {
             losses: vec![],
         },
         results: Default::default(),
+        finetune_progress: None,
         checksums: Default::default(),
     };
     let start = *u.times.first().context("empty dataset")?;
