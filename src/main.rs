@@ -6,6 +6,7 @@
 mod backtest_cmd;
 mod data_cmd;
 mod research_cmd;
+mod foundation_cmd;
 mod search_cmd;
 mod table;
 
@@ -53,6 +54,9 @@ enum Command {
     /// Show the research workflow.
     #[command(subcommand)]
     Workflow(WorkflowCommand),
+    /// The market foundation model: pretrain, fine-tune, predict, transfer, list.
+    #[command(subcommand)]
+    Foundation(foundation_cmd::FoundationCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -143,6 +147,7 @@ fn main() -> ExitCode {
         Command::Resume(args) => research_cmd::resume(args),
         Command::Replay(args) => research_cmd::replay(args),
         Command::Trace(cmd) => research_cmd::trace_cmd(cmd),
+        Command::Foundation(cmd) => foundation_cmd::run(cmd),
     };
     match result {
         Ok(code) => code,

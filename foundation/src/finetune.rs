@@ -1,0 +1,469 @@
+//! Fine-tuning a downstream head on a target (forward return or its cross-sectional rank),
+//! as a linear probe on a frozen backbone, full fine-tuning, or from scratch, with early
+//! stopping on validation rank IC; and the information-coefficient metrics.
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use burn::module::Module;
+use burn::optim::{GradientsParams, ModuleOptimizer};
+use burn::tensor::{Device, Int, Tensor, TensorData};
+use lim_market::{AsOf, MarketData};
+use serde::{Deserialize, Serialize};
+
+use crate::config::{FinetuneConfig, Mode, ModelConfig, Target};
+use crate::error::FoundationError;
+use crate::features::{Universe, forward_return, load_universe, scaled, write_window};
+use crate::model::Predictor;
+use crate::pretrain::{StepReport, optimizer, scalar};
+use crate::rng::Rng;
+
+/// One training or evaluation example: the window of `series` ending at bar `end`.
+#[derive(Debug, Clone, Copy)]
+pub struct Sample {
+    /// Index of the series in the universe.
+    pub series: usize,
+    /// Last bar of the window.
+    pub end: usize,
+    /// Row of that bar in the universe's time axis (the date of the prediction).
+    pub row: usize,
+    /// The training target.
+    pub target: f32,
+    /// The realised forward log return.
+    pub ret: f64,
+}
+
+/// Samples of one period of a universe.
+#[derive(Debug, Clone)]
+pub struct SampleSet {
+    /// The universe the samples index into.
+    pub universe: Universe,
+    /// The samples, ordered by series then bar.
+    pub samples: Vec<Sample>,
+}
+
+/// Builds the samples whose window ends after `after` (if given) and whose forward return is
+/// complete by `until`; `universe` must have been loaded as of `until` or earlier.
+///
+/// # Errors
+/// No sample in the period.
+pub fn samples(
+    universe: Universe,
+    cfg: &ModelConfig,
+    ft: &FinetuneConfig,
+    after: Option<AsOf>,
+    until: AsOf,
+    what: &str,
+) -> Result<SampleSet, FoundationError> {
+    let w = cfg.window();
+    let h = ft.horizon;
+    let mut out = Vec::new();
+    for (si, s) in universe.series.iter().enumerate() {
+        if s.len() < w + h {
+            continue;
+        }
+        for end in w - 1..s.len() - h {
+            let t = universe.times[s.rows[end]];
+            // A window ending on a bar the earlier period could see belongs to that period.
+            if after.is_some_and(|a| a.sees(t, universe.frequency)) {
+                continue;
+            }
+            // The target's last bar must have closed by the end of the period.
+            if !until.sees(universe.times[s.rows[end + h]], universe.frequency) {
+                break;
+            }
+            let Some(ret) = forward_return(s, end, h) else {
+                break;
+            };
+            out.push(Sample {
+                series: si,
+                end,
+                row: s.rows[end],
+                target: 0.0,
+                ret,
+            });
+        }
+    }
+    if out.is_empty() {
+        let longest = universe.series.iter().map(|s| s.len()).max().unwrap_or(0);
+        if longest < w + h {
+            return Err(FoundationError::WindowTooLong {
+                window: w,
+                horizon: h,
+                scope: format!("'{}' ({what})", universe.dataset),
+                longest,
+            });
+        }
+        return Err(FoundationError::NoData(format!(
+            "no {what} sample of '{}' between {} and {}: a window of {w} bars needs history before the period and {h} bars after each date; widen the period",
+            universe.dataset,
+            after.map_or("the start".to_string(), crate::pretrain::show),
+            crate::pretrain::show(until)
+        )));
+    }
+    match ft.target {
+        Target::Rank => {
+            let mut by_row: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+            for (i, s) in out.iter().enumerate() {
+                by_row.entry(s.row).or_default().push(i);
+            }
+            for idx in by_row.values() {
+                let rets: Vec<f64> = idx.iter().map(|&i| out[i].ret).collect();
+                let ranks = ranks(&rets);
+                let n = idx.len();
+                for (k, &i) in idx.iter().enumerate() {
+                    out[i].target = if n > 1 {
+                        (ranks[k] / (n - 1) as f64 - 0.5) as f32
+                    } else {
+                        0.0
+                    };
+                }
+            }
+        }
+        Target::ForwardReturn => {
+            let mut buf = Vec::new();
+            for s in &mut out {
+                buf.clear();
+                let sd = write_window(&universe.series[s.series], s.end, cfg, &mut buf);
+                s.target = scaled(s.ret, sd, h);
+            }
+        }
+    }
+    Ok(SampleSet {
+        universe,
+        samples: out,
+    })
+}
+
+/// Zero-based average ranks (ties share their mean rank).
+pub fn ranks(x: &[f64]) -> Vec<f64> {
+    let mut idx: Vec<usize> = (0..x.len()).collect();
+    idx.sort_by(|&a, &b| x[a].total_cmp(&x[b]));
+    let mut r = vec![0.0; x.len()];
+    let mut i = 0;
+    while i < idx.len() {
+        let mut j = i;
+        while j + 1 < idx.len() && x[idx[j + 1]] == x[idx[i]] {
+            j += 1;
+        }
+        let avg = (i + j) as f64 / 2.0;
+        for &k in &idx[i..=j] {
+            r[k] = avg;
+        }
+        i = j + 1;
+    }
+    r
+}
+
+fn pearson(a: &[f64], b: &[f64]) -> Option<f64> {
+    let n = a.len() as f64;
+    let (ma, mb) = (a.iter().sum::<f64>() / n, b.iter().sum::<f64>() / n);
+    let (mut sab, mut saa, mut sbb) = (0.0, 0.0, 0.0);
+    for (x, y) in a.iter().zip(b) {
+        sab += (x - ma) * (y - mb);
+        saa += (x - ma) * (x - ma);
+        sbb += (y - mb) * (y - mb);
+    }
+    let d = (saa * sbb).sqrt();
+    (d > 1e-300).then(|| sab / d)
+}
+
+/// Information coefficients of predictions against realised forward returns, per date.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct IcReport {
+    /// Mean per-date Pearson correlation.
+    pub ic: f64,
+    /// Mean per-date Spearman correlation.
+    pub rank_ic: f64,
+    /// Mean IC over its standard deviation across dates (not annualised).
+    pub icir: f64,
+    /// Mean rank IC over its standard deviation.
+    pub rank_icir: f64,
+    /// Dates with at least three instruments.
+    pub dates: usize,
+}
+
+/// Per-date ICs of `pred` (aligned with `set.samples`).
+pub fn ic_report(set: &SampleSet, pred: &[f32]) -> IcReport {
+    let mut by_row: BTreeMap<usize, (Vec<f64>, Vec<f64>)> = BTreeMap::new();
+    for (s, p) in set.samples.iter().zip(pred) {
+        let e = by_row.entry(s.row).or_default();
+        e.0.push(f64::from(*p));
+        e.1.push(s.ret);
+    }
+    let (mut ics, mut rics) = (Vec::new(), Vec::new());
+    for (p, r) in by_row.values() {
+        if p.len() < 3 {
+            continue;
+        }
+        if let Some(ic) = pearson(p, r) {
+            ics.push(ic);
+        }
+        if let Some(ric) = pearson(&ranks(p), &ranks(r)) {
+            rics.push(ric);
+        }
+    }
+    let stats = |v: &[f64]| {
+        if v.is_empty() {
+            return (0.0, 0.0);
+        }
+        let m = v.iter().sum::<f64>() / v.len() as f64;
+        let sd = (v.iter().map(|x| (x - m) * (x - m)).sum::<f64>() / v.len() as f64).sqrt();
+        (m, if sd > 0.0 { m / sd } else { 0.0 })
+    };
+    let (ic, icir) = stats(&ics);
+    let (rank_ic, rank_icir) = stats(&rics);
+    IcReport {
+        ic,
+        rank_ic,
+        icir,
+        rank_icir,
+        dates: rics.len(),
+    }
+}
+
+fn batch_tensors(
+    set: &SampleSet,
+    idx: &[usize],
+    cfg: &ModelConfig,
+    device: &Device,
+) -> (Tensor<3>, Tensor<2, Int>, Tensor<1>) {
+    let mut patches = Vec::with_capacity(idx.len() * cfg.n_patches * cfg.patch_dim());
+    let mut ids = Vec::with_capacity(idx.len() * 3);
+    let mut targets = Vec::with_capacity(idx.len());
+    for &i in idx {
+        let s = set.samples[i];
+        let series = &set.universe.series[s.series];
+        write_window(series, s.end, cfg, &mut patches);
+        ids.extend_from_slice(&series.ids);
+        targets.push(s.target);
+    }
+    let b = idx.len();
+    (
+        Tensor::from_data(
+            TensorData::new(patches, [b, cfg.n_patches, cfg.patch_dim()]),
+            device,
+        ),
+        Tensor::<2, Int>::from_data(TensorData::new(ids, [b, 3]), device),
+        Tensor::from_data(TensorData::new(targets, [b]), device),
+    )
+}
+
+/// Predictions for every sample of `set`, in order, without autodiff.
+///
+/// # Errors
+/// A tensor that cannot be read back.
+pub fn predict_samples(
+    model: &Predictor,
+    set: &SampleSet,
+    cfg: &ModelConfig,
+    device: &Device,
+) -> Result<Vec<f32>, FoundationError> {
+    let model = model.valid();
+    let device = device.clone().inner();
+    let all: Vec<usize> = (0..set.samples.len()).collect();
+    let mut out = Vec::with_capacity(all.len());
+    for chunk in all.chunks(512) {
+        let (p, ids, _) = batch_tensors(set, chunk, cfg, &device);
+        let y = model.forward(p, ids, false).into_data();
+        let v = y
+            .as_slice::<f32>()
+            .map_err(|e| FoundationError::Tensor(e.to_string()))?;
+        out.extend_from_slice(v);
+    }
+    Ok(out)
+}
+
+/// The outcome of a fine-tuning run.
+#[derive(Debug)]
+pub struct Finetuned {
+    /// The best model by validation rank IC.
+    pub model: Predictor,
+    /// Its step.
+    pub best_step: usize,
+    /// Its validation ICs.
+    pub valid: IcReport,
+    /// Steps run before stopping.
+    pub steps_run: usize,
+    /// Validation rank IC per evaluation: `(step, rank IC)`.
+    pub curve: Vec<(usize, f64)>,
+}
+
+/// Where a fine-tuning run stands: enough to continue it exactly.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FinetuneProgress {
+    /// Steps done.
+    pub step: usize,
+    /// The sampling generator's state.
+    pub rng: Rng,
+    /// Best validation rank IC so far, its step and report.
+    pub best: Option<(f64, usize, IcReport)>,
+    /// Evaluations since the best one.
+    pub since_best: usize,
+    /// Validation rank IC per evaluation.
+    pub curve: Vec<(usize, f64)>,
+    /// Whether early stopping ended the run.
+    pub stopped: bool,
+}
+
+/// A fine-tuning run: the model being trained, its optimizer, the best model so far.
+pub struct FinetuneRun {
+    /// The model being trained.
+    pub model: Predictor,
+    /// The optimizer with its moments.
+    pub optim: ModuleOptimizer,
+    /// The best model so far (the starting model before any evaluation).
+    pub best: Predictor,
+    /// Step, generator, early-stopping state.
+    pub progress: FinetuneProgress,
+}
+
+impl std::fmt::Debug for FinetuneRun {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FinetuneRun")
+            .field("progress", &self.progress)
+            .finish_non_exhaustive()
+    }
+}
+
+impl FinetuneRun {
+    /// A new run from a model (on an autodiff device).
+    pub fn new(model: Predictor, ft: &FinetuneConfig) -> FinetuneRun {
+        FinetuneRun {
+            best: model.clone(),
+            model,
+            optim: optimizer(&ft.optim),
+            progress: FinetuneProgress {
+                step: 0,
+                rng: Rng::new(ft.optim.seed, 0xF17E),
+                best: None,
+                since_best: 0,
+                curve: Vec::new(),
+                stopped: false,
+            },
+        }
+    }
+
+    /// Trains the head (probe) or all of it (full, scratch) on `train`, evaluating rank IC on
+    /// `valid` every `eval_every` steps and keeping the best; stops after `patience`
+    /// evaluations without improvement. Calls `checkpoint` after every evaluation and at the
+    /// end.
+    ///
+    /// # Errors
+    /// A tensor that cannot be read back; whatever `checkpoint` returns.
+    #[allow(clippy::too_many_arguments)]
+    pub fn train(
+        &mut self,
+        train: &SampleSet,
+        valid: &SampleSet,
+        cfg: &ModelConfig,
+        ft: &FinetuneConfig,
+        device: &Device,
+        report: &mut dyn FnMut(&StepReport),
+        checkpoint: &mut dyn FnMut(&FinetuneRun) -> Result<(), FoundationError>,
+    ) -> Result<(), FoundationError> {
+        let frozen = ft.mode == Mode::Probe;
+        let n = train.samples.len();
+        let started = Instant::now();
+        let first = self.progress.step;
+        while self.progress.step < ft.optim.steps && !self.progress.stopped {
+            let idx: Vec<usize> = (0..ft.optim.batch)
+                .map(|_| self.progress.rng.below(n))
+                .collect();
+            let (p, ids, y) = batch_tensors(train, &idx, cfg, device);
+            let pred = self.model.forward(p, ids, frozen);
+            let loss = (pred - y).square().mean();
+            let value = scalar(&loss);
+            let grads = GradientsParams::from_grads(loss.backward(), &self.model);
+            let lr = ft.optim.lr_at(self.progress.step);
+            let model = self.model.clone();
+            self.model = self.optim.step(lr, model, grads);
+            self.progress.step += 1;
+            let step = self.progress.step;
+            let rate = ((step - first) * ft.optim.batch) as f64
+                / started.elapsed().as_secs_f64().max(1e-9);
+            report(&StepReport {
+                step,
+                steps: ft.optim.steps,
+                loss: value,
+                lr,
+                samples_per_s: rate,
+                eta_s: ((ft.optim.steps - step) * ft.optim.batch) as f64 / rate.max(1e-9),
+            });
+            if step.is_multiple_of(ft.eval_every) || step == ft.optim.steps {
+                let pred = predict_samples(&self.model, valid, cfg, device)?;
+                let r = ic_report(valid, &pred);
+                self.progress.curve.push((step, r.rank_ic));
+                if self.progress.best.is_none_or(|b| r.rank_ic > b.0) {
+                    self.progress.best = Some((r.rank_ic, step, r));
+                    self.best = self.model.clone();
+                    self.progress.since_best = 0;
+                } else {
+                    self.progress.since_best += 1;
+                    self.progress.stopped = self.progress.since_best >= ft.patience;
+                }
+                if step < ft.optim.steps && !self.progress.stopped {
+                    checkpoint(self)?;
+                }
+            }
+        }
+        checkpoint(self)
+    }
+
+    /// The outcome: the best model and its validation report.
+    ///
+    /// # Errors
+    /// A tensor that cannot be read back.
+    pub fn finish(
+        self,
+        valid: &SampleSet,
+        cfg: &ModelConfig,
+        device: &Device,
+    ) -> Result<Finetuned, FoundationError> {
+        let (best_step, report) = match self.progress.best {
+            Some((_, s, r)) => (s, r),
+            None => (
+                0,
+                ic_report(valid, &predict_samples(&self.best, valid, cfg, device)?),
+            ),
+        };
+        Ok(Finetuned {
+            model: self.best,
+            best_step,
+            valid: report,
+            steps_run: self.progress.step,
+            curve: self.progress.curve,
+        })
+    }
+}
+
+/// Fine-tunes `model` without checkpoints (see [`FinetuneRun::train`]).
+///
+/// # Errors
+/// A tensor that cannot be read back.
+pub fn finetune(
+    model: Predictor,
+    train: &SampleSet,
+    valid: &SampleSet,
+    cfg: &ModelConfig,
+    ft: &FinetuneConfig,
+    device: &Device,
+    report: &mut dyn FnMut(&StepReport),
+) -> Result<Finetuned, FoundationError> {
+    let mut run = FinetuneRun::new(model, ft);
+    run.train(train, valid, cfg, ft, device, report, &mut |_| Ok(()))?;
+    run.finish(valid, cfg, device)
+}
+
+/// Loads the target universe as of `until` (nothing later is read).
+///
+/// # Errors
+/// Unknown dataset or symbol.
+pub fn target_universe(
+    data: &dyn MarketData,
+    dataset: &str,
+    symbols: Option<&[String]>,
+    until: AsOf,
+) -> Result<Universe, FoundationError> {
+    load_universe(data, dataset, symbols, until)
+}

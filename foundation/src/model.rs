@@ -1,0 +1,241 @@
+//! The patch Transformer: a backbone shared by every market and frequency, the pretraining
+//! heads, and the downstream head.
+//!
+//! Tokens are patches of instance-normalised bar features, embedded linearly, plus a learned
+//! position embedding and learned embeddings of the instrument's asset class, exchange and bar
+//! frequency. A pre-norm Transformer encoder mixes them.
+
+use burn::module::{Module, ModuleMapper, Param};
+use burn::nn::transformer::{
+    TransformerEncoder, TransformerEncoderConfig, TransformerEncoderInput,
+};
+use burn::nn::{Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig, Linear, LinearConfig};
+use burn::tensor::{Device, Int, Tensor, TensorData};
+
+use crate::config::ModelConfig;
+use crate::features::{ASSET_VOCAB, EXCHANGE_VOCAB, FREQ_VOCAB};
+use crate::rng::Rng;
+
+/// The shared encoder.
+#[derive(Module, Debug)]
+pub struct Backbone {
+    patch: Linear,
+    pos: Param<Tensor<2>>,
+    mask_token: Param<Tensor<1>>,
+    asset: Embedding,
+    exchange: Embedding,
+    freq: Embedding,
+    encoder: TransformerEncoder,
+    norm: LayerNorm,
+}
+
+impl Backbone {
+    fn new(cfg: &ModelConfig, device: &Device) -> Backbone {
+        let d = cfg.d_model;
+        Backbone {
+            patch: LinearConfig::new(cfg.patch_dim(), d).init(device),
+            pos: Param::from_tensor(Tensor::zeros([cfg.n_patches, d], device)),
+            mask_token: Param::from_tensor(Tensor::zeros([d], device)),
+            asset: EmbeddingConfig::new(ASSET_VOCAB, d).init(device),
+            exchange: EmbeddingConfig::new(EXCHANGE_VOCAB, d).init(device),
+            freq: EmbeddingConfig::new(FREQ_VOCAB, d).init(device),
+            encoder: TransformerEncoderConfig::new(d, cfg.d_ff, cfg.n_heads, cfg.n_layers)
+                .with_norm_first(true)
+                .with_dropout(cfg.dropout)
+                .init(device),
+            norm: LayerNormConfig::new(d).init(device),
+        }
+    }
+
+    /// Encodes `patches` `[B, P, patch_dim]`; `mask` `[B, P]` (1 = masked) replaces a patch's
+    /// embedding by the mask token; `ids` `[B, 3]` are asset, exchange and frequency ids.
+    /// Returns `[B, P, d_model]`.
+    pub fn forward(
+        &self,
+        patches: Tensor<3>,
+        mask: Option<Tensor<2>>,
+        ids: Tensor<2, Int>,
+    ) -> Tensor<3> {
+        let [b, p, _] = patches.dims();
+        let mut x = self.patch.forward(patches);
+        if let Some(m) = mask {
+            let m: Tensor<3> = m.unsqueeze_dim(2);
+            let token = self.mask_token.val().unsqueeze::<3>();
+            x = x * (m.clone().neg() + 1.0) + token * m;
+        }
+        let pos = self.pos.val().unsqueeze::<3>();
+        let cat = self.asset.forward(ids.clone().narrow(1, 0, 1))
+            + self.exchange.forward(ids.clone().narrow(1, 1, 1))
+            + self.freq.forward(ids.narrow(1, 2, 1));
+        let x = x + pos + cat;
+        let d = x.dims()[2];
+        let h = self.encoder.forward(TransformerEncoderInput::new(x));
+        let out = self.norm.forward(h);
+        debug_assert_eq!(out.dims(), [b, p, d]);
+        out
+    }
+
+    /// A summary vector per window: the mean over patches beside the last patch, `[B, 2d]`.
+    pub fn pooled(&self, h: Tensor<3>) -> Tensor<2> {
+        let [b, p, d] = h.dims();
+        let mean = h.clone().mean_dim(1).reshape([b, d]);
+        let last = h.narrow(1, p - 1, 1).reshape([b, d]);
+        Tensor::cat(vec![mean, last], 1)
+    }
+}
+
+/// Backbone plus the pretraining heads.
+#[derive(Module, Debug)]
+pub struct Pretrainer {
+    /// The shared encoder.
+    pub backbone: Backbone,
+    recon: Linear,
+    forecast: Linear,
+}
+
+/// One pretraining batch, already on the device.
+#[derive(Debug, Clone)]
+pub struct PretrainBatch {
+    /// `[B, P, patch_dim]` normalised patches.
+    pub patches: Tensor<3>,
+    /// `[B, P]`, 1 where a patch is masked.
+    pub mask: Tensor<2>,
+    /// `[B, 3]` embedding ids.
+    pub ids: Tensor<2, Int>,
+    /// `[B, horizons]` scaled forward returns.
+    pub targets: Tensor<2>,
+}
+
+/// The two pretraining losses.
+#[derive(Debug)]
+pub struct PretrainLoss {
+    /// Weighted sum, to differentiate.
+    pub total: Tensor<1>,
+    /// Masked-patch reconstruction MSE.
+    pub recon: Tensor<1>,
+    /// Forecast MSE.
+    pub forecast: Tensor<1>,
+}
+
+impl Pretrainer {
+    /// A seeded model.
+    pub fn new(cfg: &ModelConfig, seed: u64, device: &Device) -> Pretrainer {
+        let d = cfg.d_model;
+        let m = Pretrainer {
+            backbone: Backbone::new(cfg, device),
+            recon: LinearConfig::new(d, cfg.patch_dim()).init(device),
+            forecast: LinearConfig::new(2 * d, cfg.horizons.len()).init(device),
+        };
+        m.map(&mut SeededInit::new(seed))
+    }
+
+    /// Reconstruction and forecasting losses of a batch.
+    pub fn loss(&self, batch: &PretrainBatch, forecast_weight: f64) -> PretrainLoss {
+        let h = self.backbone.forward(
+            batch.patches.clone(),
+            Some(batch.mask.clone()),
+            batch.ids.clone(),
+        );
+        let rec = self.recon.forward(h.clone());
+        let err = (rec - batch.patches.clone()).square().mean_dim(2);
+        let [b, p, _] = err.dims();
+        let err: Tensor<2> = err.reshape([b, p]);
+        let masked = batch.mask.clone().sum().clamp_min(1.0);
+        let recon = (err * batch.mask.clone()).sum() / masked;
+        let f = self.forecast.forward(self.backbone.pooled(h));
+        let forecast = (f - batch.targets.clone()).square().mean();
+        let total = recon.clone() + forecast.clone() * forecast_weight;
+        PretrainLoss {
+            total,
+            recon,
+            forecast,
+        }
+    }
+}
+
+/// Backbone plus a downstream head predicting one number per window.
+#[derive(Module, Debug)]
+pub struct Predictor {
+    /// The encoder (pretrained or not).
+    pub backbone: Backbone,
+    head: Linear,
+}
+
+impl Predictor {
+    /// A predictor over a backbone, with a seeded head.
+    pub fn new(backbone: Backbone, d_model: usize, seed: u64, device: &Device) -> Predictor {
+        let head = LinearConfig::new(2 * d_model, 1)
+            .init(device)
+            .map(&mut SeededInit::new(seed ^ 0x4EAD));
+        Predictor { backbone, head }
+    }
+
+    /// Predictions `[B]`; with `frozen`, no gradient reaches the backbone (a linear probe).
+    pub fn forward(&self, patches: Tensor<3>, ids: Tensor<2, Int>, frozen: bool) -> Tensor<1> {
+        let h = self.backbone.forward(patches, None, ids);
+        let mut z = self.backbone.pooled(h);
+        if frozen {
+            z = z.detach();
+        }
+        let [b, _] = z.dims();
+        self.head.forward(z).reshape([b])
+    }
+}
+
+/// Replaces every parameter with values drawn from our own seeded generator (burn's generator
+/// is process-global, so two models built on two threads would not be reproducible).
+/// Layer-norm scales start at 1, biases at 0, embeddings at N(0, 0.02²), weights at
+/// N(0, 1/fan_in).
+struct SeededInit {
+    rng: Rng,
+    path: Vec<String>,
+}
+
+impl SeededInit {
+    fn new(seed: u64) -> SeededInit {
+        SeededInit {
+            rng: Rng::new(seed, 0x1417),
+            path: Vec::new(),
+        }
+    }
+}
+
+impl ModuleMapper for SeededInit {
+    fn enter_module(&mut self, name: &str, _container_type: &str) {
+        self.path.push(name.to_string());
+    }
+
+    fn exit_module(&mut self, _name: &str, _container_type: &str) {
+        self.path.pop();
+    }
+
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        let name = self.path.last().cloned().unwrap_or_default();
+        let small = self.path.iter().any(|p| {
+            matches!(
+                p.as_str(),
+                "pos" | "mask_token" | "asset" | "exchange" | "freq"
+            )
+        });
+        let rng = &mut self.rng;
+        param.map(|t| {
+            let dims = t.dims();
+            let n: usize = dims.iter().product();
+            let values: Vec<f32> = if name == "gamma" {
+                vec![1.0; n]
+            } else if name == "beta" || name == "bias" {
+                vec![0.0; n]
+            } else {
+                let sd = if small || D < 2 {
+                    0.02
+                } else {
+                    1.0 / (dims[0] as f64).sqrt()
+                };
+                (0..n).map(|_| (rng.normal() * sd) as f32).collect()
+            };
+            let grad = t.is_require_grad();
+            let fresh = Tensor::<D>::from_data(TensorData::new(values, dims), &t.device());
+            if grad { fresh.require_grad() } else { fresh }
+        })
+    }
+}

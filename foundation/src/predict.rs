@@ -1,0 +1,271 @@
+//! Prediction panels: a fine-tuned model's output for a universe and period, `times ×
+//! symbols`, computed strictly after everything the model learned from, and written as a
+//! file that strategies can load as a field.
+//!
+//! File format (`<models>/predictions/<name>.csv` and `<name>.json`): a wide CSV with header
+//! `ts,<symbol 1>,<symbol 2>,...`, one row per bar time (`YYYY-MM-DD` for daily bars, else
+//! `YYYY-MM-DDTHH:MM:SSZ`), empty cells where there is no prediction (too little history or
+//! no bar); and a JSON sidecar with the model, its data cutoff, the dataset, frequency, target
+//! and horizon.
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use burn::module::Module;
+use burn::tensor::{Device, Int, Tensor, TensorData};
+use lim_market::{AsOf, Frequency, Timestamp};
+use serde::{Deserialize, Serialize};
+
+use crate::checkpoint::Meta;
+use crate::config::Target;
+use crate::error::{FoundationError, io};
+use crate::features::{Universe, write_window};
+use crate::model::Predictor;
+
+/// What a prediction file says about itself.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PanelInfo {
+    /// The registered name.
+    pub name: String,
+    /// The model that made it.
+    pub model: String,
+    /// The latest data the model (and its parents) learned from.
+    pub model_cutoff: AsOf,
+    /// Dataset of the universe.
+    pub dataset: String,
+    /// Bar frequency.
+    pub frequency: Frequency,
+    /// What the values predict.
+    pub target: Target,
+    /// Forward horizon in bars.
+    pub horizon: usize,
+}
+
+/// A `times × symbols` prediction panel, column-major, NaN where there is no prediction.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PredictionPanel {
+    /// Provenance.
+    pub info: PanelInfo,
+    /// Bar times (rows).
+    pub times: Vec<Timestamp>,
+    /// Symbols (columns).
+    pub symbols: Vec<String>,
+    /// Values, column-major.
+    pub values: Vec<f32>,
+}
+
+impl PredictionPanel {
+    /// The value at row `t`, column `s`.
+    pub fn get(&self, t: usize, s: usize) -> f32 {
+        self.values[s * self.times.len() + t]
+    }
+
+    /// Writes `<dir>/<name>.csv` and `<dir>/<name>.json` (each via a temporary file and a
+    /// rename). Returns the CSV path.
+    ///
+    /// # Errors
+    /// IO failures.
+    pub fn write(&self, dir: &Path) -> Result<PathBuf, FoundationError> {
+        fs::create_dir_all(dir).map_err(io(dir))?;
+        let csv = dir.join(format!("{}.csv", self.info.name));
+        let mut text = String::with_capacity(self.values.len() * 10);
+        text.push_str("ts");
+        for s in &self.symbols {
+            text.push(',');
+            text.push_str(s);
+        }
+        text.push('\n');
+        for (t, ts) in self.times.iter().enumerate() {
+            text.push_str(&ts.display(self.info.frequency));
+            for s in 0..self.symbols.len() {
+                text.push(',');
+                let v = self.get(t, s);
+                if v.is_finite() {
+                    text.push_str(&format!("{v}"));
+                }
+            }
+            text.push('\n');
+        }
+        let write = |path: &Path, bytes: &[u8]| -> Result<(), FoundationError> {
+            let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
+            let mut f = fs::File::create(&tmp).map_err(io(&tmp))?;
+            f.write_all(bytes).map_err(io(&tmp))?;
+            fs::rename(&tmp, path).map_err(io(path))
+        };
+        write(&csv, text.as_bytes())?;
+        let json = dir.join(format!("{}.json", self.info.name));
+        let info =
+            serde_json::to_string_pretty(&self.info).map_err(|source| FoundationError::Json {
+                path: json.clone(),
+                source,
+            })?;
+        write(&json, info.as_bytes())?;
+        Ok(csv)
+    }
+
+    /// Reads a panel written by [`PredictionPanel::write`].
+    ///
+    /// # Errors
+    /// Missing or malformed files (the message names file and line).
+    pub fn read(dir: &Path, name: &str) -> Result<PredictionPanel, FoundationError> {
+        let json = dir.join(format!("{name}.json"));
+        let text = fs::read_to_string(&json).map_err(io(&json))?;
+        let info: PanelInfo =
+            serde_json::from_str(&text).map_err(|source| FoundationError::Json {
+                path: json.clone(),
+                source,
+            })?;
+        let csv = dir.join(format!("{name}.csv"));
+        let text = fs::read_to_string(&csv).map_err(io(&csv))?;
+        let mut lines = text.lines();
+        let bad = |line: usize, what: String| FoundationError::Corrupt {
+            path: csv.clone(),
+            detail: format!("line {line}: {what}"),
+        };
+        let header = lines.next().ok_or_else(|| bad(1, "empty file".into()))?;
+        let symbols: Vec<String> = header.split(',').skip(1).map(str::to_string).collect();
+        let mut times = Vec::new();
+        let mut rows: Vec<Vec<f32>> = Vec::new();
+        for (i, line) in lines.enumerate() {
+            let mut cells = line.split(',');
+            let ts = cells.next().unwrap_or_default();
+            times.push(
+                Timestamp::parse(ts).ok_or_else(|| bad(i + 2, format!("'{ts}' is not a time")))?,
+            );
+            let row: Result<Vec<f32>, _> = cells
+                .map(|c| {
+                    if c.is_empty() {
+                        Ok(f32::NAN)
+                    } else {
+                        c.parse::<f32>()
+                    }
+                })
+                .collect();
+            let row = row.map_err(|e| bad(i + 2, e.to_string()))?;
+            if row.len() != symbols.len() {
+                return Err(bad(
+                    i + 2,
+                    format!("{} values for {} symbols", row.len(), symbols.len()),
+                ));
+            }
+            rows.push(row);
+        }
+        let nt = times.len();
+        let mut values = vec![f32::NAN; nt * symbols.len()];
+        for (t, row) in rows.iter().enumerate() {
+            for (s, v) in row.iter().enumerate() {
+                values[s * nt + t] = *v;
+            }
+        }
+        Ok(PredictionPanel {
+            info,
+            times,
+            symbols,
+            values,
+        })
+    }
+}
+
+/// Predicts every bar of `universe` in `[start, end]` that has a full window, as one panel.
+/// `universe` must have been loaded as of `end` or earlier; each prediction uses only the
+/// window ending at its own bar.
+///
+/// # Errors
+/// A period that starts at or before the model's cutoff ([`FoundationError::NotOutOfSample`]),
+/// or no bar in it.
+pub fn predict_panel(
+    name: &str,
+    model: &Predictor,
+    meta: &Meta,
+    universe: &Universe,
+    start: Timestamp,
+    end: Timestamp,
+    device: &Device,
+) -> Result<PredictionPanel, FoundationError> {
+    let cutoff = meta.manifest.cutoff;
+    if cutoff.sees(start, universe.frequency) {
+        return Err(FoundationError::NotOutOfSample {
+            model: meta.name.clone(),
+            start: start.display(universe.frequency),
+            cutoff: crate::pretrain::show(cutoff),
+        });
+    }
+    let cfg = &meta.model;
+    let first = universe.times.partition_point(|t| *t < start);
+    let last = universe.times.partition_point(|t| *t <= end);
+    if first >= last {
+        return Err(FoundationError::NoData(format!(
+            "no bar of '{}' between {} and {}; pick a period inside the data",
+            universe.dataset,
+            start.display(universe.frequency),
+            end.display(universe.frequency)
+        )));
+    }
+    let nt = last - first;
+    let ns = universe.series.len();
+    let mut values = vec![f32::NAN; nt * ns];
+    let model = model.valid();
+    let device = device.clone().inner();
+    let w = cfg.window();
+    // (column, row) of each window to predict, in batches.
+    let mut jobs: Vec<(usize, usize, usize)> = Vec::new();
+    for (si, s) in universe.series.iter().enumerate() {
+        for end_bar in w.saturating_sub(1)..s.len() {
+            let row = s.rows[end_bar];
+            if row >= first && row < last {
+                jobs.push((si, end_bar, row - first));
+            }
+        }
+    }
+    if jobs.is_empty() {
+        return Err(FoundationError::WindowTooLong {
+            window: w,
+            horizon: 0,
+            scope: format!(
+                "'{}' up to {}",
+                universe.dataset,
+                end.display(universe.frequency)
+            ),
+            longest: universe.series.iter().map(|s| s.len()).max().unwrap_or(0),
+        });
+    }
+    let mut patches = Vec::new();
+    let mut ids = Vec::new();
+    for chunk in jobs.chunks(1024) {
+        patches.clear();
+        ids.clear();
+        for &(si, e, _) in chunk {
+            write_window(&universe.series[si], e, cfg, &mut patches);
+            ids.extend_from_slice(&universe.series[si].ids);
+        }
+        let b = chunk.len();
+        let p = Tensor::<3>::from_data(
+            TensorData::new(patches.clone(), [b, cfg.n_patches, cfg.patch_dim()]),
+            &device,
+        );
+        let i = Tensor::<2, Int>::from_data(TensorData::new(ids.clone(), [b, 3]), &device);
+        let y = model.forward(p, i, false).into_data();
+        let y = y
+            .as_slice::<f32>()
+            .map_err(|e| FoundationError::Tensor(e.to_string()))?;
+        for (&(si, _, t), v) in chunk.iter().zip(y) {
+            values[si * nt + t] = *v;
+        }
+    }
+    let ft = meta.finetune.as_ref();
+    Ok(PredictionPanel {
+        info: PanelInfo {
+            name: name.to_string(),
+            model: meta.name.clone(),
+            model_cutoff: cutoff,
+            dataset: universe.dataset.clone(),
+            frequency: universe.frequency,
+            target: ft.map_or(Target::Rank, |f| f.target),
+            horizon: ft.map_or(0, |f| f.horizon),
+        },
+        times: universe.times[first..last].to_vec(),
+        symbols: universe.series.iter().map(|s| s.symbol.clone()).collect(),
+        values,
+    })
+}

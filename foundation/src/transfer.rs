@@ -1,0 +1,287 @@
+//! The transfer experiment: does pretraining help a downstream target?
+//!
+//! On one target universe and three consecutive periods (fine-tune training up to
+//! `train_end`, validation for early stopping up to `valid_end`, test up to `test_end`), it
+//! compares the same head and backbone
+//! (a) trained from scratch on the target,
+//! (b) pretrained on the target market only (up to `train_end`), then fine-tuned (probe and full),
+//! (c) pretrained across markets (up to `train_end`), then fine-tuned (probe and full),
+//! by IC, rank IC and ICIR on the test period, which no model and no stopping rule has seen.
+
+use std::time::Instant;
+
+use burn::tensor::Device;
+use lim_market::{AsOf, MarketData};
+use serde::Serialize;
+
+use crate::config::{FinetuneConfig, MixtureEntry, Mode, ModelConfig, PretrainConfig, Target};
+use crate::error::FoundationError;
+use crate::finetune::{
+    IcReport, SampleSet, finetune, ic_report, predict_samples, samples, target_universe,
+};
+use crate::model::{Backbone, Predictor, Pretrainer};
+use crate::pretrain::{PretrainData, Run, StepReport};
+
+/// What to compare.
+#[derive(Debug, Clone, Serialize)]
+pub struct TransferSpec {
+    /// Target dataset (the fine-tuning universe).
+    pub target: String,
+    /// Target symbols (all when `None`).
+    pub symbols: Option<Vec<String>>,
+    /// The cross-market pretraining mixture.
+    pub cross: Vec<MixtureEntry>,
+    /// End of fine-tune training data, and pretraining cutoff.
+    pub train_end: AsOf,
+    /// End of validation (early stopping).
+    pub valid_end: AsOf,
+    /// End of the test period.
+    pub test_end: AsOf,
+    /// Model shape.
+    pub model: ModelConfig,
+    /// Pretraining settings (both pretrained arms).
+    pub pretrain: PretrainConfig,
+    /// Fine-tuning steps (upper bound) and batch.
+    pub finetune_steps: usize,
+    /// Fine-tuning batch.
+    pub finetune_batch: usize,
+    /// Target kind.
+    pub target_kind: Target,
+    /// Forward horizon in bars.
+    pub horizon: usize,
+    /// Seed.
+    pub seed: u64,
+}
+
+/// One row of the comparison.
+#[derive(Debug, Clone, Serialize)]
+pub struct Arm {
+    /// Short label.
+    pub name: String,
+    /// Datasets the backbone was pretrained on (empty: from scratch).
+    pub pretrained_on: Vec<String>,
+    /// Fine-tuning mode.
+    pub mode: Mode,
+    /// Final pretraining loss (mean of the last 10 steps), if pretrained.
+    pub pretrain_loss: Option<f32>,
+    /// Step kept by early stopping, and steps run.
+    pub best_step: usize,
+    /// Steps run before stopping.
+    pub steps_run: usize,
+    /// Validation ICs (what early stopping saw).
+    pub valid: IcReport,
+    /// Test ICs.
+    pub test: IcReport,
+    /// Wall seconds of fine-tuning.
+    pub seconds: f64,
+}
+
+/// The whole comparison.
+#[derive(Debug, Clone, Serialize)]
+pub struct TransferReport {
+    /// The settings.
+    pub spec: TransferSpec,
+    /// Samples per period: train, validation, test.
+    pub samples: [usize; 3],
+    /// Test dates.
+    pub test_dates: usize,
+    /// Windows per pretraining dataset (target-only, cross-market).
+    pub pretrain_series: Vec<(String, usize)>,
+    /// Seconds of each pretraining (target-only, cross-market).
+    pub pretrain_seconds: [f64; 2],
+    /// The rows.
+    pub arms: Vec<Arm>,
+}
+
+/// A pretrained backbone, its final loss, seconds taken and series per dataset.
+type Pretrained = (Backbone, f32, f64, Vec<(String, usize)>);
+
+/// One arm to fine-tune: label, backbone, pretraining datasets, mode, pretraining loss.
+type Plan = (&'static str, Backbone, Vec<String>, Mode, Option<f32>);
+
+fn pretrain(
+    data: &dyn MarketData,
+    mixture: &[MixtureEntry],
+    spec: &TransferSpec,
+    device: &Device,
+    label: &str,
+    progress: &mut dyn FnMut(&str, &StepReport),
+) -> Result<Pretrained, FoundationError> {
+    let started = Instant::now();
+    let pd = PretrainData::load(data, mixture, spec.train_end, &spec.model)?;
+    let series = pd
+        .sets
+        .iter()
+        .map(|(e, s)| (e.dataset.clone(), s.len()))
+        .collect();
+    let mut run = Run::new(&spec.model, &spec.pretrain, device);
+    run.train(
+        &pd,
+        &spec.model,
+        &spec.pretrain,
+        device,
+        &mut |r| progress(label, r),
+        &mut |_| Ok(()),
+    )?;
+    let tail: Vec<f32> = run
+        .state
+        .losses
+        .iter()
+        .rev()
+        .take(10)
+        .map(|l| l.1)
+        .collect();
+    let loss = tail.iter().sum::<f32>() / tail.len().max(1) as f32;
+    Ok((
+        run.model.backbone,
+        loss,
+        started.elapsed().as_secs_f64(),
+        series,
+    ))
+}
+
+/// Runs the comparison. `device` is the plain device; training uses its autodiff twin.
+///
+/// # Errors
+/// Unknown datasets or symbols, periods without samples, windows longer than the history.
+pub fn run(
+    data: &dyn MarketData,
+    spec: &TransferSpec,
+    device: &Device,
+    progress: &mut dyn FnMut(&str, &StepReport),
+) -> Result<TransferReport, FoundationError> {
+    spec.model.validate()?;
+    if !(spec.train_end < spec.valid_end && spec.valid_end < spec.test_end) {
+        return Err(FoundationError::Config(
+            "periods must be ordered: --train-end < --valid-end < --test-end".into(),
+        ));
+    }
+    let ad = device.clone().autodiff();
+    let ft = |mode: Mode| {
+        let mut f = FinetuneConfig::new(mode, spec.finetune_steps, spec.finetune_batch, spec.seed);
+        f.target = spec.target_kind;
+        f.horizon = spec.horizon;
+        f
+    };
+    let base = ft(Mode::Full);
+    let syms = spec.symbols.as_deref();
+    let u = target_universe(data, &spec.target, syms, spec.valid_end)?;
+    let train: SampleSet = samples(
+        u.clone(),
+        &spec.model,
+        &base,
+        None,
+        spec.train_end,
+        "training",
+    )?;
+    let valid = samples(
+        u,
+        &spec.model,
+        &base,
+        Some(spec.train_end),
+        spec.valid_end,
+        "validation",
+    )?;
+    let ut = target_universe(data, &spec.target, syms, spec.test_end)?;
+    let test = samples(
+        ut,
+        &spec.model,
+        &base,
+        Some(spec.valid_end),
+        spec.test_end,
+        "test",
+    )?;
+
+    let target_mix = vec![MixtureEntry {
+        dataset: spec.target.clone(),
+        weight: 1.0,
+        symbols: spec.symbols.clone(),
+    }];
+    let (own, own_loss, own_s, mut series) = pretrain(
+        data,
+        &target_mix,
+        spec,
+        &ad,
+        "pretrain target-only",
+        progress,
+    )?;
+    let (cross, cross_loss, cross_s, cross_series) = pretrain(
+        data,
+        &spec.cross,
+        spec,
+        &ad,
+        "pretrain cross-market",
+        progress,
+    )?;
+    series.extend(cross_series);
+
+    let cross_names: Vec<String> = spec.cross.iter().map(|e| e.dataset.clone()).collect();
+    let scratch = Pretrainer::new(&spec.model, spec.seed.wrapping_add(1), &ad).backbone;
+    let plans: Vec<Plan> = vec![
+        ("scratch", scratch, vec![], Mode::Scratch, None),
+        (
+            "target-only probe",
+            own.clone(),
+            vec![spec.target.clone()],
+            Mode::Probe,
+            Some(own_loss),
+        ),
+        (
+            "target-only full",
+            own,
+            vec![spec.target.clone()],
+            Mode::Full,
+            Some(own_loss),
+        ),
+        (
+            "cross-market probe",
+            cross.clone(),
+            cross_names.clone(),
+            Mode::Probe,
+            Some(cross_loss),
+        ),
+        (
+            "cross-market full",
+            cross,
+            cross_names,
+            Mode::Full,
+            Some(cross_loss),
+        ),
+    ];
+    let mut arms = Vec::new();
+    for (name, backbone, on, mode, loss) in plans {
+        let started = Instant::now();
+        let model = Predictor::new(backbone, spec.model.d_model, spec.seed, &ad);
+        let label = format!("finetune {name}");
+        let out = finetune(
+            model,
+            &train,
+            &valid,
+            &spec.model,
+            &ft(mode),
+            &ad,
+            &mut |r| progress(&label, r),
+        )?;
+        let pred = predict_samples(&out.model, &test, &spec.model, &ad)?;
+        arms.push(Arm {
+            name: name.to_string(),
+            pretrained_on: on,
+            mode,
+            pretrain_loss: loss,
+            best_step: out.best_step,
+            steps_run: out.steps_run,
+            valid: out.valid,
+            test: ic_report(&test, &pred),
+            seconds: started.elapsed().as_secs_f64(),
+        });
+    }
+    let test_dates = arms.first().map_or(0, |a: &Arm| a.test.dates);
+    Ok(TransferReport {
+        spec: spec.clone(),
+        samples: [train.samples.len(), valid.samples.len(), test.samples.len()],
+        test_dates,
+        pretrain_series: series,
+        pretrain_seconds: [own_s, cross_s],
+        arms,
+    })
+}

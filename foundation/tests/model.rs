@@ -1,0 +1,577 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests fail loudly
+//! Tiny configurations on the CPU backend, fixed seeds.
+
+use std::path::Path;
+
+use lim_foundation::checkpoint::{DataManifest, Kind, Meta, Store};
+use lim_foundation::config::{FinetuneConfig, MixtureEntry, Mode, ModelConfig, PretrainConfig};
+use lim_foundation::finetune::{finetune, predict_samples, samples, target_universe};
+use lim_foundation::model::{Predictor, Pretrainer};
+use lim_foundation::predict::{PredictionPanel, predict_panel};
+use lim_foundation::pretrain::{PretrainData, Run};
+use lim_foundation::rng::Rng;
+use lim_foundation::{Device, FoundationError};
+use lim_market::{AsOf, Catalog, Timestamp};
+
+const DAY: i64 = 86_400;
+
+/// Writes `<dir>/<name>.csv`: `symbols` random walks of `days` daily bars from 2010-01-01.
+/// Bars after day `change_after` (if given) come from another generator, and the file gets
+/// extra bars, so two files agree exactly up to that day and differ after it.
+fn write_dataset(
+    dir: &Path,
+    name: &str,
+    symbols: &[&str],
+    days: usize,
+    change_after: Option<usize>,
+) {
+    let mut text = String::from("ts,symbol,open,high,low,close,volume,open_interest\n");
+    let start = Timestamp::from_ymd(2010, 1, 1).0;
+    let total = days + if change_after.is_some() { 30 } else { 0 };
+    for (k, sym) in symbols.iter().enumerate() {
+        let mut rng = Rng::new(11, k as u64);
+        let mut other = Rng::new(99, k as u64);
+        let mut close = 100.0f64;
+        for d in 0..total {
+            let r = if change_after.is_some_and(|c| d > c) {
+                &mut other
+            } else {
+                &mut rng
+            };
+            let open = close * (0.003 * r.normal()).exp();
+            close = open * (0.01 * r.normal() + 0.0005 * (k as f64 - 1.0)).exp();
+            let high = open.max(close) * (1.0 + 0.004 * r.uniform());
+            let low = open.min(close) * (1.0 - 0.004 * r.uniform());
+            let vol = 1000.0 * (0.3 * r.normal()).exp();
+            let oi = 5000.0 + 100.0 * r.normal();
+            let ts = Timestamp(start + d as i64 * DAY).date_string();
+            text.push_str(&format!(
+                "{ts},{sym},{open:.4},{high:.4},{low:.4},{close:.4},{vol:.0},{oi:.0}\n"
+            ));
+        }
+    }
+    std::fs::write(dir.join(format!("{name}.csv")), text).unwrap();
+}
+
+fn catalog(dir: &Path) -> Catalog {
+    Catalog::open_dir(dir, None).unwrap()
+}
+
+fn fixture(change_after: Option<usize>) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    write_dataset(
+        dir.path(),
+        "fut",
+        &["SHFE:AA0", "SHFE:BB0", "DCE:CC0", "DCE:DD0"],
+        400,
+        change_after,
+    );
+    write_dataset(dir.path(), "eq", &["X1", "X2"], 400, change_after);
+    dir
+}
+
+fn err<T>(r: Result<T, FoundationError>) -> FoundationError {
+    match r {
+        Ok(_) => panic!("expected an error"),
+        Err(e) => e,
+    }
+}
+
+fn cpu() -> Device {
+    Device::flex()
+}
+
+fn date(d: usize) -> AsOf {
+    AsOf(Timestamp(
+        Timestamp::from_ymd(2010, 1, 1).0 + (d as i64 + 1) * DAY,
+    ))
+}
+
+fn mixture() -> Vec<MixtureEntry> {
+    vec![
+        MixtureEntry::parse("fut:2").unwrap(),
+        MixtureEntry::parse("eq").unwrap(),
+    ]
+}
+
+fn pretrain_cfg(steps: usize) -> PretrainConfig {
+    let mut p = PretrainConfig::new(steps, 8, 7);
+    p.optim.lr = 3e-3;
+    p
+}
+
+/// Loss of a fixed batch, as a fingerprint of the weights.
+fn fingerprint(model: &Pretrainer, data: &PretrainData, cfg: &ModelConfig) -> f32 {
+    let mut rng = Rng::new(5, 5);
+    let dev = cpu().autodiff();
+    let b = data.batch(cfg, 16, 0.4, &mut rng, &dev);
+    model.loss(&b, 1.0).total.into_scalar::<f32>()
+}
+
+#[test]
+fn shapes() {
+    let dir = fixture(None);
+    let cfg = ModelConfig::tiny();
+    let data = PretrainData::load(&catalog(dir.path()), &mixture(), date(200), &cfg).unwrap();
+    let dev = cpu().autodiff();
+    let mut rng = Rng::new(1, 1);
+    let b = data.batch(&cfg, 5, 0.4, &mut rng, &dev);
+    assert_eq!(b.patches.dims(), [5, cfg.n_patches, cfg.patch_dim()]);
+    assert_eq!(b.targets.dims(), [5, cfg.horizons.len()]);
+    let m = Pretrainer::new(&cfg, 1, &dev);
+    let h = m
+        .backbone
+        .forward(b.patches.clone(), Some(b.mask.clone()), b.ids.clone());
+    assert_eq!(h.dims(), [5, cfg.n_patches, cfg.d_model]);
+    let p = Predictor::new(m.backbone, cfg.d_model, 1, &dev);
+    assert_eq!(p.forward(b.patches, b.ids, false).dims(), [5]);
+}
+
+#[test]
+fn overfits_one_batch() {
+    let dir = fixture(None);
+    let cfg = ModelConfig::tiny();
+    let data = PretrainData::load(&catalog(dir.path()), &mixture(), date(300), &cfg).unwrap();
+    let dev = cpu().autodiff();
+    let mut rng = Rng::new(3, 3);
+    let batch = data.batch(&cfg, 4, 0.4, &mut rng, &dev);
+    let mut p = pretrain_cfg(300);
+    p.optim.warmup = 1;
+    p.optim.weight_decay = 0.0;
+    p.optim.lr = 1e-2;
+    let mut run = Run::new(&cfg, &p, &dev);
+    let first = run.model.loss(&batch, 1.0).total.into_scalar::<f32>();
+    for step in 0..300 {
+        let loss = run.model.loss(&batch, 1.0);
+        let grads = burn::optim::GradientsParams::from_grads(loss.total.backward(), &run.model);
+        run.model = run
+            .optim
+            .step(p.optim.lr_at(step), run.model.clone(), grads);
+    }
+    let last = run.model.loss(&batch, 1.0).total.into_scalar::<f32>();
+    assert!(
+        last < 0.1 * first,
+        "loss {first} -> {last}: did not overfit one batch"
+    );
+}
+
+#[test]
+fn same_seed_same_model_other_seed_other_model() {
+    let dir = fixture(None);
+    let cfg = ModelConfig::tiny();
+    let data = PretrainData::load(&catalog(dir.path()), &mixture(), date(300), &cfg).unwrap();
+    let dev = cpu().autodiff();
+    let train = |seed: u64| {
+        let mut p = pretrain_cfg(12);
+        p.optim.seed = seed;
+        let mut run = Run::new(&cfg, &p, &dev);
+        run.train(&data, &cfg, &p, &dev, &mut |_| {}, &mut |_| Ok(()))
+            .unwrap();
+        (
+            run.state.losses.clone(),
+            fingerprint(&run.model, &data, &cfg),
+        )
+    };
+    let (a, b, c) = (train(1), train(1), train(2));
+    assert_eq!(a, b);
+    assert_ne!(a.1, c.1);
+}
+
+#[test]
+fn resumed_training_equals_uninterrupted() {
+    let dir = fixture(None);
+    let models = tempfile::tempdir().unwrap();
+    let store = Store::new(models.path());
+    let cfg = ModelConfig::tiny();
+    let data = PretrainData::load(&catalog(dir.path()), &mixture(), date(300), &cfg).unwrap();
+    let dev = cpu().autodiff();
+    let mut p = pretrain_cfg(16);
+    p.checkpoint_every = 6;
+
+    let mut whole = Run::new(&cfg, &p, &dev);
+    whole
+        .train(&data, &cfg, &p, &dev, &mut |_| {}, &mut |_| Ok(()))
+        .unwrap();
+
+    // A run "killed" after its checkpoint at step 6, then resumed from disk.
+    let meta = |run: &Run| Meta {
+        name: "m".into(),
+        kind: Kind::Pretrained,
+        model: cfg.clone(),
+        pretrain: Some(p.clone()),
+        finetune: None,
+        manifest: DataManifest {
+            datasets: mixture(),
+            symbols: Default::default(),
+            cutoff: date(300),
+            seed: 7,
+            parent: None,
+        },
+        state: run.state.clone(),
+        results: Default::default(),
+        finetune_progress: None,
+        checksums: Default::default(),
+    };
+    let mut first = Run::new(&cfg, &p, &dev);
+    let killed = first.train(&data, &cfg, &p, &dev, &mut |_| {}, &mut |run| {
+        store.save(&meta(run), &run.model, Some(&run.optim), None)?;
+        Err(FoundationError::Config("killed".into()))
+    });
+    assert!(killed.is_err());
+    let (m, model, optim) = store.load_pretrained("m", Some(&cfg), &dev).unwrap();
+    assert_eq!(m.state.step, 6);
+    let mut resumed = Run {
+        model,
+        optim: optim.unwrap(),
+        state: m.state,
+    };
+    resumed
+        .train(&data, &cfg, &p, &dev, &mut |_| {}, &mut |_| Ok(()))
+        .unwrap();
+
+    assert_eq!(resumed.state, whole.state);
+    assert_eq!(
+        fingerprint(&resumed.model, &data, &cfg),
+        fingerprint(&whole.model, &data, &cfg)
+    );
+}
+
+fn finetuned(
+    dir: &Path,
+    mode: Mode,
+) -> (
+    Predictor,
+    ModelConfig,
+    FinetuneConfig,
+    lim_foundation::finetune::SampleSet,
+) {
+    let cfg = ModelConfig::tiny();
+    let cat = catalog(dir);
+    let dev = cpu().autodiff();
+    let mut ft = FinetuneConfig::new(mode, 30, 16, 3);
+    ft.horizon = 2;
+    let u = target_universe(&cat, "fut", None, date(300)).unwrap();
+    let train = samples(u.clone(), &cfg, &ft, None, date(200), "training").unwrap();
+    let valid = samples(u, &cfg, &ft, Some(date(200)), date(300), "validation").unwrap();
+    let backbone = Pretrainer::new(&cfg, 4, &dev).backbone;
+    let out = finetune(
+        Predictor::new(backbone, cfg.d_model, 4, &dev),
+        &train,
+        &valid,
+        &cfg,
+        &ft,
+        &dev,
+        &mut |_| {},
+    )
+    .unwrap();
+    (out.model, cfg, ft, valid)
+}
+
+#[test]
+fn checkpoint_round_trip_gives_identical_predictions_and_bad_files_are_refused() {
+    let dir = fixture(None);
+    let models = tempfile::tempdir().unwrap();
+    let store = Store::new(models.path());
+    let (model, cfg, ft, valid) = finetuned(dir.path(), Mode::Full);
+    let dev = cpu().autodiff();
+    let meta = Meta {
+        name: "ft".into(),
+        kind: Kind::Finetuned,
+        model: cfg.clone(),
+        pretrain: None,
+        finetune: Some(ft),
+        manifest: DataManifest {
+            datasets: vec![MixtureEntry::parse("fut").unwrap()],
+            symbols: Default::default(),
+            cutoff: date(300),
+            seed: 3,
+            parent: None,
+        },
+        state: lim_foundation::pretrain::TrainState {
+            step: 30,
+            rng: Rng::new(0, 0),
+            losses: vec![],
+        },
+        results: Default::default(),
+        finetune_progress: None,
+        checksums: Default::default(),
+    };
+    store.save(&meta, &model, None, None).unwrap();
+    let (m2, loaded) = store.load_predictor("ft", &dev).unwrap();
+    let a = predict_samples(&model, &valid, &cfg, &dev).unwrap();
+    let b = predict_samples(&loaded, &valid, &cfg, &dev).unwrap();
+    assert_eq!(a, b);
+
+    // Predictions only strictly after the cutoff; the panel file round-trips.
+    let cat = catalog(dir.path());
+    let u = target_universe(&cat, "fut", None, date(399)).unwrap();
+    let early = predict_panel(
+        "p",
+        &loaded,
+        &m2,
+        &u,
+        Timestamp(date(250).0.0 - DAY),
+        Timestamp(date(399).0.0),
+        &cpu(),
+    );
+    assert!(
+        matches!(early, Err(FoundationError::NotOutOfSample { .. })),
+        "{early:?}"
+    );
+    let panel = predict_panel(
+        "p",
+        &loaded,
+        &m2,
+        &u,
+        date(300).0,
+        Timestamp(date(399).0.0),
+        &cpu(),
+    )
+    .unwrap();
+    assert_eq!(panel.times.len(), 99);
+    assert!(panel.values.iter().all(|v| v.is_finite()));
+    let out = models.path().join("predictions");
+    panel.write(&out).unwrap();
+    let back = PredictionPanel::read(&out, "p").unwrap();
+    assert_eq!(back.times, panel.times);
+    assert_eq!(back.symbols, panel.symbols);
+
+    // A pretrained model is not a predictor; a checkpoint of another shape is refused.
+    let wrong = err(store.load_pretrained("ft", Some(&ModelConfig::small()), &dev));
+    assert!(
+        wrong.to_string().contains("another configuration"),
+        "{wrong}"
+    );
+    let pm = Meta {
+        name: "pre".into(),
+        kind: Kind::Pretrained,
+        finetune: None,
+        ..meta.clone()
+    };
+    store
+        .save(&pm, &Pretrainer::new(&cfg, 1, &dev), None, None)
+        .unwrap();
+    let wrong = err(store.load_pretrained("pre", Some(&ModelConfig::small()), &dev));
+    assert!(
+        matches!(wrong, FoundationError::ConfigMismatch { .. }),
+        "{wrong}"
+    );
+    assert!(
+        wrong
+            .to_string()
+            .contains("d_ff is 32 in the checkpoint, 64 requested"),
+        "{wrong}"
+    );
+
+    // A corrupt weights file is named, with the fix.
+    let ckpt = store.latest("ft").unwrap();
+    let f = ckpt.join("model.bpk");
+    let mut bytes = std::fs::read(&f).unwrap();
+    let n = bytes.len();
+    bytes[n / 2] ^= 0xFF;
+    bytes.truncate(n - 7);
+    std::fs::write(&f, bytes).unwrap();
+    let e = store.load_predictor("ft", &dev).unwrap_err().to_string();
+    assert!(e.contains("model.bpk") && e.contains("corrupt"), "{e}");
+
+    // Starting a model over an existing one is refused.
+    let e = store.check_new("ft").unwrap_err().to_string();
+    assert!(e.contains("--resume"), "{e}");
+    let e = store.load_predictor("fx", &dev).unwrap_err().to_string();
+    assert!(e.contains("did you mean 'ft'"), "{e}");
+}
+
+#[test]
+fn nothing_after_the_cutoff_changes_the_model() {
+    // Two data directories that agree up to day 300 and differ after it.
+    let (a, b) = (fixture(None), fixture(Some(300)));
+    let cfg = ModelConfig::tiny();
+    let dev = cpu().autodiff();
+    let pretrained = |dir: &Path| {
+        let data = PretrainData::load(&catalog(dir), &mixture(), date(300), &cfg).unwrap();
+        let p = pretrain_cfg(10);
+        let mut run = Run::new(&cfg, &p, &dev);
+        run.train(&data, &cfg, &p, &dev, &mut |_| {}, &mut |_| Ok(()))
+            .unwrap();
+        (
+            run.state.losses.clone(),
+            data.sets
+                .iter()
+                .map(|(_, s)| s.iter().map(|x| x.len()).sum::<usize>())
+                .collect::<Vec<_>>(),
+        )
+    };
+    assert_eq!(pretrained(a.path()), pretrained(b.path()));
+    // The data really differ after the cutoff.
+    let late = |dir: &Path| {
+        PretrainData::load(&catalog(dir), &mixture(), date(420), &cfg)
+            .unwrap()
+            .sets[0]
+            .1[0]
+            .feats
+            .clone()
+    };
+    assert_ne!(late(a.path()), late(b.path()));
+    // Fine-tuning (training up to day 200, early stopping on 200..300) sees nothing later either.
+    let (ma, _, _, va) = finetuned(a.path(), Mode::Full);
+    let (mb, cfg, _, _) = finetuned(b.path(), Mode::Full);
+    assert_eq!(
+        predict_samples(&ma, &va, &cfg, &dev).unwrap(),
+        predict_samples(&mb, &va, &cfg, &dev).unwrap()
+    );
+}
+
+#[test]
+fn bad_inputs_name_the_input_and_the_fix() {
+    let dir = fixture(None);
+    let cat = catalog(dir.path());
+    let cfg = ModelConfig::tiny();
+    let e = PretrainData::load(
+        &cat,
+        &[MixtureEntry::parse("futs").unwrap()],
+        date(300),
+        &cfg,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("futs"), "{e}");
+    let mut m = MixtureEntry::parse("fut").unwrap();
+    m.symbols = Some(vec!["SHFE:AA1".into()]);
+    let e = PretrainData::load(&cat, &[m], date(300), &cfg)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("SHFE:AA1"), "{e}");
+    let mut long = cfg.clone();
+    long.n_patches = 200;
+    let e = PretrainData::load(&cat, &mixture(), date(300), &long).unwrap_err();
+    assert!(matches!(e, FoundationError::WindowTooLong { .. }), "{e}");
+    assert!(e.to_string().contains("800 bars"), "{e}");
+    let e = PretrainData::load(
+        &cat,
+        &mixture(),
+        AsOf(Timestamp::from_ymd(2005, 1, 1)),
+        &cfg,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("leaves no training data") && e.contains("--cutoff"),
+        "{e}"
+    );
+}
+
+#[test]
+fn probe_trains_only_the_head() {
+    let dir = fixture(None);
+    let cfg = ModelConfig::tiny();
+    let dev = cpu().autodiff();
+    let (probe, _, _, valid) = finetuned(dir.path(), Mode::Probe);
+    let fresh = Pretrainer::new(&cfg, 4, &dev).backbone;
+    let b = {
+        let mut rng = Rng::new(1, 2);
+        let data = PretrainData::load(&catalog(dir.path()), &mixture(), date(300), &cfg).unwrap();
+        data.batch(&cfg, 4, 0.0, &mut rng, &dev)
+    };
+    let h1 = probe
+        .backbone
+        .forward(b.patches.clone(), None, b.ids.clone())
+        .into_data();
+    let h2 = fresh.forward(b.patches, None, b.ids).into_data();
+    assert_eq!(h1, h2);
+    assert!(!valid.samples.is_empty());
+}
+
+#[test]
+fn resumed_finetuning_equals_uninterrupted() {
+    use lim_foundation::finetune::FinetuneRun;
+    let dir = fixture(None);
+    let models = tempfile::tempdir().unwrap();
+    let store = Store::new(models.path());
+    let cfg = ModelConfig::tiny();
+    let cat = catalog(dir.path());
+    let dev = cpu().autodiff();
+    let mut ft = FinetuneConfig::new(Mode::Full, 40, 16, 3);
+    ft.horizon = 2;
+    ft.eval_every = 10;
+    ft.patience = 100;
+    let u = target_universe(&cat, "fut", None, date(300)).unwrap();
+    let train = samples(u.clone(), &cfg, &ft, None, date(200), "training").unwrap();
+    let valid = samples(u, &cfg, &ft, Some(date(200)), date(300), "validation").unwrap();
+    let start = || {
+        Predictor::new(
+            Pretrainer::new(&cfg, 4, &dev).backbone,
+            cfg.d_model,
+            4,
+            &dev,
+        )
+    };
+
+    let mut whole = FinetuneRun::new(start(), &ft);
+    whole
+        .train(
+            &train,
+            &valid,
+            &cfg,
+            &ft,
+            &dev,
+            &mut |_| {},
+            &mut |_| Ok(()),
+        )
+        .unwrap();
+
+    let meta = |r: &FinetuneRun| Meta {
+        name: "f".into(),
+        kind: Kind::Finetuned,
+        model: cfg.clone(),
+        pretrain: None,
+        finetune: Some(ft.clone()),
+        manifest: DataManifest {
+            datasets: vec![MixtureEntry::parse("fut").unwrap()],
+            symbols: Default::default(),
+            cutoff: date(300),
+            seed: 3,
+            parent: None,
+        },
+        state: lim_foundation::pretrain::TrainState {
+            step: r.progress.step,
+            rng: r.progress.rng,
+            losses: vec![],
+        },
+        results: Default::default(),
+        finetune_progress: Some(r.progress.clone()),
+        checksums: Default::default(),
+    };
+    // Killed after its second checkpoint (step 20), then resumed from disk.
+    let mut first = FinetuneRun::new(start(), &ft);
+    let mut saves = 0;
+    let killed = first.train(&train, &valid, &cfg, &ft, &dev, &mut |_| {}, &mut |r| {
+        store.save(&meta(r), &r.best, Some(&r.optim), Some(&r.model))?;
+        saves += 1;
+        if saves == 2 {
+            Err(FoundationError::Config("killed".into()))
+        } else {
+            Ok(())
+        }
+    });
+    assert!(killed.is_err());
+    let (_, mut resumed) = store.load_finetune_run("f", &dev).unwrap();
+    assert_eq!(resumed.progress.step, 20);
+    resumed
+        .train(
+            &train,
+            &valid,
+            &cfg,
+            &ft,
+            &dev,
+            &mut |_| {},
+            &mut |_| Ok(()),
+        )
+        .unwrap();
+    assert_eq!(resumed.progress, whole.progress);
+    let a = resumed.finish(&valid, &cfg, &dev).unwrap();
+    let b = whole.finish(&valid, &cfg, &dev).unwrap();
+    assert_eq!(
+        predict_samples(&a.model, &valid, &cfg, &dev).unwrap(),
+        predict_samples(&b.model, &valid, &cfg, &dev).unwrap()
+    );
+}

@@ -1,0 +1,151 @@
+//! Foundation-model benchmark.
+//!
+//! `bench-foundation [--steps N]` times training steps of the reference configuration
+//! (d_model 64, 2 layers, 4 heads, 32 patches of 16, batch 64) on synthetic windows and prints
+//! one JSON line per objective: median, p10 and p90 wall milliseconds per step after three
+//! warm-up steps, and the process CPU milliseconds per step. A step is forward, backward and
+//! the AdamW update, with the loss read back (the JAX peer blocks on its loss the same way).
+//!
+//! `bench-foundation --predict DIR [--dataset cn_futures_daily]` times a prediction panel of
+//! every symbol and every bar of a dataset with the reference configuration (untrained
+//! weights: the cost does not depend on their values) and prints seconds and peak RSS.
+
+use std::time::Instant;
+
+use anyhow::Context;
+use lim_foundation::Device;
+use lim_foundation::bench::{Objective, StepBench, untrained_predictor};
+use lim_foundation::checkpoint::{DataManifest, Kind, Meta};
+use lim_foundation::config::ModelConfig;
+use lim_foundation::features::load_universe;
+use lim_foundation::predict::predict_panel;
+use lim_foundation::pretrain::TrainState;
+use lim_foundation::rng::Rng;
+use lim_market::{AsOf, Catalog, Timestamp};
+
+fn peak_rss_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .map(str::to_string)
+        })
+        .and_then(|l| {
+            l.split_whitespace()
+                .nth(1)
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
+        .map_or(f64::NAN, |kb| kb / 1024.0)
+}
+
+fn cpu_seconds() -> f64 {
+    // utime + stime of this process, in clock ticks (100 Hz on Linux).
+    std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|s| {
+            let rest = s.rsplit_once(')')?.1.split_whitespace().collect::<Vec<_>>();
+            let u: f64 = rest.get(11)?.parse().ok()?;
+            let k: f64 = rest.get(12)?.parse().ok()?;
+            Some((u + k) / 100.0)
+        })
+        .unwrap_or(f64::NAN)
+}
+
+fn summary(name: &str, walls: &mut [f64], cpus: &[f64], loss: f32) -> String {
+    walls.sort_by(f64::total_cmp);
+    let q = |f: f64| walls[((walls.len() - 1) as f64 * f).round() as usize] * 1e3;
+    let mut c = cpus.to_vec();
+    c.sort_by(f64::total_cmp);
+    format!(
+        "{{\"objective\":\"{name}\",\"step_ms_median\":{:.2},\"step_ms_p10\":{:.2},\"step_ms_p90\":{:.2},\"cpu_ms_per_step_median\":{:.1},\"final_loss\":{loss:.4},\"steps\":{}}}",
+        q(0.5),
+        q(0.1),
+        q(0.9),
+        c[c.len() / 2] * 1e3,
+        walls.len()
+    )
+}
+
+fn train_bench(steps: usize) {
+    let cfg = ModelConfig::reference();
+    for (name, objective) in [
+        ("pretrain_masked_patch_plus_forecast", Objective::Pretrain),
+        ("finetune_full", Objective::Finetune),
+    ] {
+        let mut bench = StepBench::new(objective, &cfg, 64, steps + 3);
+        let (mut walls, mut cpus, mut loss) = (Vec::new(), Vec::new(), 0.0);
+        for i in 0..steps + 3 {
+            let (t0, c0) = (Instant::now(), cpu_seconds());
+            loss = bench.step();
+            if i >= 3 {
+                walls.push(t0.elapsed().as_secs_f64());
+                cpus.push(cpu_seconds() - c0);
+            }
+        }
+        println!("{}", summary(name, &mut walls, &cpus, loss));
+    }
+}
+
+fn predict_bench(dir: &str, dataset: &str) -> anyhow::Result<()> {
+    let cfg = ModelConfig::reference();
+    let device = Device::flex();
+    let catalog = Catalog::open_dir(std::path::Path::new(dir), None)?;
+    let t0 = Instant::now();
+    let u = load_universe(&catalog, dataset, None, AsOf::LATEST)?;
+    let load_s = t0.elapsed().as_secs_f64();
+    let model = untrained_predictor(&cfg);
+    let meta = Meta {
+        name: "bench".into(),
+        kind: Kind::Finetuned,
+        model: cfg.clone(),
+        pretrain: None,
+        finetune: None,
+        manifest: DataManifest {
+            datasets: vec![],
+            symbols: Default::default(),
+            cutoff: AsOf(Timestamp(0)),
+            seed: 0,
+            parent: None,
+        },
+        state: TrainState {
+            step: 0,
+            rng: Rng::new(0, 0),
+            losses: vec![],
+        },
+        results: Default::default(),
+        finetune_progress: None,
+        checksums: Default::default(),
+    };
+    let start = *u.times.first().context("empty dataset")?;
+    let end = *u.times.last().context("empty dataset")?;
+    let t1 = Instant::now();
+    let panel = predict_panel("bench", &model, &meta, &u, start, end, &device)?;
+    let secs = t1.elapsed().as_secs_f64();
+    let n = panel.values.iter().filter(|v| v.is_finite()).count();
+    println!(
+        "{{\"dataset\":\"{dataset}\",\"times\":{},\"symbols\":{},\"predictions\":{n},\"load_s\":{load_s:.2},\"predict_s\":{secs:.2},\"windows_per_s\":{:.0},\"peak_rss_mb\":{:.0}}}",
+        panel.times.len(),
+        panel.symbols.len(),
+        n as f64 / secs,
+        peak_rss_mb()
+    );
+    Ok(())
+}
+
+fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let get = |k: &str| {
+        args.iter()
+            .position(|a| a == k)
+            .and_then(|i| args.get(i + 1))
+            .cloned()
+    };
+    if let Some(dir) = get("--predict") {
+        let ds = get("--dataset").unwrap_or_else(|| "cn_futures_daily".into());
+        return predict_bench(&dir, &ds);
+    }
+    let steps = get("--steps").map(|s| s.parse()).transpose()?.unwrap_or(30);
+    train_bench(steps);
+    Ok(())
+}

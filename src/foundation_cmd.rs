@@ -1,0 +1,1002 @@
+//! `lim foundation ...`: pretrain, fine-tune, predict, compare transfer, list models.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::Context;
+use clap::{Args, Subcommand, ValueEnum};
+use lim_foundation::checkpoint::{DataManifest, Kind, Meta, ParentRef, Store};
+use lim_foundation::config::{
+    FinetuneConfig, MixtureEntry, Mode, ModelConfig, PretrainConfig, Target,
+};
+use lim_foundation::finetune::{FinetuneRun, samples, target_universe};
+use lim_foundation::model::{Predictor, Pretrainer};
+use lim_foundation::predict::predict_panel;
+use lim_foundation::pretrain::{PretrainData, Run, StepReport};
+use lim_foundation::transfer::{self, TransferReport, TransferSpec};
+use lim_foundation::{Device, DeviceKind};
+use lim_market::{AsOf, Timestamp};
+use serde::Serialize;
+
+use crate::DataArgs;
+use crate::table::Table;
+
+#[derive(Debug, Subcommand)]
+pub enum FoundationCommand {
+    /// Pretrain a backbone on a weighted mixture of datasets up to a cutoff (resumable).
+    Pretrain(PretrainArgs),
+    /// Fine-tune a head on a target: linear probe or full, on a pretrained model or from scratch.
+    Finetune(FinetuneArgs),
+    /// Write a fine-tuned model's prediction panel for a universe and period (strictly after
+    /// everything it learned from).
+    Predict(PredictArgs),
+    /// Compare scratch, target-only pretraining and cross-market pretraining on a held-out
+    /// test period (IC, rank IC, ICIR).
+    Transfer(TransferArgs),
+    /// List models with their data manifests and lineage.
+    List(ListArgs),
+}
+
+/// Where models live and which device computes.
+#[derive(Debug, Clone, Args)]
+pub struct ModelArgs {
+    /// Models directory. Default: $LIM_MODELS, else $XDG_DATA_HOME/lim/models, else
+    /// ~/.local/share/lim/models.
+    #[arg(long, value_name = "DIR")]
+    models_dir: Option<PathBuf>,
+    /// Compute device: cpu (burn's flex backend), cuda or wgpu (builds with those features).
+    #[arg(long, default_value = "cpu")]
+    device: String,
+}
+
+impl ModelArgs {
+    fn store(&self) -> Store {
+        let env = |k: &str| {
+            std::env::var_os(k)
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+        };
+        let dir = self
+            .models_dir
+            .clone()
+            .or_else(|| env("LIM_MODELS"))
+            .or_else(|| env("XDG_DATA_HOME").map(|d| d.join("lim").join("models")))
+            .or_else(|| env("HOME").map(|d| d.join(".local/share/lim/models")))
+            .unwrap_or_else(|| PathBuf::from("lim-models"));
+        Store::new(dir)
+    }
+
+    fn device(&self) -> anyhow::Result<Device> {
+        Ok(DeviceKind::parse(&self.device)?.device()?)
+    }
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum Preset {
+    /// d_model 16, 1 layer, 4 patches of 4 (tests).
+    Tiny,
+    /// d_model 32, 2 layers, 8 patches of 8 (a 64-bar window).
+    Small,
+    /// d_model 64, 2 layers, 4 heads, 32 patches of 16 (the benchmark's reference).
+    Reference,
+}
+
+/// The model's shape: a preset with overrides.
+#[derive(Debug, Clone, Args)]
+pub struct ShapeArgs {
+    /// Starting configuration.
+    #[arg(long, value_enum, default_value = "small")]
+    config: Preset,
+    /// Token width.
+    #[arg(long)]
+    d_model: Option<usize>,
+    /// Encoder layers.
+    #[arg(long)]
+    layers: Option<usize>,
+    /// Attention heads.
+    #[arg(long)]
+    heads: Option<usize>,
+    /// Bars per patch.
+    #[arg(long)]
+    patch_len: Option<usize>,
+    /// Bars between patch starts.
+    #[arg(long)]
+    stride: Option<usize>,
+    /// Patches per window.
+    #[arg(long)]
+    patches: Option<usize>,
+}
+
+impl ShapeArgs {
+    fn config(&self) -> anyhow::Result<ModelConfig> {
+        let mut c = match self.config {
+            Preset::Tiny => ModelConfig::tiny(),
+            Preset::Small => ModelConfig::small(),
+            Preset::Reference => ModelConfig::reference(),
+        };
+        if let Some(v) = self.d_model {
+            c.d_model = v;
+            c.d_ff = 4 * v;
+        }
+        c.n_layers = self.layers.unwrap_or(c.n_layers);
+        c.n_heads = self.heads.unwrap_or(c.n_heads);
+        if let Some(v) = self.patch_len {
+            c.patch_len = v;
+            c.stride = v;
+        }
+        c.stride = self.stride.unwrap_or(c.stride);
+        c.n_patches = self.patches.unwrap_or(c.n_patches);
+        c.validate()?;
+        Ok(c)
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct PretrainArgs {
+    /// Model name (a directory under the models directory).
+    #[arg(long)]
+    name: String,
+    /// Comma-separated datasets with optional weights: cn_futures_daily:2,us_equities_daily_adjusted
+    #[arg(long, value_delimiter = ',', required = true)]
+    datasets: Vec<String>,
+    /// Only these symbols (of any of the datasets).
+    #[arg(long, value_delimiter = ',')]
+    symbols: Option<Vec<String>>,
+    /// Nothing that closed after this time is read: YYYY-MM-DD (end of day) or date-time.
+    #[arg(long, value_parser = parse_as_of)]
+    cutoff: AsOf,
+    #[command(flatten)]
+    shape: ShapeArgs,
+    /// Optimisation steps.
+    #[arg(long, default_value_t = 500)]
+    steps: usize,
+    /// Windows per step.
+    #[arg(long, default_value_t = 64)]
+    batch: usize,
+    /// Peak learning rate.
+    #[arg(long, default_value_t = 1e-3)]
+    lr: f64,
+    /// Seed of every random draw.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Steps between checkpoints.
+    #[arg(long, default_value_t = 100)]
+    checkpoint_every: usize,
+    /// Continue the model's latest checkpoint (same configuration and data).
+    #[arg(long)]
+    resume: bool,
+    #[command(flatten)]
+    model: ModelArgs,
+    #[command(flatten)]
+    data: DataArgs,
+    /// Print the final summary as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum ModeArg {
+    /// Train only the head on the frozen backbone.
+    Probe,
+    /// Train backbone and head.
+    Full,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum TargetArg {
+    /// Cross-sectional rank of the forward return.
+    Rank,
+    /// Forward log return scaled by the window's volatility.
+    Return,
+}
+
+impl From<TargetArg> for Target {
+    fn from(t: TargetArg) -> Target {
+        match t {
+            TargetArg::Rank => Target::Rank,
+            TargetArg::Return => Target::ForwardReturn,
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct FinetuneArgs {
+    /// Name of the fine-tuned model.
+    #[arg(long)]
+    name: String,
+    /// The pretrained model to start from (omit with --scratch).
+    #[arg(long, required_unless_present = "scratch")]
+    from: Option<String>,
+    /// Train the same backbone and head from a random initialisation (the baseline).
+    #[arg(long, conflicts_with = "from")]
+    scratch: bool,
+    /// Target dataset.
+    #[arg(long)]
+    dataset: String,
+    /// Target universe (default: every symbol of the dataset).
+    #[arg(long, value_delimiter = ',')]
+    symbols: Option<Vec<String>>,
+    /// Last date of training targets.
+    #[arg(long, value_parser = parse_as_of)]
+    train_end: AsOf,
+    /// Last date of validation (early stopping on rank IC).
+    #[arg(long, value_parser = parse_as_of)]
+    valid_end: AsOf,
+    /// Probe (frozen backbone) or full fine-tuning.
+    #[arg(long, value_enum, default_value = "full")]
+    mode: ModeArg,
+    /// What the head predicts.
+    #[arg(long, value_enum, default_value = "rank")]
+    target: TargetArg,
+    /// Forward horizon in bars.
+    #[arg(long, default_value_t = 5)]
+    horizon: usize,
+    /// Most optimisation steps (early stopping may end sooner).
+    #[arg(long, default_value_t = 400)]
+    steps: usize,
+    /// Windows per step.
+    #[arg(long, default_value_t = 64)]
+    batch: usize,
+    /// Seed.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Shape of a --scratch model.
+    #[command(flatten)]
+    shape: ShapeArgs,
+    /// Continue the model's latest checkpoint (repeat the original command and add this).
+    #[arg(long)]
+    resume: bool,
+    #[command(flatten)]
+    model: ModelArgs,
+    #[command(flatten)]
+    data: DataArgs,
+    /// Print the summary as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct PredictArgs {
+    /// The fine-tuned model.
+    #[arg(long)]
+    model_name: String,
+    /// Name to register the panel under (default: the model's name).
+    #[arg(long)]
+    name: Option<String>,
+    /// Dataset of the universe (default: the model's fine-tuning dataset).
+    #[arg(long)]
+    dataset: Option<String>,
+    /// Universe (default: the model's fine-tuning universe).
+    #[arg(long, value_delimiter = ',')]
+    symbols: Option<Vec<String>>,
+    /// First bar to predict (must be after the model's cutoff).
+    #[arg(long, value_parser = parse_ts)]
+    start: Timestamp,
+    /// Last bar to predict (default: the end of the data).
+    #[arg(long, value_parser = parse_ts)]
+    end: Option<Timestamp>,
+    /// Output directory (default: <models>/predictions).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    #[command(flatten)]
+    model: ModelArgs,
+    #[command(flatten)]
+    data: DataArgs,
+    /// Print a JSON summary.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct TransferArgs {
+    /// Target dataset.
+    #[arg(long, default_value = "cn_futures_daily")]
+    target: String,
+    /// Target universe (default: all its symbols).
+    #[arg(long, value_delimiter = ',')]
+    symbols: Option<Vec<String>>,
+    /// Cross-market mixture, `name[:weight]`, comma-separated (default: every dataset of the
+    /// data source except 5-minute ones, and the target).
+    #[arg(long, value_delimiter = ',')]
+    cross: Option<Vec<String>>,
+    /// End of fine-tune training, and pretraining cutoff.
+    #[arg(long, value_parser = parse_as_of, default_value = "2019-12-31")]
+    train_end: AsOf,
+    /// End of validation.
+    #[arg(long, value_parser = parse_as_of, default_value = "2021-12-31")]
+    valid_end: AsOf,
+    /// End of the test period.
+    #[arg(long, value_parser = parse_as_of, default_value = "2024-12-31")]
+    test_end: AsOf,
+    #[command(flatten)]
+    shape: ShapeArgs,
+    /// Pretraining steps per pretrained model (default: 300 on the bundled sample, 3000 on
+    /// a data directory).
+    #[arg(long)]
+    pretrain_steps: Option<usize>,
+    /// Most fine-tuning steps per arm.
+    #[arg(long, default_value_t = 300)]
+    finetune_steps: usize,
+    /// Windows per step.
+    #[arg(long, default_value_t = 64)]
+    batch: usize,
+    /// What the heads predict.
+    #[arg(long, value_enum, default_value = "rank")]
+    target_kind: TargetArg,
+    /// Forward horizon in bars.
+    #[arg(long, default_value_t = 5)]
+    horizon: usize,
+    /// Seed (of the first run).
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Repeat the whole comparison with this many consecutive seeds and report the spread.
+    #[arg(long, default_value_t = 1)]
+    seeds: usize,
+    #[command(flatten)]
+    model: ModelArgs,
+    #[command(flatten)]
+    data: DataArgs,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+fn parse_as_of(s: &str) -> Result<AsOf, String> {
+    AsOf::parse(s)
+        .ok_or_else(|| format!("'{s}' is not a time, expected YYYY-MM-DD or YYYY-MM-DDTHH:MM:SSZ"))
+}
+
+fn parse_ts(s: &str) -> Result<Timestamp, String> {
+    Timestamp::parse(s)
+        .ok_or_else(|| format!("'{s}' is not a time, expected YYYY-MM-DD or YYYY-MM-DDTHH:MM:SSZ"))
+}
+
+/// Progress on stderr: about twenty lines per run, or every step's line rewritten in place
+/// on a terminal.
+fn progress(label: &str) -> impl FnMut(&StepReport) + '_ {
+    let tty = std::io::stderr().is_terminal();
+    move |r: &StepReport| {
+        let every = (r.steps / 20).max(1);
+        let line = format!(
+            "{label}: step {}/{}  loss {:.4}  lr {:.1e}  {:.0} samples/s  ETA {:.0}s",
+            r.step, r.steps, r.loss, r.lr, r.samples_per_s, r.eta_s
+        );
+        if tty {
+            eprint!("\r\x1b[2K{line}");
+            if r.step == r.steps {
+                eprintln!();
+            }
+        } else if r.step.is_multiple_of(every) || r.step == r.steps {
+            eprintln!("{line}");
+        }
+    }
+}
+
+pub fn run(cmd: FoundationCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        FoundationCommand::Pretrain(a) => pretrain(a),
+        FoundationCommand::Finetune(a) => finetune_cmd(a),
+        FoundationCommand::Predict(a) => predict(a),
+        FoundationCommand::Transfer(a) => transfer_cmd(a),
+        FoundationCommand::List(a) => list(a),
+    }
+}
+
+fn mixture(items: &[String], symbols: &Option<Vec<String>>) -> anyhow::Result<Vec<MixtureEntry>> {
+    items
+        .iter()
+        .map(|d| {
+            let mut e = MixtureEntry::parse(d)?;
+            e.symbols = symbols.clone();
+            Ok(e)
+        })
+        .collect()
+}
+
+fn pretrain(a: PretrainArgs) -> anyhow::Result<ExitCode> {
+    let store = a.model.store();
+    let device = a.model.device()?.autodiff();
+    let cfg = a.shape.config()?;
+    let mut p = PretrainConfig::new(a.steps, a.batch, a.seed);
+    p.optim.lr = a.lr;
+    p.checkpoint_every = a.checkpoint_every;
+    p.optim.validate()?;
+    let mix = mixture(&a.datasets, &a.symbols)?;
+    let catalog = a.data.catalog()?;
+    let (run, cfg, p, mix, cutoff) = if a.resume {
+        let (meta, model, optim) = store.load_pretrained(&a.name, Some(&cfg), &device)?;
+        let p = meta
+            .pretrain
+            .clone()
+            .context("checkpoint has no pretraining settings")?;
+        let optim = optim.context("checkpoint has no optimizer state; it cannot be resumed")?;
+        eprintln!(
+            "resuming '{}' at step {}/{} (its data: {}, cutoff {})",
+            a.name,
+            meta.state.step,
+            p.optim.steps,
+            meta.manifest
+                .datasets
+                .iter()
+                .map(|d| d.dataset.as_str())
+                .collect::<Vec<_>>()
+                .join(","),
+            meta.manifest.cutoff
+        );
+        let run = Run {
+            model,
+            optim,
+            state: meta.state.clone(),
+        };
+        (
+            run,
+            meta.model,
+            p,
+            meta.manifest.datasets,
+            meta.manifest.cutoff,
+        )
+    } else {
+        store.check_new(&a.name)?;
+        (Run::new(&cfg, &p, &device), cfg, p, mix, a.cutoff)
+    };
+    let data = PretrainData::load(&catalog, &mix, cutoff, &cfg)?;
+    let manifest = DataManifest {
+        datasets: mix.clone(),
+        symbols: data.symbols().into_iter().collect(),
+        cutoff,
+        seed: p.optim.seed,
+        parent: None,
+    };
+    let started = Instant::now();
+    let mut run = run;
+    let mut report = progress("pretrain");
+    let name = a.name.clone();
+    let mut saved = PathBuf::new();
+    run.train(&data, &cfg, &p, &device, &mut report, &mut |r| {
+        let meta = Meta {
+            name: name.clone(),
+            kind: Kind::Pretrained,
+            model: cfg.clone(),
+            pretrain: Some(p.clone()),
+            finetune: None,
+            manifest: manifest.clone(),
+            state: r.state.clone(),
+            results: Default::default(),
+            finetune_progress: None,
+            checksums: Default::default(),
+        };
+        saved = store.save(&meta, &r.model, Some(&r.optim), None)?;
+        Ok(())
+    })?;
+    #[derive(Serialize)]
+    struct Out<'a> {
+        name: &'a str,
+        checkpoint: String,
+        steps: usize,
+        final_loss: f32,
+        seconds: f64,
+        windows_per_dataset: Vec<(String, usize)>,
+    }
+    let out = Out {
+        name: &a.name,
+        checkpoint: saved.display().to_string(),
+        steps: run.state.step,
+        final_loss: run.state.losses.last().map_or(f32::NAN, |l| l.1),
+        seconds: started.elapsed().as_secs_f64(),
+        windows_per_dataset: data
+            .sets
+            .iter()
+            .map(|(e, s)| (e.dataset.clone(), s.len()))
+            .collect(),
+    };
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        println!(
+            "pretrained '{}': {} steps, final loss {:.4}, {:.1}s; checkpoint {}",
+            out.name, out.steps, out.final_loss, out.seconds, out.checkpoint
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn finetune_cmd(a: FinetuneArgs) -> anyhow::Result<ExitCode> {
+    let store = a.model.store();
+    let device = a.model.device()?.autodiff();
+    let catalog = a.data.catalog()?;
+    let mode = if a.scratch {
+        Mode::Scratch
+    } else {
+        match a.mode {
+            ModeArg::Probe => Mode::Probe,
+            ModeArg::Full => Mode::Full,
+        }
+    };
+    let mut ft = FinetuneConfig::new(mode, a.steps, a.batch, a.seed);
+    ft.target = a.target.into();
+    ft.horizon = a.horizon;
+    ft.optim.validate()?;
+    if a.train_end >= a.valid_end {
+        anyhow::bail!("--train-end must be before --valid-end");
+    }
+    let mut stored_cutoff = None;
+    let (cfg, run, parent) = if a.resume {
+        let (meta, run) = store.load_finetune_run(&a.name, &device)?;
+        if meta.finetune.as_ref() != Some(&ft) {
+            anyhow::bail!(
+                "model '{}' was fine-tuned with other settings (mode, target, horizon, steps, batch or seed); repeat its original command with --resume",
+                a.name
+            );
+        }
+        if meta.manifest.datasets.first().map(|d| d.dataset.as_str()) != Some(a.dataset.as_str()) {
+            anyhow::bail!(
+                "model '{}' was fine-tuned on another dataset; repeat its original command with --resume",
+                a.name
+            );
+        }
+        eprintln!(
+            "resuming '{}' at step {}/{}",
+            a.name, run.progress.step, ft.optim.steps
+        );
+        stored_cutoff = Some(meta.manifest.cutoff);
+        (meta.model, run, meta.manifest.parent.map(|p| *p))
+    } else {
+        store.check_new(&a.name)?;
+        let (cfg, backbone, parent) = match &a.from {
+            Some(from) => {
+                let (meta, backbone) = store.load_backbone(from, &device)?;
+                let parent = ParentRef {
+                    name: from.clone(),
+                    step: meta.state.step,
+                    manifest: meta.manifest.clone(),
+                };
+                (meta.model, backbone, Some(parent))
+            }
+            None => {
+                let cfg = a.shape.config()?;
+                let b = Pretrainer::new(&cfg, a.seed.wrapping_add(1), &device).backbone;
+                (cfg, b, None)
+            }
+        };
+        let model = Predictor::new(backbone, cfg.d_model, a.seed, &device);
+        (cfg, FinetuneRun::new(model, &ft), parent)
+    };
+    // The model has seen everything up to the later of its own validation end and its
+    // parent's cutoff: predictions must come after both.
+    let cutoff = parent
+        .as_ref()
+        .map_or(a.valid_end, |p| p.manifest.cutoff.max(a.valid_end));
+    if stored_cutoff.is_some_and(|c| c != cutoff) {
+        anyhow::bail!(
+            "model '{}' was fine-tuned with another --valid-end; repeat its original command with --resume",
+            a.name
+        );
+    }
+    let u = target_universe(&catalog, &a.dataset, a.symbols.as_deref(), a.valid_end)?;
+    let train = samples(u.clone(), &cfg, &ft, None, a.train_end, "training")?;
+    let valid = samples(u, &cfg, &ft, Some(a.train_end), a.valid_end, "validation")?;
+    let started = Instant::now();
+    let mut report = progress("finetune");
+    let manifest = DataManifest {
+        datasets: vec![MixtureEntry {
+            dataset: a.dataset.clone(),
+            weight: 1.0,
+            symbols: a.symbols.clone(),
+        }],
+        symbols: [(
+            a.dataset.clone(),
+            train
+                .universe
+                .series
+                .iter()
+                .map(|s| s.symbol.clone())
+                .collect(),
+        )]
+        .into_iter()
+        .collect(),
+        cutoff,
+        seed: a.seed,
+        parent: parent.map(Box::new),
+    };
+    let mut path = PathBuf::new();
+    let mut run = run;
+    run.train(&train, &valid, &cfg, &ft, &device, &mut report, &mut |r| {
+        let mut results = std::collections::BTreeMap::new();
+        if let Some((_, step, v)) = &r.progress.best {
+            results.insert("best_step".to_string(), *step as f64);
+            results.insert("valid_ic".to_string(), v.ic);
+            results.insert("valid_rank_ic".to_string(), v.rank_ic);
+            results.insert("valid_icir".to_string(), v.icir);
+        }
+        let meta = Meta {
+            name: a.name.clone(),
+            kind: Kind::Finetuned,
+            model: cfg.clone(),
+            pretrain: None,
+            finetune: Some(ft.clone()),
+            manifest: manifest.clone(),
+            state: lim_foundation::pretrain::TrainState {
+                step: r.progress.step,
+                rng: r.progress.rng,
+                losses: Vec::new(),
+            },
+            results,
+            finetune_progress: Some(r.progress.clone()),
+            checksums: Default::default(),
+        };
+        path = store.save(&meta, &r.best, Some(&r.optim), Some(&r.model))?;
+        Ok(())
+    })?;
+    let out = run.finish(&valid, &cfg, &device)?;
+    if a.json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "name": a.name, "checkpoint": path.display().to_string(), "mode": mode.as_str(),
+                "steps_run": out.steps_run, "best_step": out.best_step, "valid": out.valid,
+                "samples": [train.samples.len(), valid.samples.len()],
+                "seconds": started.elapsed().as_secs_f64(), "cutoff": cutoff,
+            })
+        );
+    } else {
+        println!(
+            "fine-tuned '{}' ({}): best step {} of {}, validation IC {:.4}, rank IC {:.4}, ICIR {:.3}; {:.1}s; checkpoint {}",
+            a.name,
+            mode.as_str(),
+            out.best_step,
+            out.steps_run,
+            out.valid.ic,
+            out.valid.rank_ic,
+            out.valid.icir,
+            started.elapsed().as_secs_f64(),
+            path.display()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn predict(a: PredictArgs) -> anyhow::Result<ExitCode> {
+    let store = a.model.store();
+    let device = a.model.device()?;
+    let (meta, model) = store.load_predictor(&a.model_name, &device)?;
+    let catalog = a.data.catalog()?;
+    let dataset = a
+        .dataset
+        .clone()
+        .or_else(|| meta.manifest.datasets.first().map(|d| d.dataset.clone()))
+        .context("no dataset; pass --dataset")?;
+    let symbols = a
+        .symbols
+        .clone()
+        .or_else(|| meta.manifest.symbols.get(&dataset).cloned());
+    let as_of = a
+        .end
+        .map_or(AsOf::LATEST, |e| AsOf(Timestamp(e.0 + 86_400)));
+    let started = Instant::now();
+    let u = target_universe(&catalog, &dataset, symbols.as_deref(), as_of)?;
+    let end = a
+        .end
+        .unwrap_or_else(|| u.times.last().copied().unwrap_or(a.start));
+    let name = a.name.clone().unwrap_or_else(|| a.model_name.clone());
+    let panel = predict_panel(&name, &model, &meta, &u, a.start, end, &device)?;
+    let dir = a
+        .out
+        .clone()
+        .unwrap_or_else(|| store.dir().join("predictions"));
+    let path = panel.write(&dir)?;
+    let filled = panel.values.iter().filter(|v| v.is_finite()).count();
+    let secs = started.elapsed().as_secs_f64();
+    if a.json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "name": name, "file": path.display().to_string(), "times": panel.times.len(),
+                "symbols": panel.symbols.len(), "predictions": filled, "seconds": secs,
+                "model_cutoff": meta.manifest.cutoff,
+            })
+        );
+    } else {
+        println!(
+            "wrote '{name}': {} times x {} symbols ({filled} predictions) to {} in {secs:.1}s",
+            panel.times.len(),
+            panel.symbols.len(),
+            path.display()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn transfer_cmd(a: TransferArgs) -> anyhow::Result<ExitCode> {
+    let device = a.model.device()?;
+    let catalog = a.data.catalog()?;
+    let bundled = catalog.location() == "<bundled sample>";
+    let cross: Vec<String> = match &a.cross {
+        Some(c) => c.clone(),
+        None => {
+            let mut v: Vec<String> = catalog
+                .names()
+                .filter(|n| !n.contains("5min"))
+                .map(str::to_string)
+                .collect();
+            if !v.contains(&a.target) {
+                v.push(a.target.clone());
+            }
+            v
+        }
+    };
+    let mut pretrain = PretrainConfig::new(
+        a.pretrain_steps.unwrap_or(if bundled { 300 } else { 3000 }),
+        a.batch,
+        a.seed,
+    );
+    pretrain.checkpoint_every = 0;
+    let spec = TransferSpec {
+        target: a.target.clone(),
+        symbols: a.symbols.clone(),
+        cross: mixture(&cross, &None)?,
+        train_end: a.train_end,
+        valid_end: a.valid_end,
+        test_end: a.test_end,
+        model: a.shape.config()?,
+        pretrain,
+        finetune_steps: a.finetune_steps,
+        finetune_batch: a.batch,
+        target_kind: a.target_kind.into(),
+        horizon: a.horizon,
+        seed: a.seed,
+    };
+    let started = Instant::now();
+    let mut last = String::new();
+    let tty = std::io::stderr().is_terminal();
+    let mut reports = Vec::new();
+    for k in 0..a.seeds.max(1) {
+        let mut spec = spec.clone();
+        spec.seed = a.seed.wrapping_add(k as u64);
+        spec.pretrain.optim.seed = spec.seed;
+        let report = transfer::run(&catalog, &spec, &device, &mut |label, r| {
+            let label = format!("seed {}: {label}", spec.seed);
+            if label != last {
+                if tty && !last.is_empty() {
+                    eprintln!();
+                }
+                last = label.clone();
+            }
+            let every = (r.steps / 10).max(1);
+            let line = format!(
+                "{label}: step {}/{}  loss {:.4}  {:.0} samples/s  ETA {:.0}s",
+                r.step, r.steps, r.loss, r.samples_per_s, r.eta_s
+            );
+            if tty {
+                eprint!("\r\x1b[2K{line}");
+            } else if r.step.is_multiple_of(every) {
+                eprintln!("{line}");
+            }
+        })?;
+        reports.push(report);
+    }
+    if tty {
+        eprintln!();
+    }
+    let summary = seed_summary(&reports);
+    if a.json {
+        let v = serde_json::json!({ "runs": reports, "over_seeds": summary });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        for r in &reports {
+            print_transfer(r, catalog.location());
+        }
+        if reports.len() > 1 {
+            let mut t = Table::new(&[
+                "arm",
+                "seeds",
+                "test IC mean",
+                "test rank IC mean",
+                "sd",
+                "test ICIR mean",
+            ]);
+            for s in &summary {
+                t.row(vec![
+                    s.arm.clone(),
+                    s.seeds.to_string(),
+                    format!("{:+.4}", s.ic_mean),
+                    format!("{:+.4}", s.rank_ic_mean),
+                    format!("{:.4}", s.rank_ic_sd),
+                    format!("{:+.3}", s.icir_mean),
+                ]);
+            }
+            println!("over {} seeds:", reports.len());
+            print!("{}", t.render());
+        }
+        println!(
+            "ICs are per-date cross-sectional means; ICIR = mean IC / std IC over test dates (not annualised). {:.0}s in all.",
+            started.elapsed().as_secs_f64()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// One arm's test metrics averaged over seeds.
+#[derive(Debug, Serialize)]
+struct SeedSummary {
+    arm: String,
+    seeds: usize,
+    ic_mean: f64,
+    rank_ic_mean: f64,
+    rank_ic_sd: f64,
+    icir_mean: f64,
+}
+
+fn seed_summary(reports: &[TransferReport]) -> Vec<SeedSummary> {
+    let Some(first) = reports.first() else {
+        return Vec::new();
+    };
+    first
+        .arms
+        .iter()
+        .enumerate()
+        .map(|(i, arm)| {
+            let arms: Vec<_> = reports.iter().filter_map(|r| r.arms.get(i)).collect();
+            let n = arms.len() as f64;
+            let mean =
+                |f: &dyn Fn(&transfer::Arm) -> f64| arms.iter().map(|a| f(a)).sum::<f64>() / n;
+            let rank_ic_mean = mean(&|a| a.test.rank_ic);
+            let var = arms
+                .iter()
+                .map(|a| (a.test.rank_ic - rank_ic_mean).powi(2))
+                .sum::<f64>()
+                / (n - 1.0).max(1.0);
+            SeedSummary {
+                arm: arm.name.clone(),
+                seeds: arms.len(),
+                ic_mean: mean(&|a| a.test.ic),
+                rank_ic_mean,
+                rank_ic_sd: var.sqrt(),
+                icir_mean: mean(&|a| a.test.icir),
+            }
+        })
+        .collect()
+}
+
+/// The last date an end-of-day as-of time sees.
+fn day(a: AsOf) -> String {
+    Timestamp(a.0.0 - 1).date_string()
+}
+
+fn print_transfer(r: &TransferReport, location: &str) {
+    let s = &r.spec;
+    println!(
+        "transfer to {} ({}), target {:?} at {} bars, seed {}; data {location}",
+        s.target,
+        s.symbols
+            .as_ref()
+            .map_or("all symbols".to_string(), |v| v.join(",")),
+        s.target_kind,
+        s.horizon,
+        s.seed
+    );
+    println!(
+        "train to {}, validation to {}, test to {}; samples {} / {} / {}; {} test dates",
+        day(s.train_end),
+        day(s.valid_end),
+        day(s.test_end),
+        r.samples[0],
+        r.samples[1],
+        r.samples[2],
+        r.test_dates
+    );
+    println!(
+        "model d_model {} x {} layers, {} patches of {} (window {}); pretraining {} steps x {} windows ({:.0}s target-only, {:.0}s cross-market)",
+        s.model.d_model,
+        s.model.n_layers,
+        s.model.n_patches,
+        s.model.patch_len,
+        s.model.window(),
+        s.pretrain.optim.steps,
+        s.pretrain.optim.batch,
+        r.pretrain_seconds[0],
+        r.pretrain_seconds[1]
+    );
+    let used: Vec<String> = r
+        .pretrain_series
+        .iter()
+        .skip(1)
+        .map(|(d, n)| format!("{d} ({n})"))
+        .collect();
+    println!("cross-market series used: {}", used.join(", "));
+    let mut t = Table::new(&[
+        "arm",
+        "mode",
+        "steps",
+        "valid rank IC",
+        "test IC",
+        "test rank IC",
+        "test ICIR",
+    ]);
+    for a in &r.arms {
+        t.row(vec![
+            a.name.clone(),
+            a.mode.as_str().to_string(),
+            format!("{}/{}", a.best_step, a.steps_run),
+            format!("{:+.4}", a.valid.rank_ic),
+            format!("{:+.4}", a.test.ic),
+            format!("{:+.4}", a.test.rank_ic),
+            format!("{:+.3}", a.test.icir),
+        ]);
+    }
+    print!("{}", t.render());
+}
+
+fn list(a: ListArgs) -> anyhow::Result<ExitCode> {
+    let store = a.model.store();
+    let mut rows = Vec::new();
+    for name in store.names() {
+        match store.meta(&name) {
+            Ok((_, m)) => rows.push(m),
+            Err(e) => eprintln!("warning: {e}"),
+        }
+    }
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    if rows.is_empty() {
+        println!("no models in {}", store.dir().display());
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut t = Table::new(&["name", "kind", "step", "shape", "cutoff", "data", "from"]);
+    for m in &rows {
+        let steps = m
+            .pretrain
+            .as_ref()
+            .map(|p| p.optim.steps)
+            .or(m.finetune.as_ref().map(|f| f.optim.steps))
+            .unwrap_or(0);
+        let mut lineage = Vec::new();
+        let mut p = m.manifest.parent.as_deref();
+        while let Some(parent) = p {
+            lineage.push(format!("{}@{}", parent.name, parent.step));
+            p = parent.manifest.parent.as_deref();
+        }
+        t.row(vec![
+            m.name.clone(),
+            match (m.kind, m.finetune.as_ref()) {
+                (Kind::Pretrained, _) => "pretrained".to_string(),
+                (Kind::Finetuned, Some(f)) => format!("finetuned/{}", f.mode.as_str()),
+                (Kind::Finetuned, None) => "finetuned".to_string(),
+            },
+            format!("{}/{steps}", m.state.step),
+            format!(
+                "d{}x{} p{}x{}",
+                m.model.d_model, m.model.n_layers, m.model.n_patches, m.model.patch_len
+            ),
+            day(m.manifest.cutoff),
+            m.manifest
+                .datasets
+                .iter()
+                .map(|d| {
+                    let n = m.manifest.symbols.get(&d.dataset).map_or(0, Vec::len);
+                    format!("{}({n})", d.dataset)
+                })
+                .collect::<Vec<_>>()
+                .join(","),
+            if lineage.is_empty() {
+                "-".into()
+            } else {
+                lineage.join(" <- ")
+            },
+        ]);
+    }
+    print!("{}", t.render());
+    Ok(ExitCode::SUCCESS)
+}

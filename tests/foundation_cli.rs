@@ -1,0 +1,159 @@
+//! `lim foundation` end to end on the bundled sample, with a tiny model.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests fail loudly
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn lim(args: &[&str], cache: &Path, models: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_lim"))
+        .args(args)
+        .args(["--models-dir", models.to_str().unwrap()])
+        .env_remove("LIM_DATA")
+        .env_remove("LIM_MODELS")
+        .env("LIM_CACHE", cache)
+        .output()
+        .expect("run lim")
+}
+
+fn json(out: &Output) -> serde_json::Value {
+    assert!(
+        out.status.success(),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("valid JSON on stdout")
+}
+
+fn failure(out: &Output) -> String {
+    assert!(!out.status.success(), "expected a failure");
+    String::from_utf8_lossy(&out.stderr).to_string()
+}
+
+#[test]
+fn pretrain_finetune_predict_list_on_the_sample() {
+    let cache = tempfile::tempdir().unwrap();
+    let models = tempfile::tempdir().unwrap();
+    let (c, m) = (cache.path(), models.path());
+    let pre = [
+        "foundation",
+        "pretrain",
+        "--name",
+        "base",
+        "--datasets",
+        "cn_futures_daily:2,us_futures_daily",
+        "--cutoff",
+        "2015-12-31",
+        "--config",
+        "tiny",
+        "--steps",
+        "6",
+        "--batch",
+        "8",
+        "--checkpoint-every",
+        "3",
+        "--json",
+    ];
+    let v = json(&lim(&pre, c, m));
+    assert_eq!(v["steps"], 6);
+    let err = failure(&lim(&pre, c, m));
+    assert!(
+        err.contains("already exists") && err.contains("--resume"),
+        "{err}"
+    );
+    let mut resume = pre.to_vec();
+    resume.push("--resume");
+    assert_eq!(json(&lim(&resume, c, m))["steps"], 6);
+
+    let ft_args = [
+        "foundation",
+        "finetune",
+        "--name",
+        "base-cn",
+        "--from",
+        "base",
+        "--dataset",
+        "cn_futures_daily",
+        "--train-end",
+        "2015-12-31",
+        "--valid-end",
+        "2016-12-31",
+        "--mode",
+        "probe",
+        "--steps",
+        "10",
+        "--batch",
+        "16",
+        "--json",
+    ];
+    let ft = json(&lim(&ft_args, c, m));
+    assert!(ft["valid"]["dates"].as_u64().unwrap() > 100, "{ft}");
+    let err = failure(&lim(&ft_args, c, m));
+    assert!(err.contains("--resume"), "{err}");
+    let mut again = ft_args.to_vec();
+    again.push("--resume");
+    let ft2 = json(&lim(&again, c, m));
+    assert_eq!(ft2["best_step"], ft["best_step"]);
+    assert_eq!(ft2["valid"], ft["valid"]);
+
+    let err = failure(&lim(
+        &[
+            "foundation",
+            "predict",
+            "--model-name",
+            "base-cn",
+            "--start",
+            "2016-06-01",
+        ],
+        c,
+        m,
+    ));
+    assert!(err.contains("strictly out of sample"), "{err}");
+    let p = json(&lim(
+        &[
+            "foundation",
+            "predict",
+            "--model-name",
+            "base-cn",
+            "--start",
+            "2017-01-03",
+            "--end",
+            "2017-03-31",
+            "--json",
+        ],
+        c,
+        m,
+    ));
+    assert_eq!(p["symbols"], 30);
+    assert!(p["predictions"].as_u64().unwrap() > 30 * 50, "{p}");
+    let csv = std::fs::read_to_string(p["file"].as_str().unwrap()).unwrap();
+    assert!(csv.starts_with("ts,"), "{csv}");
+
+    let list = json(&lim(&["foundation", "list", "--json"], c, m));
+    let names: Vec<&str> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["base", "base-cn"]);
+    assert_eq!(list[1]["manifest"]["parent"]["name"], "base");
+    let text = lim(&["foundation", "list"], c, m);
+    assert!(String::from_utf8_lossy(&text.stdout).contains("base@6"));
+
+    let err = failure(&lim(
+        &[
+            "foundation",
+            "pretrain",
+            "--name",
+            "y",
+            "--datasets",
+            "cn_futures_dayly",
+            "--cutoff",
+            "2015-12-31",
+        ],
+        c,
+        m,
+    ));
+    assert!(err.contains("cn_futures_dayly"), "{err}");
+}
