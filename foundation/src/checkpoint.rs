@@ -389,7 +389,10 @@ impl Store {
         name: &str,
         device: &Device,
     ) -> Result<(Meta, Backbone), FoundationError> {
-        let (meta, model, _) = self.load_pretrained(name, None, device)?;
+        // Only the weights: a fine-tuning run needs no pretraining optimizer state.
+        let (dir, meta) = self.meta(name)?;
+        Store::expect(&dir, &meta, Kind::Pretrained, None)?;
+        let model = Store::load_into(&dir, &meta, Pretrainer::new(&meta.model, 0, device))?;
         Ok((meta, model.backbone))
     }
 
