@@ -5,8 +5,9 @@
 
 mod backtest_cmd;
 mod data_cmd;
-mod research_cmd;
+mod forecaster;
 mod foundation_cmd;
+mod research_cmd;
 mod search_cmd;
 mod table;
 

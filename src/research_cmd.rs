@@ -261,9 +261,12 @@ impl Sink for PausingSink {
     }
 }
 
-/// The foundation model behind the `forecast` tool, when this build has one.
-fn forecaster() -> Option<Arc<dyn lim_tools::Forecaster>> {
-    None
+/// The foundation model behind the `forecast` tool.
+fn forecaster(market: &Arc<dyn MarketData>) -> Option<Arc<dyn lim_tools::Forecaster>> {
+    Some(Arc::new(crate::forecaster::FoundationForecaster::new(
+        market.clone(),
+        300,
+    )))
 }
 
 fn config_from(args: &ResearchArgs) -> ResearchConfig {
@@ -522,10 +525,10 @@ fn run_with<L: LlmClient + 'static>(
     let max_iter = config.budgets.max_iterations;
     let exec = research::executor(ResearchParts {
         services: Services {
+            forecaster: forecaster(&market),
             market,
             llm: Arc::new(llm),
             clock,
-            forecaster: forecaster(),
         },
         config: config.clone(),
     })?;
@@ -844,10 +847,10 @@ pub fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     let journal = Arc::new(Journal::sealed(loaded.records));
     let exec = research::executor(ResearchParts {
         services: Services {
+            forecaster: forecaster(&market),
             market,
             llm: Arc::new(NoLlm),
             clock: Arc::new(lim_pipelines::journal::FixedClock(meta.created_ms)),
-            forecaster: forecaster(),
         },
         config: config.clone(),
     })?;

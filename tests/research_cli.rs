@@ -389,3 +389,47 @@ fn a_resume_with_other_settings_is_refused_naming_them_or_forks() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn with_the_foundation_model_strategies_get_an_out_of_sample_forecast_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("runs");
+    let out = lim()
+        .args([
+            "research",
+            "trend in Chinese commodity futures",
+            "--foundation",
+            "--max-iterations",
+            "2",
+            "--population",
+            "4",
+            "--json",
+            "--store",
+        ])
+        .arg(&store)
+        .output()
+        .unwrap();
+    let v: Value = serde_json::from_str(&ok(&out)).unwrap();
+    let f = &v["summary"]["foundation"];
+    assert_eq!(f["field"], "forecast", "{v}");
+    assert!(
+        f["model"]
+            .as_str()
+            .unwrap()
+            .starts_with("the foundation model")
+    );
+    assert!(
+        f["dropped_in_sample"].as_u64().unwrap() == 0,
+        "the model predicted before its cutoff: {f}"
+    );
+    let report = std::fs::read_to_string(v["report"].as_str().unwrap()).unwrap();
+    assert!(report.contains("## Foundation model"), "{report}");
+    // Strategies on the forecast were tried and count among the trials.
+    let id = v["run"].as_str().unwrap();
+    let replay = ok(&lim()
+        .args(["replay", id, "--store"])
+        .arg(&store)
+        .output()
+        .unwrap());
+    assert!(replay.contains("outputs identical"), "{replay}");
+}

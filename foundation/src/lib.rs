@@ -22,6 +22,7 @@ pub mod device;
 pub mod error;
 pub mod features;
 pub mod finetune;
+pub mod forecast;
 pub mod model;
 pub mod predict;
 pub mod pretrain;

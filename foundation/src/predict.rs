@@ -183,15 +183,50 @@ pub fn predict_panel(
     end: Timestamp,
     device: &Device,
 ) -> Result<PredictionPanel, FoundationError> {
-    let cutoff = meta.manifest.cutoff;
+    let about = About {
+        model: &meta.name,
+        cfg: &meta.model,
+        cutoff: meta.manifest.cutoff,
+        finetune: meta.finetune.as_ref(),
+    };
+    predict_with(name, model, &about, universe, start, end, device)
+}
+
+/// What [`predict_with`] needs to know of a model.
+#[derive(Debug, Clone, Copy)]
+pub struct About<'a> {
+    /// Its name.
+    pub model: &'a str,
+    /// Its shape.
+    pub cfg: &'a crate::config::ModelConfig,
+    /// The latest data it learned from.
+    pub cutoff: AsOf,
+    /// How it was fine-tuned.
+    pub finetune: Option<&'a crate::config::FinetuneConfig>,
+}
+
+/// [`predict_panel`] for a model held in memory rather than a checkpoint.
+///
+/// # Errors
+/// As [`predict_panel`].
+pub fn predict_with(
+    name: &str,
+    model: &Predictor,
+    about: &About<'_>,
+    universe: &Universe,
+    start: Timestamp,
+    end: Timestamp,
+    device: &Device,
+) -> Result<PredictionPanel, FoundationError> {
+    let cutoff = about.cutoff;
     if cutoff.sees(start, universe.frequency) {
         return Err(FoundationError::NotOutOfSample {
-            model: meta.name.clone(),
+            model: about.model.to_string(),
             start: start.display(universe.frequency),
             cutoff: crate::pretrain::show(cutoff),
         });
     }
-    let cfg = &meta.model;
+    let cfg = about.cfg;
     let first = universe.times.partition_point(|t| *t < start);
     let last = universe.times.partition_point(|t| *t <= end);
     if first >= last {
@@ -253,11 +288,11 @@ pub fn predict_panel(
             values[si * nt + t] = *v;
         }
     }
-    let ft = meta.finetune.as_ref();
+    let ft = about.finetune;
     Ok(PredictionPanel {
         info: PanelInfo {
             name: name.to_string(),
-            model: meta.name.clone(),
+            model: about.model.to_string(),
             model_cutoff: cutoff,
             dataset: universe.dataset.clone(),
             frequency: universe.frequency,

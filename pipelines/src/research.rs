@@ -1071,6 +1071,9 @@ pub struct Summary {
     pub lineage: Vec<Critique>,
     /// The leader's ancestry: the leader, its first parent, that one's first parent, ….
     pub ancestry: Vec<String>,
+    /// What the foundation model added (its `forecast` tool report), when the plan used it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub foundation: Option<Value>,
     /// Why the loop stopped.
     pub stop_reason: String,
     /// LLM spend.
@@ -1139,6 +1142,7 @@ impl Summary {
             multiple_testing: serde_json::from_value(get("deflated")).map_err(fail)?,
             lineage,
             ancestry,
+            foundation: a.get("predictions").filter(|p| !p.is_null()).cloned(),
             stop_reason,
             spent,
             notes: serde_json::from_value(get("notes")).unwrap_or_default(),
@@ -1192,6 +1196,32 @@ impl Summary {
             "\n## Stopped\n\n{} after {} strategies.\n",
             self.stop_reason, self.trials
         );
+        if let Some(f) = &self.foundation {
+            let coverage = f
+                .get("coverage")
+                .and_then(Value::as_array)
+                .map(|c| {
+                    c.iter()
+                        .map(|x| {
+                            format!(
+                                "{} {:.0}%",
+                                crate::trace::field(x, "/0"),
+                                x.get(1).and_then(Value::as_f64).unwrap_or(0.0) * 100.0
+                            )
+                        })
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                })
+                .unwrap_or_default();
+            let _ = writeln!(
+                s,
+                "## Foundation model\n\n{} learned from data up to {}; its out-of-sample predictions are the field `{}` (coverage: {coverage}). Predictions at or before its cutoff dropped: {}.\n",
+                crate::trace::field(f, "/model"),
+                crate::trace::field(f, "/cutoff"),
+                crate::trace::field(f, "/field"),
+                crate::trace::field(f, "/dropped_in_sample"),
+            );
+        }
         let _ = writeln!(s, "## Leaderboard (train and validation only)\n");
         let _ = writeln!(
             s,
