@@ -54,6 +54,13 @@ pub struct BacktestArgs {
     /// makes it less of a test.
     #[arg(long)]
     unseal_test: bool,
+    /// A prediction panel written by `lim foundation predict`, usable in expressions under
+    /// its name (repeatable). Values exist only after the model's data cutoff.
+    #[arg(long = "predictions", value_name = "NAME")]
+    predictions: Vec<String>,
+    /// Models directory holding `predictions/` (default as for `lim foundation`).
+    #[arg(long, value_name = "DIR")]
+    models_dir: Option<PathBuf>,
     #[command(flatten)]
     data: DataArgs,
     /// Print JSON instead of tables.
@@ -136,7 +143,7 @@ pub fn run(args: BacktestArgs) -> anyhow::Result<ExitCode> {
     }
     let mut set = catalog.panels(&q)?;
     let frequency = set.frequency;
-    let session = Session::new(
+    let mut session = Session::new(
         &mut set,
         SplitSpec::Fractions {
             train: args.train,
@@ -144,6 +151,39 @@ pub fn run(args: BacktestArgs) -> anyhow::Result<ExitCode> {
             embargo: args.embargo,
         },
     )?;
+    let dir = crate::foundation_cmd::models_dir(args.models_dir.clone()).join("predictions");
+    for name in &args.predictions {
+        let panel =
+            lim_foundation::predict::PredictionPanel::read(&dir, name).with_context(|| {
+                format!("prediction panel '{name}' (list them with `lim foundation list`)")
+            })?;
+        let (t, times) = (session.times().len(), session.times().to_vec());
+        let mut values = vec![f64::NAN; t * session.symbols().len()];
+        let mut matched = 0;
+        for (c, sym) in session.symbols().iter().enumerate() {
+            let Some(pc) = panel.symbols.iter().position(|s| s == sym) else {
+                continue;
+            };
+            matched += 1;
+            for (pr, pt) in panel.times.iter().enumerate() {
+                if let Ok(r) = times.binary_search(pt) {
+                    let v = panel.get(pr, pc);
+                    if v.is_finite() {
+                        values[c * t + r] = f64::from(v);
+                    }
+                }
+            }
+        }
+        if matched == 0 {
+            bail!(
+                "prediction panel '{name}' covers none of the instruments of {} (it was made for '{}'); pass --dataset {}",
+                args.datasets.join(", "),
+                panel.info.dataset,
+                panel.info.dataset
+            );
+        }
+        session = session.with_field(name, values)?;
+    }
     if args.spec.is_none() {
         let k = args.k.unwrap_or((session.instruments() / 5).clamp(1, 50));
         for (_, s) in specs.iter_mut() {

@@ -39,6 +39,21 @@ pub enum FoundationCommand {
     List(ListArgs),
 }
 
+/// The models directory: `explicit`, else $LIM_MODELS, else $XDG_DATA_HOME/lim/models, else
+/// ~/.local/share/lim/models.
+pub fn models_dir(explicit: Option<PathBuf>) -> PathBuf {
+    let env = |k: &str| {
+        std::env::var_os(k)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
+    explicit
+        .or_else(|| env("LIM_MODELS"))
+        .or_else(|| env("XDG_DATA_HOME").map(|d| d.join("lim").join("models")))
+        .or_else(|| env("HOME").map(|d| d.join(".local/share/lim/models")))
+        .unwrap_or_else(|| PathBuf::from("lim-models"))
+}
+
 /// Where models live and which device computes.
 #[derive(Debug, Clone, Args)]
 pub struct ModelArgs {
@@ -53,19 +68,7 @@ pub struct ModelArgs {
 
 impl ModelArgs {
     fn store(&self) -> Store {
-        let env = |k: &str| {
-            std::env::var_os(k)
-                .filter(|v| !v.is_empty())
-                .map(PathBuf::from)
-        };
-        let dir = self
-            .models_dir
-            .clone()
-            .or_else(|| env("LIM_MODELS"))
-            .or_else(|| env("XDG_DATA_HOME").map(|d| d.join("lim").join("models")))
-            .or_else(|| env("HOME").map(|d| d.join(".local/share/lim/models")))
-            .unwrap_or_else(|| PathBuf::from("lim-models"));
-        Store::new(dir)
+        Store::new(models_dir(self.models_dir.clone()))
     }
 
     fn device(&self) -> anyhow::Result<Device> {

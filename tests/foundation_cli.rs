@@ -129,6 +129,46 @@ fn pretrain_finetune_predict_list_on_the_sample() {
     let csv = std::fs::read_to_string(p["file"].as_str().unwrap()).unwrap();
     assert!(csv.starts_with("ts,"), "{csv}");
 
+    // A registered panel is a field strategies can use, from the model's cutoff on.
+    json(&lim(
+        &[
+            "foundation",
+            "predict",
+            "--model-name",
+            "base-cn",
+            "--name",
+            "fc",
+            "--start",
+            "2017-01-03",
+            "--json",
+        ],
+        c,
+        m,
+    ));
+    let bt = json(&lim(
+        &[
+            "backtest",
+            "--dataset",
+            "cn_futures_daily",
+            "--predictions",
+            "fc",
+            "--expr",
+            "rank(fc)",
+            "--json",
+        ],
+        c,
+        m,
+    ));
+    let s = &bt["strategies"][0];
+    assert!(s["error"].is_null(), "{bt}");
+    assert!(s["metrics"][1][1]["bars"].as_u64().unwrap() > 100, "{bt}");
+    let err = failure(&lim(
+        &["backtest", "--predictions", "nope", "--expr", "rank(close)"],
+        c,
+        m,
+    ));
+    assert!(err.contains("prediction panel 'nope'"), "{err}");
+
     let list = json(&lim(&["foundation", "list", "--json"], c, m));
     let names: Vec<&str> = list
         .as_array()
