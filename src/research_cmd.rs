@@ -181,8 +181,10 @@ pub struct ResumeArgs {
     /// Start a new run with the changed settings instead of refusing them.
     #[arg(long)]
     fork: bool,
-    #[command(flatten)]
-    llm: LlmArgs,
+    /// Environment variable holding the API key, if the run uses an LLM (its model and URL
+    /// are the run's own).
+    #[arg(long, default_value = "OPENAI_API_KEY")]
+    api_key_env: String,
     #[command(flatten)]
     data: DataArgs,
     #[command(flatten)]
@@ -335,7 +337,7 @@ pub fn research(args: ResearchArgs) -> anyhow::Result<ExitCode> {
         &store,
         &meta,
         config,
-        &args.llm,
+        &args.llm.api_key_env,
         market,
         clock,
         journal,
@@ -420,7 +422,7 @@ pub fn resume(args: ResumeArgs) -> anyhow::Result<ExitCode> {
             &store,
             &forked,
             wanted,
-            &args.llm,
+            &args.api_key_env,
             market,
             clock,
             journal,
@@ -459,7 +461,7 @@ pub fn resume(args: ResumeArgs) -> anyhow::Result<ExitCode> {
         &store,
         &meta,
         stored,
-        &args.llm,
+        &args.api_key_env,
         market,
         clock,
         journal,
@@ -473,7 +475,7 @@ fn drive(
     store: &Store,
     meta: &RunMeta,
     config: ResearchConfig,
-    llm: &LlmArgs,
+    api_key_env: &str,
     market: Arc<dyn MarketData>,
     clock: Arc<dyn Clock>,
     journal: Arc<Journal>,
@@ -486,9 +488,7 @@ fn drive(
         ),
         StrategistConfig::Llm { base_url, .. } => {
             // Only the CLI reads keys, and only from the named environment variable.
-            let api_key = std::env::var(&llm.api_key_env)
-                .ok()
-                .filter(|k| !k.is_empty());
+            let api_key = std::env::var(api_key_env).ok().filter(|k| !k.is_empty());
             let provider = OpenAi::new(OpenAiConfig {
                 base_url: base_url.clone(),
                 api_key,
