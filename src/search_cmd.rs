@@ -17,6 +17,7 @@ use lim_backtest::frame;
 use lim_backtest::metrics::Metrics;
 use lim_backtest::session::{MultipleTesting, Session, StrategyResult};
 use lim_market::{AsOf, MarketData, PanelQuery, Part, SplitSpec};
+use lim_pipelines::research::{Finalist, fitness};
 use serde::Serialize;
 
 use crate::DataArgs;
@@ -83,13 +84,6 @@ struct Entry {
 }
 
 #[derive(Serialize)]
-struct Finalist {
-    signal: String,
-    validation: Metrics,
-    test: Metrics,
-}
-
-#[derive(Serialize)]
 struct SearchReport {
     strategist: String,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -103,20 +97,6 @@ struct SearchReport {
     leaderboard: Vec<Entry>,
     finalists: Vec<Finalist>,
     multiple_testing: Option<MultipleTesting>,
-}
-
-/// Robustness first: the worse of the training and validation Sharpe ratios, less a penalty
-/// for a validation drawdown beyond the plan's limit.
-fn fitness(plan: &Plan, train: &Metrics, valid: &Metrics) -> f64 {
-    let base = train.sharpe.min(valid.sharpe);
-    let excess = plan
-        .max_drawdown
-        .map_or(0.0, |limit| (valid.max_dd.abs() - limit).max(0.0));
-    if base.is_finite() {
-        base - 5.0 * excess
-    } else {
-        f64::NEG_INFINITY
-    }
 }
 
 pub fn run(args: SearchArgs) -> anyhow::Result<ExitCode> {
