@@ -522,6 +522,7 @@ fn run_with<L: LlmClient + 'static>(
     mode: Mode,
     json: bool,
 ) -> anyhow::Result<ExitCode> {
+    store.claim(&meta.id, std::process::id())?;
     let max_iter = config.budgets.max_iterations;
     let exec = research::executor(ResearchParts {
         services: Services {
@@ -734,9 +735,24 @@ fn print_summary(s: &Summary) {
     );
 }
 
+/// A run's status as people should read it: a `running` run whose process is gone (killed,
+/// crashed, machine restarted) is `stopped`. Knows only on systems with `/proc`.
+fn live_status(store: &Store, m: &RunMeta) -> String {
+    if m.status != "running" || !Path::new("/proc/self").exists() {
+        return m.status.clone();
+    }
+    match store.owner(&m.id) {
+        Ok(Some(pid)) if !Path::new(&format!("/proc/{pid}")).exists() => "stopped".into(),
+        _ => m.status.clone(),
+    }
+}
+
 pub fn runs(args: RunsArgs) -> anyhow::Result<ExitCode> {
     let store = args.store.open()?;
-    let runs = store.runs()?;
+    let mut runs = store.runs()?;
+    for r in &mut runs {
+        r.status = live_status(&store, r);
+    }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&runs)?);
         return Ok(ExitCode::SUCCESS);
@@ -752,7 +768,11 @@ pub fn runs(args: RunsArgs) -> anyhow::Result<ExitCode> {
             r.status.clone(),
             lim_market::Timestamp(r.created_ms / 1000).to_string(),
             short(&r.goal, 40),
-            short(r.stop_reason.as_deref().unwrap_or(""), 50),
+            if r.status == "stopped" {
+                format!("died; `lim resume {}`", r.id)
+            } else {
+                short(r.stop_reason.as_deref().unwrap_or(""), 50)
+            },
         ]);
     }
     print!("{}", t.render());
@@ -795,7 +815,7 @@ pub fn show(args: ShowArgs) -> anyhow::Result<ExitCode> {
             println!(
                 "run {} is {} ({}): {} node executions done (last {}), {trials} strategies tried; no report yet. `lim resume {}` continues it.",
                 meta.id,
-                meta.status,
+                live_status(&store, &meta),
                 meta.stop_reason.as_deref().unwrap_or("no reason recorded"),
                 nodes.len(),
                 nodes.last().unwrap_or(&"none"),

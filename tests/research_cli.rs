@@ -333,6 +333,14 @@ fn a_resume_with_other_settings_is_refused_naming_them_or_forks() {
     ])
     .arg(&store);
     let id = run_until_killed(cmd, 6).unwrap();
+    // A killed run is not "running": its process is gone.
+    let runs = ok(&lim()
+        .args(["runs", "--json", "--store"])
+        .arg(&store)
+        .output()
+        .unwrap());
+    let runs: Value = serde_json::from_str(&runs).unwrap();
+    assert_eq!(runs[0]["status"], "stopped", "{runs}");
     let out = lim()
         .args(["resume", &id, "--max-iterations", "5", "--store"])
         .arg(&store)

@@ -109,6 +109,8 @@ CREATE TABLE IF NOT EXISTS nodes (
 CREATE TABLE IF NOT EXISTS artifacts (
     run TEXT NOT NULL, exec TEXT NOT NULL, name TEXT NOT NULL, value TEXT NOT NULL,
     PRIMARY KEY (run, exec, name));
+CREATE TABLE IF NOT EXISTS owners (
+    run TEXT PRIMARY KEY, pid INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS strategies (
     run TEXT NOT NULL, signal TEXT NOT NULL, generation INTEGER, fitness REAL,
     metrics TEXT NOT NULL, PRIMARY KEY (run, signal));
@@ -203,6 +205,35 @@ impl Store {
             )
             .map_err(|e| self.err(e))?;
         Ok(())
+    }
+
+    /// Records the process now working on run `id` (so `lim runs` can tell a run that died).
+    ///
+    /// # Errors
+    /// SQLite failed.
+    pub fn claim(&self, id: &str, pid: u32) -> Result<(), StoreError> {
+        self.conn()
+            .execute(
+                "INSERT OR REPLACE INTO owners (run, pid) VALUES (?1, ?2)",
+                params![id, i64::from(pid)],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// The process that last worked on run `id`.
+    ///
+    /// # Errors
+    /// SQLite failed.
+    pub fn owner(&self, id: &str) -> Result<Option<u32>, StoreError> {
+        let pid: Option<i64> = self
+            .conn()
+            .query_row("SELECT pid FROM owners WHERE run = ?1", params![id], |r| {
+                r.get(0)
+            })
+            .optional()
+            .map_err(|e| self.err(e))?;
+        Ok(pid.and_then(|p| u32::try_from(p).ok()))
     }
 
     fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunMeta> {
