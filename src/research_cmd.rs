@@ -305,6 +305,11 @@ fn new_run_id(store: &Store, fingerprint: &str) -> anyhow::Result<String> {
 }
 
 pub fn research(args: ResearchArgs) -> anyhow::Result<ExitCode> {
+    if args.budgets.budget_usd.is_some() && args.budgets.price.is_none() {
+        bail!(
+            "--budget-usd needs the model's prices to count dollars: add --price PROMPT,COMPLETION (dollars per million tokens, e.g. --price 0.15,0.60)"
+        );
+    }
     let store = args.store.open()?;
     let market: Arc<dyn MarketData> = Arc::new(args.data.catalog()?);
     let config = config_from(&args);

@@ -375,6 +375,14 @@ fn a_resume_with_other_settings_is_refused_naming_them_or_forks() {
     let v: Value = serde_json::from_str(&ok(&out)).unwrap();
     assert_ne!(v["run"].as_str().unwrap(), id);
     assert_eq!(v["summary"]["lineage"].as_array().unwrap().len(), 3);
+    // A dollar budget without prices could never run out: refused with the fix.
+    let out = lim()
+        .args(["research", GOAL, "--budget-usd", "1", "--store"])
+        .arg(&store)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("add --price PROMPT,COMPLETION"));
     // Other data is refused too.
     let other = dir.path().join("data");
     std::fs::create_dir(&other).unwrap();
