@@ -237,6 +237,38 @@ impl Journal {
         Ok(recs)
     }
 
+    /// For a recomputed call (tool result, data read): checks `body` against the journaled
+    /// record of (`exec`, `kind`, `n`) and notes a divergence at `event` if it differs (`explain`
+    /// words the difference), or journals `body` if there is no record yet.
+    ///
+    /// # Errors
+    /// The sink failed.
+    pub fn check_or_record(
+        &self,
+        exec: &str,
+        kind: Kind,
+        n: u32,
+        body: Value,
+        event: impl FnOnce() -> String,
+        explain: impl FnOnce(String) -> String,
+    ) -> Result<(), StoreError> {
+        match self.lookup(exec, kind, n) {
+            Some(rec) => {
+                if let Some(d) = first_difference(&rec.body, &body) {
+                    self.diverge(Divergence {
+                        exec: exec.to_string(),
+                        event: event(),
+                        detail: explain(d),
+                    });
+                }
+                Ok(())
+            }
+            None => self
+                .append(vec![(exec.to_string(), kind, n, body)])
+                .map(drop),
+        }
+    }
+
     /// Notes a divergence; the first one is kept.
     pub fn diverge(&self, d: Divergence) {
         let mut st = self.lock();
@@ -480,21 +512,14 @@ impl JournaledTools {
         // Through text, as the journal holds it.
         let result: Value = serde_json::from_str(&result.to_string()).unwrap_or(Value::Null);
         let body = serde_json::json!({"tool": name, "args": args, "result": result});
-        match self.journal.lookup(&self.exec, Kind::Tool, n) {
-            Some(rec) => {
-                if let Some(d) = first_difference(&rec.body, &body) {
-                    self.journal.diverge(Divergence {
-                        exec: self.exec.clone(),
-                        event: format!("tool call {n} ({name})"),
-                        detail: d,
-                    });
-                }
-            }
-            None => {
-                self.journal
-                    .append(vec![(self.exec.clone(), Kind::Tool, n, body)])?;
-            }
-        }
+        self.journal.check_or_record(
+            &self.exec,
+            Kind::Tool,
+            n,
+            body,
+            || format!("tool call {n} ({name})"),
+            |d| d,
+        )?;
         Ok(result)
     }
 }
@@ -561,29 +586,20 @@ impl MarketData for JournaledMarket {
                 Err(e) => Value::String(e.to_string()),
             },
         });
-        match self.journal.lookup(&self.exec, Kind::Data, n) {
-            Some(rec) => {
-                if let Some(d) = first_difference(&rec.body, &body) {
-                    self.journal.diverge(Divergence {
-                        exec: self.exec.clone(),
-                        event: format!("data read {n}"),
-                        detail: format!("the data differ from the recording's ({d}); was the data directory changed?"),
-                    });
-                }
-            }
-            None => {
-                if let Err(e) = self
-                    .journal
-                    .append(vec![(self.exec.clone(), Kind::Data, n, body)])
-                {
-                    return Err(MarketError::Io {
-                        action: "cannot journal a data read in",
-                        path: "the run store".into(),
-                        source: std::io::Error::other(e.to_string()),
-                    });
-                }
-            }
-        }
+        self.journal
+            .check_or_record(
+                &self.exec,
+                Kind::Data,
+                n,
+                body,
+                || format!("data read {n}"),
+                |d| format!("the data differ from the recording's ({d}); was the data directory changed?"),
+            )
+            .map_err(|e| MarketError::Io {
+                action: "cannot journal a data read in",
+                path: "the run store".into(),
+                source: std::io::Error::other(e.to_string()),
+            })?;
         out
     }
 }
