@@ -23,7 +23,7 @@ use serde_json::Value;
 use tokio::sync::{Notify, Semaphore};
 use tokio::task::JoinSet;
 
-use crate::journal::{Artifacts, Divergence, Journal, Kind, first_difference};
+use crate::journal::{Artifacts, Divergence, Journal, Kind};
 use crate::store::StoreError;
 use crate::workflow::{Edge, Workflow};
 
@@ -339,8 +339,6 @@ impl Executor {
     ) -> Result<RunState, EngineError> {
         self.check()?;
         let wf = &self.workflow;
-        let order = wf.order();
-        let pos = |i: NodeIndex| order.iter().position(|n| *n == wf.name_of(i));
         let reach = wf.forward_reachability();
         let mut state = RunState {
             artifacts: initial,
@@ -354,7 +352,7 @@ impl Executor {
                 .copied()
                 .filter(|&n| !pending.iter().any(|&m| m != n && reach.contains(&(m, n))))
                 .collect();
-            ready.sort_by_key(|&i| pos(i));
+            ready.sort_by_key(|&i| wf.position(i));
             let completed: Arc<[String]> = state.completed.clone().into();
             let mut set = JoinSet::new();
             let mut results: BTreeMap<
@@ -453,28 +451,31 @@ impl Executor {
                 }
                 let i = ready[k];
                 let name = wf.name_of(i);
-                if !restored {
-                    let body = serde_json::json!({"node": name, "outputs": outputs});
-                    // Outputs go through text, as the journal holds them.
-                    let body: Value =
-                        serde_json::from_str(&body.to_string()).unwrap_or(Value::Null);
-                    match journal.lookup(&exec, Kind::Node, 0) {
-                        Some(rec) => {
-                            if let Some(detail) = first_difference(&rec.body, &body) {
-                                return Err(Divergence {
-                                    exec,
-                                    event: "outputs".into(),
-                                    detail,
-                                }
-                                .into());
-                            }
-                        }
-                        None => {
-                            journal.append(vec![(exec.clone(), Kind::Node, 0, body)])?;
-                        }
+                let outputs = if restored {
+                    outputs
+                } else {
+                    // Outputs go through text, as the journal holds them, so that a run and its
+                    // resumption see the same values.
+                    let text = serde_json::json!({"node": name, "outputs": outputs}).to_string();
+                    let body: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+                    let outputs = body
+                        .get("outputs")
+                        .cloned()
+                        .and_then(|o| serde_json::from_value(o).ok())
+                        .unwrap_or(outputs);
+                    journal.check_or_record(
+                        &exec,
+                        Kind::Node,
+                        0,
+                        body,
+                        || "outputs".into(),
+                        |d| d,
+                    )?;
+                    if let Some(d) = journal.divergence() {
+                        return Err(d.into());
                     }
-                }
-                let outputs = journal.completion(&exec).unwrap_or(outputs);
+                    outputs
+                };
                 progress(&Progress {
                     exec: &exec,
                     outputs: &outputs,

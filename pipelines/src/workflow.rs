@@ -106,6 +106,8 @@ pub enum BuildError {
 pub struct Workflow {
     graph: StableDiGraph<NodeSpec, Edge>,
     names: BTreeMap<String, NodeIndex>,
+    /// Each node's place in [`Workflow::order`], computed once when built.
+    rank: BTreeMap<NodeIndex, usize>,
 }
 
 /// Collects nodes and edges, then validates them.
@@ -172,8 +174,18 @@ impl WorkflowBuilder {
             }
             graph.add_edge(a, b, e);
         }
-        let wf = Workflow { graph, names };
+        let mut wf = Workflow {
+            graph,
+            names,
+            rank: BTreeMap::new(),
+        };
         wf.validate()?;
+        wf.rank = wf
+            .order()
+            .iter()
+            .enumerate()
+            .map(|(k, n)| (wf.names[n], k))
+            .collect();
         Ok(wf)
     }
 }
@@ -307,16 +319,19 @@ impl Workflow {
         self.edges_sorted()
     }
 
+    /// Node `i`'s place in the topological order ([`Workflow::order`]).
+    pub fn position(&self, i: NodeIndex) -> usize {
+        self.rank.get(&i).copied().unwrap_or(usize::MAX)
+    }
+
     /// The edges out of `i` with their targets, targets in topological order.
     pub fn edges_from(&self, i: NodeIndex) -> Vec<(NodeIndex, Edge)> {
-        let order = self.order();
-        let pos = |n: NodeIndex| order.iter().position(|o| *o == self.name(n));
         let mut v: Vec<(NodeIndex, Edge)> = self
             .graph
             .edges(i)
             .map(|e| (e.target(), e.weight().clone()))
             .collect();
-        v.sort_by_key(|(t, _)| pos(*t));
+        v.sort_by_key(|(t, _)| self.position(*t));
         v
     }
 
