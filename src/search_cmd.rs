@@ -17,7 +17,7 @@ use lim_backtest::frame;
 use lim_backtest::metrics::Metrics;
 use lim_backtest::session::{MultipleTesting, Session, StrategyResult};
 use lim_market::{AsOf, MarketData, PanelQuery, Part, SplitSpec};
-use lim_pipelines::research::{Finalist, fitness};
+use lim_pipelines::research::{Finalist, fitness, test_finalists};
 use serde::Serialize;
 
 use crate::DataArgs;
@@ -332,18 +332,7 @@ pub fn run(args: SearchArgs) -> anyhow::Result<ExitCode> {
         .take(args.finalists)
         .map(|e| (e.signal.clone(), offline::spec_for(&plan, &e.signal)))
         .collect();
-    let tested = session.run(&finalist_specs, &[Part::Validation, Part::Test], false);
-    let finalists: Vec<Finalist> = tested
-        .iter()
-        .filter_map(|r| match r.metrics.as_slice() {
-            [(_, v), (_, t)] => Some(Finalist {
-                signal: r.name.clone(),
-                validation: *v,
-                test: *t,
-            }),
-            _ => None,
-        })
-        .collect();
+    let finalists: Vec<Finalist> = test_finalists(&session, &finalist_specs);
     let llm_spent = llm.as_ref().map(|c| c.inner_ref().spent());
     if let (Some(path), Some(client)) = (&args.trace, &llm) {
         std::fs::write(path, client.jsonl())

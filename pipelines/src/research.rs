@@ -955,19 +955,7 @@ impl Node for Finalize {
                     .take(finalists)
                     .map(|&i| spec(&trials[i].signal))
                     .collect();
-                // The sealed test: once, on the finalists only.
-                let tested = session.run(&chosen, &[Part::Validation, Part::Test], false);
-                let finalists: Vec<Finalist> = tested
-                    .iter()
-                    .filter_map(|r| match r.metrics.as_slice() {
-                        [(_, v), (_, t)] => Some(Finalist {
-                            signal: r.name.clone(),
-                            validation: *v,
-                            test: *t,
-                        }),
-                        _ => None,
-                    })
-                    .collect();
+                let finalists = test_finalists(&session, &chosen);
                 // Multiple testing over every trial of the run.
                 let all: Vec<(String, StrategySpec)> = trials
                     .iter()
@@ -995,6 +983,25 @@ impl Node for Finalize {
             ]))
         })
     }
+}
+
+/// The sealed test: the finalists' metrics on validation and, once, on the test part.
+pub fn test_finalists(
+    session: &lim_backtest::session::Session,
+    finalists: &[(String, StrategySpec)],
+) -> Vec<Finalist> {
+    session
+        .run(finalists, &[Part::Validation, Part::Test], false)
+        .iter()
+        .filter_map(|r| match r.metrics.as_slice() {
+            [(_, v), (_, t)] => Some(Finalist {
+                signal: r.name.clone(),
+                validation: *v,
+                test: *t,
+            }),
+            _ => None,
+        })
+        .collect()
 }
 
 /// Trial indices best first: by robust fitness, ties by order tried.
