@@ -6,6 +6,9 @@
 //! set `RAYON_NUM_THREADS`), and prints one JSON line: CPU seconds per strategy, wall time,
 //! threads, peak RSS and the panel's bytes. `--out` writes per-alpha metrics as CSV.
 
+mod common;
+
+use common::{cpu_seconds, peak_rss_mb};
 use std::io::Write;
 use std::path::PathBuf;
 use std::time::Instant;
@@ -14,37 +17,6 @@ use anyhow::{Context, bail};
 use lim_backtest::topk::{self, TopK};
 use lim_backtest::{Evaluator, frame, parse};
 use lim_market::{AsOf, Catalog, Field, PanelQuery, RollPolicy};
-
-/// User + system CPU seconds of this process so far (Linux).
-fn cpu_seconds() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    // Fields after the command name, which is in parentheses and may hold spaces.
-    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| {
-        f.get(i)
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(f64::NAN)
-    };
-    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
-    (ticks(11) + ticks(12)) / 100.0
-}
-
-fn peak_rss_mb() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .map(str::to_string)
-        })
-        .and_then(|l| {
-            l.split_whitespace()
-                .nth(1)
-                .and_then(|kb| kb.parse::<f64>().ok())
-        })
-        .map_or(f64::NAN, |kb| kb / 1024.0)
-}
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();

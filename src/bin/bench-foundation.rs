@@ -10,6 +10,9 @@
 //! every symbol and every bar of a dataset with the reference configuration (untrained
 //! weights: the cost does not depend on their values) and prints seconds and peak RSS.
 
+mod common;
+
+use common::{cpu_seconds, peak_rss_mb};
 use std::time::Instant;
 
 use anyhow::Context;
@@ -22,35 +25,6 @@ use lim_foundation::predict::predict_panel;
 use lim_foundation::pretrain::TrainState;
 use lim_foundation::rng::Rng;
 use lim_market::{AsOf, Catalog, Timestamp};
-
-fn peak_rss_mb() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .map(str::to_string)
-        })
-        .and_then(|l| {
-            l.split_whitespace()
-                .nth(1)
-                .and_then(|kb| kb.parse::<f64>().ok())
-        })
-        .map_or(f64::NAN, |kb| kb / 1024.0)
-}
-
-fn cpu_seconds() -> f64 {
-    // utime + stime of this process, in clock ticks (100 Hz on Linux).
-    std::fs::read_to_string("/proc/self/stat")
-        .ok()
-        .and_then(|s| {
-            let rest = s.rsplit_once(')')?.1.split_whitespace().collect::<Vec<_>>();
-            let u: f64 = rest.get(11)?.parse().ok()?;
-            let k: f64 = rest.get(12)?.parse().ok()?;
-            Some((u + k) / 100.0)
-        })
-        .unwrap_or(f64::NAN)
-}
 
 fn summary(name: &str, walls: &mut [f64], cpus: &[f64], loss: f32) -> String {
     walls.sort_by(f64::total_cmp);

@@ -9,28 +9,15 @@
 //! * `first`: parse and write the binary cache (a fresh cache directory each repetition).
 //! * `cached`: read from a cache written beforehand.
 
+#[allow(dead_code)] // shared by the benchmarks; this one reads only the peak RSS
+mod common;
+
+use common::peak_rss_mb;
 use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{Context, bail};
 use lim_market::{Cache, Catalog, Field, LoadSource};
-
-fn peak_rss_mb() -> f64 {
-    // VmHWM is the resident-set high-water mark of this process (Linux).
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .map(str::to_string)
-        })
-        .and_then(|l| {
-            l.split_whitespace()
-                .nth(1)
-                .and_then(|kb| kb.parse::<f64>().ok())
-        })
-        .map_or(f64::NAN, |kb| kb / 1024.0)
-}
 
 fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
