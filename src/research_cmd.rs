@@ -263,6 +263,16 @@ impl Sink for PausingSink {
     }
 }
 
+/// The runtime runs use: two workers (nodes, tools and the HTTP client; heavy work goes to the
+/// blocking pool).
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
 /// The foundation model behind the `forecast` tool.
 fn forecaster(market: &Arc<dyn MarketData>) -> Option<Arc<dyn lim_tools::Forecaster>> {
     Some(Arc::new(crate::forecaster::FoundationForecaster::new(
@@ -538,11 +548,7 @@ fn run_with<L: LlmClient + 'static>(
         },
         config: config.clone(),
     })?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
+    let runtime = runtime()?;
     let tty = std::io::stderr().is_terminal() && !json;
     let budget = config.llm_budget();
     let j2 = journal.clone();
@@ -879,11 +885,7 @@ pub fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
         },
         config: config.clone(),
     })?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
+    let runtime = runtime()?;
     let t0 = std::time::Instant::now();
     let state = runtime
         .block_on(exec.run(journal, research::initial(&config), Mode::Replay, |_| {}))
