@@ -61,27 +61,59 @@ impl Mat {
     /// Applies a cross-sectional kernel to every bar, bars in parallel.
     pub fn map_rows(&self, f: impl Fn(&[f64], &mut [f64], &mut Scratch) + Sync) -> Mat {
         let (t, n) = (self.t, self.n);
-        // Column-major data read as a row-major `n × t` matrix, transposed to `t × n`: one row
-        // per bar. The result goes back the same way.
-        // Each row is replaced by its result in place (through a row-sized buffer), so the
-        // whole operation holds two matrices, not three.
-        let mut rows = ops::transpose(&self.data, n, t);
-        if n > 0 {
-            rows.par_chunks_mut(n).for_each_init(
-                || (Scratch::default(), vec![0.0; n]),
-                |(scratch, out), row| {
-                    f(row, out, scratch);
-                    row.copy_from_slice(out);
-                },
-            );
+        let mut out = Mat::filled(t, n, 0.0);
+        if t == 0 || n == 0 {
+            return out;
         }
-        Mat {
-            t,
-            n,
-            data: ops::transpose(&rows, t, n),
+        // Bars are taken a block at a time: the block is gathered into rows (a few contiguous
+        // values per instrument), each row is replaced by its result, and the block is
+        // scattered back into the output's columns. A task owns its block's slice of every
+        // column, so no transposed copy of the whole matrix is ever made.
+        let mut tiles: Vec<Vec<&mut [f64]>> = (0..t.div_ceil(ROW_BLOCK))
+            .map(|_| Vec::with_capacity(n))
+            .collect();
+        for col in out.data.chunks_mut(t) {
+            for (b, tile) in col.chunks_mut(ROW_BLOCK).enumerate() {
+                tiles[b].push(tile);
+            }
+        }
+        tiles.into_par_iter().enumerate().for_each_init(
+            || (Scratch::default(), Vec::new(), vec![0.0; n]),
+            |(scratch, rows, res), (b, mut cols)| {
+                let a = b * ROW_BLOCK;
+                let len = cols[0].len();
+                self.rows_into(a..a + len, rows);
+                for row in rows.chunks_mut(n) {
+                    f(row, res, scratch);
+                    row.copy_from_slice(res);
+                }
+                for (j, col) in cols.iter_mut().enumerate() {
+                    for (r, o) in col.iter_mut().enumerate() {
+                        *o = rows[r * n + j];
+                    }
+                }
+            },
+        );
+        out
+    }
+
+    /// Bars `range`, one row per bar (instruments contiguous), into `rows`.
+    pub fn rows_into(&self, range: std::ops::Range<usize>, rows: &mut Vec<f64>) {
+        let (t, n, len) = (self.t, self.n, range.len());
+        rows.clear();
+        rows.resize(len * n, 0.0);
+        for j in 0..n {
+            let src = &self.data[j * t + range.start..j * t + range.end];
+            for (r, v) in src.iter().enumerate() {
+                rows[r * n + j] = *v;
+            }
         }
     }
 }
+
+/// Bars per task in cross-sectional work: a block of rows stays in cache while it is gathered,
+/// used and scattered.
+pub(crate) const ROW_BLOCK: usize = 32;
 
 /// Reusable space for cross-sectional kernels.
 pub type Scratch = crate::ops::RankScratch;
@@ -500,14 +532,51 @@ fn pair_moments(x: &Mat, y: &Mat, d: usize, corr: bool) -> Mat {
 fn unary(v: Value, f: impl Fn(f64) -> f64 + Sync) -> Value {
     match v {
         Value::Scalar(s) => Value::Scalar(f(s)),
-        Value::Panel(m) => {
-            let data = m.data.par_iter().map(|x| f(*x)).collect();
-            Value::Panel(Arc::new(Mat {
+        Value::Panel(m) => Value::Panel(Arc::new(match Arc::try_unwrap(m) {
+            // A temporary no one else holds is overwritten instead of copied.
+            Ok(mut m) => {
+                m.data.par_iter_mut().for_each(|x| *x = f(*x));
+                m
+            }
+            Err(m) => Mat {
                 t: m.t,
                 n: m.n,
-                data,
-            }))
+                data: m.data.par_iter().map(|x| f(*x)).collect(),
+            },
+        })),
+    }
+}
+
+/// `f` over two matrices of one shape, written over whichever is a temporary no one else holds
+/// (the first if both), into a new matrix otherwise.
+fn zip_panels(p: Arc<Mat>, q: Arc<Mat>, f: impl Fn(f64, f64) -> f64 + Sync) -> Mat {
+    match Arc::try_unwrap(p) {
+        Ok(mut p) => {
+            p.data
+                .par_iter_mut()
+                .zip(q.data.par_iter())
+                .for_each(|(x, y)| *x = f(*x, *y));
+            p
         }
+        Err(p) => match Arc::try_unwrap(q) {
+            Ok(mut q) => {
+                q.data
+                    .par_iter_mut()
+                    .zip(p.data.par_iter())
+                    .for_each(|(y, x)| *y = f(*x, *y));
+                q
+            }
+            Err(q) => Mat {
+                t: p.t,
+                n: p.n,
+                data: p
+                    .data
+                    .par_iter()
+                    .zip(q.data.par_iter())
+                    .map(|(x, y)| f(*x, *y))
+                    .collect(),
+            },
+        },
     }
 }
 
@@ -550,45 +619,39 @@ fn apply_bin(op: BinOp, a: f64, b: f64) -> f64 {
 }
 
 fn binary(op: BinOp, a: Value, b: Value) -> Value {
+    // One loop per operator, so the operator is not matched again for every cell.
+    macro_rules! each_op {
+        ($apply:ident) => {
+            match op {
+                BinOp::Add => $apply(a, b, |x, y| x + y),
+                BinOp::Sub => $apply(a, b, |x, y| x - y),
+                BinOp::Mul => $apply(a, b, |x, y| x * y),
+                BinOp::Div => $apply(a, b, |x, y| x / y),
+                _ => $apply(a, b, move |x, y| apply_bin(op, x, y)),
+            }
+        };
+    }
+    each_op!(zip_values)
+}
+
+fn zip_values(a: Value, b: Value, f: impl Fn(f64, f64) -> f64 + Sync + Copy) -> Value {
     match (a, b) {
-        (Value::Scalar(x), Value::Scalar(y)) => Value::Scalar(apply_bin(op, x, y)),
-        (Value::Panel(m), Value::Scalar(y)) => {
-            let data = m.data.par_iter().map(|x| apply_bin(op, *x, y)).collect();
-            Value::Panel(Arc::new(Mat {
-                t: m.t,
-                n: m.n,
-                data,
-            }))
-        }
-        (Value::Scalar(x), Value::Panel(m)) => {
-            let data = m.data.par_iter().map(|y| apply_bin(op, x, *y)).collect();
-            Value::Panel(Arc::new(Mat {
-                t: m.t,
-                n: m.n,
-                data,
-            }))
-        }
-        (Value::Panel(p), Value::Panel(q)) => {
-            let data = p
-                .data
-                .par_iter()
-                .zip(q.data.par_iter())
-                .map(|(x, y)| apply_bin(op, *x, *y))
-                .collect();
-            Value::Panel(Arc::new(Mat {
-                t: p.t,
-                n: p.n,
-                data,
-            }))
-        }
+        (Value::Scalar(x), Value::Scalar(y)) => Value::Scalar(f(x, y)),
+        (Value::Panel(m), Value::Scalar(y)) => unary(Value::Panel(m), move |x| f(x, y)),
+        (Value::Scalar(x), Value::Panel(m)) => unary(Value::Panel(m), move |y| f(x, y)),
+        (Value::Panel(p), Value::Panel(q)) => Value::Panel(Arc::new(zip_panels(p, q, f))),
     }
 }
 
 fn elementwise(name: &str, vals: Vec<Value>) -> Value {
-    let f1 = |f: fn(f64) -> f64, v: &Value| unary(v.clone(), f);
-    match (name, vals.as_slice()) {
-        ("abs", [v]) => f1(f64::abs, v),
-        ("sign", [v]) => f1(
+    // Arguments are taken by value, so a temporary can be overwritten in place.
+    let arity = vals.len();
+    let mut vals = vals.into_iter();
+    let mut arg = move || vals.next().unwrap_or(Value::Scalar(f64::NAN));
+    let f1 = |f: fn(f64) -> f64, v: Value| unary(v, f);
+    match (name, arity) {
+        ("abs", 1) => f1(f64::abs, arg()),
+        ("sign", 1) => f1(
             |x| {
                 if x.is_nan() {
                     f64::NAN
@@ -600,34 +663,35 @@ fn elementwise(name: &str, vals: Vec<Value>) -> Value {
                     0.0
                 }
             },
-            v,
+            arg(),
         ),
-        ("log", [v]) => f1(f64::ln, v),
-        ("sqrt", [v]) => f1(f64::sqrt, v),
-        ("exp", [v]) => f1(f64::exp, v),
-        ("min", [a, b]) => zip2(a, b, |x, y| {
+        ("log", 1) => f1(f64::ln, arg()),
+        ("sqrt", 1) => f1(f64::sqrt, arg()),
+        ("exp", 1) => f1(f64::exp, arg()),
+        ("min", 2) => zip_values(arg(), arg(), |x, y| {
             if x.is_nan() || y.is_nan() {
                 f64::NAN
             } else {
                 x.min(y)
             }
         }),
-        ("max", [a, b]) => zip2(a, b, |x, y| {
+        ("max", 2) => zip_values(arg(), arg(), |x, y| {
             if x.is_nan() || y.is_nan() {
                 f64::NAN
             } else {
                 x.max(y)
             }
         }),
-        ("clip", [x, lo, hi]) => {
-            let lower = zip2(x, lo, |x, l| {
+        ("clip", 3) => {
+            let (x, lo, hi) = (arg(), arg(), arg());
+            let lower = zip_values(x, lo, |x, l| {
                 if x.is_nan() || l.is_nan() {
                     f64::NAN
                 } else {
                     x.max(l)
                 }
             });
-            zip2(&lower, hi, |x, h| {
+            zip_values(lower, hi, |x, h| {
                 if x.is_nan() || h.is_nan() {
                     f64::NAN
                 } else {
@@ -635,7 +699,7 @@ fn elementwise(name: &str, vals: Vec<Value>) -> Value {
                 }
             })
         }
-        ("where", [c, a, b]) => zip3(c, a, b, |c, a, b| {
+        ("where", 3) => zip3(&arg(), &arg(), &arg(), |c, a, b| {
             if c.is_nan() {
                 f64::NAN
             } else if c != 0.0 {
@@ -645,32 +709,6 @@ fn elementwise(name: &str, vals: Vec<Value>) -> Value {
             }
         }),
         _ => Value::Scalar(f64::NAN),
-    }
-}
-
-fn zip2(a: &Value, b: &Value, f: impl Fn(f64, f64) -> f64 + Sync + Copy) -> Value {
-    match (a, b) {
-        (Value::Scalar(x), Value::Scalar(y)) => Value::Scalar(f(*x, *y)),
-        (Value::Panel(m), Value::Scalar(y)) => Value::Panel(Arc::new(Mat {
-            t: m.t,
-            n: m.n,
-            data: m.data.par_iter().map(|x| f(*x, *y)).collect(),
-        })),
-        (Value::Scalar(x), Value::Panel(m)) => Value::Panel(Arc::new(Mat {
-            t: m.t,
-            n: m.n,
-            data: m.data.par_iter().map(|y| f(*x, *y)).collect(),
-        })),
-        (Value::Panel(p), Value::Panel(q)) => Value::Panel(Arc::new(Mat {
-            t: p.t,
-            n: p.n,
-            data: p
-                .data
-                .par_iter()
-                .zip(q.data.par_iter())
-                .map(|(x, y)| f(*x, *y))
-                .collect(),
-        })),
     }
 }
 

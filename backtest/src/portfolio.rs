@@ -1,12 +1,10 @@
 //! From signal to book for any [`StrategySpec`]: universe filter, portfolio construction,
 //! rebalancing, execution lag, limits and costs.
 
-use rayon::prelude::*;
-
 use crate::eval::{Frame, Mat};
 use crate::ops;
 use crate::spec::{Portfolio, StrategySpec};
-use crate::topk::{Book, Rows, Target, book, topk_weights};
+use crate::topk::{Book, Rows, Selection, Target, book, topk_weights};
 
 /// Runs a spec's book on an evaluated signal. `periods_per_year` annualises the volatility
 /// target of sign-threshold books.
@@ -17,10 +15,10 @@ pub fn run(
     target: &Target,
     periods_per_year: f64,
 ) -> Book {
-    let mut sig = Rows::from_mat(signal);
-    if spec.universe.min_dollar_volume.is_some() || spec.universe.top_liquid.is_some() {
-        apply_universe(spec, &mut sig, frame);
-    }
+    let liquidity = (spec.universe.min_dollar_volume.is_some()
+        || spec.universe.top_liquid.is_some())
+    .then(|| average_dollar_volume(frame))
+    .flatten();
     let vol = match spec.portfolio {
         Portfolio::SignThreshold { vol_window, .. } => frame.fields.get("returns").map(|r| {
             let sd = r.map_cols(|c, o| ops::move_var(c, vol_window, 1, true, o));
@@ -29,8 +27,14 @@ pub fn run(
         _ => None,
     };
     let cost = (spec.costs.bps + spec.costs.slippage_bps) / 10_000.0;
+    let mask = |i: usize, row: &mut [f64]| {
+        if let Some(adv) = &liquidity {
+            outside_universe(spec, row, adv.row(i));
+        }
+    };
     book(
-        &sig,
+        signal,
+        &mask,
         target,
         spec.rebalance_every,
         spec.execution_lag,
@@ -50,12 +54,10 @@ pub fn run(
     )
 }
 
-/// Marks instruments outside the universe as missing, bar by bar.
-fn apply_universe(spec: &StrategySpec, sig: &mut Rows, frame: &Frame) {
-    let (Some(close), Some(volume)) = (frame.fields.get("close"), frame.fields.get("volume"))
-    else {
-        return;
-    };
+/// The 20-bar average dollar volume of every instrument, bar by bar; `None` without close and
+/// volume fields.
+fn average_dollar_volume(frame: &Frame) -> Option<Rows> {
+    let (close, volume) = (frame.fields.get("close")?, frame.fields.get("volume")?);
     let dv = Mat {
         t: close.t,
         n: close.n,
@@ -66,31 +68,30 @@ fn apply_universe(spec: &StrategySpec, sig: &mut Rows, frame: &Frame) {
             .map(|(c, v)| c * v)
             .collect(),
     };
-    let adv = Rows::from_mat(&dv.map_cols(|c, o| ops::move_mean(c, 20, o)));
-    let n = sig.n;
-    sig.data
-        .par_chunks_mut(n.max(1))
-        .enumerate()
-        .for_each(|(i, row)| {
-            let liq = adv.row(i);
-            if let Some(floor) = spec.universe.min_dollar_volume {
-                for (s, l) in row.iter_mut().zip(liq) {
-                    if l.is_nan() || *l < floor {
-                        *s = f64::NAN;
-                    }
-                }
+    Some(Rows::from_mat(
+        &dv.map_cols(|c, o| ops::move_mean(c, 20, o)),
+    ))
+}
+
+/// Marks a bar's instruments outside the universe as missing, given their liquidity `liq`.
+fn outside_universe(spec: &StrategySpec, row: &mut [f64], liq: &[f64]) {
+    if let Some(floor) = spec.universe.min_dollar_volume {
+        for (s, l) in row.iter_mut().zip(liq) {
+            if l.is_nan() || *l < floor {
+                *s = f64::NAN;
             }
-            if let Some(top) = spec.universe.top_liquid {
-                let mut order: Vec<usize> = (0..n).filter(|&j| liq[j].is_finite()).collect();
-                order.sort_by(|&a, &b| liq[b].total_cmp(&liq[a]).then(a.cmp(&b)));
-                let keep: std::collections::HashSet<usize> = order.into_iter().take(top).collect();
-                for (j, s) in row.iter_mut().enumerate() {
-                    if !keep.contains(&j) {
-                        *s = f64::NAN;
-                    }
-                }
+        }
+    }
+    if let Some(top) = spec.universe.top_liquid {
+        let mut order: Vec<usize> = (0..row.len()).filter(|&j| liq[j].is_finite()).collect();
+        order.sort_by(|&a, &b| liq[b].total_cmp(&liq[a]).then(a.cmp(&b)));
+        let keep: std::collections::HashSet<usize> = order.into_iter().take(top).collect();
+        for (j, s) in row.iter_mut().enumerate() {
+            if !keep.contains(&j) {
+                *s = f64::NAN;
             }
-        });
+        }
+    }
 }
 
 fn weights(
@@ -99,7 +100,7 @@ fn weights(
     vol: Option<&[f64]>,
     periods: f64,
     w: &mut [f64],
-    sel: &mut Vec<f64>,
+    sel: &mut Selection,
     scratch: &mut ops::RankScratch,
 ) {
     w.fill(0.0);
@@ -208,7 +209,7 @@ mod tests {
             Some(&vol),
             252.0,
             &mut out,
-            &mut Vec::new(),
+            &mut Selection::default(),
             &mut ops::RankScratch::default(),
         );
         out

@@ -102,15 +102,43 @@ pub fn forward_returns(close: &Mat) -> Rows {
     Rows::from_mat(&fwd)
 }
 
+/// Scratch space for choosing a book's names, kept from bar to bar.
+#[derive(Debug, Default)]
+pub struct Selection {
+    buf: Vec<f64>,
+    /// The k-th largest value of the last row seen: a good first guess for the next bar, since
+    /// signals change little from bar to bar. Only speeds the search; results never depend on it.
+    hint: Option<f64>,
+}
+
 /// Equal weights on the `k` largest finite values of a row (leftmost first among ties).
-pub fn topk_weights(row: &[f64], k: usize, out: &mut [f64], scratch: &mut Vec<f64>) {
+pub fn topk_weights(row: &[f64], k: usize, out: &mut [f64], sel: &mut Selection) {
     let s = |v: f64| if v.is_finite() { v } else { f64::NEG_INFINITY };
-    scratch.clear();
-    scratch.extend(row.iter().map(|v| s(*v)));
-    let kk = k.min(scratch.len()).max(1);
-    // The k-th largest value, found in linear time.
-    let (_, kth, _) = scratch.select_nth_unstable_by(kk - 1, |a, b| b.total_cmp(a));
-    let kth = *kth;
+    let kk = k.min(row.len()).max(1);
+    let desc = |a: &f64, b: &f64| b.total_cmp(a);
+    let buf = &mut sel.buf;
+    // The k-th largest value, in linear time: among the values at or above the last bar's k-th
+    // value when there are enough of them (usually a few more than k), else among those below.
+    let kth = match sel.hint {
+        Some(h) if h.is_finite() => {
+            buf.clear();
+            buf.extend(row.iter().map(|v| s(*v)).filter(|x| *x >= h));
+            if buf.len() >= kk {
+                *buf.select_nth_unstable_by(kk - 1, desc).1
+            } else {
+                let above = buf.len();
+                buf.clear();
+                buf.extend(row.iter().map(|v| s(*v)).filter(|x| *x < h));
+                *buf.select_nth_unstable_by(kk - 1 - above, desc).1
+            }
+        }
+        _ => {
+            buf.clear();
+            buf.extend(row.iter().map(|v| s(*v)));
+            *buf.select_nth_unstable_by(kk - 1, desc).1
+        }
+    };
+    sel.hint = Some(kth);
     let gt = row.iter().filter(|v| s(**v) > kth).count();
     let mut need = k.saturating_sub(gt);
     let mut chosen = 0usize;
@@ -182,27 +210,53 @@ pub fn spearman(
     buf: &mut Vec<f64>,
     scratch: &mut ops::RankScratch,
 ) -> f64 {
+    ics(sig, target, i, buf, scratch).0
+}
+
+/// The Spearman and Pearson correlations of a signal row with the target's row `i`, over the
+/// instruments finite in both, from one pass over the pairs.
+fn ics(
+    sig: &[f64],
+    target: &Target,
+    i: usize,
+    buf: &mut Vec<f64>,
+    scratch: &mut ops::RankScratch,
+) -> (f64, f64) {
     let (a, b) = (sig, target.fwd.row(i));
     let n = a.len();
-    let mut m = 0usize;
+    let (mut m, mut finite_signal) = (0usize, 0usize);
     let mut superset = true;
-    let finite_signal = a.iter().filter(|v| !v.is_nan()).count();
+    let (mut suma, mut sumb) = (0.0, 0.0);
     buf.clear();
     buf.resize(3 * n, f64::NAN);
     let (am, rest) = buf.split_at_mut(n);
     let (ra, rb) = rest.split_at_mut(n);
     for j in 0..n {
+        finite_signal += usize::from(!a[j].is_nan());
         let (fa, fb) = (a[j].is_finite(), b[j].is_finite());
         if fa && fb {
             am[j] = a[j];
             m += 1;
+            suma += a[j];
+            sumb += b[j];
         } else if fb {
             superset = false;
         }
     }
     if m < 2 {
-        return f64::NAN;
+        return (f64::NAN, f64::NAN);
     }
+    let (ma, mb) = (suma / m as f64, sumb / m as f64);
+    let (mut num, mut va, mut vb) = (0.0, 0.0, 0.0);
+    for j in 0..n {
+        if !am[j].is_nan() {
+            let (x, y) = (a[j] - ma, b[j] - mb);
+            num += x * y;
+            va += x * x;
+            vb += y * y;
+        }
+    }
+    let pearson = num / (va * vb).sqrt();
     ops::rank_avg_of_ranks(am, finite_signal, ra, scratch);
     let rb: &[f64] = if superset {
         // The signal is finite wherever the return is: the return's own ranks apply.
@@ -226,7 +280,8 @@ pub fn spearman(
         }
     }
     let ic = num / (sa * sb).sqrt();
-    if ic.is_finite() { ic } else { f64::NAN }
+    let finite = |v: f64| if v.is_finite() { v } else { f64::NAN };
+    (finite(ic), finite(pearson))
 }
 
 /// A book run through time: per bar, the net return and turnover (NaN where the book was
@@ -249,60 +304,120 @@ pub struct Book {
 
 /// Runs the reference book on a signal.
 pub fn run(signal: &Mat, target: &Target, cfg: &TopK) -> Book {
-    let sig = Rows::from_mat(signal);
-    book(&sig, target, 1, 1, cfg.cost, |_, row, w, sel, _| {
-        topk_weights(row, cfg.k, w, sel)
-    })
+    book(
+        signal,
+        &|_, _| {},
+        target,
+        1,
+        1,
+        cfg.cost,
+        |_, row, w, sel, _| topk_weights(row, cfg.k, w, sel),
+    )
 }
 
-/// Builds a book from a signal (as rows): target weights chosen every `every` bars by
-/// `choose(bar, row, weights, selection scratch, rank scratch)` and held in between, the
-/// signal's ICs, all per bar in parallel; then the book through time, `lag` bars behind, paying
-/// `cost` per unit of turnover. The one engine behind the reference book and every spec.
+/// What a block of bars contributes to a [`Book`]: per bar the net return, turnover,
+/// exposure, the two ICs, and the count of infinite signal cells.
+type BarResult = (f64, f64, f64, f64, f64, usize);
+
+/// Builds a book from a signal (column-major; `mask(bar, row)` may blank instruments of a
+/// bar's row): target weights chosen every `every` bars by
+/// `choose(bar, row, weights, selection scratch, rank scratch)` and held in between, held
+/// `lag` bars later, paying `cost` per unit of turnover; and the signal's ICs. The one engine
+/// behind the reference book and every spec.
+///
+/// Bars are processed in blocks, in parallel: a block gathers the signal rows it needs,
+/// chooses the weights of the bars it holds (and of the `lag + 1` bars before, which its first
+/// bars trade against), and measures its bars. Every bar's numbers come from the same sums in
+/// the same order whatever the blocks or threads, and no whole-panel copy of the signal or the
+/// weights is ever made.
 pub(crate) fn book(
-    sig: &Rows,
+    sig: &Mat,
+    mask: &(dyn Fn(usize, &mut [f64]) + Sync),
     target: &Target,
     every: usize,
     lag: usize,
     cost: f64,
-    choose: impl Fn(usize, &[f64], &mut [f64], &mut Vec<f64>, &mut ops::RankScratch) + Sync,
+    choose: impl Fn(usize, &[f64], &mut [f64], &mut Selection, &mut ops::RankScratch) + Sync,
 ) -> Book {
     let (t, n) = (sig.t, sig.n);
-    let every = every.max(1);
-    let mut weights = vec![0.0; t * n];
-    let mut ics = vec![(f64::NAN, f64::NAN); t];
+    let (every, lag) = (every.max(1), lag.max(1));
+    let mut bars: Vec<BarResult> = vec![(f64::NAN, f64::NAN, f64::NAN, f64::NAN, f64::NAN, 0); t];
     if n > 0 {
-        weights
-            .par_chunks_mut(n)
-            .zip(ics.par_iter_mut())
+        let rebalance = |r: usize| r - r % every;
+        bars.par_chunks_mut(crate::eval::ROW_BLOCK)
             .enumerate()
             .for_each_init(
-                || (Vec::new(), Vec::new(), ops::RankScratch::default()),
-                |(sel, buf, scratch), (i, (w, ic))| {
-                    let row = sig.row(i);
-                    if i % every == 0 {
-                        choose(i, row, w, sel, scratch);
+                || {
+                    (
+                        Vec::new(),
+                        Vec::new(),
+                        Selection::default(),
+                        Vec::new(),
+                        ops::RankScratch::default(),
+                    )
+                },
+                |(rows, weights, sel, buf, scratch), (blk, out)| {
+                    let a = blk * crate::eval::ROW_BLOCK;
+                    let b = a + out.len();
+                    // Weights are needed for bars w0..w1 (traded at bars a..b and the one before).
+                    let (w0, w1) = (a.saturating_sub(lag + 1), b.saturating_sub(lag));
+                    let g0 = if w1 > w0 { rebalance(w0).min(a) } else { a };
+                    sig.rows_into(g0..b, rows);
+                    for (r, row) in rows.chunks_mut(n).enumerate() {
+                        mask(g0 + r, row);
                     }
-                    *ic = (
-                        spearman(row, target, i, buf, scratch),
-                        pearson(row, target.fwd.row(i)),
-                    );
+                    let row = |i: usize| &rows[(i - g0) * n..(i - g0 + 1) * n];
+                    weights.clear();
+                    weights.resize(w1.saturating_sub(w0) * n, 0.0);
+                    for r in w0..w1 {
+                        let (done, rest) = weights.split_at_mut((r - w0) * n);
+                        let w = &mut rest[..n];
+                        if r > w0 && rebalance(r) == rebalance(r - 1) {
+                            // Between rebalances the last target is held.
+                            w.copy_from_slice(&done[(r - 1 - w0) * n..]);
+                        } else {
+                            w.fill(0.0);
+                            choose(rebalance(r), row(rebalance(r)), w, sel, scratch);
+                        }
+                    }
+                    let zero = vec![0.0; n];
+                    let held_at = |i: usize| {
+                        if i < lag {
+                            &zero[..]
+                        } else {
+                            &weights[(i - lag - w0) * n..(i - lag - w0 + 1) * n]
+                        }
+                    };
+                    for (i, o) in (a..b).zip(out.iter_mut()) {
+                        let s = row(i);
+                        let (ic, icp) = ics(s, target, i, buf, scratch);
+                        let inf = s.iter().filter(|v| v.is_infinite()).count();
+                        let (held, prev) =
+                            (held_at(i), if i == 0 { &zero[..] } else { held_at(i - 1) });
+                        let f = target.fwd.row(i);
+                        let gross: f64 = held
+                            .iter()
+                            .zip(f)
+                            .map(|(h, r)| h * if r.is_nan() { 0.0 } else { *r })
+                            .sum();
+                        let turn: f64 = held.iter().zip(prev).map(|(x, y)| (x - y).abs()).sum();
+                        let expo: f64 = held.iter().map(|h| h.abs()).sum();
+                        *o = if expo > 0.0 && f.iter().any(|r| r.is_finite()) {
+                            (gross - cost * turn, turn, expo, ic, icp, inf)
+                        } else {
+                            (f64::NAN, f64::NAN, f64::NAN, ic, icp, inf)
+                        };
+                    }
                 },
             );
-        // Between rebalances the last target is held.
-        for i in (1..t).filter(|i| i % every != 0) {
-            let (done, rest) = weights.split_at_mut(i * n);
-            rest[..n].copy_from_slice(&done[(i - 1) * n..]);
-        }
     }
-    let (net, turnover, exposure) = pnl(&weights, n, lag.max(1), cost, &target.fwd);
     Book {
-        net,
-        turnover,
-        ic: ics.iter().map(|p| p.0).collect(),
-        ic_pearson: ics.iter().map(|p| p.1).collect(),
-        exposure,
-        nonfinite_signal_cells: sig.data.iter().filter(|v| v.is_infinite()).count(),
+        net: bars.iter().map(|b| b.0).collect(),
+        turnover: bars.iter().map(|b| b.1).collect(),
+        exposure: bars.iter().map(|b| b.2).collect(),
+        ic: bars.iter().map(|b| b.3).collect(),
+        ic_pearson: bars.iter().map(|b| b.4).collect(),
+        nonfinite_signal_cells: bars.iter().map(|b| b.5).sum(),
     }
 }
 
@@ -335,46 +450,6 @@ impl Book {
             ic_ir: ic_mean / sample_std(&ic),
         }
     }
-}
-
-/// The book through time, in order: per bar the net return, the two-sided turnover and the
-/// gross exposure of holding each bar's target `weights` (rows of `n`) `lag` bars later, paying
-/// `cost` per unit of turnover. NaN on bars with an empty book or no known return.
-pub(crate) fn pnl(
-    weights: &[f64],
-    n: usize,
-    lag: usize,
-    cost: f64,
-    fwd: &Rows,
-) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
-    let t = fwd.t;
-    let zero = vec![0.0; n];
-    let held_at = |i: usize| {
-        if i < lag {
-            &zero[..]
-        } else {
-            &weights[(i - lag) * n..(i - lag + 1) * n]
-        }
-    };
-    let (mut net, mut turnover, mut exposure) =
-        (vec![f64::NAN; t], vec![f64::NAN; t], vec![f64::NAN; t]);
-    for i in 0..t {
-        let (held, prev) = (held_at(i), if i == 0 { &zero[..] } else { held_at(i - 1) });
-        let f = fwd.row(i);
-        let gross: f64 = held
-            .iter()
-            .zip(f)
-            .map(|(h, r)| h * if r.is_nan() { 0.0 } else { *r })
-            .sum();
-        let turn: f64 = held.iter().zip(prev).map(|(a, b)| (a - b).abs()).sum();
-        let expo: f64 = held.iter().map(|h| h.abs()).sum();
-        if expo > 0.0 && f.iter().any(|r| r.is_finite()) {
-            net[i] = gross - cost * turn;
-            turnover[i] = turn;
-            exposure[i] = expo;
-        }
-    }
-    (net, turnover, exposure)
 }
 
 /// Pearson correlation of two rows over the instruments finite in both.
@@ -436,13 +511,18 @@ mod tests {
     #[test]
     fn topk_breaks_ties_leftmost_and_skips_nan() {
         let mut w = vec![0.0; 5];
-        topk_weights(&[1.0, 3.0, f64::NAN, 3.0, 3.0], 2, &mut w, &mut Vec::new());
+        topk_weights(
+            &[1.0, 3.0, f64::NAN, 3.0, 3.0],
+            2,
+            &mut w,
+            &mut Selection::default(),
+        );
         assert_eq!(w, [0.0, 0.5, 0.0, 0.5, 0.0]);
         topk_weights(
             &[f64::NAN, 2.0, f64::INFINITY],
             2,
             &mut w[..3],
-            &mut Vec::new(),
+            &mut Selection::default(),
         );
         assert_eq!(&w[..3], [0.0, 1.0, 0.0]);
     }

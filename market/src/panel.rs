@@ -261,7 +261,13 @@ impl Catalog {
         stored.sort();
         stored.dedup();
 
-        let mut all: Vec<(String, Series)> = Vec::new();
+        // Symbols used as stored (no resampling, no roll bars dropped) are cut from their
+        // dataset only when placed in the panels, one at a time, so that no second copy of the
+        // whole data exists beside the panels; their bars are known without building them.
+        // Others are built here, since their bars are known only then.
+        let mut loaded: Vec<(String, Dataset)> = Vec::new();
+        let mut plan: Vec<(usize, usize, Option<Series>)> = Vec::new();
+        let mut times: Vec<Timestamp> = Vec::new();
         let mut frequency: Option<(Frequency, String)> = None;
         for name in &q.datasets {
             let (ds, _) = self.load(name, &stored)?;
@@ -277,27 +283,56 @@ impl Catalog {
                 _ => frequency = Some((target, name.clone())),
             }
             let cols = select_symbols(&ds, q.symbols.as_deref(), &q.datasets, self)?;
+            let mut used = vec![false; ds.times.len()];
             for c in cols {
+                let futures = ds.meta.symbols[c].instrument.asset_class == AssetClass::Futures;
+                if target == native && !(futures && q.roll == RollPolicy::BackAdjust) {
+                    for t in present_rows(&ds, c, &stored, q.as_of) {
+                        used[t] = true;
+                    }
+                    plan.push((loaded.len(), c, None));
+                    continue;
+                }
                 let mut s = series_as_of(&ds, c, &stored, q.as_of);
                 if target != native {
                     let session = session_of(&s.instrument, ds.meta.manifest.as_ref());
                     s = resample(s, target, session, q.as_of);
                 }
                 derive(&mut s, q);
-                all.push((name.clone(), s));
+                times.extend_from_slice(&s.times);
+                plan.push((loaded.len(), c, Some(s)));
             }
+            times.extend(
+                ds.times
+                    .iter()
+                    .zip(&used)
+                    .filter(|(_, u)| **u)
+                    .map(|(t, _)| *t),
+            );
+            loaded.push((name.clone(), ds));
         }
         let frequency = frequency.map(|(f, _)| f).unwrap_or(Frequency::Daily);
         let mut seen: HashMap<&str, &str> = HashMap::new();
-        for (ds, s) in &all {
-            if let Some(prev) = seen.insert(&s.instrument.symbol, ds) {
+        for (d, c, _) in &plan {
+            let (ds, data) = (&loaded[*d].0, &loaded[*d].1);
+            let symbol = &data.meta.symbols[*c].instrument.symbol;
+            if let Some(prev) = seen.insert(symbol, ds) {
                 return Err(MarketError::Query(format!(
-                    "symbol '{}' is in both '{prev}' and '{ds}'; select one of them with --symbol or query the datasets separately",
-                    s.instrument.symbol
+                    "symbol '{symbol}' is in both '{prev}' and '{ds}'; select one of them with --symbol or query the datasets separately"
                 )));
             }
         }
-        Ok(assemble(all, q, frequency))
+        let count = plan.len();
+        let series = plan.into_iter().map(|(d, c, built)| {
+            let (name, ds) = &loaded[d];
+            let s = built.unwrap_or_else(|| {
+                let mut s = series_as_of(ds, c, &stored, q.as_of);
+                derive(&mut s, q);
+                s
+            });
+            (name.clone(), s)
+        });
+        Ok(assemble(times, series, count, q, frequency))
     }
 }
 
@@ -360,17 +395,26 @@ fn unknown_symbol(symbol: &str, ds: &Dataset, datasets: &[String]) -> MarketErro
     }
 }
 
-/// Cuts one symbol's bars at the as-of time, keeping only bars that exist.
-fn series_as_of(ds: &Dataset, col: usize, stored: &[Field], as_of: AsOf) -> Series {
+/// The rows of a dataset where one symbol has a bar visible at the as-of time: its close
+/// exists (or its first stored field, for data without a close).
+fn present_rows<'a>(
+    ds: &'a Dataset,
+    col: usize,
+    stored: &[Field],
+    as_of: AsOf,
+) -> impl Iterator<Item = usize> + 'a {
     let freq = ds.meta.frequency;
     let visible = ds.times.partition_point(|t| as_of.sees(*t, freq));
     let close = ds
         .series(Field::Close, col)
         .or_else(|| stored.first().and_then(|f| ds.series(*f, col)));
-    let present: Vec<usize> = match close {
-        Some(c) => (0..visible).filter(|&t| !c[t].is_nan()).collect(),
-        None => Vec::new(),
-    };
+    (0..if close.is_some() { visible } else { 0 })
+        .filter(move |&t| close.is_some_and(|c| !c[t].is_nan()))
+}
+
+/// Cuts one symbol's bars at the as-of time, keeping only bars that exist.
+fn series_as_of(ds: &Dataset, col: usize, stored: &[Field], as_of: AsOf) -> Series {
+    let present: Vec<usize> = present_rows(ds, col, stored, as_of).collect();
     let mut fields = BTreeMap::new();
     for &f in stored {
         let v = match ds.series(f, col) {
@@ -571,14 +615,17 @@ fn derive(s: &mut Series, q: &PanelQuery) {
     }
 }
 
-/// Aligns all series on the union of their times within the query's range.
-fn assemble(all: Vec<(String, Series)>, q: &PanelQuery, frequency: Frequency) -> PanelSet {
+/// Aligns `count` series on `times` (theirs, in any order, repeats allowed) within the
+/// query's range, placing each series as it comes.
+fn assemble(
+    mut times: Vec<Timestamp>,
+    all: impl Iterator<Item = (String, Series)>,
+    count: usize,
+    q: &PanelQuery,
+    frequency: Frequency,
+) -> PanelSet {
     let in_range = |t: &Timestamp| q.start.is_none_or(|s| *t >= s) && q.end.is_none_or(|e| *t <= e);
-    let mut times: Vec<Timestamp> = all
-        .iter()
-        .flat_map(|(_, s)| s.times.iter().copied())
-        .filter(in_range)
-        .collect();
+    times.retain(in_range);
     times.sort_unstable();
     times.dedup();
     let index: HashMap<Timestamp, usize> = times.iter().enumerate().map(|(i, t)| (*t, i)).collect();
@@ -586,13 +633,13 @@ fn assemble(all: Vec<(String, Series)>, q: &PanelQuery, frequency: Frequency) ->
     let mut panels: BTreeMap<Field, Panel> = q
         .fields
         .iter()
-        .map(|f| (*f, Panel::nan(nt, all.len())))
+        .map(|f| (*f, Panel::nan(nt, count)))
         .collect();
     let mut rolls = BTreeMap::new();
     let mut stray = BTreeMap::new();
-    let mut instruments = Vec::with_capacity(all.len());
-    let mut sources = Vec::with_capacity(all.len());
-    for (c, (ds, s)) in all.into_iter().enumerate() {
+    let mut instruments = Vec::with_capacity(count);
+    let mut sources = Vec::with_capacity(count);
+    for (c, (ds, s)) in all.enumerate() {
         let rows: Vec<(usize, usize)> = s
             .times
             .iter()

@@ -46,6 +46,23 @@ fn main() -> anyhow::Result<()> {
         )
         .roll(RollPolicy::None);
     let mut set = catalog.panels(&q)?;
+    let stage = |what: &str| {
+        if std::env::var_os("LIM_BENCH_DETAIL").is_some() {
+            let now = std::fs::read_to_string("/proc/self/status")
+                .ok()
+                .and_then(|s| {
+                    let l = s.lines().find(|l| l.starts_with("VmRSS:"))?;
+                    l.split_whitespace().nth(1)?.parse::<f64>().ok()
+                })
+                .unwrap_or(f64::NAN);
+            eprintln!(
+                "after {what}: peak RSS {:.0} MB, RSS {:.0} MB",
+                peak_rss_mb(),
+                now / 1024.0
+            );
+        }
+    };
+    stage("loading the panels");
     let frame = frame::take_panels(&mut set);
     // The frame holds its own copy; the panels are not needed any more.
     drop(set);
@@ -70,6 +87,7 @@ fn main() -> anyhow::Result<()> {
         .map(|(_, e)| parse(e, &names))
         .collect::<Result<Vec<_>, _>>()?;
     let fwd = topk::Target::new(&frame.fields["close"]);
+    stage("building the frame and the target");
 
     let (c0, t0) = (cpu_seconds(), Instant::now());
     let eval = Evaluator::new(&frame, &exprs);
