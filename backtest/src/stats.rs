@@ -303,4 +303,51 @@ mod tests {
         // Rank 1 of 2 out of sample: omega = 1/3, logit = ln(1/2).
         assert!(p.logits.iter().all(|l| (l - 0.5f64.ln()).abs() < 1e-12));
     }
+
+    /// A noise strategy of `t` daily returns forced to an annualised Sharpe ratio of exactly
+    /// `sr` over the whole sample (rescaled to a daily volatility of 1/sqrt(252), re-centred
+    /// to a daily mean of sr/252), as in the test cases of Bailey, Borwein, López de Prado &
+    /// Zhu (2015), "The Probability of Backtest Overfitting", section 5.
+    fn exact_sharpe(seed: &mut u64, t: usize, sr: f64) -> Vec<f64> {
+        let x: Vec<f64> = (0..t).map(|_| lcg(seed)).collect();
+        let m = x.iter().sum::<f64>() / t as f64;
+        let sd = (x.iter().map(|v| (v - m) * (v - m)).sum::<f64>() / (t as f64 - 1.0)).sqrt();
+        let (sigma, mu) = (1.0 / 252f64.sqrt(), sr / 252.0);
+        x.iter().map(|v| (v - m) / sd * sigma + mu).collect()
+    }
+
+    /// The paper's three test cases, N = 100 strategies of T = 1000 daily returns, S = 16
+    /// blocks (12,870 splits each):
+    /// 1. full overfit: every strategy has a whole-sample Sharpe ratio of exactly zero, so what
+    ///    a strategy gains in sample it loses out of sample: the in-sample best is nearly
+    ///    always below the median out of sample (PBO close to 1);
+    /// 2. high overfit: 99 pure-noise strategies and one with a true Sharpe ratio of 1: the
+    ///    in-sample best is mostly one of the lucky noise strategies (PBO well above 0);
+    /// 3. low overfit: the same with a true Sharpe ratio of 2: the real strategy wins in
+    ///    sample far more often, and the PBO falls well below the second case's.
+    #[test]
+    fn pbo_reproduces_the_papers_three_test_cases() {
+        let mut seed = 2015;
+        let (n, t, s) = (100, 1000, 16);
+        let full: Vec<Vec<f64>> = (0..n).map(|_| exact_sharpe(&mut seed, t, 0.0)).collect();
+        let full = pbo(&full, s).unwrap_or_else(|| panic!("pbo"));
+        assert_eq!(full.splits, 12_870);
+        let with_skill = |seed: &mut u64, sr: f64| {
+            let mut m: Vec<Vec<f64>> = (0..n - 1)
+                .map(|_| (0..t).map(|_| lcg(seed) / 252f64.sqrt()).collect())
+                .collect();
+            m.push(exact_sharpe(seed, t, sr));
+            pbo(&m, s).unwrap_or_else(|| panic!("pbo")).pbo
+        };
+        assert_eq!(full.pbo, 1.0, "full overfit");
+        // One draw's splits share its data, so the skilled cases are averaged over draws.
+        let draws = 6;
+        let high = (0..draws).map(|_| with_skill(&mut seed, 1.0)).sum::<f64>() / draws as f64;
+        let low = (0..draws).map(|_| with_skill(&mut seed, 2.0)).sum::<f64>() / draws as f64;
+        assert!(high > 0.3, "high overfit: {high}");
+        assert!(
+            low < 0.25 && low < high - 0.1,
+            "low overfit: {low} (high {high})"
+        );
+    }
 }
