@@ -397,6 +397,10 @@ pub struct RankScratch {
     b: Vec<(u32, u32)>,
     counts: Vec<u32>,
     ikeys: Vec<i64>,
+    /// `(k / 2) / halves_scale` for k = 0, 1, …: the numbers [`rank_counted`] recognises,
+    /// computed once per scale (most rows share one) instead of a division per number.
+    halves: Vec<f64>,
+    halves_scale: f64,
 }
 
 /// Sorts the indices of `keys` by key, then index, into `a`: a radix sort on the upper 32
@@ -498,7 +502,11 @@ pub fn rank_avg(row: &[f64], out: &mut [f64], scratch: &mut RankScratch) {
 /// integers order and tie the numbers as sorting would; a value with `p` smaller ones and `c`
 /// equal ones (itself included) ranks `p + (c + 1) / 2`, which is [`rank_avg`]'s result.
 fn rank_counted(row: &[f64], out: &mut [f64], scratch: &mut RankScratch, scale: f64) -> bool {
-    let keys = &mut scratch.ikeys;
+    if scratch.halves_scale != scale {
+        scratch.halves.clear();
+        scratch.halves_scale = scale;
+    }
+    let (keys, halves) = (&mut scratch.ikeys, &mut scratch.halves);
     keys.clear();
     let (mut lo, mut hi) = (i64::MAX, i64::MIN);
     for &v in row {
@@ -513,7 +521,16 @@ fn rank_counted(row: &[f64], out: &mut [f64], scratch: &mut RankScratch, scale: 
         }
         // Round half up by truncation (a library call to `round` would cost more than all else).
         let k = (x + 0.5) as i64;
-        if (k as f64 * 0.5) / scale != a {
+        let exact = if (k as usize) < 4 * row.len() + 64 {
+            if k as usize >= halves.len() {
+                let from = halves.len();
+                halves.extend((from..=k as usize).map(|k| (k as f64 * 0.5) / scale));
+            }
+            halves[k as usize]
+        } else {
+            (k as f64 * 0.5) / scale
+        };
+        if exact != a {
             return false;
         }
         let k = if v < 0.0 { -k } else { k };

@@ -113,35 +113,55 @@ pub struct Selection {
 
 /// Equal weights on the `k` largest finite values of a row (leftmost first among ties).
 pub fn topk_weights(row: &[f64], k: usize, out: &mut [f64], sel: &mut Selection) {
+    if row.is_empty() {
+        return;
+    }
     let s = |v: f64| if v.is_finite() { v } else { f64::NEG_INFINITY };
     let kk = k.min(row.len()).max(1);
     let desc = |a: &f64, b: &f64| b.total_cmp(a);
     let buf = &mut sel.buf;
+    let mut finite = 0usize;
+    let mut keep = |x: f64, above: bool| {
+        finite += usize::from(x > f64::NEG_INFINITY);
+        above
+    };
     // The k-th largest value, in linear time: among the values at or above the last bar's k-th
     // value when there are enough of them (usually a few more than k), else among those below.
-    let kth = match sel.hint {
+    // `buf` ends up holding every value above the k-th (and others), so those are counted there.
+    buf.clear();
+    let (kth, gt) = match sel.hint {
         Some(h) if h.is_finite() => {
-            buf.clear();
-            buf.extend(row.iter().map(|v| s(*v)).filter(|x| *x >= h));
+            buf.extend(row.iter().map(|v| s(*v)).filter(|x| keep(*x, *x >= h)));
             if buf.len() >= kk {
-                *buf.select_nth_unstable_by(kk - 1, desc).1
+                let kth = *buf.select_nth_unstable_by(kk - 1, desc).1;
+                (kth, buf[..kk - 1].iter().filter(|x| **x > kth).count())
             } else {
                 let above = buf.len();
                 buf.clear();
                 buf.extend(row.iter().map(|v| s(*v)).filter(|x| *x < h));
-                *buf.select_nth_unstable_by(kk - 1 - above, desc).1
+                let kth = *buf.select_nth_unstable_by(kk - 1 - above, desc).1;
+                (
+                    kth,
+                    above + buf[..kk - 1 - above].iter().filter(|x| **x > kth).count(),
+                )
             }
         }
         _ => {
-            buf.clear();
-            buf.extend(row.iter().map(|v| s(*v)));
-            *buf.select_nth_unstable_by(kk - 1, desc).1
+            buf.extend(row.iter().map(|v| s(*v)).filter(|x| keep(*x, true)));
+            let kth = *buf.select_nth_unstable_by(kk - 1, desc).1;
+            (kth, buf[..kk - 1].iter().filter(|x| **x > kth).count())
         }
     };
     sel.hint = Some(kth);
-    let gt = row.iter().filter(|v| s(**v) > kth).count();
+    // Every value above the k-th is taken, then values equal to it from the left until k are
+    // held: min(k, finite values) in all.
+    let chosen = k.min(finite);
+    if chosen == 0 {
+        out.fill(0.0);
+        return;
+    }
+    let w = 1.0 / chosen as f64;
     let mut need = k.saturating_sub(gt);
-    let mut chosen = 0usize;
     for (o, v) in out.iter_mut().zip(row) {
         let x = s(*v);
         let take = v.is_finite()
@@ -150,14 +170,7 @@ pub fn topk_weights(row: &[f64], k: usize, out: &mut [f64], sel: &mut Selection)
                     need -= 1;
                     true
                 }));
-        *o = if take { 1.0 } else { 0.0 };
-        chosen += usize::from(take);
-    }
-    if chosen > 0 {
-        let w = 1.0 / chosen as f64;
-        for o in out.iter_mut() {
-            *o *= w;
-        }
+        *o = if take { w } else { 0.0 };
     }
 }
 
