@@ -567,6 +567,104 @@ mod tests {
         assert!((ic - 0.2).abs() < 1e-15, "{ic}");
     }
 
+    /// The book bar after bar with whole-panel weights, the plain way: what the block-wise
+    /// [`book`] must reproduce exactly, across block edges, rebalance periods longer than a
+    /// block and lags of several bars.
+    #[test]
+    fn books_by_blocks_equal_the_plain_computation() {
+        let (t, n) = (150, 23);
+        let mut seed = 5u64;
+        let mut next = || {
+            seed = seed
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            (seed >> 11) as f64 / (1u64 << 53) as f64
+        };
+        let close = Mat {
+            t,
+            n,
+            data: (0..t * n).map(|_| 50.0 + next()).collect(),
+        };
+        let mut sig = Mat {
+            t,
+            n,
+            data: (0..t * n).map(|_| next() - 0.5).collect(),
+        };
+        sig.data[7] = f64::NAN;
+        sig.data[40] = f64::INFINITY;
+        let target = Target::new(&close);
+        let rows = Rows::from_mat(&sig);
+        for (every, lag) in [(1, 1), (3, 1), (5, 2), (40, 3), (1, 7)] {
+            let k = 5;
+            let got = book(
+                &sig,
+                &|_, _| {},
+                &target,
+                every,
+                lag,
+                0.001,
+                |_, row, w, sel, _| topk_weights(row, k, w, sel),
+            );
+            let mut w = vec![0.0; t * n];
+            let mut sel = Selection::default();
+            for i in 0..t {
+                if i % every == 0 {
+                    topk_weights(rows.row(i), k, &mut w[i * n..(i + 1) * n], &mut sel);
+                } else {
+                    let (done, rest) = w.split_at_mut(i * n);
+                    rest[..n].copy_from_slice(&done[(i - 1) * n..]);
+                }
+            }
+            let zero = vec![0.0; n];
+            let held = |i: usize| {
+                if i < lag {
+                    &zero[..]
+                } else {
+                    &w[(i - lag) * n..(i - lag + 1) * n]
+                }
+            };
+            for i in 0..t {
+                let (h, p, f) = (
+                    held(i),
+                    if i == 0 { &zero[..] } else { held(i - 1) },
+                    target.fwd.row(i),
+                );
+                let gross: f64 = h
+                    .iter()
+                    .zip(f)
+                    .map(|(a, r)| a * if r.is_nan() { 0.0 } else { *r })
+                    .sum();
+                let turn: f64 = h.iter().zip(p).map(|(a, b)| (a - b).abs()).sum();
+                let active = h.iter().any(|v| *v != 0.0) && f.iter().any(|r| r.is_finite());
+                let same = |a: f64, b: f64| a == b || (a.is_nan() && b.is_nan());
+                let want = if active {
+                    gross - 0.001 * turn
+                } else {
+                    f64::NAN
+                };
+                assert!(
+                    same(got.net[i], want),
+                    "every {every} lag {lag} bar {i}: {} vs {want}",
+                    got.net[i]
+                );
+                let want_turn = if active { turn } else { f64::NAN };
+                assert!(
+                    same(got.turnover[i], want_turn),
+                    "every {every} lag {lag} bar {i}"
+                );
+                let sp = spearman(
+                    rows.row(i),
+                    &target,
+                    i,
+                    &mut Vec::new(),
+                    &mut ops::RankScratch::default(),
+                );
+                assert!(same(got.ic[i], sp) && same(got.ic_pearson[i], pearson(rows.row(i), f)));
+            }
+            assert_eq!(got.nonfinite_signal_cells, 1);
+        }
+    }
+
     #[test]
     fn summary_by_hand() {
         let (ann, sharpe, dd) = summary(&[0.1, -0.5, 0.2], 3.0);
