@@ -227,17 +227,17 @@ pub fn spearman(
 }
 
 /// The Spearman and Pearson correlations of a signal row with the target's row `i`, over the
-/// instruments finite in both, from one pass over the pairs.
+/// instruments finite in both, from one pass over the pairs; and the row's infinite values.
 fn ics(
     sig: &[f64],
     target: &Target,
     i: usize,
     buf: &mut Vec<f64>,
     scratch: &mut ops::RankScratch,
-) -> (f64, f64) {
+) -> (f64, f64, usize) {
     let (a, b) = (sig, target.fwd.row(i));
     let n = a.len();
-    let (mut m, mut finite_signal) = (0usize, 0usize);
+    let (mut m, mut finite_signal, mut infinite) = (0usize, 0usize, 0usize);
     let mut superset = true;
     let (mut suma, mut sumb) = (0.0, 0.0);
     buf.clear();
@@ -246,6 +246,7 @@ fn ics(
     let (ra, rb) = rest.split_at_mut(n);
     for j in 0..n {
         finite_signal += usize::from(!a[j].is_nan());
+        infinite += usize::from(a[j].is_infinite());
         let (fa, fb) = (a[j].is_finite(), b[j].is_finite());
         if fa && fb {
             am[j] = a[j];
@@ -257,7 +258,7 @@ fn ics(
         }
     }
     if m < 2 {
-        return (f64::NAN, f64::NAN);
+        return (f64::NAN, f64::NAN, infinite);
     }
     let (ma, mb) = (suma / m as f64, sumb / m as f64);
     let (mut num, mut va, mut vb) = (0.0, 0.0, 0.0);
@@ -294,7 +295,7 @@ fn ics(
     }
     let ic = num / (sa * sb).sqrt();
     let finite = |v: f64| if v.is_finite() { v } else { f64::NAN };
-    (finite(ic), finite(pearson))
+    (finite(ic), finite(pearson), infinite)
 }
 
 /// A book run through time: per bar, the net return and turnover (NaN where the book was
@@ -403,19 +404,19 @@ pub(crate) fn book(
                     };
                     for (i, o) in (a..b).zip(out.iter_mut()) {
                         let s = row(i);
-                        let (ic, icp) = ics(s, target, i, buf, scratch);
-                        let inf = s.iter().filter(|v| v.is_infinite()).count();
+                        let (ic, icp, inf) = ics(s, target, i, buf, scratch);
                         let (held, prev) =
                             (held_at(i), if i == 0 { &zero[..] } else { held_at(i - 1) });
                         let f = target.fwd.row(i);
-                        let gross: f64 = held
-                            .iter()
-                            .zip(f)
-                            .map(|(h, r)| h * if r.is_nan() { 0.0 } else { *r })
-                            .sum();
-                        let turn: f64 = held.iter().zip(prev).map(|(x, y)| (x - y).abs()).sum();
-                        let expo: f64 = held.iter().map(|h| h.abs()).sum();
-                        *o = if expo > 0.0 && f.iter().any(|r| r.is_finite()) {
+                        // Three sums in one pass, each in instrument order.
+                        let (mut gross, mut turn, mut expo, mut known) = (0.0, 0.0, 0.0, false);
+                        for ((h, p), r) in held.iter().zip(prev).zip(f) {
+                            gross += h * if r.is_nan() { 0.0 } else { *r };
+                            turn += (h - p).abs();
+                            expo += h.abs();
+                            known |= r.is_finite();
+                        }
+                        *o = if expo > 0.0 && known {
                             (gross - cost * turn, turn, expo, ic, icp, inf)
                         } else {
                             (f64::NAN, f64::NAN, f64::NAN, ic, icp, inf)
