@@ -203,37 +203,57 @@ pub enum Extreme {
 /// Rolling minimum or maximum (`arg = false`) or the bars since it (`arg = true`, 0 = now;
 /// the newest wins ties). NaN unless all `w` values are numbers.
 pub fn move_extreme(x: &[f64], w: usize, which: Extreme, arg: bool, out: &mut [f64]) {
-    // A monotonic deque of bar indices whose values are strictly better than everything after
-    // them; an equal newer value evicts an older one, so the newest wins ties.
-    let mut dq: std::collections::VecDeque<usize> =
-        std::collections::VecDeque::with_capacity(w + 1);
+    let n = x.len();
+    if w == 0 {
+        out.fill(f64::NAN);
+        return;
+    }
+    // Blocks of `w` bars (van Herk / Gil-Werman): `g[i]` is the best bar from its block's start
+    // to `i`, `h[i]` the best from `i` to its block's end, so any window is one `h` and one `g`:
+    // a few branch-free comparisons per bar whatever the window. Newer bars win ties.
     let big = match which {
         Extreme::Min => f64::INFINITY,
         Extreme::Max => f64::NEG_INFINITY,
     };
-    let val = |i: usize| if x[i].is_nan() { big } else { x[i] };
-    let worse_or_equal = |a: f64, b: f64| match which {
-        Extreme::Min => a >= b,
-        Extreme::Max => a <= b,
+    let val = |i: u32| {
+        let v = x[i as usize];
+        if v.is_nan() { big } else { v }
     };
+    let better = |a: f64, b: f64| match which {
+        Extreme::Min => a < b,
+        Extreme::Max => a > b,
+    };
+    let mut g = vec![0u32; n];
+    let mut h = vec![0u32; n];
+    for i in 0..n {
+        let me = i as u32;
+        g[i] = if i.is_multiple_of(w) || !better(val(g[i - 1]), val(me)) {
+            me
+        } else {
+            g[i - 1]
+        };
+    }
+    for i in (0..n).rev() {
+        let me = i as u32;
+        h[i] = if i % w == w - 1 || i == n - 1 || better(val(me), val(h[i + 1])) {
+            me
+        } else {
+            h[i + 1]
+        };
+    }
     let mut count = 0usize;
-    for t in 0..x.len() {
-        if !x[t].is_nan() {
-            count += 1;
-        }
+    for t in 0..n {
+        count += usize::from(!x[t].is_nan());
         if t >= w && !x[t - w].is_nan() {
             count -= 1;
         }
-        while dq.front().is_some_and(|&i| i + w <= t) {
-            dq.pop_front();
-        }
-        let v = val(t);
-        while dq.back().is_some_and(|&i| worse_or_equal(val(i), v)) {
-            dq.pop_back();
-        }
-        dq.push_back(t);
         out[t] = if t + 1 >= w && count >= w {
-            let best = dq.front().copied().unwrap_or(t);
+            let s = t + 1 - w;
+            let best = if s.is_multiple_of(w) || !better(val(h[s]), val(g[t])) {
+                g[t]
+            } else {
+                h[s]
+            } as usize;
             if arg { (t - best) as f64 } else { x[best] }
         } else {
             f64::NAN
@@ -706,6 +726,46 @@ mod tests {
             }
             rank_avg(&row, &mut out, &mut scratch);
             assert!(same(&out, &naive_ranks(&row)), "step {step}");
+        }
+    }
+
+    #[test]
+    fn rolling_extremes_follow_their_definition() {
+        // Random series with ties, NaN gaps and every window from 1 to 12 against a direct scan:
+        // the value, and the bars since it with the newest winning ties.
+        let mut rng = 31u64;
+        let mut next = || {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng % 7
+        };
+        let x: Vec<f64> = (0..200)
+            .map(|i| if i % 37 == 5 { f64::NAN } else { next() as f64 })
+            .collect();
+        for w in 1..=12 {
+            for which in [Extreme::Min, Extreme::Max] {
+                let (mut v, mut a) = (vec![0.0; x.len()], vec![0.0; x.len()]);
+                move_extreme(&x, w, which, false, &mut v);
+                move_extreme(&x, w, which, true, &mut a);
+                for t in 0..x.len() {
+                    if t + 1 < w || x[t + 1 - w..=t].iter().any(|v| v.is_nan()) {
+                        assert!(v[t].is_nan() && a[t].is_nan(), "w {w} t {t}");
+                        continue;
+                    }
+                    let mut best = t + 1 - w;
+                    for i in t + 1 - w..=t {
+                        let wins = match which {
+                            Extreme::Min => x[i] <= x[best],
+                            Extreme::Max => x[i] >= x[best],
+                        };
+                        if wins {
+                            best = i;
+                        }
+                    }
+                    assert_eq!((v[t], a[t]), (x[best], (t - best) as f64), "w {w} t {t}");
+                }
+            }
         }
     }
 
