@@ -15,7 +15,8 @@ use crate::config::{FinetuneConfig, Mode, ModelConfig, Target};
 use crate::error::FoundationError;
 use crate::features::{Universe, forward_return, load_universe, scaled, write_window};
 use crate::model::Predictor;
-use crate::pretrain::{StepReport, optimizer, scalar};
+use crate::parallel::{shard_ranges, sharded_gradients};
+use crate::pretrain::{StepReport, optimizer};
 use crate::rng::Rng;
 
 /// One training or evaluation example: the window of `series` ending at bar `end`.
@@ -274,6 +275,29 @@ pub fn predict_samples(
     Ok(out)
 }
 
+/// The loss of the windows `idx` of `set` and its gradients, over `ft.optim.shards` shards of
+/// the batch (see [`crate::parallel`]).
+pub(crate) fn finetune_gradients(
+    model: &Predictor,
+    set: &SampleSet,
+    idx: &[usize],
+    cfg: &ModelConfig,
+    frozen: bool,
+    ft: &FinetuneConfig,
+    device: &Device,
+) -> (f32, GradientsParams) {
+    let ranges = shard_ranges(idx.len(), ft.optim.shards);
+    let whole = (ranges.len() > 1).then_some(idx.len());
+    let shards = ranges
+        .into_iter()
+        .map(|r| batch_tensors(set, &idx[r], cfg, device))
+        .collect();
+    let (v, grads) = sharded_gradients(model, shards, |m, (p, ids, y)| {
+        vec![m.loss(p, ids, y, frozen, whole)]
+    });
+    (v.first().copied().unwrap_or(f32::NAN), grads)
+}
+
 /// The outcome of a fine-tuning run.
 #[derive(Debug)]
 pub struct Finetuned {
@@ -370,11 +394,8 @@ impl FinetuneRun {
             let idx: Vec<usize> = (0..ft.optim.batch)
                 .map(|_| self.progress.rng.below(n))
                 .collect();
-            let (p, ids, y) = batch_tensors(train, &idx, cfg, device);
-            let pred = self.model.forward(p, ids, frozen);
-            let loss = (pred - y).square().mean();
-            let value = scalar(&loss);
-            let grads = GradientsParams::from_grads(loss.backward(), &self.model);
+            let (value, grads) =
+                finetune_gradients(&self.model, train, &idx, cfg, frozen, ft, device);
             let lr = ft.optim.lr_at(self.progress.step);
             let model = self.model.clone();
             self.model = self.optim.step(lr, model, grads);

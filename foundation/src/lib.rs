@@ -24,6 +24,7 @@ pub mod features;
 pub mod finetune;
 pub mod forecast;
 pub mod model;
+pub mod parallel;
 pub mod predict;
 pub mod pretrain;
 pub mod rng;

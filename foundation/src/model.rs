@@ -106,6 +106,34 @@ pub struct PretrainBatch {
     pub targets: Tensor<2>,
 }
 
+impl PretrainBatch {
+    /// Windows in the batch.
+    pub fn len(&self) -> usize {
+        self.targets.dims()[0]
+    }
+
+    /// Whether the batch holds no window.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The windows `rows` of the batch.
+    pub fn rows(&self, rows: std::ops::Range<usize>) -> PretrainBatch {
+        let (start, n) = (rows.start, rows.len());
+        PretrainBatch {
+            patches: self.patches.clone().narrow(0, start, n),
+            mask: self.mask.clone().narrow(0, start, n),
+            ids: self.ids.clone().narrow(0, start, n),
+            targets: self.targets.clone().narrow(0, start, n),
+        }
+    }
+
+    /// Masked patches in the batch (at least 1: the reconstruction loss's denominator).
+    pub fn masked(&self) -> f32 {
+        self.mask.clone().sum().into_scalar::<f32>().max(1.0)
+    }
+}
+
 /// The two pretraining losses.
 #[derive(Debug)]
 pub struct PretrainLoss {
@@ -131,6 +159,28 @@ impl Pretrainer {
 
     /// Reconstruction and forecasting losses of a batch.
     pub fn loss(&self, batch: &PretrainBatch, forecast_weight: f64) -> PretrainLoss {
+        self.losses(batch, forecast_weight, None)
+    }
+
+    /// The part of a whole batch's losses that falls on `shard`, a range of its windows: the
+    /// shard's sums divided by the whole batch's masked-patch count ([`PretrainBatch::masked`])
+    /// and window count, so that the shards' parts add up to the whole batch's losses.
+    pub fn shard_loss(
+        &self,
+        shard: &PretrainBatch,
+        forecast_weight: f64,
+        masked: f32,
+        windows: usize,
+    ) -> PretrainLoss {
+        self.losses(shard, forecast_weight, Some((masked, windows)))
+    }
+
+    fn losses(
+        &self,
+        batch: &PretrainBatch,
+        forecast_weight: f64,
+        whole: Option<(f32, usize)>,
+    ) -> PretrainLoss {
         let h = self.backbone.forward(
             batch.patches.clone(),
             Some(batch.mask.clone()),
@@ -140,10 +190,19 @@ impl Pretrainer {
         let err = (rec - batch.patches.clone()).square().mean_dim(2);
         let [b, p, _] = err.dims();
         let err: Tensor<2> = err.reshape([b, p]);
-        let masked = batch.mask.clone().sum().clamp_min(1.0);
-        let recon = (err * batch.mask.clone()).sum() / masked;
+        let masked_err = (err * batch.mask.clone()).sum();
         let f = self.forecast.forward(self.backbone.pooled(h));
-        let forecast = (f - batch.targets.clone()).square().mean();
+        let sq = (f - batch.targets.clone()).square();
+        let (recon, forecast) = match whole {
+            None => (
+                masked_err / batch.mask.clone().sum().clamp_min(1.0),
+                sq.mean(),
+            ),
+            Some((masked, windows)) => {
+                let n = (windows * sq.dims()[1]) as f32;
+                (masked_err.div_scalar(masked), sq.sum().div_scalar(n))
+            }
+        };
         let total = recon.clone() + forecast.clone() * forecast_weight;
         PretrainLoss {
             total,
@@ -168,6 +227,24 @@ impl Predictor {
             .init(device)
             .map(&mut SeededInit::new(seed ^ 0x4EAD));
         Predictor { backbone, head }
+    }
+
+    /// The squared-error loss of `patches` against `y`: the mean over the batch, or with
+    /// `windows`, the sum over this shard of a batch of that many windows divided by it (the
+    /// shard's part of the batch's mean).
+    pub fn loss(
+        &self,
+        patches: Tensor<3>,
+        ids: Tensor<2, Int>,
+        y: Tensor<1>,
+        frozen: bool,
+        windows: Option<usize>,
+    ) -> Tensor<1> {
+        let sq = (self.forward(patches, ids, frozen) - y).square();
+        match windows {
+            None => sq.mean(),
+            Some(n) => sq.sum().div_scalar(n as f32),
+        }
     }
 
     /// Predictions `[B]`; with `frozen`, no gradient reaches the backbone (a linear probe).

@@ -187,6 +187,8 @@ fn resumed_training_equals_uninterrupted() {
     let dev = cpu().autodiff();
     let mut p = pretrain_cfg(16);
     p.checkpoint_every = 6;
+    // Batches of 8 cut into 3 shards on 3 threads, whatever the machine's cores.
+    p.optim.shards = 3;
 
     let mut whole = Run::new(&cfg, &p, &dev);
     whole
@@ -494,6 +496,7 @@ fn resumed_finetuning_equals_uninterrupted() {
     ft.horizon = 2;
     ft.eval_every = 10;
     ft.patience = 100;
+    ft.optim.shards = 3;
     let u = target_universe(&cat, "fut", None, date(300)).unwrap();
     let train = samples(u.clone(), &cfg, &ft, None, date(200), "training").unwrap();
     let valid = samples(u, &cfg, &ft, Some(date(200)), date(300), "validation").unwrap();
