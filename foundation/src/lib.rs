@@ -23,6 +23,7 @@ pub mod error;
 pub mod features;
 pub mod finetune;
 pub mod forecast;
+pub mod memory;
 pub mod model;
 pub mod parallel;
 pub mod predict;

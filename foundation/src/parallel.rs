@@ -51,6 +51,7 @@ where
     S: Send,
     F: Fn(&M, S) -> Vec<Tensor<1>> + Sync,
 {
+    crate::memory::keep_freed_buffers();
     let run = |m: &M, input: S| {
         let losses = loss(m, input);
         let values: Vec<f32> = losses

@@ -218,6 +218,7 @@ pub fn predict_with(
     end: Timestamp,
     device: &Device,
 ) -> Result<PredictionPanel, FoundationError> {
+    crate::memory::keep_freed_buffers();
     let cutoff = about.cutoff;
     if cutoff.sees(start, universe.frequency) {
         return Err(FoundationError::NotOutOfSample {
