@@ -424,7 +424,13 @@ fn mixture(items: &[String], symbols: &Option<Vec<String>>) -> anyhow::Result<Ve
 fn pretrain(a: PretrainArgs) -> anyhow::Result<ExitCode> {
     let store = a.model.store();
     let device = a.model.device()?.autodiff();
-    let cfg = a.shape.config()?;
+    let mut cfg = a.shape.config()?;
+    if a.resume
+        && let Ok((_, meta)) = store.meta(&a.name)
+    {
+        // Not a shape setting: a run continues with the activation it started with.
+        cfg.activation = meta.model.activation;
+    }
     let mut p = PretrainConfig::new(a.steps, a.batch, a.seed);
     p.optim.lr = a.lr;
     p.optim.shards = a.shards.map_or(p.optim.shards, |s| s as usize);

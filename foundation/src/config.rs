@@ -30,6 +30,22 @@ pub struct ModelConfig {
     pub dropout: f64,
     /// Pretraining forecast horizons, in bars.
     pub horizons: Vec<usize>,
+    /// The feed-forward blocks' activation. Checkpoints written before the setting existed
+    /// used the exact GELU.
+    #[serde(default)]
+    pub activation: Activation,
+}
+
+/// The activation of the encoder's feed-forward blocks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Activation {
+    /// The exact GELU, `x·Φ(x)` (with the error function).
+    #[default]
+    Gelu,
+    /// The tanh approximation of the GELU, `½·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))` (JAX's
+    /// default GELU), computed as the equal `x·σ(2·√(2/π)·(x + 0.044715·x³))`.
+    GeluTanh,
 }
 
 impl ModelConfig {
@@ -46,6 +62,7 @@ impl ModelConfig {
             n_patches: 32,
             dropout: 0.0,
             horizons: vec![1, 5, 20],
+            activation: Activation::GeluTanh,
         }
     }
 
@@ -62,6 +79,7 @@ impl ModelConfig {
             n_patches: 8,
             dropout: 0.0,
             horizons: vec![1, 5, 20],
+            activation: Activation::GeluTanh,
         }
     }
 
@@ -77,6 +95,7 @@ impl ModelConfig {
             n_patches: 4,
             dropout: 0.0,
             horizons: vec![1, 3],
+            activation: Activation::GeluTanh,
         }
     }
 

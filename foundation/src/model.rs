@@ -6,13 +6,13 @@
 //! frequency. A pre-norm Transformer encoder mixes them.
 
 use burn::module::{Module, ModuleMapper, Param};
-use burn::nn::transformer::{
-    TransformerEncoder, TransformerEncoderConfig, TransformerEncoderInput,
-};
+use burn::nn::attention::MhaInput;
+use burn::nn::transformer::{TransformerEncoder, TransformerEncoderConfig};
 use burn::nn::{Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig, Linear, LinearConfig};
+use burn::tensor::activation::sigmoid;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
-use crate::config::ModelConfig;
+use crate::config::{Activation, ModelConfig};
 use crate::features::{ASSET_VOCAB, EXCHANGE_VOCAB, FREQ_VOCAB};
 use crate::rng::Rng;
 
@@ -27,6 +27,8 @@ pub struct Backbone {
     freq: Embedding,
     encoder: TransformerEncoder,
     norm: LayerNorm,
+    #[module(skip)]
+    activation: Activation,
 }
 
 impl Backbone {
@@ -44,6 +46,7 @@ impl Backbone {
                 .with_dropout(cfg.dropout)
                 .init(device),
             norm: LayerNormConfig::new(d).init(device),
+            activation: cfg.activation,
         }
     }
 
@@ -69,10 +72,26 @@ impl Backbone {
             + self.freq.forward(ids.narrow(1, 2, 1));
         let x = x + pos + cat;
         let d = x.dims()[2];
-        let h = self.encoder.forward(TransformerEncoderInput::new(x));
+        let h = self.encode(x);
         let out = self.norm.forward(h);
         debug_assert_eq!(out.dims(), [b, p, d]);
         out
+    }
+
+    /// The pre-norm encoder layers: self-attention, then the feed-forward block with the
+    /// configured activation, each around a residual connection.
+    fn encode(&self, mut x: Tensor<3>) -> Tensor<3> {
+        for layer in &self.encoder.layers {
+            let h = layer.norm_2.forward(x.clone());
+            let h = layer.mha.forward(MhaInput::self_attn(h)).context;
+            x = x + layer.dropout.forward(h);
+            let h = layer.norm_1.forward(x.clone());
+            let h = layer.pwff.linear_inner.forward(h);
+            let h = layer.pwff.dropout.forward(activate(h, self.activation));
+            let h = layer.pwff.linear_outer.forward(h);
+            x = x + layer.dropout.forward(h);
+        }
+        x
     }
 
     /// A summary vector per window: the mean over patches beside the last patch, `[B, 2d]`.
@@ -81,6 +100,18 @@ impl Backbone {
         let mean = h.clone().mean_dim(1).reshape([b, d]);
         let last = h.narrow(1, p - 1, 1).reshape([b, d]);
         Tensor::cat(vec![mean, last], 1)
+    }
+}
+
+fn activate(x: Tensor<3>, a: Activation) -> Tensor<3> {
+    match a {
+        Activation::Gelu => burn::tensor::activation::gelu(x),
+        Activation::GeluTanh => {
+            // ½·x·(1 + tanh(u)) = x·σ(2u), u = √(2/π)·(x + 0.044715·x³).
+            let c = 2.0 * (2.0 / std::f64::consts::PI).sqrt();
+            let z = x.clone().square().mul_scalar(c * 0.044715).add_scalar(c) * x.clone();
+            x * sigmoid(z)
+        }
     }
 }
 
@@ -314,5 +345,32 @@ impl ModuleMapper for SeededInit {
             let fresh = Tensor::<D>::from_data(TensorData::new(values, dims), &t.device());
             if grad { fresh.require_grad() } else { fresh }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use burn::nn::transformer::TransformerEncoderInput;
+    use burn::tensor::Distribution;
+
+    use super::*;
+
+    #[test]
+    fn the_exact_gelu_encodes_as_burns_encoder_did() {
+        let device = Device::flex();
+        let mut cfg = ModelConfig::tiny();
+        cfg.activation = Activation::Gelu;
+        let b = Pretrainer::new(&cfg, 2, &device).backbone;
+        let x = Tensor::<3>::random(
+            [3, cfg.n_patches, cfg.d_model],
+            Distribution::Default,
+            &device,
+        );
+        let ours = b.encode(x.clone()).into_data();
+        let burns = b
+            .encoder
+            .forward(TransformerEncoderInput::new(x))
+            .into_data();
+        assert_eq!(ours, burns);
     }
 }

@@ -7,7 +7,7 @@
 //! and p90 wall milliseconds per step after three warm-up steps, the process CPU milliseconds
 //! per step (all threads, averaged over the timed steps) and the peak RSS. A step is forward,
 //! backward and the AdamW update, with the loss read back (the JAX peer blocks on its loss the
-//! same way).
+//! same way). `--activation gelu` times the exact GELU instead of the configuration's.
 //!
 //! `bench-foundation --predict DIR [--dataset cn_futures_daily]` times a prediction panel of
 //! every symbol and every bar of a dataset with the reference configuration (untrained
@@ -22,7 +22,7 @@ use anyhow::Context;
 use lim_foundation::Device;
 use lim_foundation::bench::{Objective, StepBench, untrained_predictor};
 use lim_foundation::checkpoint::{DataManifest, Kind, Meta};
-use lim_foundation::config::ModelConfig;
+use lim_foundation::config::{Activation, ModelConfig};
 use lim_foundation::features::load_universe;
 use lim_foundation::parallel::default_shards;
 use lim_foundation::predict::predict_panel;
@@ -30,11 +30,19 @@ use lim_foundation::pretrain::TrainState;
 use lim_foundation::rng::Rng;
 use lim_market::{AsOf, Catalog, Timestamp};
 
-fn summary(name: &str, shards: usize, walls: &mut [f64], cpu: f64, loss: f32) -> String {
+fn summary(
+    name: &str,
+    cfg: &ModelConfig,
+    shards: usize,
+    walls: &mut [f64],
+    cpu: f64,
+    loss: f32,
+) -> String {
     walls.sort_by(f64::total_cmp);
     let q = |f: f64| walls[((walls.len() - 1) as f64 * f).round() as usize] * 1e3;
     format!(
-        "{{\"objective\":\"{name}\",\"shards\":{shards},\"step_ms_median\":{:.2},\"step_ms_p10\":{:.2},\"step_ms_p90\":{:.2},\"cpu_ms_per_step\":{:.1},\"final_loss\":{loss:.4},\"steps\":{},\"peak_rss_mb\":{:.0}}}",
+        "{{\"objective\":\"{name}\",\"activation\":{},\"shards\":{shards},\"step_ms_median\":{:.2},\"step_ms_p10\":{:.2},\"step_ms_p90\":{:.2},\"cpu_ms_per_step\":{:.1},\"final_loss\":{loss:.4},\"steps\":{},\"peak_rss_mb\":{:.0}}}",
+        serde_json::to_string(&cfg.activation).unwrap_or_default(),
         q(0.5),
         q(0.1),
         q(0.9),
@@ -44,8 +52,9 @@ fn summary(name: &str, shards: usize, walls: &mut [f64], cpu: f64, loss: f32) ->
     )
 }
 
-fn train_bench(steps: usize, shards: usize) {
-    let cfg = ModelConfig::reference();
+fn train_bench(steps: usize, shards: usize, activation: Option<Activation>) {
+    let mut cfg = ModelConfig::reference();
+    cfg.activation = activation.unwrap_or(cfg.activation);
     for (name, objective) in [
         ("pretrain_masked_patch_plus_forecast", Objective::Pretrain),
         ("finetune_full", Objective::Finetune),
@@ -63,7 +72,7 @@ fn train_bench(steps: usize, shards: usize) {
             walls.push(t0.elapsed().as_secs_f64());
         }
         let cpu = cpu_seconds() - c0;
-        println!("{}", summary(name, shards, &mut walls, cpu, loss));
+        println!("{}", summary(name, &cfg, shards, &mut walls, cpu, loss));
     }
 }
 
@@ -130,6 +139,10 @@ fn main() -> anyhow::Result<()> {
         .map(|s| s.parse())
         .transpose()?
         .unwrap_or_else(default_shards);
-    train_bench(steps.max(1), shards.max(1));
+    let activation = get("--activation")
+        .map(|a| serde_json::from_value(serde_json::Value::String(a)))
+        .transpose()
+        .context("--activation: gelu or gelu_tanh")?;
+    train_bench(steps.max(1), shards.max(1), activation);
     Ok(())
 }
