@@ -264,7 +264,7 @@ pub fn predict_samples(
     let device = device.clone().inner();
     let all: Vec<usize> = (0..set.samples.len()).collect();
     let mut out = Vec::with_capacity(all.len());
-    for chunk in all.chunks(512) {
+    for chunk in all.chunks(crate::predict::PREDICT_CHUNK) {
         let (p, ids, _) = batch_tensors(set, chunk, cfg, &device);
         let y = model.forward(p, ids, false).into_data();
         let v = y
