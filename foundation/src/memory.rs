@@ -4,9 +4,9 @@
 //! when the tensor drops: one training step of the reference configuration allocates and frees
 //! hundreds of buffers of up to a few MiB, tens of MiB in all. At start, glibc's allocator
 //! serves every block above 128 KiB (its mmap threshold) with a fresh mapping that it unmaps on
-//! free, and gives free memory at the top of the heap back to the system as soon as more than
-//! twice that lies free, so every step faults its buffers' pages in again (a fifth to a third
-//! of a step's time, measured; see docs/foundation.md).
+//! free, and gives free memory at the top of the heap back to the system beyond 128 KiB (its
+//! trim threshold), so every step faults its buffers' pages in again (about a third of a
+//! one-thread step, measured; see docs/foundation.md).
 //! glibc raises both thresholds when a mapped block is freed (the mmap threshold to that
 //! block's size, up to 32 MiB, the trim threshold to twice it), so freeing one large block
 //! before training keeps the tensors' buffers in the heap, at the cost of up to twice its size
