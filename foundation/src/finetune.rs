@@ -262,17 +262,11 @@ pub fn predict_samples(
 ) -> Result<Vec<f32>, FoundationError> {
     let model = model.valid();
     let device = device.clone().inner();
-    let all: Vec<usize> = (0..set.samples.len()).collect();
-    let mut out = Vec::with_capacity(all.len());
-    for chunk in all.chunks(crate::predict::PREDICT_CHUNK) {
-        let (p, ids, _) = batch_tensors(set, chunk, cfg, &device);
-        let y = model.forward(p, ids, false).into_data();
-        let v = y
-            .as_slice::<f32>()
-            .map_err(|e| FoundationError::Tensor(e.to_string()))?;
-        out.extend_from_slice(v);
-    }
-    Ok(out)
+    crate::predict::predict_windows(&model, &set.samples, cfg, &device, |s, patches, ids| {
+        let series = &set.universe.series[s.series];
+        write_window(series, s.end, cfg, patches);
+        ids.extend_from_slice(&series.ids);
+    })
 }
 
 /// The loss of the windows `idx` of `set` and its gradients, over `ft.optim.shards` shards of
