@@ -382,6 +382,39 @@ mod tests {
     use super::*;
 
     #[test]
+    fn shard_losses_of_a_predictor_add_up_to_the_batch_loss() {
+        let device = Device::flex();
+        let cfg = ModelConfig::tiny();
+        let m = Predictor::new(Pretrainer::new(&cfg, 3, &device).backbone, 16, 3, &device);
+        let n = 5;
+        let dims = [n, cfg.n_patches, cfg.patch_dim()];
+        let p = Tensor::<3>::random(dims, Distribution::Default, &device);
+        let ids = Tensor::<2, Int>::zeros([n, 3], &device);
+        let y = Tensor::<1>::random([n], Distribution::Default, &device);
+        let whole = m
+            .loss(p.clone(), ids.clone(), y.clone(), false, None)
+            .into_scalar::<f32>();
+        let parts: f32 = [0..2, 2..5]
+            .into_iter()
+            .map(|r| {
+                let k = r.len();
+                m.loss(
+                    p.clone().narrow(0, r.start, k),
+                    ids.clone().narrow(0, r.start, k),
+                    y.clone().narrow(0, r.start, k),
+                    false,
+                    Some(n),
+                )
+                .into_scalar::<f32>()
+            })
+            .sum();
+        assert!(
+            (whole - parts).abs() <= 1e-6 * whole.abs().max(1.0),
+            "{whole} {parts}"
+        );
+    }
+
+    #[test]
     fn the_exact_gelu_encodes_as_burns_encoder_did() {
         let device = Device::flex();
         for mut cfg in [ModelConfig::tiny(), ModelConfig::reference()] {
