@@ -9,7 +9,7 @@ use burn::module::{Module, ModuleMapper, Param};
 use burn::nn::attention::MultiHeadAttention;
 use burn::nn::transformer::{TransformerEncoder, TransformerEncoderConfig};
 use burn::nn::{Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig, Linear, LinearConfig};
-use burn::tensor::activation::{sigmoid, softmax};
+use burn::tensor::activation::{quiet_softmax, sigmoid, softmax};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use crate::config::{Activation, ModelConfig};
@@ -124,7 +124,12 @@ fn attend(mha: &MultiHeadAttention, x: Tensor<3>) -> Tensor<3> {
     let k = heads(&mha.key, x.clone());
     let v = heads(&mha.value, x);
     let scores = q.matmul(k.transpose()).div_scalar((dk as f32).sqrt());
-    let weights = mha.dropout.forward(softmax(scores, 3));
+    let weights = if mha.quiet_softmax {
+        quiet_softmax(scores, 3)
+    } else {
+        softmax(scores, 3)
+    };
+    let weights = mha.dropout.forward(weights);
     let context = weights.matmul(v).swap_dims(1, 2).reshape([b * p, d]);
     mha.output.forward(context).reshape([b, p, d])
 }

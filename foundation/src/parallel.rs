@@ -37,10 +37,10 @@ pub fn shard_ranges(rows: usize, shards: usize) -> Vec<Range<usize>> {
     (0..n).map(|i| i * rows / n..(i + 1) * rows / n).collect()
 }
 
-/// Computes `loss` for every shard input, the first on the calling thread against `model`, each
-/// other one on its own thread with its own copy of `model`'s parameters, and returns the values of the returned scalars summed over shards (in
-/// shard order) and the gradients of the first scalar summed over shards (in shard order).
-/// With one input, everything runs on the calling thread against `model` itself.
+/// Computes `loss` for every shard input, the first on the calling thread against `model`,
+/// every other one on its own thread against its own copy of `model`'s parameters. Returns the
+/// values of the returned scalars and the gradients of the first scalar, each summed over the
+/// shards in shard order. With one input, nothing but the calling thread is used.
 pub(crate) fn sharded_gradients<M, S, F>(
     model: &M,
     inputs: Vec<S>,
