@@ -12,13 +12,14 @@ py=${1:-python3}
 data=${2:-}
 peer=../shared/bench/patchtst_jax.py
 cargo build --release --quiet --bin bench-foundation
+bin=${CARGO_TARGET_DIR:-target}/release/bench-foundation
 echo "load average: $(cut -d' ' -f1-3 /proc/loadavg)"
-echo "== lim (burn flex, release)"
-./target/release/bench-foundation --steps 60
+echo "== lim (burn flex, release; each batch in as many shards as cores, at most 4)"
+"$bin" --steps 60
 echo "== jax ($py)"
 if "$py" -c "import jax" 2>/dev/null; then
     out=$(mktemp)
-    "$py" "$peer" --steps 60 --out "$out" >/dev/null
+    /usr/bin/time -f "peak RSS of the peer: %M KiB" "$py" "$peer" --steps 60 --out "$out" >/dev/null
     "$py" - "$out" <<'PY'
 import json, sys
 d = json.load(open(sys.argv[1]))
@@ -36,5 +37,5 @@ else
 fi
 if [ -n "$data" ]; then
     echo "== predictions: cn_futures_daily in $data, reference config"
-    /usr/bin/time -v ./target/release/bench-foundation --predict "$data" 2> >(grep -E "Maximum resident|Elapsed" >&2)
+    /usr/bin/time -v "$bin" --predict "$data" 2> >(grep -E "Maximum resident|Elapsed" >&2)
 fi

@@ -158,6 +158,11 @@ pub struct PretrainArgs {
     /// Windows per step.
     #[arg(long, default_value_t = 64)]
     batch: usize,
+    /// Shards each batch is cut into, each differentiated on its own thread (default: the
+    /// cores available, at most 4). A run is reproducible for a seed and a shard count; a
+    /// resumed run keeps the count it started with.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=64))]
+    shards: Option<u64>,
     /// Peak learning rate.
     #[arg(long, default_value_t = 1e-3)]
     lr: f64,
@@ -242,6 +247,11 @@ pub struct FinetuneArgs {
     /// Windows per step.
     #[arg(long, default_value_t = 64)]
     batch: usize,
+    /// Shards each batch is cut into, each differentiated on its own thread (default: the
+    /// cores available, at most 4). A run is reproducible for a seed and a shard count; a
+    /// resumed run keeps the count it started with.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=64))]
+    shards: Option<u64>,
     /// Seed.
     #[arg(long, default_value_t = 42)]
     seed: u64,
@@ -325,6 +335,10 @@ pub struct TransferArgs {
     /// Windows per step.
     #[arg(long, default_value_t = 64)]
     batch: usize,
+    /// Shards each batch is cut into, each differentiated on its own thread (default: the
+    /// cores available, at most 4). Results are reproducible for a seed and a shard count.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=64))]
+    shards: Option<u64>,
     /// What the heads predict.
     #[arg(long, value_enum, default_value = "rank")]
     target_kind: TargetArg,
@@ -410,9 +424,16 @@ fn mixture(items: &[String], symbols: &Option<Vec<String>>) -> anyhow::Result<Ve
 fn pretrain(a: PretrainArgs) -> anyhow::Result<ExitCode> {
     let store = a.model.store();
     let device = a.model.device()?.autodiff();
-    let cfg = a.shape.config()?;
+    let mut cfg = a.shape.config()?;
+    if a.resume
+        && let Ok((_, meta)) = store.meta(&a.name)
+    {
+        // Not a shape setting: a run continues with the activation it started with.
+        cfg.activation = meta.model.activation;
+    }
     let mut p = PretrainConfig::new(a.steps, a.batch, a.seed);
     p.optim.lr = a.lr;
+    p.optim.shards = a.shards.map_or(p.optim.shards, |s| s as usize);
     p.checkpoint_every = a.checkpoint_every;
     p.optim.validate()?;
     let mix = mixture(&a.datasets, &a.symbols)?;
@@ -529,6 +550,7 @@ fn finetune_cmd(a: FinetuneArgs) -> anyhow::Result<ExitCode> {
     let mut ft = FinetuneConfig::new(mode, a.steps, a.batch, a.seed);
     ft.target = a.target.into();
     ft.horizon = a.horizon;
+    ft.optim.shards = a.shards.map_or(ft.optim.shards, |s| s as usize);
     ft.optim.validate()?;
     if a.train_end >= a.valid_end {
         anyhow::bail!("--train-end must be before --valid-end");
@@ -536,6 +558,10 @@ fn finetune_cmd(a: FinetuneArgs) -> anyhow::Result<ExitCode> {
     let mut stored_cutoff = None;
     let (cfg, run, parent) = if a.resume {
         let (meta, run) = store.load_finetune_run(&a.name, &device)?;
+        if let Some(stored) = &meta.finetune {
+            // A resumed run keeps the shard count it started with.
+            ft.optim.shards = stored.optim.shards;
+        }
         if meta.finetune.as_ref() != Some(&ft) {
             anyhow::bail!(
                 "model '{}' was fine-tuned with other settings (mode, target, horizon, steps, batch or seed); repeat its original command with --resume",
@@ -744,6 +770,7 @@ fn transfer_cmd(a: TransferArgs) -> anyhow::Result<ExitCode> {
         a.seed,
     );
     pretrain.checkpoint_every = 0;
+    pretrain.optim.shards = a.shards.map_or(pretrain.optim.shards, |s| s as usize);
     let spec = TransferSpec {
         target: a.target.clone(),
         symbols: a.symbols.clone(),

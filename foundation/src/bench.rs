@@ -1,12 +1,13 @@
 //! Building blocks of the benchmark binary (`bench-foundation`), kept here so that burn stays
 //! inside this crate: one optimisation step of a configuration on synthetic windows.
 
-use burn::optim::{GradientsParams, ModuleOptimizer};
+use burn::optim::ModuleOptimizer;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use crate::config::{FinetuneConfig, Mode, ModelConfig, PretrainConfig};
 use crate::model::{Predictor, PretrainBatch, Pretrainer};
-use crate::pretrain::{optimizer, scalar};
+use crate::parallel::{shard_ranges, sharded_gradients};
+use crate::pretrain::{optimizer, pretrain_gradients};
 use crate::rng::Rng;
 
 /// What a step trains.
@@ -24,6 +25,7 @@ pub struct StepBench {
     pretrainer: Option<Pretrainer>,
     predictor: Option<Predictor>,
     optim: ModuleOptimizer,
+    pretrain: PretrainConfig,
     batches: Vec<PretrainBatch>,
     next: usize,
 }
@@ -58,20 +60,25 @@ fn synthetic(cfg: &ModelConfig, b: usize, rng: &mut Rng, device: &Device) -> Pre
 }
 
 impl StepBench {
-    /// A bench of `cfg` at `batch` windows per step on the CPU device, with `n` batches.
-    pub fn new(objective: Objective, cfg: &ModelConfig, batch: usize, n: usize) -> StepBench {
+    /// A bench of `cfg` at `batch` windows per step cut into `shards` shards (see
+    /// [`crate::parallel`]) on the CPU device, with `n` batches.
+    pub fn new(
+        objective: Objective,
+        cfg: &ModelConfig,
+        batch: usize,
+        shards: usize,
+        n: usize,
+    ) -> StepBench {
         let device = Device::flex().autodiff();
         let mut rng = Rng::new(0, 0);
         let batches = (0..n.max(1))
             .map(|_| synthetic(cfg, batch, &mut rng, &device))
             .collect();
         let pre = Pretrainer::new(cfg, 0, &device);
+        let mut pretrain = PretrainConfig::new(1000, batch, 0);
+        pretrain.optim.shards = shards;
         let (pretrainer, predictor, optim) = match objective {
-            Objective::Pretrain => (
-                Some(pre),
-                None,
-                optimizer(&PretrainConfig::new(1000, batch, 0).optim),
-            ),
+            Objective::Pretrain => (Some(pre), None, optimizer(&pretrain.optim)),
             Objective::Finetune => (
                 None,
                 Some(Predictor::new(pre.backbone, cfg.d_model, 0, &device)),
@@ -83,6 +90,7 @@ impl StepBench {
             pretrainer,
             predictor,
             optim,
+            pretrain,
             batches,
             next: 0,
         }
@@ -93,22 +101,21 @@ impl StepBench {
         let b = &self.batches[self.next % self.batches.len()];
         self.next += 1;
         if let Some(m) = self.pretrainer.take() {
-            let loss = m.loss(b, 1.0).total;
-            let v = scalar(&loss);
-            let grads = GradientsParams::from_grads(loss.backward(), &m);
+            let ((v, _, _), grads) = pretrain_gradients(&m, b.clone(), &self.pretrain);
             self.pretrainer = Some(self.optim.step(1e-4, m, grads));
             return v;
         }
         if let Some(m) = self.predictor.take() {
-            let [n, _] = b.targets.dims();
-            let y: Tensor<1> = b.targets.clone().narrow(1, 0, 1).reshape([n]);
-            let loss = (m.forward(b.patches.clone(), b.ids.clone(), false) - y)
-                .square()
-                .mean();
-            let v = scalar(&loss);
-            let grads = GradientsParams::from_grads(loss.backward(), &m);
+            let ranges = shard_ranges(b.len(), self.pretrain.optim.shards);
+            let whole = (ranges.len() > 1).then_some(b.len());
+            let shards = ranges.into_iter().map(|r| b.rows(r)).collect();
+            let (v, grads) = sharded_gradients(&m, shards, |m, s: PretrainBatch| {
+                let n = s.len();
+                let y: Tensor<1> = s.targets.narrow(1, 0, 1).reshape([n]);
+                vec![m.loss(s.patches, s.ids, y, false, whole)]
+            });
             self.predictor = Some(self.optim.step(1e-4, m, grads));
-            return v;
+            return v.first().copied().unwrap_or(f32::NAN);
         }
         f32::NAN
     }

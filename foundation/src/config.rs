@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::FoundationError;
 use crate::features::FEATURES;
+use crate::parallel::default_shards;
 
 /// The shape of the patch Transformer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -29,6 +30,22 @@ pub struct ModelConfig {
     pub dropout: f64,
     /// Pretraining forecast horizons, in bars.
     pub horizons: Vec<usize>,
+    /// The feed-forward blocks' activation. Checkpoints written before the setting existed
+    /// used the exact GELU.
+    #[serde(default)]
+    pub activation: Activation,
+}
+
+/// The activation of the encoder's feed-forward blocks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Activation {
+    /// The exact GELU, `x·Φ(x)` (with the error function).
+    #[default]
+    Gelu,
+    /// The tanh approximation of the GELU, `½·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))` (JAX's
+    /// default GELU), computed as the equal `x·σ(2·√(2/π)·(x + 0.044715·x³))`.
+    GeluTanh,
 }
 
 impl ModelConfig {
@@ -45,6 +62,7 @@ impl ModelConfig {
             n_patches: 32,
             dropout: 0.0,
             horizons: vec![1, 5, 20],
+            activation: Activation::GeluTanh,
         }
     }
 
@@ -61,6 +79,7 @@ impl ModelConfig {
             n_patches: 8,
             dropout: 0.0,
             horizons: vec![1, 5, 20],
+            activation: Activation::GeluTanh,
         }
     }
 
@@ -76,6 +95,7 @@ impl ModelConfig {
             n_patches: 4,
             dropout: 0.0,
             horizons: vec![1, 3],
+            activation: Activation::GeluTanh,
         }
     }
 
@@ -195,6 +215,16 @@ pub struct OptimConfig {
     pub clip_norm: f64,
     /// Seed of every random draw (initialisation, sampling, masks).
     pub seed: u64,
+    /// Shards each batch is cut into, each differentiated on its own thread (see
+    /// [`crate::parallel`]); 1 runs the step on the calling thread alone. Results are
+    /// reproducible for a seed and a shard count. Checkpoints written before the setting
+    /// existed were trained with 1.
+    #[serde(default = "one")]
+    pub shards: usize,
+}
+
+fn one() -> usize {
+    1
 }
 
 impl OptimConfig {
@@ -212,11 +242,11 @@ impl OptimConfig {
     /// Checks ranges.
     ///
     /// # Errors
-    /// Zero steps or batch, a non-positive learning rate.
+    /// Zero steps, batch or shards, a non-positive learning rate.
     pub fn validate(&self) -> Result<(), FoundationError> {
-        if self.steps == 0 || self.batch == 0 {
+        if self.steps == 0 || self.batch == 0 || self.shards == 0 {
             return Err(FoundationError::Config(
-                "steps and batch must be positive".into(),
+                "steps, batch and shards must be positive".into(),
             ));
         }
         if !(self.lr > 0.0 && self.lr.is_finite()) {
@@ -255,6 +285,7 @@ impl PretrainConfig {
                 weight_decay: 1e-4,
                 clip_norm: 1.0,
                 seed,
+                shards: default_shards(),
             },
             mask_ratio: 0.4,
             forecast_weight: 1.0,
@@ -326,6 +357,7 @@ impl FinetuneConfig {
                 weight_decay: 1e-4,
                 clip_norm: 1.0,
                 seed,
+                shards: default_shards(),
             },
             target: Target::Rank,
             horizon: 5,

@@ -15,7 +15,8 @@ use crate::config::{FinetuneConfig, Mode, ModelConfig, Target};
 use crate::error::FoundationError;
 use crate::features::{Universe, forward_return, load_universe, scaled, write_window};
 use crate::model::Predictor;
-use crate::pretrain::{StepReport, optimizer, scalar};
+use crate::parallel::{shard_ranges, sharded_gradients};
+use crate::pretrain::{StepReport, optimizer};
 use crate::rng::Rng;
 
 /// One training or evaluation example: the window of `series` ending at bar `end`.
@@ -261,17 +262,34 @@ pub fn predict_samples(
 ) -> Result<Vec<f32>, FoundationError> {
     let model = model.valid();
     let device = device.clone().inner();
-    let all: Vec<usize> = (0..set.samples.len()).collect();
-    let mut out = Vec::with_capacity(all.len());
-    for chunk in all.chunks(512) {
-        let (p, ids, _) = batch_tensors(set, chunk, cfg, &device);
-        let y = model.forward(p, ids, false).into_data();
-        let v = y
-            .as_slice::<f32>()
-            .map_err(|e| FoundationError::Tensor(e.to_string()))?;
-        out.extend_from_slice(v);
-    }
-    Ok(out)
+    crate::predict::predict_windows(&model, &set.samples, cfg, &device, |s, patches, ids| {
+        let series = &set.universe.series[s.series];
+        write_window(series, s.end, cfg, patches);
+        ids.extend_from_slice(&series.ids);
+    })
+}
+
+/// The loss of the windows `idx` of `set` and its gradients, over `ft.optim.shards` shards of
+/// the batch (see [`crate::parallel`]).
+pub(crate) fn finetune_gradients(
+    model: &Predictor,
+    set: &SampleSet,
+    idx: &[usize],
+    cfg: &ModelConfig,
+    frozen: bool,
+    ft: &FinetuneConfig,
+    device: &Device,
+) -> (f32, GradientsParams) {
+    let ranges = shard_ranges(idx.len(), ft.optim.shards);
+    let whole = (ranges.len() > 1).then_some(idx.len());
+    let shards = ranges
+        .into_iter()
+        .map(|r| batch_tensors(set, &idx[r], cfg, device))
+        .collect();
+    let (v, grads) = sharded_gradients(model, shards, |m, (p, ids, y)| {
+        vec![m.loss(p, ids, y, frozen, whole)]
+    });
+    (v.first().copied().unwrap_or(f32::NAN), grads)
 }
 
 /// The outcome of a fine-tuning run.
@@ -370,11 +388,8 @@ impl FinetuneRun {
             let idx: Vec<usize> = (0..ft.optim.batch)
                 .map(|_| self.progress.rng.below(n))
                 .collect();
-            let (p, ids, y) = batch_tensors(train, &idx, cfg, device);
-            let pred = self.model.forward(p, ids, frozen);
-            let loss = (pred - y).square().mean();
-            let value = scalar(&loss);
-            let grads = GradientsParams::from_grads(loss.backward(), &self.model);
+            let (value, grads) =
+                finetune_gradients(&self.model, train, &idx, cfg, frozen, ft, device);
             let lr = ft.optim.lr_at(self.progress.step);
             let model = self.model.clone();
             self.model = self.optim.step(lr, model, grads);

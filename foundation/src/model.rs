@@ -6,13 +6,13 @@
 //! frequency. A pre-norm Transformer encoder mixes them.
 
 use burn::module::{Module, ModuleMapper, Param};
-use burn::nn::transformer::{
-    TransformerEncoder, TransformerEncoderConfig, TransformerEncoderInput,
-};
+use burn::nn::attention::MultiHeadAttention;
+use burn::nn::transformer::{TransformerEncoder, TransformerEncoderConfig};
 use burn::nn::{Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig, Linear, LinearConfig};
+use burn::tensor::activation::{quiet_softmax, sigmoid, softmax};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
-use crate::config::ModelConfig;
+use crate::config::{Activation, ModelConfig};
 use crate::features::{ASSET_VOCAB, EXCHANGE_VOCAB, FREQ_VOCAB};
 use crate::rng::Rng;
 
@@ -27,6 +27,8 @@ pub struct Backbone {
     freq: Embedding,
     encoder: TransformerEncoder,
     norm: LayerNorm,
+    #[module(skip)]
+    activation: Activation,
 }
 
 impl Backbone {
@@ -44,6 +46,7 @@ impl Backbone {
                 .with_dropout(cfg.dropout)
                 .init(device),
             norm: LayerNormConfig::new(d).init(device),
+            activation: cfg.activation,
         }
     }
 
@@ -57,7 +60,7 @@ impl Backbone {
         ids: Tensor<2, Int>,
     ) -> Tensor<3> {
         let [b, p, _] = patches.dims();
-        let mut x = self.patch.forward(patches);
+        let mut x = rows(&self.patch, patches);
         if let Some(m) = mask {
             let m: Tensor<3> = m.unsqueeze_dim(2);
             let token = self.mask_token.val().unsqueeze::<3>();
@@ -69,10 +72,26 @@ impl Backbone {
             + self.freq.forward(ids.narrow(1, 2, 1));
         let x = x + pos + cat;
         let d = x.dims()[2];
-        let h = self.encoder.forward(TransformerEncoderInput::new(x));
+        let h = self.encode(x);
         let out = self.norm.forward(h);
         debug_assert_eq!(out.dims(), [b, p, d]);
         out
+    }
+
+    /// The pre-norm encoder layers: self-attention, then the feed-forward block with the
+    /// configured activation, each around a residual connection.
+    fn encode(&self, mut x: Tensor<3>) -> Tensor<3> {
+        for layer in &self.encoder.layers {
+            let h = layer.norm_2.forward(x.clone());
+            let h = attend(&layer.mha, h);
+            x = x + layer.dropout.forward(h);
+            let h = layer.norm_1.forward(x.clone());
+            let h = rows(&layer.pwff.linear_inner, h);
+            let h = layer.pwff.dropout.forward(activate(h, self.activation));
+            let h = rows(&layer.pwff.linear_outer, h);
+            x = x + layer.dropout.forward(h);
+        }
+        x
     }
 
     /// A summary vector per window: the mean over patches beside the last patch, `[B, 2d]`.
@@ -81,6 +100,49 @@ impl Backbone {
         let mean = h.clone().mean_dim(1).reshape([b, d]);
         let last = h.narrow(1, p - 1, 1).reshape([b, d]);
         Tensor::cat(vec![mean, last], 1)
+    }
+}
+
+/// `linear` applied to every token of `x` `[B, P, d]` as one matrix product over the `B·P`
+/// rows (burn multiplies a `[B, P, d]` input batch by batch when `P` fills its row tiles, and
+/// the weight's gradient then takes `B` small products and a sum).
+fn rows(linear: &Linear, x: Tensor<3>) -> Tensor<3> {
+    let [b, p, d] = x.dims();
+    let y = linear.forward(x.reshape([b * p, d]));
+    let o = y.dims()[1];
+    y.reshape([b, p, o])
+}
+
+/// Multi-head self-attention of `x` `[B, P, d]` with `mha`'s projections (as burn's
+/// `MultiHeadAttention::forward` without masks, its projections taken over all `B·P` rows).
+fn attend(mha: &MultiHeadAttention, x: Tensor<3>) -> Tensor<3> {
+    let [b, p, d] = x.dims();
+    let (h, dk) = (mha.n_heads, mha.d_k);
+    let x = x.reshape([b * p, d]);
+    let heads = |l: &Linear, x: Tensor<2>| l.forward(x).reshape([b, p, h, dk]).swap_dims(1, 2);
+    let q = heads(&mha.query, x.clone());
+    let k = heads(&mha.key, x.clone());
+    let v = heads(&mha.value, x);
+    let scores = q.matmul(k.transpose()).div_scalar((dk as f32).sqrt());
+    let weights = if mha.quiet_softmax {
+        quiet_softmax(scores, 3)
+    } else {
+        softmax(scores, 3)
+    };
+    let weights = mha.dropout.forward(weights);
+    let context = weights.matmul(v).swap_dims(1, 2).reshape([b * p, d]);
+    mha.output.forward(context).reshape([b, p, d])
+}
+
+fn activate(x: Tensor<3>, a: Activation) -> Tensor<3> {
+    match a {
+        Activation::Gelu => burn::tensor::activation::gelu(x),
+        Activation::GeluTanh => {
+            // ½·x·(1 + tanh(u)) = x·σ(2u), u = √(2/π)·(x + 0.044715·x³).
+            let c = 2.0 * (2.0 / std::f64::consts::PI).sqrt();
+            let z = x.clone().square().mul_scalar(c * 0.044715).add_scalar(c) * x.clone();
+            x * sigmoid(z)
+        }
     }
 }
 
@@ -104,6 +166,34 @@ pub struct PretrainBatch {
     pub ids: Tensor<2, Int>,
     /// `[B, horizons]` scaled forward returns.
     pub targets: Tensor<2>,
+}
+
+impl PretrainBatch {
+    /// Windows in the batch.
+    pub fn len(&self) -> usize {
+        self.targets.dims()[0]
+    }
+
+    /// Whether the batch holds no window.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The windows `rows` of the batch.
+    pub fn rows(&self, rows: std::ops::Range<usize>) -> PretrainBatch {
+        let (start, n) = (rows.start, rows.len());
+        PretrainBatch {
+            patches: self.patches.clone().narrow(0, start, n),
+            mask: self.mask.clone().narrow(0, start, n),
+            ids: self.ids.clone().narrow(0, start, n),
+            targets: self.targets.clone().narrow(0, start, n),
+        }
+    }
+
+    /// Masked patches in the batch (at least 1: the reconstruction loss's denominator).
+    pub fn masked(&self) -> f32 {
+        self.mask.clone().sum().into_scalar::<f32>().max(1.0)
+    }
 }
 
 /// The two pretraining losses.
@@ -131,19 +221,50 @@ impl Pretrainer {
 
     /// Reconstruction and forecasting losses of a batch.
     pub fn loss(&self, batch: &PretrainBatch, forecast_weight: f64) -> PretrainLoss {
+        self.losses(batch, forecast_weight, None)
+    }
+
+    /// The part of a whole batch's losses that falls on `shard`, a range of its windows: the
+    /// shard's sums divided by the whole batch's masked-patch count ([`PretrainBatch::masked`])
+    /// and window count, so that the shards' parts add up to the whole batch's losses.
+    pub fn shard_loss(
+        &self,
+        shard: &PretrainBatch,
+        forecast_weight: f64,
+        masked: f32,
+        windows: usize,
+    ) -> PretrainLoss {
+        self.losses(shard, forecast_weight, Some((masked, windows)))
+    }
+
+    fn losses(
+        &self,
+        batch: &PretrainBatch,
+        forecast_weight: f64,
+        whole: Option<(f32, usize)>,
+    ) -> PretrainLoss {
         let h = self.backbone.forward(
             batch.patches.clone(),
             Some(batch.mask.clone()),
             batch.ids.clone(),
         );
-        let rec = self.recon.forward(h.clone());
+        let rec = rows(&self.recon, h.clone());
         let err = (rec - batch.patches.clone()).square().mean_dim(2);
         let [b, p, _] = err.dims();
         let err: Tensor<2> = err.reshape([b, p]);
-        let masked = batch.mask.clone().sum().clamp_min(1.0);
-        let recon = (err * batch.mask.clone()).sum() / masked;
+        let masked_err = (err * batch.mask.clone()).sum();
         let f = self.forecast.forward(self.backbone.pooled(h));
-        let forecast = (f - batch.targets.clone()).square().mean();
+        let sq = (f - batch.targets.clone()).square();
+        let (recon, forecast) = match whole {
+            None => (
+                masked_err / batch.mask.clone().sum().clamp_min(1.0),
+                sq.mean(),
+            ),
+            Some((masked, windows)) => {
+                let n = (windows * sq.dims()[1]) as f32;
+                (masked_err.div_scalar(masked), sq.sum().div_scalar(n))
+            }
+        };
         let total = recon.clone() + forecast.clone() * forecast_weight;
         PretrainLoss {
             total,
@@ -168,6 +289,24 @@ impl Predictor {
             .init(device)
             .map(&mut SeededInit::new(seed ^ 0x4EAD));
         Predictor { backbone, head }
+    }
+
+    /// The squared-error loss of `patches` against `y`: the mean over the batch, or with
+    /// `windows`, the sum over this shard of a batch of that many windows divided by it (the
+    /// shard's part of the batch's mean).
+    pub fn loss(
+        &self,
+        patches: Tensor<3>,
+        ids: Tensor<2, Int>,
+        y: Tensor<1>,
+        frozen: bool,
+        windows: Option<usize>,
+    ) -> Tensor<1> {
+        let sq = (self.forward(patches, ids, frozen) - y).square();
+        match windows {
+            None => sq.mean(),
+            Some(n) => sq.sum().div_scalar(n as f32),
+        }
     }
 
     /// Predictions `[B]`; with `frozen`, no gradient reaches the backbone (a linear probe).
@@ -237,5 +376,63 @@ impl ModuleMapper for SeededInit {
             let fresh = Tensor::<D>::from_data(TensorData::new(values, dims), &t.device());
             if grad { fresh.require_grad() } else { fresh }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use burn::nn::transformer::TransformerEncoderInput;
+    use burn::tensor::Distribution;
+
+    use super::*;
+
+    #[test]
+    fn shard_losses_of_a_predictor_add_up_to_the_batch_loss() {
+        let device = Device::flex();
+        let cfg = ModelConfig::tiny();
+        let m = Predictor::new(Pretrainer::new(&cfg, 3, &device).backbone, 16, 3, &device);
+        let n = 5;
+        let dims = [n, cfg.n_patches, cfg.patch_dim()];
+        let p = Tensor::<3>::random(dims, Distribution::Default, &device);
+        let ids = Tensor::<2, Int>::zeros([n, 3], &device);
+        let y = Tensor::<1>::random([n], Distribution::Default, &device);
+        let whole = m
+            .loss(p.clone(), ids.clone(), y.clone(), false, None)
+            .into_scalar::<f32>();
+        let parts: f32 = [0..2, 2..5]
+            .into_iter()
+            .map(|r| {
+                let k = r.len();
+                m.loss(
+                    p.clone().narrow(0, r.start, k),
+                    ids.clone().narrow(0, r.start, k),
+                    y.clone().narrow(0, r.start, k),
+                    false,
+                    Some(n),
+                )
+                .into_scalar::<f32>()
+            })
+            .sum();
+        assert!(
+            (whole - parts).abs() <= 1e-6 * whole.abs().max(1.0),
+            "{whole} {parts}"
+        );
+    }
+
+    #[test]
+    fn the_exact_gelu_encodes_as_burns_encoder_did() {
+        let device = Device::flex();
+        for mut cfg in [ModelConfig::tiny(), ModelConfig::reference()] {
+            cfg.activation = Activation::Gelu;
+            let b = Pretrainer::new(&cfg, 2, &device).backbone;
+            let dims = [3, cfg.n_patches, cfg.d_model];
+            let x = Tensor::<3>::random(dims, Distribution::Default, &device);
+            let ours = b.encode(x.clone());
+            let burns = b.encoder.forward(TransformerEncoderInput::new(x));
+            let diff = (ours - burns.clone()).abs().max().into_scalar::<f32>();
+            let scale = burns.abs().max().into_scalar::<f32>();
+            // The same operations; only the order of a product's sums may differ.
+            assert!(diff <= 1e-6 * scale, "{diff} of {scale}");
+        }
     }
 }

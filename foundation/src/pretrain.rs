@@ -14,7 +14,8 @@ use serde::{Deserialize, Serialize};
 use crate::config::{MixtureEntry, ModelConfig, OptimConfig, PretrainConfig};
 use crate::error::FoundationError;
 use crate::features::{InstrumentSeries, forward_return, load_universe, scaled, write_window};
-use crate::model::{PretrainBatch, Pretrainer};
+use crate::model::{PretrainBatch, PretrainLoss, Pretrainer};
+use crate::parallel::{shard_ranges, sharded_gradients};
 use crate::rng::Rng;
 
 /// The windows pretraining may draw from: every dataset of the mixture cut at the cutoff.
@@ -152,6 +153,29 @@ impl PretrainData {
     }
 }
 
+/// The losses `(total, reconstruction, forecast)` of a batch and the gradients of the total,
+/// over `p.optim.shards` shards of the batch (see [`crate::parallel`]).
+pub(crate) fn pretrain_gradients(
+    model: &Pretrainer,
+    batch: PretrainBatch,
+    p: &PretrainConfig,
+) -> ((f32, f32, f32), GradientsParams) {
+    let fw = p.forecast_weight;
+    let parts = |l: PretrainLoss| vec![l.total, l.recon, l.forecast];
+    let ranges = shard_ranges(batch.len(), p.optim.shards);
+    let (v, grads) = if ranges.len() == 1 {
+        sharded_gradients(model, vec![batch], |m, b| parts(m.loss(&b, fw)))
+    } else {
+        let (masked, windows) = (batch.masked(), batch.len());
+        let shards = ranges.into_iter().map(|r| batch.rows(r)).collect();
+        sharded_gradients(model, shards, |m, b| {
+            parts(m.shard_loss(&b, fw, masked, windows))
+        })
+    };
+    let at = |i: usize| v.get(i).copied().unwrap_or(f32::NAN);
+    ((at(0), at(1), at(2)), grads)
+}
+
 /// Where a training run stands: enough to continue it exactly.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TrainState {
@@ -235,13 +259,7 @@ impl Run {
             &mut self.state.rng,
             device,
         );
-        let loss = self.model.loss(&batch, p.forecast_weight);
-        let values = (
-            scalar(&loss.total),
-            scalar(&loss.recon),
-            scalar(&loss.forecast),
-        );
-        let grads = GradientsParams::from_grads(loss.total.backward(), &self.model);
+        let (values, grads) = pretrain_gradients(&self.model, batch, p);
         let lr = p.optim.lr_at(self.state.step);
         let model = self.model.clone();
         self.model = self.optim.step(lr, model, grads);
@@ -307,7 +325,87 @@ pub fn show(a: AsOf) -> String {
     }
 }
 
-/// A scalar tensor's value.
-pub(crate) fn scalar(t: &Tensor<1>) -> f32 {
-    t.clone().into_scalar::<f32>()
+#[cfg(test)]
+mod tests {
+    use burn::module::{ModuleVisitor, Param};
+
+    use super::*;
+
+    /// The largest difference between two gradients of every parameter, relative to the
+    /// parameter's largest gradient (at least 1e-3: the attention keys' biases get gradients
+    /// that are zero but for rounding).
+    struct Compare<'a> {
+        a: &'a GradientsParams,
+        b: &'a GradientsParams,
+        worst: f32,
+        params: usize,
+    }
+
+    impl ModuleVisitor for Compare<'_> {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            let (Some(a), Some(b)) = (self.a.get::<D>(param.id), self.b.get::<D>(param.id)) else {
+                panic!("a gradient is missing");
+            };
+            let diff = (a.clone() - b).abs().max().into_scalar::<f32>();
+            let scale = a.abs().max().into_scalar::<f32>().max(1e-3);
+            self.worst = self.worst.max(diff / scale);
+            self.params += 1;
+        }
+    }
+
+    #[test]
+    fn shards_add_up_to_the_whole_batch() {
+        let cfg = ModelConfig::tiny();
+        let device = Device::flex().autodiff();
+        let (b, p, w) = (7, cfg.n_patches, cfg.patch_dim());
+        let mut rng = Rng::new(3, 3);
+        let mut normal = |n: usize| (0..n).map(|_| rng.normal() as f32).collect::<Vec<_>>();
+        let patches = normal(b * p * w);
+        let targets = normal(b * cfg.horizons.len());
+        let mask: Vec<f32> = (0..b * p)
+            .map(|i| ((i * 7) % 3 == 0) as u8 as f32)
+            .collect();
+        let ids: Vec<i64> = (0..b).flat_map(|i| [i as i64 % 3, 1, 0]).collect();
+        let batch = PretrainBatch {
+            patches: Tensor::from_data(TensorData::new(patches, [b, p, w]), &device),
+            mask: Tensor::from_data(TensorData::new(mask, [b, p]), &device),
+            ids: Tensor::<2, Int>::from_data(TensorData::new(ids, [b, 3]), &device),
+            targets: Tensor::from_data(TensorData::new(targets, [b, cfg.horizons.len()]), &device),
+        };
+        let model = Pretrainer::new(&cfg, 1, &device);
+        let run = |shards: usize| {
+            let mut p = PretrainConfig::new(10, b, 1);
+            p.optim.shards = shards;
+            pretrain_gradients(&model, batch.clone(), &p)
+        };
+        let (whole, g1) = run(1);
+        let (split, g3) = run(3);
+        let (again, g3b) = run(3);
+        for (x, y) in [(whole.0, split.0), (whole.1, split.1), (whole.2, split.2)] {
+            assert!((x - y).abs() <= 1e-5 * x.abs().max(1.0), "{x} vs {y}");
+        }
+        let mut cmp = Compare {
+            a: &g1,
+            b: &g3,
+            worst: 0.0,
+            params: 0,
+        };
+        model.visit(&mut cmp);
+        assert!(cmp.params > 10);
+        assert!(
+            cmp.worst < 1e-4,
+            "relative gradient difference {}",
+            cmp.worst
+        );
+        // The same shards give the same numbers, bit for bit.
+        assert_eq!(split, again);
+        let mut same = Compare {
+            a: &g3,
+            b: &g3b,
+            worst: 0.0,
+            params: 0,
+        };
+        model.visit(&mut same);
+        assert_eq!(same.worst, 0.0);
+    }
 }

@@ -161,6 +161,7 @@ pub fn run(
         let mut f = FinetuneConfig::new(mode, spec.finetune_steps, spec.finetune_batch, spec.seed);
         f.target = spec.target_kind;
         f.horizon = spec.horizon;
+        f.optim.shards = spec.pretrain.optim.shards;
         f
     };
     let base = ft(Mode::Full);

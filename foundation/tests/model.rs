@@ -187,6 +187,8 @@ fn resumed_training_equals_uninterrupted() {
     let dev = cpu().autodiff();
     let mut p = pretrain_cfg(16);
     p.checkpoint_every = 6;
+    // Batches of 8 cut into 3 shards on 3 threads, whatever the machine's cores.
+    p.optim.shards = 3;
 
     let mut whole = Run::new(&cfg, &p, &dev);
     whole
@@ -494,6 +496,7 @@ fn resumed_finetuning_equals_uninterrupted() {
     ft.horizon = 2;
     ft.eval_every = 10;
     ft.patience = 100;
+    ft.optim.shards = 3;
     let u = target_universe(&cat, "fut", None, date(300)).unwrap();
     let train = samples(u.clone(), &cfg, &ft, None, date(200), "training").unwrap();
     let valid = samples(u, &cfg, &ft, Some(date(200)), date(300), "validation").unwrap();
@@ -574,4 +577,63 @@ fn resumed_finetuning_equals_uninterrupted() {
         predict_samples(&a.model, &valid, &cfg, &dev).unwrap(),
         predict_samples(&b.model, &valid, &cfg, &dev).unwrap()
     );
+}
+
+#[test]
+fn checkpoints_of_the_exact_gelu_load_as_they_were_and_are_refused_for_another_activation() {
+    use lim_foundation::config::Activation;
+    // A configuration written before the activation and shard settings existed.
+    let mut old = serde_json::to_value(ModelConfig::tiny()).unwrap();
+    old.as_object_mut().unwrap().remove("activation");
+    let old: ModelConfig = serde_json::from_value(old).unwrap();
+    assert_eq!(old.activation, Activation::Gelu);
+    assert_eq!(ModelConfig::tiny().activation, Activation::GeluTanh);
+    let mut optim = serde_json::to_value(pretrain_cfg(4)).unwrap();
+    optim["optim"].as_object_mut().unwrap().remove("shards");
+    let optim: PretrainConfig = serde_json::from_value(optim).unwrap();
+    assert_eq!(optim.optim.shards, 1);
+
+    let dir = fixture(None);
+    let data = PretrainData::load(&catalog(dir.path()), &mixture(), date(300), &old).unwrap();
+    let dev = cpu().autodiff();
+    let models = tempfile::tempdir().unwrap();
+    let store = Store::new(models.path());
+    let model = Pretrainer::new(&old, 9, &dev);
+    let meta = Meta {
+        name: "old".into(),
+        kind: Kind::Pretrained,
+        model: old.clone(),
+        pretrain: Some(optim),
+        finetune: None,
+        manifest: DataManifest {
+            datasets: mixture(),
+            symbols: Default::default(),
+            cutoff: date(300),
+            seed: 9,
+            parent: None,
+        },
+        state: lim_foundation::pretrain::TrainState {
+            step: 0,
+            rng: Rng::new(9, 9),
+            losses: vec![],
+        },
+        results: Default::default(),
+        finetune_progress: None,
+        checksums: Default::default(),
+    };
+    store.save(&meta, &model, None, None).unwrap();
+    let (m, loaded, _) = store.load_pretrained("old", None, &dev).unwrap();
+    assert_eq!(m.model.activation, Activation::Gelu);
+    let exact = fingerprint(&loaded, &data, &old);
+    assert_eq!(exact, fingerprint(&model, &data, &old));
+    // The same weights under the tanh approximation compute (slightly) other numbers.
+    let tanh = Pretrainer::new(&ModelConfig::tiny(), 9, &dev);
+    let approx = fingerprint(&tanh, &data, &old);
+    assert_ne!(exact, approx);
+    assert!(
+        (exact - approx).abs() < 1e-2 * exact.abs(),
+        "{exact} {approx}"
+    );
+    let e = err(store.load_pretrained("old", Some(&ModelConfig::tiny()), &dev)).to_string();
+    assert!(e.contains("activation") && e.contains("gelu_tanh"), "{e}");
 }

@@ -1,10 +1,13 @@
 //! Foundation-model benchmark.
 //!
-//! `bench-foundation [--steps N]` times training steps of the reference configuration
-//! (d_model 64, 2 layers, 4 heads, 32 patches of 16, batch 64) on synthetic windows and prints
-//! one JSON line per objective: median, p10 and p90 wall milliseconds per step after three
-//! warm-up steps, and the process CPU milliseconds per step. A step is forward, backward and
-//! the AdamW update, with the loss read back (the JAX peer blocks on its loss the same way).
+//! `bench-foundation [--steps N] [--shards S]` times training steps of the reference
+//! configuration (d_model 64, 2 layers, 4 heads, 32 patches of 16, batch 64) on synthetic
+//! windows, each batch cut into S shards differentiated on S threads (default: the cores
+//! available, at most 4; 1 = one thread), and prints one JSON line per objective: median, p10
+//! and p90 wall milliseconds per step after three warm-up steps, the process CPU milliseconds
+//! per step (all threads, averaged over the timed steps) and the peak RSS. A step is forward,
+//! backward and the AdamW update, with the loss read back (the JAX peer blocks on its loss the
+//! same way). `--activation gelu` times the exact GELU instead of the configuration's.
 //!
 //! `bench-foundation --predict DIR [--dataset cn_futures_daily]` times a prediction panel of
 //! every symbol and every bar of a dataset with the reference configuration (untrained
@@ -19,45 +22,57 @@ use anyhow::Context;
 use lim_foundation::Device;
 use lim_foundation::bench::{Objective, StepBench, untrained_predictor};
 use lim_foundation::checkpoint::{DataManifest, Kind, Meta};
-use lim_foundation::config::ModelConfig;
+use lim_foundation::config::{Activation, ModelConfig};
 use lim_foundation::features::load_universe;
+use lim_foundation::parallel::default_shards;
 use lim_foundation::predict::predict_panel;
 use lim_foundation::pretrain::TrainState;
 use lim_foundation::rng::Rng;
 use lim_market::{AsOf, Catalog, Timestamp};
 
-fn summary(name: &str, walls: &mut [f64], cpus: &[f64], loss: f32) -> String {
+fn summary(
+    name: &str,
+    cfg: &ModelConfig,
+    shards: usize,
+    walls: &mut [f64],
+    cpu: f64,
+    loss: f32,
+) -> String {
     walls.sort_by(f64::total_cmp);
     let q = |f: f64| walls[((walls.len() - 1) as f64 * f).round() as usize] * 1e3;
-    let mut c = cpus.to_vec();
-    c.sort_by(f64::total_cmp);
     format!(
-        "{{\"objective\":\"{name}\",\"step_ms_median\":{:.2},\"step_ms_p10\":{:.2},\"step_ms_p90\":{:.2},\"cpu_ms_per_step_median\":{:.1},\"final_loss\":{loss:.4},\"steps\":{}}}",
+        "{{\"objective\":\"{name}\",\"activation\":{},\"shards\":{shards},\"step_ms_median\":{:.2},\"step_ms_p10\":{:.2},\"step_ms_p90\":{:.2},\"cpu_ms_per_step\":{:.1},\"final_loss\":{loss:.4},\"steps\":{},\"peak_rss_mb\":{:.0}}}",
+        serde_json::to_string(&cfg.activation).unwrap_or_default(),
         q(0.5),
         q(0.1),
         q(0.9),
-        c[c.len() / 2] * 1e3,
-        walls.len()
+        cpu / walls.len() as f64 * 1e3,
+        walls.len(),
+        peak_rss_mb()
     )
 }
 
-fn train_bench(steps: usize) {
-    let cfg = ModelConfig::reference();
+fn train_bench(steps: usize, shards: usize, activation: Option<Activation>) {
+    let mut cfg = ModelConfig::reference();
+    cfg.activation = activation.unwrap_or(cfg.activation);
     for (name, objective) in [
         ("pretrain_masked_patch_plus_forecast", Objective::Pretrain),
         ("finetune_full", Objective::Finetune),
     ] {
-        let mut bench = StepBench::new(objective, &cfg, 64, steps + 3);
-        let (mut walls, mut cpus, mut loss) = (Vec::new(), Vec::new(), 0.0);
-        for i in 0..steps + 3 {
-            let (t0, c0) = (Instant::now(), cpu_seconds());
+        let mut bench = StepBench::new(objective, &cfg, 64, shards, steps + 3);
+        let mut loss = 0.0;
+        for _ in 0..3 {
             loss = bench.step();
-            if i >= 3 {
-                walls.push(t0.elapsed().as_secs_f64());
-                cpus.push(cpu_seconds() - c0);
-            }
         }
-        println!("{}", summary(name, &mut walls, &cpus, loss));
+        let mut walls = Vec::new();
+        let c0 = cpu_seconds();
+        for _ in 0..steps {
+            let t0 = Instant::now();
+            loss = bench.step();
+            walls.push(t0.elapsed().as_secs_f64());
+        }
+        let cpu = cpu_seconds() - c0;
+        println!("{}", summary(name, &cfg, shards, &mut walls, cpu, loss));
     }
 }
 
@@ -120,6 +135,14 @@ fn main() -> anyhow::Result<()> {
         return predict_bench(&dir, &ds);
     }
     let steps = get("--steps").map(|s| s.parse()).transpose()?.unwrap_or(30);
-    train_bench(steps);
+    let shards = get("--shards")
+        .map(|s| s.parse())
+        .transpose()?
+        .unwrap_or_else(default_shards);
+    let activation = get("--activation")
+        .map(|a| serde_json::from_value(serde_json::Value::String(a)))
+        .transpose()
+        .context("--activation: gelu or gelu_tanh")?;
+    train_bench(steps.max(1), shards.max(1), activation);
     Ok(())
 }
