@@ -158,8 +158,8 @@ pub struct PretrainArgs {
     /// Windows per step.
     #[arg(long, default_value_t = 64)]
     batch: usize,
-    /// Shards each batch is cut into, each differentiated on its own thread (default: the
-    /// cores available, at most 4). A run is reproducible for a seed and a shard count; a
+    /// Shards each batch is cut into, each differentiated on its own thread (default 2 on every
+    /// machine, so a seed gives the same model everywhere). A run is reproducible for a seed and a shard count; a
     /// resumed run keeps the count it started with.
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..=64))]
     shards: Option<u64>,
@@ -247,8 +247,8 @@ pub struct FinetuneArgs {
     /// Windows per step.
     #[arg(long, default_value_t = 64)]
     batch: usize,
-    /// Shards each batch is cut into, each differentiated on its own thread (default: the
-    /// cores available, at most 4). A run is reproducible for a seed and a shard count; a
+    /// Shards each batch is cut into, each differentiated on its own thread (default 2 on every
+    /// machine, so a seed gives the same model everywhere). A run is reproducible for a seed and a shard count; a
     /// resumed run keeps the count it started with.
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..=64))]
     shards: Option<u64>,
@@ -335,8 +335,8 @@ pub struct TransferArgs {
     /// Windows per step.
     #[arg(long, default_value_t = 64)]
     batch: usize,
-    /// Shards each batch is cut into, each differentiated on its own thread (default: the
-    /// cores available, at most 4). Results are reproducible for a seed and a shard count.
+    /// Shards each batch is cut into, each differentiated on its own thread (default 2 on every
+    /// machine, so a seed gives the same model everywhere). Results are reproducible for a seed and a shard count.
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..=64))]
     shards: Option<u64>,
     /// What the heads predict.

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::FoundationError;
 use crate::features::FEATURES;
-use crate::parallel::default_shards;
+use crate::parallel::DEFAULT_SHARDS;
 
 /// The shape of the patch Transformer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -285,7 +285,7 @@ impl PretrainConfig {
                 weight_decay: 1e-4,
                 clip_norm: 1.0,
                 seed,
-                shards: default_shards(),
+                shards: DEFAULT_SHARDS,
             },
             mask_ratio: 0.4,
             forecast_weight: 1.0,
@@ -357,7 +357,7 @@ impl FinetuneConfig {
                 weight_decay: 1e-4,
                 clip_norm: 1.0,
                 seed,
-                shards: default_shards(),
+                shards: DEFAULT_SHARDS,
             },
             target: Target::Rank,
             horizon: 5,

@@ -45,7 +45,7 @@ pub(crate) fn predict_windows<T: Sync>(
 ) -> Result<Vec<f32>, FoundationError> {
     crate::memory::keep_freed_buffers();
     let passes: Vec<&[T]> = items.chunks(PREDICT_CHUNK).collect();
-    let threads = crate::parallel::default_shards().min(passes.len()).max(1);
+    let threads = crate::parallel::workers().min(passes.len()).max(1);
     let run = |model: &Predictor, passes: &[&[T]]| {
         let mut out = Vec::new();
         let (mut patches, mut ids) = (Vec::new(), Vec::new());

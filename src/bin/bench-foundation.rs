@@ -24,7 +24,7 @@ use lim_foundation::bench::{Objective, StepBench, untrained_predictor};
 use lim_foundation::checkpoint::{DataManifest, Kind, Meta};
 use lim_foundation::config::{Activation, ModelConfig};
 use lim_foundation::features::load_universe;
-use lim_foundation::parallel::default_shards;
+use lim_foundation::parallel::DEFAULT_SHARDS;
 use lim_foundation::predict::predict_panel;
 use lim_foundation::pretrain::TrainState;
 use lim_foundation::rng::Rng;
@@ -138,7 +138,7 @@ fn main() -> anyhow::Result<()> {
     let shards = get("--shards")
         .map(|s| s.parse())
         .transpose()?
-        .unwrap_or_else(default_shards);
+        .unwrap_or(DEFAULT_SHARDS);
     let activation = get("--activation")
         .map(|a| serde_json::from_value(serde_json::Value::String(a)))
         .transpose()
