@@ -14,7 +14,7 @@ peer=../shared/bench/patchtst_jax.py
 cargo build --release --quiet --bin bench-foundation
 bin=${CARGO_TARGET_DIR:-target}/release/bench-foundation
 echo "load average: $(cut -d' ' -f1-3 /proc/loadavg)"
-echo "== lim (burn flex, release; each batch in as many shards as cores, at most 4)"
+echo "== lim (burn flex, release; each batch in 2 shards unless --shards says otherwise)"
 "$bin" --steps 60
 echo "== jax ($py)"
 if "$py" -c "import jax" 2>/dev/null; then
