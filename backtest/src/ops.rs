@@ -677,6 +677,16 @@ mod tests {
                 .all(|(x, y)| (x.is_nan() && y.is_nan()) || (x - y).abs() < 1e-12)
     }
 
+    /// A small seeded generator of 64-bit numbers for the tests.
+    fn xorshift(mut state: u64) -> impl FnMut() -> u64 {
+        move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        }
+    }
+
     /// The ranks by definition: values below, plus the average position among equals, with
     /// NaN counted as +inf and then left NaN (the reference's convention).
     fn naive_ranks(row: &[f64]) -> Vec<f64> {
@@ -697,13 +707,8 @@ mod tests {
     fn sorted_ranks_follow_the_definition_row_after_row() {
         // Rows that drift, jump, hold values that differ only in their last bits (the radix
         // pass leaves them tied), ties, NaN and ±inf.
-        let mut rng = 977u64;
-        let mut next = || {
-            rng ^= rng << 13;
-            rng ^= rng >> 7;
-            rng ^= rng << 17;
-            (rng >> 11) as f64 / (1u64 << 53) as f64
-        };
+        let mut bits = xorshift(977);
+        let mut next = || (bits() >> 11) as f64 / (1u64 << 53) as f64;
         let n = 300;
         let mut row: Vec<f64> = (0..n).map(|_| next()).collect();
         let mut scratch = RankScratch::default();
@@ -733,13 +738,8 @@ mod tests {
     fn rolling_extremes_follow_their_definition() {
         // Random series with ties, NaN gaps and every window from 1 to 12 against a direct scan:
         // the value, and the bars since it with the newest winning ties.
-        let mut rng = 31u64;
-        let mut next = || {
-            rng ^= rng << 13;
-            rng ^= rng >> 7;
-            rng ^= rng << 17;
-            rng % 7
-        };
+        let mut bits = xorshift(31);
+        let mut next = || bits() % 7;
         let x: Vec<f64> = (0..200)
             .map(|i| if i % 37 == 5 { f64::NAN } else { next() as f64 })
             .collect();
@@ -773,13 +773,7 @@ mod tests {
     fn counting_ranks_equal_sorting_ranks() {
         // Rows of half-integers (ranks, negated ranks, signs, ties, NaN, -0.0) take the
         // counting path; it must agree exactly with the radix path.
-        let mut rng = 12345u64;
-        let mut next = || {
-            rng ^= rng << 13;
-            rng ^= rng >> 7;
-            rng ^= rng << 17;
-            rng
-        };
+        let mut next = xorshift(12345);
         let mut scratch = RankScratch::default();
         for len in [1usize, 2, 5, 63, 64, 65, 500] {
             for spread in [1u64, 3, 40, 2000] {
