@@ -502,28 +502,6 @@ pub fn rank_avg(row: &[f64], out: &mut [f64], scratch: &mut RankScratch) {
     scratch.keys.extend(row.iter().map(|v| sort_key(*v)));
     let n = row.len();
     let missing = sort_key(f64::NAN);
-    // Ranks from an order sorted by whole key: each group of equal keys gets its average rank
-    // (NaN keeps NaN).
-    let assign = |order: &[u32], keys: &[u64], out: &mut [f64], from: usize| {
-        let mut p = 0;
-        while p < order.len() {
-            let k = keys[order[p] as usize];
-            let mut q = p + 1;
-            while q < order.len() && keys[order[q] as usize] == k {
-                q += 1;
-            }
-            let r = 0.5 * (2 * from + p + q - 1) as f64 + 1.0;
-            for &idx in &order[p..q] {
-                let idx = idx as usize;
-                out[idx] = if k == missing && row[idx].is_nan() {
-                    f64::NAN
-                } else {
-                    r
-                };
-            }
-            p = q;
-        }
-    };
     radix_high(scratch);
     // One walk over the order: runs that agree in the upper 32 bits are ordered by the whole
     // key, then ranked.
@@ -542,9 +520,26 @@ pub fn rank_avg(row: &[f64], out: &mut [f64], scratch: &mut RankScratch) {
                 i as f64 + 1.0
             };
         } else {
+            // Each group of equal whole keys gets its average position (NaN keeps NaN).
             order[i..j].sort_unstable_by_key(|&(_, idx)| (keys[idx as usize], idx));
-            let run: Vec<u32> = order[i..j].iter().map(|p| p.1).collect();
-            assign(&run, keys, out, i);
+            let mut p = i;
+            while p < j {
+                let k = keys[order[p].1 as usize];
+                let mut q = p + 1;
+                while q < j && keys[order[q].1 as usize] == k {
+                    q += 1;
+                }
+                let r = 0.5 * (p + q - 1) as f64 + 1.0;
+                for &(_, idx) in &order[p..q] {
+                    let idx = idx as usize;
+                    out[idx] = if k == missing && row[idx].is_nan() {
+                        f64::NAN
+                    } else {
+                        r
+                    };
+                }
+                p = q;
+            }
         }
         i = j;
     }
