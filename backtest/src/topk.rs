@@ -358,6 +358,8 @@ pub(crate) fn book(
     let mut bars: Vec<BarResult> = vec![(f64::NAN, f64::NAN, f64::NAN, f64::NAN, f64::NAN, 0); t];
     if n > 0 {
         let rebalance = |r: usize| r - r % every;
+        // What is held before the first trade.
+        let zero = vec![0.0; n];
         bars.par_chunks_mut(crate::eval::ROW_BLOCK)
             .enumerate()
             .for_each_init(
@@ -394,7 +396,6 @@ pub(crate) fn book(
                             choose(rebalance(r), row(rebalance(r)), w, sel, scratch);
                         }
                     }
-                    let zero = vec![0.0; n];
                     let held_at = |i: usize| {
                         if i < lag {
                             &zero[..]
