@@ -408,8 +408,9 @@ fn present_rows<'a>(
     let close = ds
         .series(Field::Close, col)
         .or_else(|| stored.first().and_then(|f| ds.series(*f, col)));
-    (0..if close.is_some() { visible } else { 0 })
-        .filter(move |&t| close.is_some_and(|c| !c[t].is_nan()))
+    close
+        .into_iter()
+        .flat_map(move |c| (0..visible).filter(move |&t| !c[t].is_nan()))
 }
 
 /// Cuts one symbol's bars at the as-of time, keeping only bars that exist.
