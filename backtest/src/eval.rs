@@ -152,6 +152,27 @@ pub enum Value {
     Panel(Arc<Mat>),
 }
 
+/// An evaluated signal, and what its expression tells about its rows.
+#[derive(Debug, Clone)]
+pub struct Signal {
+    /// The values, instrument by instrument.
+    pub values: Arc<Mat>,
+    /// Every row holds the `rank` operator's percentile ranks of that row's numbers, or their
+    /// negations ([`Expr::is_rank`]). Such a row already orders and ties its instruments, so
+    /// its rank IC needs no sorting.
+    pub ranks: bool,
+}
+
+impl Signal {
+    /// A signal known only by its values.
+    pub fn plain(values: impl Into<Arc<Mat>>) -> Signal {
+        Signal {
+            values: values.into(),
+            ranks: false,
+        }
+    }
+}
+
 /// Evaluates expressions over a frame, sharing sub-expressions across a batch.
 #[derive(Debug)]
 pub struct Evaluator<'a> {
@@ -214,6 +235,14 @@ impl<'a> Evaluator<'a> {
         match self.value(e) {
             Value::Panel(m) => m,
             Value::Scalar(v) => Arc::new(Mat::filled(self.frame.t, self.frame.n, v)),
+        }
+    }
+
+    /// Evaluates a strategy's signal.
+    pub fn signal(&self, e: &Expr) -> Signal {
+        Signal {
+            values: self.eval(e),
+            ranks: e.is_rank(),
         }
     }
 

@@ -420,6 +420,16 @@ impl Expr {
         out
     }
 
+    /// Whether every row of this expression's value holds the `rank` operator's percentile
+    /// ranks of that row's numbers, or their negations: `rank(x)` and `-rank(x)`.
+    pub fn is_rank(&self) -> bool {
+        match self {
+            Expr::Call(name, _) => name == "rank",
+            Expr::Neg(e) => e.is_rank(),
+            _ => false,
+        }
+    }
+
     /// The longest look-back in bars: how many bars pass before the first value can exist.
     pub fn warmup(&self) -> usize {
         match self {

@@ -21,6 +21,6 @@ pub mod stats;
 pub mod topk;
 
 pub use error::{BacktestError, ExprError};
-pub use eval::{Evaluator, Frame, Mat};
+pub use eval::{Evaluator, Frame, Mat, Signal};
 pub use expr::{Expr, parse};
 pub use topk::{RefMetrics, TopK};

@@ -553,6 +553,14 @@ pub fn rank_avg(row: &[f64], out: &mut [f64], scratch: &mut RankScratch) {
 /// integers order and tie the numbers as sorting would; a value with `p` smaller ones and `c`
 /// equal ones (itself included) ranks `p + (c + 1) / 2`, which is [`rank_avg`]'s result.
 fn rank_counted(row: &[f64], out: &mut [f64], scratch: &mut RankScratch, scale: f64) -> bool {
+    // Most rows that do not qualify fail at their first number: test it before the table,
+    // which is kept for the scale that last qualified rather than rebuilt for every attempt.
+    if let Some(a) = row.iter().find(|v| !v.is_nan()).map(|v| v.abs()) {
+        let x = a * 2.0 * scale;
+        if x.is_nan() || x >= 1e12 || ((x + 0.5) as i64 as f64 * 0.5) / scale != a {
+            return false;
+        }
+    }
     if scratch.halves_scale != scale {
         scratch.halves.clear();
         scratch.halves_scale = scale;

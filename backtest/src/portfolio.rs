@@ -1,7 +1,7 @@
 //! From signal to book for any [`StrategySpec`]: universe filter, portfolio construction,
 //! rebalancing, execution lag, limits and costs.
 
-use crate::eval::{Frame, Mat};
+use crate::eval::{Frame, Mat, Signal};
 use crate::ops;
 use crate::spec::{Portfolio, StrategySpec};
 use crate::topk::{Book, Rows, Selection, Target, book, topk_weights};
@@ -10,7 +10,7 @@ use crate::topk::{Book, Rows, Selection, Target, book, topk_weights};
 /// target of sign-threshold books.
 pub fn run(
     spec: &StrategySpec,
-    signal: &Mat,
+    signal: &Signal,
     frame: &Frame,
     target: &Target,
     periods_per_year: f64,
@@ -32,8 +32,13 @@ pub fn run(
             outside_universe(spec, row, adv.row(i));
         }
     };
+    // A universe filter blanks instruments, after which a row no longer holds its own ranks.
+    let signal = Signal {
+        ranks: signal.ranks && liquidity.is_none(),
+        ..signal.clone()
+    };
     book(
-        signal,
+        &signal,
         &mask,
         target,
         spec.rebalance_every,
@@ -260,7 +265,7 @@ mod tests {
     }
 
     /// Two instruments; the signal always prefers the first. Its returns are +1% a bar.
-    fn tiny() -> (Frame, Mat, Target) {
+    fn tiny() -> (Frame, Signal, Target) {
         let t = 12;
         let close: Vec<f64> = (0..t)
             .map(|i| 100.0 * 1.01f64.powi(i as i32))
@@ -271,11 +276,11 @@ mod tests {
             n: 2,
             data: close,
         };
-        let signal = Mat {
+        let signal = Signal::plain(Mat {
             t,
             n: 2,
             data: (0..2 * t).map(|k| if k < t { 1.0 } else { 0.0 }).collect(),
-        };
+        });
         let frame = Frame {
             fields: HashMap::from([("close".into(), Arc::new(close.clone()))]),
             groups: HashMap::new(),

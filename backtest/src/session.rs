@@ -233,7 +233,7 @@ impl Session {
                     book: None,
                 };
                 let Ok(e) = p else { return out };
-                let signal = eval.eval(e);
+                let signal = eval.signal(e);
                 let book = portfolio::run(spec, &signal, &self.frame, &self.target, self.periods);
                 out.metrics = parts
                     .iter()
@@ -247,8 +247,12 @@ impl Session {
                             .map(|(_, m)| m)
                             .collect();
                     if let Some(close) = self.frame.fields.get("close") {
-                        out.ic_decay =
-                            metrics::ic_decay(&signal, close, &[1, 5, 10, 20], shown.clone());
+                        out.ic_decay = metrics::ic_decay(
+                            &signal.values,
+                            close,
+                            &[1, 5, 10, 20],
+                            shown.clone(),
+                        );
                     }
                 }
                 out.infinite_signal_cells = book.nonfinite_signal_cells;

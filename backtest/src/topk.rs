@@ -15,7 +15,7 @@
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::eval::Mat;
+use crate::eval::{Mat, Signal};
 use crate::ops;
 
 /// The reference book's settings.
@@ -223,13 +223,15 @@ pub fn spearman(
     buf: &mut Vec<f64>,
     scratch: &mut ops::RankScratch,
 ) -> f64 {
-    ics(sig, target, i, buf, scratch).0
+    ics(sig, false, target, i, buf, scratch).0
 }
 
 /// The Spearman and Pearson correlations of a signal row with the target's row `i`, over the
-/// instruments finite in both, from one pass over the pairs; and the row's infinite values.
+/// instruments finite in both, and the row's infinite values. `ranks`: the row holds the
+/// `rank` operator's percentile ranks of its numbers, or their negations ([`Signal::ranks`]).
 fn ics(
     sig: &[f64],
+    ranks: bool,
     target: &Target,
     i: usize,
     buf: &mut Vec<f64>,
@@ -238,7 +240,8 @@ fn ics(
     let (a, b) = (sig, target.fwd.row(i));
     let n = a.len();
     let (mut m, mut finite_signal, mut infinite) = (0usize, 0usize, 0usize);
-    let mut superset = true;
+    // The signal is finite wherever the return is; the return wherever the signal is.
+    let (mut superset, mut subset) = (true, true);
     let (mut suma, mut sumb) = (0.0, 0.0);
     buf.clear();
     buf.resize(3 * n, f64::NAN);
@@ -255,23 +258,25 @@ fn ics(
             sumb += b[j];
         } else if fb {
             superset = false;
+        } else if fa {
+            subset = false;
         }
     }
     if m < 2 {
         return (f64::NAN, f64::NAN, infinite);
     }
     let (ma, mb) = (suma / m as f64, sumb / m as f64);
-    let (mut num, mut va, mut vb) = (0.0, 0.0, 0.0);
-    for j in 0..n {
-        if !am[j].is_nan() {
-            let (x, y) = (a[j] - ma, b[j] - mb);
-            num += x * y;
-            va += x * x;
-            vb += y * y;
-        }
-    }
-    let pearson = num / (va * vb).sqrt();
-    ops::rank_avg_of_ranks(am, finite_signal, ra, scratch);
+    // Ranks 1..=m (ties averaged) always sum to m(m+1)/2: their mean is exactly (m+1)/2.
+    let mean = (m as f64 + 1.0) / 2.0;
+    // Percentile ranks over the very instruments of the correlation are their ranks divided
+    // by the count (negated ranks: reversed, plus a constant). A correlation does not change
+    // under a positive linear map, so the signal's numbers serve as its own ranks.
+    let (ra, mean_a): (&[f64], f64) = if ranks && subset {
+        (a, ma)
+    } else {
+        ops::rank_avg_of_ranks(am, finite_signal, ra, scratch);
+        (ra, mean)
+    };
     let rb: &[f64] = if superset {
         // The signal is finite wherever the return is: the return's own ranks apply.
         target.ranks.row(i)
@@ -282,18 +287,23 @@ fn ics(
         ops::rank_avg(&bm, rb, scratch);
         rb
     };
-    // Ranks 1..=m (ties averaged) always sum to m(m+1)/2: their mean is exactly (m+1)/2.
-    let mean = (m as f64 + 1.0) / 2.0;
-    let (mut num, mut sa, mut sb) = (0.0, 0.0, 0.0);
+    // Both correlations in one pass over the pairs.
+    let (mut num, mut va, mut vb) = (0.0, 0.0, 0.0);
+    let (mut rnum, mut sa, mut sb) = (0.0, 0.0, 0.0);
     for j in 0..n {
         if !am[j].is_nan() {
-            let (x, y) = (ra[j] - mean, rb[j] - mean);
+            let (x, y) = (a[j] - ma, b[j] - mb);
             num += x * y;
+            va += x * x;
+            vb += y * y;
+            let (x, y) = (ra[j] - mean_a, rb[j] - mean);
+            rnum += x * y;
             sa += x * x;
             sb += y * y;
         }
     }
-    let ic = num / (sa * sb).sqrt();
+    let pearson = num / (va * vb).sqrt();
+    let ic = rnum / (sa * sb).sqrt();
     let finite = |v: f64| if v.is_finite() { v } else { f64::NAN };
     (finite(ic), finite(pearson), infinite)
 }
@@ -317,7 +327,7 @@ pub struct Book {
 }
 
 /// Runs the reference book on a signal.
-pub fn run(signal: &Mat, target: &Target, cfg: &TopK) -> Book {
+pub fn run(signal: &Signal, target: &Target, cfg: &TopK) -> Book {
     book(
         signal,
         &|_, _| {},
@@ -333,8 +343,8 @@ pub fn run(signal: &Mat, target: &Target, cfg: &TopK) -> Book {
 /// exposure, the two ICs, and the count of infinite signal cells.
 type BarResult = (f64, f64, f64, f64, f64, usize);
 
-/// Builds a book from a signal (column-major; `mask(bar, row)` may blank instruments of a
-/// bar's row): target weights chosen every `every` bars by
+/// Builds a book from a signal (`mask(bar, row)` may blank instruments of a bar's row; it
+/// must not when the signal's rows are [`Signal::ranks`]): target weights chosen every `every` bars by
 /// `choose(bar, row, weights, selection scratch, rank scratch)` and held in between, held
 /// `lag` bars later, paying `cost` per unit of turnover; and the signal's ICs. The one engine
 /// behind the reference book and every spec.
@@ -345,7 +355,7 @@ type BarResult = (f64, f64, f64, f64, f64, usize);
 /// the same order whatever the blocks or threads, and no whole-panel copy of the signal or the
 /// weights is ever made.
 pub(crate) fn book(
-    sig: &Mat,
+    signal: &Signal,
     mask: &(dyn Fn(usize, &mut [f64]) + Sync),
     target: &Target,
     every: usize,
@@ -353,6 +363,7 @@ pub(crate) fn book(
     cost: f64,
     choose: impl Fn(usize, &[f64], &mut [f64], &mut Selection, &mut ops::RankScratch) + Sync,
 ) -> Book {
+    let sig = &*signal.values;
     let (t, n) = (sig.t, sig.n);
     let (every, lag) = (every.max(1), lag.max(1));
     let mut bars: Vec<BarResult> = vec![(f64::NAN, f64::NAN, f64::NAN, f64::NAN, f64::NAN, 0); t];
@@ -405,7 +416,7 @@ pub(crate) fn book(
                     };
                     for (i, o) in (a..b).zip(out.iter_mut()) {
                         let s = row(i);
-                        let (ic, icp, inf) = ics(s, target, i, buf, scratch);
+                        let (ic, icp, inf) = ics(s, signal.ranks, target, i, buf, scratch);
                         let (held, prev) =
                             (held_at(i), if i == 0 { &zero[..] } else { held_at(i - 1) });
                         let f = target.fwd.row(i);
@@ -491,7 +502,7 @@ pub fn pearson(a: &[f64], b: &[f64]) -> f64 {
 }
 
 /// Runs the reference book on a signal and measures it over all bars.
-pub fn backtest(signal: &Mat, target: &Target, cfg: &TopK) -> RefMetrics {
+pub fn backtest(signal: &Signal, target: &Target, cfg: &TopK) -> RefMetrics {
     let book = run(signal, target, cfg);
     book.metrics(0..book.net.len(), cfg.periods_per_year)
 }
@@ -599,7 +610,7 @@ mod tests {
         for (every, lag) in [(1, 1), (3, 1), (5, 2), (40, 3), (1, 7)] {
             let k = 5;
             let got = book(
-                &sig,
+                &Signal::plain(sig.clone()),
                 &|_, _| {},
                 &target,
                 every,
@@ -664,6 +675,60 @@ mod tests {
                 assert!(same(got.ic[i], sp) && same(got.ic_pearson[i], pearson(rows.row(i), f)));
             }
             assert_eq!(got.nonfinite_signal_cells, 1);
+        }
+    }
+
+    /// A rank signal's IC taken from its own numbers equals the IC from sorting them, for
+    /// percentile ranks and negated ones, with ties and with instruments missing on either side.
+    #[test]
+    fn rank_rows_serve_as_their_own_ranks() {
+        let (t, n) = (40, 31);
+        let mut seed = 11u64;
+        let mut next = || {
+            seed = seed
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            (seed >> 11) as f64 / (1u64 << 53) as f64
+        };
+        let mut close = Mat {
+            t,
+            n,
+            data: (0..t * n).map(|_| 50.0 + next()).collect(),
+        };
+        // A missing close blanks returns where the signal exists (the general path).
+        close.data[3 * t + 10] = f64::NAN;
+        let target = Target::new(&close);
+        let mut scratch = ops::RankScratch::default();
+        for negate in [false, true] {
+            for i in 0..t {
+                // Coarse values make ties; some instruments are missing.
+                let raw: Vec<f64> = (0..n)
+                    .map(|j| {
+                        if (i + j) % 9 == 0 {
+                            f64::NAN
+                        } else {
+                            (next() * 6.0).floor()
+                        }
+                    })
+                    .collect();
+                let mut row = vec![0.0; n];
+                ops::rank_avg(&raw, &mut row, &mut scratch);
+                let count = raw.iter().filter(|v| !v.is_nan()).count() as f64;
+                for v in &mut row {
+                    *v /= count;
+                    if negate {
+                        *v = -*v;
+                    }
+                }
+                let mut buf = Vec::new();
+                let fast = ics(&row, true, &target, i, &mut buf, &mut scratch);
+                let sorted = ics(&row, false, &target, i, &mut buf, &mut scratch);
+                let same = |a: f64, b: f64| (a.is_nan() && b.is_nan()) || (a - b).abs() < 1e-12;
+                assert!(
+                    same(fast.0, sorted.0) && same(fast.1, sorted.1),
+                    "bar {i}: {fast:?} vs {sorted:?}"
+                );
+            }
         }
     }
 

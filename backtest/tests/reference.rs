@@ -33,7 +33,7 @@ fn all_100_alphas_agree_with_the_reference_within_1e_9() {
     let fwd = topk::Target::new(&frame.fields["close"]);
     let mut failures = Vec::new();
     for (a, e) in alphas.iter().zip(&exprs) {
-        let m = topk::backtest(&eval.eval(e), &fwd, &TopK::default());
+        let m = topk::backtest(&eval.signal(e), &fwd, &TopK::default());
         let got = [
             m.ann_return,
             m.sharpe,
@@ -95,7 +95,7 @@ fn results_do_not_depend_on_the_thread_count() {
             exprs
                 .iter()
                 .map(|e| {
-                    let b = topk::run(&eval.eval(e), &target, &TopK::default());
+                    let b = topk::run(&eval.signal(e), &target, &TopK::default());
                     b.net
                         .iter()
                         .chain(&b.ic)

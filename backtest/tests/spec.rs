@@ -53,7 +53,7 @@ fn the_default_spec_is_the_reference_book() {
         "ts_delta(close, 5) / ts_std(close, 20)",
     ] {
         let e = parse(text, &names).unwrap();
-        let sig = Evaluator::new(&frame, &[]).eval(&e);
+        let sig = Evaluator::new(&frame, &[]).signal(&e);
         let reference = topk::backtest(&sig, &target, &TopK::default());
         let book = portfolio::run(&StrategySpec::new(text), &sig, &frame, &target, 252.0);
         let m = Metrics::of(&book, 0..frame.t, 252.0);

@@ -99,7 +99,7 @@ fn main() -> anyhow::Result<()> {
         .zip(&items)
         .map(|(e, (name, _))| {
             let c = cpu_seconds();
-            let m = topk::backtest(&eval.eval(e), &fwd, &TopK::default());
+            let m = topk::backtest(&eval.signal(e), &fwd, &TopK::default());
             if detail {
                 eprintln!("{name} {:.3}", cpu_seconds() - c);
             }
@@ -113,7 +113,7 @@ fn main() -> anyhow::Result<()> {
         let sigs: Vec<_> = exprs
             .iter()
             .take(20)
-            .map(|e| Evaluator::new(&frame, &[]).eval(e))
+            .map(|e| Evaluator::new(&frame, &[]).signal(e))
             .collect();
         let c2 = cpu_seconds();
         for s in &sigs {
