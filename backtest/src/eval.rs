@@ -426,7 +426,7 @@ impl<'a> Evaluator<'a> {
             }),
             "rank" => x.map_rows(|r, o, scratch| {
                 ops::rank_avg(r, o, scratch);
-                let cnt = r.iter().filter(|v| !v.is_nan()).count() as f64;
+                let cnt = ops::count_numbers(r) as f64;
                 for v in o.iter_mut() {
                     *v /= cnt;
                 }
@@ -501,7 +501,7 @@ fn group_apply(r: &[f64], o: &mut [f64], ids: &[u32], demean: bool, scratch: &mu
             }
         } else {
             ops::rank_avg(&sub, &mut out, scratch);
-            let cnt = sub.iter().filter(|v| !v.is_nan()).count() as f64;
+            let cnt = ops::count_numbers(&sub) as f64;
             for v in out.iter_mut() {
                 *v /= cnt;
             }

@@ -423,45 +423,58 @@ pub struct RankScratch {
     halves_scale: f64,
 }
 
-/// Sorts the indices of `keys` by the upper 32 bits of their key, then index, into `a`: a
-/// stable radix sort (bytes all keys share are skipped, as most are for one bar's values).
+/// Sorts the indices of `keys` into `a` by the 24 bits of their key that matter most (from the
+/// highest bit in which any two keys differ; all bits above it are shared), then by index: a
+/// stable radix sort of at most three byte-wide passes, each skipped if no key differs in it.
 /// Runs that agree in those bits (rare) are left for the caller to order by the full key;
 /// below 64 keys, everything is simply sorted by full key and index.
 fn radix_high(s: &mut RankScratch) {
     let n = s.keys.len();
+    let (all, any) = s
+        .keys
+        .iter()
+        .fold((u64::MAX, 0u64), |(all, any), &k| (all & k, any | k));
+    let differ = all ^ any;
+    let shift = (64 - differ.leading_zeros()).saturating_sub(24);
     s.a.clear();
     s.a.extend(
         s.keys
             .iter()
             .enumerate()
-            .map(|(i, k)| ((k >> 32) as u32, i as u32)),
+            .map(|(i, k)| (((k >> shift) & 0xff_ffff) as u32, i as u32)),
     );
     if n < 64 {
         let keys = &s.keys;
         s.a.sort_unstable_by_key(|&(_, i)| (keys[i as usize], i));
         return;
     }
-    let mut hist = [[0u32; 256]; 4];
-    for &(k, _) in &s.a {
-        for (b, h) in hist.iter_mut().enumerate() {
-            h[((k >> (8 * b)) & 0xff) as usize] += 1;
-        }
-    }
+    let differ = (differ >> shift) as u32;
     s.b.clear();
     s.b.resize(n, (0, 0));
-    for (b, h) in hist.iter().enumerate() {
-        if h.iter().any(|&c| c as usize == n) {
+    for b in 0..3 {
+        let sh = 8 * b;
+        if (differ >> sh) & 0xff == 0 {
             continue;
+        }
+        // Two interleaved counts, so runs of equal bytes do not wait on one counter.
+        let mut hist = [[0u32; 256]; 2];
+        let pairs = s.a.chunks_exact(2);
+        for &(k, _) in pairs.remainder() {
+            hist[0][((k >> sh) & 0xff) as usize] += 1;
+        }
+        for p in pairs {
+            hist[0][((p[0].0 >> sh) & 0xff) as usize] += 1;
+            hist[1][((p[1].0 >> sh) & 0xff) as usize] += 1;
         }
         let mut offs = [0u32; 256];
         let mut sum = 0u32;
-        for (o, c) in offs.iter_mut().zip(h) {
+        for ((o, c0), c1) in offs.iter_mut().zip(&hist[0]).zip(&hist[1]) {
             *o = sum;
-            sum += c;
+            sum += c0 + c1;
         }
         // A stable scatter: equal bytes keep their order, so ties stay in index order.
         for &(k, i) in &s.a {
-            let d = ((k >> (8 * b)) & 0xff) as usize;
+            let d = ((k >> sh) & 0xff) as usize;
             s.b[offs[d] as usize] = (k, i);
             offs[d] += 1;
         }
@@ -494,7 +507,7 @@ pub fn rank_avg(row: &[f64], out: &mut [f64], scratch: &mut RankScratch) {
     if rank_counted(row, out, scratch, 1.0) {
         return;
     }
-    let finite = row.iter().filter(|v| !v.is_nan()).count();
+    let finite = count_numbers(row);
     if finite > 0 && rank_counted(row, out, scratch, finite as f64) {
         return;
     }
@@ -634,6 +647,11 @@ pub fn rank_avg_of_ranks(row: &[f64], count: usize, out: &mut [f64], scratch: &m
         return;
     }
     rank_avg(row, out, scratch);
+}
+
+/// How many numbers (non-NaN values) a row holds, in a loop the compiler vectorises.
+pub fn count_numbers(row: &[f64]) -> usize {
+    row.iter().map(|v| usize::from(!v.is_nan())).sum()
 }
 
 /// Sum and count of the numbers in a row, summed in order.
