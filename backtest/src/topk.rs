@@ -174,14 +174,20 @@ pub fn topk_weights(row: &[f64], k: usize, out: &mut [f64], sel: &mut Selection)
     }
 }
 
-/// What strategies are judged against: forward returns, and their per-bar ranks (computed
-/// once per batch, since most signals are finite wherever the return is).
+/// What strategies are judged against: forward returns, and per bar the order and ranks of
+/// the finite ones (computed once per batch: most signals are finite wherever the return is,
+/// and then the return's own ranks apply; otherwise the order gives the ranks of any subset
+/// in one walk).
 #[derive(Debug, Clone)]
 pub struct Target {
     /// Forward one-bar returns, as rows.
     pub fwd: Rows,
-    /// Average-tie ranks of each row of `fwd` over its finite values.
-    pub ranks: Rows,
+    /// Per bar and position `j`: the `j`-th instrument in ascending order of finite return
+    /// (ties by instrument; the first `finite[i]` positions of bar `i` are used), and the
+    /// average-tie rank of instrument `j` among the finite returns, NaN if its return is not
+    /// finite (halves below 2^23 are exact in `f32`). One allocation for both.
+    cells: Vec<(u32, f32)>,
+    finite: Vec<u32>,
 }
 
 impl Target {
@@ -197,20 +203,81 @@ impl Target {
     }
 
     fn from_rows(fwd: Rows) -> Target {
-        let mut ranks = Rows {
-            t: fwd.t,
-            n: fwd.n,
-            data: vec![0.0; fwd.data.len()],
-        };
-        if fwd.n > 0 {
-            ranks.data.par_chunks_mut(fwd.n).enumerate().for_each_init(
-                ops::RankScratch::default,
-                |scratch, (i, o)| {
-                    ops::rank_avg(fwd.row(i), o, scratch);
-                },
-            );
+        let (t, n) = (fwd.t, fwd.n);
+        let mut cells = vec![(0u32, f32::NAN); t * n];
+        let mut finite = vec![0u32; t];
+        if n > 0 {
+            cells
+                .par_chunks_mut(n)
+                .zip(finite.par_iter_mut())
+                .enumerate()
+                .for_each_init(Vec::new, |o, (i, (row, count))| {
+                    let f = fwd.row(i);
+                    o.clear();
+                    o.resize(n, 0u32);
+                    let mut k = 0;
+                    for (j, v) in f.iter().enumerate() {
+                        if v.is_finite() {
+                            o[k] = j as u32;
+                            k += 1;
+                        }
+                    }
+                    o[..k].sort_unstable_by(|&x, &y| {
+                        f[x as usize]
+                            .partial_cmp(&f[y as usize])
+                            .unwrap_or(std::cmp::Ordering::Equal)
+                            .then(x.cmp(&y))
+                    });
+                    *count = k as u32;
+                    for (c, j) in row.iter_mut().zip(o.iter()) {
+                        c.0 = *j;
+                    }
+                    ranks_along(
+                        o[..k].iter().copied(),
+                        f,
+                        |_| true,
+                        |j, v| row[j].1 = v as f32,
+                    );
+                });
         }
-        Target { fwd, ranks }
+        Target { fwd, cells, finite }
+    }
+
+    /// Bar `i`'s cells; its finite instruments in ascending order of return are the first
+    /// `finite[i]` orders.
+    fn cells(&self, i: usize) -> (&[(u32, f32)], usize) {
+        let n = self.fwd.n;
+        (&self.cells[i * n..(i + 1) * n], self.finite[i] as usize)
+    }
+}
+
+/// Average-tie ranks 1, 2, … of the instruments that `keep` admits, walking a row's ascending
+/// `order`: `put(instrument, rank)`. Equal values share the average of their positions.
+fn ranks_along(
+    order: impl Iterator<Item = u32> + Clone,
+    values: &[f64],
+    keep: impl Fn(usize) -> bool,
+    mut put: impl FnMut(usize, f64),
+) {
+    let mut pos = 0usize;
+    let mut rest = order.map(|j| j as usize).peekable();
+    while let Some(&first) = rest.peek() {
+        // A run of equal returns.
+        let v = values[first];
+        let run = rest.clone().take_while(|&j| values[j] == v);
+        let (len, c) = run
+            .clone()
+            .fold((0, 0), |(l, c), j| (l + 1, c + usize::from(keep(j))));
+        if c > 0 {
+            let r = pos as f64 + (c as f64 + 1.0) / 2.0;
+            for j in run.filter(|&j| keep(j)) {
+                put(j, r);
+            }
+            pos += c;
+        }
+        for _ in 0..len {
+            rest.next();
+        }
     }
 }
 
@@ -226,6 +293,14 @@ pub fn spearman(
     ics(sig, false, target, i, buf, scratch).0
 }
 
+/// Lanes of a sum, so that the compiler can add four numbers at once: lane `j % 4` takes
+/// element `j`, and the lanes are added at the end, always in the same order.
+const LANES: usize = 4;
+
+fn lanes_total(s: [f64; LANES]) -> f64 {
+    (s[0] + s[1]) + (s[2] + s[3])
+}
+
 /// The Spearman and Pearson correlations of a signal row with the target's row `i`, over the
 /// instruments finite in both, and the row's infinite values. `ranks`: the row holds the
 /// `rank` operator's percentile ranks of its numbers, or their negations ([`Signal::ranks`]).
@@ -239,33 +314,47 @@ fn ics(
 ) -> (f64, f64, usize) {
     let (a, b) = (sig, target.fwd.row(i));
     let n = a.len();
-    let (mut m, mut finite_signal, mut infinite) = (0usize, 0usize, 0usize);
-    // The signal is finite wherever the return is; the return wherever the signal is.
-    let (mut superset, mut subset) = (true, true);
-    let (mut suma, mut sumb) = (0.0, 0.0);
-    buf.clear();
-    buf.resize(3 * n, f64::NAN);
+    if buf.len() != 3 * n {
+        buf.clear();
+        buf.resize(3 * n, 0.0);
+    }
     let (am, rest) = buf.split_at_mut(n);
     let (ra, rb) = rest.split_at_mut(n);
-    for j in 0..n {
-        finite_signal += usize::from(!a[j].is_nan());
-        infinite += usize::from(a[j].is_infinite());
-        let (fa, fb) = (a[j].is_finite(), b[j].is_finite());
-        if fa && fb {
-            am[j] = a[j];
-            m += 1;
-            suma += a[j];
-            sumb += b[j];
-        } else if fb {
-            superset = false;
-        } else if fa {
-            subset = false;
+    // Pass 1: which pairs count (the signal where both are finite, NaN elsewhere), their sums,
+    // and the counts that tell which ranks apply.
+    let (mut numbers, mut infinite, mut finite_a, mut finite_b, mut m) = (0, 0, 0, 0, 0);
+    let (mut suma, mut sumb) = ([0.0; LANES], [0.0; LANES]);
+    let mut first = |l: usize, x: f64, y: f64| -> f64 {
+        let (fa, fb) = (x.is_finite(), y.is_finite());
+        let both = fa && fb;
+        numbers += usize::from(!x.is_nan());
+        infinite += usize::from(x.is_infinite());
+        finite_a += usize::from(fa);
+        finite_b += usize::from(fb);
+        m += usize::from(both);
+        suma[l] += if both { x } else { 0.0 };
+        sumb[l] += if both { y } else { 0.0 };
+        if both { x } else { f64::NAN }
+    };
+    let whole = n - n % LANES;
+    for ((ac, bc), mc) in a[..whole]
+        .chunks_exact(LANES)
+        .zip(b[..whole].chunks_exact(LANES))
+        .zip(am[..whole].chunks_exact_mut(LANES))
+    {
+        for l in 0..LANES {
+            mc[l] = first(l, ac[l], bc[l]);
         }
+    }
+    for j in whole..n {
+        am[j] = first(j - whole, a[j], b[j]);
     }
     if m < 2 {
         return (f64::NAN, f64::NAN, infinite);
     }
-    let (ma, mb) = (suma / m as f64, sumb / m as f64);
+    let (ma, mb) = (lanes_total(suma) / m as f64, lanes_total(sumb) / m as f64);
+    // The signal is finite wherever the return is; the return wherever the signal is.
+    let (superset, subset) = (m == finite_b, m == finite_a);
     // Ranks 1..=m (ties averaged) always sum to m(m+1)/2: their mean is exactly (m+1)/2.
     let mean = (m as f64 + 1.0) / 2.0;
     // Percentile ranks over the very instruments of the correlation are their ranks divided
@@ -274,36 +363,51 @@ fn ics(
     let (ra, mean_a): (&[f64], f64) = if ranks && subset {
         (a, ma)
     } else {
-        ops::rank_avg_of_ranks(am, finite_signal, ra, scratch);
+        ops::rank_avg_of_ranks(am, numbers, ra, scratch);
         (ra, mean)
     };
-    let rb: &[f64] = if superset {
-        // The signal is finite wherever the return is: the return's own ranks apply.
-        target.ranks.row(i)
+    let (cells, finite) = target.cells(i);
+    if superset {
+        // The correlation covers every finite return: the return's own ranks apply.
+        for (o, c) in rb.iter_mut().zip(cells) {
+            *o = f64::from(c.1);
+        }
     } else {
-        let bm: Vec<f64> = (0..n)
-            .map(|j| if am[j].is_nan() { f64::NAN } else { b[j] })
-            .collect();
-        ops::rank_avg(&bm, rb, scratch);
-        rb
+        // The return's ranks among the pairs that count, in one walk over its order.
+        ranks_along(
+            cells[..finite].iter().map(|c| c.0),
+            b,
+            |j| !am[j].is_nan(),
+            |j, r| rb[j] = r,
+        );
+    }
+    // Pass 2: both correlations, over the pairs that count.
+    let zero = [0.0; LANES];
+    let (mut num, mut va, mut vb) = (zero, zero, zero);
+    let (mut rnum, mut sa, mut sb) = (zero, zero, zero);
+    let mut second = |l: usize, j: usize| {
+        let w = !am[j].is_nan();
+        let x = if w { a[j] - ma } else { 0.0 };
+        let y = if w { b[j] - mb } else { 0.0 };
+        let p = if w { ra[j] - mean_a } else { 0.0 };
+        let q = if w { rb[j] - mean } else { 0.0 };
+        num[l] += x * y;
+        va[l] += x * x;
+        vb[l] += y * y;
+        rnum[l] += p * q;
+        sa[l] += p * p;
+        sb[l] += q * q;
     };
-    // Both correlations in one pass over the pairs.
-    let (mut num, mut va, mut vb) = (0.0, 0.0, 0.0);
-    let (mut rnum, mut sa, mut sb) = (0.0, 0.0, 0.0);
-    for j in 0..n {
-        if !am[j].is_nan() {
-            let (x, y) = (a[j] - ma, b[j] - mb);
-            num += x * y;
-            va += x * x;
-            vb += y * y;
-            let (x, y) = (ra[j] - mean_a, rb[j] - mean);
-            rnum += x * y;
-            sa += x * x;
-            sb += y * y;
+    for c in (0..whole).step_by(LANES) {
+        for l in 0..LANES {
+            second(l, c + l);
         }
     }
-    let pearson = num / (va * vb).sqrt();
-    let ic = rnum / (sa * sb).sqrt();
+    for j in whole..n {
+        second(j - whole, j);
+    }
+    let pearson = lanes_total(num) / (lanes_total(va) * lanes_total(vb)).sqrt();
+    let ic = lanes_total(rnum) / (lanes_total(sa) * lanes_total(sb)).sqrt();
     let finite = |v: f64| if v.is_finite() { v } else { f64::NAN };
     (finite(ic), finite(pearson), infinite)
 }
@@ -672,9 +776,62 @@ mod tests {
                     &mut Vec::new(),
                     &mut ops::RankScratch::default(),
                 );
-                assert!(same(got.ic[i], sp) && same(got.ic_pearson[i], pearson(rows.row(i), f)));
+                let close = |a: f64, b: f64| same(a, b) || (a - b).abs() < 1e-12;
+                assert!(same(got.ic[i], sp) && close(got.ic_pearson[i], pearson(rows.row(i), f)));
             }
             assert_eq!(got.nonfinite_signal_cells, 1);
+        }
+    }
+
+    /// The rank IC by its definition: both rows ranked over the instruments finite in both,
+    /// then correlated; with ties, NaN and infinities on either side.
+    #[test]
+    fn spearman_follows_its_definition() {
+        let (t, n) = (30, 37);
+        let mut seed = 3u64;
+        let mut next = || {
+            seed = seed
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            (seed >> 11) as f64 / (1u64 << 53) as f64
+        };
+        // Prices on a coarse grid, so returns tie; some closes are missing.
+        let mut close = Mat {
+            t,
+            n,
+            data: (0..t * n).map(|_| 100.0 + (next() * 4.0).floor()).collect(),
+        };
+        for k in [5, 77, 300, 301, 640] {
+            close.data[k] = f64::NAN;
+        }
+        let target = Target::new(&close);
+        let mut scratch = ops::RankScratch::default();
+        for i in 0..t {
+            let sig: Vec<f64> = (0..n)
+                .map(|j| match (i * 7 + j) % 11 {
+                    0 => f64::NAN,
+                    1 => f64::INFINITY,
+                    _ => (next() * 5.0).floor(),
+                })
+                .collect();
+            let f = target.fwd.row(i);
+            let both: Vec<bool> = (0..n)
+                .map(|j| sig[j].is_finite() && f[j].is_finite())
+                .collect();
+            let masked = |x: &[f64]| -> Vec<f64> {
+                (0..n)
+                    .map(|j| if both[j] { x[j] } else { f64::NAN })
+                    .collect()
+            };
+            let (mut ra, mut rb) = (vec![0.0; n], vec![0.0; n]);
+            ops::rank_avg(&masked(&sig), &mut ra, &mut scratch);
+            ops::rank_avg(&masked(f), &mut rb, &mut scratch);
+            let want = pearson(&ra, &rb);
+            let got = spearman(&sig, &target, i, &mut Vec::new(), &mut scratch);
+            assert!(
+                (got.is_nan() && want.is_nan()) || (got - want).abs() < 1e-12,
+                "bar {i}: {got} vs {want}"
+            );
         }
     }
 
