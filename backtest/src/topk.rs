@@ -117,29 +117,38 @@ pub fn topk_weights(row: &[f64], k: usize, out: &mut [f64], sel: &mut Selection)
         return;
     }
     let s = |v: f64| if v.is_finite() { v } else { f64::NEG_INFINITY };
-    let kk = k.min(row.len()).max(1);
+    let n = row.len();
+    let kk = k.min(n).max(1);
     let desc = |a: &f64, b: &f64| b.total_cmp(a);
     let buf = &mut sel.buf;
-    let mut finite = 0usize;
-    let mut keep = |x: f64, above: bool| {
-        finite += usize::from(x > f64::NEG_INFINITY);
-        above
-    };
+    if buf.len() < n {
+        buf.resize(n, 0.0);
+    }
+    // Keeps the values that `keep` admits at the front of `buf`, without a branch per value
+    // (which values qualify is unpredictable): each is written, and the end moves on if kept.
+    fn gather(row: &[f64], buf: &mut [f64], keep: impl Fn(f64) -> bool) -> usize {
+        let mut m = 0;
+        for v in row {
+            let x = if v.is_finite() { *v } else { f64::NEG_INFINITY };
+            buf[m] = x;
+            m += usize::from(keep(x));
+        }
+        m
+    }
+    let finite: usize = row.iter().map(|v| usize::from(v.is_finite())).sum();
     // The k-th largest value, in linear time: among the values at or above the last bar's k-th
     // value when there are enough of them (usually a few more than k), else among those below.
-    // `buf` ends up holding every value above the k-th (and others), so those are counted there.
-    buf.clear();
+    // The front of `buf` ends up holding every value above the k-th, so those are counted there.
     let (kth, gt) = match sel.hint {
         Some(h) if h.is_finite() => {
-            buf.extend(row.iter().map(|v| s(*v)).filter(|x| keep(*x, *x >= h)));
-            if buf.len() >= kk {
-                let kth = *buf.select_nth_unstable_by(kk - 1, desc).1;
+            let m = gather(row, buf, |x| x >= h);
+            if m >= kk {
+                let kth = *buf[..m].select_nth_unstable_by(kk - 1, desc).1;
                 (kth, buf[..kk - 1].iter().filter(|x| **x > kth).count())
             } else {
-                let above = buf.len();
-                buf.clear();
-                buf.extend(row.iter().map(|v| s(*v)).filter(|x| *x < h));
-                let kth = *buf.select_nth_unstable_by(kk - 1 - above, desc).1;
+                let above = m;
+                let m = gather(row, buf, |x| x < h);
+                let kth = *buf[..m].select_nth_unstable_by(kk - 1 - above, desc).1;
                 (
                     kth,
                     above + buf[..kk - 1 - above].iter().filter(|x| **x > kth).count(),
@@ -147,8 +156,8 @@ pub fn topk_weights(row: &[f64], k: usize, out: &mut [f64], sel: &mut Selection)
             }
         }
         _ => {
-            buf.extend(row.iter().map(|v| s(*v)).filter(|x| keep(*x, true)));
-            let kth = *buf.select_nth_unstable_by(kk - 1, desc).1;
+            let m = gather(row, buf, |_| true);
+            let kth = *buf[..m].select_nth_unstable_by(kk - 1, desc).1;
             (kth, buf[..kk - 1].iter().filter(|x| **x > kth).count())
         }
     };
@@ -164,13 +173,10 @@ pub fn topk_weights(row: &[f64], k: usize, out: &mut [f64], sel: &mut Selection)
     let mut need = k.saturating_sub(gt);
     for (o, v) in out.iter_mut().zip(row) {
         let x = s(*v);
-        let take = v.is_finite()
-            && (x > kth
-                || (x == kth && need > 0 && {
-                    need -= 1;
-                    true
-                }));
-        *o = if take { w } else { 0.0 };
+        // Above the k-th means finite; a tie must be finite too (the k-th may be -inf).
+        let tie = x == kth && need > 0 && v.is_finite();
+        need -= usize::from(tie);
+        *o = if x > kth || tie { w } else { 0.0 };
     }
 }
 
@@ -780,6 +786,47 @@ mod tests {
                 assert!(same(got.ic[i], sp) && close(got.ic_pearson[i], pearson(rows.row(i), f)));
             }
             assert_eq!(got.nonfinite_signal_cells, 1);
+        }
+    }
+
+    /// Top-k by its definition (largest finite values, leftmost first among ties), row after
+    /// row with the previous row's k-th value as the hint: ties, NaN, infinities, and rows
+    /// with fewer finite values than k.
+    #[test]
+    fn topk_follows_its_definition_row_after_row() {
+        let mut seed = 9u64;
+        let mut next = || {
+            seed = seed
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            (seed >> 11) as f64 / (1u64 << 53) as f64
+        };
+        let (n, k) = (40, 7);
+        let mut sel = Selection::default();
+        for r in 0..300 {
+            let row: Vec<f64> = (0..n)
+                .map(|_| {
+                    let u = next();
+                    match (u * 100.0) as usize {
+                        0..=4 => f64::NAN,
+                        5..=6 => f64::INFINITY,
+                        7 => f64::NEG_INFINITY,
+                        // Rows drift, so the hint is sometimes too high and sometimes too low.
+                        _ if r % 50 < 3 => f64::NAN,
+                        _ => ((next() * 8.0).floor() + (r % 7) as f64) * 0.5,
+                    }
+                })
+                .collect();
+            let mut got = vec![9.0; n];
+            topk_weights(&row, k, &mut got, &mut sel);
+            let mut idx: Vec<usize> = (0..n).filter(|&j| row[j].is_finite()).collect();
+            idx.sort_by(|&a, &b| row[b].total_cmp(&row[a]).then(a.cmp(&b)));
+            idx.truncate(k);
+            let mut want = vec![0.0; n];
+            for &j in &idx {
+                want[j] = 1.0 / idx.len() as f64;
+            }
+            assert_eq!(got, want, "row {r}: {row:?}");
         }
     }
 
