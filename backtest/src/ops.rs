@@ -223,23 +223,30 @@ pub fn move_extreme(x: &[f64], w: usize, which: Extreme, arg: bool, out: &mut [f
         Extreme::Min => a < b,
         Extreme::Max => a > b,
     };
-    let mut g = vec![0u32; n];
-    let mut h = vec![0u32; n];
-    for i in 0..n {
-        let me = i as u32;
-        g[i] = if i.is_multiple_of(w) || !better(val(g[i - 1]), val(me)) {
-            me
-        } else {
-            g[i - 1]
-        };
-    }
-    for i in (0..n).rev() {
-        let me = i as u32;
-        h[i] = if i % w == w - 1 || i == n - 1 || better(val(me), val(h[i + 1])) {
-            me
-        } else {
-            h[i + 1]
-        };
+    // Each block is walked forwards and backwards carrying its best value and bar, so no step
+    // waits on a load of the step before, and no bar needs a division to find its block.
+    let (mut gv, mut gi) = (vec![0.0; n], vec![0u32; n]);
+    let (mut hv, mut hi) = (vec![0.0; n], vec![0u32; n]);
+    for b in (0..n).step_by(w) {
+        let e = (b + w).min(n);
+        let (mut best, mut at) = (big, b);
+        for i in b..e {
+            let v = val(i as u32);
+            if !better(best, v) {
+                (best, at) = (v, i);
+            }
+            gv[i] = best;
+            gi[i] = at as u32;
+        }
+        let (mut best, mut at) = (big, e - 1);
+        for i in (b..e).rev() {
+            let v = val(i as u32);
+            if better(v, best) {
+                (best, at) = (v, i);
+            }
+            hv[i] = best;
+            hi[i] = at as u32;
+        }
     }
     let mut count = 0usize;
     for t in 0..n {
@@ -248,13 +255,19 @@ pub fn move_extreme(x: &[f64], w: usize, which: Extreme, arg: bool, out: &mut [f
             count -= 1;
         }
         out[t] = if t + 1 >= w && count >= w {
+            // The window is the end of one block (`h`) and the start of the next (`g`); when
+            // it is exactly one block both name the same bar.
             let s = t + 1 - w;
-            let best = if s.is_multiple_of(w) || !better(val(h[s]), val(g[t])) {
-                g[t]
+            let (value, best) = if better(hv[s], gv[t]) {
+                (hv[s], hi[s])
             } else {
-                h[s]
-            } as usize;
-            if arg { (t - best) as f64 } else { x[best] }
+                (gv[t], gi[t])
+            };
+            if arg {
+                (t - best as usize) as f64
+            } else {
+                value
+            }
         } else {
             f64::NAN
         };
