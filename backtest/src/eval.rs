@@ -100,7 +100,7 @@ impl Mat {
     /// Bars `range`, one row per bar (instruments contiguous), into `rows`.
     pub fn rows_into(&self, range: std::ops::Range<usize>, rows: &mut Vec<f64>) {
         let (t, n, len) = (self.t, self.n, range.len());
-        rows.clear();
+        // Every cell is written below: old contents need no clearing.
         rows.resize(len * n, 0.0);
         for j in 0..n {
             let src = &self.data[j * t + range.start..j * t + range.end];

@@ -462,7 +462,7 @@ fn radix_high(s: &mut RankScratch) {
         return;
     }
     let differ = (differ >> shift) as u32;
-    s.b.clear();
+    // Each pass writes all of `b`.
     s.b.resize(n, (0, 0));
     for b in 0..3 {
         let sh = 8 * b;

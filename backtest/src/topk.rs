@@ -504,7 +504,7 @@ pub(crate) fn book(
                         mask(g0 + r, row);
                     }
                     let row = |i: usize| &rows[(i - g0) * n..(i - g0 + 1) * n];
-                    weights.clear();
+                    // Every bar's weights are written below: old contents need no clearing.
                     weights.resize(w1.saturating_sub(w0) * n, 0.0);
                     for r in w0..w1 {
                         let (done, rest) = weights.split_at_mut((r - w0) * n);
