@@ -439,9 +439,11 @@ pub struct RankScratch {
 /// Sorts the indices of `keys` into `a` by the 24 bits of their key that matter most (from the
 /// highest bit in which any two keys differ; all bits above it are shared), then by index: a
 /// stable radix sort of at most three byte-wide passes, each skipped if no key differs in it.
-/// Runs that agree in those bits (rare) are left for the caller to order by the full key;
-/// below 64 keys, everything is simply sorted by full key and index.
-fn radix_high(s: &mut RankScratch) {
+/// When the top byte alone already spreads the keys thinly, the lowest byte is not sorted on.
+/// Returns how many low bits of the sorted 24 were left unsorted (0 or 8): runs that agree in
+/// the bits above (rare) are left for the caller to order by the full key. Below 64 keys,
+/// everything is simply sorted by full key and index.
+fn radix_high(s: &mut RankScratch) -> u32 {
     let n = s.keys.len();
     let (all, any) = s
         .keys
@@ -459,19 +461,14 @@ fn radix_high(s: &mut RankScratch) {
     if n < 64 {
         let keys = &s.keys;
         s.a.sort_unstable_by_key(|&(_, i)| (keys[i as usize], i));
-        return;
+        return 0;
     }
     let differ = (differ >> shift) as u32;
-    // Each pass writes all of `b`.
-    s.b.resize(n, (0, 0));
-    for b in 0..3 {
-        let sh = 8 * b;
-        if (differ >> sh) & 0xff == 0 {
-            continue;
-        }
-        // Two interleaved counts, so runs of equal bytes do not wait on one counter.
+    // Counts of one byte, in two interleaved tables so that runs of equal bytes do not wait on
+    // one counter, as start offsets.
+    let offsets = |a: &[(u32, u32)], sh: u32| {
         let mut hist = [[0u32; 256]; 2];
-        let pairs = s.a.chunks_exact(2);
+        let pairs = a.chunks_exact(2);
         for &(k, _) in pairs.remainder() {
             hist[0][((k >> sh) & 0xff) as usize] += 1;
         }
@@ -479,12 +476,26 @@ fn radix_high(s: &mut RankScratch) {
             hist[0][((p[0].0 >> sh) & 0xff) as usize] += 1;
             hist[1][((p[1].0 >> sh) & 0xff) as usize] += 1;
         }
-        let mut offs = [0u32; 256];
-        let mut sum = 0u32;
+        let (mut offs, mut sum, mut most) = ([0u32; 256], 0u32, 0u32);
         for ((o, c0), c1) in offs.iter_mut().zip(&hist[0]).zip(&hist[1]) {
             *o = sum;
             sum += c0 + c1;
+            most = most.max(c0 + c1);
         }
+        (offs, most)
+    };
+    let (top, most) = offsets(&s.a, 16);
+    // At most one key in 16 shares its top byte with a given one: the two upper bytes leave
+    // few keys tied, and ordering those few costs less than a pass over all.
+    let low = if (most as usize) * 16 <= n { 1 } else { 0 };
+    // Each pass writes all of `b`.
+    s.b.resize(n, (0, 0));
+    for b in low..3 {
+        let sh = 8 * b;
+        if (differ >> sh) & 0xff == 0 {
+            continue;
+        }
+        let mut offs = if b == 2 { top } else { offsets(&s.a, sh).0 };
         // A stable scatter: equal bytes keep their order, so ties stay in index order.
         for &(k, i) in &s.a {
             let d = ((k >> sh) & 0xff) as usize;
@@ -493,17 +504,18 @@ fn radix_high(s: &mut RankScratch) {
         }
         std::mem::swap(&mut s.a, &mut s.b);
     }
+    8 * low
 }
 
 /// Sorts the indices of `keys` by key, then index, into `a` (see [`radix_high`]).
 #[cfg(test)]
 fn sort_indices(s: &mut RankScratch) {
-    radix_high(s);
+    let unsorted = radix_high(s);
     let n = s.a.len();
     let mut i = 0;
     while i < n {
         let mut j = i + 1;
-        while j < n && s.a[j].0 == s.a[i].0 {
+        while j < n && s.a[j].0 >> unsorted == s.a[i].0 >> unsorted {
             j += 1;
         }
         if j - i > 1 {
@@ -528,14 +540,14 @@ pub fn rank_avg(row: &[f64], out: &mut [f64], scratch: &mut RankScratch) {
     scratch.keys.extend(row.iter().map(|v| sort_key(*v)));
     let n = row.len();
     let missing = sort_key(f64::NAN);
-    radix_high(scratch);
+    let unsorted = radix_high(scratch);
     // One walk over the order: runs that agree in the upper 32 bits are ordered by the whole
     // key, then ranked.
     let (keys, order) = (&scratch.keys, &mut scratch.a);
     let mut i = 0;
     while i < n {
         let mut j = i + 1;
-        while j < n && order[j].0 == order[i].0 {
+        while j < n && order[j].0 >> unsorted == order[i].0 >> unsorted {
             j += 1;
         }
         if j - i == 1 {
@@ -765,6 +777,24 @@ mod tests {
             }
             rank_avg(&row, &mut out, &mut scratch);
             assert!(same(&out, &naive_ranks(&row)), "step {step}");
+        }
+        // Narrow rows, where two bytes spread the keys thinly and the lowest is not sorted on:
+        // neighbours that differ below those bytes must still be ordered.
+        for step in 0..20 {
+            let mut row: Vec<f64> = (0..n).map(|_| 1.0 + next()).collect();
+            for j in (0..n).step_by(10) {
+                row[j + 1] = row[j] + (step % 4) as f64 * 1e-6;
+                row[j + 2] = row[j] - 1e-9;
+            }
+            scratch.keys.clear();
+            scratch.keys.extend(row.iter().map(|v| sort_key(*v)));
+            assert_eq!(
+                radix_high(&mut scratch),
+                8,
+                "step {step}: two passes expected"
+            );
+            rank_avg(&row, &mut out, &mut scratch);
+            assert!(same(&out, &naive_ranks(&row)), "narrow step {step}");
         }
     }
 
