@@ -424,13 +424,7 @@ impl<'a> Evaluator<'a> {
                     w[w.len() - 1] - (i + s * (w.len() - 1) as f64)
                 })
             }),
-            "rank" => x.map_rows(|r, o, scratch| {
-                ops::rank_avg(r, o, scratch);
-                let cnt = ops::count_numbers(r) as f64;
-                for v in o.iter_mut() {
-                    *v /= cnt;
-                }
-            }),
+            "rank" => x.map_rows(ops::pct_rank),
             "zscore" => x.map_rows(|r, o, _| {
                 let (m, s) = ops::nanmean_std(r, 1);
                 for (o, v) in o.iter_mut().zip(r) {
@@ -500,11 +494,7 @@ fn group_apply(r: &[f64], o: &mut [f64], ids: &[u32], demean: bool, scratch: &mu
                 *o = v - m;
             }
         } else {
-            ops::rank_avg(&sub, &mut out, scratch);
-            let cnt = ops::count_numbers(&sub) as f64;
-            for v in out.iter_mut() {
-                *v /= cnt;
-            }
+            ops::pct_rank(&sub, &mut out, scratch);
         }
         for (k, &j) in members.iter().enumerate() {
             o[j] = out[k];

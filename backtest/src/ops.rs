@@ -434,6 +434,9 @@ pub struct RankScratch {
     /// computed once per scale (most rows share one) instead of a division per number.
     halves: Vec<f64>,
     halves_scale: f64,
+    /// `(k / 2) / pct_count` for k = 0, 1, …: [`pct_rank`]'s quotients for rows of that count.
+    pct: Vec<f64>,
+    pct_count: usize,
 }
 
 /// Sorts the indices of `keys` into `a` by the 24 bits of their key that matter most (from the
@@ -583,6 +586,29 @@ pub fn rank_avg(row: &[f64], out: &mut [f64], scratch: &mut RankScratch) {
     }
 }
 
+/// Percentile ranks, the `rank` operator: average-tie ranks divided by the count of numbers
+/// in the row (NaN stays NaN).
+pub fn pct_rank(row: &[f64], out: &mut [f64], scratch: &mut RankScratch) {
+    rank_avg(row, out, scratch);
+    let count = count_numbers(row);
+    // Every rank is a half `k / 2` with k ≤ 2·count, so each quotient is looked up in a
+    // table made once per count (rows mostly share one), not divided per number; the table
+    // holds the very quotients a division gives.
+    if scratch.pct_count != count || scratch.pct.is_empty() {
+        scratch.pct.clear();
+        scratch
+            .pct
+            .extend((0..=2 * count + 1).map(|k| (k as f64 * 0.5) / count as f64));
+        scratch.pct_count = count;
+    }
+    let table = &scratch.pct;
+    for v in out.iter_mut() {
+        if !v.is_nan() {
+            *v = table[(*v * 2.0) as usize];
+        }
+    }
+}
+
 /// [`rank_avg`] by counting, for rows whose numbers are all ± multiples of one half divided by
 /// `scale`, exactly as the `rank` operator writes them (`scale` 1: ranks, negated ranks, signs,
 /// counts; `scale` the row's count: percentile ranks), within a range of about twice the row's
@@ -633,6 +659,10 @@ fn rank_counted(row: &[f64], out: &mut [f64], scratch: &mut RankScratch, scale: 
         let k = if v < 0.0 { -k } else { k };
         lo = lo.min(k);
         hi = hi.max(k);
+        // Whole numbers spread wider than counting allows (volumes, say) stop here.
+        if hi - lo > (4 * row.len() + 64) as i64 {
+            return false;
+        }
         keys.push(k);
     }
     if lo > hi {
