@@ -829,6 +829,33 @@ mod tests {
     }
 
     #[test]
+    fn percentile_ranks_are_the_ranks_divided_by_the_count() {
+        // Rows of changing counts (NaN) and ties share one scratch, so its table is remade.
+        let mut bits = xorshift(5);
+        let mut scratch = RankScratch::default();
+        for len in [1, 2, 7, 64, 65, 300, 64, 1] {
+            for _ in 0..5 {
+                let row: Vec<f64> = (0..len)
+                    .map(|_| match bits() % 9 {
+                        0 => f64::NAN,
+                        k => (k % 4) as f64 + (bits() % 3) as f64 * 0.25,
+                    })
+                    .collect();
+                let mut got = vec![0.0; len];
+                pct_rank(&row, &mut got, &mut scratch);
+                let count = row.iter().filter(|v| !v.is_nan()).count() as f64;
+                let want: Vec<f64> = naive_ranks(&row).iter().map(|r| r / count).collect();
+                assert!(
+                    got.iter()
+                        .zip(&want)
+                        .all(|(a, b)| a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan())),
+                    "{row:?}: {got:?} vs {want:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
     fn rolling_extremes_follow_their_definition() {
         // Random series with ties, NaN gaps and every window from 1 to 12 against a direct scan:
         // the value, and the bars since it with the newest winning ties.
