@@ -513,38 +513,7 @@ fn pair_moments(x: &Mat, y: &Mat, d: usize, corr: bool) -> Mat {
     out.data
         .par_chunks_mut(t)
         .zip(x.data.par_chunks(t).zip(y.data.par_chunks(t)))
-        .for_each(|(o, (xc, yc))| {
-            let xs: Vec<f64> = xc.iter().zip(yc).map(|(a, b)| a + 0.0 * b).collect();
-            let ys: Vec<f64> = yc.iter().zip(&xs).map(|(b, a)| b + 0.0 * a).collect();
-            let mut mx = vec![0.0; t];
-            let mut my = vec![0.0; t];
-            let mut mxy = vec![0.0; t];
-            ops::move_mean(&xs, d, &mut mx);
-            ops::move_mean(&ys, d, &mut my);
-            let xy: Vec<f64> = xs.iter().zip(&ys).map(|(a, b)| a * b).collect();
-            ops::move_mean(&xy, d, &mut mxy);
-            if !corr {
-                let f = d as f64 / (d as f64 - 1.0);
-                for i in 0..t {
-                    o[i] = (mxy[i] - mx[i] * my[i]) * f;
-                }
-                return;
-            }
-            let mut vx = vec![0.0; t];
-            let mut vy = vec![0.0; t];
-            let xx: Vec<f64> = xs.iter().map(|a| a * a).collect();
-            let yy: Vec<f64> = ys.iter().map(|a| a * a).collect();
-            ops::move_mean(&xx, d, &mut vx);
-            ops::move_mean(&yy, d, &mut vy);
-            for i in 0..t {
-                let vxi = vx[i] - mx[i] * mx[i];
-                let vyi = vy[i] - my[i] * my[i];
-                let c = (mxy[i] - mx[i] * my[i]) / (vxi * vyi).sqrt();
-                let bad = vxi <= 1e-14 * (mx[i] * mx[i] + 1e-300)
-                    || vyi <= 1e-14 * (my[i] * my[i] + 1e-300);
-                o[i] = if bad { f64::NAN } else { c.clamp(-1.0, 1.0) };
-            }
-        });
+        .for_each(|(o, (xc, yc))| ops::move_cov_corr(xc, yc, d, corr, o));
     out
 }
 

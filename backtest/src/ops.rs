@@ -76,41 +76,101 @@ pub fn move_sum(x: &[f64], w: usize, out: &mut [f64]) {
 
 /// Rolling mean over `w` bars; NaN unless all `w` are numbers.
 pub fn move_mean(x: &[f64], w: usize, out: &mut [f64]) {
-    let (mut sum, mut count) = (0.0, 0usize);
-    let mut inv = 0.0;
+    let mut m = MeanWindow::new(w);
     for t in 0..x.len() {
-        let a = x[t];
+        out[t] = m.push(t, x[t], if t >= w { x[t - w] } else { f64::NAN });
+    }
+}
+
+/// The running state of one rolling mean: [`move_mean`] one bar at a time, so that several
+/// means can advance in one loop (their additions then overlap) with the very same numbers.
+#[derive(Debug, Clone, Copy)]
+struct MeanWindow {
+    w: usize,
+    sum: f64,
+    count: usize,
+    inv: f64,
+}
+
+impl MeanWindow {
+    fn new(w: usize) -> MeanWindow {
+        MeanWindow {
+            w,
+            sum: 0.0,
+            count: 0,
+            inv: 0.0,
+        }
+    }
+
+    /// Bar `t` with value `a`; `old` is the value leaving the window (bar `t - w`, ignored
+    /// before that). Returns the mean, NaN unless all `w` values are numbers.
+    #[inline(always)]
+    fn push(&mut self, t: usize, a: f64, old: f64) -> f64 {
+        let w = self.w;
         if t < w {
             if !a.is_nan() {
-                sum += a;
-                count += 1;
+                self.sum += a;
+                self.count += 1;
             }
-            out[t] = if t + 1 == w && count >= w {
-                sum / count as f64
+            let out = if t + 1 == w && self.count >= w {
+                self.sum / self.count as f64
             } else {
                 f64::NAN
             };
             if t + 1 == w {
-                inv = 1.0 / count as f64;
+                self.inv = 1.0 / self.count as f64;
             }
+            out
         } else {
-            let old = x[t - w];
             match (a.is_nan(), old.is_nan()) {
-                (false, false) => sum += a - old,
+                (false, false) => self.sum += a - old,
                 (false, true) => {
-                    sum += a;
-                    count += 1;
-                    inv = 1.0 / count as f64;
+                    self.sum += a;
+                    self.count += 1;
+                    self.inv = 1.0 / self.count as f64;
                 }
                 (true, false) => {
-                    sum -= old;
-                    count -= 1;
-                    inv = 1.0 / count as f64;
+                    self.sum -= old;
+                    self.count -= 1;
+                    self.inv = 1.0 / self.count as f64;
                 }
                 (true, true) => {}
             }
-            out[t] = if count >= w { sum * inv } else { f64::NAN };
+            if self.count >= w {
+                self.sum * self.inv
+            } else {
+                f64::NAN
+            }
         }
+    }
+}
+
+/// Rolling covariance (`corr = false`; sample, scaled by `d / (d - 1)`) or correlation of two
+/// series over `d` bars, the reference's formulation: moving means of x, y, xy, x² and y², with
+/// each series NaN wherever the other is. The five means advance together in one loop.
+pub fn move_cov_corr(x: &[f64], y: &[f64], d: usize, corr: bool, out: &mut [f64]) {
+    let pick = |i: usize| {
+        let a = x[i] + 0.0 * y[i];
+        let b = y[i] + 0.0 * a;
+        [a, b, a * b, a * a, b * b]
+    };
+    let mut m = [MeanWindow::new(d); 5];
+    let f = d as f64 / (d as f64 - 1.0);
+    for (t, o) in out.iter_mut().enumerate().take(x.len()) {
+        let v = pick(t);
+        let old = if t >= d { pick(t - d) } else { [f64::NAN; 5] };
+        let mx = m[0].push(t, v[0], old[0]);
+        let my = m[1].push(t, v[1], old[1]);
+        let mxy = m[2].push(t, v[2], old[2]);
+        if !corr {
+            *o = (mxy - mx * my) * f;
+            continue;
+        }
+        let vx = m[3].push(t, v[3], old[3]) - mx * mx;
+        let vy = m[4].push(t, v[4], old[4]) - my * my;
+        let c = (mxy - mx * my) / (vx * vy).sqrt();
+        let bad = vx <= 1e-14 * (mx * mx + 1e-300) || vy <= 1e-14 * (my * my + 1e-300);
+        *o = if bad { f64::NAN } else { c.clamp(-1.0, 1.0) };
     }
 }
 
@@ -203,11 +263,22 @@ pub enum Extreme {
 /// Rolling minimum or maximum (`arg = false`) or the bars since it (`arg = true`, 0 = now;
 /// the newest wins ties). NaN unless all `w` values are numbers.
 pub fn move_extreme(x: &[f64], w: usize, which: Extreme, arg: bool, out: &mut [f64]) {
-    let n = x.len();
     if w == 0 {
         out.fill(f64::NAN);
         return;
     }
+    // One copy of the loops per case, so that no comparison or output decides at run time.
+    match (which, arg) {
+        (Extreme::Min, false) => extreme::<false, false>(x, w, out),
+        (Extreme::Min, true) => extreme::<false, true>(x, w, out),
+        (Extreme::Max, false) => extreme::<true, false>(x, w, out),
+        (Extreme::Max, true) => extreme::<true, true>(x, w, out),
+    }
+}
+
+fn extreme<const MAX: bool, const ARG: bool>(x: &[f64], w: usize, out: &mut [f64]) {
+    let n = x.len();
+    let (which, arg) = (if MAX { Extreme::Max } else { Extreme::Min }, ARG);
     // Blocks of `w` bars (van Herk / Gil-Werman): `g[i]` is the best bar from its block's start
     // to `i`, `h[i]` the best from `i` to its block's end, so any window is one `h` and one `g`:
     // a few branch-free comparisons per bar whatever the window. Newer bars win ties.
@@ -223,20 +294,37 @@ pub fn move_extreme(x: &[f64], w: usize, which: Extreme, arg: bool, out: &mut [f
         Extreme::Min => a < b,
         Extreme::Max => a > b,
     };
-    // Each block is walked forwards and backwards carrying its best value and bar, so no step
-    // waits on a load of the step before, and no bar needs a division to find its block.
-    let (mut gv, mut gi) = (vec![0.0; n], vec![0u32; n]);
-    let (mut hv, mut hi) = (vec![0.0; n], vec![0u32; n]);
+    // A window ending in a block starts in the block before (or is the whole block): its best
+    // is the best of the earlier block from the window's start on (`h`, kept from a backward
+    // walk over that block) against the best of this block up to the window's end (`g`, carried
+    // forwards). Each walk carries its best value and bar, so no step waits on a load of the
+    // step before, and the scratch is one block long.
+    let (mut hv, mut hi) = (vec![big; w], vec![0usize; w]);
+    let mut count = 0usize;
     for b in (0..n).step_by(w) {
         let e = (b + w).min(n);
-        let (mut best, mut at) = (big, b);
-        for i in b..e {
-            let v = val(i as u32);
-            if !better(best, v) {
-                (best, at) = (v, i);
+        let (mut gv, mut gi) = (big, b);
+        for t in b..e {
+            let v = val(t as u32);
+            if !better(gv, v) {
+                (gv, gi) = (v, t);
             }
-            gv[i] = best;
-            gi[i] = at as u32;
+            count += usize::from(!x[t].is_nan());
+            if t >= w && !x[t - w].is_nan() {
+                count -= 1;
+            }
+            out[t] = if t + 1 >= w && count >= w {
+                let s = t + 1 - w;
+                // `s < b`: the window reaches into the block before, at offset `s + w - b`.
+                let (value, best) = if s < b && better(hv[s + w - b], gv) {
+                    (hv[s + w - b], hi[s + w - b])
+                } else {
+                    (gv, gi)
+                };
+                if arg { (t - best) as f64 } else { value }
+            } else {
+                f64::NAN
+            };
         }
         let (mut best, mut at) = (big, e - 1);
         for i in (b..e).rev() {
@@ -244,33 +332,9 @@ pub fn move_extreme(x: &[f64], w: usize, which: Extreme, arg: bool, out: &mut [f
             if better(v, best) {
                 (best, at) = (v, i);
             }
-            hv[i] = best;
-            hi[i] = at as u32;
+            hv[i - b] = best;
+            hi[i - b] = at;
         }
-    }
-    let mut count = 0usize;
-    for t in 0..n {
-        count += usize::from(!x[t].is_nan());
-        if t >= w && !x[t - w].is_nan() {
-            count -= 1;
-        }
-        out[t] = if t + 1 >= w && count >= w {
-            // The window is the end of one block (`h`) and the start of the next (`g`); when
-            // it is exactly one block both name the same bar.
-            let s = t + 1 - w;
-            let (value, best) = if better(hv[s], gv[t]) {
-                (hv[s], hi[s])
-            } else {
-                (gv[t], gi[t])
-            };
-            if arg {
-                (t - best as usize) as f64
-            } else {
-                value
-            }
-        } else {
-            f64::NAN
-        };
     }
 }
 
