@@ -530,14 +530,7 @@ pub(crate) fn book(
                         let (held, prev) =
                             (held_at(i), if i == 0 { &zero[..] } else { held_at(i - 1) });
                         let f = target.fwd.row(i);
-                        // Three sums in one pass, each in instrument order.
-                        let (mut gross, mut turn, mut expo, mut known) = (0.0, 0.0, 0.0, false);
-                        for ((h, p), r) in held.iter().zip(prev).zip(f) {
-                            gross += h * if r.is_nan() { 0.0 } else { *r };
-                            turn += (h - p).abs();
-                            expo += h.abs();
-                            known |= r.is_finite();
-                        }
+                        let (gross, turn, expo, known) = pnl(held, prev, f);
                         *o = if expo > 0.0 && known {
                             (gross - cost * turn, turn, expo, ic, icp, inf)
                         } else {
@@ -555,6 +548,39 @@ pub(crate) fn book(
         ic_pearson: bars.iter().map(|b| b.4).collect(),
         nonfinite_signal_cells: bars.iter().map(|b| b.5).sum(),
     }
+}
+
+/// A bar's gross return, turnover and exposure from the weights held now and before and the
+/// returns (a missing return counts as 0), and whether any return is known: three sums in one
+/// pass, in four lanes.
+fn pnl(held: &[f64], prev: &[f64], f: &[f64]) -> (f64, f64, f64, bool) {
+    let zero = [0.0; LANES];
+    let (mut gross, mut turn, mut expo, mut known) = (zero, zero, zero, 0usize);
+    let mut step = |l: usize, h: f64, p: f64, r: f64| {
+        gross[l] += h * if r.is_nan() { 0.0 } else { r };
+        turn[l] += (h - p).abs();
+        expo[l] += h.abs();
+        known += usize::from(r.is_finite());
+    };
+    let whole = held.len() - held.len() % LANES;
+    for ((h, p), r) in held[..whole]
+        .chunks_exact(LANES)
+        .zip(prev[..whole].chunks_exact(LANES))
+        .zip(f[..whole].chunks_exact(LANES))
+    {
+        for l in 0..LANES {
+            step(l, h[l], p[l], r[l]);
+        }
+    }
+    for j in whole..held.len() {
+        step(j - whole, held[j], prev[j], f[j]);
+    }
+    (
+        lanes_total(gross),
+        lanes_total(turn),
+        lanes_total(expo),
+        known > 0,
+    )
 }
 
 impl Book {
@@ -765,14 +791,16 @@ mod tests {
                 } else {
                     f64::NAN
                 };
+                // Sums in another order differ in their last bits only.
+                let near = |a: f64, b: f64| same(a, b) || (a - b).abs() <= 1e-12 * b.abs();
                 assert!(
-                    same(got.net[i], want),
+                    near(got.net[i], want),
                     "every {every} lag {lag} bar {i}: {} vs {want}",
                     got.net[i]
                 );
                 let want_turn = if active { turn } else { f64::NAN };
                 assert!(
-                    same(got.turnover[i], want_turn),
+                    near(got.turnover[i], want_turn),
                     "every {every} lag {lag} bar {i}"
                 );
                 let sp = spearman(
