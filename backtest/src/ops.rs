@@ -596,21 +596,50 @@ fn sort_indices(s: &mut RankScratch) {
 /// Average-tie ranks 1..=n of a row, with NaN ranked as +inf and then reset to NaN (the
 /// reference's convention).
 pub fn rank_avg(row: &[f64], out: &mut [f64], scratch: &mut RankScratch) {
-    if rank_counted(row, out, scratch, 1.0) {
-        return;
-    }
+    rank_into(row, out, scratch, false);
+}
+
+/// Percentile ranks, the `rank` operator: average-tie ranks divided by the count of numbers
+/// in the row (NaN stays NaN).
+pub fn pct_rank(row: &[f64], out: &mut [f64], scratch: &mut RankScratch) {
+    rank_into(row, out, scratch, true);
+}
+
+/// [`rank_avg`], or [`pct_rank`] when `pct`: ranks are halves `k / 2`, written as they are
+/// found (`k · 0.5`, or the quotient `(k · 0.5) / count` from a table made once per count).
+fn rank_into(row: &[f64], out: &mut [f64], scratch: &mut RankScratch, pct: bool) {
+    let n = row.len();
     let finite = count_numbers(row);
-    if finite > 0 && rank_counted(row, out, scratch, finite as f64) {
+    let counted = rank_counted(row, out, scratch, 1.0)
+        || (finite > 0 && rank_counted(row, out, scratch, finite as f64));
+    if pct && finite > 0 && (scratch.pct_count != finite || scratch.pct.len() < 2 * n + 2) {
+        // Up to 2n: +inf ties with NaN (ranked as +inf) and may rank above the count.
+        scratch.pct.clear();
+        scratch
+            .pct
+            .extend((0..2 * n + 2).map(|k| (k as f64 * 0.5) / finite as f64));
+        scratch.pct_count = finite;
+    }
+    let table = &scratch.pct;
+    let value = |k2: usize| if pct { table[k2] } else { k2 as f64 * 0.5 };
+    if counted {
+        if pct {
+            for v in out.iter_mut() {
+                if !v.is_nan() {
+                    *v = value((*v * 2.0) as usize);
+                }
+            }
+        }
         return;
     }
     scratch.keys.clear();
     scratch.keys.extend(row.iter().map(|v| sort_key(*v)));
-    let n = row.len();
     let missing = sort_key(f64::NAN);
     let unsorted = radix_high(scratch);
-    // One walk over the order: runs that agree in the upper 32 bits are ordered by the whole
+    // One walk over the order: runs that agree in the sorted bits are ordered by the whole
     // key, then ranked.
-    let (keys, order) = (&scratch.keys, &mut scratch.a);
+    let (keys, order, table) = (&scratch.keys, &mut scratch.a, &scratch.pct);
+    let value = |k2: usize| if pct { table[k2] } else { k2 as f64 * 0.5 };
     let mut i = 0;
     while i < n {
         let mut j = i + 1;
@@ -622,7 +651,7 @@ pub fn rank_avg(row: &[f64], out: &mut [f64], scratch: &mut RankScratch) {
             out[idx] = if row[idx].is_nan() {
                 f64::NAN
             } else {
-                i as f64 + 1.0
+                value(2 * i + 2)
             };
         } else {
             // Each group of equal whole keys gets its average position (NaN keeps NaN).
@@ -634,7 +663,8 @@ pub fn rank_avg(row: &[f64], out: &mut [f64], scratch: &mut RankScratch) {
                 while q < j && keys[order[q].1 as usize] == k {
                     q += 1;
                 }
-                let r = 0.5 * (p + q - 1) as f64 + 1.0;
+                // Positions p..q (from 0) average (p + q + 1) / 2 as ranks from 1.
+                let r = value(p + q + 1);
                 for &(_, idx) in &order[p..q] {
                     let idx = idx as usize;
                     out[idx] = if k == missing && row[idx].is_nan() {
@@ -647,29 +677,6 @@ pub fn rank_avg(row: &[f64], out: &mut [f64], scratch: &mut RankScratch) {
             }
         }
         i = j;
-    }
-}
-
-/// Percentile ranks, the `rank` operator: average-tie ranks divided by the count of numbers
-/// in the row (NaN stays NaN).
-pub fn pct_rank(row: &[f64], out: &mut [f64], scratch: &mut RankScratch) {
-    rank_avg(row, out, scratch);
-    let count = count_numbers(row);
-    // Every rank is a half `k / 2` with k ≤ 2·count, so each quotient is looked up in a
-    // table made once per count (rows mostly share one), not divided per number; the table
-    // holds the very quotients a division gives.
-    if scratch.pct_count != count || scratch.pct.is_empty() {
-        scratch.pct.clear();
-        scratch
-            .pct
-            .extend((0..=2 * count + 1).map(|k| (k as f64 * 0.5) / count as f64));
-        scratch.pct_count = count;
-    }
-    let table = &scratch.pct;
-    for v in out.iter_mut() {
-        if !v.is_nan() {
-            *v = table[(*v * 2.0) as usize];
-        }
     }
 }
 
@@ -897,12 +904,16 @@ mod tests {
         // Rows of changing counts (NaN) and ties share one scratch, so its table is remade.
         let mut bits = xorshift(5);
         let mut scratch = RankScratch::default();
+        // Quarters are sorted; halves are counted. +inf ties with NaN (ranked as +inf), so it
+        // may rank above the count.
         for len in [1, 2, 7, 64, 65, 300, 64, 1] {
-            for _ in 0..5 {
+            for step in 0..6 {
                 let row: Vec<f64> = (0..len)
                     .map(|_| match bits() % 9 {
-                        0 => f64::NAN,
-                        k => (k % 4) as f64 + (bits() % 3) as f64 * 0.25,
+                        0 | 1 => f64::NAN,
+                        2 => f64::INFINITY,
+                        k if step % 2 == 0 => (k % 4) as f64 + (bits() % 3) as f64 * 0.25,
+                        k => (k % 4) as f64 * 0.5,
                     })
                     .collect();
                 let mut got = vec![0.0; len];
