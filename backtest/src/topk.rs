@@ -170,13 +170,20 @@ pub fn topk_weights(row: &[f64], k: usize, out: &mut [f64], sel: &mut Selection)
         return;
     }
     let w = 1.0 / chosen as f64;
+    // Above the k-th means finite.
+    for (o, v) in out.iter_mut().zip(row) {
+        *o = if s(*v) > kth { w } else { 0.0 };
+    }
+    // Then values equal to the k-th, leftmost first (finite ones: the k-th may be -inf).
     let mut need = k.saturating_sub(gt);
     for (o, v) in out.iter_mut().zip(row) {
-        let x = s(*v);
-        // Above the k-th means finite; a tie must be finite too (the k-th may be -inf).
-        let tie = x == kth && need > 0 && v.is_finite();
-        need -= usize::from(tie);
-        *o = if x > kth || tie { w } else { 0.0 };
+        if need == 0 {
+            break;
+        }
+        if *v == kth && v.is_finite() {
+            *o = w;
+            need -= 1;
+        }
     }
 }
 
