@@ -195,11 +195,12 @@ pub fn topk_weights(row: &[f64], k: usize, out: &mut [f64], sel: &mut Selection)
 pub struct Target {
     /// Forward one-bar returns, as rows.
     pub fwd: Rows,
-    /// Per bar and position `j`: the `j`-th instrument in ascending order of finite return
-    /// (ties by instrument; the first `finite[i]` positions of bar `i` are used), and the
-    /// average-tie rank of instrument `j` among the finite returns, NaN if its return is not
-    /// finite (halves below 2^23 are exact in `f32`). One allocation for both.
-    cells: Vec<(u32, f32)>,
+    /// One allocation of two `t × n` halves. The first: per bar, its instruments with a finite
+    /// return in ascending order of return (ties by instrument), `finite[i]` of them at the
+    /// start of the bar's row. The second: per bar and instrument, the bits of its average-tie
+    /// rank among the finite returns as an `f32` (NaN if its return is not finite; halves
+    /// below 2^23 are exact).
+    cells: Vec<u32>,
     finite: Vec<u32>,
 }
 
@@ -217,17 +218,17 @@ impl Target {
 
     fn from_rows(fwd: Rows) -> Target {
         let (t, n) = (fwd.t, fwd.n);
-        let mut cells = vec![(0u32, f32::NAN); t * n];
+        let mut cells = vec![f32::NAN.to_bits(); 2 * t * n];
         let mut finite = vec![0u32; t];
         if n > 0 {
-            cells
+            let (orders, ranks) = cells.split_at_mut(t * n);
+            orders
                 .par_chunks_mut(n)
+                .zip(ranks.par_chunks_mut(n))
                 .zip(finite.par_iter_mut())
                 .enumerate()
-                .for_each_init(Vec::new, |o, (i, (row, count))| {
+                .for_each(|(i, ((o, r), count))| {
                     let f = fwd.row(i);
-                    o.clear();
-                    o.resize(n, 0u32);
                     let mut k = 0;
                     for (j, v) in f.iter().enumerate() {
                         if v.is_finite() {
@@ -242,25 +243,27 @@ impl Target {
                             .then(x.cmp(&y))
                     });
                     *count = k as u32;
-                    for (c, j) in row.iter_mut().zip(o.iter()) {
-                        c.0 = *j;
-                    }
                     ranks_along(
                         o[..k].iter().copied(),
                         f,
                         |_| true,
-                        |j, v| row[j].1 = v as f32,
+                        |j, v| r[j] = (v as f32).to_bits(),
                     );
                 });
         }
         Target { fwd, cells, finite }
     }
 
-    /// Bar `i`'s cells; its finite instruments in ascending order of return are the first
-    /// `finite[i]` orders.
-    fn cells(&self, i: usize) -> (&[(u32, f32)], usize) {
+    /// Bar `i`'s finite instruments in ascending order of return.
+    fn order(&self, i: usize) -> &[u32] {
         let n = self.fwd.n;
-        (&self.cells[i * n..(i + 1) * n], self.finite[i] as usize)
+        &self.cells[i * n..i * n + self.finite[i] as usize]
+    }
+
+    /// Bar `i`'s ranks among its finite returns, as `f32` bits.
+    fn ranks(&self, i: usize) -> &[u32] {
+        let (t, n) = (self.fwd.t, self.fwd.n);
+        &self.cells[(t + i) * n..(t + i + 1) * n]
     }
 }
 
@@ -379,16 +382,15 @@ fn ics(
         ops::rank_avg_of_ranks(am, numbers, ra, scratch);
         (ra, mean)
     };
-    let (cells, finite) = target.cells(i);
     if superset {
         // The correlation covers every finite return: the return's own ranks apply.
-        for (o, c) in rb.iter_mut().zip(cells) {
-            *o = f64::from(c.1);
+        for (o, r) in rb.iter_mut().zip(target.ranks(i)) {
+            *o = f64::from(f32::from_bits(*r));
         }
     } else {
         // The return's ranks among the pairs that count, in one walk over its order.
         ranks_along(
-            cells[..finite].iter().map(|c| c.0),
+            target.order(i).iter().copied(),
             b,
             |j| !am[j].is_nan(),
             |j, r| rb[j] = r,
