@@ -510,13 +510,10 @@ pub struct RankScratch {
 /// Returns how many low bits of the sorted 24 were left unsorted (0 or 8): runs that agree in
 /// the bits above (rare) are left for the caller to order by the full key. Below 64 keys,
 /// everything is simply sorted by full key and index.
-fn radix_high(s: &mut RankScratch) -> u32 {
+///
+/// `differ` holds the bits in which some keys differ.
+fn radix_high(s: &mut RankScratch, differ: u64) -> u32 {
     let n = s.keys.len();
-    let (all, any) = s
-        .keys
-        .iter()
-        .fold((u64::MAX, 0u64), |(all, any), &k| (all & k, any | k));
-    let differ = all ^ any;
     let shift = (64 - differ.leading_zeros()).saturating_sub(24);
     s.a.clear();
     s.a.extend(
@@ -574,10 +571,20 @@ fn radix_high(s: &mut RankScratch) -> u32 {
     8 * low
 }
 
+/// The bits in which some of `keys` differ.
+#[cfg(test)]
+fn differing(keys: &[u64]) -> u64 {
+    let (all, any) = keys
+        .iter()
+        .fold((u64::MAX, 0u64), |(all, any), &k| (all & k, any | k));
+    all ^ any
+}
+
 /// Sorts the indices of `keys` by key, then index, into `a` (see [`radix_high`]).
 #[cfg(test)]
 fn sort_indices(s: &mut RankScratch) {
-    let unsorted = radix_high(s);
+    let differ = differing(&s.keys);
+    let unsorted = radix_high(s, differ);
     let n = s.a.len();
     let mut i = 0;
     while i < n {
@@ -632,10 +639,17 @@ fn rank_into(row: &[f64], out: &mut [f64], scratch: &mut RankScratch, pct: bool)
         }
         return;
     }
+    // The keys, and the bits in which they differ, in one pass.
     scratch.keys.clear();
-    scratch.keys.extend(row.iter().map(|v| sort_key(*v)));
+    let (mut all, mut any) = (u64::MAX, 0u64);
+    for v in row {
+        let k = sort_key(*v);
+        scratch.keys.push(k);
+        all &= k;
+        any |= k;
+    }
     let missing = sort_key(f64::NAN);
-    let unsorted = radix_high(scratch);
+    let unsorted = radix_high(scratch, all ^ any);
     // One walk over the order: runs that agree in the sorted bits are ordered by the whole
     // key, then ranked.
     let (keys, order, table) = (&scratch.keys, &mut scratch.a, &scratch.pct);
@@ -889,8 +903,9 @@ mod tests {
             }
             scratch.keys.clear();
             scratch.keys.extend(row.iter().map(|v| sort_key(*v)));
+            let differ = differing(&scratch.keys);
             assert_eq!(
-                radix_high(&mut scratch),
+                radix_high(&mut scratch, differ),
                 8,
                 "step {step}: two passes expected"
             );
