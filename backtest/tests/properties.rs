@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use lim_backtest::expr::{Arg, BinOp, FUNCS, GROUPS};
+use lim_backtest::topk::{self, TopK};
 use lim_backtest::{Evaluator, Expr, Frame, Mat, parse};
 use proptest::prelude::*;
 
@@ -127,6 +128,33 @@ proptest! {
         let a = Evaluator::new(&base, std::slice::from_ref(&e)).eval(&e);
         let b = Evaluator::new(&later, std::slice::from_ref(&e)).eval(&e);
         prop_assert!(same_rows(&a, &b, cut), "{e} changed at or before bar {cut}");
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(300))]
+
+    /// Any expression on a panel full of NaN, ±inf and zeros evaluates and is booked without a
+    /// panic, and the book's turnover is a turnover.
+    #[test]
+    fn any_expression_evaluates_and_books_on_bad_numbers(
+        e in expr(),
+        seed in prop::collection::vec(
+            prop_oneof![
+                4 => -3.0f64..3.0,
+                1 => Just(f64::INFINITY),
+                1 => Just(f64::NEG_INFINITY),
+                1 => Just(f64::NAN),
+                1 => Just(0.0),
+            ],
+            50,
+        ),
+    ) {
+        let f = frame(30, 6, &seed);
+        let signal = Evaluator::new(&f, std::slice::from_ref(&e)).signal(&e);
+        let target = topk::Target::new(&f.fields["close"]);
+        let m = topk::backtest(&signal, &target, &TopK { k: 3, ..TopK::default() });
+        prop_assert!(m.turnover.is_nan() || (0.0..=2.0 + 1e-9).contains(&m.turnover), "{e}: turnover {}", m.turnover);
     }
 }
 
