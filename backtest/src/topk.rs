@@ -679,6 +679,16 @@ pub fn summary(net: &[f64], periods: f64) -> (f64, f64, f64) {
 mod tests {
     use super::*;
 
+    /// A seeded generator of numbers in [0, 1) for the tests (a 64-bit LCG's upper bits).
+    fn uniform(mut seed: u64) -> impl FnMut() -> f64 {
+        move || {
+            seed = seed
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            (seed >> 11) as f64 / (1u64 << 53) as f64
+        }
+    }
+
     #[test]
     fn topk_breaks_ties_leftmost_and_skips_nan() {
         let mut w = vec![0.0; 5];
@@ -731,13 +741,7 @@ mod tests {
     #[test]
     fn books_by_blocks_equal_the_plain_computation() {
         let (t, n) = (150, 23);
-        let mut seed = 5u64;
-        let mut next = || {
-            seed = seed
-                .wrapping_mul(6_364_136_223_846_793_005)
-                .wrapping_add(1_442_695_040_888_963_407);
-            (seed >> 11) as f64 / (1u64 << 53) as f64
-        };
+        let mut next = uniform(5);
         let close = Mat {
             t,
             n,
@@ -831,13 +835,7 @@ mod tests {
     /// with fewer finite values than k.
     #[test]
     fn topk_follows_its_definition_row_after_row() {
-        let mut seed = 9u64;
-        let mut next = || {
-            seed = seed
-                .wrapping_mul(6_364_136_223_846_793_005)
-                .wrapping_add(1_442_695_040_888_963_407);
-            (seed >> 11) as f64 / (1u64 << 53) as f64
-        };
+        let mut next = uniform(9);
         let (n, k) = (40, 7);
         let mut sel = Selection::default();
         for r in 0..300 {
@@ -872,13 +870,7 @@ mod tests {
     #[test]
     fn spearman_follows_its_definition() {
         let (t, n) = (30, 37);
-        let mut seed = 3u64;
-        let mut next = || {
-            seed = seed
-                .wrapping_mul(6_364_136_223_846_793_005)
-                .wrapping_add(1_442_695_040_888_963_407);
-            (seed >> 11) as f64 / (1u64 << 53) as f64
-        };
+        let mut next = uniform(3);
         // Prices on a coarse grid, so returns tie; some closes are missing.
         let mut close = Mat {
             t,
@@ -924,13 +916,7 @@ mod tests {
     #[test]
     fn rank_rows_serve_as_their_own_ranks() {
         let (t, n) = (40, 31);
-        let mut seed = 11u64;
-        let mut next = || {
-            seed = seed
-                .wrapping_mul(6_364_136_223_846_793_005)
-                .wrapping_add(1_442_695_040_888_963_407);
-            (seed >> 11) as f64 / (1u64 << 53) as f64
-        };
+        let mut next = uniform(11);
         let mut close = Mat {
             t,
             n,
