@@ -70,16 +70,11 @@ pub struct Rows {
 impl Rows {
     /// Transposes a column-major matrix.
     pub fn from_mat(m: &Mat) -> Rows {
-        let mut data = vec![0.0; m.t * m.n];
-        for j in 0..m.n {
-            for (i, v) in m.col(j).iter().enumerate() {
-                data[i * m.n + j] = *v;
-            }
-        }
+        // Column-major data is a row-major `n × t` matrix.
         Rows {
             t: m.t,
             n: m.n,
-            data,
+            data: ops::transpose(&m.data, m.n, m.t),
         }
     }
 
