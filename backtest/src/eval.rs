@@ -608,18 +608,13 @@ fn apply_bin(op: BinOp, a: f64, b: f64) -> f64 {
 
 fn binary(op: BinOp, a: Value, b: Value) -> Value {
     // One loop per operator, so the operator is not matched again for every cell.
-    macro_rules! each_op {
-        ($apply:ident) => {
-            match op {
-                BinOp::Add => $apply(a, b, |x, y| x + y),
-                BinOp::Sub => $apply(a, b, |x, y| x - y),
-                BinOp::Mul => $apply(a, b, |x, y| x * y),
-                BinOp::Div => $apply(a, b, |x, y| x / y),
-                _ => $apply(a, b, move |x, y| apply_bin(op, x, y)),
-            }
-        };
+    match op {
+        BinOp::Add => zip_values(a, b, |x, y| x + y),
+        BinOp::Sub => zip_values(a, b, |x, y| x - y),
+        BinOp::Mul => zip_values(a, b, |x, y| x * y),
+        BinOp::Div => zip_values(a, b, |x, y| x / y),
+        _ => zip_values(a, b, move |x, y| apply_bin(op, x, y)),
     }
-    each_op!(zip_values)
 }
 
 fn zip_values(a: Value, b: Value, f: impl Fn(f64, f64) -> f64 + Sync + Copy) -> Value {

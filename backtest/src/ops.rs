@@ -278,34 +278,26 @@ pub fn move_extreme(x: &[f64], w: usize, which: Extreme, arg: bool, out: &mut [f
 
 fn extreme<const MAX: bool, const ARG: bool>(x: &[f64], w: usize, out: &mut [f64]) {
     let n = x.len();
-    let (which, arg) = (if MAX { Extreme::Max } else { Extreme::Min }, ARG);
-    // Blocks of `w` bars (van Herk / Gil-Werman): `g[i]` is the best bar from its block's start
-    // to `i`, `h[i]` the best from `i` to its block's end, so any window is one `h` and one `g`:
-    // a few branch-free comparisons per bar whatever the window. Newer bars win ties.
-    let big = match which {
-        Extreme::Min => f64::INFINITY,
-        Extreme::Max => f64::NEG_INFINITY,
+    let big = if MAX {
+        f64::NEG_INFINITY
+    } else {
+        f64::INFINITY
     };
-    let val = |i: u32| {
-        let v = x[i as usize];
-        if v.is_nan() { big } else { v }
-    };
-    let better = |a: f64, b: f64| match which {
-        Extreme::Min => a < b,
-        Extreme::Max => a > b,
-    };
-    // A window ending in a block starts in the block before (or is the whole block): its best
-    // is the best of the earlier block from the window's start on (`h`, kept from a backward
-    // walk over that block) against the best of this block up to the window's end (`g`, carried
-    // forwards). Each walk carries its best value and bar, so no step waits on a load of the
-    // step before, and the scratch is one block long.
+    let val = |i: usize| if x[i].is_nan() { big } else { x[i] };
+    let better = |a: f64, b: f64| if MAX { a > b } else { a < b };
+    // Blocks of `w` bars (van Herk / Gil-Werman). A window ending in a block starts in the block
+    // before (or is the whole block): its best is the best of the earlier block from the
+    // window's start on (`h`, kept from a backward walk over that block) against the best of
+    // this block up to the window's end (`g`, carried forwards). Each walk carries its best
+    // value and bar, so no step waits on a load of the step before, and the scratch is one
+    // block long. Newer bars win ties.
     let (mut hv, mut hi) = (vec![big; w], vec![0usize; w]);
     let mut count = 0usize;
     for b in (0..n).step_by(w) {
         let e = (b + w).min(n);
         let (mut gv, mut gi) = (big, b);
         for t in b..e {
-            let v = val(t as u32);
+            let v = val(t);
             if !better(gv, v) {
                 (gv, gi) = (v, t);
             }
@@ -321,14 +313,14 @@ fn extreme<const MAX: bool, const ARG: bool>(x: &[f64], w: usize, out: &mut [f64
                 } else {
                     (gv, gi)
                 };
-                if arg { (t - best) as f64 } else { value }
+                if ARG { (t - best) as f64 } else { value }
             } else {
                 f64::NAN
             };
         }
         let (mut best, mut at) = (big, e - 1);
         for i in (b..e).rev() {
-            let v = val(i as u32);
+            let v = val(i);
             if better(v, best) {
                 (best, at) = (v, i);
             }

@@ -111,7 +111,10 @@ pub fn topk_weights(row: &[f64], k: usize, out: &mut [f64], sel: &mut Selection)
     if row.is_empty() {
         return;
     }
-    let s = |v: f64| if v.is_finite() { v } else { f64::NEG_INFINITY };
+    // Non-finite values rank below every number.
+    fn s(v: f64) -> f64 {
+        if v.is_finite() { v } else { f64::NEG_INFINITY }
+    }
     let n = row.len();
     let kk = k.min(n).max(1);
     let desc = |a: &f64, b: &f64| b.total_cmp(a);
@@ -124,7 +127,7 @@ pub fn topk_weights(row: &[f64], k: usize, out: &mut [f64], sel: &mut Selection)
     fn gather(row: &[f64], buf: &mut [f64], keep: impl Fn(f64) -> bool) -> usize {
         let mut m = 0;
         for v in row {
-            let x = if v.is_finite() { *v } else { f64::NEG_INFINITY };
+            let x = s(*v);
             buf[m] = x;
             m += usize::from(keep(x));
         }
