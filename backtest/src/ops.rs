@@ -486,13 +486,35 @@ pub struct RankScratch {
     b: Vec<(u32, u32)>,
     counts: Vec<u32>,
     ikeys: Vec<i64>,
-    /// `(k / 2) / halves_scale` for k = 0, 1, …: the numbers [`rank_counted`] recognises,
-    /// computed once per scale (most rows share one) instead of a division per number.
-    halves: Vec<f64>,
-    halves_scale: f64,
-    /// `(k / 2) / pct_count` for k = 0, 1, …: [`pct_rank`]'s quotients for rows of that count.
-    pct: Vec<f64>,
-    pct_count: usize,
+    /// The numbers [`rank_counted`] recognises at its last scale.
+    halves: Halves,
+    /// [`pct_rank`]'s quotients for rows of the last count (kept apart from `halves`: rows of
+    /// whole numbers try scale 1 first, and one table would be remade twice a row).
+    pct: Halves,
+}
+
+/// The numbers `(k · 0.5) / scale` for k = 0, 1, …, for one scale at a time (most rows share
+/// one), made on demand: a lookup instead of a division per number, with the same bits.
+#[derive(Debug, Default, Clone)]
+struct Halves {
+    scale: f64,
+    values: Vec<f64>,
+}
+
+impl Halves {
+    /// The table for `scale`, holding at least k = 0..=`k`.
+    fn upto(&mut self, scale: f64, k: usize) -> &[f64] {
+        if self.scale != scale {
+            self.values.clear();
+            self.scale = scale;
+        }
+        if k >= self.values.len() {
+            let from = self.values.len();
+            self.values
+                .extend((from..=k).map(|k| (k as f64 * 0.5) / scale));
+        }
+        &self.values
+    }
 }
 
 /// Sorts the indices of `keys` into `a` by the 24 bits of their key that matter most (from the
@@ -611,15 +633,12 @@ fn rank_into(row: &[f64], out: &mut [f64], scratch: &mut RankScratch, pct: bool)
     let finite = count_numbers(row);
     let counted = rank_counted(row, out, scratch, 1.0)
         || (finite > 0 && rank_counted(row, out, scratch, finite as f64));
-    if pct && finite > 0 && (scratch.pct_count != finite || scratch.pct.len() < 2 * n + 2) {
-        // Up to 2n: +inf ties with NaN (ranked as +inf) and may rank above the count.
-        scratch.pct.clear();
-        scratch
-            .pct
-            .extend((0..2 * n + 2).map(|k| (k as f64 * 0.5) / finite as f64));
-        scratch.pct_count = finite;
-    }
-    let table = &scratch.pct;
+    // Up to 2n: +inf ties with NaN (ranked as +inf) and may rank above the count.
+    let table: &[f64] = if pct {
+        scratch.pct.upto(finite as f64, 2 * n + 1)
+    } else {
+        &[]
+    };
     let value = |k2: usize| if pct { table[k2] } else { k2 as f64 * 0.5 };
     if counted {
         if pct {
@@ -644,7 +663,7 @@ fn rank_into(row: &[f64], out: &mut [f64], scratch: &mut RankScratch, pct: bool)
     let unsorted = radix_high(scratch, all ^ any);
     // One walk over the order: runs that agree in the sorted bits are ordered by the whole
     // key, then ranked.
-    let (keys, order, table) = (&scratch.keys, &mut scratch.a, &scratch.pct);
+    let (keys, order, table) = (&scratch.keys, &mut scratch.a, &scratch.pct.values);
     let value = |k2: usize| if pct { table[k2] } else { k2 as f64 * 0.5 };
     let mut i = 0;
     while i < n {
@@ -702,10 +721,6 @@ fn rank_counted(row: &[f64], out: &mut [f64], scratch: &mut RankScratch, scale: 
             return false;
         }
     }
-    if scratch.halves_scale != scale {
-        scratch.halves.clear();
-        scratch.halves_scale = scale;
-    }
     let (keys, halves) = (&mut scratch.ikeys, &mut scratch.halves);
     keys.clear();
     let (mut lo, mut hi) = (i64::MAX, i64::MIN);
@@ -722,11 +737,7 @@ fn rank_counted(row: &[f64], out: &mut [f64], scratch: &mut RankScratch, scale: 
         // Round half up by truncation (a library call to `round` would cost more than all else).
         let k = (x + 0.5) as i64;
         let exact = if (k as usize) < 4 * row.len() + 64 {
-            if k as usize >= halves.len() {
-                let from = halves.len();
-                halves.extend((from..=k as usize).map(|k| (k as f64 * 0.5) / scale));
-            }
-            halves[k as usize]
+            halves.upto(scale, k as usize)[k as usize]
         } else {
             (k as f64 * 0.5) / scale
         };
