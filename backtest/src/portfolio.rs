@@ -4,7 +4,7 @@
 use crate::eval::{Frame, Mat, Signal};
 use crate::ops;
 use crate::spec::{Portfolio, StrategySpec};
-use crate::topk::{Book, Rows, Selection, Target, book, topk_weights};
+use crate::topk::{Book, Mask, Rows, Selection, Target, book, topk_weights};
 
 /// Runs a spec's book on an evaluated signal. `periods_per_year` annualises the volatility
 /// target of sign-threshold books.
@@ -27,19 +27,12 @@ pub fn run(
         _ => None,
     };
     let cost = (spec.costs.bps + spec.costs.slippage_bps) / 10_000.0;
-    let mask = |i: usize, row: &mut [f64]| {
-        if let Some(adv) = &liquidity {
-            outside_universe(spec, row, adv.row(i));
-        }
-    };
-    // A universe filter blanks instruments, after which a row no longer holds its own ranks.
-    let signal = Signal {
-        ranks: signal.ranks && liquidity.is_none(),
-        ..signal.clone()
-    };
+    let mask = liquidity
+        .as_ref()
+        .map(|adv| move |i: usize, row: &mut [f64]| outside_universe(spec, row, adv.row(i)));
     book(
-        &signal,
-        &mask,
+        signal,
+        mask.as_ref().map(|m| m as &Mask<'_>),
         target,
         spec.rebalance_every,
         spec.execution_lag,

@@ -445,23 +445,21 @@ pub struct Book {
 
 /// Runs the reference book on a signal.
 pub fn run(signal: &Signal, target: &Target, cfg: &TopK) -> Book {
-    book(
-        signal,
-        &|_, _| {},
-        target,
-        1,
-        1,
-        cfg.cost,
-        |_, row, w, sel, _| topk_weights(row, cfg.k, w, sel),
-    )
+    book(signal, None, target, 1, 1, cfg.cost, |_, row, w, sel, _| {
+        topk_weights(row, cfg.k, w, sel)
+    })
 }
 
 /// What a block of bars contributes to a [`Book`]: per bar the net return, turnover,
 /// exposure, the two ICs, and the count of infinite signal cells.
 type BarResult = (f64, f64, f64, f64, f64, usize);
 
-/// Builds a book from a signal (`mask(bar, row)` may blank instruments of a bar's row; it
-/// must not when the signal's rows are [`Signal::ranks`]): target weights chosen every `every` bars by
+/// Blanks instruments of a bar's row: `mask(bar, row)`.
+pub(crate) type Mask<'a> = dyn Fn(usize, &mut [f64]) + Sync + 'a;
+
+/// Builds a book from a signal (`mask(bar, row)`, if any, may blank instruments of a bar's
+/// row; a masked row no longer holds its own ranks, so [`Signal::ranks`] is then not relied
+/// on): target weights chosen every `every` bars by
 /// `choose(bar, row, weights, selection scratch, rank scratch)` and held in between, held
 /// `lag` bars later, paying `cost` per unit of turnover; and the signal's ICs. The one engine
 /// behind the reference book and every spec.
@@ -473,7 +471,7 @@ type BarResult = (f64, f64, f64, f64, f64, usize);
 /// weights is ever made.
 pub(crate) fn book(
     signal: &Signal,
-    mask: &(dyn Fn(usize, &mut [f64]) + Sync),
+    mask: Option<&Mask<'_>>,
     target: &Target,
     every: usize,
     lag: usize,
@@ -481,6 +479,7 @@ pub(crate) fn book(
     choose: impl Fn(usize, &[f64], &mut [f64], &mut Selection, &mut ops::RankScratch) + Sync,
 ) -> Book {
     let sig = &*signal.values;
+    let ranks = signal.ranks && mask.is_none();
     let (t, n) = (sig.t, sig.n);
     let (every, lag) = (every.max(1), lag.max(1));
     let mut bars: Vec<BarResult> = vec![(f64::NAN, f64::NAN, f64::NAN, f64::NAN, f64::NAN, 0); t];
@@ -507,8 +506,10 @@ pub(crate) fn book(
                     let (w0, w1) = (a.saturating_sub(lag + 1), b.saturating_sub(lag));
                     let g0 = if w1 > w0 { rebalance(w0).min(a) } else { a };
                     sig.rows_into(g0..b, rows);
-                    for (r, row) in rows.chunks_mut(n).enumerate() {
-                        mask(g0 + r, row);
+                    if let Some(mask) = mask {
+                        for (r, row) in rows.chunks_mut(n).enumerate() {
+                            mask(g0 + r, row);
+                        }
                     }
                     let row = |i: usize| &rows[(i - g0) * n..(i - g0 + 1) * n];
                     // Every bar's weights are written below: old contents need no clearing.
@@ -533,7 +534,7 @@ pub(crate) fn book(
                     };
                     for (i, o) in (a..b).zip(out.iter_mut()) {
                         let s = row(i);
-                        let (ic, icp, inf) = ics(s, signal.ranks, target, i, buf, scratch);
+                        let (ic, icp, inf) = ics(s, ranks, target, i, buf, scratch);
                         let (held, prev) =
                             (held_at(i), if i == 0 { &zero[..] } else { held_at(i - 1) });
                         let f = target.fwd.row(i);
@@ -758,7 +759,7 @@ mod tests {
             let k = 5;
             let got = book(
                 &Signal::plain(sig.clone()),
-                &|_, _| {},
+                None,
                 &target,
                 every,
                 lag,
