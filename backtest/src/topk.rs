@@ -334,11 +334,11 @@ fn ics(
     }
     let (am, rest) = buf.split_at_mut(n);
     let (ra, rb) = rest.split_at_mut(n);
-    // Pass 1: which pairs count (the signal where both are finite, NaN elsewhere), their sums,
-    // and the counts that tell which ranks apply.
+    // Pass 1: the sums of the pairs that count (both finite), and the counts that tell which
+    // ranks apply.
     let (mut numbers, mut infinite, mut finite_a, mut finite_b, mut m) = (0, 0, 0, 0, 0);
     let (mut suma, mut sumb) = ([0.0; LANES], [0.0; LANES]);
-    let mut first = |l: usize, x: f64, y: f64| -> f64 {
+    let mut first = |l: usize, x: f64, y: f64| {
         let (fa, fb) = (x.is_finite(), y.is_finite());
         let both = fa && fb;
         numbers += usize::from(!x.is_nan());
@@ -348,20 +348,18 @@ fn ics(
         m += usize::from(both);
         suma[l] += if both { x } else { 0.0 };
         sumb[l] += if both { y } else { 0.0 };
-        if both { x } else { f64::NAN }
     };
     let whole = n - n % LANES;
-    for ((ac, bc), mc) in a[..whole]
+    for (ac, bc) in a[..whole]
         .chunks_exact(LANES)
         .zip(b[..whole].chunks_exact(LANES))
-        .zip(am[..whole].chunks_exact_mut(LANES))
     {
         for l in 0..LANES {
-            mc[l] = first(l, ac[l], bc[l]);
+            first(l, ac[l], bc[l]);
         }
     }
     for j in whole..n {
-        am[j] = first(j - whole, a[j], b[j]);
+        first(j - whole, a[j], b[j]);
     }
     if m < 2 {
         return (f64::NAN, f64::NAN, infinite);
@@ -371,58 +369,92 @@ fn ics(
     let (superset, subset) = (m == finite_b, m == finite_a);
     // Ranks 1..=m (ties averaged) always sum to m(m+1)/2: their mean is exactly (m+1)/2.
     let mean = (m as f64 + 1.0) / 2.0;
-    // Percentile ranks over the very instruments of the correlation are their ranks divided
-    // by the count (negated ranks: reversed, plus a constant). A correlation does not change
-    // under a positive linear map, so the signal's numbers serve as its own ranks.
-    let (ra, mean_a): (&[f64], f64) = if ranks && subset {
-        (a, ma)
-    } else {
-        ops::rank_avg_of_ranks(am, numbers, ra, scratch);
-        (ra, mean)
-    };
-    if superset {
-        // The correlation covers every finite return: the return's own ranks apply.
-        for (o, r) in rb.iter_mut().zip(target.ranks(i)) {
-            *o = f64::from(f32::from_bits(*r));
-        }
-    } else {
-        // The return's ranks among the pairs that count, in one walk over its order.
-        ranks_along(
-            target.order(i).iter().copied(),
+    let own = target.ranks(i);
+    let own = |j: usize| f64::from(f32::from_bits(own[j]));
+    let sums = if ranks && subset && superset {
+        // The usual case: signal and return are finite in the same places, the return's own
+        // ranks apply, and percentile ranks over the very instruments of the correlation are
+        // their ranks divided by the count (negated ranks: reversed, plus a constant). A
+        // correlation does not change under a positive linear map, so the signal's numbers
+        // serve as its own ranks. Nothing needs writing down.
+        moments(
+            n,
+            (ma, mb, ma, mean),
+            |j| a[j].is_finite(),
+            a,
             b,
-            |j| !am[j].is_nan(),
-            |j, r| rb[j] = r,
-        );
-    }
-    // Pass 2: both correlations, over the pairs that count.
-    let zero = [0.0; LANES];
-    let (mut num, mut va, mut vb) = (zero, zero, zero);
-    let (mut rnum, mut sa, mut sb) = (zero, zero, zero);
-    let mut second = |l: usize, j: usize| {
-        let w = !am[j].is_nan();
+            |j| a[j],
+            own,
+        )
+    } else {
+        // The signal where both are finite, NaN elsewhere: what is ranked.
+        for ((o, x), y) in am.iter_mut().zip(a).zip(b) {
+            *o = if x.is_finite() && y.is_finite() {
+                *x
+            } else {
+                f64::NAN
+            };
+        }
+        let (ra, mean_a): (&[f64], f64) = if ranks && subset {
+            (a, ma)
+        } else {
+            ops::rank_avg_of_ranks(am, numbers, ra, scratch);
+            (ra, mean)
+        };
+        let pair = |j: usize| !am[j].is_nan();
+        let means = (ma, mb, mean_a, mean);
+        if superset {
+            // The correlation covers every finite return: the return's own ranks apply.
+            moments(n, means, pair, a, b, |j| ra[j], own)
+        } else {
+            // The return's ranks among the pairs that count, in one walk over its order.
+            ranks_along(target.order(i).iter().copied(), b, pair, |j, r| rb[j] = r);
+            moments(n, means, pair, a, b, |j| ra[j], |j| rb[j])
+        }
+    };
+    let [num, va, vb, rnum, sa, sb] = sums;
+    let pearson = num / (va * vb).sqrt();
+    let ic = rnum / (sa * sb).sqrt();
+    let finite = |v: f64| if v.is_finite() { v } else { f64::NAN };
+    (finite(ic), finite(pearson), infinite)
+}
+
+/// Pass 2 of [`ics`]: over the pairs that count (`pair(j)`), with `means` of the signal, the
+/// return and their ranks, the sums of products and squares of the deviations of the numbers
+/// (`num`, `va`, `vb`) and of the ranks `ra(j)`, `rb(j)` (`rnum`, `sa`, `sb`), in four lanes.
+fn moments(
+    n: usize,
+    (ma, mb, mean_a, mean_b): (f64, f64, f64, f64),
+    pair: impl Fn(usize) -> bool,
+    a: &[f64],
+    b: &[f64],
+    ra: impl Fn(usize) -> f64,
+    rb: impl Fn(usize) -> f64,
+) -> [f64; 6] {
+    let mut s = [[0.0; LANES]; 6];
+    let mut step = |l: usize, j: usize| {
+        let w = pair(j);
         let x = if w { a[j] - ma } else { 0.0 };
         let y = if w { b[j] - mb } else { 0.0 };
-        let p = if w { ra[j] - mean_a } else { 0.0 };
-        let q = if w { rb[j] - mean } else { 0.0 };
-        num[l] += x * y;
-        va[l] += x * x;
-        vb[l] += y * y;
-        rnum[l] += p * q;
-        sa[l] += p * p;
-        sb[l] += q * q;
+        let p = if w { ra(j) - mean_a } else { 0.0 };
+        let q = if w { rb(j) - mean_b } else { 0.0 };
+        s[0][l] += x * y;
+        s[1][l] += x * x;
+        s[2][l] += y * y;
+        s[3][l] += p * q;
+        s[4][l] += p * p;
+        s[5][l] += q * q;
     };
+    let whole = n - n % LANES;
     for c in (0..whole).step_by(LANES) {
         for l in 0..LANES {
-            second(l, c + l);
+            step(l, c + l);
         }
     }
     for j in whole..n {
-        second(j - whole, j);
+        step(j - whole, j);
     }
-    let pearson = lanes_total(num) / (lanes_total(va) * lanes_total(vb)).sqrt();
-    let ic = lanes_total(rnum) / (lanes_total(sa) * lanes_total(sb)).sqrt();
-    let finite = |v: f64| if v.is_finite() { v } else { f64::NAN };
-    (finite(ic), finite(pearson), infinite)
+    s.map(lanes_total)
 }
 
 /// A book run through time: per bar, the net return and turnover (NaN where the book was
@@ -927,10 +959,11 @@ mod tests {
         let mut scratch = ops::RankScratch::default();
         for negate in [false, true] {
             for i in 0..t {
-                // Coarse values make ties; some instruments are missing.
+                // Coarse values make ties; on two bars in three, some instruments are missing
+                // (on the third, signal and return are known in the same places).
                 let raw: Vec<f64> = (0..n)
                     .map(|j| {
-                        if (i + j) % 9 == 0 {
+                        if (i + j) % 9 == 0 && i % 3 != 0 {
                             f64::NAN
                         } else {
                             (next() * 6.0).floor()
