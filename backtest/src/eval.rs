@@ -36,6 +36,14 @@ impl Mat {
         }
     }
 
+    /// A matrix of zeros for a kernel to overwrite, written by all threads: a fresh panel's
+    /// pages are first touched here, and one thread filling them would leave the others idle.
+    pub fn zeros(t: usize, n: usize) -> Mat {
+        let mut data = Vec::with_capacity(t * n);
+        data.par_extend(rayon::iter::repeat_n(0.0, t * n));
+        Mat { t, n, data }
+    }
+
     /// One instrument's history.
     pub fn col(&self, j: usize) -> &[f64] {
         &self.data[j * self.t..(j + 1) * self.t]
@@ -48,7 +56,7 @@ impl Mat {
 
     /// Applies a time-series kernel to every instrument, in parallel.
     pub fn map_cols(&self, f: impl Fn(&[f64], &mut [f64]) + Sync) -> Mat {
-        let mut out = Mat::filled(self.t, self.n, 0.0);
+        let mut out = Mat::zeros(self.t, self.n);
         if self.t > 0 {
             out.data
                 .par_chunks_mut(self.t)
@@ -61,7 +69,7 @@ impl Mat {
     /// Applies a cross-sectional kernel to every bar, bars in parallel.
     pub fn map_rows(&self, f: impl Fn(&[f64], &mut [f64], &mut Scratch) + Sync) -> Mat {
         let (t, n) = (self.t, self.n);
-        let mut out = Mat::filled(t, n, 0.0);
+        let mut out = Mat::zeros(t, n);
         if t == 0 || n == 0 {
             return out;
         }
@@ -505,7 +513,7 @@ fn group_apply(r: &[f64], o: &mut [f64], ids: &[u32], demean: bool, scratch: &mu
 /// Rolling covariance or correlation from moving means of x, y, xy (and x², y²), with a window
 /// NaN wherever either series is NaN, the reference's formulation.
 fn pair_moments(x: &Mat, y: &Mat, d: usize, corr: bool) -> Mat {
-    let mut out = Mat::filled(x.t, x.n, 0.0);
+    let mut out = Mat::zeros(x.t, x.n);
     let t = x.t;
     if t == 0 {
         return out;

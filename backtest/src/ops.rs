@@ -10,7 +10,8 @@
 pub fn transpose(src: &[f64], rows: usize, cols: usize) -> Vec<f64> {
     use rayon::prelude::*;
     const TILE: usize = 32;
-    let mut out = vec![0.0; rows * cols];
+    let mut out = Vec::with_capacity(rows * cols);
+    out.par_extend(rayon::iter::repeat_n(0.0, rows * cols));
     if rows == 0 || cols == 0 {
         return out;
     }
