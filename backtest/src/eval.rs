@@ -36,12 +36,13 @@ impl Mat {
         }
     }
 
-    /// A matrix of zeros for a kernel to overwrite, written by all threads: a fresh panel's
-    /// pages are first touched here, and one thread filling them would leave the others idle.
+    /// A matrix of zeros for a kernel to overwrite ([`ops::zeros`]).
     pub fn zeros(t: usize, n: usize) -> Mat {
-        let mut data = Vec::with_capacity(t * n);
-        data.par_extend(rayon::iter::repeat_n(0.0, t * n));
-        Mat { t, n, data }
+        Mat {
+            t,
+            n,
+            data: ops::zeros(t * n),
+        }
     }
 
     /// One instrument's history.

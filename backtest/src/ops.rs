@@ -5,13 +5,21 @@
 //! and a running-mean/sum-of-squares update, NaN whenever the window is not full of numbers),
 //! so that LIM's results agree with it to the last few bits, not merely in spirit.
 
+/// `len` zeros for a kernel to overwrite, written by all threads: a fresh buffer's pages are
+/// first touched here, and one thread filling them would leave the others idle.
+pub fn zeros(len: usize) -> Vec<f64> {
+    use rayon::prelude::*;
+    let mut v = Vec::with_capacity(len);
+    v.par_extend(rayon::iter::repeat_n(0.0, len));
+    v
+}
+
 /// Transposes a `rows × cols` row-major matrix into `cols × rows` row-major, in cache-sized
 /// tiles (a naive loop misses the cache on every element of one side). Parallel over tiles.
 pub fn transpose(src: &[f64], rows: usize, cols: usize) -> Vec<f64> {
     use rayon::prelude::*;
     const TILE: usize = 32;
-    let mut out = Vec::with_capacity(rows * cols);
-    out.par_extend(rayon::iter::repeat_n(0.0, rows * cols));
+    let mut out = zeros(rows * cols);
     if rows == 0 || cols == 0 {
         return out;
     }
