@@ -654,29 +654,6 @@ impl Book {
     }
 }
 
-/// Pearson correlation of two rows over the instruments finite in both.
-pub fn pearson(a: &[f64], b: &[f64]) -> f64 {
-    let pairs = || {
-        a.iter()
-            .zip(b)
-            .filter(|(x, y)| x.is_finite() && y.is_finite())
-    };
-    let m = pairs().count();
-    if m < 2 {
-        return f64::NAN;
-    }
-    let (sa, sb) = pairs().fold((0.0, 0.0), |(p, q), (x, y)| (p + x, q + y));
-    let (ma, mb) = (sa / m as f64, sb / m as f64);
-    let (mut num, mut va, mut vb) = (0.0, 0.0, 0.0);
-    for (x, y) in pairs() {
-        num += (x - ma) * (y - mb);
-        va += (x - ma) * (x - ma);
-        vb += (y - mb) * (y - mb);
-    }
-    let r = num / (va * vb).sqrt();
-    if r.is_finite() { r } else { f64::NAN }
-}
-
 /// Runs the reference book on a signal and measures it over all bars.
 pub fn backtest(signal: &Signal, target: &Target, cfg: &TopK) -> RefMetrics {
     let book = run(signal, target, cfg);
@@ -709,6 +686,29 @@ pub fn summary(net: &[f64], periods: f64) -> (f64, f64, f64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Pearson correlation of two rows over the instruments finite in both, by its definition.
+    fn pearson(a: &[f64], b: &[f64]) -> f64 {
+        let pairs = || {
+            a.iter()
+                .zip(b)
+                .filter(|(x, y)| x.is_finite() && y.is_finite())
+        };
+        let m = pairs().count();
+        if m < 2 {
+            return f64::NAN;
+        }
+        let (sa, sb) = pairs().fold((0.0, 0.0), |(p, q), (x, y)| (p + x, q + y));
+        let (ma, mb) = (sa / m as f64, sb / m as f64);
+        let (mut num, mut va, mut vb) = (0.0, 0.0, 0.0);
+        for (x, y) in pairs() {
+            num += (x - ma) * (y - mb);
+            va += (x - ma) * (x - ma);
+            vb += (y - mb) * (y - mb);
+        }
+        let r = num / (va * vb).sqrt();
+        if r.is_finite() { r } else { f64::NAN }
+    }
 
     /// A seeded generator of numbers in [0, 1) for the tests (a 64-bit LCG's upper bits).
     fn uniform(mut seed: u64) -> impl FnMut() -> f64 {
