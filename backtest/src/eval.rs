@@ -640,26 +640,18 @@ fn elementwise(name: &str, vals: Vec<Value>) -> Value {
     let arity = vals.len();
     let mut vals = vals.into_iter();
     let mut arg = move || vals.next().unwrap_or(Value::Scalar(f64::NAN));
-    let f1 = |f: fn(f64) -> f64, v: Value| unary(v, f);
+    // Each function gets its own loop (a function pointer would be called per cell, and the
+    // loop would not vectorise).
     match (name, arity) {
-        ("abs", 1) => f1(f64::abs, arg()),
-        ("sign", 1) => f1(
-            |x| {
-                if x.is_nan() {
-                    f64::NAN
-                } else if x > 0.0 {
-                    1.0
-                } else if x < 0.0 {
-                    -1.0
-                } else {
-                    0.0
-                }
-            },
-            arg(),
-        ),
-        ("log", 1) => f1(f64::ln, arg()),
-        ("sqrt", 1) => f1(f64::sqrt, arg()),
-        ("exp", 1) => f1(f64::exp, arg()),
+        ("abs", 1) => unary(arg(), f64::abs),
+        // Without a branch per cell: signs are as unpredictable as the data.
+        ("sign", 1) => unary(arg(), |x| {
+            let s = f64::from(u8::from(x > 0.0)) - f64::from(u8::from(x < 0.0));
+            if x.is_nan() { f64::NAN } else { s }
+        }),
+        ("log", 1) => unary(arg(), f64::ln),
+        ("sqrt", 1) => unary(arg(), f64::sqrt),
+        ("exp", 1) => unary(arg(), f64::exp),
         ("min", 2) => zip_values(arg(), arg(), |x, y| {
             if x.is_nan() || y.is_nan() {
                 f64::NAN
