@@ -106,6 +106,72 @@ impl Mat {
         out
     }
 
+    /// Per bar, the sum of `f(bar, value)` over the bar's numbers (NaN skipped) and how many
+    /// there are. The sum is added in instrument order, the same sum bit for bit as a loop
+    /// along the bar's row, but each instrument's history is read a block of bars at a time
+    /// and no row is ever gathered. Bars in parallel.
+    pub fn row_sums(&self, f: impl Fn(usize, f64) -> f64 + Sync) -> (Vec<f64>, Vec<u32>) {
+        const BLOCK: usize = 512;
+        let (t, n) = (self.t, self.n);
+        let (mut sums, mut counts) = (vec![0.0; t], vec![0u32; t]);
+        sums.par_chunks_mut(BLOCK)
+            .zip(counts.par_chunks_mut(BLOCK))
+            .enumerate()
+            .for_each(|(b, (s, c))| {
+                let a = b * BLOCK;
+                for j in 0..n {
+                    let col = &self.data[j * t + a..j * t + a + s.len()];
+                    for (k, ((s, c), v)) in s.iter_mut().zip(c.iter_mut()).zip(col).enumerate() {
+                        let number = !v.is_nan();
+                        // Adding +0 to a sum begun at +0 changes nothing.
+                        *s += if number { f(a + k, *v) } else { 0.0 };
+                        *c += u32::from(number);
+                    }
+                }
+            });
+        (sums, counts)
+    }
+
+    /// Per bar, the mean and the sample standard deviation (two-pass) of its numbers:
+    /// [`ops::nanmean_std`] of every row with `ddof` 1, without gathering rows.
+    pub fn row_mean_std(&self) -> (Vec<f64>, Vec<f64>) {
+        let (sums, counts) = self.row_sums(|_, v| v);
+        let mean: Vec<f64> = sums
+            .iter()
+            .zip(&counts)
+            .map(|(s, &c)| if c == 0 { f64::NAN } else { s / f64::from(c) })
+            .collect();
+        let (ss, _) = self.row_sums(|i, v| (v - mean[i]) * (v - mean[i]));
+        let std = ss
+            .iter()
+            .zip(&counts)
+            .map(|(ss, &c)| {
+                if c > 1 {
+                    (ss / f64::from(c - 1)).sqrt()
+                } else {
+                    f64::NAN
+                }
+            })
+            .collect();
+        (mean, std)
+    }
+
+    /// `g(bar, value)` for every cell, in parallel.
+    pub fn map_cells(&self, g: impl Fn(usize, f64) -> f64 + Sync) -> Mat {
+        let mut out = Mat::zeros(self.t, self.n);
+        if self.t > 0 {
+            out.data
+                .par_chunks_mut(self.t)
+                .zip(self.data.par_chunks(self.t))
+                .for_each(|(o, x)| {
+                    for (i, (o, v)) in o.iter_mut().zip(x).enumerate() {
+                        *o = g(i, *v);
+                    }
+                });
+        }
+        out
+    }
+
     /// Bars `range`, one row per bar (instruments contiguous), into `rows`.
     pub fn rows_into(&self, range: std::ops::Range<usize>, rows: &mut Vec<f64>) {
         let (t, n, len) = (self.t, self.n, range.len());
@@ -434,37 +500,29 @@ impl<'a> Evaluator<'a> {
                 })
             }),
             "rank" => x.map_rows(ops::pct_rank),
-            "zscore" => x.map_rows(|r, o, _| {
-                let (m, s) = ops::nanmean_std(r, 1);
-                for (o, v) in o.iter_mut().zip(r) {
-                    *o = (v - m) / s;
-                }
-            }),
-            "demean" => x.map_rows(|r, o, _| {
-                let (s, c) = ops::nansum_count(r);
-                let m = s / c as f64;
-                for (o, v) in o.iter_mut().zip(r) {
-                    *o = v - m;
-                }
-            }),
-            "scale" => x.map_rows(|r, o, _| {
-                let total: f64 = r.iter().filter(|v| !v.is_nan()).map(|v| v.abs()).sum();
-                for (o, v) in o.iter_mut().zip(r) {
-                    *o = v / total;
-                }
-            }),
+            // Row statistics are summed along columns: no rows gathered or scattered.
+            "zscore" => {
+                let (m, s) = x.row_mean_std();
+                x.map_cells(|i, v| (v - m[i]) / s[i])
+            }
+            "demean" => {
+                let (s, c) = x.row_sums(|_, v| v);
+                x.map_cells(|i, v| v - s[i] / f64::from(c[i]))
+            }
+            "scale" => {
+                let (total, _) = x.row_sums(|_, v| v.abs());
+                x.map_cells(|i, v| v / total[i])
+            }
             "winsorize" => {
-                let k = number(1);
-                x.map_rows(|r, o, _| {
-                    let (m, s) = ops::nanmean_std(r, 1);
-                    let (lo, hi) = (m - k.abs() * s, m + k.abs() * s);
-                    for (o, v) in o.iter_mut().zip(r) {
-                        // f64::clamp panics on NaN bounds; a row without a spread stays NaN.
-                        *o = if lo.is_nan() || hi.is_nan() || v.is_nan() {
-                            f64::NAN
-                        } else {
-                            v.max(lo).min(hi)
-                        };
+                let k = number(1).abs();
+                let (m, s) = x.row_mean_std();
+                x.map_cells(|i, v| {
+                    let (lo, hi) = (m[i] - k * s[i], m[i] + k * s[i]);
+                    // f64::clamp panics on NaN bounds; a row without a spread stays NaN.
+                    if lo.is_nan() || hi.is_nan() || v.is_nan() {
+                        f64::NAN
+                    } else {
+                        v.max(lo).min(hi)
                     }
                 })
             }

@@ -44,10 +44,9 @@ pub fn transpose(src: &[f64], rows: usize, cols: usize) -> Vec<f64> {
 
 /// `out[t] = x[t - d]`, NaN for the first `d` bars.
 pub fn shift(x: &[f64], d: usize, out: &mut [f64]) {
-    let n = x.len();
-    for t in 0..n {
-        out[t] = if t >= d { x[t - d] } else { f64::NAN };
-    }
+    let d = d.min(x.len());
+    out[..d].fill(f64::NAN);
+    out[d..].copy_from_slice(&x[..x.len() - d]);
 }
 
 /// Rolling sum over `w` bars; NaN unless all `w` are numbers.

@@ -5,6 +5,8 @@
 //! one batch (shared sub-expressions computed once, strategies in parallel on rayon's pool:
 //! set `RAYON_NUM_THREADS`), and prints one JSON line: CPU seconds per strategy, wall time,
 //! threads, peak RSS and the panel's bytes. `--out` writes per-alpha metrics as CSV.
+//! `--each` instead prints each expression's signal time alone (`NAME MS`, best of five), for
+//! `bench/ops.sh`.
 //! `LIM_BENCH_DETAIL=1` adds each alpha's CPU time and memory after loading;
 //! `LIM_BENCH_SPLIT=1` then times each signal on its own apart from its book.
 
@@ -34,7 +36,7 @@ fn main() -> anyhow::Result<()> {
         .map(|(_, a)| a)
         .collect();
     let [panel, alphas] = pos.as_slice() else {
-        bail!("usage: bench-alphas PANEL.csv.gz ALPHAS.txt [--out metrics.csv]");
+        bail!("usage: bench-alphas PANEL.csv.gz ALPHAS.txt [--out metrics.csv] [--each]");
     };
     let panel = PathBuf::from(panel);
     let name = lim_market::source::dataset_name(&panel).context("PANEL must be NAME.csv.gz")?;
@@ -90,6 +92,20 @@ fn main() -> anyhow::Result<()> {
         .collect::<Result<Vec<_>, _>>()?;
     let fwd = topk::Target::new(&frame.fields["close"]);
     stage("building the frame and the target");
+
+    if args.iter().any(|a| a == "--each") {
+        // Each expression's signal alone, nothing shared: the best of five, in milliseconds.
+        for (e, (name, _)) in exprs.iter().zip(&items) {
+            let mut best = f64::INFINITY;
+            for _ in 0..5 {
+                let t = Instant::now();
+                std::hint::black_box(Evaluator::new(&frame, &[]).signal(e));
+                best = best.min(t.elapsed().as_secs_f64());
+            }
+            println!("{name} {:.2}", best * 1e3);
+        }
+        return Ok(());
+    }
 
     let (c0, t0) = (cpu_seconds(), Instant::now());
     let eval = Evaluator::new(&frame, &exprs);
