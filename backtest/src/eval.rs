@@ -136,10 +136,11 @@ impl Mat {
     /// [`ops::nanmean_std`] of every row with `ddof` 1, without gathering rows.
     pub fn row_mean_std(&self) -> (Vec<f64>, Vec<f64>) {
         let (sums, counts) = self.row_sums(|_, v| v);
+        // A bar without numbers: 0 / 0, NaN.
         let mean: Vec<f64> = sums
             .iter()
             .zip(&counts)
-            .map(|(s, &c)| if c == 0 { f64::NAN } else { s / f64::from(c) })
+            .map(|(s, &c)| s / f64::from(c))
             .collect();
         let (ss, _) = self.row_sums(|i, v| (v - mean[i]) * (v - mean[i]));
         let std = ss
@@ -158,18 +159,11 @@ impl Mat {
 
     /// `g(bar, value)` for every cell, in parallel.
     pub fn map_cells(&self, g: impl Fn(usize, f64) -> f64 + Sync) -> Mat {
-        let mut out = Mat::zeros(self.t, self.n);
-        if self.t > 0 {
-            out.data
-                .par_chunks_mut(self.t)
-                .zip(self.data.par_chunks(self.t))
-                .for_each(|(o, x)| {
-                    for (i, (o, v)) in o.iter_mut().zip(x).enumerate() {
-                        *o = g(i, *v);
-                    }
-                });
-        }
-        out
+        self.map_cols(|x, o| {
+            for (i, (o, v)) in o.iter_mut().zip(x).enumerate() {
+                *o = g(i, *v);
+            }
+        })
     }
 
     /// Bars `range`, one row per bar (instruments contiguous), into `rows`.
