@@ -11,6 +11,7 @@ use anyhow::{Context, bail};
 use clap::{Args, Subcommand, ValueEnum};
 use lim_agents::client::{Budgeted, LlmClient, Price, RetryPolicy, Retrying, Timed};
 use lim_agents::openai::{OpenAi, OpenAiConfig};
+use lim_backtest::nonfinite;
 use lim_market::MarketData;
 use lim_pipelines::engine::{Mode, Progress};
 use lim_pipelines::journal::{Clock, Journal, Kind, Record, Sink, SystemClock};
@@ -616,20 +617,14 @@ fn run_with<L: LlmClient + 'static>(
             );
         }
     };
-    let summary: Summary = serde_json::from_value(
-        state
-            .artifacts
-            .get("summary")
-            .cloned()
-            .unwrap_or(Value::Null),
+    // The report is rebuilt from the artifacts by this build, so a run journaled by older code
+    // (or whose report step failed) finishes with today's ranking and rendering.
+    let (summary, report) = research::summarize(
+        &state.artifacts,
+        &config,
+        journal.spent(&config.llm_budget()),
     )
-    .context("the report node gave no summary")?;
-    let report = state
-        .artifacts
-        .get("report")
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_string();
+    .map_err(|e| anyhow::anyhow!("run {}: cannot write its report: {e}", meta.id))?;
     store.set_status(&meta.id, "finished", Some(&summary.stop_reason))?;
     let dir = store.run_dir(&meta.id)?;
     let path = dir.join("report.md");
@@ -688,6 +683,15 @@ fn short(s: &str, n: usize) -> String {
     }
 }
 
+/// A Sharpe ratio for the terminal: "no trades" for a part without an active bar.
+fn metric(bars: usize, v: f64) -> String {
+    if bars == 0 {
+        "no trades".into()
+    } else {
+        nonfinite::show(v, 2, "n/a")
+    }
+}
+
 fn print_summary(s: &Summary) {
     println!("stopped: {} ({} strategies tried)", s.stop_reason, s.trials);
     let mut t = Table::new(&[
@@ -702,8 +706,8 @@ fn print_summary(s: &Summary) {
         t.row(vec![
             e.rank.to_string(),
             e.generation.to_string(),
-            format!("{:.2}", e.train.sharpe),
-            format!("{:.2}", e.validation.sharpe),
+            metric(e.train.bars, e.train.sharpe),
+            metric(e.validation.bars, e.validation.sharpe),
             pct(e.validation.max_dd),
             short(&e.signal, 60),
         ]);
@@ -722,19 +726,27 @@ fn print_summary(s: &Summary) {
     ]);
     for f in &s.finalists {
         t.row(vec![
-            format!("{:.2}", f.validation.sharpe),
-            format!("{:.2}", f.test.sharpe),
-            pct(f.test.ann_return),
-            pct(f.test.max_dd),
+            metric(f.validation.bars, f.validation.sharpe),
+            metric(f.test.bars, f.test.sharpe),
+            if f.test.bars == 0 {
+                "-".into()
+            } else {
+                pct(f.test.ann_return)
+            },
+            if f.test.bars == 0 {
+                "-".into()
+            } else {
+                pct(f.test.max_dd)
+            },
             short(&f.signal, 60),
         ]);
     }
     print!("{}", t.render());
     if let Some(m) = &s.multiple_testing {
         println!(
-            "over all {} trials: deflated Sharpe ratio {:.3}{}",
+            "over all {} trials: deflated Sharpe ratio {}{}",
             m.trials,
-            m.deflated.dsr,
+            nonfinite::show(m.deflated.dsr, 3, "undefined"),
             m.pbo
                 .map(|p| format!("; probability of backtest overfitting {p:.2}"))
                 .unwrap_or_default()
@@ -802,8 +814,17 @@ pub fn show(args: ShowArgs) -> anyhow::Result<ExitCode> {
     let store = args.store.open()?;
     let meta = store.run(&args.run)?;
     let loaded = store.load(&meta.id)?;
-    let report = latest_artifact(&loaded.records, "report");
-    let summary = latest_artifact(&loaded.records, "summary");
+    let config: ResearchConfig = serde_json::from_value(meta.config.clone())
+        .with_context(|| format!("run {}: its configuration is unreadable", meta.id))?;
+    // A finished run's report, rebuilt from its artifacts by this build (see `summarize`).
+    let rebuilt = latest_artifact(&loaded.records, "summary").and_then(|_| {
+        let spent = Journal::sealed(loaded.records.clone()).spent(&config.llm_budget());
+        research::summarize(&research::artifacts_of(&loaded.records), &config, spent).ok()
+    });
+    let summary = rebuilt
+        .as_ref()
+        .and_then(|(s, _)| serde_json::to_value(s).ok());
+    let report = rebuilt.map(|(_, r)| Value::String(r));
     if args.json {
         println!(
             "{}",

@@ -101,7 +101,8 @@ struct SearchReport {
 
 pub fn run(args: SearchArgs) -> anyhow::Result<ExitCode> {
     let catalog = args.data.catalog()?;
-    let available: Vec<String> = catalog.datasets()?.into_iter().map(|d| d.name).collect();
+    let metas = catalog.datasets()?;
+    let available: Vec<String> = metas.iter().map(|d| d.name.clone()).collect();
     let mut plan = offline::plan(&args.goal, &available);
     let tty = std::io::stderr().is_terminal() && !args.json;
     let strategist_name = match args.llm {
@@ -150,6 +151,10 @@ pub fn run(args: SearchArgs) -> anyhow::Result<ExitCode> {
             &plan,
             &available,
             2,
+            |p| {
+                lim_pipelines::plan_check::check_goal(p, &args.goal, &metas)
+                    .map_err(|e| e.to_string())
+            },
         )) {
             Ok(p) => plan = p,
             Err(e) => notes.push(format!(
@@ -198,7 +203,7 @@ pub fn run(args: SearchArgs) -> anyhow::Result<ExitCode> {
         let batch = session.run(&specs, &[Part::Train, Part::Validation], false);
         for (&i, r) in added.iter().zip(&batch) {
             evo.history[i].fitness = match r.metrics.as_slice() {
-                [(_, t), (_, v)] => Some(fitness(&plan, t, v)),
+                [(_, t), (_, v)] => Some(fitness(&plan, t, v).unwrap_or(f64::NEG_INFINITY)),
                 _ => Some(f64::NEG_INFINITY),
             };
         }

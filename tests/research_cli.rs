@@ -449,3 +449,61 @@ fn with_the_foundation_model_strategies_get_an_out_of_sample_forecast_field() {
         .unwrap());
     assert!(replay.contains("outputs identical"), "{replay}");
 }
+
+/// The store of a run against llama.cpp's server (SmolLM2-135M) whose plan traded three
+/// calendars: no strategy had an active bar in validation, the report's NaN metrics could not
+/// become the run's summary, and every `lim resume` died the same way.
+#[test]
+fn the_nan_report_run_resumes_to_a_finished_report_led_by_a_strategy_with_evidence() {
+    let dir = tempfile::tempdir().unwrap();
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/nan-report-store");
+    std::fs::copy(fixture.join("runs.sqlite"), dir.path().join("runs.sqlite")).unwrap();
+    let store = dir.path().to_str().unwrap();
+    let out = ok(&lim()
+        .args(["resume", "rdbf2c091", "--store", store, "--json"])
+        .output()
+        .unwrap());
+    let v: Value = serde_json::from_str(&out).unwrap();
+    let board = v["summary"]["leaderboard"].as_array().unwrap();
+    assert!(!board.is_empty(), "{out}");
+    let lead = &board[0]["validation"];
+    assert!(lead["bars"].as_u64().unwrap() >= 20, "{lead}");
+    assert!(
+        lead["sharpe"].as_f64().is_some_and(f64::is_finite),
+        "{lead}"
+    );
+    assert_eq!(board[0]["signal"], "ts_sum(returns, 60)");
+    // The strategy that led before, on its training Sharpe alone, is named as without evidence.
+    let rejected = v["summary"]["rejected"].as_array().unwrap();
+    let old_leader = rejected
+        .iter()
+        .find(|r| r["signal"] == "ts_sum(returns, 120)")
+        .unwrap();
+    assert!(
+        old_leader["reason"]
+            .as_str()
+            .unwrap()
+            .contains("validation part: 0 active bars"),
+        "{old_leader}"
+    );
+    let runs: Value = serde_json::from_str(&ok(&lim()
+        .args(["runs", "--store", store, "--json"])
+        .output()
+        .unwrap()))
+    .unwrap();
+    assert_eq!(runs[0]["status"], "finished");
+    let report = ok(&lim()
+        .args(["show", "rdbf2c091", "--store", store])
+        .output()
+        .unwrap());
+    assert!(report.contains("| no trades |"), "{report}");
+    // (The journaled critiques of the old run still say NaN in their text; tables do not.)
+    assert!(!report.contains("| NaN"), "{report}");
+    // The summary round-trips through `--json`.
+    let shown: Value = serde_json::from_str(&ok(&lim()
+        .args(["show", "rdbf2c091", "--store", store, "--json"])
+        .output()
+        .unwrap()))
+    .unwrap();
+    assert_eq!(shown["summary"]["leaderboard"], v["summary"]["leaderboard"]);
+}

@@ -89,10 +89,15 @@ pub fn plan(goal: &str, available: &[String]) -> Plan {
         datasets: vec![dataset],
         family,
         portfolio,
-        max_drawdown: percent_after(&g, "drawdown"),
+        max_drawdown: goal_drawdown(goal),
         cost_bps: 10.0,
         author: DISCLAIMER.to_string(),
     }
+}
+
+/// The drawdown limit a goal states, as a fraction ("max drawdown 15%" → 0.15).
+pub fn goal_drawdown(goal: &str) -> Option<f64> {
+    percent_after(&goal.to_lowercase(), "drawdown")
 }
 
 /// The first percentage after a keyword, e.g. "max drawdown 15%" → 0.15.

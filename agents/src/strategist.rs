@@ -44,7 +44,8 @@ pub struct Tried {
 }
 
 /// Asks `client` to turn a goal into a plan, starting from the keyword plan as a suggestion;
-/// the plan must name datasets that exist.
+/// the plan must name datasets that exist and pass `check` (the caller's rules: the goal's
+/// market and limits, the data); a plan that fails goes back to the model with the problem.
 ///
 /// # Errors
 /// The call failed, or no valid plan came within `max_reasks` re-asks.
@@ -55,6 +56,7 @@ pub async fn plan<L: LlmClient>(
     suggestion: &Plan,
     datasets: &[String],
     max_reasks: u32,
+    check: impl Fn(&Plan) -> Result<(), String>,
 ) -> Result<Plan, StructuredError> {
     let system = "You plan quantitative research experiments for LIM. Reply with one JSON plan.";
     let user = format!(
@@ -67,17 +69,17 @@ pub async fn plan<L: LlmClient>(
         vec![Message::system(system), Message::user(user)],
         1_000,
     );
-    let check = |p: &Plan| -> Result<(), String> {
+    let exists = |p: &Plan| -> Result<(), String> {
         match p.datasets.iter().find(|d| !datasets.contains(d)) {
             Some(d) => Err(format!(
                 "dataset '{d}' does not exist; choose from {}",
                 datasets.join(", ")
             )),
             None if p.datasets.is_empty() => Err("the plan names no dataset".into()),
-            None => Ok(()),
+            None => check(p),
         }
     };
-    let mut p = ask::<Plan, L>(client, req, max_reasks, check).await?;
+    let mut p = ask::<Plan, L>(client, req, max_reasks, exists).await?;
     p.goal = goal.to_string();
     p.author = format!("LLM planner ({model})");
     Ok(p)

@@ -13,6 +13,7 @@ pub mod eval;
 pub mod expr;
 pub mod frame;
 pub mod metrics;
+pub mod nonfinite;
 pub mod ops;
 pub mod portfolio;
 pub mod session;

@@ -18,49 +18,43 @@ pub struct Metrics {
     /// Bars in the range with no book or no known return.
     pub inactive_bars: usize,
     /// Annualised geometric return.
-    #[serde(deserialize_with = "nan_if_null")]
+    #[serde(with = "crate::nonfinite")]
     pub ann_return: f64,
     /// Annualised volatility.
-    #[serde(deserialize_with = "nan_if_null")]
+    #[serde(with = "crate::nonfinite")]
     pub ann_vol: f64,
     /// Annualised Sharpe ratio (no risk-free rate).
-    #[serde(deserialize_with = "nan_if_null")]
+    #[serde(with = "crate::nonfinite")]
     pub sharpe: f64,
     /// Annualised Sortino ratio (downside deviation against zero).
-    #[serde(deserialize_with = "nan_if_null")]
+    #[serde(with = "crate::nonfinite")]
     pub sortino: f64,
     /// Annualised return over the magnitude of the maximum drawdown.
-    #[serde(deserialize_with = "nan_if_null")]
+    #[serde(with = "crate::nonfinite")]
     pub calmar: f64,
     /// Maximum drawdown (negative).
-    #[serde(deserialize_with = "nan_if_null")]
+    #[serde(with = "crate::nonfinite")]
     pub max_dd: f64,
     /// Longest time under water, in bars.
     pub max_dd_bars: usize,
     /// Mean two-sided turnover per bar.
-    #[serde(deserialize_with = "nan_if_null")]
+    #[serde(with = "crate::nonfinite")]
     pub turnover: f64,
     /// Share of active bars with a positive net return.
-    #[serde(deserialize_with = "nan_if_null")]
+    #[serde(with = "crate::nonfinite")]
     pub hit_rate: f64,
     /// Mean gross exposure.
-    #[serde(deserialize_with = "nan_if_null")]
+    #[serde(with = "crate::nonfinite")]
     pub exposure: f64,
     /// Mean Pearson IC against the next bar's return.
-    #[serde(deserialize_with = "nan_if_null")]
+    #[serde(with = "crate::nonfinite")]
     pub ic: f64,
     /// Mean Spearman (rank) IC.
-    #[serde(deserialize_with = "nan_if_null")]
+    #[serde(with = "crate::nonfinite")]
     pub rank_ic: f64,
     /// Rank IC mean over its standard deviation.
-    #[serde(deserialize_with = "nan_if_null")]
+    #[serde(with = "crate::nonfinite")]
     pub icir: f64,
-}
-
-/// JSON has no NaN: serde_json writes a non-finite number as `null`; this reads it back as NaN,
-/// so metrics survive the journal and the `--json` output.
-fn nan_if_null<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
-    Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN))
 }
 
 fn mean(x: &[f64]) -> f64 {
@@ -122,10 +116,13 @@ pub struct Year {
     /// The year.
     pub year: i32,
     /// Compounded net return.
+    #[serde(with = "crate::nonfinite")]
     pub ret: f64,
     /// Annualised Sharpe ratio within the year.
+    #[serde(with = "crate::nonfinite")]
     pub sharpe: f64,
     /// Maximum drawdown within the year.
+    #[serde(with = "crate::nonfinite")]
     pub max_dd: f64,
     /// Active bars.
     pub bars: usize,

@@ -64,6 +64,7 @@ pub struct MultipleTesting {
     /// The best by validation Sharpe.
     pub best: String,
     /// Its annualised validation Sharpe.
+    #[serde(with = "crate::nonfinite")]
     pub best_validation_sharpe: f64,
     /// Its deflated Sharpe ratio given all trials.
     pub deflated: Deflated,

@@ -99,8 +99,10 @@ pub fn expected_max_sharpe(trials: usize, variance: f64) -> f64 {
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Deflated {
     /// The Sharpe ratio the best of the trials would show by luck alone (per bar).
+    #[serde(with = "crate::nonfinite")]
     pub expected_max: f64,
     /// Probability that the true Sharpe exceeds `expected_max`: the deflated Sharpe ratio.
+    #[serde(with = "crate::nonfinite")]
     pub dsr: f64,
 }
 
@@ -136,6 +138,7 @@ pub fn moments(x: &[f64]) -> (f64, f64) {
 pub struct Pbo {
     /// Probability of backtest overfitting: the share of splits where the in-sample best
     /// strategy ranks in the bottom half out of sample.
+    #[serde(with = "crate::nonfinite")]
     pub pbo: f64,
     /// Logit of the out-of-sample relative rank of the in-sample best, per split.
     pub logits: Vec<f64>,

@@ -24,8 +24,10 @@ pub struct TopK {
     /// Names held.
     pub k: usize,
     /// Cost per unit of two-sided turnover (0.001 = 10 bps).
+    #[serde(with = "crate::nonfinite")]
     pub cost: f64,
     /// Bars per year.
+    #[serde(with = "crate::nonfinite")]
     pub periods_per_year: f64,
 }
 
@@ -43,16 +45,22 @@ impl Default for TopK {
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct RefMetrics {
     /// Annualised geometric return of the net equity.
+    #[serde(with = "crate::nonfinite")]
     pub ann_return: f64,
     /// Annualised Sharpe ratio of net returns.
+    #[serde(with = "crate::nonfinite")]
     pub sharpe: f64,
     /// Maximum drawdown (negative).
+    #[serde(with = "crate::nonfinite")]
     pub max_dd: f64,
     /// Mean two-sided turnover per bar.
+    #[serde(with = "crate::nonfinite")]
     pub turnover: f64,
     /// Mean daily Spearman IC.
+    #[serde(with = "crate::nonfinite")]
     pub ic_mean: f64,
     /// IC mean / IC standard deviation.
+    #[serde(with = "crate::nonfinite")]
     pub ic_ir: f64,
 }
 

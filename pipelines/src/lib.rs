@@ -14,6 +14,7 @@
 
 pub mod engine;
 pub mod journal;
+pub mod plan_check;
 pub mod research;
 pub mod store;
 pub mod trace;

@@ -16,6 +16,7 @@ use lim_agents::error::LlmError;
 use lim_agents::offline::{self, Candidate, Evolution, Plan};
 use lim_agents::strategist::{self, Tried};
 use lim_backtest::metrics::Metrics;
+use lim_backtest::nonfinite::show;
 use lim_backtest::session::MultipleTesting;
 use lim_backtest::spec::{Portfolio, StrategySpec};
 use lim_market::{MarketData, Part};
@@ -29,7 +30,7 @@ use crate::engine::{BoxFuture, Cx, Executor, Node, NodeError, RunState};
 use crate::journal::{
     Artifacts, Clock, JournaledClock, JournaledLlm, JournaledMarket, JournaledTools,
 };
-use crate::workflow;
+use crate::{plan_check, workflow};
 
 /// Who proposes strategies.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -190,6 +191,9 @@ pub struct ExperimentPlan {
     pub budgets: Budgets,
     /// Whether the plan asks for the foundation model.
     pub foundation_model: bool,
+    /// Whose plan this is and what the checks of [`crate::plan_check`] found.
+    #[serde(default)]
+    pub review: String,
 }
 
 impl ExperimentPlan {
@@ -219,7 +223,7 @@ pub struct Trial {
     pub generation: usize,
     /// Its parents (lineage).
     pub parents: Vec<String>,
-    /// Robust fitness (see [`fitness`]); absent when it could not run.
+    /// Robust fitness (see [`fitness`]); absent when it could not run or had no evidence.
     pub fitness: Option<f64>,
     /// Training metrics.
     pub train: Option<Metrics>,
@@ -227,6 +231,25 @@ pub struct Trial {
     pub validation: Option<Metrics>,
     /// Why it could not run.
     pub error: Option<String>,
+    /// Why it ran but has no fitness: a part without enough active bars, an undefined Sharpe
+    /// ratio. Such a strategy ranks below every scored one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rejected: Option<String>,
+}
+
+impl Trial {
+    /// Sets `fitness` and `rejected` from the metrics, by [`fitness`]. Reports and the final
+    /// evaluator call it again on journaled trials, so a run recorded by older code is ranked
+    /// by today's rules.
+    pub fn score(&mut self, plan: &Plan) {
+        (self.fitness, self.rejected) = match (&self.train, &self.validation, &self.error) {
+            (Some(t), Some(v), None) => match fitness(plan, t, v) {
+                Ok(f) => (Some(f), None),
+                Err(why) => (None, Some(why)),
+            },
+            _ => (None, None),
+        };
+    }
 }
 
 /// A critique and the loop's decision.
@@ -240,7 +263,8 @@ pub struct Critique {
     pub hypotheses: Vec<String>,
     /// Why the loop stops, if it does.
     pub stop: Option<String>,
-    /// The best robust fitness so far.
+    /// The best robust fitness so far (-inf before any strategy had one).
+    #[serde(with = "lim_backtest::nonfinite")]
     pub best_fitness: f64,
     /// Its signal.
     pub best_signal: String,
@@ -261,18 +285,42 @@ pub struct Finalist {
     pub test: Metrics,
 }
 
+/// Active bars (a book and a known return) a part needs before its Sharpe ratio counts as
+/// evidence, for a strategy and for a plan's universe alike.
+pub const MIN_ACTIVE_BARS: usize = 20;
+
 /// Robustness first: the worse of the training and validation Sharpe ratios, less a penalty
 /// for a validation drawdown beyond the plan's limit.
-pub fn fitness(plan: &Plan, train: &Metrics, valid: &Metrics) -> f64 {
-    let base = train.sharpe.min(valid.sharpe);
-    let excess = plan
-        .max_drawdown
-        .map_or(0.0, |limit| (valid.max_dd.abs() - limit).max(0.0));
-    if base.is_finite() {
-        base - 5.0 * excess
-    } else {
-        f64::NEG_INFINITY
+///
+/// # Errors
+/// Why there is no evidence to score: a part with fewer than [`MIN_ACTIVE_BARS`] active bars
+/// (a strategy that never traded in validation must not win on its training Sharpe), or a
+/// Sharpe ratio that is not a number (constant returns).
+pub fn fitness(plan: &Plan, train: &Metrics, valid: &Metrics) -> Result<f64, String> {
+    for (part, m) in [("training", train), ("validation", valid)] {
+        if m.bars < MIN_ACTIVE_BARS {
+            return Err(format!(
+                "no trades to judge in the {part} part: {} active bars of {} (at least {MIN_ACTIVE_BARS} needed)",
+                m.bars,
+                m.bars + m.inactive_bars
+            ));
+        }
+        if !m.sharpe.is_finite() {
+            return Err(format!(
+                "the {part} Sharpe ratio is undefined (returns without variation over {} bars)",
+                m.bars
+            ));
+        }
     }
+    let excess = plan.max_drawdown.map_or(0.0, |limit| {
+        let dd = valid.max_dd.abs();
+        if dd.is_finite() {
+            (dd - limit).max(0.0)
+        } else {
+            0.0
+        }
+    });
+    Ok(train.sharpe.min(valid.sharpe) - 5.0 * excess)
 }
 
 fn fail(e: impl std::fmt::Display) -> NodeError {
@@ -366,20 +414,52 @@ impl<L: LlmClient + 'static> Node for PlanNode<L> {
             let goal: String = cx.input("goal")?;
             let metas = self.services.market.datasets().map_err(fail)?;
             let available: Vec<String> = metas.iter().map(|d| d.name.clone()).collect();
-            let mut plan = offline::plan(&goal, &available);
-            let mut note = None;
+            let keyword = offline::plan(&goal, &available);
+            let market =
+                JournaledMarket::new(self.services.market.clone(), cx.journal.clone(), &cx.exec);
+            let c = &self.config;
+            let check = |p: &Plan| {
+                plan_check::check(p, &goal, &metas, &market, (c.train, c.valid, c.embargo))
+            };
+            // What the model proposed, or why nothing it proposed passed.
+            let mut asked = None;
             if let StrategistConfig::Llm { model, .. } = &self.config.strategist {
                 let llm =
                     JournaledLlm::new(self.services.llm.clone(), cx.journal.clone(), &cx.exec);
-                match strategist::plan(&llm, model, &goal, &plan, &available, 2).await {
-                    Ok(p) => plan = p,
-                    Err(e) => {
-                        note = Some(format!(
-                            "the LLM gave no valid plan ({e}); the keyword plan stands"
-                        ))
-                    }
-                }
+                asked = Some(
+                    strategist::plan(&llm, model, &goal, &keyword, &available, 2, |p| {
+                        check(p).map_err(|e| e.to_string())
+                    })
+                    .await,
+                );
             }
+            let (plan, review, note) = match asked {
+                Some(Ok(p)) => (
+                    p,
+                    "the model's plan passed every check (goal, limits, data)".to_string(),
+                    None,
+                ),
+                refused => {
+                    let mut review = match &refused {
+                        Some(Err(e)) => format!(
+                            "the model gave no plan that passed the checks ({e}); the keyword plan stands"
+                        ),
+                        _ => "the keyword plan".to_string(),
+                    };
+                    let clean = match check(&keyword) {
+                        Ok(()) => {
+                            review.push_str(", which passed every check (goal, limits, data)");
+                            refused.is_none()
+                        }
+                        Err(e) => {
+                            review.push_str(&format!(", which does not pass every check: {e}"));
+                            false
+                        }
+                    };
+                    let note = (!clean).then(|| review.clone());
+                    (keyword, review, note)
+                }
+            };
             let chosen: Vec<_> = metas
                 .iter()
                 .filter(|m| plan.datasets.contains(&m.name))
@@ -389,7 +469,6 @@ impl<L: LlmClient + 'static> Node for PlanNode<L> {
                 .map(|m| m.frequency.to_string())
                 .unwrap_or_default();
             let instruments = chosen.iter().map(|m| m.symbols.len()).sum();
-            let c = &self.config;
             let mut constraints = vec![format!(
                 "costs of {} bps per unit of turnover in every backtest",
                 plan.cost_bps
@@ -425,6 +504,7 @@ impl<L: LlmClient + 'static> Node for PlanNode<L> {
                 budgets: c.budgets.clone(),
                 foundation_model,
                 strategy: plan,
+                review,
             };
             Ok(out(vec![
                 ("plan", to_value(&ep)?),
@@ -733,20 +813,18 @@ impl Node for Backtest {
                                     .find(|m| m.get(0).and_then(Value::as_str) == Some(part))
                                     .and_then(|m| serde_json::from_value(m.get(1)?.clone()).ok())
                             };
-                            let (train, validation) = (metric("train"), metric("validation"));
-                            let fit = match (&train, &validation) {
-                                (Some(t), Some(v)) => Some(fitness(&plan.strategy, t, v)),
-                                _ => None,
-                            };
-                            trials.push(Trial {
+                            let mut trial = Trial {
                                 signal: c.signal.clone(),
                                 generation: c.generation,
                                 parents: c.parents.clone(),
-                                fitness: fit,
-                                train,
-                                validation,
+                                fitness: None,
+                                train: metric("train"),
+                                validation: metric("validation"),
                                 error: res.get("error").and_then(Value::as_str).map(String::from),
-                            });
+                                rejected: None,
+                            };
+                            trial.score(&plan.strategy);
+                            trials.push(trial);
                         }
                     }
                     None => {
@@ -760,6 +838,7 @@ impl Node for Backtest {
                             train: None,
                             validation: None,
                             error: Some(why.clone()),
+                            rejected: None,
                         }));
                     }
                 }
@@ -818,9 +897,12 @@ impl<L: LlmClient + 'static> Node for CritiqueNode<L> {
             };
             let round_best = best(&round.iter().map(|t| (*t).clone()).collect::<Vec<_>>());
             let mut diagnosis = format!(
-                "iteration {iteration}: {} new strategies, {} failed to run; best robust Sharpe so far {best_f:.2}; mean train−validation Sharpe gap this round {gap:.2}",
+                "iteration {iteration}: {} new strategies, {} failed to run, {} without evidence; best robust Sharpe so far {}; mean train−validation Sharpe gap this round {}",
                 round.len(),
-                round.iter().filter(|t| t.fitness.is_none()).count()
+                round.iter().filter(|t| t.error.is_some()).count(),
+                round.iter().filter(|t| t.rejected.is_some()).count(),
+                show(best_f, 2, "none yet"),
+                show(gap, 2, "unknown (no strategy traded in both parts)"),
             );
             if gap > 0.5 {
                 diagnosis.push_str(" (large: in-sample fit that does not carry over)");
@@ -940,7 +1022,8 @@ impl Node for Finalize {
     fn run(&self, cx: Cx) -> BoxFuture<'_, Result<Artifacts, NodeError>> {
         Box::pin(async move {
             let plan: ExperimentPlan = cx.input("plan")?;
-            let trials: Vec<Trial> = cx.input("trials")?;
+            let mut trials: Vec<Trial> = cx.input("trials")?;
+            trials.iter_mut().for_each(|t| t.score(&plan.strategy));
             let session = self
                 .universe
                 .current()
@@ -1052,11 +1135,51 @@ pub struct Entry {
     /// Its parents.
     pub parents: Vec<String>,
     /// Robust fitness.
+    #[serde(with = "lim_backtest::nonfinite")]
     pub fitness: f64,
     /// Training metrics.
     pub train: Metrics,
     /// Validation metrics.
     pub validation: Metrics,
+}
+
+/// A strategy that ran but could not be scored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Rejected {
+    /// The signal.
+    pub signal: String,
+    /// Why it has no fitness.
+    pub reason: String,
+}
+
+/// The run's summary and its Markdown report, computed from its artifacts by today's code, so
+/// a run journaled by older code (or one whose report step failed) reports by current rules.
+///
+/// # Errors
+/// An artifact the report needs is missing or malformed.
+pub fn summarize(
+    artifacts: &Artifacts,
+    config: &ResearchConfig,
+    spent: Spent,
+) -> Result<(Summary, String), NodeError> {
+    let summary = Summary::from_artifacts(artifacts, config, spent)?;
+    let report = summary.markdown();
+    Ok((summary, report))
+}
+
+/// A run's artifacts as its journal leaves them: each name's latest value over the completed
+/// node executions, in journal order (what the engine's state holds at the end of a run).
+pub fn artifacts_of(records: &[crate::journal::Record]) -> Artifacts {
+    let mut out = Artifacts::new();
+    for r in records
+        .iter()
+        .filter(|r| r.kind == crate::journal::Kind::Node)
+    {
+        if let Some(Value::Object(o)) = r.body.get("outputs") {
+            out.extend(o.iter().map(|(k, v)| (k.clone(), v.clone())));
+        }
+    }
+    out
 }
 
 /// What a run found: the report's content as data (`--json`).
@@ -1068,8 +1191,11 @@ pub struct Summary {
     pub strategist: String,
     /// Strategies tried.
     pub trials: usize,
-    /// The ten best by robust fitness.
+    /// The ten best by robust fitness (scored strategies only).
     pub leaderboard: Vec<Entry>,
+    /// Strategies that ran but had no evidence to score, with the reason.
+    #[serde(default)]
+    pub rejected: Vec<Rejected>,
     /// The finalists' validation and sealed test metrics.
     pub finalists: Vec<Finalist>,
     /// Deflated Sharpe ratio and PBO over every trial.
@@ -1090,7 +1216,11 @@ pub struct Summary {
 }
 
 impl Summary {
-    fn from_artifacts(
+    /// The summary of a run from its artifacts (see [`summarize`]).
+    ///
+    /// # Errors
+    /// An artifact the report needs is missing or malformed.
+    pub fn from_artifacts(
         a: &Artifacts,
         config: &ResearchConfig,
         spent: Spent,
@@ -1098,28 +1228,41 @@ impl Summary {
         let get = |k: &str| a.get(k).cloned().unwrap_or(Value::Null);
         let de = |k: &str| -> Result<Value, NodeError> { Ok(get(k)) };
         let plan: ExperimentPlan = serde_json::from_value(de("plan")?).map_err(fail)?;
-        let trials: Vec<Trial> = serde_json::from_value(de("trials")?).map_err(fail)?;
+        let mut trials: Vec<Trial> = serde_json::from_value(de("trials")?).map_err(fail)?;
+        trials.iter_mut().for_each(|t| t.score(&plan.strategy));
+        let rejected = trials
+            .iter()
+            .filter_map(|t| {
+                Some(Rejected {
+                    signal: t.signal.clone(),
+                    reason: t.rejected.clone()?,
+                })
+            })
+            .collect();
         let lineage: Vec<Critique> = serde_json::from_value(get("lineage")).unwrap_or_default();
         let leaderboard = leaderboard(&trials)
             .into_iter()
             .filter_map(|i| {
                 let t = &trials[i];
-                Some((t, t.train?, t.validation?))
+                Some((t, t.fitness?, t.train?, t.validation?))
             })
             .take(10)
             .enumerate()
-            .map(|(k, (t, train, validation))| Entry {
+            .map(|(k, (t, fitness, train, validation))| Entry {
                 rank: k + 1,
                 signal: t.signal.clone(),
                 generation: t.generation,
                 parents: t.parents.clone(),
-                fitness: t.fitness.unwrap_or(f64::NEG_INFINITY),
+                fitness,
                 train,
                 validation,
             })
             .collect();
         let mut ancestry: Vec<String> = Vec::new();
-        if let Some(&lead) = self::leaderboard(&trials).first() {
+        if let Some(&lead) = self::leaderboard(&trials)
+            .first()
+            .filter(|&&i| trials[i].fitness.is_some())
+        {
             let mut cur = Some(trials[lead].signal.clone());
             while let Some(sig) = cur.take() {
                 if ancestry.contains(&sig) || ancestry.len() > 20 {
@@ -1145,6 +1288,7 @@ impl Summary {
             },
             trials: trials.len(),
             leaderboard,
+            rejected,
             finalists: serde_json::from_value(get("finalists")).map_err(fail)?,
             multiple_testing: serde_json::from_value(get("deflated")).map_err(fail)?,
             lineage,
@@ -1179,6 +1323,9 @@ impl Summary {
             serde_json::to_string(&p.strategy.portfolio).unwrap_or_default()
         );
         let _ = writeln!(s, "- horizon: {}", p.horizon);
+        if !p.review.is_empty() {
+            let _ = writeln!(s, "- checked: {}", p.review);
+        }
         let _ = writeln!(s, "- splits: {}", p.splits);
         let _ = writeln!(s, "- objective: {}", p.objective);
         for c in &p.constraints {
@@ -1236,19 +1383,39 @@ impl Summary {
         );
         let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|");
         for e in &self.leaderboard {
+            let v = &e.validation;
             let _ = writeln!(
                 s,
-                "| {} | {} | {:.2} | {:.2} | {:.2} | {:.1}% | {:.1}% | {:.3} | `{}` |",
+                "| {} | {} | {} | {} | {} | {} | {} | {} | `{}` |",
                 e.rank,
                 e.generation,
-                e.fitness,
-                e.train.sharpe,
-                e.validation.sharpe,
-                e.validation.ann_return * 100.0,
-                e.validation.max_dd * 100.0,
-                e.validation.turnover,
+                show(e.fitness, 2, "none"),
+                cell(&e.train, e.train.sharpe, 2, 1.0, ""),
+                cell(v, v.sharpe, 2, 1.0, ""),
+                cell(v, v.ann_return, 1, 100.0, "%"),
+                cell(v, v.max_dd, 1, 100.0, "%"),
+                cell(v, v.turnover, 3, 1.0, ""),
                 e.signal
             );
+        }
+        if self.leaderboard.is_empty() {
+            let _ = writeln!(
+                s,
+                "| – | – | – | – | – | – | – | – | no strategy had enough active bars in both parts to be scored |"
+            );
+        }
+        if !self.rejected.is_empty() {
+            let _ = writeln!(
+                s,
+                "\n{} strategies ran but had no evidence to score; they rank below every scored one:\n",
+                self.rejected.len()
+            );
+            for r in self.rejected.iter().take(10) {
+                let _ = writeln!(s, "- `{}`: {}", r.signal, r.reason);
+            }
+            if self.rejected.len() > 10 {
+                let _ = writeln!(s, "- … and {} more", self.rejected.len() - 10);
+            }
         }
         let _ = writeln!(
             s,
@@ -1260,29 +1427,41 @@ impl Summary {
         );
         let _ = writeln!(s, "|---|---|---|---|---|");
         for f in &self.finalists {
+            let (v, t) = (&f.validation, &f.test);
             let _ = writeln!(
                 s,
-                "| {:.2} | {:.2} | {:.1}% | {:.1}% | `{}` |",
-                f.validation.sharpe,
-                f.test.sharpe,
-                f.test.ann_return * 100.0,
-                f.test.max_dd * 100.0,
+                "| {} | {} | {} | {} | `{}` |",
+                cell(v, v.sharpe, 2, 1.0, ""),
+                cell(t, t.sharpe, 2, 1.0, ""),
+                cell(t, t.ann_return, 1, 100.0, "%"),
+                cell(t, t.max_dd, 1, 100.0, "%"),
                 f.signal
             );
+        }
+        for f in &self.finalists {
+            if let Some(r) = self.rejected.iter().find(|r| r.signal == f.signal) {
+                let _ = writeln!(
+                    s,
+                    "\n`{}` was made a finalist by the rules this run was recorded with; today's rank it last ({}).",
+                    f.signal, r.reason
+                );
+            }
         }
         let _ = writeln!(s, "\n## Multiple testing over all {} trials\n", self.trials);
         match &self.multiple_testing {
             Some(m) => {
                 let _ = writeln!(
                     s,
-                    "- best validation Sharpe {:.2}; deflated Sharpe ratio {:.3} (probability that its true Sharpe is above zero, given {} trials)",
-                    m.best_validation_sharpe, m.deflated.dsr, m.trials
+                    "- best validation Sharpe {}; deflated Sharpe ratio {} (probability that its true Sharpe is above zero, given {} trials)",
+                    show(m.best_validation_sharpe, 2, "undefined"),
+                    show(m.deflated.dsr, 3, "undefined"),
+                    m.trials
                 );
                 let _ = writeln!(
                     s,
-                    "- the best of {} tries at zero true skill would show a Sharpe of about {:.2}",
+                    "- the best of {} tries at zero true skill would show a Sharpe of about {}",
                     m.trials,
-                    m.deflated.expected_max * 252f64.sqrt()
+                    show(m.deflated.expected_max * 252f64.sqrt(), 2, "undefined")
                 );
                 match m.pbo {
                     Some(pbo) => {
@@ -1296,7 +1475,7 @@ impl Summary {
                         );
                     }
                 }
-                if m.deflated.dsr < 0.95 {
+                if m.deflated.dsr.is_nan() || m.deflated.dsr < 0.95 {
                     let _ = writeln!(
                         s,
                         "- **the best validation result is not significant after deflation: treat it as luck until shown otherwise**"
@@ -1348,6 +1527,18 @@ impl Summary {
             "- The test period was read once, by the final evaluator, after the search had ended; no feedback the strategist saw came from it."
         );
         s
+    }
+}
+
+/// A metric of a part for the report: "no trades" when the part had no active bar, otherwise
+/// `v × scale` with `places` decimals and `unit` (or `n/a`, `∞`).
+fn cell(m: &Metrics, v: f64, places: usize, scale: f64, unit: &str) -> String {
+    if m.bars == 0 {
+        "no trades".into()
+    } else if v.is_finite() {
+        format!("{:.places$}{unit}", v * scale)
+    } else {
+        show(v, places, "n/a")
     }
 }
 

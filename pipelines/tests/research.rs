@@ -605,3 +605,172 @@ fn the_foundation_field_is_out_of_sample_usable_resumable_and_replayable() {
         serde_json::to_string(&s).unwrap()
     );
 }
+
+fn plan_with(datasets: &[&str], max_drawdown: Option<f64>) -> lim_agents::offline::Plan {
+    let mut p = lim_agents::offline::plan(GOAL, &["cn_futures_daily".to_string()]);
+    p.datasets = datasets.iter().map(|d| d.to_string()).collect();
+    p.max_drawdown = max_drawdown;
+    p.portfolio = lim_backtest::spec::Portfolio::SignThreshold {
+        threshold: 0.2,
+        target_vol: 0.1,
+        vol_window: 60,
+    };
+    p
+}
+
+/// The plan a real small model wrote for a Chinese-futures goal: three markets, a 1000 %
+/// drawdown; on the union of their calendars no book has an active bar in validation.
+#[test]
+fn plans_outside_the_goal_with_absurd_limits_or_untradable_parts_are_refused_by_field() {
+    use lim_pipelines::plan_check::{PlanError, check, check_goal, check_tradable};
+    let m = market();
+    let metas = m.datasets().unwrap();
+    let split = (0.6, 0.2, 5);
+    let three = [
+        "cn_futures_daily",
+        "us_equities_daily_adjusted",
+        "us_futures_daily",
+    ];
+    let goal = "find a trend strategy for Chinese commodity futures";
+
+    let e = check_goal(&plan_with(&three, Some(0.15)), goal, &metas).unwrap_err();
+    assert!(matches!(e, PlanError::ForeignMarket { .. }), "{e:?}");
+    assert_eq!(
+        e.to_string(),
+        "datasets: 'us_equities_daily_adjusted' is US equities, but the goal asks for Chinese futures; trade only cn_futures_daily"
+    );
+
+    let e = check_goal(&plan_with(&["cn_futures_daily"], Some(10.0)), goal, &metas).unwrap_err();
+    assert!(
+        e.to_string()
+            .starts_with("max_drawdown: 10 (1000%) is not a drawdown limit"),
+        "{e}"
+    );
+    // A limit the goal states may be tightened, not loosened or dropped.
+    let e = check_goal(&plan_with(&["cn_futures_daily"], Some(0.3)), GOAL, &metas).unwrap_err();
+    assert!(
+        e.to_string()
+            .starts_with("max_drawdown: the goal limits drawdown to 15%, but the plan has 30%"),
+        "{e}"
+    );
+    let e = check_goal(&plan_with(&["cn_futures_daily"], None), GOAL, &metas).unwrap_err();
+    assert!(e.to_string().contains("but the plan has no limit"), "{e}");
+    assert!(check_goal(&plan_with(&["cn_futures_daily"], Some(0.1)), GOAL, &metas).is_ok());
+
+    // A goal that names no market: the three calendars pass the goal, not the data.
+    let e = check(
+        &plan_with(&three, None),
+        "find a trend strategy",
+        &metas,
+        m.as_ref(),
+        split,
+    )
+    .unwrap_err();
+    match &e {
+        PlanError::Untradable { short, .. } => {
+            let valid = short.iter().find(|s| s.part == "validation").unwrap();
+            assert!(valid.bars * 2 < valid.of, "{e}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(e.to_string().starts_with("datasets: on the calendar of cn_futures_daily + us_equities_daily_adjusted + us_futures_daily the universe can trade on too few bars: training "), "{e}");
+    assert!(e.to_string().contains(", validation 155 of 1259"), "{e}");
+    // The keyword plan of the README's goal trades.
+    let keyword = lim_agents::offline::plan(
+        GOAL,
+        &metas.iter().map(|d| d.name.clone()).collect::<Vec<_>>(),
+    );
+    check(&keyword, GOAL, &metas, m.as_ref(), split).unwrap();
+    check_tradable(&keyword, m.as_ref(), split).unwrap();
+}
+
+fn bad_plan_reply(datasets: &[&str], max_drawdown: f64) -> String {
+    json!({"goal": GOAL, "datasets": datasets, "family": "trend",
+        "portfolio": {"kind": "sign_threshold", "threshold": 0.2, "target_vol": 0.1, "vol_window": 60},
+        "max_drawdown": max_drawdown, "cost_bps": 11.0, "author": "x"})
+    .to_string()
+}
+
+#[test]
+fn a_models_plan_that_fails_the_checks_is_reasked_with_the_problem_then_the_keyword_plan_stands() {
+    let mut config = llm_config();
+    config.budgets.max_iterations = 1;
+    let three = [
+        "cn_futures_daily",
+        "us_equities_daily_adjusted",
+        "us_futures_daily",
+    ];
+    let llm = ScriptedLlm::new(
+        vec![
+            Turn::Text(bad_plan_reply(&three, 0.15)),
+            Turn::Text(bad_plan_reply(&["cn_futures_daily"], 10.0)),
+            Turn::Text(bad_plan_reply(&three, 10.0)),
+            Turn::Text(critique_reply("fine")),
+        ],
+        Usage {
+            prompt_tokens: 10,
+            completion_tokens: 10,
+        },
+    );
+    let j = fresh();
+    let s = run(&config, llm, j.clone(), Mode::Resume).unwrap();
+    assert_eq!(s.plan.strategy.datasets, ["cn_futures_daily"]);
+    assert_eq!(s.plan.strategy.max_drawdown, Some(0.15));
+    assert!(
+        s.plan
+            .review
+            .starts_with("the model gave no plan that passed the checks")
+            && s.plan.review.contains("the keyword plan stands")
+            && s.plan
+                .review
+                .ends_with("which passed every check (goal, limits, data)"),
+        "{}",
+        s.plan.review
+    );
+    assert!(
+        s.notes
+            .iter()
+            .any(|n| n.contains("the keyword plan stands")),
+        "{:?}",
+        s.notes
+    );
+    // Each re-ask carried the exact problem, naming the field.
+    let asks: Vec<String> = j
+        .records()
+        .iter()
+        .filter(|r| r.kind == Kind::Llm && r.exec == "plan#1")
+        .map(|r| r.body["request"]["messages"].to_string())
+        .collect();
+    assert_eq!(asks.len(), 3);
+    assert!(
+        asks[1].contains("datasets: 'us_equities_daily_adjusted' is US equities"),
+        "{}",
+        asks[1]
+    );
+    assert!(
+        asks[2].contains("max_drawdown: 10 (1000%) is not a drawdown limit"),
+        "{}",
+        asks[2]
+    );
+    // The report says whose plan it is.
+    assert!(s.markdown().contains("- checked: the model gave no plan"));
+}
+
+#[test]
+fn a_models_plan_that_passes_the_checks_is_the_plan() {
+    let mut config = llm_config();
+    config.budgets.max_iterations = 1;
+    let llm = ScriptedLlm::new(
+        vec![Turn::Text(plan_reply()), Turn::Text(critique_reply("fine"))],
+        Usage {
+            prompt_tokens: 10,
+            completion_tokens: 10,
+        },
+    );
+    let s = run(&config, llm, fresh(), Mode::Resume).unwrap();
+    assert_eq!(s.plan.strategy.author, "LLM planner (scripted)");
+    assert_eq!(
+        s.plan.review,
+        "the model's plan passed every check (goal, limits, data)"
+    );
+}

@@ -26,7 +26,7 @@ pub use data::{DescribeDataset, DescribeDatasetArgs, ListDatasets, NoArgs};
 pub use forecast::{ForecastArgs, ForecastReport, ForecastRequest, ForecastTool, Forecaster};
 pub use research::{
     ChooseUniverse, ChooseUniverseArgs, Leaderboard, LeaderboardArgs, Lineage, LineageArgs,
-    ResearchLog, Trial, Universe,
+    ResearchLog, Trial, Universe, load_session,
 };
 
 /// What the model is told about a tool.

@@ -117,31 +117,7 @@ impl Tool for ChooseUniverse {
         let (market, universe) = (self.market.clone(), self.universe.clone());
         let work = tokio::task::spawn_blocking(
             move || -> Result<UniverseReport, (FailureKind, String)> {
-                let mut q =
-                    PanelQuery::new(AsOf::LATEST, args.datasets.clone()).fields(frame::FIELDS);
-                if let Some(s) = args.symbols {
-                    q = q.symbols(s);
-                }
-                if let Some(f) = frequency {
-                    q = q.frequency(f);
-                }
-                let mut set = market.panels(&q).map_err(|e| {
-                    let kind = match e {
-                        lim_market::MarketError::UnknownDataset { .. }
-                        | lim_market::MarketError::UnknownSymbol { .. } => FailureKind::NotFound,
-                        _ => FailureKind::InvalidArguments,
-                    };
-                    (kind, e.to_string())
-                })?;
-                let session = Session::new(
-                    &mut set,
-                    SplitSpec::Fractions {
-                        train: args.train,
-                        valid: args.valid,
-                        embargo: args.embargo,
-                    },
-                )
-                .map_err(|e| (FailureKind::InvalidArguments, e.to_string()))?;
+                let session = load_session(market.as_ref(), &args, frequency)?;
                 let report = UniverseReport {
                     instruments: session.instruments(),
                     splits: session.split_info(&[Part::Train, Part::Validation]),
@@ -156,6 +132,42 @@ impl Tool for ChooseUniverse {
             Err(e) => ToolOutcome::failed(FailureKind::Failed, e.to_string()),
         }
     }
+}
+
+/// Loads the panels `args` name and splits them: the session `choose_universe` sets (the
+/// research workflow's plan check loads one the same way to see whether a plan can trade).
+///
+/// # Errors
+/// Unknown datasets or symbols, or a split that does not fit the data, as the tool reports them.
+pub fn load_session(
+    market: &dyn MarketData,
+    args: &ChooseUniverseArgs,
+    frequency: Option<Frequency>,
+) -> Result<Session, (FailureKind, String)> {
+    let mut q = PanelQuery::new(AsOf::LATEST, args.datasets.clone()).fields(frame::FIELDS);
+    if let Some(s) = &args.symbols {
+        q = q.symbols(s.clone());
+    }
+    if let Some(f) = frequency {
+        q = q.frequency(f);
+    }
+    let mut set = market.panels(&q).map_err(|e| {
+        let kind = match e {
+            lim_market::MarketError::UnknownDataset { .. }
+            | lim_market::MarketError::UnknownSymbol { .. } => FailureKind::NotFound,
+            _ => FailureKind::InvalidArguments,
+        };
+        (kind, e.to_string())
+    })?;
+    Session::new(
+        &mut set,
+        SplitSpec::Fractions {
+            train: args.train,
+            valid: args.valid,
+            embargo: args.embargo,
+        },
+    )
+    .map_err(|e| (FailureKind::InvalidArguments, e.to_string()))
 }
 
 /// One strategy tried in this run.
