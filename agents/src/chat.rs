@@ -110,6 +110,9 @@ pub struct ChatRequest {
     /// Required reply shape.
     #[serde(default)]
     pub response_format: ResponseFormat,
+    /// With `tools`: "auto", "required" or "none" (the provider's default when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_choice: Option<String>,
     /// Sampling temperature.
     #[serde(default)]
     pub temperature: Option<f32>,
@@ -128,6 +131,7 @@ impl ChatRequest {
             messages,
             tools: Vec::new(),
             response_format: ResponseFormat::Text,
+            tool_choice: None,
             temperature: None,
             seed: None,
             max_tokens,

@@ -292,6 +292,10 @@ pub enum Turn {
         /// Arguments as JSON text (may be malformed on purpose).
         arguments: String,
     },
+    /// Several tool calls in one reply (name, JSON arguments), to be run concurrently.
+    ToolCalls(Vec<(String, String)>),
+    /// A text reply cut at `max_tokens` (`finish_reason: length`).
+    Cut(String),
     /// A failure.
     Error(LlmError),
 }
@@ -331,6 +335,24 @@ impl LlmClient for ScriptedLlm {
             None => return Err(LlmError::Malformed("the script has no more turns".into())),
             Some(Turn::Error(e)) => return Err(e),
             Some(Turn::Text(t)) => (Message::assistant(t), FinishReason::Stop),
+            Some(Turn::Cut(t)) => (Message::assistant(t), FinishReason::Length),
+            Some(Turn::ToolCalls(calls)) => (
+                Message {
+                    role: Role::Assistant,
+                    content: String::new(),
+                    tool_calls: calls
+                        .into_iter()
+                        .enumerate()
+                        .map(|(i, (name, arguments))| ToolCall {
+                            id: format!("call_{}", i + 1),
+                            name,
+                            arguments,
+                        })
+                        .collect(),
+                    tool_call_id: None,
+                },
+                FinishReason::ToolCalls,
+            ),
             Some(Turn::ToolCall { name, arguments }) => (
                 Message {
                     role: Role::Assistant,

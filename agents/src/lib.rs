@@ -6,6 +6,7 @@
 //! [`structured`] asks for JSON that matches a schema and re-asks with the exact error until it
 //! does. [`client::ScriptedLlm`] plays planned turns in tests.
 
+pub mod agent;
 pub mod chat;
 pub mod client;
 pub mod error;

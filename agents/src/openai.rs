@@ -208,6 +208,9 @@ pub fn body(req: &ChatRequest, json_object: bool) -> Value {
         body["tools"] = Value::Array(
             req.tools.iter().map(|t| json!({"type": "function", "function": {"name": t.name, "description": t.description, "parameters": t.parameters}})).collect(),
         );
+        if let Some(choice) = &req.tool_choice {
+            body["tool_choice"] = json!(choice);
+        }
     }
     if let ResponseFormat::JsonSchema { name, schema } = &req.response_format {
         if json_object {
