@@ -56,9 +56,9 @@ impl wiremock::Respond for Brain {
         let hash = h.finish();
         self.seen.lock().unwrap().push(hash);
         let content = if body.contains("You plan quantitative research") {
-            json!({"goal": GOAL, "datasets": ["cn_futures_daily"], "family": "trend",
+            json!({"final_answer": {"plan": {"goal": GOAL, "datasets": ["cn_futures_daily"], "family": "trend",
                 "portfolio": {"kind": "sign_threshold", "threshold": 0.0, "target_vol": 0.1, "vol_window": 60},
-                "max_drawdown": 0.15, "cost_bps": 10.0, "author": "model"})
+                "max_drawdown": 0.15, "cost_bps": 10.0, "author": "model"}, "why": "the goal's market"}})
         } else if body.contains("You are the critic") {
             json!({"diagnosis": format!("Round {} read.", hash % 97), "hypotheses": ["longer windows"], "likely_luck": false})
         } else {

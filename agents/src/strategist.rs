@@ -5,6 +5,7 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::agent::{self, AgentError, AgentRun, Limits, Outcome, ProtocolMemo, Task, Toolbox};
 use crate::chat::{ChatRequest, Message};
 use crate::client::LlmClient;
 use crate::offline::Plan;
@@ -83,6 +84,69 @@ pub async fn plan<L: LlmClient>(
     p.goal = goal.to_string();
     p.author = format!("LLM planner ({model})");
     Ok(p)
+}
+
+/// The planning agent's final answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PlanChoice {
+    /// The experiment plan.
+    pub plan: Plan,
+    /// Why this data and this book fit the goal, in one or two sentences.
+    pub why: String,
+}
+
+/// The planning agent: the model may call `tools` (list and describe datasets) before it
+/// commits to a plan; the plan must name datasets that exist and pass `check` (the goal's
+/// market and limits, the data), or the problem goes back to it.
+///
+/// # Errors
+/// The toolbox could not journal a call; every other ending is the run's [`Outcome`].
+#[allow(clippy::too_many_arguments)] // each is a distinct input of the agent
+pub async fn plan_agent<L: LlmClient>(
+    client: &L,
+    tools: &dyn Toolbox,
+    memo: &ProtocolMemo,
+    model: &str,
+    goal: &str,
+    suggestion: &Plan,
+    datasets: &[String],
+    check: impl Fn(&Plan) -> Result<(), String>,
+) -> Result<AgentRun<PlanChoice>, AgentError> {
+    let prompt_error = |e: minijinja::Error| AgentError::Tools(format!("prompt: {e}"));
+    let task = Task {
+        model: model.to_string(),
+        system: prompt::render("plan_system", &serde_json::json!({})).map_err(prompt_error)?,
+        user: prompt::render(
+            "plan_task",
+            &serde_json::json!({"goal": goal, "datasets": datasets,
+                "suggestion": serde_json::to_string_pretty(suggestion).unwrap_or_default()}),
+        )
+        .map_err(prompt_error)?,
+    };
+    let limits = Limits {
+        max_steps: 6,
+        max_tokens: None,
+        reply_tokens: 1_000,
+    };
+    let mut run = agent::run(client, tools, &task, memo, limits, |c: &PlanChoice| match c
+        .plan
+        .datasets
+        .iter()
+        .find(|d| !datasets.contains(d))
+    {
+        Some(d) => Err(format!(
+            "datasets: '{d}' does not exist; choose from {}",
+            datasets.join(", ")
+        )),
+        None => check(&c.plan),
+    })
+    .await?;
+    if let Outcome::Answer { value } = &mut run.outcome {
+        value.plan.goal = goal.to_string();
+        value.plan.author = format!("LLM planner ({model})");
+    }
+    Ok(run)
 }
 
 /// Asks `client` to read a round of results and say what to try next.

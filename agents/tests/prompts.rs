@@ -63,3 +63,18 @@ fn critique() {
 fn a_missing_value_is_an_error_not_a_blank() {
     assert!(render("strategist_system", &json!({"fields": ["close"]})).is_err());
 }
+
+#[test]
+fn planning_agent() {
+    check("plan_system", &render("plan_system", &json!({})).unwrap());
+    check(
+        "plan_task",
+        &render(
+            "plan_task",
+            &json!({"goal": "find a robust trend strategy for Chinese commodity futures, max drawdown 15%",
+                "datasets": ["cn_futures_daily", "us_equities_daily_adjusted"],
+                "suggestion": "{\n  \"datasets\": [\"cn_futures_daily\"]\n}"}),
+        )
+        .unwrap(),
+    );
+}

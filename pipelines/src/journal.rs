@@ -509,6 +509,41 @@ impl JournaledTools {
     pub async fn call(&self, name: &str, args: &Value) -> Result<Value, StoreError> {
         let n = self.n.fetch_add(1, Ordering::SeqCst);
         let result = self.registry.call(name, &args.to_string()).await;
+        self.record(n, name, args, result)
+    }
+
+    /// Runs `calls` (name, arguments as the model wrote them) concurrently and journals them
+    /// in call order, so the journal does not depend on which finished first.
+    ///
+    /// # Errors
+    /// The journal could not be written, or a recorded result differs.
+    pub async fn call_many(&self, calls: &[(String, String)]) -> Result<Vec<Value>, StoreError> {
+        let first = self.n.fetch_add(calls.len() as u32, Ordering::SeqCst);
+        let mut set = tokio::task::JoinSet::new();
+        for (i, (name, args)) in calls.iter().enumerate() {
+            let (registry, name, args) = (self.registry.clone(), name.clone(), args.clone());
+            set.spawn(async move { (i, registry.call(&name, &args).await) });
+        }
+        let mut results = vec![Value::Null; calls.len()];
+        while let Some(done) = set.join_next().await {
+            if let Ok((i, r)) = done {
+                results[i] = r;
+            }
+        }
+        calls
+            .iter()
+            .zip(results)
+            .enumerate()
+            .map(|(i, ((name, args), result))| {
+                // Arguments that are not JSON are kept as the text the model wrote.
+                let args: Value =
+                    serde_json::from_str(args).unwrap_or_else(|_| Value::String(args.clone()));
+                self.record(first + i as u32, name, &args, result)
+            })
+            .collect()
+    }
+
+    fn record(&self, n: u32, name: &str, args: &Value, result: Value) -> Result<Value, StoreError> {
         // Through text, as the journal holds it.
         let result: Value = serde_json::from_str(&result.to_string()).unwrap_or(Value::Null);
         let body = serde_json::json!({"tool": name, "args": args, "result": result});
@@ -521,6 +556,33 @@ impl JournaledTools {
             |d| d,
         )?;
         Ok(result)
+    }
+}
+
+impl lim_agents::agent::Toolbox for JournaledTools {
+    fn definitions(&self) -> Vec<lim_agents::chat::ToolDef> {
+        self.registry
+            .specs()
+            .into_iter()
+            .map(|t| lim_agents::chat::ToolDef {
+                name: t.name,
+                description: t.description,
+                parameters: t.parameters,
+            })
+            .collect()
+    }
+
+    fn call_all<'a>(
+        &'a self,
+        calls: &'a [lim_agents::chat::ToolCall],
+    ) -> lim_agents::agent::BoxFuture<'a, Result<Vec<Value>, String>> {
+        Box::pin(async move {
+            let calls: Vec<(String, String)> = calls
+                .iter()
+                .map(|c| (c.name.clone(), c.arguments.clone()))
+                .collect();
+            self.call_many(&calls).await.map_err(|e| e.to_string())
+        })
     }
 }
 

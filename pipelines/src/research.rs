@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::Arc;
 
+use lim_agents::agent::{Outcome, Protocol, ProtocolMemo};
 use lim_agents::chat::ChatRequest;
 use lim_agents::client::{Budget, LlmClient, Price, Spent};
 use lim_agents::error::LlmError;
@@ -21,7 +22,8 @@ use lim_backtest::session::MultipleTesting;
 use lim_backtest::spec::{Portfolio, StrategySpec};
 use lim_market::{MarketData, Part};
 use lim_tools::{
-    BacktestTool, ChooseUniverse, ForecastTool, Forecaster, Registry, ResearchLog, Universe,
+    BacktestTool, ChooseUniverse, DescribeDataset, ForecastTool, Forecaster, ListDatasets,
+    Registry, ResearchLog, Universe,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -406,6 +408,8 @@ impl<L: LlmClient + 'static> Node for Start<L> {
 struct PlanNode<L> {
     services: Services<L>,
     config: ResearchConfig,
+    /// The endpoint's tool-calling protocol, found by the first agent and kept for the run.
+    protocol: Arc<ProtocolMemo>,
 }
 
 impl<L: LlmClient + 'static> Node for PlanNode<L> {
@@ -415,28 +419,77 @@ impl<L: LlmClient + 'static> Node for PlanNode<L> {
             let metas = self.services.market.datasets().map_err(fail)?;
             let available: Vec<String> = metas.iter().map(|d| d.name.clone()).collect();
             let keyword = offline::plan(&goal, &available);
-            let market =
-                JournaledMarket::new(self.services.market.clone(), cx.journal.clone(), &cx.exec);
+            let market = Arc::new(JournaledMarket::new(
+                self.services.market.clone(),
+                cx.journal.clone(),
+                &cx.exec,
+            ));
             let c = &self.config;
             let check = |p: &Plan| {
-                plan_check::check(p, &goal, &metas, &market, (c.train, c.valid, c.embargo))
+                plan_check::check(
+                    p,
+                    &goal,
+                    &metas,
+                    market.as_ref(),
+                    (c.train, c.valid, c.embargo),
+                )
             };
-            // What the model proposed, or why nothing it proposed passed.
+            // The planning agent: it may look at the data before it commits; what it gave, or
+            // why nothing it gave passed.
             let mut asked = None;
             if let StrategistConfig::Llm { model, .. } = &self.config.strategist {
                 let llm =
                     JournaledLlm::new(self.services.llm.clone(), cx.journal.clone(), &cx.exec);
-                asked = Some(
-                    strategist::plan(&llm, model, &goal, &keyword, &available, 2, |p| {
-                        check(p).map_err(|e| e.to_string())
+                let data: Arc<dyn MarketData> = market.clone();
+                let registry = Registry::default()
+                    .with(ListDatasets {
+                        market: data.clone(),
                     })
-                    .await,
-                );
+                    .with(DescribeDataset { market: data });
+                let tools = JournaledTools::new(registry, cx.journal.clone(), &cx.exec);
+                let run = strategist::plan_agent(
+                    &llm,
+                    &tools,
+                    &self.protocol,
+                    model,
+                    &goal,
+                    &keyword,
+                    &available,
+                    |p| check(p).map_err(|e| e.to_string()),
+                )
+                .await
+                .map_err(fail)?;
+                let looked = if run.calls.is_empty() {
+                    "without looking at the data".to_string()
+                } else {
+                    format!(
+                        "after {} tool calls ({})",
+                        run.calls.len(),
+                        run.calls
+                            .iter()
+                            .map(|c| c.tool.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )
+                };
+                asked = Some(match run.outcome {
+                    Outcome::Answer { value } => Ok((value, looked, run.steps)),
+                    Outcome::StepLimit { last_problem } => Err(format!(
+                        "{} replies without a valid plan; last problem: {}",
+                        run.steps,
+                        last_problem.unwrap_or_else(|| "none".into())
+                    )),
+                    Outcome::TokenLimit { used } => Err(format!("token limit ({used} tokens)")),
+                    Outcome::LlmFailed { message } => Err(message),
+                });
             }
             let (plan, review, note) = match asked {
-                Some(Ok(p)) => (
-                    p,
-                    "the model's plan passed every check (goal, limits, data)".to_string(),
+                Some(Ok((choice, looked, steps))) => (
+                    choice.plan,
+                    format!(
+                        "the model's plan passed every check (goal, limits, data), {looked}, in {steps} replies; why: {}",
+                        choice.why
+                    ),
                     None,
                 ),
                 refused => {
@@ -1583,6 +1636,7 @@ pub fn executor<L: LlmClient + 'static>(
             PlanNode {
                 services: services.clone(),
                 config: config.clone(),
+                protocol: Arc::new(ProtocolMemo::new(Protocol::Auto)),
             },
         )
         .node(

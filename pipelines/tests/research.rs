@@ -158,9 +158,10 @@ fn agent_facing_tools_refuse_the_sealed_test_period() {
 }
 
 fn plan_reply() -> String {
-    json!({"goal": GOAL, "datasets": ["cn_futures_daily"], "family": "trend",
+    json!({"final_answer": {"plan": {"goal": GOAL, "datasets": ["cn_futures_daily"], "family": "trend",
         "portfolio": {"kind": "sign_threshold", "threshold": 0.0, "target_vol": 0.1, "vol_window": 60},
-        "max_drawdown": 0.15, "cost_bps": 10.0, "author": "x"})
+        "max_drawdown": 0.15, "cost_bps": 10.0, "author": "x"},
+        "why": "Chinese futures only, as the goal asks."}})
     .to_string()
 }
 
@@ -685,9 +686,9 @@ fn plans_outside_the_goal_with_absurd_limits_or_untradable_parts_are_refused_by_
 }
 
 fn bad_plan_reply(datasets: &[&str], max_drawdown: f64) -> String {
-    json!({"goal": GOAL, "datasets": datasets, "family": "trend",
+    json!({"final_answer": {"plan": {"goal": GOAL, "datasets": datasets, "family": "trend",
         "portfolio": {"kind": "sign_threshold", "threshold": 0.2, "target_vol": 0.1, "vol_window": 60},
-        "max_drawdown": max_drawdown, "cost_bps": 11.0, "author": "x"})
+        "max_drawdown": max_drawdown, "cost_bps": 11.0, "author": "x"}, "why": "more data"}})
     .to_string()
 }
 
@@ -704,6 +705,15 @@ fn a_models_plan_that_fails_the_checks_is_reasked_with_the_problem_then_the_keyw
         vec![
             Turn::Text(bad_plan_reply(&three, 0.15)),
             Turn::Text(bad_plan_reply(&["cn_futures_daily"], 10.0)),
+            Turn::ToolCall {
+                name: "list_datasets".into(),
+                arguments: "{}".into(),
+            },
+            Turn::ToolCall {
+                name: "describe_dataset".into(),
+                arguments: r#"{"name": "cn_futures_daily"}"#.into(),
+            },
+            Turn::Text(bad_plan_reply(&three, 10.0)),
             Turn::Text(bad_plan_reply(&three, 10.0)),
             Turn::Text(critique_reply("fine")),
         ],
@@ -741,7 +751,20 @@ fn a_models_plan_that_fails_the_checks_is_reasked_with_the_problem_then_the_keyw
         .filter(|r| r.kind == Kind::Llm && r.exec == "plan#1")
         .map(|r| r.body["request"]["messages"].to_string())
         .collect();
-    assert_eq!(asks.len(), 3);
+    assert_eq!(asks.len(), 6, "the planning agent's step limit");
+    // The tools it called answered, bad arguments included, as tool messages.
+    assert!(
+        asks[3].contains("cn_futures_daily") && asks[3].contains("\"role\":\"tool\""),
+        "{}",
+        asks[3]
+    );
+    assert!(asks[4].contains("unknown field `name`"), "{}", asks[4]);
+    let tool_calls = j
+        .records()
+        .iter()
+        .filter(|r| r.kind == Kind::Tool && r.exec == "plan#1")
+        .count();
+    assert_eq!(tool_calls, 2);
     assert!(
         asks[1].contains("datasets: 'us_equities_daily_adjusted' is US equities"),
         "{}",
@@ -771,6 +794,6 @@ fn a_models_plan_that_passes_the_checks_is_the_plan() {
     assert_eq!(s.plan.strategy.author, "LLM planner (scripted)");
     assert_eq!(
         s.plan.review,
-        "the model's plan passed every check (goal, limits, data)"
+        "the model's plan passed every check (goal, limits, data), without looking at the data, in 1 replies; why: Chinese futures only, as the goal asks."
     );
 }
