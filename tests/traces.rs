@@ -79,8 +79,10 @@ fn scenarios() -> Vec<(&'static str, ResearchConfig, Option<Vec<Turn>>)> {
         json!({"diagnosis": t, "hypotheses": ["longer lookbacks"], "likely_luck": false})
             .to_string()
     };
+    let answer =
+        json!({"final_answer": {"plan": plan, "why": "Chinese futures, as the goal says"}});
     let turns = vec![
-        Turn::Text(plan.to_string()),
+        Turn::Text(answer.to_string()),
         Turn::Text(critique("the seeds trade too often")),
         // A reply that does not parse, then its repair after the re-ask.
         Turn::Text("{\"strategies\": [{\"signal\": \"ts_sum(returns, 20\"}]}".into()),
@@ -90,8 +92,43 @@ fn scenarios() -> Vec<(&'static str, ResearchConfig, Option<Vec<Turn>>)> {
         Turn::Text(json!({"strategies": [{"signal": "ts_zscore(ts_sum(returns, 30), 60)"}]}).to_string()),
         Turn::Text(critique("longer windows help")),
     ];
+    let mut one = llm.clone();
+    one.budgets.max_iterations = 1;
+    // Native function calling: two calls in one reply (run concurrently, journaled in order),
+    // then the final answer as a call.
+    let native = vec![
+        Turn::ToolCalls(vec![
+            ("list_datasets".into(), "{}".into()),
+            (
+                "describe_dataset".into(),
+                r#"{"dataset": "cn_futures_daily"}"#.into(),
+            ),
+        ]),
+        Turn::ToolCall {
+            name: "final_answer".into(),
+            arguments: answer["final_answer"].to_string(),
+        },
+        Turn::Text(critique("trend seeds hold up")),
+    ];
+    // A server that ignores tools: text first, then the JSON protocol, a bad call, a good one.
+    let json_protocol = vec![
+        Turn::Text("I will look at the Chinese futures first.".into()),
+        Turn::Text(json!({"tool": "describe_dataset", "arguments": {"name": "x"}}).to_string()),
+        Turn::Text(
+            json!({"tool": "describe_dataset", "arguments": {"dataset": "cn_futures_daily"}})
+                .to_string(),
+        ),
+        Turn::Text(answer.to_string()),
+        Turn::Text(critique("trend seeds hold up")),
+    ];
     vec![
         ("offline_cn_futures_trend", small(goal), None),
+        (
+            "scripted_planner_calls_tools_in_parallel",
+            one.clone(),
+            Some(native),
+        ),
+        ("scripted_planner_json_protocol", one, Some(json_protocol)),
         ("scripted_llm_repairs_and_failures", llm, Some(turns)),
         (
             "offline_us_equities_reversal",
@@ -179,7 +216,7 @@ fn committed_traces_replay_exactly() {
         assert_eq!(state.artifacts["summary"], recorded_summary, "{name}");
         replayed += 1;
     }
-    assert_eq!(replayed, 3);
+    assert_eq!(replayed, 5);
 }
 
 #[test]

@@ -459,11 +459,15 @@ impl<L: LlmClient + 'static> Node for PlanNode<L> {
                 )
                 .await
                 .map_err(fail)?;
+                let protocol = match run.protocol {
+                    Protocol::Json => "the JSON protocol (the server ignores tools)",
+                    _ => "native function calling",
+                };
                 let looked = if run.calls.is_empty() {
-                    "without looking at the data".to_string()
+                    format!("without looking at the data, over {protocol}")
                 } else {
                     format!(
-                        "after {} tool calls ({})",
+                        "after {} tool calls over {protocol} ({})",
                         run.calls.len(),
                         run.calls
                             .iter()

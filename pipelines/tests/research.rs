@@ -794,6 +794,6 @@ fn a_models_plan_that_passes_the_checks_is_the_plan() {
     assert_eq!(s.plan.strategy.author, "LLM planner (scripted)");
     assert_eq!(
         s.plan.review,
-        "the model's plan passed every check (goal, limits, data), without looking at the data, in 1 replies; why: Chinese futures only, as the goal asks."
+        "the model's plan passed every check (goal, limits, data), without looking at the data, over native function calling, in 1 replies; why: Chinese futures only, as the goal asks."
     );
 }
