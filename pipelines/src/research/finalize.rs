@@ -1,0 +1,106 @@
+//! The sealed test of the finalists, multiple testing over every trial, and the report node.
+
+use super::*;
+
+/// The final evaluator: the only node holding the universe, and so the sealed test period.
+pub(super) struct Finalize {
+    pub(super) universe: Arc<Universe>,
+    pub(super) config: ResearchConfig,
+}
+
+impl Node for Finalize {
+    fn run(&self, cx: Cx) -> BoxFuture<'_, Result<Artifacts, NodeError>> {
+        Box::pin(async move {
+            let plan: ExperimentPlan = cx.input("plan")?;
+            let mut trials: Vec<Trial> = cx.input("trials")?;
+            trials.iter_mut().for_each(|t| t.score(&plan.strategy));
+            let session = self
+                .universe
+                .current()
+                .ok_or_else(|| fail("no universe: the data node did not run"))?;
+            let finalists = self.config.finalists;
+            let work = tokio::task::spawn_blocking(move || {
+                let ranked = leaderboard(&trials);
+                let spec = |s: &str| (s.to_string(), offline::spec_for(&plan.strategy, s));
+                let chosen: Vec<(String, StrategySpec)> = ranked
+                    .iter()
+                    .filter(|&&i| trials[i].fitness.is_some_and(f64::is_finite))
+                    .take(finalists)
+                    .map(|&i| spec(&trials[i].signal))
+                    .collect();
+                let finalists = test_finalists(&session, &chosen);
+                // Multiple testing over every trial of the run.
+                let all: Vec<(String, StrategySpec)> = trials
+                    .iter()
+                    .filter(|t| t.error.is_none())
+                    .map(|t| spec(&t.signal))
+                    .collect();
+                let books = session.run(&all, &[Part::Train, Part::Validation], false);
+                let mt: Option<MultipleTesting> = session.multiple_testing(&books);
+                (ranked, finalists, mt)
+            });
+            let (ranked, finalists, mt) = work.await.map_err(fail)?;
+            Ok(out(vec![
+                ("ranking", to_value(&ranked)?),
+                ("finalists", to_value(&finalists)?),
+                (
+                    "test_results",
+                    to_value(
+                        &finalists
+                            .iter()
+                            .map(|f| (f.signal.clone(), f.test))
+                            .collect::<Vec<_>>(),
+                    )?,
+                ),
+                ("deflated", to_value(&mt)?),
+            ]))
+        })
+    }
+}
+
+/// The sealed test: the finalists' metrics on validation and, once, on the test part.
+pub fn test_finalists(
+    session: &lim_backtest::session::Session,
+    finalists: &[(String, StrategySpec)],
+) -> Vec<Finalist> {
+    session
+        .run(finalists, &[Part::Validation, Part::Test], false)
+        .iter()
+        .filter_map(|r| match r.metrics.as_slice() {
+            [(_, v), (_, t)] => Some(Finalist {
+                signal: r.name.clone(),
+                validation: *v,
+                test: *t,
+            }),
+            _ => None,
+        })
+        .collect()
+}
+
+pub(super) struct Report {
+    pub(super) config: ResearchConfig,
+}
+
+impl Node for Report {
+    fn run(&self, cx: Cx) -> BoxFuture<'_, Result<Artifacts, NodeError>> {
+        Box::pin(async move {
+            let summary = Summary::from_artifacts(
+                &cx.artifacts,
+                &self.config,
+                cx.spent(&self.config.llm_budget()),
+            )?;
+            Ok(out(vec![
+                ("report", Value::String(summary.markdown())),
+                ("summary", to_value(&summary)?),
+            ]))
+        })
+    }
+}
+
+pub(super) struct Nothing;
+
+impl Node for Nothing {
+    fn run(&self, _cx: Cx) -> BoxFuture<'_, Result<Artifacts, NodeError>> {
+        Box::pin(async { Ok(Artifacts::new()) })
+    }
+}

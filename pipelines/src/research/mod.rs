@@ -1,0 +1,253 @@
+//! The research workflow's nodes, its routers, and the report.
+//!
+//! plan → data → (foundation) → generate → backtest → critique ⟲ … → finalize → report.
+//! Every node reads and writes JSON artifacts; every LLM call, tool call, data read and clock
+//! read goes through the journal's decorators, so a run resumes after a crash without paying
+//! for an answer twice and replays with no LLM at all. Only [`Finalize`] holds the universe
+//! itself, and with it the sealed test period; the agent-facing tools refuse it.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::Arc;
+
+use lim_agents::agent::{Outcome, Protocol, ProtocolMemo};
+use lim_agents::chat::ChatRequest;
+use lim_agents::client::{Budget, LlmClient, Price, Spent};
+use lim_agents::error::LlmError;
+use lim_agents::offline::{self, Candidate, Evolution, Plan};
+use lim_agents::strategist::{self, Tried};
+use lim_backtest::metrics::Metrics;
+use lim_backtest::nonfinite::show;
+use lim_backtest::session::MultipleTesting;
+use lim_backtest::spec::{Portfolio, StrategySpec};
+use lim_market::{MarketData, Part};
+use lim_tools::{
+    BacktestTool, ChooseUniverse, DescribeDataset, ForecastTool, Forecaster, ListDatasets,
+    Registry, ResearchLog, Universe,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use crate::engine::{BoxFuture, Cx, Executor, Node, NodeError, RunState};
+use crate::journal::{
+    Artifacts, Clock, JournaledClock, JournaledLlm, JournaledMarket, JournaledTools,
+};
+use crate::{plan_check, workflow};
+
+mod config;
+mod data;
+mod finalize;
+mod plan;
+mod report;
+mod search;
+mod trial;
+
+pub use config::{Budgets, ResearchConfig, StrategistConfig};
+pub use data::FORECAST;
+pub use finalize::test_finalists;
+pub use report::{Entry, Rejected, Summary, artifacts_of, summarize};
+
+pub use trial::{
+    Critique, ExperimentPlan, Finalist, MIN_ACTIVE_BARS, Trial, approximate_dsr, fitness,
+    leaderboard,
+};
+
+use data::{DataNode, Foundation};
+use finalize::{Finalize, Nothing, Report};
+use plan::{PlanNode, Start};
+use search::{Backtest, CritiqueNode, Generate};
+
+fn fail(e: impl std::fmt::Display) -> NodeError {
+    NodeError::Failed(e.to_string())
+}
+
+fn out(pairs: Vec<(&str, Value)>) -> Artifacts {
+    pairs.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
+}
+
+fn to_value<T: Serialize>(v: &T) -> Result<Value, NodeError> {
+    serde_json::to_value(v).map_err(fail)
+}
+
+fn notes_with(cx: &Cx, note: Option<String>) -> Result<Value, NodeError> {
+    let mut notes: Vec<String> = cx.optional("notes")?.unwrap_or_default();
+    notes.extend(note.map(|n| format!("{}: {n}", cx.exec)));
+    to_value(&notes)
+}
+
+/// An LLM that is never there: replays of offline runs, and offline runs themselves.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoLlm;
+
+impl LlmClient for NoLlm {
+    async fn complete(
+        &self,
+        req: &ChatRequest,
+    ) -> Result<lim_agents::chat::ChatResponse, LlmError> {
+        Err(LlmError::ReplayMiss {
+            fingerprint: req.fingerprint(),
+        })
+    }
+}
+
+/// What the research nodes share.
+pub struct Services<L> {
+    /// Market data (journaled per node execution).
+    pub market: Arc<dyn MarketData>,
+    /// The LLM, when the strategist is one.
+    pub llm: Arc<L>,
+    /// The run's clock.
+    pub clock: Arc<dyn Clock>,
+    /// The foundation model, when this build has one.
+    pub forecaster: Option<Arc<dyn Forecaster>>,
+}
+
+impl<L> std::fmt::Debug for Services<L> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Services")
+            .field("market", &self.market)
+            .field("clock", &self.clock)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<L> Clone for Services<L> {
+    fn clone(&self) -> Services<L> {
+        Services {
+            market: self.market.clone(),
+            llm: self.llm.clone(),
+            clock: self.clock.clone(),
+            forecaster: self.forecaster.clone(),
+        }
+    }
+}
+
+/// Everything a research run needs.
+#[derive(Debug)]
+pub struct ResearchParts<L> {
+    /// The services.
+    pub services: Services<L>,
+    /// The configuration.
+    pub config: ResearchConfig,
+}
+
+/// Router names of the research workflow.
+pub const FOUNDATION: &str = "plan asks for a foundation model";
+/// See [`FOUNDATION`].
+pub const NO_FOUNDATION: &str = "no foundation model";
+/// See [`FOUNDATION`].
+pub const DONE: &str = "budget spent or converged";
+
+fn plan_wants_foundation(s: &RunState) -> bool {
+    s.artifacts
+        .get("plan")
+        .and_then(|p| p.get("foundation_model"))
+        .and_then(Value::as_bool)
+        .unwrap_or(false)
+}
+
+/// The research workflow with its nodes and routers, ready to run.
+///
+/// # Errors
+/// The workflow failed validation (never for the fixed graph).
+pub fn executor<L: LlmClient + 'static>(
+    parts: ResearchParts<L>,
+) -> Result<Executor, workflow::BuildError> {
+    let ResearchParts { services, config } = parts;
+    let universe = Arc::new(Universe::new(None));
+    let wf = workflow::research(config.budgets.max_iterations.max(1))?;
+    Ok(Executor::new(wf, config.seed)
+        .node("start", Start(services.clone()))
+        .node(
+            "plan",
+            PlanNode {
+                services: services.clone(),
+                config: config.clone(),
+                protocol: Arc::new(ProtocolMemo::new(Protocol::Auto)),
+            },
+        )
+        .node(
+            "data",
+            DataNode {
+                market: services.market.clone(),
+                universe: universe.clone(),
+                config: config.clone(),
+            },
+        )
+        .node(
+            "foundation",
+            Foundation {
+                forecaster: services.forecaster.clone(),
+                universe: universe.clone(),
+            },
+        )
+        .node(
+            "generate",
+            Generate {
+                services: services.clone(),
+                config: config.clone(),
+            },
+        )
+        .node(
+            "backtest",
+            Backtest {
+                universe: universe.clone(),
+            },
+        )
+        .node(
+            "critique",
+            CritiqueNode {
+                services,
+                config: config.clone(),
+            },
+        )
+        .node(
+            "finalize",
+            Finalize {
+                universe,
+                config: config.clone(),
+            },
+        )
+        .node("report", Report { config })
+        .node("end", Nothing)
+        .router(FOUNDATION, plan_wants_foundation)
+        .router(NO_FOUNDATION, |s| !plan_wants_foundation(s))
+        .router(DONE, |s| {
+            s.exhausted
+                || s.artifacts
+                    .get("hypotheses")
+                    .and_then(|h| h.get("stop"))
+                    .is_some_and(|v| !v.is_null())
+        }))
+}
+
+/// The initial artifacts of a run.
+pub fn initial(config: &ResearchConfig) -> Artifacts {
+    out(vec![("goal", Value::String(config.goal.clone()))])
+}
+
+/// What a run reads: each dataset's name, file, rows, symbols and time range.
+///
+/// # Errors
+/// The catalog cannot describe its datasets.
+pub fn manifest(market: &dyn MarketData) -> Result<Value, lim_market::MarketError> {
+    let metas = market.datasets()?;
+    Ok(Value::Array(
+        metas
+            .iter()
+            .map(|m| {
+                json!({"name": m.name, "rows": m.rows, "symbols": m.symbols.len(),
+                    "first": m.first.to_string(), "last": m.last.to_string()})
+            })
+            .collect(),
+    ))
+}
+
+/// The run's fingerprint: workflow, configuration and data manifest.
+pub fn fingerprint(config: &ResearchConfig, manifest: &Value) -> String {
+    let wf = workflow::research(config.budgets.max_iterations.max(1))
+        .map(|w| w.to_text())
+        .unwrap_or_default();
+    let text = json!({"workflow": wf, "config": config, "manifest": manifest}).to_string();
+    format!("{:016x}", xxhash_rust::xxh3::xxh3_64(text.as_bytes()))
+}

@@ -1,0 +1,422 @@
+//! The run's summary and its Markdown report, rebuilt from the artifacts.
+
+use super::*;
+
+/// A leaderboard row.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Entry {
+    /// 1-based rank.
+    pub rank: usize,
+    /// The signal.
+    pub signal: String,
+    /// The iteration that proposed it.
+    pub generation: usize,
+    /// Its parents.
+    pub parents: Vec<String>,
+    /// Robust fitness.
+    #[serde(with = "lim_backtest::nonfinite")]
+    pub fitness: f64,
+    /// Training metrics.
+    pub train: Metrics,
+    /// Validation metrics.
+    pub validation: Metrics,
+}
+
+/// A strategy that ran but could not be scored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Rejected {
+    /// The signal.
+    pub signal: String,
+    /// Why it has no fitness.
+    pub reason: String,
+}
+
+/// The run's summary and its Markdown report, computed from its artifacts by today's code, so
+/// a run journaled by older code (or one whose report step failed) reports by current rules.
+///
+/// # Errors
+/// An artifact the report needs is missing or malformed.
+pub fn summarize(
+    artifacts: &Artifacts,
+    config: &ResearchConfig,
+    spent: Spent,
+) -> Result<(Summary, String), NodeError> {
+    let summary = Summary::from_artifacts(artifacts, config, spent)?;
+    let report = summary.markdown();
+    Ok((summary, report))
+}
+
+/// A run's artifacts as its journal leaves them: each name's latest value over the completed
+/// node executions, in journal order (what the engine's state holds at the end of a run).
+pub fn artifacts_of(records: &[crate::journal::Record]) -> Artifacts {
+    let mut out = Artifacts::new();
+    for r in records
+        .iter()
+        .filter(|r| r.kind == crate::journal::Kind::Node)
+    {
+        if let Some(Value::Object(o)) = r.body.get("outputs") {
+            out.extend(o.iter().map(|(k, v)| (k.clone(), v.clone())));
+        }
+    }
+    out
+}
+
+/// What a run found: the report's content as data (`--json`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Summary {
+    /// The plan.
+    pub plan: ExperimentPlan,
+    /// Who proposed strategies.
+    pub strategist: String,
+    /// Strategies tried.
+    pub trials: usize,
+    /// The ten best by robust fitness (scored strategies only).
+    pub leaderboard: Vec<Entry>,
+    /// Strategies that ran but had no evidence to score, with the reason.
+    #[serde(default)]
+    pub rejected: Vec<Rejected>,
+    /// The finalists' validation and sealed test metrics.
+    pub finalists: Vec<Finalist>,
+    /// Deflated Sharpe ratio and PBO over every trial.
+    pub multiple_testing: Option<MultipleTesting>,
+    /// The critiques, iteration by iteration.
+    pub lineage: Vec<Critique>,
+    /// The leader's ancestry: the leader, its first parent, that one's first parent, ….
+    pub ancestry: Vec<String>,
+    /// What the foundation model added (its `forecast` tool report), when the plan used it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub foundation: Option<Value>,
+    /// Why the loop stopped.
+    pub stop_reason: String,
+    /// LLM spend.
+    pub spent: Spent,
+    /// What nodes noted on the way.
+    pub notes: Vec<String>,
+}
+
+impl Summary {
+    /// The summary of a run from its artifacts (see [`summarize`]).
+    ///
+    /// # Errors
+    /// An artifact the report needs is missing or malformed.
+    pub fn from_artifacts(
+        a: &Artifacts,
+        config: &ResearchConfig,
+        spent: Spent,
+    ) -> Result<Summary, NodeError> {
+        let get = |k: &str| a.get(k).cloned().unwrap_or(Value::Null);
+        let de = |k: &str| -> Result<Value, NodeError> { Ok(get(k)) };
+        let plan: ExperimentPlan = serde_json::from_value(de("plan")?).map_err(fail)?;
+        let mut trials: Vec<Trial> = serde_json::from_value(de("trials")?).map_err(fail)?;
+        trials.iter_mut().for_each(|t| t.score(&plan.strategy));
+        let rejected = trials
+            .iter()
+            .filter_map(|t| {
+                Some(Rejected {
+                    signal: t.signal.clone(),
+                    reason: t.rejected.clone()?,
+                })
+            })
+            .collect();
+        let lineage: Vec<Critique> = serde_json::from_value(get("lineage")).unwrap_or_default();
+        let leaderboard = leaderboard(&trials)
+            .into_iter()
+            .filter_map(|i| {
+                let t = &trials[i];
+                Some((t, t.fitness?, t.train?, t.validation?))
+            })
+            .take(10)
+            .enumerate()
+            .map(|(k, (t, fitness, train, validation))| Entry {
+                rank: k + 1,
+                signal: t.signal.clone(),
+                generation: t.generation,
+                parents: t.parents.clone(),
+                fitness,
+                train,
+                validation,
+            })
+            .collect();
+        let mut ancestry: Vec<String> = Vec::new();
+        if let Some(&lead) = self::leaderboard(&trials)
+            .first()
+            .filter(|&&i| trials[i].fitness.is_some())
+        {
+            let mut cur = Some(trials[lead].signal.clone());
+            while let Some(sig) = cur.take() {
+                if ancestry.contains(&sig) || ancestry.len() > 20 {
+                    break;
+                }
+                cur = trials
+                    .iter()
+                    .find(|t| t.signal == sig)
+                    .and_then(|t| t.parents.first().cloned());
+                ancestry.push(sig);
+            }
+        }
+        let stop_reason = lineage
+            .last()
+            .and_then(|c| c.stop.clone())
+            .unwrap_or_else(|| "the workflow's loop bound".into());
+        Ok(Summary {
+            strategist: match &config.strategist {
+                StrategistConfig::Offline => offline::DISCLAIMER.to_string(),
+                StrategistConfig::Llm { model, base_url } => {
+                    format!("LLM strategist: model {model} at {base_url}")
+                }
+            },
+            trials: trials.len(),
+            leaderboard,
+            rejected,
+            finalists: serde_json::from_value(get("finalists")).map_err(fail)?,
+            multiple_testing: serde_json::from_value(get("deflated")).map_err(fail)?,
+            lineage,
+            ancestry,
+            foundation: a.get("predictions").filter(|p| !p.is_null()).cloned(),
+            stop_reason,
+            spent,
+            notes: serde_json::from_value(get("notes")).unwrap_or_default(),
+            plan,
+        })
+    }
+
+    /// The report, in Markdown.
+    pub fn markdown(&self) -> String {
+        let mut s = String::new();
+        let p = &self.plan;
+        let _ = writeln!(s, "# LIM research report\n");
+        let _ = writeln!(s, "**Goal:** {}\n", p.strategy.goal);
+        let _ = writeln!(s, "**Strategist:** {}\n", self.strategist);
+        let _ = writeln!(s, "## Plan\n");
+        let _ = writeln!(
+            s,
+            "- datasets: {} ({} instruments, {} bars)",
+            p.strategy.datasets.join(", "),
+            p.instruments,
+            p.frequency
+        );
+        let _ = writeln!(
+            s,
+            "- family: {:?}; book: {}",
+            p.strategy.family,
+            serde_json::to_string(&p.strategy.portfolio).unwrap_or_default()
+        );
+        let _ = writeln!(s, "- horizon: {}", p.horizon);
+        if !p.review.is_empty() {
+            let _ = writeln!(s, "- checked: {}", p.review);
+        }
+        let _ = writeln!(s, "- splits: {}", p.splits);
+        let _ = writeln!(s, "- objective: {}", p.objective);
+        for c in &p.constraints {
+            let _ = writeln!(s, "- constraint: {c}");
+        }
+        let b = &p.budgets;
+        let _ = writeln!(
+            s,
+            "- budget: {} iterations{}{}{}; converged after {} iterations without a better strategy",
+            b.max_iterations,
+            b.max_usd.map(|u| format!(", ${u}")).unwrap_or_default(),
+            b.max_tokens
+                .map(|t| format!(", {t} tokens"))
+                .unwrap_or_default(),
+            b.deadline_minutes
+                .map(|m| format!(", {m} minutes"))
+                .unwrap_or_default(),
+            b.patience
+        );
+        let _ = writeln!(
+            s,
+            "\n## Stopped\n\n{} after {} strategies.\n",
+            self.stop_reason, self.trials
+        );
+        if let Some(f) = &self.foundation {
+            let coverage = f
+                .get("coverage")
+                .and_then(Value::as_array)
+                .map(|c| {
+                    c.iter()
+                        .map(|x| {
+                            format!(
+                                "{} {:.0}%",
+                                crate::trace::field(x, "/0"),
+                                x.get(1).and_then(Value::as_f64).unwrap_or(0.0) * 100.0
+                            )
+                        })
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                })
+                .unwrap_or_default();
+            let _ = writeln!(
+                s,
+                "## Foundation model\n\n{} learned from data up to {}; its out-of-sample predictions are the field `{}` (coverage: {coverage}). Predictions at or before its cutoff dropped: {}.\n",
+                crate::trace::field(f, "/model"),
+                crate::trace::field(f, "/cutoff"),
+                crate::trace::field(f, "/field"),
+                crate::trace::field(f, "/dropped_in_sample"),
+            );
+        }
+        let _ = writeln!(s, "## Leaderboard (train and validation only)\n");
+        let _ = writeln!(
+            s,
+            "| # | iter | fitness | train Sharpe | valid Sharpe | valid return | valid max DD | valid turnover | signal |"
+        );
+        let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|");
+        for e in &self.leaderboard {
+            let v = &e.validation;
+            let _ = writeln!(
+                s,
+                "| {} | {} | {} | {} | {} | {} | {} | {} | `{}` |",
+                e.rank,
+                e.generation,
+                show(e.fitness, 2, "none"),
+                cell(&e.train, e.train.sharpe, 2, 1.0, ""),
+                cell(v, v.sharpe, 2, 1.0, ""),
+                cell(v, v.ann_return, 1, 100.0, "%"),
+                cell(v, v.max_dd, 1, 100.0, "%"),
+                cell(v, v.turnover, 3, 1.0, ""),
+                e.signal
+            );
+        }
+        if self.leaderboard.is_empty() {
+            let _ = writeln!(
+                s,
+                "| – | – | – | – | – | – | – | – | no strategy had enough active bars in both parts to be scored |"
+            );
+        }
+        if !self.rejected.is_empty() {
+            let _ = writeln!(
+                s,
+                "\n{} strategies ran but had no evidence to score; they rank below every scored one:\n",
+                self.rejected.len()
+            );
+            for r in self.rejected.iter().take(10) {
+                let _ = writeln!(s, "- `{}`: {}", r.signal, r.reason);
+            }
+            if self.rejected.len() > 10 {
+                let _ = writeln!(s, "- … and {} more", self.rejected.len() - 10);
+            }
+        }
+        let _ = writeln!(
+            s,
+            "\n## Sealed test period (evaluated once, on the finalists)\n"
+        );
+        let _ = writeln!(
+            s,
+            "| valid Sharpe | test Sharpe | test return | test max DD | signal |"
+        );
+        let _ = writeln!(s, "|---|---|---|---|---|");
+        for f in &self.finalists {
+            let (v, t) = (&f.validation, &f.test);
+            let _ = writeln!(
+                s,
+                "| {} | {} | {} | {} | `{}` |",
+                cell(v, v.sharpe, 2, 1.0, ""),
+                cell(t, t.sharpe, 2, 1.0, ""),
+                cell(t, t.ann_return, 1, 100.0, "%"),
+                cell(t, t.max_dd, 1, 100.0, "%"),
+                f.signal
+            );
+        }
+        for f in &self.finalists {
+            if let Some(r) = self.rejected.iter().find(|r| r.signal == f.signal) {
+                let _ = writeln!(
+                    s,
+                    "\n`{}` was made a finalist by the rules this run was recorded with; today's rank it last ({}).",
+                    f.signal, r.reason
+                );
+            }
+        }
+        let _ = writeln!(s, "\n## Multiple testing over all {} trials\n", self.trials);
+        match &self.multiple_testing {
+            Some(m) => {
+                let _ = writeln!(
+                    s,
+                    "- best validation Sharpe {}; deflated Sharpe ratio {} (probability that its true Sharpe is above zero, given {} trials)",
+                    show(m.best_validation_sharpe, 2, "undefined"),
+                    show(m.deflated.dsr, 3, "undefined"),
+                    m.trials
+                );
+                let _ = writeln!(
+                    s,
+                    "- the best of {} tries at zero true skill would show a Sharpe of about {}",
+                    m.trials,
+                    show(m.deflated.expected_max * 252f64.sqrt(), 2, "undefined")
+                );
+                match m.pbo {
+                    Some(pbo) => {
+                        let _ =
+                            writeln!(s, "- probability of backtest overfitting (CSCV): {pbo:.2}");
+                    }
+                    None => {
+                        let _ = writeln!(
+                            s,
+                            "- probability of backtest overfitting: not computed (too few trials or bars)"
+                        );
+                    }
+                }
+                if m.deflated.dsr.is_nan() || m.deflated.dsr < 0.95 {
+                    let _ = writeln!(
+                        s,
+                        "- **the best validation result is not significant after deflation: treat it as luck until shown otherwise**"
+                    );
+                }
+            }
+            None => {
+                let _ = writeln!(s, "- fewer than two strategies ran; no statistics");
+            }
+        }
+        let _ = writeln!(s, "\n## Hypothesis lineage\n");
+        if !self.ancestry.is_empty() {
+            let _ = writeln!(s, "The leader descends from (newest first):\n");
+            for (k, a) in self.ancestry.iter().enumerate() {
+                let _ = writeln!(s, "{}`{a}`", "  ".repeat(k) + "- ");
+            }
+            s.push('\n');
+        }
+        for c in &self.lineage {
+            let _ = writeln!(s, "{}. {}", c.iteration, c.diagnosis);
+            for h in &c.hypotheses {
+                let _ = writeln!(s, "   - next: {h}");
+            }
+        }
+        let _ = writeln!(
+            s,
+            "\n## Cost\n\n{} LLM calls, {} tokens, ${:.4}.\n",
+            self.spent.calls, self.spent.tokens, self.spent.usd
+        );
+        if !self.notes.is_empty() {
+            let _ = writeln!(s, "## Notes\n");
+            for n in &self.notes {
+                let _ = writeln!(s, "- {n}");
+            }
+            s.push('\n');
+        }
+        let _ = writeln!(s, "## Caveats\n");
+        let _ = writeln!(
+            s,
+            "- Costs of {} bps per unit turnover are in every number above; slippage beyond that is not modelled.",
+            p.strategy.cost_bps
+        );
+        let _ = writeln!(
+            s,
+            "- Futures series are stitched across rolls (back-adjusted returns); equities data may carry survivorship bias (see docs/data.md)."
+        );
+        let _ = writeln!(
+            s,
+            "- The test period was read once, by the final evaluator, after the search had ended; no feedback the strategist saw came from it."
+        );
+        s
+    }
+}
+
+/// A metric of a part for the report: "no trades" when the part had no active bar, otherwise
+/// `v × scale` with `places` decimals and `unit` (or `n/a`, `∞`).
+fn cell(m: &Metrics, v: f64, places: usize, scale: f64, unit: &str) -> String {
+    if m.bars == 0 {
+        "no trades".into()
+    } else if v.is_finite() {
+        format!("{:.places$}{unit}", v * scale)
+    } else {
+        show(v, places, "n/a")
+    }
+}

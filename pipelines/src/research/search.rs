@@ -1,0 +1,325 @@
+//! The strategy loop: generate, backtest, critique.
+
+use super::*;
+
+pub(super) struct Generate<L> {
+    pub(super) services: Services<L>,
+    pub(super) config: ResearchConfig,
+}
+
+impl<L: LlmClient + 'static> Node for Generate<L> {
+    fn run(&self, cx: Cx) -> BoxFuture<'_, Result<Artifacts, NodeError>> {
+        Box::pin(async move {
+            let plan: ExperimentPlan = cx.input("plan")?;
+            let trials: Vec<Trial> = cx.optional("trials")?.unwrap_or_default();
+            let critique: Option<Critique> = cx.optional("hypotheses")?;
+            let generation = cx.visit as usize - 1;
+            let cs = plan.cross_sectional();
+            let history: Vec<Candidate> = trials
+                .iter()
+                .map(|t| Candidate {
+                    signal: t.signal.clone(),
+                    generation: t.generation,
+                    parents: t.parents.clone(),
+                    fitness: Some(t.fitness.unwrap_or(f64::NEG_INFINITY)),
+                })
+                .collect();
+            let forecast = cx
+                .optional::<Value>("predictions")?
+                .is_some()
+                .then_some(FORECAST);
+            let mut evo = Evolution::resume(cx.seed, cs, history);
+            if let Some(f) = forecast {
+                evo.allow(f);
+            }
+            let mut note = None;
+            let proposals: Vec<(String, Vec<String>)> = if generation == 0 {
+                let mut seeds = offline::seeds(plan.strategy.family, cs);
+                if let Some(f) = forecast {
+                    seeds.extend(if cs {
+                        vec![format!("rank({f})"), format!("rank(ts_mean({f}, 5))")]
+                    } else {
+                        vec![
+                            f.to_string(),
+                            format!("ts_mean({f}, 5)"),
+                            format!("ts_mean({f}, 20)"),
+                        ]
+                    });
+                }
+                seeds.into_iter().map(|s| (s, Vec::new())).collect()
+            } else {
+                match &self.config.strategist {
+                    StrategistConfig::Offline => {
+                        evo.propose(self.config.population, generation, cs)
+                    }
+                    StrategistConfig::Llm { model, .. } => {
+                        let mut best: Vec<&Trial> = trials
+                            .iter()
+                            .filter(|t| t.fitness.is_some_and(f64::is_finite))
+                            .collect();
+                        best.sort_by(|a, b| {
+                            b.fitness
+                                .unwrap_or(f64::MIN)
+                                .total_cmp(&a.fitness.unwrap_or(f64::MIN))
+                        });
+                        let tried: Vec<Tried> = best
+                            .iter()
+                            .take(8)
+                            .filter_map(|t| {
+                                Some(Tried {
+                                    signal: t.signal.clone(),
+                                    train_sharpe: t.train?.sharpe,
+                                    validation_sharpe: t.validation?.sharpe,
+                                })
+                            })
+                            .collect();
+                        let text = critique
+                            .as_ref()
+                            .map(|c| format!("{} Next: {}", c.diagnosis, c.hypotheses.join("; ")));
+                        let llm = JournaledLlm::new(
+                            self.services.llm.clone(),
+                            cx.journal.clone(),
+                            &cx.exec,
+                        );
+                        match strategist::propose(
+                            &llm,
+                            model,
+                            &plan.strategy,
+                            &plan.fields(forecast),
+                            &tried,
+                            text.as_deref(),
+                            self.config.population,
+                            2,
+                        )
+                        .await
+                        {
+                            Ok(specs) => {
+                                specs.into_iter().map(|s| (s.signal, Vec::new())).collect()
+                            }
+                            Err(e) => {
+                                note = Some(format!("the LLM proposed no valid strategy: {e}"));
+                                Vec::new()
+                            }
+                        }
+                    }
+                }
+            };
+            let added = evo.add(proposals, generation);
+            let candidates: Vec<Candidate> =
+                added.iter().map(|&i| evo.history[i].clone()).collect();
+            Ok(out(vec![
+                ("candidates", to_value(&candidates)?),
+                ("notes", notes_with(&cx, note)?),
+            ]))
+        })
+    }
+}
+
+pub(super) struct Backtest {
+    pub(super) universe: Arc<Universe>,
+}
+
+impl Node for Backtest {
+    fn run(&self, cx: Cx) -> BoxFuture<'_, Result<Artifacts, NodeError>> {
+        Box::pin(async move {
+            let plan: ExperimentPlan = cx.input("plan")?;
+            let candidates: Vec<Candidate> = cx.input("candidates")?;
+            let mut trials: Vec<Trial> = cx.optional("trials")?.unwrap_or_default();
+            let mut note = None;
+            if !candidates.is_empty() {
+                let registry = Registry::default().with(BacktestTool {
+                    universe: self.universe.clone(),
+                    log: Arc::new(ResearchLog::default()),
+                });
+                let tools = JournaledTools::new(registry, cx.journal.clone(), &cx.exec);
+                let specs: Vec<StrategySpec> = candidates
+                    .iter()
+                    .map(|c| offline::spec_for(&plan.strategy, &c.signal))
+                    .collect();
+                let r = tools
+                    .call("backtest", &json!({ "strategies": specs }))
+                    .await?;
+                let results = r.pointer("/result/strategies").and_then(Value::as_array);
+                match results {
+                    Some(results) => {
+                        for (c, res) in candidates.iter().zip(results) {
+                            let metric = |part: &str| -> Option<Metrics> {
+                                res.get("metrics")?
+                                    .as_array()?
+                                    .iter()
+                                    .find(|m| m.get(0).and_then(Value::as_str) == Some(part))
+                                    .and_then(|m| serde_json::from_value(m.get(1)?.clone()).ok())
+                            };
+                            let mut trial = Trial {
+                                signal: c.signal.clone(),
+                                generation: c.generation,
+                                parents: c.parents.clone(),
+                                fitness: None,
+                                train: metric("train"),
+                                validation: metric("validation"),
+                                error: res.get("error").and_then(Value::as_str).map(String::from),
+                                rejected: None,
+                            };
+                            trial.score(&plan.strategy);
+                            trials.push(trial);
+                        }
+                    }
+                    None => {
+                        let why = crate::trace::field(&r, "/message");
+                        note = Some(format!("the backtest tool refused the round: {why}"));
+                        trials.extend(candidates.iter().map(|c| Trial {
+                            signal: c.signal.clone(),
+                            generation: c.generation,
+                            parents: c.parents.clone(),
+                            fitness: None,
+                            train: None,
+                            validation: None,
+                            error: Some(why.clone()),
+                            rejected: None,
+                        }));
+                    }
+                }
+            }
+            Ok(out(vec![
+                ("trials", to_value(&trials)?),
+                ("notes", notes_with(&cx, note)?),
+            ]))
+        })
+    }
+}
+
+pub(super) struct CritiqueNode<L> {
+    pub(super) services: Services<L>,
+    pub(super) config: ResearchConfig,
+}
+
+fn best(trials: &[Trial]) -> Option<(usize, f64)> {
+    trials
+        .iter()
+        .enumerate()
+        .filter_map(|(i, t)| t.fitness.filter(|f| f.is_finite()).map(|f| (i, f)))
+        .fold(None, |acc: Option<(usize, f64)>, (i, f)| match acc {
+            Some((_, g)) if g >= f => acc,
+            _ => Some((i, f)),
+        })
+}
+
+impl<L: LlmClient + 'static> Node for CritiqueNode<L> {
+    fn run(&self, cx: Cx) -> BoxFuture<'_, Result<Artifacts, NodeError>> {
+        Box::pin(async move {
+            let trials: Vec<Trial> = cx.input("trials")?;
+            let candidates: Vec<Candidate> = cx.input("candidates")?;
+            let started: i64 = cx.input("started_ms")?;
+            let mut lineage: Vec<Critique> = cx.optional("lineage")?.unwrap_or_default();
+            let iteration = cx.visit;
+            let generation = iteration as usize - 1;
+            let round: Vec<&Trial> = trials
+                .iter()
+                .filter(|t| t.generation == generation)
+                .collect();
+            let (best_i, best_f) = best(&trials).unwrap_or((0, f64::NEG_INFINITY));
+            let best_signal = trials
+                .get(best_i)
+                .map(|t| t.signal.clone())
+                .unwrap_or_default();
+            let gaps: Vec<f64> = round
+                .iter()
+                .filter_map(|t| Some(t.train?.sharpe - t.validation?.sharpe))
+                .filter(|g| g.is_finite())
+                .collect();
+            let gap = if gaps.is_empty() {
+                f64::NAN
+            } else {
+                gaps.iter().sum::<f64>() / gaps.len() as f64
+            };
+            let round_best = best(&round.iter().map(|t| (*t).clone()).collect::<Vec<_>>());
+            let mut diagnosis = format!(
+                "iteration {iteration}: {} new strategies, {} failed to run, {} without evidence; best robust Sharpe so far {}; mean train−validation Sharpe gap this round {}",
+                round.len(),
+                round.iter().filter(|t| t.error.is_some()).count(),
+                round.iter().filter(|t| t.rejected.is_some()).count(),
+                show(best_f, 2, "none yet"),
+                show(gap, 2, "unknown (no strategy traded in both parts)"),
+            );
+            if gap > 0.5 {
+                diagnosis.push_str(" (large: in-sample fit that does not carry over)");
+            }
+            let mut hypotheses = vec![
+                format!("vary the lookbacks and smoothing of the leader, {best_signal}"),
+                "combine the leader with a signal of another family to diversify".into(),
+            ];
+            if let StrategistConfig::Llm { model, .. } = &self.config.strategist {
+                let results: Vec<Value> = round
+                    .iter()
+                    .filter_map(|t| {
+                        let (tr, v) = (t.train?, t.validation?);
+                        Some(json!({"signal": t.signal, "train_sharpe": tr.sharpe, "train_dd": tr.max_dd,
+                            "validation_sharpe": v.sharpe, "validation_dd": v.max_dd, "turnover": v.turnover, "rank_ic": v.rank_ic}))
+                    })
+                    .collect();
+                let ctx = json!({"results": results, "trials": trials.len(), "best": best_signal,
+                    "dsr": approximate_dsr(&trials, &cx.input::<ExperimentPlan>("plan")?.frequency)});
+                let llm =
+                    JournaledLlm::new(self.services.llm.clone(), cx.journal.clone(), &cx.exec);
+                match strategist::critique(&llm, model, &ctx, 2).await {
+                    Ok(c) => {
+                        diagnosis = format!("{} ({diagnosis})", c.diagnosis);
+                        hypotheses = c.hypotheses;
+                    }
+                    Err(e) => diagnosis.push_str(&format!("; the LLM critique failed: {e}")),
+                }
+            }
+            let budget = self.config.llm_budget();
+            let spent = cx.spent(&budget);
+            let b = &self.config.budgets;
+            let clock =
+                JournaledClock::new(self.services.clock.clone(), cx.journal.clone(), &cx.exec);
+            let now = clock.now_ms()?;
+            let improved_recently = round_best.is_some_and(|(_, f)| f >= best_f)
+                || lineage
+                    .iter()
+                    .rev()
+                    .take(b.patience.saturating_sub(1) as usize)
+                    .any(|c| c.best_fitness < best_f);
+            let stop = if candidates.is_empty() && iteration > 1 {
+                Some("the strategist proposed nothing new".to_string())
+            } else if iteration >= b.max_iterations {
+                Some(format!(
+                    "iteration budget reached ({} iterations)",
+                    b.max_iterations
+                ))
+            } else if b.max_tokens.is_some_and(|m| spent.tokens >= m) {
+                Some(format!("token budget spent ({} tokens)", spent.tokens))
+            } else if b.max_usd.is_some_and(|m| spent.usd >= m) {
+                Some(format!("dollar budget spent (${:.4})", spent.usd))
+            } else if b
+                .deadline_minutes
+                .is_some_and(|m| (now - started) as f64 >= m * 60_000.0)
+            {
+                Some("deadline reached".to_string())
+            } else if iteration > b.patience && !improved_recently {
+                Some(format!(
+                    "converged: no better strategy in the last {} iterations",
+                    b.patience
+                ))
+            } else {
+                None
+            };
+            let c = Critique {
+                iteration,
+                diagnosis,
+                hypotheses,
+                stop,
+                best_fitness: best_f,
+                best_signal,
+                trials: trials.len(),
+                spent,
+            };
+            lineage.push(c.clone());
+            Ok(out(vec![
+                ("hypotheses", to_value(&c)?),
+                ("lineage", to_value(&lineage)?),
+            ]))
+        })
+    }
+}

@@ -1,0 +1,189 @@
+//! The experiment plan, trials and their robust fitness, the leaderboard.
+
+use super::*;
+
+/// The experiment plan, shown before anything is spent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExperimentPlan {
+    /// Markets, strategy family, book, costs and the drawdown limit.
+    pub strategy: Plan,
+    /// Bar frequency of the data.
+    pub frequency: String,
+    /// Instruments in the chosen datasets.
+    pub instruments: usize,
+    /// What a signal predicts and how often the book trades.
+    pub horizon: String,
+    /// Train / validation / sealed test shares and the embargo.
+    pub splits: String,
+    /// What "better" means.
+    pub objective: String,
+    /// Constraints from the goal and the defaults.
+    pub constraints: Vec<String>,
+    /// When the run stops.
+    pub budgets: Budgets,
+    /// Whether the plan asks for the foundation model.
+    pub foundation_model: bool,
+    /// Whose plan this is and what the checks of [`crate::plan_check`] found.
+    #[serde(default)]
+    pub review: String,
+}
+
+impl ExperimentPlan {
+    /// Whether the book is cross-sectional (ranks across instruments).
+    pub fn cross_sectional(&self) -> bool {
+        !matches!(self.strategy.portfolio, Portfolio::SignThreshold { .. })
+    }
+
+    /// The fields strategies may use (with `forecast`, the model's predictions).
+    pub fn fields<'a>(&self, forecast: Option<&'a str>) -> Vec<&'a str> {
+        let mut f = if self.cross_sectional() {
+            vec!["open", "high", "low", "close", "volume", "vwap", "returns"]
+        } else {
+            vec!["returns"]
+        };
+        f.extend(forecast);
+        f
+    }
+}
+
+/// One strategy tried, with its metrics on training and validation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Trial {
+    /// The signal (canonical form).
+    pub signal: String,
+    /// The iteration that proposed it (0: the seeds).
+    pub generation: usize,
+    /// Its parents (lineage).
+    pub parents: Vec<String>,
+    /// Robust fitness (see [`fitness`]); absent when it could not run or had no evidence.
+    pub fitness: Option<f64>,
+    /// Training metrics.
+    pub train: Option<Metrics>,
+    /// Validation metrics.
+    pub validation: Option<Metrics>,
+    /// Why it could not run.
+    pub error: Option<String>,
+    /// Why it ran but has no fitness: a part without enough active bars, an undefined Sharpe
+    /// ratio. Such a strategy ranks below every scored one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rejected: Option<String>,
+}
+
+impl Trial {
+    /// Sets `fitness` and `rejected` from the metrics, by [`fitness`]. Reports and the final
+    /// evaluator call it again on journaled trials, so a run recorded by older code is ranked
+    /// by today's rules.
+    pub fn score(&mut self, plan: &Plan) {
+        (self.fitness, self.rejected) = match (&self.train, &self.validation, &self.error) {
+            (Some(t), Some(v), None) => match fitness(plan, t, v) {
+                Ok(f) => (Some(f), None),
+                Err(why) => (None, Some(why)),
+            },
+            _ => (None, None),
+        };
+    }
+}
+
+/// A critique and the loop's decision.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Critique {
+    /// Which iteration it read.
+    pub iteration: u32,
+    /// What the results say.
+    pub diagnosis: String,
+    /// What to try next.
+    pub hypotheses: Vec<String>,
+    /// Why the loop stops, if it does.
+    pub stop: Option<String>,
+    /// The best robust fitness so far (-inf before any strategy had one).
+    #[serde(with = "lim_backtest::nonfinite")]
+    pub best_fitness: f64,
+    /// Its signal.
+    pub best_signal: String,
+    /// Strategies tried so far.
+    pub trials: usize,
+    /// LLM spend so far.
+    pub spent: Spent,
+}
+
+/// A finalist's metrics on validation and on the sealed test.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Finalist {
+    /// The signal.
+    pub signal: String,
+    /// Validation metrics.
+    pub validation: Metrics,
+    /// Test metrics: computed once, at the end.
+    pub test: Metrics,
+}
+
+/// Active bars (a book and a known return) a part needs before its Sharpe ratio counts as
+/// evidence, for a strategy and for a plan's universe alike.
+pub const MIN_ACTIVE_BARS: usize = 20;
+
+/// Robustness first: the worse of the training and validation Sharpe ratios, less a penalty
+/// for a validation drawdown beyond the plan's limit.
+///
+/// # Errors
+/// Why there is no evidence to score: a part with fewer than [`MIN_ACTIVE_BARS`] active bars
+/// (a strategy that never traded in validation must not win on its training Sharpe), or a
+/// Sharpe ratio that is not a number (constant returns).
+pub fn fitness(plan: &Plan, train: &Metrics, valid: &Metrics) -> Result<f64, String> {
+    for (part, m) in [("training", train), ("validation", valid)] {
+        if m.bars < MIN_ACTIVE_BARS {
+            return Err(format!(
+                "no trades to judge in the {part} part: {} active bars of {} (at least {MIN_ACTIVE_BARS} needed)",
+                m.bars,
+                m.bars + m.inactive_bars
+            ));
+        }
+        if !m.sharpe.is_finite() {
+            return Err(format!(
+                "the {part} Sharpe ratio is undefined (returns without variation over {} bars)",
+                m.bars
+            ));
+        }
+    }
+    let excess = plan.max_drawdown.map_or(0.0, |limit| {
+        let dd = valid.max_dd.abs();
+        if dd.is_finite() {
+            (dd - limit).max(0.0)
+        } else {
+            0.0
+        }
+    });
+    Ok(train.sharpe.min(valid.sharpe) - 5.0 * excess)
+}
+
+/// The deflated Sharpe ratio of the best validation Sharpe among `trials`, from their Sharpe
+/// ratios alone (returns taken as normal): what the critic sees during the loop. The report
+/// uses the exact statistic over every trial's returns, computed by the final evaluator.
+pub fn approximate_dsr(trials: &[Trial], frequency: &str) -> f64 {
+    let periods =
+        lim_market::Frequency::parse(frequency).map_or(252.0, |f| f.periods_per_year(1.0));
+    let srs: Vec<(f64, usize)> = trials
+        .iter()
+        .filter_map(|t| t.validation)
+        .filter(|v| v.sharpe.is_finite())
+        .map(|v| (v.sharpe / periods.sqrt(), v.bars))
+        .collect();
+    if srs.len() < 2 {
+        return f64::NAN;
+    }
+    let n = srs.len() as f64;
+    let mean = srs.iter().map(|s| s.0).sum::<f64>() / n;
+    let var = srs.iter().map(|s| (s.0 - mean).powi(2)).sum::<f64>() / (n - 1.0);
+    let (sr, bars) = srs
+        .iter()
+        .copied()
+        .fold((f64::NEG_INFINITY, 0), |a, b| if b.0 > a.0 { b } else { a });
+    lim_backtest::stats::deflated_sharpe(sr, bars, 0.0, 3.0, srs.len(), var).dsr
+}
+
+/// Trial indices best first: by robust fitness, ties by order tried.
+pub fn leaderboard(trials: &[Trial]) -> Vec<usize> {
+    let fit = |t: &Trial| t.fitness.unwrap_or(f64::NEG_INFINITY);
+    let mut order: Vec<usize> = (0..trials.len()).collect();
+    order.sort_by(|&a, &b| fit(&trials[b]).total_cmp(&fit(&trials[a])).then(a.cmp(&b)));
+    order
+}
