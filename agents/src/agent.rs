@@ -420,14 +420,14 @@ fn read<T: DeserializeOwned>(
             arguments: arguments.to_string(),
         }]);
     }
+    // A bare answer, without the wrapper: read leniently, as many models write it.
+    if serde_json::from_value::<T>(v.clone()).is_ok() {
+        return answer(&v);
+    }
     match protocol {
         Protocol::Json => Reading::Problem(format!(
             "the reply is neither a tool call {{\"tool\", \"arguments\"}} nor {{\"{FINAL}\": …}}"
         )),
-        // A bare answer in text, without the wrapper: lenient, as servers without tools write.
-        _ => match answer(&v) {
-            Reading::Answer(a) => Reading::Answer(a),
-            _ => Reading::IgnoredTools(msg.content.clone()),
-        },
+        _ => Reading::IgnoredTools(msg.content.clone()),
     }
 }

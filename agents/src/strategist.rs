@@ -174,6 +174,73 @@ pub async fn critique<L: LlmClient>(
     .await
 }
 
+/// What the strategist agent is given.
+#[derive(Debug, Clone, Copy)]
+pub struct ProposeInput<'a> {
+    /// The model.
+    pub model: &'a str,
+    /// The plan.
+    pub plan: &'a Plan,
+    /// Fields signals may use.
+    pub fields: &'a [&'a str],
+    /// The best strategies so far.
+    pub leaderboard: &'a [Tried],
+    /// The critic's last notes.
+    pub critique: Option<&'a str>,
+    /// How many strategies to propose.
+    pub count: usize,
+}
+
+/// The strategist agent: it may backtest candidates and read the leaderboard and lineage
+/// (`tools`) before it answers with new strategy specs, each of which must validate and parse.
+///
+/// # Errors
+/// A prompt failed to render, or the toolbox could not journal a call; every other ending is
+/// the run's [`Outcome`].
+pub async fn propose_agent<L: LlmClient>(
+    client: &L,
+    tools: &dyn Toolbox,
+    memo: &ProtocolMemo,
+    input: ProposeInput<'_>,
+    limits: Limits,
+) -> Result<AgentRun<Proposals>, AgentError> {
+    let prompt_error = |e: minijinja::Error| AgentError::Tools(format!("prompt: {e}"));
+    let system = prompt::render(
+        "strategist_system",
+        &serde_json::json!({"fields": input.fields, "cost_bps": input.plan.cost_bps, "tools": true}),
+    )
+    .map_err(prompt_error)?;
+    let user = prompt::render(
+        "propose",
+        &serde_json::json!({"plan": input.plan, "leaderboard": input.leaderboard,
+            "critique": input.critique, "count": input.count}),
+    )
+    .map_err(prompt_error)?;
+    let task = Task {
+        model: input.model.to_string(),
+        system,
+        user,
+    };
+    let fields = input.fields;
+    agent::run(client, tools, &task, memo, limits, |p: &Proposals| {
+        check_proposals(p, fields)
+    })
+    .await
+}
+
+fn check_proposals(p: &Proposals, fields: &[&str]) -> Result<(), String> {
+    if p.strategies.is_empty() {
+        return Err("the list of strategies is empty".into());
+    }
+    for (i, s) in p.strategies.iter().enumerate() {
+        s.validate()
+            .map_err(|e| format!("strategy {}: {e}", i + 1))?;
+        lim_backtest::parse(&s.signal, fields)
+            .map_err(|e| format!("strategy {}: the signal does not parse: {e}", i + 1))?;
+    }
+    Ok(())
+}
+
 /// Asks `client` for `count` new strategies.
 ///
 /// # Errors
@@ -197,7 +264,7 @@ pub async fn propose<L: LlmClient>(
     };
     let system = render(
         "strategist_system",
-        serde_json::json!({"fields": fields, "cost_bps": plan.cost_bps}),
+        serde_json::json!({"fields": fields, "cost_bps": plan.cost_bps, "tools": false}),
     )?;
     let user = render(
         "propose",
@@ -208,18 +275,7 @@ pub async fn propose<L: LlmClient>(
         vec![Message::system(system), Message::user(user)],
         2_000,
     );
-    let check = |p: &Proposals| -> Result<(), String> {
-        if p.strategies.is_empty() {
-            return Err("the list of strategies is empty".into());
-        }
-        for (i, s) in p.strategies.iter().enumerate() {
-            s.validate()
-                .map_err(|e| format!("strategy {}: {e}", i + 1))?;
-            lim_backtest::parse(&s.signal, fields)
-                .map_err(|e| format!("strategy {}: the signal does not parse: {e}", i + 1))?;
-        }
-        Ok(())
-    };
+    let check = |p: &Proposals| check_proposals(p, fields);
     Ok(ask::<Proposals, L>(client, req, max_reasks, check)
         .await?
         .strategies)

@@ -23,7 +23,15 @@ fn strategist_system() {
         "strategist_system",
         &render(
             "strategist_system",
-            &json!({"fields": ["open", "close", "returns"], "cost_bps": 10}),
+            &json!({"fields": ["open", "close", "returns"], "cost_bps": 10, "tools": false}),
+        )
+        .unwrap(),
+    );
+    check(
+        "strategist_system_tools",
+        &render(
+            "strategist_system",
+            &json!({"fields": ["open", "close", "returns"], "cost_bps": 10, "tools": true}),
         )
         .unwrap(),
     );
@@ -61,7 +69,13 @@ fn critique() {
 
 #[test]
 fn a_missing_value_is_an_error_not_a_blank() {
-    assert!(render("strategist_system", &json!({"fields": ["close"]})).is_err());
+    assert!(
+        render(
+            "strategist_system",
+            &json!({"fields": ["close"], "tools": false})
+        )
+        .is_err()
+    );
 }
 
 #[test]

@@ -797,3 +797,77 @@ fn a_models_plan_that_passes_the_checks_is_the_plan() {
         "the model's plan passed every check (goal, limits, data), without looking at the data, over native function calling, in 1 replies; why: Chinese futures only, as the goal asks."
     );
 }
+
+/// The strategist agent backtests on its own before it answers: its exploratory strategies
+/// become trials (the deflated statistics count them), it cannot reach the test period, and
+/// the run replays without the LLM.
+#[test]
+fn the_strategist_agents_exploratory_backtests_are_trials_and_the_test_stays_sealed() {
+    let mut config = llm_config();
+    config.budgets.max_iterations = 2;
+    let call = |name: &str, args: Value| Turn::ToolCall {
+        name: name.into(),
+        arguments: args.to_string(),
+    };
+    let llm = ScriptedLlm::new(
+        vec![
+            Turn::Text(plan_reply()),
+            Turn::Text(critique_reply("seeds are weak")),
+            call(
+                "backtest",
+                json!({"strategies": [{"signal": "ts_sum(returns, 15)"}]}),
+            ),
+            call(
+                "backtest",
+                json!({"strategies": [{"signal": "ts_sum(returns, 15)"}], "include_test": true}),
+            ),
+            Turn::ToolCalls(vec![
+                ("leaderboard".into(), json!({"top": 3}).to_string()),
+                ("lineage".into(), json!({"signal": "nope"}).to_string()),
+            ]),
+            Turn::Text(proposals(&["ts_sum(returns, 30)"])),
+            Turn::Text(critique_reply("explored")),
+        ],
+        Usage {
+            prompt_tokens: 10,
+            completion_tokens: 10,
+        },
+    );
+    let j = fresh();
+    let s = run(&config, llm, j.clone(), Mode::Resume).unwrap();
+    let t = |sig: &str| {
+        s.leaderboard.iter().any(|e| e.signal == sig) || s.rejected.iter().any(|r| r.signal == sig)
+    };
+    assert!(t("ts_sum(returns, 15)"), "the explored strategy is a trial");
+    assert!(t("ts_sum(returns, 30)"), "the proposed strategy is a trial");
+    assert_eq!(s.multiple_testing.as_ref().unwrap().trials, s.trials);
+    assert!(
+        s.notes
+            .iter()
+            .any(|n| n.contains("backtested 1 strategies while it worked")),
+        "{:?}",
+        s.notes
+    );
+    let calls: Vec<Value> = j
+        .records()
+        .iter()
+        .filter(|r| r.kind == Kind::Tool && r.exec == "generate#2")
+        .map(|r| r.body.clone())
+        .collect();
+    assert_eq!(calls.len(), 4);
+    assert_eq!(calls[1]["result"]["kind"], "sealed");
+    // The leaderboard tool reads the run's real trials, best validation Sharpe first.
+    let board = calls[2]["result"]["result"].as_array().unwrap();
+    assert_eq!(board.len(), 3);
+    let sharpe = |i: usize| board[i]["validation"]["sharpe"].as_f64().unwrap();
+    assert!(sharpe(0) >= sharpe(1) && sharpe(1) >= sharpe(2));
+    assert_eq!(calls[3]["result"]["kind"], "not_found");
+    let replayed = run(
+        &config,
+        NoLlm,
+        Arc::new(Journal::sealed(j.records())),
+        Mode::Replay,
+    )
+    .unwrap();
+    assert_eq!(s, replayed);
+}

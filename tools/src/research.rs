@@ -192,6 +192,13 @@ pub struct ResearchLog {
 }
 
 impl ResearchLog {
+    /// A log holding `trials` (a run's state so far, from its journaled artifacts).
+    pub fn with_trials(trials: Vec<Trial>) -> ResearchLog {
+        ResearchLog {
+            trials: Mutex::new(trials),
+        }
+    }
+
     /// Appends a trial.
     pub fn record(&self, t: Trial) {
         if let Ok(mut v) = self.trials.lock() {
@@ -236,12 +243,12 @@ impl Tool for Leaderboard {
 
     async fn call(&self, args: LeaderboardArgs) -> ToolOutcome<Vec<Trial>> {
         let mut t = self.log.trials();
-        t.sort_by(|a, b| {
-            b.validation
-                .sharpe
-                .total_cmp(&a.validation.sharpe)
-                .then(a.signal.cmp(&b.signal))
-        });
+        // A strategy without a validation Sharpe (no trades) has no evidence: it ranks last.
+        let key = |t: &Trial| {
+            let s = t.validation.sharpe;
+            if s.is_finite() { s } else { f64::NEG_INFINITY }
+        };
+        t.sort_by(|a, b| key(b).total_cmp(&key(a)).then(a.signal.cmp(&b.signal)));
         t.truncate(args.top.clamp(1, 50));
         ToolOutcome::Done { result: t }
     }

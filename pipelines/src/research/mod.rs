@@ -10,20 +10,20 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::Arc;
 
-use lim_agents::agent::{Outcome, Protocol, ProtocolMemo};
+use lim_agents::agent::{Limits, Outcome, Protocol, ProtocolMemo};
 use lim_agents::chat::ChatRequest;
 use lim_agents::client::{Budget, LlmClient, Price, Spent};
 use lim_agents::error::LlmError;
 use lim_agents::offline::{self, Candidate, Evolution, Plan};
-use lim_agents::strategist::{self, Tried};
+use lim_agents::strategist::{self, ProposeInput, Tried};
 use lim_backtest::metrics::Metrics;
 use lim_backtest::nonfinite::show;
 use lim_backtest::session::MultipleTesting;
 use lim_backtest::spec::{Portfolio, StrategySpec};
 use lim_market::{MarketData, Part};
 use lim_tools::{
-    BacktestTool, ChooseUniverse, DescribeDataset, ForecastTool, Forecaster, ListDatasets,
-    Registry, ResearchLog, Universe,
+    BacktestTool, ChooseUniverse, DescribeDataset, ForecastTool, Forecaster, Leaderboard, Lineage,
+    ListDatasets, Registry, ResearchLog, Universe,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -155,6 +155,8 @@ pub fn executor<L: LlmClient + 'static>(
 ) -> Result<Executor, workflow::BuildError> {
     let ResearchParts { services, config } = parts;
     let universe = Arc::new(Universe::new(None));
+    // The endpoint's tool-calling protocol, found by the first agent and kept for the run.
+    let protocol = Arc::new(ProtocolMemo::new(Protocol::Auto));
     let wf = workflow::research(config.budgets.max_iterations.max(1))?;
     Ok(Executor::new(wf, config.seed)
         .node("start", Start(services.clone()))
@@ -163,7 +165,7 @@ pub fn executor<L: LlmClient + 'static>(
             PlanNode {
                 services: services.clone(),
                 config: config.clone(),
-                protocol: Arc::new(ProtocolMemo::new(Protocol::Auto)),
+                protocol: protocol.clone(),
             },
         )
         .node(
@@ -186,6 +188,8 @@ pub fn executor<L: LlmClient + 'static>(
             Generate {
                 services: services.clone(),
                 config: config.clone(),
+                universe: universe.clone(),
+                protocol: protocol.clone(),
             },
         )
         .node(

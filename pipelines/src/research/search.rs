@@ -5,6 +5,23 @@ use super::*;
 pub(super) struct Generate<L> {
     pub(super) services: Services<L>,
     pub(super) config: ResearchConfig,
+    /// The universe, for the strategist's exploratory backtests (train and validation only).
+    pub(super) universe: Arc<Universe>,
+    /// The endpoint's tool-calling protocol.
+    pub(super) protocol: Arc<ProtocolMemo>,
+}
+
+/// An agent's ending without an answer, in words.
+pub(super) fn describe<T>(o: &Outcome<T>, rejected: &[String]) -> String {
+    let last = rejected.last().map(String::as_str).unwrap_or("none");
+    match o {
+        Outcome::Answer { .. } => "answered".into(),
+        Outcome::StepLimit { .. } => {
+            format!("no valid answer within its steps; last problem: {last}")
+        }
+        Outcome::TokenLimit { used } => format!("its token limit ({used} tokens)"),
+        Outcome::LlmFailed { message } => message.clone(),
+    }
 }
 
 impl<L: LlmClient + 'static> Node for Generate<L> {
@@ -81,26 +98,84 @@ impl<L: LlmClient + 'static> Node for Generate<L> {
                             cx.journal.clone(),
                             &cx.exec,
                         );
-                        match strategist::propose(
+                        // The strategist agent works on the run's real state: the trials
+                        // so far (journaled artifacts) and the universe; what it backtests
+                        // while it works is recorded in this log.
+                        let known: Vec<lim_tools::Trial> = trials
+                            .iter()
+                            .filter_map(|t| {
+                                Some(lim_tools::Trial {
+                                    signal: t.signal.clone(),
+                                    generation: t.generation,
+                                    parents: t.parents.clone(),
+                                    train: t.train?,
+                                    validation: t.validation?,
+                                })
+                            })
+                            .collect();
+                        let before = known.len();
+                        let log = Arc::new(ResearchLog::with_trials(known));
+                        let registry = Registry::default()
+                            .with(BacktestTool {
+                                universe: self.universe.clone(),
+                                log: log.clone(),
+                            })
+                            .with(Leaderboard { log: log.clone() })
+                            .with(Lineage { log: log.clone() });
+                        let tools = JournaledTools::new(registry, cx.journal.clone(), &cx.exec);
+                        let fields = plan.fields(forecast);
+                        let run = strategist::propose_agent(
                             &llm,
-                            model,
-                            &plan.strategy,
-                            &plan.fields(forecast),
-                            &tried,
-                            text.as_deref(),
-                            self.config.population,
-                            2,
+                            &tools,
+                            &self.protocol,
+                            ProposeInput {
+                                model,
+                                plan: &plan.strategy,
+                                fields: &fields,
+                                leaderboard: &tried,
+                                critique: text.as_deref(),
+                                count: self.config.population,
+                            },
+                            Limits {
+                                max_steps: 6,
+                                max_tokens: None,
+                                reply_tokens: 2_000,
+                            },
                         )
                         .await
-                        {
-                            Ok(specs) => {
-                                specs.into_iter().map(|s| (s.signal, Vec::new())).collect()
-                            }
-                            Err(e) => {
-                                note = Some(format!("the LLM proposed no valid strategy: {e}"));
-                                Vec::new()
+                        .map_err(fail)?;
+                        // Every strategy the agent saw backtested is a candidate, and so a
+                        // trial of the run: the deflated statistics count it.
+                        let explored: Vec<String> = log
+                            .trials()
+                            .into_iter()
+                            .skip(before)
+                            .map(|t| t.signal)
+                            .collect();
+                        let mut proposals: Vec<(String, Vec<String>)> = Vec::new();
+                        match run.outcome {
+                            Outcome::Answer { value } => proposals.extend(
+                                value.strategies.into_iter().map(|s| (s.signal, Vec::new())),
+                            ),
+                            other => {
+                                note = Some(format!(
+                                    "the LLM proposed no valid strategy: {}",
+                                    describe(&other, &run.rejected_replies)
+                                ));
                             }
                         }
+                        if !explored.is_empty() {
+                            let n = explored.len();
+                            proposals.extend(explored.into_iter().map(|s| (s, Vec::new())));
+                            let why = format!(
+                                "the strategist backtested {n} strategies while it worked; each counts as a trial"
+                            );
+                            note = Some(match note {
+                                Some(n) => format!("{n}; {why}"),
+                                None => why,
+                            });
+                        }
+                        proposals
                     }
                 }
             };
