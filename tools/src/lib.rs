@@ -104,12 +104,26 @@ pub trait DynTool: Send + Sync {
     fn call_json<'a>(&'a self, args: &'a str) -> Pin<Box<dyn Future<Output = Value> + Send + 'a>>;
 }
 
+/// A tool's parameters as a self-contained JSON Schema: definitions inlined (no `$ref`), since
+/// servers that turn schemas into grammars (llama.cpp) cannot resolve references, and without
+/// `$schema`.
+pub fn parameters<A: JsonSchema>() -> Value {
+    let settings = schemars::generate::SchemaSettings::draft2020_12().with(|s| {
+        s.meta_schema = None;
+        s.inline_subschemas = true;
+    });
+    settings
+        .into_generator()
+        .into_root_schema_for::<A>()
+        .to_value()
+}
+
 impl<T: Tool> DynTool for T {
     fn spec(&self) -> ToolSpec {
         ToolSpec {
             name: T::NAME.to_string(),
             description: self.description(),
-            parameters: schemars::schema_for!(T::Args).to_value(),
+            parameters: parameters::<T::Args>(),
         }
     }
 

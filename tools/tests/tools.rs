@@ -160,3 +160,17 @@ async fn choosing_a_universe_changes_what_backtests_run_on_and_the_log_remembers
     let none = r.call("lineage", r#"{"signal": "rank(close)"}"#).await;
     assert_eq!(none["kind"], "not_found");
 }
+
+/// Servers that turn a schema into a grammar (llama.cpp) cannot follow references: every
+/// tool's parameters are self-contained.
+#[test]
+fn tool_parameters_have_no_references() {
+    for spec in registry().specs() {
+        let text = spec.parameters.to_string();
+        assert!(
+            !text.contains("$ref") && !text.contains("$defs"),
+            "{}: {text}",
+            spec.name
+        );
+    }
+}
