@@ -862,6 +862,16 @@ fn the_strategist_agents_exploratory_backtests_are_trials_and_the_test_stays_sea
     let sharpe = |i: usize| board[i]["validation"]["sharpe"].as_f64().unwrap();
     assert!(sharpe(0) >= sharpe(1) && sharpe(1) >= sharpe(2));
     assert_eq!(calls[3]["result"]["kind"], "not_found");
+    // The report accounts for the agent at work.
+    let g = s.agents.iter().find(|a| a.exec == "generate#2").unwrap();
+    assert_eq!(
+        g.tool_calls,
+        ["backtest", "backtest", "leaderboard", "lineage"]
+    );
+    assert_eq!((g.failed_tool_calls, g.replies, g.answered), (2, 4, true));
+    assert!(s.markdown().contains(
+        "| generate#2 | native | 4 | backtest, backtest, leaderboard, lineage | 2 | 0 | yes |"
+    ));
     let replayed = run(
         &config,
         NoLlm,

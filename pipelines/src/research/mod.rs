@@ -48,8 +48,8 @@ pub use finalize::test_finalists;
 pub use report::{Entry, Rejected, Summary, artifacts_of, summarize};
 
 pub use trial::{
-    Critique, ExperimentPlan, Finalist, MIN_ACTIVE_BARS, Trial, approximate_dsr, fitness,
-    leaderboard,
+    AgentActivity, Critique, ExperimentPlan, Finalist, MIN_ACTIVE_BARS, Trial, approximate_dsr,
+    fitness, leaderboard,
 };
 
 use data::{DataNode, Foundation};
@@ -73,6 +73,22 @@ fn notes_with(cx: &Cx, note: Option<String>) -> Result<Value, NodeError> {
     let mut notes: Vec<String> = cx.optional("notes")?.unwrap_or_default();
     notes.extend(note.map(|n| format!("{}: {n}", cx.exec)));
     to_value(&notes)
+}
+
+/// The run's agent activity with this node execution's agent run `r` appended.
+fn agents_with<T>(cx: &Cx, r: &lim_agents::agent::AgentRun<T>) -> Result<Value, NodeError> {
+    let mut all: Vec<AgentActivity> = cx.optional("agents")?.unwrap_or_default();
+    all.push(AgentActivity {
+        exec: cx.exec.clone(),
+        protocol: r.protocol,
+        replies: r.steps,
+        tool_calls: r.calls.iter().map(|c| c.tool.clone()).collect(),
+        failed_tool_calls: r.calls.iter().filter(|c| !c.ok).count(),
+        rejected_replies: r.rejected_replies.clone(),
+        answered: r.answer().is_some(),
+        tokens: r.usage.total(),
+    });
+    to_value(&all)
 }
 
 /// An LLM that is never there: replays of offline runs, and offline runs themselves.

@@ -50,6 +50,7 @@ impl<L: LlmClient + 'static> Node for PlanNode<L> {
             // The planning agent: it may look at the data before it commits; what it gave, or
             // why nothing it gave passed.
             let mut asked = None;
+            let mut activity = None;
             if let StrategistConfig::Llm { model, .. } = &self.config.strategist {
                 let llm =
                     JournaledLlm::new(self.services.llm.clone(), cx.journal.clone(), &cx.exec);
@@ -89,6 +90,7 @@ impl<L: LlmClient + 'static> Node for PlanNode<L> {
                             .join(", ")
                     )
                 };
+                activity = Some(agents_with(&cx, &run)?);
                 asked = Some(match run.outcome {
                     Outcome::Answer { value } => Ok((value, looked, run.steps)),
                     Outcome::StepLimit { last_problem } => Err(format!(
@@ -176,10 +178,9 @@ impl<L: LlmClient + 'static> Node for PlanNode<L> {
                 strategy: plan,
                 review,
             };
-            Ok(out(vec![
-                ("plan", to_value(&ep)?),
-                ("notes", notes_with(&cx, note)?),
-            ]))
+            let mut outputs = vec![("plan", to_value(&ep)?), ("notes", notes_with(&cx, note)?)];
+            outputs.extend(activity.map(|a| ("agents", a)));
+            Ok(out(outputs))
         })
     }
 }

@@ -92,6 +92,9 @@ pub struct Summary {
     pub spent: Spent,
     /// What nodes noted on the way.
     pub notes: Vec<String>,
+    /// What the agents did: replies, tool calls, replies that could not be used and why.
+    #[serde(default)]
+    pub agents: Vec<AgentActivity>,
 }
 
 impl Summary {
@@ -176,6 +179,7 @@ impl Summary {
             stop_reason,
             spent,
             notes: serde_json::from_value(get("notes")).unwrap_or_default(),
+            agents: serde_json::from_value(get("agents")).unwrap_or_default(),
             plan,
         })
     }
@@ -384,6 +388,55 @@ impl Summary {
             "\n## Cost\n\n{} LLM calls, {} tokens, ${:.4}.\n",
             self.spent.calls, self.spent.tokens, self.spent.usd
         );
+        if !self.agents.is_empty() {
+            let _ = writeln!(s, "## Agents\n");
+            let _ = writeln!(
+                s,
+                "| node | protocol | replies | tool calls | failed calls | unusable replies | answered | tokens |"
+            );
+            let _ = writeln!(s, "|---|---|---|---|---|---|---|---|");
+            for a in &self.agents {
+                let _ = writeln!(
+                    s,
+                    "| {} | {} | {} | {} | {} | {} | {} | {} |",
+                    a.exec,
+                    match a.protocol {
+                        Protocol::Json => "JSON",
+                        _ => "native",
+                    },
+                    a.replies,
+                    if a.tool_calls.is_empty() {
+                        "none".to_string()
+                    } else {
+                        a.tool_calls.join(", ")
+                    },
+                    a.failed_tool_calls,
+                    a.rejected_replies.len(),
+                    if a.answered { "yes" } else { "no" },
+                    a.tokens
+                );
+            }
+            let rejected: Vec<&String> = self
+                .agents
+                .iter()
+                .flat_map(|a| &a.rejected_replies)
+                .collect();
+            if !rejected.is_empty() {
+                let _ = writeln!(
+                    s,
+                    "\n{} of {} replies could not be used:\n",
+                    rejected.len(),
+                    self.agents.iter().map(|a| a.replies).sum::<u32>()
+                );
+                for r in rejected.iter().take(12) {
+                    let _ = writeln!(s, "- {}", r.replace('\n', " "));
+                }
+                if rejected.len() > 12 {
+                    let _ = writeln!(s, "- … and {} more", rejected.len() - 12);
+                }
+            }
+            s.push('\n');
+        }
         if !self.notes.is_empty() {
             let _ = writeln!(s, "## Notes\n");
             for n in &self.notes {

@@ -50,6 +50,7 @@ impl<L: LlmClient + 'static> Node for Generate<L> {
                 evo.allow(f);
             }
             let mut note = None;
+            let mut activity = None;
             let proposals: Vec<(String, Vec<String>)> = if generation == 0 {
                 let mut seeds = offline::seeds(plan.strategy.family, cs);
                 if let Some(f) = forecast {
@@ -152,6 +153,7 @@ impl<L: LlmClient + 'static> Node for Generate<L> {
                             .skip(before)
                             .map(|t| t.signal)
                             .collect();
+                        activity = Some(agents_with(&cx, &run)?);
                         let mut proposals: Vec<(String, Vec<String>)> = Vec::new();
                         match run.outcome {
                             Outcome::Answer { value } => proposals.extend(
@@ -182,10 +184,12 @@ impl<L: LlmClient + 'static> Node for Generate<L> {
             let added = evo.add(proposals, generation);
             let candidates: Vec<Candidate> =
                 added.iter().map(|&i| evo.history[i].clone()).collect();
-            Ok(out(vec![
+            let mut outputs = vec![
                 ("candidates", to_value(&candidates)?),
                 ("notes", notes_with(&cx, note)?),
-            ]))
+            ];
+            outputs.extend(activity.map(|a| ("agents", a)));
+            Ok(out(outputs))
         })
     }
 }

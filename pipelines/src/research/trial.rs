@@ -84,6 +84,27 @@ impl Trial {
     }
 }
 
+/// What one agent did in one node execution: the report's account of the model at work.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AgentActivity {
+    /// The node execution, e.g. `generate#2`.
+    pub exec: String,
+    /// How tool calls travelled.
+    pub protocol: Protocol,
+    /// Model replies.
+    pub replies: u32,
+    /// The tools it called, in order.
+    pub tool_calls: Vec<String>,
+    /// Calls whose tool reported a failure (bad arguments, unknown tool, refused).
+    pub failed_tool_calls: usize,
+    /// Replies that could not be used, and why.
+    pub rejected_replies: Vec<String>,
+    /// Whether it ended with a valid answer.
+    pub answered: bool,
+    /// Tokens it used.
+    pub tokens: u64,
+}
+
 /// A critique and the loop's decision.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Critique {
