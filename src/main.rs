@@ -45,6 +45,8 @@ enum Command {
     Runs(research_cmd::RunsArgs),
     /// Print a run's report (or where an unfinished run stands).
     Show(research_cmd::ShowArgs),
+    /// The research memory: what finished runs found, per dataset (`lim memory clear` forgets).
+    Memory(research_cmd::MemoryArgs),
     /// Continue a run after a crash or kill; journaled work is not redone or paid for again.
     Resume(research_cmd::ResumeArgs),
     /// Re-execute a run (id or trace file) against its journal: no LLM, no network.
@@ -145,6 +147,7 @@ fn main() -> ExitCode {
         Command::Research(args) => research_cmd::research(args),
         Command::Runs(args) => research_cmd::runs(args),
         Command::Show(args) => research_cmd::show(args),
+        Command::Memory(args) => research_cmd::memory(args),
         Command::Resume(args) => research_cmd::resume(args),
         Command::Replay(args) => research_cmd::replay(args),
         Command::Trace(cmd) => research_cmd::trace_cmd(cmd),

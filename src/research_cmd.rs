@@ -488,7 +488,7 @@ pub fn resume(args: ResumeArgs) -> anyhow::Result<ExitCode> {
 
 #[allow(clippy::too_many_arguments)] // the parts of a run, each distinct
 fn drive(
-    store: &Store,
+    store: &Arc<Store>,
     meta: &RunMeta,
     config: ResearchConfig,
     api_key_env: &str,
@@ -528,7 +528,7 @@ fn drive(
 
 #[allow(clippy::too_many_arguments)] // the parts of a run, each distinct
 fn run_with<L: LlmClient + 'static>(
-    store: &Store,
+    store: &Arc<Store>,
     meta: &RunMeta,
     config: ResearchConfig,
     llm: L,
@@ -546,6 +546,7 @@ fn run_with<L: LlmClient + 'static>(
             market,
             llm: Arc::new(llm),
             clock,
+            memory: store.clone(),
         },
         config: config.clone(),
     })?;
@@ -625,6 +626,7 @@ fn run_with<L: LlmClient + 'static>(
         journal.spent(&config.llm_budget()),
     )
     .map_err(|e| anyhow::anyhow!("run {}: cannot write its report: {e}", meta.id))?;
+    store.remember(&meta.id, &research::findings_of(&meta.id, &summary))?;
     store.set_status(&meta.id, "finished", Some(&summary.stop_reason))?;
     let dir = store.run_dir(&meta.id)?;
     let path = dir.join("report.md");
@@ -903,6 +905,8 @@ pub fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
             market,
             llm: Arc::new(NoLlm),
             clock: Arc::new(lim_pipelines::journal::FixedClock(meta.created_ms)),
+            // A replay reads the memory back from the journal, as the run saw it.
+            memory: Arc::new(lim_tools::NoMemory),
         },
         config: config.clone(),
     })?;
@@ -974,4 +978,64 @@ pub fn trace_cmd(cmd: TraceCommand) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+#[derive(Debug, Args)]
+pub struct MemoryArgs {
+    #[command(subcommand)]
+    action: Option<MemoryAction>,
+    /// Only findings on these datasets (as a run traded them, e.g. cn_futures_daily).
+    #[arg(long = "dataset", global = true)]
+    datasets: Vec<String>,
+    /// How many findings to show.
+    #[arg(long, default_value_t = 20)]
+    limit: usize,
+    #[command(flatten)]
+    store: StoreArgs,
+    /// Print JSON instead of a table.
+    #[arg(long, global = true)]
+    json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+enum MemoryAction {
+    /// Forget the findings (on --dataset, or all).
+    Clear,
+}
+
+/// `lim memory`: what finished runs found, best validation Sharpe first; `lim memory clear`.
+pub fn memory(args: MemoryArgs) -> anyhow::Result<ExitCode> {
+    let store = args.store.open()?;
+    if let Some(MemoryAction::Clear) = args.action {
+        let n = store.forget(&args.datasets)?;
+        if args.json {
+            println!("{}", serde_json::json!({"forgotten": n}));
+        } else {
+            println!("forgot {n} findings");
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let found = store.recall(&args.datasets, args.limit)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&found)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    if found.is_empty() {
+        println!("the research memory is empty; finished runs add what they found");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut t = Table::new(&["datasets", "run", "train", "valid", "test", "signal"]);
+    for f in &found {
+        t.row(vec![
+            short(&f.datasets, 24),
+            f.run.clone(),
+            nonfinite::show(f.train_sharpe, 2, "-"),
+            nonfinite::show(f.validation_sharpe, 2, "-"),
+            f.test_sharpe
+                .map_or("-".into(), |v| nonfinite::show(v, 2, "-")),
+            short(&f.signal, 50),
+        ]);
+    }
+    print!("{}", t.render());
+    Ok(ExitCode::SUCCESS)
 }

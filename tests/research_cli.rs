@@ -507,3 +507,44 @@ fn the_nan_report_run_resumes_to_a_finished_report_led_by_a_strategy_with_eviden
     .unwrap();
     assert_eq!(shown["summary"]["leaderboard"], v["summary"]["leaderboard"]);
 }
+
+#[test]
+fn a_finished_run_adds_its_findings_to_the_memory_and_clear_forgets_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().to_str().unwrap();
+    let out = ok(&lim()
+        .args([
+            "research",
+            GOAL,
+            "--max-iterations",
+            "1",
+            "--json",
+            "--store",
+            store,
+        ])
+        .output()
+        .unwrap());
+    let run: Value = serde_json::from_str(&out).unwrap();
+    let memory = |extra: &[&str]| -> Value {
+        let mut args = vec!["memory", "--json", "--store", store];
+        args.extend_from_slice(extra);
+        serde_json::from_str(&ok(&lim().args(&args).output().unwrap())).unwrap()
+    };
+    let found = memory(&["--dataset", "cn_futures_daily"]);
+    let found = found.as_array().unwrap();
+    assert!(!found.is_empty());
+    assert_eq!(found[0]["run"], run["run"]);
+    assert_eq!(
+        found[0]["signal"],
+        run["summary"]["leaderboard"][0]["signal"]
+    );
+    assert!(
+        memory(&["--dataset", "us_futures_daily"])
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+    let cleared = memory(&["clear"]);
+    assert_eq!(cleared["forgotten"].as_u64().unwrap() as usize, found.len());
+    assert!(memory(&[]).as_array().unwrap().is_empty());
+}

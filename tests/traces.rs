@@ -44,6 +44,7 @@ fn run<L: LlmClient + 'static>(
             llm: Arc::new(llm),
             clock: Arc::new(FixedClock(CLOCK)),
             forecaster: None,
+            memory: Arc::new(lim_tools::NoMemory),
         },
         config: config.clone(),
     })

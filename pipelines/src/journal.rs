@@ -39,6 +39,8 @@ pub enum Kind {
     Data,
     /// A read of the run's clock.
     Clock,
+    /// A read of the research memory (read back on resume and replay, like the clock).
+    Memory,
     /// A node completion with its outputs.
     Node,
 }
@@ -51,6 +53,7 @@ impl Kind {
             Kind::Tool => "tool",
             Kind::Data => "data",
             Kind::Clock => "clock",
+            Kind::Memory => "memory",
             Kind::Node => "node",
         }
     }
@@ -62,6 +65,7 @@ impl Kind {
             "tool" => Kind::Tool,
             "data" => Kind::Data,
             "clock" => Kind::Clock,
+            "memory" => Kind::Memory,
             "node" => Kind::Node,
             _ => return None,
         })
@@ -733,5 +737,51 @@ impl JournaledClock {
         self.journal
             .append(vec![(self.exec.clone(), Kind::Clock, n, Value::from(now))])?;
         Ok(now)
+    }
+}
+
+/// The memory decorator of one node execution: a read is journaled the first time and read
+/// back afterwards, so a resumed or replayed run sees the memory as it was, not as later runs
+/// left it.
+#[derive(Debug)]
+pub struct JournaledMemory {
+    inner: Arc<dyn lim_tools::Memory>,
+    journal: Arc<Journal>,
+    exec: String,
+    n: AtomicU32,
+}
+
+impl JournaledMemory {
+    /// Wraps `inner` for node execution `exec`.
+    pub fn new(
+        inner: Arc<dyn lim_tools::Memory>,
+        journal: Arc<Journal>,
+        exec: &str,
+    ) -> JournaledMemory {
+        JournaledMemory {
+            inner,
+            journal,
+            exec: exec.to_string(),
+            n: AtomicU32::new(0),
+        }
+    }
+}
+
+impl lim_tools::Memory for JournaledMemory {
+    fn findings(
+        &self,
+        datasets: &[String],
+        limit: usize,
+    ) -> Result<Vec<lim_tools::Finding>, String> {
+        let n = self.n.fetch_add(1, Ordering::SeqCst);
+        if let Some(r) = self.journal.lookup(&self.exec, Kind::Memory, n) {
+            return serde_json::from_value(r.body["findings"].clone()).map_err(|e| e.to_string());
+        }
+        let found = self.inner.findings(datasets, limit)?;
+        let body = serde_json::json!({"datasets": datasets, "limit": limit, "findings": found});
+        self.journal
+            .append(vec![(self.exec.clone(), Kind::Memory, n, body)])
+            .map_err(|e| e.to_string())?;
+        Ok(found)
     }
 }

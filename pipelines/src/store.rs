@@ -114,6 +114,9 @@ CREATE TABLE IF NOT EXISTS owners (
 CREATE TABLE IF NOT EXISTS strategies (
     run TEXT NOT NULL, signal TEXT NOT NULL, generation INTEGER, fitness REAL,
     metrics TEXT NOT NULL, PRIMARY KEY (run, signal));
+CREATE TABLE IF NOT EXISTS findings (
+    datasets TEXT NOT NULL, run TEXT NOT NULL, signal TEXT NOT NULL,
+    validation_sharpe REAL, body TEXT NOT NULL, PRIMARY KEY (datasets, run, signal));
 ";
 
 impl Store {
@@ -490,5 +493,91 @@ impl StoreSink {
 impl Sink for StoreSink {
     fn append(&self, records: &[Record]) -> Result<(), StoreError> {
         self.store.append(&self.run, records)
+    }
+}
+
+impl Store {
+    /// Adds what a finished run found to the research memory (again for a run already there:
+    /// its findings are replaced).
+    ///
+    /// # Errors
+    /// SQLite failed.
+    pub fn remember(&self, run: &str, findings: &[lim_tools::Finding]) -> Result<(), StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(|e| self.err(e))?;
+        tx.execute("DELETE FROM findings WHERE run = ?1", [run])
+            .map_err(|e| self.err(e))?;
+        for f in findings {
+            let body = serde_json::to_string(f).unwrap_or_default();
+            let v = f
+                .validation_sharpe
+                .is_finite()
+                .then_some(f.validation_sharpe);
+            tx.execute(
+                "INSERT OR REPLACE INTO findings (datasets, run, signal, validation_sharpe, body) VALUES (?1, ?2, ?3, ?4, ?5)",
+                rusqlite::params![f.datasets, f.run, f.signal, v, body],
+            )
+            .map_err(|e| self.err(e))?;
+        }
+        tx.commit().map_err(|e| self.err(e))
+    }
+
+    /// Forgets the findings on `datasets` (all when empty); returns how many.
+    ///
+    /// # Errors
+    /// SQLite failed.
+    pub fn forget(&self, datasets: &[String]) -> Result<usize, StoreError> {
+        let conn = self.conn();
+        let n = if datasets.is_empty() {
+            conn.execute("DELETE FROM findings", [])
+        } else {
+            conn.execute(
+                "DELETE FROM findings WHERE datasets = ?1",
+                [datasets.join("+")],
+            )
+        };
+        n.map_err(|e| self.err(e))
+    }
+
+    /// Findings on `datasets` (all when empty), best validation Sharpe first.
+    ///
+    /// # Errors
+    /// SQLite failed, or a stored finding is unreadable.
+    pub fn recall(
+        &self,
+        datasets: &[String],
+        limit: usize,
+    ) -> Result<Vec<lim_tools::Finding>, StoreError> {
+        let conn = self.conn();
+        let key = datasets.join("+");
+        let mut stmt = conn
+            .prepare(
+                "SELECT body FROM findings WHERE (?1 = '' OR datasets = ?1)
+                 ORDER BY validation_sharpe IS NULL, validation_sharpe DESC, run, signal LIMIT ?2",
+            )
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map(rusqlite::params![key, limit as i64], |r| {
+                r.get::<_, String>(0)
+            })
+            .map_err(|e| self.err(e))?;
+        let mut out = Vec::new();
+        for body in rows {
+            let body = body.map_err(|e| self.err(e))?;
+            if let Ok(f) = serde_json::from_str(&body) {
+                out.push(f);
+            }
+        }
+        Ok(out)
+    }
+}
+
+impl lim_tools::Memory for Store {
+    fn findings(
+        &self,
+        datasets: &[String],
+        limit: usize,
+    ) -> Result<Vec<lim_tools::Finding>, String> {
+        self.recall(datasets, limit).map_err(|e| e.to_string())
     }
 }

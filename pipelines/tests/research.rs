@@ -52,6 +52,7 @@ fn run<L: lim_agents::client::LlmClient + 'static>(
             llm: Arc::new(llm),
             clock: Arc::new(FixedClock(1_700_000_000_000)),
             forecaster: None,
+            memory: Arc::new(lim_tools::NoMemory),
         },
         config: config.clone(),
     })
@@ -487,6 +488,7 @@ fn a_deadline_on_the_runs_clock_winds_the_run_down_and_replays_identically() {
             llm: Arc::new(NoLlm),
             clock: Arc::new(Racing::default()),
             forecaster: None,
+            memory: Arc::new(lim_tools::NoMemory),
         },
         config: config.clone(),
     })
@@ -535,6 +537,7 @@ fn run_with_forecaster(config: &ResearchConfig, journal: Arc<Journal>, mode: Mod
             llm: Arc::new(NoLlm),
             clock: Arc::new(FixedClock(0)),
             forecaster: Some(Arc::new(Pattern)),
+            memory: Arc::new(lim_tools::NoMemory),
         },
         config: config.clone(),
     })
@@ -880,4 +883,101 @@ fn the_strategist_agents_exploratory_backtests_are_trials_and_the_test_stays_sea
     )
     .unwrap();
     assert_eq!(s, replayed);
+}
+
+#[derive(Debug)]
+struct Remembered(Vec<lim_tools::Finding>);
+
+impl lim_tools::Memory for Remembered {
+    fn findings(&self, _: &[String], limit: usize) -> Result<Vec<lim_tools::Finding>, String> {
+        Ok(self.0.iter().take(limit).cloned().collect())
+    }
+}
+
+/// The planner reads what an earlier run found; the read is journaled, so a replay sees the
+/// memory as the run saw it even after the memory is gone.
+#[test]
+fn the_research_memory_is_read_through_the_journal_and_replays_as_it_was() {
+    let mut config = llm_config();
+    config.budgets.max_iterations = 1;
+    let finding = lim_tools::Finding {
+        datasets: "cn_futures_daily".into(),
+        frequency: "1d".into(),
+        run: "r1".into(),
+        goal: GOAL.into(),
+        signal: "ts_sum(returns, 120)".into(),
+        train_sharpe: 0.5,
+        validation_sharpe: 0.4,
+        test_sharpe: Some(-0.1),
+        conclusion: "long windows hold up".into(),
+    };
+    let llm = ScriptedLlm::new(
+        vec![
+            Turn::ToolCall {
+                name: "past_findings".into(),
+                arguments: json!({"datasets": ["cn_futures_daily"]}).to_string(),
+            },
+            Turn::Text(plan_reply()),
+            Turn::Text(critique_reply("fine")),
+        ],
+        Usage {
+            prompt_tokens: 10,
+            completion_tokens: 10,
+        },
+    );
+    let exec = |llm: ScriptedLlm, memory: Arc<dyn lim_tools::Memory>, j: Arc<Journal>, mode| {
+        let exec = research::executor(ResearchParts {
+            services: Services {
+                market: market(),
+                llm: Arc::new(llm),
+                clock: Arc::new(FixedClock(1_700_000_000_000)),
+                forecaster: None,
+                memory,
+            },
+            config: config.clone(),
+        })
+        .unwrap();
+        runtime()
+            .block_on(exec.run(j, research::initial(&config), mode, |_| {}))
+            .map_err(|e| e.to_string())
+    };
+    let j = fresh();
+    let state = exec(
+        llm,
+        Arc::new(Remembered(vec![finding])),
+        j.clone(),
+        Mode::Resume,
+    )
+    .unwrap();
+    let reads: Vec<Record> = j
+        .records()
+        .into_iter()
+        .filter(|r| r.kind == Kind::Memory)
+        .collect();
+    assert_eq!(reads.len(), 1);
+    assert_eq!(
+        reads[0].body["findings"][0]["conclusion"],
+        "long windows hold up"
+    );
+    // The model saw the finding as the tool's result.
+    let asked = j
+        .records()
+        .into_iter()
+        .filter(|r| r.kind == Kind::Llm && r.exec == "plan#1")
+        .nth(1)
+        .unwrap();
+    assert!(
+        asked.body["request"]
+            .to_string()
+            .contains("long windows hold up")
+    );
+    // Replayed with an empty memory: the journal's read stands.
+    let replayed = exec(
+        ScriptedLlm::new(Vec::new(), Usage::default()),
+        Arc::new(lim_tools::NoMemory),
+        Arc::new(Journal::sealed(j.records())),
+        Mode::Replay,
+    )
+    .unwrap();
+    assert_eq!(state.artifacts["summary"], replayed.artifacts["summary"]);
 }

@@ -9,6 +9,7 @@
 mod backtest;
 mod data;
 mod forecast;
+mod memory;
 mod research;
 
 use std::collections::BTreeMap;
@@ -24,6 +25,7 @@ use serde_json::Value;
 pub use backtest::{BacktestArgs, BacktestTool};
 pub use data::{DescribeDataset, DescribeDatasetArgs, ListDatasets, NoArgs};
 pub use forecast::{ForecastArgs, ForecastReport, ForecastRequest, ForecastTool, Forecaster};
+pub use memory::{Finding, Memory, NoMemory, PastFindings, PastFindingsArgs};
 pub use research::{
     ChooseUniverse, ChooseUniverseArgs, Leaderboard, LeaderboardArgs, Lineage, LineageArgs,
     ResearchLog, Trial, Universe, load_session,

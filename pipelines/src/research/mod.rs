@@ -23,14 +23,15 @@ use lim_backtest::spec::{Portfolio, StrategySpec};
 use lim_market::{MarketData, Part};
 use lim_tools::{
     BacktestTool, ChooseUniverse, DescribeDataset, ForecastTool, Forecaster, Leaderboard, Lineage,
-    ListDatasets, Registry, ResearchLog, Universe,
+    ListDatasets, Memory, PastFindings, Registry, ResearchLog, Universe,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::engine::{BoxFuture, Cx, Executor, Node, NodeError, RunState};
 use crate::journal::{
-    Artifacts, Clock, JournaledClock, JournaledLlm, JournaledMarket, JournaledTools,
+    Artifacts, Clock, JournaledClock, JournaledLlm, JournaledMarket, JournaledMemory,
+    JournaledTools,
 };
 use crate::{plan_check, workflow};
 
@@ -45,7 +46,7 @@ mod trial;
 pub use config::{Budgets, ResearchConfig, StrategistConfig};
 pub use data::FORECAST;
 pub use finalize::test_finalists;
-pub use report::{Entry, Rejected, Summary, artifacts_of, summarize};
+pub use report::{Entry, Rejected, Summary, artifacts_of, findings_of, summarize};
 
 pub use trial::{
     AgentActivity, Critique, ExperimentPlan, Finalist, MIN_ACTIVE_BARS, Trial, approximate_dsr,
@@ -91,6 +92,17 @@ fn agents_with<T>(cx: &Cx, r: &lim_agents::agent::AgentRun<T>) -> Result<Value, 
     to_value(&all)
 }
 
+/// The `past_findings` tool of a node execution, its reads journaled.
+fn past_findings<L>(services: &Services<L>, cx: &Cx) -> PastFindings {
+    PastFindings {
+        memory: Arc::new(JournaledMemory::new(
+            services.memory.clone(),
+            cx.journal.clone(),
+            &cx.exec,
+        )),
+    }
+}
+
 /// An LLM that is never there: replays of offline runs, and offline runs themselves.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct NoLlm;
@@ -116,6 +128,8 @@ pub struct Services<L> {
     pub clock: Arc<dyn Clock>,
     /// The foundation model, when this build has one.
     pub forecaster: Option<Arc<dyn Forecaster>>,
+    /// The research memory (`lim_tools::NoMemory` for none).
+    pub memory: Arc<dyn Memory>,
 }
 
 impl<L> std::fmt::Debug for Services<L> {
@@ -134,6 +148,7 @@ impl<L> Clone for Services<L> {
             llm: self.llm.clone(),
             clock: self.clock.clone(),
             forecaster: self.forecaster.clone(),
+            memory: self.memory.clone(),
         }
     }
 }

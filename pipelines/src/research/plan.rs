@@ -59,7 +59,8 @@ impl<L: LlmClient + 'static> Node for PlanNode<L> {
                     .with(ListDatasets {
                         market: data.clone(),
                     })
-                    .with(DescribeDataset { market: data });
+                    .with(DescribeDataset { market: data })
+                    .with(past_findings(&self.services, &cx));
                 let tools = JournaledTools::new(registry, cx.journal.clone(), &cx.exec);
                 let run = strategist::plan_agent(
                     &llm,

@@ -473,3 +473,32 @@ fn cell(m: &Metrics, v: f64, places: usize, scale: f64, unit: &str) -> String {
         show(v, places, "n/a")
     }
 }
+
+/// What a finished run adds to the research memory: its leaderboard (scored strategies, with
+/// the finalists' test Sharpe) and its critic's last diagnosis.
+pub fn findings_of(run: &str, s: &Summary) -> Vec<lim_tools::Finding> {
+    let conclusion = s
+        .lineage
+        .last()
+        .map(|c| c.diagnosis.clone())
+        .unwrap_or_default();
+    s.leaderboard
+        .iter()
+        .map(|e| lim_tools::Finding {
+            datasets: s.plan.strategy.datasets.join("+"),
+            frequency: s.plan.frequency.clone(),
+            run: run.to_string(),
+            goal: s.plan.strategy.goal.clone(),
+            signal: e.signal.clone(),
+            train_sharpe: e.train.sharpe,
+            validation_sharpe: e.validation.sharpe,
+            test_sharpe: s
+                .finalists
+                .iter()
+                .find(|f| f.signal == e.signal)
+                .map(|f| f.test.sharpe)
+                .filter(|v| v.is_finite()),
+            conclusion: conclusion.clone(),
+        })
+        .collect()
+}

@@ -122,7 +122,8 @@ impl<L: LlmClient + 'static> Node for Generate<L> {
                                 log: log.clone(),
                             })
                             .with(Leaderboard { log: log.clone() })
-                            .with(Lineage { log: log.clone() });
+                            .with(Lineage { log: log.clone() })
+                            .with(past_findings(&self.services, &cx));
                         let tools = JournaledTools::new(registry, cx.journal.clone(), &cx.exec);
                         let fields = plan.fields(forecast);
                         let run = strategist::propose_agent(
