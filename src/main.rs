@@ -8,7 +8,6 @@ mod data_cmd;
 mod forecaster;
 mod foundation_cmd;
 mod research_cmd;
-mod search_cmd;
 mod table;
 
 use std::path::PathBuf;
@@ -35,9 +34,6 @@ enum Command {
     Data(data_cmd::DataCommand),
     /// Backtest strategy expressions: metrics by split, multiple-testing statistics.
     Backtest(backtest_cmd::BacktestArgs),
-    /// Search for strategies toward a goal with the offline strategist (not an LLM); the
-    /// finalists meet the sealed test period once.
-    Search(search_cmd::SearchArgs),
     /// Research toward a goal: plan, data, strategy loop, sealed test, report. Durable: every
     /// step is journaled in the run store.
     Research(research_cmd::ResearchArgs),
@@ -142,7 +138,6 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Data(cmd) => data_cmd::run(cmd),
         Command::Backtest(args) => backtest_cmd::run(args),
-        Command::Search(args) => search_cmd::run(args),
         Command::Workflow(cmd) => workflow(cmd),
         Command::Research(args) => research_cmd::research(args),
         Command::Runs(args) => research_cmd::runs(args),

@@ -1,6 +1,8 @@
-//! The LLM strategist: proposes strategy specs for a plan, given what has been tried, through
-//! any [`LlmClient`] with structured output. Every proposal's signal must parse in the strategy
-//! language; a reply that does not gets the exact error back (see [`crate::structured`]).
+//! The research workflow's LLM agents: the planner ([`plan_agent`]) and the strategist
+//! ([`propose_agent`]) run on [`crate::agent`] with tools; the critic ([`critique`]) answers in
+//! one structured reply. Every answer is checked (a plan against the goal and the data, each
+//! proposal's signal against the strategy language) and a failing one goes back to the model
+//! with the exact error.
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -42,48 +44,6 @@ pub struct Tried {
     pub train_sharpe: f64,
     /// Validation Sharpe.
     pub validation_sharpe: f64,
-}
-
-/// Asks `client` to turn a goal into a plan, starting from the keyword plan as a suggestion;
-/// the plan must name datasets that exist and pass `check` (the caller's rules: the goal's
-/// market and limits, the data); a plan that fails goes back to the model with the problem.
-///
-/// # Errors
-/// The call failed, or no valid plan came within `max_reasks` re-asks.
-pub async fn plan<L: LlmClient>(
-    client: &L,
-    model: &str,
-    goal: &str,
-    suggestion: &Plan,
-    datasets: &[String],
-    max_reasks: u32,
-    check: impl Fn(&Plan) -> Result<(), String>,
-) -> Result<Plan, StructuredError> {
-    let system = "You plan quantitative research experiments for LIM. Reply with one JSON plan.";
-    let user = format!(
-        "Research goal: {goal}\nDatasets available: {}\nA keyword reading of the goal suggests this plan (change what the goal implies otherwise):\n{}",
-        datasets.join(", "),
-        serde_json::to_string_pretty(suggestion).unwrap_or_default()
-    );
-    let req = ChatRequest::new(
-        model,
-        vec![Message::system(system), Message::user(user)],
-        1_000,
-    );
-    let exists = |p: &Plan| -> Result<(), String> {
-        match p.datasets.iter().find(|d| !datasets.contains(d)) {
-            Some(d) => Err(format!(
-                "dataset '{d}' does not exist; choose from {}",
-                datasets.join(", ")
-            )),
-            None if p.datasets.is_empty() => Err("the plan names no dataset".into()),
-            None => check(p),
-        }
-    };
-    let mut p = ask::<Plan, L>(client, req, max_reasks, exists).await?;
-    p.goal = goal.to_string();
-    p.author = format!("LLM planner ({model})");
-    Ok(p)
 }
 
 /// The planning agent's final answer.
@@ -239,44 +199,4 @@ fn check_proposals(p: &Proposals, fields: &[&str]) -> Result<(), String> {
             .map_err(|e| format!("strategy {}: the signal does not parse: {e}", i + 1))?;
     }
     Ok(())
-}
-
-/// Asks `client` for `count` new strategies.
-///
-/// # Errors
-/// The call failed, or no valid reply came within `max_reasks` re-asks.
-#[allow(clippy::too_many_arguments)] // each is a distinct input of the prompt
-pub async fn propose<L: LlmClient>(
-    client: &L,
-    model: &str,
-    plan: &Plan,
-    fields: &[&str],
-    leaderboard: &[Tried],
-    critique: Option<&str>,
-    count: usize,
-    max_reasks: u32,
-) -> Result<Vec<StrategySpec>, StructuredError> {
-    let render = |name: &str, ctx: serde_json::Value| {
-        prompt::render(name, &ctx).map_err(|e| StructuredError::Invalid {
-            attempts: 0,
-            last: format!("prompt {name}: {e}"),
-        })
-    };
-    let system = render(
-        "strategist_system",
-        serde_json::json!({"fields": fields, "cost_bps": plan.cost_bps, "tools": false}),
-    )?;
-    let user = render(
-        "propose",
-        serde_json::json!({"plan": plan, "leaderboard": leaderboard, "critique": critique, "count": count}),
-    )?;
-    let req = ChatRequest::new(
-        model,
-        vec![Message::system(system), Message::user(user)],
-        2_000,
-    );
-    let check = |p: &Proposals| check_proposals(p, fields);
-    Ok(ask::<Proposals, L>(client, req, max_reasks, check)
-        .await?
-        .strategies)
 }
