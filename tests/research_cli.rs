@@ -48,6 +48,31 @@ fn reply(content: String) -> Value {
         "usage": {"prompt_tokens": 700, "completion_tokens": 80, "total_tokens": 780}})
 }
 
+fn last_is_tool(body: &str) -> bool {
+    serde_json::from_str::<Value>(body)
+        .ok()
+        .and_then(|v| {
+            v["messages"].as_array()?.last()?["role"]
+                .as_str()
+                .map(|r| r == "tool")
+        })
+        .unwrap_or(false)
+}
+
+fn tool_calls(calls: &[(&str, Value)]) -> Value {
+    let calls: Vec<Value> = calls
+        .iter()
+        .enumerate()
+        .map(|(i, (name, args))| {
+            json!({"id": format!("call_{i}"), "type": "function",
+            "function": {"name": name, "arguments": args.to_string()}})
+        })
+        .collect();
+    json!({"id": "x", "object": "chat.completion", "created": 1, "model": "local",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": null, "tool_calls": calls}, "finish_reason": "tool_calls"}],
+        "usage": {"prompt_tokens": 700, "completion_tokens": 40, "total_tokens": 740}})
+}
+
 impl wiremock::Respond for Brain {
     fn respond(&self, req: &wiremock::Request) -> wiremock::ResponseTemplate {
         let body = String::from_utf8_lossy(&req.body).into_owned();
@@ -61,6 +86,17 @@ impl wiremock::Respond for Brain {
                 "max_drawdown": 0.15, "cost_bps": 10.0, "author": "model"}, "why": "the goal's market"}})
         } else if body.contains("You are the critic") {
             json!({"diagnosis": format!("Round {} read.", hash % 97), "hypotheses": ["longer windows"], "likely_luck": false})
+        } else if body.contains("\"name\":\"backtest\"") && !last_is_tool(&body) {
+            // The strategist agent first backtests a candidate and reads the leaderboard,
+            // in one reply of two parallel calls.
+            let w = 5 + hash % 50;
+            return wiremock::ResponseTemplate::new(200).set_body_json(tool_calls(&[
+                (
+                    "backtest",
+                    json!({"strategies": [{"signal": format!("ts_mean(returns, {w})")}]}),
+                ),
+                ("leaderboard", json!({"top": 3})),
+            ]));
         } else {
             let w = [5, 10, 15, 20, 30, 40, 60, 90, 120];
             let pick = |k: u64| w[((hash >> (8 * k)) % w.len() as u64) as usize];
@@ -241,7 +277,7 @@ fn runs_killed_at_random_points_resume_to_the_same_leaderboard_without_asking_tw
     let whole: Value = serde_json::from_str(&ok(&out)).unwrap();
     let calls = brain.seen.lock().unwrap().len();
     assert!(calls >= 5, "{calls} LLM calls");
-    let records = {
+    let trace = {
         let out = lim()
             .args([
                 "trace",
@@ -254,8 +290,20 @@ fn runs_killed_at_random_points_resume_to_the_same_leaderboard_without_asking_tw
             .arg(&store)
             .output()
             .unwrap();
-        ok(&out).lines().count() as u64 - 1
+        ok(&out)
     };
+    let records = trace.lines().count() as u64 - 1;
+    // A point inside the strategist's tool loop: after its first tool call is journaled,
+    // before the model sees the result.
+    let in_tool_loop = trace
+        .lines()
+        .skip(1)
+        .position(|l| {
+            let r: Value = serde_json::from_str(l).unwrap();
+            r["kind"] == "tool" && r["exec"] == "generate#2"
+        })
+        .expect("the strategist agent called tools") as u64
+        + 1;
     let leaderboard = serde_json::to_string(&whole["summary"]["leaderboard"]).unwrap();
 
     // Four runs, killed at 3, 3, 2 and 2 random points (seeded), resumed after each kill.
@@ -271,6 +319,9 @@ fn runs_killed_at_random_points_resume_to_the_same_leaderboard_without_asking_tw
         brain.seen.lock().unwrap().clear();
         let store = dir.path().join(format!("killed{k}"));
         let mut points: Vec<u64> = (0..per_run).map(|_| 1 + next(records - 1)).collect();
+        if k == 0 {
+            points[0] = in_tool_loop;
+        }
         points.sort_unstable();
         points.dedup();
         let mut cmd = lim();
