@@ -1,5 +1,7 @@
 //! Workflow engine benchmark: overhead per node execution, journal write latency in the
-//! SQLite run store, and resuming a run of 1,000+ node executions.
+//! SQLite run store, resuming a run of 1,000+ node executions, the overhead of a journaled
+//! tool call (journal and dispatch, the tool doing nothing), and replaying a 20-step scripted
+//! tool loop of the agent runtime.
 //!
 //! `cargo run --release --bin bench-engine [-- --nodes 1000]` prints JSON.
 
@@ -11,6 +13,59 @@ use lim_pipelines::journal::{Journal, Kind, MemorySink, Sink};
 use lim_pipelines::store::{RunMeta, Store, StoreSink};
 use lim_pipelines::{Artifacts, Cx, Edge, Executor, Node, NodeError, NodeKind, WorkflowBuilder};
 use serde_json::json;
+
+/// A tool that does nothing: what a call costs beyond the tool's own work.
+#[derive(Debug)]
+struct Nop;
+
+impl lim_tools::Tool for Nop {
+    const NAME: &'static str = "nop";
+    type Args = lim_tools::NoArgs;
+    type Output = u32;
+
+    fn description(&self) -> String {
+        "Does nothing.".into()
+    }
+
+    async fn call(&self, _args: lim_tools::NoArgs) -> lim_tools::ToolOutcome<u32> {
+        lim_tools::ToolOutcome::Done { result: 1 }
+    }
+}
+
+/// Runs the agent on `llm` with a `nop` toolbox journaled in `journal`; returns its replies.
+fn agent_loop<L: lim_agents::LlmClient + 'static>(
+    rt: &tokio::runtime::Runtime,
+    llm: L,
+    journal: Arc<Journal>,
+) -> anyhow::Result<u32> {
+    use lim_agents::agent::{self, Limits, Protocol, ProtocolMemo, Task};
+    use lim_pipelines::journal::{JournaledLlm, JournaledTools};
+    let llm = JournaledLlm::new(Arc::new(llm), journal.clone(), "generate#1");
+    let tools = JournaledTools::new(
+        lim_tools::Registry::default().with(Nop),
+        journal,
+        "generate#1",
+    );
+    let task = Task {
+        model: "scripted".into(),
+        system: "Bench.".into(),
+        user: "Call nop, then answer.".into(),
+    };
+    let limits = Limits {
+        max_steps: 30,
+        ..Limits::default()
+    };
+    let run = rt.block_on(agent::run(
+        &llm,
+        &tools,
+        &task,
+        &ProtocolMemo::new(Protocol::Native),
+        limits,
+        |_: &lim_agents::strategist::Proposals| Ok(()),
+    ))?;
+    anyhow::ensure!(run.answer().is_some(), "the loop gave no answer");
+    Ok(run.steps)
+}
 
 /// A node that does nothing but produce a small artifact.
 struct Step;
@@ -136,6 +191,58 @@ fn main() -> anyhow::Result<()> {
     }))?;
     let resume = t.elapsed().as_secs_f64();
 
+    // 5. A tool call's overhead: dispatch through the registry and a journal record.
+    let calls = 2_000u32;
+    let per_call = |journal: Arc<Journal>| -> anyhow::Result<f64> {
+        let tools = lim_pipelines::journal::JournaledTools::new(
+            lim_tools::Registry::default().with(Nop),
+            journal,
+            "bench#1",
+        );
+        let t = Instant::now();
+        for _ in 0..calls {
+            rt.block_on(tools.call("nop", &json!({})))?;
+        }
+        Ok(t.elapsed().as_secs_f64() * 1e3 / f64::from(calls))
+    };
+    let tool_memory = per_call(Arc::new(Journal::new(
+        Vec::new(),
+        Arc::new(MemorySink::default()),
+    )))?;
+    store.create_run(&RunMeta {
+        id: "tools".into(),
+        ..store.run("bench")?
+    })?;
+    let tool_sqlite = per_call(Arc::new(Journal::new(
+        Vec::new(),
+        Arc::new(StoreSink::new(store.clone(), "tools")),
+    )))?;
+
+    // 6. A 20-step tool loop, recorded with a scripted model, then replayed with none.
+    use lim_agents::client::{ScriptedLlm, Turn};
+    let mut turns: Vec<Turn> = (0..20)
+        .map(|_| Turn::ToolCall {
+            name: "nop".into(),
+            arguments: "{}".into(),
+        })
+        .collect();
+    turns.push(Turn::Text(
+        json!({"strategies": [{"signal": "ts_sum(returns, 20)"}]}).to_string(),
+    ));
+    let recorded = Arc::new(Journal::new(Vec::new(), Arc::new(MemorySink::default())));
+    let steps = agent_loop(
+        &rt,
+        ScriptedLlm::new(turns, lim_agents::Usage::default()),
+        recorded.clone(),
+    )?;
+    let t = Instant::now();
+    agent_loop(
+        &rt,
+        lim_pipelines::research::NoLlm,
+        Arc::new(Journal::sealed(recorded.records())),
+    )?;
+    let replay_loop = t.elapsed().as_secs_f64() * 1e3;
+
     println!(
         "{}",
         serde_json::to_string_pretty(&json!({
@@ -144,6 +251,8 @@ fn main() -> anyhow::Result<()> {
             "engine_ms_per_node_sqlite_journal": sqlite * 1e3 / executions as f64,
             "journal_write_4kb_ms": {"p50": lat[lat.len() / 2], "p99": lat[lat.len() * 99 / 100], "max": lat[lat.len() - 1]},
             "resume": {"records": n_records, "restored_nodes": restored, "seconds": resume},
+            "tool_call_overhead_ms": {"memory_journal": tool_memory, "sqlite_journal": tool_sqlite},
+            "agent_tool_loop_replay": {"replies": steps, "ms": replay_loop},
         }))?
     );
     Ok(())
