@@ -13,6 +13,10 @@ pub const TEMPLATES: &[(&str, &str)] = &[
     ),
     ("propose", include_str!("../../prompts/propose.j2")),
     ("critique", include_str!("../../prompts/critique.j2")),
+    (
+        "critique_system",
+        include_str!("../../prompts/critique_system.j2"),
+    ),
     ("plan_system", include_str!("../../prompts/plan_system.j2")),
     ("plan_task", include_str!("../../prompts/plan_task.j2")),
 ];

@@ -8,11 +8,9 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::agent::{self, AgentError, AgentRun, Limits, Outcome, ProtocolMemo, Task, Toolbox};
-use crate::chat::{ChatRequest, Message};
 use crate::client::LlmClient;
 use crate::offline::Plan;
 use crate::prompt;
-use crate::structured::{StructuredError, ask};
 use lim_backtest::spec::StrategySpec;
 
 /// What the model must return.
@@ -109,22 +107,27 @@ pub async fn plan_agent<L: LlmClient>(
     Ok(run)
 }
 
-/// Asks `client` to read a round of results and say what to try next.
+/// The critic agent: it reads a round of results (`results`, rendered by the `critique`
+/// prompt) and may call `tools` (diagnostics, leaderboard, lineage, memory) before it answers.
 ///
 /// # Errors
-/// The call failed, or no valid critique came within `max_reasks` re-asks.
-pub async fn critique<L: LlmClient>(
+/// A prompt failed to render, or the toolbox could not journal a call; every other ending is
+/// the run's [`Outcome`].
+pub async fn critique_agent<L: LlmClient>(
     client: &L,
+    tools: &dyn Toolbox,
+    memo: &ProtocolMemo,
     model: &str,
     results: &serde_json::Value,
-    max_reasks: u32,
-) -> Result<Critique, StructuredError> {
-    let text = prompt::render("critique", results).map_err(|e| StructuredError::Invalid {
-        attempts: 0,
-        last: format!("prompt critique: {e}"),
-    })?;
-    let req = ChatRequest::new(model, vec![Message::user(text)], 800);
-    ask::<Critique, L>(client, req, max_reasks, |c: &Critique| {
+    limits: Limits,
+) -> Result<AgentRun<Critique>, AgentError> {
+    let prompt_error = |e: minijinja::Error| AgentError::Tools(format!("prompt: {e}"));
+    let task = Task {
+        model: model.to_string(),
+        system: prompt::render("critique_system", &serde_json::json!({})).map_err(prompt_error)?,
+        user: prompt::render("critique", results).map_err(prompt_error)?,
+    };
+    agent::run(client, tools, &task, memo, limits, |c: &Critique| {
         if c.hypotheses.len() > 3 {
             Err("give at most three hypotheses".into())
         } else {

@@ -65,6 +65,13 @@ fn critique() {
     )
     .unwrap();
     check("critique", &r);
+    check(
+        "critique_system",
+        &render("critique_system", &json!({})).unwrap(),
+    );
+    // Before two strategies have run there is no deflated Sharpe ratio.
+    let early = render("critique", &json!({"trials": 1, "dsr": null, "results": []})).unwrap();
+    assert!(early.contains("the deflated Sharpe ratio of the best is not computable yet."));
 }
 
 #[test]

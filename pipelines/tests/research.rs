@@ -981,3 +981,61 @@ fn the_research_memory_is_read_through_the_journal_and_replays_as_it_was() {
     .unwrap();
     assert_eq!(state.artifacts["summary"], replayed.artifacts["summary"]);
 }
+
+/// The critic diagnoses strategies the run tried (years, folds, IC decay, correlation) and
+/// may not diagnose one it did not.
+#[test]
+fn the_critic_agent_diagnoses_tried_strategies_only() {
+    let mut config = llm_config();
+    config.budgets.max_iterations = 1;
+    let spec = |s: &str| json!({"signal": s, "portfolio": {"kind": "sign_threshold", "threshold": 0.0, "target_vol": 0.1, "vol_window": 60}});
+    let llm = ScriptedLlm::new(
+        vec![
+            Turn::Text(plan_reply()),
+            Turn::ToolCalls(vec![
+                (
+                    "diagnose".into(),
+                    json!({"strategies": [spec("ts_sum(returns, 120)"), spec("ts_sum(returns, 60)")]})
+                        .to_string(),
+                ),
+                (
+                    "diagnose".into(),
+                    json!({"strategies": [spec("ts_sum(returns, 7)")]}).to_string(),
+                ),
+            ]),
+            Turn::Text(critique_reply("long windows are alike")),
+        ],
+        Usage {
+            prompt_tokens: 10,
+            completion_tokens: 10,
+        },
+    );
+    let j = fresh();
+    let s = run(&config, llm, j.clone(), Mode::Resume).unwrap();
+    assert!(s.lineage[0].diagnosis.starts_with("long windows are alike"));
+    let calls: Vec<Value> = j
+        .records()
+        .iter()
+        .filter(|r| r.kind == Kind::Tool && r.exec == "critique#1")
+        .map(|r| r.body["result"].clone())
+        .collect();
+    let d = &calls[0]["result"];
+    assert_eq!(d["strategies"].as_array().unwrap().len(), 2);
+    assert!(!d["strategies"][0]["years"].as_array().unwrap().is_empty());
+    assert_eq!(d["strategies"][0]["folds"].as_array().unwrap().len(), 4);
+    assert_eq!(d["strategies"][0]["ic_decay"].as_array().unwrap().len(), 4);
+    let c = d["correlation"].as_array().unwrap();
+    assert!((c[0][0].as_f64().unwrap() - 1.0).abs() < 1e-12);
+    assert_eq!(c[0][1], c[1][0]);
+    assert!(
+        !d.to_string().contains("\"test\""),
+        "no test-period numbers"
+    );
+    assert_eq!(calls[1]["kind"], "invalid_arguments");
+    assert!(
+        calls[1]["message"]
+            .as_str()
+            .unwrap()
+            .contains("has not been tried in this run")
+    );
+}

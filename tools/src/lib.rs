@@ -8,6 +8,7 @@
 
 mod backtest;
 mod data;
+mod diagnose;
 mod forecast;
 mod memory;
 mod research;
@@ -24,6 +25,7 @@ use serde_json::Value;
 
 pub use backtest::{BacktestArgs, BacktestTool};
 pub use data::{DescribeDataset, DescribeDatasetArgs, ListDatasets, NoArgs};
+pub use diagnose::{Diagnose, DiagnoseArgs, DiagnoseReport, Diagnosis};
 pub use forecast::{ForecastArgs, ForecastReport, ForecastRequest, ForecastTool, Forecaster};
 pub use memory::{Finding, Memory, NoMemory, PastFindings, PastFindingsArgs};
 pub use research::{

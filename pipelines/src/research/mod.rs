@@ -22,8 +22,8 @@ use lim_backtest::session::MultipleTesting;
 use lim_backtest::spec::{Portfolio, StrategySpec};
 use lim_market::{MarketData, Part};
 use lim_tools::{
-    BacktestTool, ChooseUniverse, DescribeDataset, ForecastTool, Forecaster, Leaderboard, Lineage,
-    ListDatasets, Memory, PastFindings, Registry, ResearchLog, Universe,
+    BacktestTool, ChooseUniverse, DescribeDataset, Diagnose, ForecastTool, Forecaster, Leaderboard,
+    Lineage, ListDatasets, Memory, PastFindings, Registry, ResearchLog, Universe,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -234,6 +234,8 @@ pub fn executor<L: LlmClient + 'static>(
             CritiqueNode {
                 services,
                 config: config.clone(),
+                universe: universe.clone(),
+                protocol,
             },
         )
         .node(

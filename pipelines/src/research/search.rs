@@ -11,6 +11,22 @@ pub(super) struct Generate<L> {
     pub(super) protocol: Arc<ProtocolMemo>,
 }
 
+/// The run's trials as the agent-facing tools see them (those with metrics).
+fn tool_trials(trials: &[Trial]) -> Vec<lim_tools::Trial> {
+    trials
+        .iter()
+        .filter_map(|t| {
+            Some(lim_tools::Trial {
+                signal: t.signal.clone(),
+                generation: t.generation,
+                parents: t.parents.clone(),
+                train: t.train?,
+                validation: t.validation?,
+            })
+        })
+        .collect()
+}
+
 /// An agent's ending without an answer, in words.
 pub(super) fn describe<T>(o: &Outcome<T>, rejected: &[String]) -> String {
     let last = rejected.last().map(String::as_str).unwrap_or("none");
@@ -102,18 +118,7 @@ impl<L: LlmClient + 'static> Node for Generate<L> {
                         // The strategist agent works on the run's real state: the trials
                         // so far (journaled artifacts) and the universe; what it backtests
                         // while it works is recorded in this log.
-                        let known: Vec<lim_tools::Trial> = trials
-                            .iter()
-                            .filter_map(|t| {
-                                Some(lim_tools::Trial {
-                                    signal: t.signal.clone(),
-                                    generation: t.generation,
-                                    parents: t.parents.clone(),
-                                    train: t.train?,
-                                    validation: t.validation?,
-                                })
-                            })
-                            .collect();
+                        let known = tool_trials(&trials);
                         let before = known.len();
                         let log = Arc::new(ResearchLog::with_trials(known));
                         let registry = Registry::default()
@@ -271,6 +276,10 @@ impl Node for Backtest {
 pub(super) struct CritiqueNode<L> {
     pub(super) services: Services<L>,
     pub(super) config: ResearchConfig,
+    /// The universe, for the critic's diagnostics (train and validation only).
+    pub(super) universe: Arc<Universe>,
+    /// The endpoint's tool-calling protocol.
+    pub(super) protocol: Arc<ProtocolMemo>,
 }
 
 fn best(trials: &[Trial]) -> Option<(usize, f64)> {
@@ -289,6 +298,7 @@ impl<L: LlmClient + 'static> Node for CritiqueNode<L> {
         Box::pin(async move {
             let trials: Vec<Trial> = cx.input("trials")?;
             let candidates: Vec<Candidate> = cx.input("candidates")?;
+            let mut activity = None;
             let started: i64 = cx.input("started_ms")?;
             let mut lineage: Vec<Critique> = cx.optional("lineage")?.unwrap_or_default();
             let iteration = cx.visit;
@@ -331,22 +341,52 @@ impl<L: LlmClient + 'static> Node for CritiqueNode<L> {
             if let StrategistConfig::Llm { model, .. } = &self.config.strategist {
                 let results: Vec<Value> = round
                     .iter()
+                    .filter(|t| t.fitness.is_some())
                     .filter_map(|t| {
                         let (tr, v) = (t.train?, t.validation?);
                         Some(json!({"signal": t.signal, "train_sharpe": tr.sharpe, "train_dd": tr.max_dd,
                             "validation_sharpe": v.sharpe, "validation_dd": v.max_dd, "turnover": v.turnover, "rank_ic": v.rank_ic}))
                     })
                     .collect();
+                let dsr = approximate_dsr(&trials, &cx.input::<ExperimentPlan>("plan")?.frequency);
                 let ctx = json!({"results": results, "trials": trials.len(), "best": best_signal,
-                    "dsr": approximate_dsr(&trials, &cx.input::<ExperimentPlan>("plan")?.frequency)});
+                    "dsr": dsr.is_finite().then_some(dsr)});
                 let llm =
                     JournaledLlm::new(self.services.llm.clone(), cx.journal.clone(), &cx.exec);
-                match strategist::critique(&llm, model, &ctx, 2).await {
-                    Ok(c) => {
-                        diagnosis = format!("{} ({diagnosis})", c.diagnosis);
-                        hypotheses = c.hypotheses;
+                let log = Arc::new(ResearchLog::with_trials(tool_trials(&trials)));
+                let registry = Registry::default()
+                    .with(Diagnose {
+                        universe: self.universe.clone(),
+                        log: log.clone(),
+                    })
+                    .with(Leaderboard { log: log.clone() })
+                    .with(Lineage { log })
+                    .with(past_findings(&self.services, &cx));
+                let tools = JournaledTools::new(registry, cx.journal.clone(), &cx.exec);
+                let run = strategist::critique_agent(
+                    &llm,
+                    &tools,
+                    &self.protocol,
+                    model,
+                    &ctx,
+                    Limits {
+                        max_steps: 5,
+                        max_tokens: None,
+                        reply_tokens: 800,
+                    },
+                )
+                .await
+                .map_err(fail)?;
+                activity = Some(agents_with(&cx, &run)?);
+                match run.outcome {
+                    Outcome::Answer { value } => {
+                        diagnosis = format!("{} ({diagnosis})", value.diagnosis);
+                        hypotheses = value.hypotheses;
                     }
-                    Err(e) => diagnosis.push_str(&format!("; the LLM critique failed: {e}")),
+                    other => diagnosis.push_str(&format!(
+                        "; the LLM critique failed: {}",
+                        describe(&other, &run.rejected_replies)
+                    )),
                 }
             }
             let budget = self.config.llm_budget();
@@ -396,10 +436,12 @@ impl<L: LlmClient + 'static> Node for CritiqueNode<L> {
                 spent,
             };
             lineage.push(c.clone());
-            Ok(out(vec![
+            let mut outputs = vec![
                 ("hypotheses", to_value(&c)?),
                 ("lineage", to_value(&lineage)?),
-            ]))
+            ];
+            outputs.extend(activity.map(|a| ("agents", a)));
+            Ok(out(outputs))
         })
     }
 }
