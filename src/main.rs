@@ -120,12 +120,22 @@ impl DataArgs {
 
     /// The catalog: `--data`, then `$LIM_DATA`, then the bundled sample.
     pub fn catalog(&self) -> anyhow::Result<Catalog> {
-        let dir = self.data.clone().or_else(|| {
+        self.catalog_or(None)
+    }
+
+    /// The data directory the flags or the environment name, if any.
+    pub fn data_dir(&self) -> Option<PathBuf> {
+        self.data.clone().or_else(|| {
             std::env::var_os("LIM_DATA")
                 .filter(|v| !v.is_empty())
                 .map(PathBuf::from)
-        });
-        let catalog = match dir {
+        })
+    }
+
+    /// The catalog of the flags or the environment, else of `remembered` (a run's own data
+    /// directory), else the bundled sample.
+    pub fn catalog_or(&self, remembered: Option<PathBuf>) -> anyhow::Result<Catalog> {
+        let catalog = match self.data_dir().or(remembered) {
             Some(dir) => Catalog::open_dir(&dir, self.cache())?,
             None => Catalog::bundled(self.cache()),
         };

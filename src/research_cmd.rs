@@ -339,6 +339,7 @@ pub fn research(args: ResearchArgs) -> anyhow::Result<ExitCode> {
         stop_reason: None,
     };
     store.create_run(&meta)?;
+    store.set_data_dir(&meta.id, args.data.data_dir().as_deref())?;
     if !args.json {
         eprintln!(
             "run {id} (store {}); `lim resume {id}` continues it after a crash",
@@ -385,7 +386,7 @@ pub fn resume(args: ResumeArgs) -> anyhow::Result<ExitCode> {
     let mut wanted = stored.clone();
     args.budgets.apply(&mut wanted);
     let changes = stored.differences(&wanted);
-    let market: Arc<dyn MarketData> = Arc::new(args.data.catalog()?);
+    let market: Arc<dyn MarketData> = Arc::new(args.data.catalog_or(store.data_dir(&meta.id)?)?);
     let manifest = research::manifest(market.as_ref())?;
     if manifest != meta.manifest {
         bail!(
@@ -425,6 +426,13 @@ pub fn resume(args: ResumeArgs) -> anyhow::Result<ExitCode> {
             stop_reason: None,
         };
         store.create_run(&forked)?;
+        store.set_data_dir(
+            &forked.id,
+            store
+                .data_dir(&meta.id)?
+                .or(args.data.data_dir())
+                .as_deref(),
+        )?;
         eprintln!(
             "forked run {} into {id} with: {}",
             meta.id,
@@ -861,24 +869,27 @@ pub fn show(args: ShowArgs) -> anyhow::Result<ExitCode> {
 }
 
 pub fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
-    let (meta, loaded) = if Path::new(&args.source).is_file() {
+    let (meta, loaded, remembered) = if Path::new(&args.source).is_file() {
         let text = std::fs::read_to_string(&args.source)
             .with_context(|| format!("cannot read the trace '{}'", args.source))?;
-        trace::import(&text).with_context(|| format!("trace '{}'", args.source))?
+        let (meta, loaded) =
+            trace::import(&text).with_context(|| format!("trace '{}'", args.source))?;
+        (meta, loaded, None)
     } else {
         let store = args.store.open()?;
         let meta = store
             .run(&args.source)
             .with_context(|| format!("'{}' is neither a trace file nor a run id", args.source))?;
         let loaded = store.load(&meta.id)?;
-        (meta, loaded)
+        let remembered = store.data_dir(&meta.id)?;
+        (meta, loaded, remembered)
     };
     for w in &loaded.warnings {
         eprintln!("warning: {w}");
     }
     let config: ResearchConfig = serde_json::from_value(meta.config.clone())
         .with_context(|| format!("run {}: its configuration is unreadable", meta.id))?;
-    let market: Arc<dyn MarketData> = Arc::new(args.data.catalog()?);
+    let market: Arc<dyn MarketData> = Arc::new(args.data.catalog_or(remembered)?);
     let manifest = research::manifest(market.as_ref())?;
     if manifest != meta.manifest {
         bail!(

@@ -599,3 +599,52 @@ fn a_finished_run_adds_its_findings_to_the_memory_and_clear_forgets_them() {
     assert_eq!(cleared["forgotten"].as_u64().unwrap() as usize, found.len());
     assert!(memory(&[]).as_array().unwrap().is_empty());
 }
+
+/// A run remembers its data directory: resume and replay need no `--data` again.
+#[test]
+fn a_run_started_on_a_data_directory_resumes_and_replays_without_naming_it_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    let sample = Path::new(env!("CARGO_MANIFEST_DIR")).join("market/sample");
+    std::fs::copy(
+        sample.join("cn_futures_daily.csv.gz"),
+        data.join("cn_futures_daily.csv.gz"),
+    )
+    .unwrap();
+    let store = dir.path().join("runs");
+    let mut cmd = lim();
+    cmd.args(["research", GOAL, "--max-iterations", "2", "--data"])
+        .arg(&data)
+        .arg("--store")
+        .arg(&store);
+    let id = run_until_killed(cmd, 12).expect("the run printed its id");
+    let out = lim()
+        .args(["resume", &id, "--json", "--store"])
+        .arg(&store)
+        .output()
+        .unwrap();
+    let resumed: Value = serde_json::from_str(&ok(&out)).unwrap();
+    assert_eq!(
+        resumed["summary"]["plan"]["strategy"]["datasets"],
+        json!(["cn_futures_daily"])
+    );
+    ok(&lim()
+        .args(["replay", &id, "--store"])
+        .arg(&store)
+        .output()
+        .unwrap());
+    // The bundled sample holds other datasets: naming it is refused, naming what changed.
+    let other = lim()
+        .args([
+            "replay",
+            &id,
+            "--data",
+            "/nonexistent-dir-for-lim-test",
+            "--store",
+        ])
+        .arg(&store)
+        .output()
+        .unwrap();
+    assert!(!other.status.success());
+}

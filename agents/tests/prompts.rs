@@ -70,7 +70,11 @@ fn critique() {
         &render("critique_system", &json!({})).unwrap(),
     );
     // Before two strategies have run there is no deflated Sharpe ratio.
-    let early = render("critique", &json!({"trials": 1, "dsr": null, "results": []})).unwrap();
+    let early = render(
+        "critique",
+        &json!({"trials": 1, "dsr": null, "results": []}),
+    )
+    .unwrap();
     assert!(early.contains("the deflated Sharpe ratio of the best is not computable yet."));
 }
 

@@ -114,6 +114,8 @@ CREATE TABLE IF NOT EXISTS owners (
 CREATE TABLE IF NOT EXISTS strategies (
     run TEXT NOT NULL, signal TEXT NOT NULL, generation INTEGER, fitness REAL,
     metrics TEXT NOT NULL, PRIMARY KEY (run, signal));
+CREATE TABLE IF NOT EXISTS run_data (
+    run TEXT PRIMARY KEY, dir TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS findings (
     datasets TEXT NOT NULL, run TEXT NOT NULL, signal TEXT NOT NULL,
     validation_sharpe REAL, body TEXT NOT NULL, PRIMARY KEY (datasets, run, signal));
@@ -579,5 +581,40 @@ impl lim_tools::Memory for Store {
         limit: usize,
     ) -> Result<Vec<lim_tools::Finding>, String> {
         self.recall(datasets, limit).map_err(|e| e.to_string())
+    }
+}
+
+impl Store {
+    /// Remembers the data directory run `run` reads (none: the bundled sample), so that
+    /// `lim resume` and `lim replay` find it without being told again.
+    ///
+    /// # Errors
+    /// SQLite failed.
+    pub fn set_data_dir(&self, run: &str, dir: Option<&Path>) -> Result<(), StoreError> {
+        let conn = self.conn();
+        match dir {
+            Some(d) => conn.execute(
+                "INSERT OR REPLACE INTO run_data (run, dir) VALUES (?1, ?2)",
+                rusqlite::params![run, d.to_string_lossy()],
+            ),
+            None => conn.execute("DELETE FROM run_data WHERE run = ?1", [run]),
+        }
+        .map(|_| ())
+        .map_err(|e| self.err(e))
+    }
+
+    /// The data directory run `run` reads, if it is not the bundled sample.
+    ///
+    /// # Errors
+    /// SQLite failed.
+    pub fn data_dir(&self, run: &str) -> Result<Option<PathBuf>, StoreError> {
+        use rusqlite::OptionalExtension;
+        self.conn()
+            .query_row("SELECT dir FROM run_data WHERE run = ?1", [run], |r| {
+                r.get::<_, String>(0)
+            })
+            .optional()
+            .map(|d| d.map(PathBuf::from))
+            .map_err(|e| self.err(e))
     }
 }
