@@ -52,6 +52,12 @@ pub struct PlanChoice {
     pub plan: Plan,
     /// Why this data and this book fit the goal, in one or two sentences.
     pub why: String,
+    /// Whether to train the foundation model (a patch Transformer pretrained across markets)
+    /// on data before the validation part and offer its out-of-sample forecasts as the field
+    /// `forecast`: worth it when a learned forecast may add to price and volume signals; it
+    /// costs minutes of CPU.
+    #[serde(default)]
+    pub foundation_model: bool,
 }
 
 /// The planning agent: the model may call `tools` (list and describe datasets) before it

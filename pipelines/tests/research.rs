@@ -797,7 +797,7 @@ fn a_models_plan_that_passes_the_checks_is_the_plan() {
     assert_eq!(s.plan.strategy.author, "LLM planner (scripted)");
     assert_eq!(
         s.plan.review,
-        "the model's plan passed every check (goal, limits, data), without looking at the data, over native function calling, in 1 replies; why: Chinese futures only, as the goal asks."
+        "the model's plan passed every check (goal, limits, data), without looking at the data, over native function calling, in 1 replies; it chose not to train the foundation model; why: Chinese futures only, as the goal asks."
     );
 }
 
@@ -1038,4 +1038,49 @@ fn the_critic_agent_diagnoses_tried_strategies_only() {
             .unwrap()
             .contains("has not been tried in this run")
     );
+}
+
+/// The planning agent decides whether the foundation model's forecast is worth training; the
+/// report says what it chose and why.
+#[test]
+fn the_planning_agent_chooses_the_foundation_model() {
+    let mut config = llm_config();
+    config.budgets.max_iterations = 1;
+    let mut answer: Value = serde_json::from_str(&plan_reply()).unwrap();
+    answer["final_answer"]["foundation_model"] = json!(true);
+    answer["final_answer"]["why"] = json!("a learned forecast may add to trend signals");
+    let llm = ScriptedLlm::new(
+        vec![
+            Turn::Text(answer.to_string()),
+            Turn::Text(critique_reply("fine")),
+        ],
+        Usage {
+            prompt_tokens: 10,
+            completion_tokens: 10,
+        },
+    );
+    let exec = research::executor(ResearchParts {
+        services: Services {
+            market: market(),
+            llm: Arc::new(llm),
+            clock: Arc::new(FixedClock(0)),
+            forecaster: Some(Arc::new(Pattern)),
+            memory: Arc::new(lim_tools::NoMemory),
+        },
+        config: config.clone(),
+    })
+    .unwrap();
+    let state = runtime()
+        .block_on(exec.run(fresh(), research::initial(&config), Mode::Resume, |_| {}))
+        .unwrap();
+    let s: Summary = serde_json::from_value(state.artifacts["summary"].clone()).unwrap();
+    assert!(s.plan.foundation_model);
+    assert!(
+        s.plan
+            .review
+            .contains("it chose to train the foundation model; why: a learned forecast"),
+        "{}",
+        s.plan.review
+    );
+    assert!(s.foundation.is_some(), "the forecast field was trained");
 }

@@ -50,6 +50,7 @@ impl<L: LlmClient + 'static> Node for PlanNode<L> {
             // The planning agent: it may look at the data before it commits; what it gave, or
             // why nothing it gave passed.
             let mut asked = None;
+            let mut model_wants_forecast = false;
             let mut activity = None;
             if let StrategistConfig::Llm { model, .. } = &self.config.strategist {
                 let llm =
@@ -104,14 +105,22 @@ impl<L: LlmClient + 'static> Node for PlanNode<L> {
                 });
             }
             let (plan, review, note) = match asked {
-                Some(Ok((choice, looked, steps))) => (
-                    choice.plan,
-                    format!(
-                        "the model's plan passed every check (goal, limits, data), {looked}, in {steps} replies; why: {}",
-                        choice.why
-                    ),
-                    None,
-                ),
+                Some(Ok((choice, looked, steps))) => {
+                    model_wants_forecast = choice.foundation_model;
+                    (
+                        choice.plan,
+                        format!(
+                            "the model's plan passed every check (goal, limits, data), {looked}, in {steps} replies; {} the foundation model; why: {}",
+                            if choice.foundation_model {
+                                "it chose to train"
+                            } else {
+                                "it chose not to train"
+                            },
+                            choice.why
+                        ),
+                        None,
+                    )
+                }
                 refused => {
                     let mut review = match &refused {
                         Some(Err(e)) => format!(
@@ -153,8 +162,10 @@ impl<L: LlmClient + 'static> Node for PlanNode<L> {
                 ));
             }
             constraints.push("signals see bar t and trade at t+1 (no look-ahead)".into());
-            let foundation_model =
-                self.config.foundation || goal.to_lowercase().contains("foundation model");
+            // `--foundation` or the goal forces the model; otherwise the planning agent decides.
+            let foundation_model = self.config.foundation
+                || goal.to_lowercase().contains("foundation model")
+                || model_wants_forecast;
             let horizon = match plan.portfolio {
                 Portfolio::SignThreshold { .. } => {
                     "next-bar return; sign of the signal, volatility-targeted, rebalanced every 5 bars"
