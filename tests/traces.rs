@@ -122,8 +122,33 @@ fn scenarios() -> Vec<(&'static str, ResearchConfig, Option<Vec<Turn>>)> {
         Turn::Text(answer.to_string()),
         Turn::Text(critique("trend seeds hold up")),
     ];
+    // The strategist backtests a candidate and reads the leaderboard before it answers; the
+    // critic diagnoses the leader.
+    let mut two = llm.clone();
+    two.budgets.max_iterations = 2;
+    let strategist = vec![
+        Turn::Text(answer.to_string()),
+        Turn::Text(critique("the seeds trade too often")),
+        Turn::ToolCalls(vec![
+            ("backtest".into(), json!({"strategies": [{"signal": "ts_sum(returns, 15)"}]}).to_string()),
+            ("leaderboard".into(), json!({"top": 3}).to_string()),
+        ]),
+        Turn::Text(json!({"strategies": [{"signal": "ts_sum(returns, 30)"}]}).to_string()),
+        Turn::ToolCall {
+            name: "diagnose".into(),
+            arguments: json!({"strategies": [{"signal": "ts_sum(returns, 30)",
+                "portfolio": {"kind": "sign_threshold", "threshold": 0.0, "target_vol": 0.1, "vol_window": 60}}]})
+            .to_string(),
+        },
+        Turn::Text(critique("thirty days holds up")),
+    ];
     vec![
         ("offline_cn_futures_trend", small(goal), None),
+        (
+            "scripted_strategist_and_critic_call_tools",
+            two,
+            Some(strategist),
+        ),
         (
             "scripted_planner_calls_tools_in_parallel",
             one.clone(),
@@ -217,7 +242,7 @@ fn committed_traces_replay_exactly() {
         assert_eq!(state.artifacts["summary"], recorded_summary, "{name}");
         replayed += 1;
     }
-    assert_eq!(replayed, 5);
+    assert_eq!(replayed, 6);
 }
 
 #[test]

@@ -847,7 +847,7 @@ fn the_strategist_agents_exploratory_backtests_are_trials_and_the_test_stays_sea
     assert!(
         s.notes
             .iter()
-            .any(|n| n.contains("backtested 1 strategies while it worked")),
+            .any(|n| n.contains("backtested 1 strategy while it worked; it counts as a trial")),
         "{:?}",
         s.notes
     );

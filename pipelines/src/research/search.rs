@@ -176,7 +176,9 @@ impl<L: LlmClient + 'static> Node for Generate<L> {
                             let n = explored.len();
                             proposals.extend(explored.into_iter().map(|s| (s, Vec::new())));
                             let why = format!(
-                                "the strategist backtested {n} strategies while it worked; each counts as a trial"
+                                "the strategist backtested {n} {} while it worked; {} as a trial",
+                                if n == 1 { "strategy" } else { "strategies" },
+                                if n == 1 { "it counts" } else { "each counts" }
                             );
                             note = Some(match note {
                                 Some(n) => format!("{n}; {why}"),
