@@ -203,3 +203,67 @@ pub fn ic_decay(
         })
         .collect()
 }
+
+/// How one return series moves with another over the bars where both are known.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct CoMove {
+    /// Bars where both are known.
+    pub bars: usize,
+    /// Pearson correlation (NaN with fewer than 20 such bars or no variation).
+    #[serde(with = "crate::nonfinite")]
+    pub correlation: f64,
+    /// Beta of `a` on `b`: cov(a, b) / var(b).
+    #[serde(with = "crate::nonfinite")]
+    pub beta: f64,
+}
+
+/// Correlation and beta of return series `a` against `b` (e.g. a strategy against a baseline),
+/// over the bars where both are finite.
+pub fn co_move(a: &[f64], b: &[f64]) -> CoMove {
+    let pairs: Vec<(f64, f64)> = a
+        .iter()
+        .zip(b)
+        .filter(|(x, y)| x.is_finite() && y.is_finite())
+        .map(|(x, y)| (*x, *y))
+        .collect();
+    let bars = pairs.len();
+    if bars < 20 {
+        return CoMove {
+            bars,
+            correlation: f64::NAN,
+            beta: f64::NAN,
+        };
+    }
+    let n = bars as f64;
+    let mx = pairs.iter().map(|p| p.0).sum::<f64>() / n;
+    let my = pairs.iter().map(|p| p.1).sum::<f64>() / n;
+    let (mut sxy, mut sxx, mut syy) = (0.0, 0.0, 0.0);
+    for (x, y) in &pairs {
+        sxy += (x - mx) * (y - my);
+        sxx += (x - mx) * (x - mx);
+        syy += (y - my) * (y - my);
+    }
+    CoMove {
+        bars,
+        correlation: sxy / (sxx * syy).sqrt(),
+        beta: sxy / syy,
+    }
+}
+
+#[cfg(test)]
+mod co_move_tests {
+    use super::co_move;
+
+    #[test]
+    fn a_scaled_copy_has_correlation_one_and_its_scale_as_beta() {
+        let b: Vec<f64> = (0..50)
+            .map(|i| ((i * 7919) % 13) as f64 / 100.0 - 0.06)
+            .collect();
+        let mut a: Vec<f64> = b.iter().map(|v| 2.0 * v + 0.001).collect();
+        a[3] = f64::NAN;
+        let m = co_move(&a, &b);
+        assert_eq!(m.bars, 49);
+        assert!((m.correlation - 1.0).abs() < 1e-12 && (m.beta - 2.0).abs() < 1e-12);
+        assert!(co_move(&a[..10], &b[..10]).correlation.is_nan());
+    }
+}

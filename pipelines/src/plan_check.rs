@@ -260,9 +260,6 @@ pub fn check_goal(plan: &Plan, goal: &str, datasets: &[DatasetMeta]) -> Result<(
         .map_err(PlanError::Book)
 }
 
-/// A signal that is 1 wherever an instrument has a return: the always-long probe.
-const PROBE: &str = "abs(returns) * 0 + 1";
-
 /// Checks that the plan's universe can trade in every part of the split: an always-long book
 /// of it (the plan's construction, any threshold set to zero) must have a known return on at
 /// least half the bars of training, validation and the sealed test (and on at least
@@ -292,7 +289,7 @@ pub fn check_tradable(
     if let Portfolio::SignThreshold { threshold, .. } = &mut probe.portfolio {
         *threshold = 0.0;
     }
-    let spec = offline::spec_for(&probe, PROBE);
+    let spec = offline::spec_for(&probe, lim_tools::ALWAYS_LONG);
     let parts = [Part::Train, Part::Validation, Part::Test];
     let result = session.run(&[("always long".to_string(), spec)], &parts, false);
     let metrics = result

@@ -90,6 +90,7 @@ proptest! {
             validation: Some(valid),
             error: None,
             rejected: None,
+            always_long_correlation: None,
         };
         trial.score(&p.strategy);
         // No evidence, no fitness: a part without enough active bars is rejected, with a reason.
@@ -102,6 +103,14 @@ proptest! {
             ("trials", serde_json::to_value(vec![&trial, &trial]).unwrap()),
             ("finalists", serde_json::to_value(vec![Finalist {
                 signal: trial.signal.clone(), validation: valid, test: train,
+                vs_always_long: Some(research::VersusBaseline {
+                    excess_return: valid.ann_return - train.ann_return,
+                    co_move: lim_backtest::metrics::co_move(&b.net, &b.net),
+                }),
+            }]).unwrap()),
+            ("baselines", serde_json::to_value(vec![research::Baseline {
+                name: "always long, equal weight".into(), signal: "1".into(),
+                validation: valid, test: train,
             }]).unwrap()),
             ("deflated", Value::Null),
             ("lineage", json!([])),

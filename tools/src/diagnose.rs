@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use lim_backtest::metrics::{Metrics, Year};
+use lim_backtest::metrics::{Metrics, Year, co_move};
 
 use lim_backtest::spec::StrategySpec;
 use lim_market::Part;
@@ -54,30 +54,6 @@ pub struct Diagnose {
     /// What the run has tried: only those may be diagnosed (new ideas are backtested, and
     /// counted, in the strategist's step).
     pub log: Arc<ResearchLog>,
-}
-
-fn correlation(a: &[f64], b: &[f64]) -> f64 {
-    let pairs: Vec<(f64, f64)> = a
-        .iter()
-        .zip(b)
-        .filter(|(x, y)| x.is_finite() && y.is_finite())
-        .map(|(x, y)| (*x, *y))
-        .collect();
-    if pairs.len() < 20 {
-        return f64::NAN;
-    }
-    let n = pairs.len() as f64;
-    let (mx, my) = (
-        pairs.iter().map(|p| p.0).sum::<f64>() / n,
-        pairs.iter().map(|p| p.1).sum::<f64>() / n,
-    );
-    let (mut sxy, mut sxx, mut syy) = (0.0, 0.0, 0.0);
-    for (x, y) in &pairs {
-        sxy += (x - mx) * (y - my);
-        sxx += (x - mx) * (x - mx);
-        syy += (y - my) * (y - my);
-    }
-    sxy / (sxx * syy).sqrt()
 }
 
 impl Tool for Diagnose {
@@ -141,7 +117,7 @@ impl Tool for Diagnose {
                 .collect();
             let correlation = returns
                 .iter()
-                .map(|a| returns.iter().map(|b| correlation(a, b)).collect())
+                .map(|a| returns.iter().map(|b| co_move(a, b).correlation).collect())
                 .collect();
             DiagnoseReport {
                 strategies: results

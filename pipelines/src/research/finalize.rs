@@ -28,7 +28,7 @@ impl Node for Finalize {
                     .take(finalists)
                     .map(|&i| spec(&trials[i].signal))
                     .collect();
-                let finalists = test_finalists(&session, &chosen);
+                let (finalists, baselines) = test_finalists(&session, &chosen, &baselines(&plan));
                 // Multiple testing over every trial of the run.
                 let all: Vec<(String, StrategySpec)> = trials
                     .iter()
@@ -37,12 +37,13 @@ impl Node for Finalize {
                     .collect();
                 let books = session.run(&all, &[Part::Train, Part::Validation], false);
                 let mt: Option<MultipleTesting> = session.multiple_testing(&books);
-                (ranked, finalists, mt)
+                (ranked, finalists, baselines, mt)
             });
-            let (ranked, finalists, mt) = work.await.map_err(fail)?;
+            let (ranked, finalists, baselines, mt) = work.await.map_err(fail)?;
             Ok(out(vec![
                 ("ranking", to_value(&ranked)?),
                 ("finalists", to_value(&finalists)?),
+                ("baselines", to_value(&baselines)?),
                 (
                     "test_results",
                     to_value(
@@ -58,23 +59,56 @@ impl Node for Finalize {
     }
 }
 
-/// The sealed test: the finalists' metrics on validation and, once, on the test part.
+/// The sealed test: the finalists' metrics on validation and, once, on the test part, beside
+/// the `baselines` (the first is the one each finalist is compared with) on the same bars.
 pub fn test_finalists(
     session: &lim_backtest::session::Session,
     finalists: &[(String, StrategySpec)],
-) -> Vec<Finalist> {
-    session
-        .run(finalists, &[Part::Validation, Part::Test], false)
+    baselines: &[(String, StrategySpec)],
+) -> (Vec<Finalist>, Vec<Baseline>) {
+    let all: Vec<(String, StrategySpec)> = finalists.iter().chain(baselines).cloned().collect();
+    let results = session.run(&all, &[Part::Validation, Part::Test], false);
+    let (f, b) = results.split_at(finalists.len().min(results.len()));
+    let test = session.splits().range(Part::Test);
+    let net = |r: &lim_backtest::session::StrategyResult| -> Vec<f64> {
+        r.book
+            .as_ref()
+            .map(|b| b.net[test.clone()].to_vec())
+            .unwrap_or_default()
+    };
+    let reference = b.first().map(|r| (net(r), r.metrics.clone()));
+    let finalists = f
         .iter()
         .filter_map(|r| match r.metrics.as_slice() {
             [(_, v), (_, t)] => Some(Finalist {
                 signal: r.name.clone(),
                 validation: *v,
                 test: *t,
+                vs_always_long: reference.as_ref().and_then(|(base, m)| {
+                    let base_test = m.get(1)?.1;
+                    Some(VersusBaseline {
+                        excess_return: t.ann_return - base_test.ann_return,
+                        co_move: lim_backtest::metrics::co_move(&net(r), base),
+                    })
+                }),
             }),
             _ => None,
         })
-        .collect()
+        .collect();
+    let baselines = b
+        .iter()
+        .zip(baselines)
+        .filter_map(|(r, (_, spec))| match r.metrics.as_slice() {
+            [(_, v), (_, t)] => Some(Baseline {
+                name: r.name.clone(),
+                signal: spec.signal.clone(),
+                validation: *v,
+                test: *t,
+            }),
+            _ => None,
+        })
+        .collect();
+    (finalists, baselines)
 }
 
 pub(super) struct Report {

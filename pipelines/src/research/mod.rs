@@ -35,6 +35,7 @@ use crate::journal::{
 };
 use crate::{plan_check, workflow};
 
+mod baseline;
 mod config;
 mod data;
 mod finalize;
@@ -43,14 +44,15 @@ mod report;
 mod search;
 mod trial;
 
+pub use baseline::{Baseline, VersusBaseline, baselines};
 pub use config::{Budgets, ResearchConfig, StrategistConfig};
 pub use data::FORECAST;
 pub use finalize::test_finalists;
 pub use report::{Entry, Rejected, Summary, artifacts_of, findings_of, summarize};
 
 pub use trial::{
-    AgentActivity, Critique, ExperimentPlan, Finalist, MIN_ACTIVE_BARS, Trial, approximate_dsr,
-    fitness, leaderboard,
+    AgentActivity, Critique, ExperimentPlan, Finalist, MAX_ALWAYS_LONG_CORRELATION,
+    MIN_ACTIVE_BARS, Trial, approximate_dsr, fitness, leaderboard,
 };
 
 use data::{DataNode, Foundation};

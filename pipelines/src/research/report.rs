@@ -77,6 +77,9 @@ pub struct Summary {
     pub rejected: Vec<Rejected>,
     /// The finalists' validation and sealed test metrics.
     pub finalists: Vec<Finalist>,
+    /// The baselines on the same bars (the first is what finalists are compared with).
+    #[serde(default)]
+    pub baselines: Vec<Baseline>,
     /// Deflated Sharpe ratio and PBO over every trial.
     pub multiple_testing: Option<MultipleTesting>,
     /// The critiques, iteration by iteration.
@@ -172,6 +175,7 @@ impl Summary {
             leaderboard,
             rejected,
             finalists: serde_json::from_value(get("finalists")).map_err(fail)?,
+            baselines: serde_json::from_value(get("baselines")).unwrap_or_default(),
             multiple_testing: serde_json::from_value(get("deflated")).map_err(fail)?,
             lineage,
             ancestry,
@@ -306,20 +310,63 @@ impl Summary {
         );
         let _ = writeln!(
             s,
-            "| valid Sharpe | test Sharpe | test return | test max DD | signal |"
+            "| valid Sharpe | test Sharpe | test return | excess over always long | corr | beta | test max DD | test rank IC | signal |"
         );
-        let _ = writeln!(s, "|---|---|---|---|---|");
+        let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|");
         for f in &self.finalists {
             let (v, t) = (&f.validation, &f.test);
+            let vs = f.vs_always_long;
             let _ = writeln!(
                 s,
-                "| {} | {} | {} | {} | `{}` |",
+                "| {} | {} | {} | {} | {} | {} | {} | {} | `{}` |",
                 cell(v, v.sharpe, 2, 1.0, ""),
                 cell(t, t.sharpe, 2, 1.0, ""),
                 cell(t, t.ann_return, 1, 100.0, "%"),
+                vs.map_or("-".into(), |x| cell(t, x.excess_return, 1, 100.0, "%")),
+                vs.map_or("-".into(), |x| show(x.co_move.correlation, 2, "-")),
+                vs.map_or("-".into(), |x| show(x.co_move.beta, 2, "-")),
                 cell(t, t.max_dd, 1, 100.0, "%"),
+                cell(t, t.rank_ic, 4, 1.0, ""),
                 f.signal
             );
+        }
+        if !self.baselines.is_empty() {
+            let _ = writeln!(
+                s,
+                "\nBaselines on the same bars, with the same costs and lag (not selected, so reading their test costs nothing):\n"
+            );
+            let _ = writeln!(
+                s,
+                "| baseline | valid Sharpe | test Sharpe | test return | test max DD | signal |"
+            );
+            let _ = writeln!(s, "|---|---|---|---|---|---|");
+            for b in &self.baselines {
+                let (v, t) = (&b.validation, &b.test);
+                let _ = writeln!(
+                    s,
+                    "| {} | {} | {} | {} | {} | `{}` |",
+                    b.name,
+                    cell(v, v.sharpe, 2, 1.0, ""),
+                    cell(t, t.sharpe, 2, 1.0, ""),
+                    cell(t, t.ann_return, 1, 100.0, "%"),
+                    cell(t, t.max_dd, 1, 100.0, "%"),
+                    b.signal
+                );
+            }
+            if let Some(base) = self.baselines.first().filter(|b| b.test.sharpe.is_finite()) {
+                let beat = self
+                    .finalists
+                    .iter()
+                    .filter(|f| f.test.sharpe > base.test.sharpe)
+                    .count();
+                let _ = writeln!(
+                    s,
+                    "\n{beat} of {} finalists beat the test Sharpe of {} ({:.2}).",
+                    self.finalists.len(),
+                    base.name,
+                    base.test.sharpe
+                );
+            }
         }
         for f in &self.finalists {
             if let Some(r) = self.rejected.iter().find(|r| r.signal == f.signal) {

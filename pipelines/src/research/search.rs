@@ -229,7 +229,7 @@ impl Node for Backtest {
                 let results = r.pointer("/result/strategies").and_then(Value::as_array);
                 match results {
                     Some(results) => {
-                        for (c, res) in candidates.iter().zip(results) {
+                        for (i, (c, res)) in candidates.iter().zip(results).enumerate() {
                             let metric = |part: &str| -> Option<Metrics> {
                                 res.get("metrics")?
                                     .as_array()?
@@ -246,6 +246,9 @@ impl Node for Backtest {
                                 validation: metric("validation"),
                                 error: res.get("error").and_then(Value::as_str).map(String::from),
                                 rejected: None,
+                                always_long_correlation: r
+                                    .pointer(&format!("/result/always_long/{i}/correlation"))
+                                    .and_then(Value::as_f64),
                             };
                             trial.score(&plan.strategy);
                             trials.push(trial);
@@ -263,6 +266,7 @@ impl Node for Backtest {
                             validation: None,
                             error: Some(why.clone()),
                             rejected: None,
+                            always_long_correlation: None,
                         }));
                     }
                 }

@@ -67,6 +67,10 @@ pub struct Trial {
     /// ratio. Such a strategy ranks below every scored one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rejected: Option<String>,
+    /// Correlation of its validation returns with the always-long book of the same
+    /// construction (see [`MAX_ALWAYS_LONG_CORRELATION`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub always_long_correlation: Option<f64>,
 }
 
 impl Trial {
@@ -76,6 +80,19 @@ impl Trial {
     pub fn score(&mut self, plan: &Plan) {
         (self.fitness, self.rejected) = match (&self.train, &self.validation, &self.error) {
             (Some(t), Some(v), None) => match fitness(plan, t, v) {
+                Ok(_)
+                    if self
+                        .always_long_correlation
+                        .is_some_and(|c| c.abs() > MAX_ALWAYS_LONG_CORRELATION) =>
+                {
+                    (
+                        None,
+                        Some(format!(
+                            "degenerate: its validation returns move with the always-long book (correlation {:.2}); beta, not a signal",
+                            self.always_long_correlation.unwrap_or(f64::NAN)
+                        )),
+                    )
+                }
                 Ok(f) => (Some(f), None),
                 Err(why) => (None, Some(why)),
             },
@@ -136,7 +153,15 @@ pub struct Finalist {
     pub validation: Metrics,
     /// Test metrics: computed once, at the end.
     pub test: Metrics,
+    /// Against the always-long (equal weight) baseline on the test part.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vs_always_long: Option<VersusBaseline>,
 }
+
+/// A strategy whose validation returns correlate with the always-long book of its own
+/// construction beyond this is holding the market, not following a signal (e.g. a signal
+/// that is always positive under a sign book): it is rejected.
+pub const MAX_ALWAYS_LONG_CORRELATION: f64 = 0.9;
 
 /// Active bars (a book and a known return) a part needs before its Sharpe ratio counts as
 /// evidence, for a strategy and for a plan's universe alike.
