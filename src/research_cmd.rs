@@ -671,18 +671,7 @@ fn print_plan(p: &ExperimentPlan) {
     println!("  horizon: {}", p.horizon);
     println!("  splits: {}", p.splits);
     println!("  objective: {}", p.objective);
-    let b = &p.budgets;
-    println!(
-        "  budget: {} iterations{}{}{}",
-        b.max_iterations,
-        b.max_usd.map(|u| format!(", ${u}")).unwrap_or_default(),
-        b.max_tokens
-            .map(|t| format!(", {t} tokens"))
-            .unwrap_or_default(),
-        b.deadline_minutes
-            .map(|m| format!(", {m:.0} minutes"))
-            .unwrap_or_default()
-    );
+    println!("  budget: {}", p.budgets.describe());
 }
 
 fn short(s: &str, n: usize) -> String {

@@ -34,6 +34,23 @@ pub struct Budgets {
     pub price: Option<Price>,
 }
 
+impl Budgets {
+    /// The budget in words: "6 iterations, $5, 200000 tokens, 480 minutes".
+    pub fn describe(&self) -> String {
+        format!(
+            "{} iterations{}{}{}",
+            self.max_iterations,
+            self.max_usd.map(|u| format!(", ${u}")).unwrap_or_default(),
+            self.max_tokens
+                .map(|t| format!(", {t} tokens"))
+                .unwrap_or_default(),
+            self.deadline_minutes
+                .map(|m| format!(", {m:.0} minutes"))
+                .unwrap_or_default()
+        )
+    }
+}
+
 impl Default for Budgets {
     fn default() -> Budgets {
         Budgets {

@@ -218,19 +218,11 @@ impl Summary {
         for c in &p.constraints {
             let _ = writeln!(s, "- constraint: {c}");
         }
-        let b = &p.budgets;
         let _ = writeln!(
             s,
-            "- budget: {} iterations{}{}{}; converged after {} iterations without a better strategy",
-            b.max_iterations,
-            b.max_usd.map(|u| format!(", ${u}")).unwrap_or_default(),
-            b.max_tokens
-                .map(|t| format!(", {t} tokens"))
-                .unwrap_or_default(),
-            b.deadline_minutes
-                .map(|m| format!(", {m} minutes"))
-                .unwrap_or_default(),
-            b.patience
+            "- budget: {}; converged after {} iterations without a better strategy",
+            p.budgets.describe(),
+            p.budgets.patience
         );
         let _ = writeln!(
             s,
