@@ -5,7 +5,9 @@ use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 use clap::Args;
+use lim_backtest::baseline;
 use lim_backtest::frame;
+use lim_backtest::metrics::CoMove;
 use lim_backtest::session::{MultipleTesting, Session, SplitInfo, StrategyResult};
 use lim_backtest::spec::{Portfolio, StrategySpec};
 use lim_market::{AsOf, PanelQuery, Part, SplitSpec};
@@ -77,6 +79,10 @@ struct Report {
     /// Over every strategy that ran, on the validation part.
     #[serde(skip_serializing_if = "Option::is_none")]
     multiple_testing: Option<MultipleTesting>,
+    /// Per strategy, its validation returns against the always-long book of its construction.
+    always_long: Vec<CoMove>,
+    /// Baselines built like the first strategy, on the same parts (the first is always long).
+    baselines: Vec<StrategyResult>,
 }
 
 fn read_batch(path: &PathBuf) -> anyhow::Result<Vec<(String, String)>> {
@@ -196,11 +202,17 @@ pub fn run(args: BacktestArgs) -> anyhow::Result<ExitCode> {
         parts.push(Part::Test);
     }
     let strategies = session.run(&specs, &parts, specs.len() == 1);
+    let baselines = specs
+        .first()
+        .map(|(_, s)| session.run(&baseline::baselines(s), &parts, false))
+        .unwrap_or_default();
     let report = Report {
         datasets: args.datasets.clone(),
         instruments: session.instruments(),
         splits: session.split_info(&parts),
         multiple_testing: session.multiple_testing(&strategies),
+        always_long: session.always_long_co_move(&strategies, Part::Validation),
+        baselines,
         strategies,
     };
     let failed = report
@@ -307,6 +319,34 @@ fn print_report(r: &Report, freq: lim_market::Frequency) {
             .map(|(h, ic)| format!("{h} bar(s) {ic:.4}"))
             .collect();
         println!("rank IC by horizon: {}", decay.join(", "));
+    }
+    if !r.baselines.is_empty() {
+        println!("baselines, built like the first strategy (same bars, universe, lag and costs):");
+        let mut t = Table::new(&[
+            "baseline", "part", "ann.ret", "sharpe", "max.dd", "turnover",
+        ]);
+        for b in &r.baselines {
+            for (p, m) in &b.metrics {
+                t.row(vec![
+                    b.name.clone(),
+                    format!("{p:?}").to_lowercase(),
+                    pct(m.ann_return),
+                    format!("{:.2}", m.sharpe),
+                    pct(m.max_dd),
+                    format!("{:.2}", m.turnover),
+                ]);
+            }
+        }
+        print!("{}", t.render());
+    }
+    // A long-only top-k book moves with the market by construction; others need not.
+    for (s, c) in r.strategies.iter().zip(&r.always_long) {
+        if c.correlation.abs() > 0.9 && !matches!(s.spec.portfolio, Portfolio::TopK { .. }) {
+            println!(
+                "degenerate: {}'s validation returns move with the always-long book of its construction (correlation {:.2}, beta {:.2}): beta, not a signal",
+                s.name, c.correlation, c.beta
+            );
+        }
     }
     for s in &r.strategies {
         if let Some(e) = &s.error {

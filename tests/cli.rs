@@ -343,3 +343,53 @@ fn workflow_show_prints_the_research_graph_as_text_and_dot() {
     );
     assert!(String::from_utf8_lossy(&dot.stdout).contains("[label=\"≤5\", style=dashed]"));
 }
+
+/// Every backtest report carries baselines built like the strategy, and a signal of constant
+/// sign under a sign book is named for what it is: the market, not a signal.
+#[test]
+fn backtest_reports_baselines_and_flags_a_constant_sign_signal() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = dir.path().join("s.json");
+    std::fs::write(
+        &spec,
+        r#"[{"signal": "ts_std(returns, 20)", "portfolio": {"kind": "sign_threshold", "threshold": 0.0, "target_vol": 0.1, "vol_window": 60}, "rebalance_every": 5},
+            {"signal": "ts_sum(returns, 60)", "portfolio": {"kind": "sign_threshold", "threshold": 0.0, "target_vol": 0.1, "vol_window": 60}, "rebalance_every": 5}]"#,
+    )
+    .unwrap();
+    let args = [
+        "backtest",
+        "--dataset",
+        "cn_futures_daily",
+        "--spec",
+        spec.to_str().unwrap(),
+    ];
+    let out = lim(&[&args[..], &["--json"]].concat(), dir.path());
+    assert!(out.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let names: Vec<&str> = v["baselines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names[..2],
+        [
+            "always long, equal weight",
+            "always long, volatility-targeted"
+        ]
+    );
+    let corr = |i: usize| v["always_long"][i]["correlation"].as_f64().unwrap();
+    assert!(
+        corr(0) > 0.99,
+        "an always-positive signal is always long: {}",
+        corr(0)
+    );
+    assert!(corr(1).abs() < 0.9, "{}", corr(1));
+    let text = String::from_utf8_lossy(&lim(&args, dir.path()).stdout).into_owned();
+    assert!(
+        text.contains("degenerate: spec1's validation returns move with the always-long book"),
+        "{text}"
+    );
+    assert!(!text.contains("degenerate: spec2"), "{text}");
+}

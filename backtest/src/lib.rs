@@ -8,6 +8,7 @@
 //!
 //! The backtester knows nothing of LLMs, and nothing here does IO.
 
+pub mod baseline;
 pub mod error;
 pub mod eval;
 pub mod expr;

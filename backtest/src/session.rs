@@ -263,6 +263,45 @@ impl Session {
             .collect()
     }
 
+    /// How each result's returns over `part` move with the always-long book of its own
+    /// construction ([`crate::baseline::always_long`]): a correlation near ±1 is a position
+    /// in the market, not a signal. Each distinct construction is run once.
+    pub fn always_long_co_move(
+        &self,
+        results: &[StrategyResult],
+        part: Part,
+    ) -> Vec<crate::metrics::CoMove> {
+        let mut bases: Vec<(String, StrategySpec)> = Vec::new();
+        let which: Vec<usize> = results
+            .iter()
+            .map(|r| {
+                let b = crate::baseline::always_long(&r.spec);
+                match bases.iter().position(|(_, s)| *s == b) {
+                    Some(i) => i,
+                    None => {
+                        bases.push((format!("always long {}", bases.len() + 1), b));
+                        bases.len() - 1
+                    }
+                }
+            })
+            .collect();
+        let books = self.run(&bases, &[part], false);
+        let range = self.splits.range(part);
+        let net = |r: &StrategyResult| -> Vec<f64> {
+            r.book
+                .as_ref()
+                .map(|b| b.net[range.clone()].to_vec())
+                .unwrap_or_default()
+        };
+        results
+            .iter()
+            .zip(&which)
+            .map(|(r, &i)| {
+                crate::metrics::co_move(&net(r), &books.get(i).map(net).unwrap_or_default())
+            })
+            .collect()
+    }
+
     /// The deflated Sharpe ratio of the best validation Sharpe given every strategy that ran,
     /// and PBO over their validation returns.
     pub fn multiple_testing(&self, results: &[StrategyResult]) -> Option<MultipleTesting> {

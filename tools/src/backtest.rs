@@ -3,9 +3,9 @@
 
 use std::sync::Arc;
 
-use lim_backtest::metrics::{CoMove, co_move};
+use lim_backtest::metrics::CoMove;
 use lim_backtest::session::{MultipleTesting, SplitInfo, StrategyResult};
-use lim_backtest::spec::{Portfolio, StrategySpec};
+use lim_backtest::spec::StrategySpec;
 use lim_market::Part;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -37,24 +37,7 @@ pub struct BacktestReport {
     pub always_long: Vec<CoMove>,
 }
 
-/// A signal that is 1 wherever an instrument has a return: an always-long book.
-pub const ALWAYS_LONG: &str = "abs(returns) * 0 + 1";
-
-/// The always-long book of `spec`'s construction: its portfolio (any threshold at zero),
-/// rebalancing, lag, limits and costs, with the [`ALWAYS_LONG`] signal.
-pub fn always_long(spec: &StrategySpec) -> StrategySpec {
-    let mut b = spec.clone();
-    b.signal = ALWAYS_LONG.to_string();
-    match &mut b.portfolio {
-        Portfolio::SignThreshold { threshold, .. } => *threshold = 0.0,
-        // Long-short books of a constant hold nothing; the long book of all names stands in.
-        p @ (Portfolio::QuantileLongShort { .. } | Portfolio::Proportional) => {
-            *p = Portfolio::TopK { k: 100_000 }
-        }
-        Portfolio::TopK { k } => *k = 100_000,
-    }
-    b
-}
+pub use lim_backtest::baseline::{ALWAYS_LONG, always_long};
 
 /// Backtests strategy specs in the universe chosen last (one universe, one split), recording
 /// every strategy it runs in the research log.
@@ -121,34 +104,7 @@ impl Tool for BacktestTool {
                 }
             }
             let mt = session.multiple_testing(&results);
-            // The always-long book of each distinct construction, once.
-            let mut bases: Vec<(String, StrategySpec)> = Vec::new();
-            let which: Vec<usize> = results
-                .iter()
-                .map(|r| {
-                    let b = always_long(&r.spec);
-                    match bases.iter().position(|(_, s)| *s == b) {
-                        Some(i) => i,
-                        None => {
-                            bases.push((format!("always long {}", bases.len() + 1), b));
-                            bases.len() - 1
-                        }
-                    }
-                })
-                .collect();
-            let base_books = session.run(&bases, &parts, false);
-            let valid = session.splits().range(Part::Validation);
-            let net = |r: &StrategyResult| -> Vec<f64> {
-                r.book
-                    .as_ref()
-                    .map(|b| b.net[valid.clone()].to_vec())
-                    .unwrap_or_default()
-            };
-            let always_long = results
-                .iter()
-                .zip(&which)
-                .map(|(r, &i)| co_move(&net(r), &base_books.get(i).map(net).unwrap_or_default()))
-                .collect();
+            let always_long = session.always_long_co_move(&results, Part::Validation);
             BacktestReport {
                 splits: session.split_info(&parts),
                 strategies: results,

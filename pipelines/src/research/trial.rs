@@ -80,10 +80,14 @@ impl Trial {
     pub fn score(&mut self, plan: &Plan) {
         (self.fitness, self.rejected) = match (&self.train, &self.validation, &self.error) {
             (Some(t), Some(v), None) => match fitness(plan, t, v) {
+                // A long-only top-k book moves with the market by construction; its value is
+                // in its excess over always-long, which the report shows. A book that can take
+                // the other side (sign, long-short) and does not is degenerate.
                 Ok(_)
-                    if self
-                        .always_long_correlation
-                        .is_some_and(|c| c.abs() > MAX_ALWAYS_LONG_CORRELATION) =>
+                    if !matches!(plan.portfolio, Portfolio::TopK { .. })
+                        && self
+                            .always_long_correlation
+                            .is_some_and(|c| c.abs() > MAX_ALWAYS_LONG_CORRELATION) =>
                 {
                     (
                         None,
@@ -159,8 +163,9 @@ pub struct Finalist {
 }
 
 /// A strategy whose validation returns correlate with the always-long book of its own
-/// construction beyond this is holding the market, not following a signal (e.g. a signal
-/// that is always positive under a sign book): it is rejected.
+/// construction beyond this (either way) is holding the market, not following a signal (e.g. a
+/// signal that is always positive under a sign book): it is rejected, except in long-only
+/// top-k books, which move with the market by construction.
 pub const MAX_ALWAYS_LONG_CORRELATION: f64 = 0.9;
 
 /// Active bars (a book and a known return) a part needs before its Sharpe ratio counts as

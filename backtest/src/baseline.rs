@@ -1,0 +1,91 @@
+//! Baselines: the books a strategy must beat, on the same bars, universe filter, lag and costs.
+
+use crate::spec::{Limits, Portfolio, StrategySpec};
+
+/// A signal that is 1 wherever an instrument has a return: with any long book, always long.
+pub const ALWAYS_LONG: &str = "abs(returns) * 0 + 1";
+
+/// The always-long book of `spec`'s construction: its portfolio (any threshold at zero),
+/// rebalancing, lag, limits and costs, with the [`ALWAYS_LONG`] signal. A long-short book of a
+/// constant holds nothing, so for those the long book of all names stands in.
+pub fn always_long(spec: &StrategySpec) -> StrategySpec {
+    let mut b = spec.clone();
+    b.signal = ALWAYS_LONG.to_string();
+    match &mut b.portfolio {
+        Portfolio::SignThreshold { threshold, .. } => *threshold = 0.0,
+        p @ (Portfolio::QuantileLongShort { .. } | Portfolio::Proportional) => {
+            *p = Portfolio::TopK { k: 100_000 }
+        }
+        Portfolio::TopK { k } => *k = 100_000,
+    }
+    b
+}
+
+/// The baselines for strategies built like `template` (its universe filter, lag and costs are
+/// kept): always long with equal weights and volatility-targeted, time-series momentum over 63
+/// days and 12-1 months (sign books, volatility-targeted, rebalanced every 5 bars), and, when
+/// `template`'s book is cross-sectional, cross-sectional momentum (12-1) and 5-day reversal in
+/// its own book. The first is the one strategies are compared with.
+pub fn baselines(template: &StrategySpec) -> Vec<(String, StrategySpec)> {
+    let like = |signal: &str, portfolio: Portfolio, rebalance_every: usize, limits: Limits| {
+        let mut s = template.clone();
+        s.signal = signal.to_string();
+        s.portfolio = portfolio;
+        s.rebalance_every = rebalance_every;
+        s.limits = limits;
+        s
+    };
+    let sign = || Portfolio::SignThreshold {
+        threshold: 0.0,
+        target_vol: 0.10,
+        vol_window: 60,
+    };
+    let sign_limits = Limits {
+        max_weight: None,
+        max_gross: Some(3.0),
+    };
+    let mut out = vec![
+        (
+            "always long, equal weight".to_string(),
+            like(
+                ALWAYS_LONG,
+                Portfolio::TopK { k: 100_000 },
+                1,
+                Limits::default(),
+            ),
+        ),
+        (
+            "always long, volatility-targeted".to_string(),
+            like(ALWAYS_LONG, sign(), 5, sign_limits.clone()),
+        ),
+        (
+            "time-series momentum, 63 days".to_string(),
+            like("ts_sum(returns, 63)", sign(), 5, sign_limits.clone()),
+        ),
+        (
+            "time-series momentum, 12-1 months".to_string(),
+            like(
+                "ts_sum(returns, 252) - ts_sum(returns, 21)",
+                sign(),
+                5,
+                sign_limits,
+            ),
+        ),
+    ];
+    if !matches!(template.portfolio, Portfolio::SignThreshold { .. }) {
+        let own = |signal: &str| {
+            let mut s = template.clone();
+            s.signal = signal.to_string();
+            s
+        };
+        out.push((
+            "cross-sectional momentum, 12-1 months".to_string(),
+            own("rank(ts_sum(returns, 252) - ts_sum(returns, 21))"),
+        ));
+        out.push((
+            "short-term reversal, 5 days".to_string(),
+            own("-rank(ts_sum(returns, 5))"),
+        ));
+    }
+    out
+}
