@@ -1128,3 +1128,44 @@ fn the_planning_agent_chooses_the_foundation_model() {
     );
     assert!(s.foundation.is_some(), "the forecast field was trained");
 }
+
+/// A model's plan that trades three calendars for a goal naming no market passes the goal but
+/// not the data; the re-ask names the field and the parts short of tradable bars.
+#[test]
+fn a_models_plan_with_an_untradable_validation_part_is_refused_by_the_data_check() {
+    let mut config = llm_config();
+    config.goal = "find a trend strategy".into();
+    config.budgets.max_iterations = 1;
+    let three = [
+        "cn_futures_daily",
+        "us_equities_daily_adjusted",
+        "us_futures_daily",
+    ];
+    let llm = ScriptedLlm::new(
+        vec![
+            Turn::Text(bad_plan_reply(&three, 0.15)),
+            Turn::Text(plan_reply()),
+            Turn::Text(critique_reply("fine")),
+        ],
+        Usage {
+            prompt_tokens: 10,
+            completion_tokens: 10,
+        },
+    );
+    let j = fresh();
+    let s = run(&config, llm, j.clone(), Mode::Resume).unwrap();
+    assert_eq!(s.plan.strategy.datasets, ["cn_futures_daily"]);
+    let reask = j
+        .records()
+        .into_iter()
+        .filter(|r| r.kind == Kind::Llm && r.exec == "plan#1")
+        .nth(1)
+        .unwrap()
+        .body["request"]["messages"]
+        .to_string();
+    assert!(
+        reask.contains("datasets: on the calendar of cn_futures_daily + us_equities_daily_adjusted + us_futures_daily the universe can trade on too few bars")
+            && reask.contains("validation 155 of 1259"),
+        "{reask}"
+    );
+}
