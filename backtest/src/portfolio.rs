@@ -305,3 +305,60 @@ mod tests {
         assert!((bc.net[3] - (0.01 - 0.0015)).abs() < 1e-12 && (bc.net[4] - 0.01).abs() < 1e-12);
     }
 }
+
+/// The book of several books held side by side with `weights` (e.g. equal risk: inverse
+/// volatility), bar by bar over the books that have a return there (their weights renormalised),
+/// so a bar where one member is inactive is carried by the others. Turnover and exposure are the
+/// members' weighted means; a combination has no single signal, so its ICs are NaN.
+pub fn combine(books: &[&Book], weights: &[f64]) -> Book {
+    let bars = books.iter().map(|b| b.net.len()).min().unwrap_or(0);
+    let mix = |field: fn(&Book) -> &Vec<f64>, t: usize| -> f64 {
+        let (mut sum, mut w) = (0.0, 0.0);
+        for (b, &wi) in books.iter().zip(weights) {
+            let v = field(b)[t];
+            if v.is_finite() && wi.is_finite() {
+                sum += wi * v;
+                w += wi;
+            }
+        }
+        if w > 0.0 { sum / w } else { f64::NAN }
+    };
+    Book {
+        net: (0..bars).map(|t| mix(|b| &b.net, t)).collect(),
+        turnover: (0..bars).map(|t| mix(|b| &b.turnover, t)).collect(),
+        exposure: (0..bars).map(|t| mix(|b| &b.exposure, t)).collect(),
+        ic: vec![f64::NAN; bars],
+        ic_pearson: vec![f64::NAN; bars],
+        nonfinite_signal_cells: 0,
+    }
+}
+
+#[cfg(test)]
+mod combine_tests {
+    use super::*;
+
+    fn book(net: Vec<f64>) -> Book {
+        let n = net.len();
+        Book {
+            net,
+            turnover: vec![0.1; n],
+            exposure: vec![1.0; n],
+            ic: vec![f64::NAN; n],
+            ic_pearson: vec![f64::NAN; n],
+            nonfinite_signal_cells: 0,
+        }
+    }
+
+    #[test]
+    fn weights_are_renormalised_over_the_members_that_traded() {
+        let a = book(vec![0.01, 0.02, f64::NAN, f64::NAN]);
+        let b = book(vec![0.03, f64::NAN, 0.04, f64::NAN]);
+        let c = combine(&[&a, &b], &[1.0, 3.0]);
+        let want = [0.025, 0.02, 0.04];
+        for (got, want) in c.net.iter().zip(want) {
+            assert!((got - want).abs() < 1e-15, "{got} {want}");
+        }
+        assert!(c.net[3].is_nan());
+        assert!((c.turnover[0] - 0.1).abs() < 1e-15);
+    }
+}

@@ -169,6 +169,11 @@ impl Session {
         self.instruments
     }
 
+    /// Bars a year, for annualising.
+    pub fn periods(&self) -> f64 {
+        self.periods
+    }
+
     /// The split.
     pub fn splits(&self) -> &Splits {
         &self.splits

@@ -127,6 +127,13 @@ fn an_offline_run_ends_with_a_sealed_test_and_statistics_over_every_trial() {
         s.markdown()
             .contains("finalists beat the test Sharpe of always long, equal weight")
     );
+    // The finalists held together, equal risk, measured once beside them.
+    let c = s.combined.as_ref().unwrap();
+    let names: Vec<&str> = s.finalists.iter().map(|f| f.signal.as_str()).collect();
+    assert_eq!(c.members, names);
+    assert!((c.weights.iter().sum::<f64>() - 1.0).abs() < 1e-12);
+    assert!(c.test.sharpe.is_finite() && c.test.bars > 0);
+    assert!(s.markdown().contains("the finalists combined, equal risk"));
     // Multiple testing counts every strategy that ran, not the finalists.
     let m = s.multiple_testing.as_ref().unwrap();
     assert_eq!(m.trials, s.trials);

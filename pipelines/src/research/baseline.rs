@@ -31,3 +31,17 @@ pub struct VersusBaseline {
     /// Correlation and beta of its test returns with the baseline's.
     pub co_move: lim_backtest::metrics::CoMove,
 }
+
+/// The finalists held together, equal risk (weights inverse to validation volatility),
+/// evaluated once on the sealed test beside them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Combined {
+    /// The finalists held.
+    pub members: Vec<String>,
+    /// Their weights (sum to one).
+    pub weights: Vec<f64>,
+    /// Validation metrics.
+    pub validation: Metrics,
+    /// Test metrics.
+    pub test: Metrics,
+}

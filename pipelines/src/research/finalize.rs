@@ -28,7 +28,8 @@ impl Node for Finalize {
                     .take(finalists)
                     .map(|&i| spec(&trials[i].signal))
                     .collect();
-                let (finalists, baselines) = test_finalists(&session, &chosen, &baselines(&plan));
+                let (finalists, baselines, combined) =
+                    test_finalists(&session, &chosen, &baselines(&plan));
                 // Multiple testing over every trial of the run.
                 let all: Vec<(String, StrategySpec)> = trials
                     .iter()
@@ -37,13 +38,14 @@ impl Node for Finalize {
                     .collect();
                 let books = session.run(&all, &[Part::Train, Part::Validation], false);
                 let mt: Option<MultipleTesting> = session.multiple_testing(&books);
-                (ranked, finalists, baselines, mt)
+                (ranked, finalists, baselines, combined, mt)
             });
-            let (ranked, finalists, baselines, mt) = work.await.map_err(fail)?;
+            let (ranked, finalists, baselines, combined, mt) = work.await.map_err(fail)?;
             Ok(out(vec![
                 ("ranking", to_value(&ranked)?),
                 ("finalists", to_value(&finalists)?),
                 ("baselines", to_value(&baselines)?),
+                ("combined", to_value(&combined)?),
                 (
                     "test_results",
                     to_value(
@@ -65,7 +67,7 @@ pub fn test_finalists(
     session: &lim_backtest::session::Session,
     finalists: &[(String, StrategySpec)],
     baselines: &[(String, StrategySpec)],
-) -> (Vec<Finalist>, Vec<Baseline>) {
+) -> (Vec<Finalist>, Vec<Baseline>, Option<Combined>) {
     let all: Vec<(String, StrategySpec)> = finalists.iter().chain(baselines).cloned().collect();
     let results = session.run(&all, &[Part::Validation, Part::Test], false);
     let (f, b) = results.split_at(finalists.len().min(results.len()));
@@ -77,6 +79,32 @@ pub fn test_finalists(
             .unwrap_or_default()
     };
     let reference = b.first().map(|r| (net(r), r.metrics.clone()));
+    // The finalists held together with equal risk: weights inverse to their validation
+    // volatility (known before the test), measured once on validation and test.
+    let members: Vec<(
+        &lim_backtest::session::StrategyResult,
+        &lim_backtest::topk::Book,
+    )> = f
+        .iter()
+        .filter_map(|r| Some((r, r.book.as_ref()?)))
+        .filter(|(r, _)| r.metrics.first().is_some_and(|(_, v)| v.ann_vol > 0.0))
+        .collect();
+    let combined = (members.len() >= 2).then(|| {
+        let weights: Vec<f64> = members
+            .iter()
+            .map(|(r, _)| 1.0 / r.metrics[0].1.ann_vol)
+            .collect();
+        let total: f64 = weights.iter().sum();
+        let books: Vec<&lim_backtest::topk::Book> = members.iter().map(|(_, b)| *b).collect();
+        let book = lim_backtest::portfolio::combine(&books, &weights);
+        let of = |p: Part| Metrics::of(&book, session.splits().range(p), session.periods());
+        Combined {
+            members: members.iter().map(|(r, _)| r.name.clone()).collect(),
+            weights: weights.iter().map(|w| w / total).collect(),
+            validation: of(Part::Validation),
+            test: of(Part::Test),
+        }
+    });
     let finalists = f
         .iter()
         .filter_map(|r| match r.metrics.as_slice() {
@@ -108,7 +136,7 @@ pub fn test_finalists(
             _ => None,
         })
         .collect();
-    (finalists, baselines)
+    (finalists, baselines, combined)
 }
 
 pub(super) struct Report {

@@ -44,7 +44,7 @@ mod report;
 mod search;
 mod trial;
 
-pub use baseline::{Baseline, VersusBaseline, baselines};
+pub use baseline::{Baseline, Combined, VersusBaseline, baselines};
 pub use config::{Budgets, ResearchConfig, StrategistConfig};
 pub use data::FORECAST;
 pub use finalize::test_finalists;

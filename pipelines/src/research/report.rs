@@ -80,6 +80,9 @@ pub struct Summary {
     /// The baselines on the same bars (the first is what finalists are compared with).
     #[serde(default)]
     pub baselines: Vec<Baseline>,
+    /// The finalists held together, equal risk, on validation and the sealed test.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub combined: Option<Combined>,
     /// Deflated Sharpe ratio and PBO over every trial.
     pub multiple_testing: Option<MultipleTesting>,
     /// The critiques, iteration by iteration.
@@ -176,6 +179,7 @@ impl Summary {
             rejected,
             finalists: serde_json::from_value(get("finalists")).map_err(fail)?,
             baselines: serde_json::from_value(get("baselines")).unwrap_or_default(),
+            combined: serde_json::from_value(get("combined")).unwrap_or_default(),
             multiple_testing: serde_json::from_value(get("deflated")).map_err(fail)?,
             lineage,
             ancestry,
@@ -320,6 +324,22 @@ impl Summary {
                 cell(t, t.max_dd, 1, 100.0, "%"),
                 cell(t, t.rank_ic, 4, 1.0, ""),
                 f.signal
+            );
+        }
+        if let Some(c) = &self.combined {
+            let (v, t) = (&c.validation, &c.test);
+            let _ = writeln!(
+                s,
+                "| {} | {} | {} | - | - | - | {} | - | the finalists combined, equal risk ({}) |",
+                cell(v, v.sharpe, 2, 1.0, ""),
+                cell(t, t.sharpe, 2, 1.0, ""),
+                cell(t, t.ann_return, 1, 100.0, "%"),
+                cell(t, t.max_dd, 1, 100.0, "%"),
+                c.weights
+                    .iter()
+                    .map(|w| format!("{:.0}%", w * 100.0))
+                    .collect::<Vec<_>>()
+                    .join(" / ")
             );
         }
         if !self.baselines.is_empty() {
