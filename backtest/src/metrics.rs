@@ -217,6 +217,22 @@ pub struct CoMove {
     pub beta: f64,
 }
 
+/// The annualised information ratio of `a` over benchmark `b`: the mean of the active return
+/// `a - b` over its standard deviation, over the bars where both are finite (NaN with fewer than
+/// 20 such bars).
+pub fn information_ratio(a: &[f64], b: &[f64], periods: f64) -> f64 {
+    let active: Vec<f64> = a
+        .iter()
+        .zip(b)
+        .filter(|(x, y)| x.is_finite() && y.is_finite())
+        .map(|(x, y)| x - y)
+        .collect();
+    if active.len() < 20 {
+        return f64::NAN;
+    }
+    mean(&active) / std(&active) * periods.sqrt()
+}
+
 /// Correlation and beta of return series `a` against `b` (e.g. a strategy against a baseline),
 /// over the bars where both are finite.
 pub fn co_move(a: &[f64], b: &[f64]) -> CoMove {
@@ -265,5 +281,16 @@ mod co_move_tests {
         assert_eq!(m.bars, 49);
         assert!((m.correlation - 1.0).abs() < 1e-12 && (m.beta - 2.0).abs() < 1e-12);
         assert!(co_move(&a[..10], &b[..10]).correlation.is_nan());
+    }
+
+    #[test]
+    fn the_information_ratio_is_the_annualised_sharpe_of_the_active_return() {
+        let b: Vec<f64> = (0..60).map(|i| ((i * 31) % 7) as f64 / 100.0).collect();
+        let active: Vec<f64> = (0..60).map(|i| 0.001 + ((i % 2) as f64) * 0.002).collect();
+        let a: Vec<f64> = b.iter().zip(&active).map(|(x, d)| x + d).collect();
+        let (m, sd) = (super::mean(&active), super::std(&active));
+        let ir = super::information_ratio(&a, &b, 252.0);
+        assert!((ir - m / sd * 252f64.sqrt()).abs() < 1e-9, "{ir}");
+        assert!(super::information_ratio(&a[..5], &b[..5], 252.0).is_nan());
     }
 }

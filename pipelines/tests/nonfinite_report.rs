@@ -106,6 +106,7 @@ proptest! {
                 vs_always_long: Some(research::VersusBaseline {
                     excess_return: valid.ann_return - train.ann_return,
                     co_move: lim_backtest::metrics::co_move(&b.net, &b.net),
+                    information_ratio: lim_backtest::metrics::information_ratio(&b.net, &b.net, 252.0),
                 }),
             }]).unwrap()),
             ("baselines", serde_json::to_value(vec![research::Baseline {

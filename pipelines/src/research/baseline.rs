@@ -30,6 +30,13 @@ pub struct VersusBaseline {
     pub excess_return: f64,
     /// Correlation and beta of its test returns with the baseline's.
     pub co_move: lim_backtest::metrics::CoMove,
+    /// Annualised information ratio over the baseline on the test.
+    #[serde(with = "lim_backtest::nonfinite", default = "nan")]
+    pub information_ratio: f64,
+}
+
+fn nan() -> f64 {
+    f64::NAN
 }
 
 /// The finalists held together, equal risk (weights inverse to validation volatility),

@@ -117,6 +117,11 @@ pub fn test_finalists(
                     Some(VersusBaseline {
                         excess_return: t.ann_return - base_test.ann_return,
                         co_move: lim_backtest::metrics::co_move(&net(r), base),
+                        information_ratio: lim_backtest::metrics::information_ratio(
+                            &net(r),
+                            base,
+                            session.periods(),
+                        ),
                     })
                 }),
             }),

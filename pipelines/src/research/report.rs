@@ -306,19 +306,20 @@ impl Summary {
         );
         let _ = writeln!(
             s,
-            "| valid Sharpe | test Sharpe | test return | excess over always long | corr | beta | test max DD | test rank IC | signal |"
+            "| valid Sharpe | test Sharpe | test return | excess over always long | IR | corr | beta | test max DD | test rank IC | signal |"
         );
-        let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|");
+        let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|---|");
         for f in &self.finalists {
             let (v, t) = (&f.validation, &f.test);
             let vs = f.vs_always_long;
             let _ = writeln!(
                 s,
-                "| {} | {} | {} | {} | {} | {} | {} | {} | `{}` |",
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | `{}` |",
                 cell(v, v.sharpe, 2, 1.0, ""),
                 cell(t, t.sharpe, 2, 1.0, ""),
                 cell(t, t.ann_return, 1, 100.0, "%"),
                 vs.map_or("-".into(), |x| cell(t, x.excess_return, 1, 100.0, "%")),
+                vs.map_or("-".into(), |x| show(x.information_ratio, 2, "-")),
                 vs.map_or("-".into(), |x| show(x.co_move.correlation, 2, "-")),
                 vs.map_or("-".into(), |x| show(x.co_move.beta, 2, "-")),
                 cell(t, t.max_dd, 1, 100.0, "%"),
@@ -330,7 +331,7 @@ impl Summary {
             let (v, t) = (&c.validation, &c.test);
             let _ = writeln!(
                 s,
-                "| {} | {} | {} | - | - | - | {} | - | the finalists combined, equal risk ({}) |",
+                "| {} | {} | {} | - | - | - | - | {} | - | the finalists combined, equal risk ({}) |",
                 cell(v, v.sharpe, 2, 1.0, ""),
                 cell(t, t.sharpe, 2, 1.0, ""),
                 cell(t, t.ann_return, 1, 100.0, "%"),
