@@ -4,6 +4,7 @@
 //! caches live; the libraries take everything as arguments.
 
 mod backtest_cmd;
+mod bench_cmd;
 mod data_cmd;
 mod forecaster;
 mod foundation_cmd;
@@ -41,6 +42,9 @@ enum Command {
     Runs(research_cmd::RunsArgs),
     /// Print a run's report (or where an unfinished run stands).
     Show(research_cmd::ShowArgs),
+    /// Benchmarks of LIM's research (`lim bench research`).
+    #[command(subcommand)]
+    Bench(bench_cmd::BenchCommand),
     /// The research memory: what finished runs found, per dataset (`lim memory clear` forgets).
     Memory(research_cmd::MemoryArgs),
     /// Continue a run after a crash or kill; journaled work is not redone or paid for again.
@@ -153,6 +157,7 @@ fn main() -> ExitCode {
         Command::Runs(args) => research_cmd::runs(args),
         Command::Show(args) => research_cmd::show(args),
         Command::Memory(args) => research_cmd::memory(args),
+        Command::Bench(cmd) => bench_cmd::run(cmd),
         Command::Resume(args) => research_cmd::resume(args),
         Command::Replay(args) => research_cmd::replay(args),
         Command::Trace(cmd) => research_cmd::trace_cmd(cmd),

@@ -304,15 +304,7 @@ fn strategist(llm: &LlmArgs) -> StrategistConfig {
 }
 
 fn new_run_id(store: &Store, fingerprint: &str) -> anyhow::Result<String> {
-    let base = format!("r{}", &fingerprint[..8.min(fingerprint.len())]);
-    let taken = store.runs_with_fingerprint(fingerprint)?;
-    let mut id = base.clone();
-    let mut k = 1;
-    while taken.contains(&id) || store.run(&id).is_ok_and(|m| m.id == id) {
-        k += 1;
-        id = format!("{base}-{k}");
-    }
-    Ok(id)
+    Ok(store.new_run_id(fingerprint)?)
 }
 
 pub fn research(args: ResearchArgs) -> anyhow::Result<ExitCode> {

@@ -648,3 +648,50 @@ fn a_run_started_on_a_data_directory_resumes_and_replays_without_naming_it_again
         .unwrap();
     assert!(!other.status.success());
 }
+
+/// The research benchmark runs goals × seeds in its own store, reports them against
+/// always-long, and reads finished runs back on a second call.
+#[test]
+fn the_research_benchmark_measures_runs_and_reads_them_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().to_str().unwrap();
+    let args = [
+        "bench", "research", "--goals", "1", "--seeds", "1", "--json", "--store", store,
+    ];
+    let first: Value = serde_json::from_str(&ok(&lim().args(args).output().unwrap())).unwrap();
+    let run = &first["runs"][0];
+    let mut keys: Vec<&str> = run
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    keys.sort_unstable();
+    assert_eq!(
+        keys,
+        [
+            "always_long_test_sharpe",
+            "combined_test_sharpe",
+            "datasets",
+            "dsr",
+            "finalists_beating_always_long",
+            "finalists_test_sharpe",
+            "goal",
+            "pbo",
+            "run",
+            "seconds",
+            "seed",
+            "trials",
+            "validation_test_rank_correlation",
+        ]
+    );
+    assert_eq!(run["finalists_test_sharpe"].as_array().unwrap().len(), 3);
+    assert!(run["seconds"].as_f64().unwrap() > 0.0);
+    let again: Value = serde_json::from_str(&ok(&lim().args(args).output().unwrap())).unwrap();
+    assert_eq!(again["runs"][0]["seconds"], 0.0, "read back, not run again");
+    assert_eq!(
+        again["runs"][0]["finalists_test_sharpe"],
+        run["finalists_test_sharpe"]
+    );
+    assert_eq!(again["totals"]["runs"], 1);
+}

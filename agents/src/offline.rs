@@ -60,7 +60,23 @@ pub fn plan(goal: &str, available: &[String]) -> Plan {
     } else {
         "us_equities_daily_adjusted"
     };
-    let dataset = if available.iter().any(|d| d == wanted) {
+    // Markets named by a word that a dataset's name carries: crypto, indices, currencies.
+    let named = [
+        (&["crypto", "bitcoin"][..], "crypto"),
+        (&["indices", "index", "indexes"][..], "indices"),
+        (&["fx", "forex", "currenc"][..], "fx"),
+    ]
+    .iter()
+    .filter(|(words, _)| has(words))
+    .find_map(|(_, part)| {
+        let mut hits: Vec<&String> = available.iter().filter(|d| d.contains(part)).collect();
+        // Daily bars first, then the name.
+        hits.sort_by_key(|d| (!d.contains("daily"), (*d).clone()));
+        hits.first().map(|d| (*d).clone())
+    });
+    let dataset = if let Some(d) = named {
+        d
+    } else if available.iter().any(|d| d == wanted) {
         wanted.to_string()
     } else {
         available

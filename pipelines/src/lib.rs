@@ -12,6 +12,7 @@
 //! - [`research`]: the research workflow's nodes, the run lifecycle (start, resume, fork,
 //!   replay) and the report.
 
+pub mod bench;
 pub mod engine;
 pub mod journal;
 pub mod plan_check;

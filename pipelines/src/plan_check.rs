@@ -150,6 +150,7 @@ const REGIONS: &[(&str, &[&str])] = &[
 
 const CLASSES: &[(AssetClass, &[&str])] = &[
     (AssetClass::Futures, &["futures", "commodit"]),
+    (AssetClass::Index, &["indices", "index ", "indexes"]),
     (AssetClass::Equity, &["stock", "equit", "shares"]),
     (AssetClass::Crypto, &["crypto", "bitcoin", "btc"]),
     (AssetClass::Fx, &["fx ", "forex", "currenc"]),

@@ -306,6 +306,23 @@ impl Store {
         Ok(rows)
     }
 
+    /// A new run id for `fingerprint`: `r` and its first 8 hex digits, suffixed `-2`, `-3`…
+    /// when taken.
+    ///
+    /// # Errors
+    /// SQLite failed.
+    pub fn new_run_id(&self, fingerprint: &str) -> Result<String, StoreError> {
+        let base = format!("r{}", &fingerprint[..8.min(fingerprint.len())]);
+        let taken = self.runs_with_fingerprint(fingerprint)?;
+        let mut id = base.clone();
+        let mut k = 1;
+        while taken.contains(&id) || self.run(&id).is_ok_and(|m| m.id == id) {
+            k += 1;
+            id = format!("{base}-{k}");
+        }
+        Ok(id)
+    }
+
     /// Ids of runs with this fingerprint.
     ///
     /// # Errors

@@ -1,0 +1,298 @@
+//! The research benchmark: a fixed suite of goals × seeds run with the offline strategist, the
+//! yardstick for every change to the strategist or the objective. Per run it measures what a
+//! change must improve out of sample: the finalists' and their combination's test Sharpe beside
+//! the always-long baseline, the deflated Sharpe ratio and PBO, and whether validation rank
+//! predicts test rank over the leaderboard (Spearman, computed after the search, for the
+//! benchmark only: nothing of it reaches the search).
+//!
+//! Runs live in a run store like any other; a finished run is read back, an unfinished one is
+//! resumed, so an interrupted benchmark continues where it stopped.
+
+use std::sync::Arc;
+
+use lim_backtest::spec::StrategySpec;
+use lim_market::{MarketData, Part};
+use serde::{Deserialize, Serialize};
+
+use crate::engine::Mode;
+use crate::journal::{Clock, Journal};
+use crate::research::{self, NoLlm, ResearchConfig, ResearchParts, Services, Summary};
+use crate::store::{RunMeta, Store, StoreError, StoreSink};
+
+/// The suite's goals: Chinese and US futures, US equities, crypto and equity indices. Goals
+/// whose market the data lacks run on what the keyword planner finds, and say so.
+pub const GOALS: [&str; 6] = [
+    "find a robust trend strategy for Chinese commodity futures, max drawdown 15%",
+    "trend following on US futures",
+    "short-term reversal in US stocks",
+    "cross-sectional momentum in US equities",
+    "trend in crypto",
+    "mean reversion in equity indices",
+];
+
+/// One goal and seed, measured.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GoalResult {
+    /// The goal.
+    pub goal: String,
+    /// The seed.
+    pub seed: u64,
+    /// The run, in the store.
+    pub run: String,
+    /// The datasets the plan traded.
+    pub datasets: Vec<String>,
+    /// Strategies tried.
+    pub trials: usize,
+    /// The finalists' test Sharpe ratios.
+    pub finalists_test_sharpe: Vec<f64>,
+    /// The finalists combined (equal risk), test Sharpe.
+    #[serde(with = "lim_backtest::nonfinite")]
+    pub combined_test_sharpe: f64,
+    /// Always long (equal weight), test Sharpe.
+    #[serde(with = "lim_backtest::nonfinite")]
+    pub always_long_test_sharpe: f64,
+    /// Finalists whose test Sharpe beats always long's.
+    pub finalists_beating_always_long: usize,
+    /// Deflated Sharpe ratio of the best validation result.
+    #[serde(with = "lim_backtest::nonfinite")]
+    pub dsr: f64,
+    /// Probability of backtest overfitting.
+    #[serde(with = "lim_backtest::nonfinite")]
+    pub pbo: f64,
+    /// Spearman correlation of validation and test Sharpe over the leaderboard.
+    #[serde(with = "lim_backtest::nonfinite")]
+    pub validation_test_rank_correlation: f64,
+    /// Wall seconds of the run (0 when read back from the store).
+    pub seconds: f64,
+}
+
+/// Why a benchmark run could not be measured.
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The data could not be described or loaded.
+    #[error("data: {0}")]
+    Data(String),
+    /// The run failed.
+    #[error("run {run}: {message}")]
+    Run {
+        /// The run.
+        run: String,
+        /// What failed.
+        message: String,
+    },
+}
+
+fn spearman(a: &[f64], b: &[f64]) -> f64 {
+    let pairs: Vec<(f64, f64)> = a
+        .iter()
+        .zip(b)
+        .filter(|(x, y)| x.is_finite() && y.is_finite())
+        .map(|(x, y)| (*x, *y))
+        .collect();
+    if pairs.len() < 3 {
+        return f64::NAN;
+    }
+    let rank = |v: Vec<f64>| -> Vec<f64> {
+        let mut order: Vec<usize> = (0..v.len()).collect();
+        order.sort_by(|&i, &j| v[i].total_cmp(&v[j]));
+        let mut r = vec![0.0; v.len()];
+        let mut k = 0;
+        while k < order.len() {
+            let mut e = k;
+            while e + 1 < order.len() && v[order[e + 1]] == v[order[k]] {
+                e += 1;
+            }
+            for &i in &order[k..=e] {
+                r[i] = (k + e) as f64 / 2.0;
+            }
+            k = e + 1;
+        }
+        r
+    };
+    let ra = rank(pairs.iter().map(|p| p.0).collect());
+    let rb = rank(pairs.iter().map(|p| p.1).collect());
+    let n = ra.len() as f64;
+    let (ma, mb) = (ra.iter().sum::<f64>() / n, rb.iter().sum::<f64>() / n);
+    let (mut sab, mut saa, mut sbb) = (0.0, 0.0, 0.0);
+    for (x, y) in ra.iter().zip(&rb) {
+        sab += (x - ma) * (y - mb);
+        saa += (x - ma) * (x - ma);
+        sbb += (y - mb) * (y - mb);
+    }
+    sab / (saa * sbb).sqrt()
+}
+
+/// Validation→test rank correlation of a finished run's leaderboard, re-run on its universe.
+fn rank_correlation(
+    summary: &Summary,
+    config: &ResearchConfig,
+    market: &dyn MarketData,
+) -> Result<f64, BenchError> {
+    let args = lim_tools::ChooseUniverseArgs {
+        datasets: summary.plan.strategy.datasets.clone(),
+        symbols: None,
+        frequency: None,
+        train: config.train,
+        valid: config.valid,
+        embargo: config.embargo,
+    };
+    let session =
+        lim_tools::load_session(market, &args, None).map_err(|(_, m)| BenchError::Data(m))?;
+    let specs: Vec<(String, StrategySpec)> = summary
+        .leaderboard
+        .iter()
+        .map(|e| {
+            (
+                e.signal.clone(),
+                lim_agents::offline::spec_for(&summary.plan.strategy, &e.signal),
+            )
+        })
+        .collect();
+    let results = session.run(&specs, &[Part::Validation, Part::Test], false);
+    let (v, t): (Vec<f64>, Vec<f64>) = results
+        .iter()
+        .filter_map(|r| match r.metrics.as_slice() {
+            [(_, v), (_, t)] => Some((v.sharpe, t.sharpe)),
+            _ => None,
+        })
+        .unzip();
+    Ok(spearman(&v, &t))
+}
+
+/// Runs (or reads back, or resumes) `goal` with `seed` in `store` and measures it.
+///
+/// # Errors
+/// The store, the data or the run failed.
+pub async fn run_goal(
+    market: Arc<dyn MarketData>,
+    store: Arc<Store>,
+    clock: Arc<dyn Clock>,
+    goal: &str,
+    seed: u64,
+) -> Result<GoalResult, BenchError> {
+    let mut config = ResearchConfig::new(goal);
+    config.seed = seed;
+    let manifest =
+        research::manifest(market.as_ref()).map_err(|e| BenchError::Data(e.to_string()))?;
+    let fingerprint = research::fingerprint(&config, &manifest);
+    let started = std::time::Instant::now();
+    let existing = store
+        .runs_with_fingerprint(&fingerprint)?
+        .into_iter()
+        .next();
+    let (id, records) = match existing {
+        Some(id) => {
+            let loaded = store.load(&id)?;
+            (id, loaded.records)
+        }
+        None => {
+            let id = store.new_run_id(&fingerprint)?;
+            store.create_run(&RunMeta {
+                id: id.clone(),
+                fingerprint,
+                created_ms: clock.now_ms(),
+                goal: goal.to_string(),
+                config: serde_json::to_value(&config).unwrap_or_default(),
+                manifest,
+                status: "running".into(),
+                stop_reason: None,
+            })?;
+            (id, Vec::new())
+        }
+    };
+    let finished = store.run(&id)?.status == "finished";
+    let artifacts = if finished {
+        research::artifacts_of(&records)
+    } else {
+        let journal = Arc::new(Journal::new(
+            records,
+            Arc::new(StoreSink::new(store.clone(), &id)),
+        ));
+        let exec = research::executor(ResearchParts {
+            services: Services {
+                market: market.clone(),
+                llm: Arc::new(NoLlm),
+                clock,
+                forecaster: None,
+                memory: Arc::new(lim_tools::NoMemory),
+            },
+            config: config.clone(),
+        })
+        .map_err(|e| BenchError::Run {
+            run: id.clone(),
+            message: e.to_string(),
+        })?;
+        let state = exec
+            .run(journal, research::initial(&config), Mode::Resume, |_| {})
+            .await
+            .map_err(|e| BenchError::Run {
+                run: id.clone(),
+                message: e.to_string(),
+            })?;
+        state.artifacts
+    };
+    let (summary, _) =
+        research::summarize(&artifacts, &config, Default::default()).map_err(|e| {
+            BenchError::Run {
+                run: id.clone(),
+                message: e.to_string(),
+            }
+        })?;
+    if !finished {
+        store.set_status(&id, "finished", Some(&summary.stop_reason))?;
+    }
+    let rho = rank_correlation(&summary, &config, market.as_ref())?;
+    let base = summary
+        .baselines
+        .first()
+        .map_or(f64::NAN, |b| b.test.sharpe);
+    let finalists: Vec<f64> = summary.finalists.iter().map(|f| f.test.sharpe).collect();
+    Ok(GoalResult {
+        goal: goal.to_string(),
+        seed,
+        run: id,
+        datasets: summary.plan.strategy.datasets.clone(),
+        trials: summary.trials,
+        finalists_beating_always_long: finalists.iter().filter(|s| **s > base).count(),
+        finalists_test_sharpe: finalists,
+        combined_test_sharpe: summary
+            .combined
+            .as_ref()
+            .map_or(f64::NAN, |c| c.test.sharpe),
+        always_long_test_sharpe: base,
+        dsr: summary
+            .multiple_testing
+            .as_ref()
+            .map_or(f64::NAN, |m| m.deflated.dsr),
+        pbo: summary
+            .multiple_testing
+            .as_ref()
+            .and_then(|m| m.pbo)
+            .unwrap_or(f64::NAN),
+        validation_test_rank_correlation: rho,
+        seconds: if finished {
+            0.0
+        } else {
+            started.elapsed().as_secs_f64()
+        },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn spearman_ranks_ties_by_their_mean_rank() {
+        let r = super::spearman(&[1.0, 2.0, 2.0, 4.0], &[10.0, 20.0, 30.0, 40.0]);
+        // Ranks 0, 1.5, 1.5, 3 against 0, 1, 2, 3.
+        assert!((r - 4.5 / (4.5f64 * 5.0).sqrt()).abs() < 1e-12, "{r}");
+        assert!(super::spearman(&[1.0, 2.0], &[1.0, 2.0]).is_nan());
+        let a: Vec<f64> = (0..30).map(f64::from).collect();
+        let b: Vec<f64> = a.iter().map(|x| x * x).collect();
+        assert!((super::spearman(&a, &b) - 1.0).abs() < 1e-12);
+        let c: Vec<f64> = a.iter().map(|x| -x).collect();
+        assert!((super::spearman(&a, &c) + 1.0).abs() < 1e-12);
+    }
+}

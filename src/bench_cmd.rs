@@ -1,0 +1,169 @@
+//! `lim bench research`: the research benchmark (see `lim_pipelines::bench`).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Args, Subcommand};
+use lim_backtest::nonfinite::show;
+use lim_market::MarketData;
+use lim_pipelines::bench::{self, GoalResult};
+use lim_pipelines::journal::SystemClock;
+use lim_pipelines::store::Store;
+
+use crate::DataArgs;
+use crate::table::Table;
+
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Goals × seeds with the offline strategist: finalists and their combination against
+    /// always-long on the sealed test, DSR, PBO, validation→test rank correlation.
+    Research(ResearchBenchArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ResearchBenchArgs {
+    /// Seeds, comma-separated.
+    #[arg(long, default_value = "1,2", value_delimiter = ',')]
+    seeds: Vec<u64>,
+    /// Run only the first N goals of the suite.
+    #[arg(long)]
+    goals: Option<usize>,
+    /// Run store for the benchmark's runs (finished runs are read back, unfinished ones resumed).
+    #[arg(long, value_name = "DIR", default_value = "lim-bench")]
+    store: PathBuf,
+    #[command(flatten)]
+    data: DataArgs,
+    /// Print JSON instead of tables.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
+    let BenchCommand::Research(args) = cmd;
+    let market: Arc<dyn MarketData> = Arc::new(args.data.catalog()?);
+    let store = Arc::new(Store::open(&args.store)?);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let goals = &bench::GOALS[..args
+        .goals
+        .unwrap_or(bench::GOALS.len())
+        .min(bench::GOALS.len())];
+    let total = goals.len() * args.seeds.len();
+    let mut results: Vec<GoalResult> = Vec::new();
+    for goal in goals {
+        for &seed in &args.seeds {
+            eprintln!("[{}/{total}] {goal} (seed {seed})", results.len() + 1);
+            let r = runtime.block_on(bench::run_goal(
+                market.clone(),
+                store.clone(),
+                Arc::new(SystemClock),
+                goal,
+                seed,
+            ))?;
+            results.push(r);
+        }
+    }
+    let mean = |f: &dyn Fn(&GoalResult) -> f64| {
+        let v: Vec<f64> = results.iter().map(f).filter(|x| x.is_finite()).collect();
+        v.iter().sum::<f64>() / v.len() as f64
+    };
+    let finalists_mean = |r: &GoalResult| {
+        r.finalists_test_sharpe.iter().sum::<f64>() / r.finalists_test_sharpe.len() as f64
+    };
+    let totals = serde_json::json!({
+        "runs": results.len(),
+        "mean_finalist_test_sharpe": mean(&finalists_mean),
+        "mean_combined_test_sharpe": mean(&|r| r.combined_test_sharpe),
+        "mean_always_long_test_sharpe": mean(&|r| r.always_long_test_sharpe),
+        "finalists_beating_always_long": results.iter().map(|r| r.finalists_beating_always_long).sum::<usize>(),
+        "finalists": results.iter().map(|r| r.finalists_test_sharpe.len()).sum::<usize>(),
+        "mean_validation_test_rank_correlation": mean(&|r| r.validation_test_rank_correlation),
+        "mean_dsr": mean(&|r| r.dsr),
+        "seconds": results.iter().map(|r| r.seconds).sum::<f64>(),
+    });
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({"runs": results, "totals": totals}))?
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut t = Table::new(&[
+        "goal",
+        "seed",
+        "data",
+        "finalists",
+        "combined",
+        "always.long",
+        "beat",
+        "DSR",
+        "PBO",
+        "rho",
+        "trials",
+    ]);
+    for r in &results {
+        t.row(vec![
+            r.goal.chars().take(34).collect(),
+            r.seed.to_string(),
+            r.datasets.join("+").chars().take(22).collect(),
+            r.finalists_test_sharpe
+                .iter()
+                .map(|s| show(*s, 2, "-"))
+                .collect::<Vec<_>>()
+                .join(" "),
+            show(r.combined_test_sharpe, 2, "-"),
+            show(r.always_long_test_sharpe, 2, "-"),
+            format!(
+                "{}/{}",
+                r.finalists_beating_always_long,
+                r.finalists_test_sharpe.len()
+            ),
+            show(r.dsr, 2, "-"),
+            show(r.pbo, 2, "-"),
+            show(r.validation_test_rank_correlation, 2, "-"),
+            r.trials.to_string(),
+        ]);
+    }
+    print!("{}", t.render());
+    println!(
+        "mean test Sharpe: finalists {}, combined {}, always long {}; {} of {} finalists beat always long; mean validation→test rank correlation {}; mean DSR {}; {:.0} s",
+        show(
+            totals["mean_finalist_test_sharpe"]
+                .as_f64()
+                .unwrap_or(f64::NAN),
+            2,
+            "-"
+        ),
+        show(
+            totals["mean_combined_test_sharpe"]
+                .as_f64()
+                .unwrap_or(f64::NAN),
+            2,
+            "-"
+        ),
+        show(
+            totals["mean_always_long_test_sharpe"]
+                .as_f64()
+                .unwrap_or(f64::NAN),
+            2,
+            "-"
+        ),
+        totals["finalists_beating_always_long"],
+        totals["finalists"],
+        show(
+            totals["mean_validation_test_rank_correlation"]
+                .as_f64()
+                .unwrap_or(f64::NAN),
+            2,
+            "-"
+        ),
+        show(totals["mean_dsr"].as_f64().unwrap_or(f64::NAN), 2, "-"),
+        totals["seconds"].as_f64().unwrap_or(0.0)
+    );
+    Ok(ExitCode::SUCCESS)
+}
