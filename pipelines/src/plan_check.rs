@@ -258,7 +258,34 @@ pub fn check_goal(plan: &Plan, goal: &str, datasets: &[DatasetMeta]) -> Result<(
     }
     offline::spec_for(plan, "returns")
         .validate()
-        .map_err(PlanError::Book)
+        .map_err(PlanError::Book)?;
+    // A top-k book that holds half the universe or more is close to always-long: no selection.
+    if let Portfolio::TopK { k } = plan.portfolio {
+        let n: usize = datasets
+            .iter()
+            .filter(|d| plan.datasets.contains(&d.name))
+            .map(|d| d.symbols.len())
+            .sum();
+        if n > 0 && 2 * k >= n {
+            return Err(PlanError::Book(format!(
+                "k: {k} of {n} instruments holds half of the universe or more, close to always long; use at most {}",
+                (n / 5).max(1)
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The keyword plan's top-k sized to its universe: a fifth of the instruments, between 1 and 10.
+pub fn size_book(plan: &mut Plan, datasets: &[DatasetMeta]) {
+    if let Portfolio::TopK { k } = &mut plan.portfolio {
+        let n: usize = datasets
+            .iter()
+            .filter(|d| plan.datasets.contains(&d.name))
+            .map(|d| d.symbols.len())
+            .sum();
+        *k = (n / 5).clamp(1, 10);
+    }
 }
 
 /// Checks that the plan's universe can trade in every part of the split: an always-long book

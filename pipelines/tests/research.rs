@@ -730,6 +730,24 @@ fn plans_outside_the_goal_with_absurd_limits_or_untradable_parts_are_refused_by_
     }
     assert!(e.to_string().starts_with("datasets: on the calendar of cn_futures_daily + us_equities_daily_adjusted + us_futures_daily the universe can trade on too few bars: training "), "{e}");
     assert!(e.to_string().contains(", validation 155 of 1259"), "{e}");
+    // A top-k book holding half the universe or more is no selection.
+    let mut p = plan_with(&["in_equities_5min"], None);
+    p.portfolio = lim_backtest::spec::Portfolio::TopK { k: 3 };
+    let e = check_goal(&p, "reversal in Indian stocks", &metas).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "portfolio: k: 3 of 5 instruments holds half of the universe or more, close to always long; use at most 1"
+    );
+    let mut sized = lim_agents::offline::plan(
+        "reversal in Indian stocks",
+        &["in_equities_5min".to_string()],
+    );
+    lim_pipelines::plan_check::size_book(&mut sized, &metas);
+    assert_eq!(
+        sized.portfolio,
+        lim_backtest::spec::Portfolio::TopK { k: 1 }
+    );
+    check_goal(&sized, "reversal in Indian stocks", &metas).unwrap();
     // The keyword plan of the README's goal trades.
     let keyword = lim_agents::offline::plan(
         GOAL,

@@ -31,7 +31,8 @@ impl<L: LlmClient + 'static> Node for PlanNode<L> {
             let goal: String = cx.input("goal")?;
             let metas = self.services.market.datasets().map_err(fail)?;
             let available: Vec<String> = metas.iter().map(|d| d.name.clone()).collect();
-            let keyword = offline::plan(&goal, &available);
+            let mut keyword = offline::plan(&goal, &available);
+            plan_check::size_book(&mut keyword, &metas);
             let market = Arc::new(JournaledMarket::new(
                 self.services.market.clone(),
                 cx.journal.clone(),
