@@ -233,15 +233,42 @@ pub fn information_ratio(a: &[f64], b: &[f64], periods: f64) -> f64 {
     mean(&active) / std(&active) * periods.sqrt()
 }
 
-/// Correlation and beta of return series `a` against `b` (e.g. a strategy against a baseline),
-/// over the bars where both are finite.
-pub fn co_move(a: &[f64], b: &[f64]) -> CoMove {
-    let pairs: Vec<(f64, f64)> = a
-        .iter()
+/// The pairs of `a` and `b` where both are finite.
+pub fn finite_pairs(a: &[f64], b: &[f64]) -> Vec<(f64, f64)> {
+    a.iter()
         .zip(b)
         .filter(|(x, y)| x.is_finite() && y.is_finite())
         .map(|(x, y)| (*x, *y))
-        .collect();
+        .collect()
+}
+
+/// Co-moments of `pairs` about their means: (Σxy, Σxx, Σyy).
+fn co_moments(pairs: &[(f64, f64)]) -> (f64, f64, f64) {
+    let n = pairs.len() as f64;
+    let mx = pairs.iter().map(|p| p.0).sum::<f64>() / n;
+    let my = pairs.iter().map(|p| p.1).sum::<f64>() / n;
+    let (mut sxy, mut sxx, mut syy) = (0.0, 0.0, 0.0);
+    for (x, y) in pairs {
+        sxy += (x - mx) * (y - my);
+        sxx += (x - mx) * (x - mx);
+        syy += (y - my) * (y - my);
+    }
+    (sxy, sxx, syy)
+}
+
+/// Pearson correlation of `pairs` (NaN with fewer than three, or without variation).
+pub fn pearson(pairs: &[(f64, f64)]) -> f64 {
+    if pairs.len() < 3 {
+        return f64::NAN;
+    }
+    let (sxy, sxx, syy) = co_moments(pairs);
+    sxy / (sxx * syy).sqrt()
+}
+
+/// Correlation and beta of return series `a` against `b` (e.g. a strategy against a baseline),
+/// over the bars where both are finite.
+pub fn co_move(a: &[f64], b: &[f64]) -> CoMove {
+    let pairs = finite_pairs(a, b);
     let bars = pairs.len();
     if bars < 20 {
         return CoMove {
@@ -250,15 +277,7 @@ pub fn co_move(a: &[f64], b: &[f64]) -> CoMove {
             beta: f64::NAN,
         };
     }
-    let n = bars as f64;
-    let mx = pairs.iter().map(|p| p.0).sum::<f64>() / n;
-    let my = pairs.iter().map(|p| p.1).sum::<f64>() / n;
-    let (mut sxy, mut sxx, mut syy) = (0.0, 0.0, 0.0);
-    for (x, y) in &pairs {
-        sxy += (x - mx) * (y - my);
-        sxx += (x - mx) * (x - mx);
-        syy += (y - my) * (y - my);
-    }
+    let (sxy, sxx, syy) = co_moments(&pairs);
     CoMove {
         bars,
         correlation: sxy / (sxx * syy).sqrt(),

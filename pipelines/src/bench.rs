@@ -86,15 +86,9 @@ pub enum BenchError {
 }
 
 fn spearman(a: &[f64], b: &[f64]) -> f64 {
-    let pairs: Vec<(f64, f64)> = a
-        .iter()
-        .zip(b)
-        .filter(|(x, y)| x.is_finite() && y.is_finite())
-        .map(|(x, y)| (*x, *y))
-        .collect();
-    if pairs.len() < 3 {
-        return f64::NAN;
-    }
+    use lim_backtest::metrics::{finite_pairs, pearson};
+    let pairs = finite_pairs(a, b);
+    // Ranks, ties sharing their mean rank.
     let rank = |v: Vec<f64>| -> Vec<f64> {
         let mut order: Vec<usize> = (0..v.len()).collect();
         order.sort_by(|&i, &j| v[i].total_cmp(&v[j]));
@@ -114,15 +108,7 @@ fn spearman(a: &[f64], b: &[f64]) -> f64 {
     };
     let ra = rank(pairs.iter().map(|p| p.0).collect());
     let rb = rank(pairs.iter().map(|p| p.1).collect());
-    let n = ra.len() as f64;
-    let (ma, mb) = (ra.iter().sum::<f64>() / n, rb.iter().sum::<f64>() / n);
-    let (mut sab, mut saa, mut sbb) = (0.0, 0.0, 0.0);
-    for (x, y) in ra.iter().zip(&rb) {
-        sab += (x - ma) * (y - mb);
-        saa += (x - ma) * (x - ma);
-        sbb += (y - mb) * (y - mb);
-    }
-    sab / (saa * sbb).sqrt()
+    pearson(&finite_pairs(&ra, &rb))
 }
 
 /// Validation→test rank correlation of a finished run's leaderboard, re-run on its universe.

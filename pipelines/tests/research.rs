@@ -46,21 +46,33 @@ fn run<L: lim_agents::client::LlmClient + 'static>(
     journal: Arc<Journal>,
     mode: Mode,
 ) -> Result<Summary, String> {
+    let services = Services {
+        market: market(),
+        llm: Arc::new(llm),
+        clock: Arc::new(FixedClock(1_700_000_000_000)),
+        forecaster: None,
+        memory: Arc::new(lim_tools::NoMemory),
+    };
+    let artifacts = run_services(config, services, journal, mode)?;
+    Ok(serde_json::from_value(artifacts["summary"].clone()).unwrap())
+}
+
+/// Runs `config` with `services` against `journal`; returns the final artifacts.
+fn run_services<L: lim_agents::client::LlmClient + 'static>(
+    config: &ResearchConfig,
+    services: Services<L>,
+    journal: Arc<Journal>,
+    mode: Mode,
+) -> Result<lim_pipelines::Artifacts, String> {
     let exec = research::executor(ResearchParts {
-        services: Services {
-            market: market(),
-            llm: Arc::new(llm),
-            clock: Arc::new(FixedClock(1_700_000_000_000)),
-            forecaster: None,
-            memory: Arc::new(lim_tools::NoMemory),
-        },
+        services,
         config: config.clone(),
     })
     .unwrap();
     let state = runtime()
         .block_on(exec.run(journal, research::initial(config), mode, |_| {}))
         .map_err(|e| e.to_string())?;
-    Ok(serde_json::from_value(state.artifacts["summary"].clone()).unwrap())
+    Ok(state.artifacts)
 }
 
 /// Summaries are equal as their JSON is (NaN metrics, such as a constant baseline's IC, are
@@ -995,20 +1007,14 @@ fn the_research_memory_is_read_through_the_journal_and_replays_as_it_was() {
         },
     );
     let exec = |llm: ScriptedLlm, memory: Arc<dyn lim_tools::Memory>, j: Arc<Journal>, mode| {
-        let exec = research::executor(ResearchParts {
-            services: Services {
-                market: market(),
-                llm: Arc::new(llm),
-                clock: Arc::new(FixedClock(1_700_000_000_000)),
-                forecaster: None,
-                memory,
-            },
-            config: config.clone(),
-        })
-        .unwrap();
-        runtime()
-            .block_on(exec.run(j, research::initial(&config), mode, |_| {}))
-            .map_err(|e| e.to_string())
+        let services = Services {
+            market: market(),
+            llm: Arc::new(llm),
+            clock: Arc::new(FixedClock(1_700_000_000_000)),
+            forecaster: None,
+            memory,
+        };
+        run_services(&config, services, j, mode)
     };
     let j = fresh();
     let state = exec(
@@ -1048,7 +1054,7 @@ fn the_research_memory_is_read_through_the_journal_and_replays_as_it_was() {
         Mode::Replay,
     )
     .unwrap();
-    assert_eq!(state.artifacts["summary"], replayed.artifacts["summary"]);
+    assert_eq!(state["summary"], replayed["summary"]);
 }
 
 /// The critic diagnoses strategies the run tried (years, folds, IC decay, correlation) and
@@ -1128,21 +1134,15 @@ fn the_planning_agent_chooses_the_foundation_model() {
             completion_tokens: 10,
         },
     );
-    let exec = research::executor(ResearchParts {
-        services: Services {
-            market: market(),
-            llm: Arc::new(llm),
-            clock: Arc::new(FixedClock(0)),
-            forecaster: Some(Arc::new(Pattern)),
-            memory: Arc::new(lim_tools::NoMemory),
-        },
-        config: config.clone(),
-    })
-    .unwrap();
-    let state = runtime()
-        .block_on(exec.run(fresh(), research::initial(&config), Mode::Resume, |_| {}))
-        .unwrap();
-    let s: Summary = serde_json::from_value(state.artifacts["summary"].clone()).unwrap();
+    let services = Services {
+        market: market(),
+        llm: Arc::new(llm),
+        clock: Arc::new(FixedClock(0)),
+        forecaster: Some(Arc::new(Pattern)),
+        memory: Arc::new(lim_tools::NoMemory),
+    };
+    let artifacts = run_services(&config, services, fresh(), Mode::Resume).unwrap();
+    let s: Summary = serde_json::from_value(artifacts["summary"].clone()).unwrap();
     assert!(s.plan.foundation_model);
     assert!(
         s.plan
