@@ -18,7 +18,7 @@ use lim_pipelines::journal::{Clock, Journal, Kind, Record, Sink, SystemClock};
 use lim_pipelines::research::{
     self, ExperimentPlan, NoLlm, ResearchConfig, ResearchParts, Services, StrategistConfig, Summary,
 };
-use lim_pipelines::store::{RunMeta, Store, StoreError, StoreSink};
+use lim_pipelines::store::{RunMeta, RunStatus, Store, StoreError, StoreSink};
 use lim_pipelines::trace;
 use serde_json::Value;
 
@@ -327,7 +327,7 @@ pub fn research(args: ResearchArgs) -> anyhow::Result<ExitCode> {
         goal: config.goal.clone(),
         config: serde_json::to_value(&config)?,
         manifest,
-        status: "running".into(),
+        status: RunStatus::Running,
         stop_reason: None,
     };
     store.create_run(&meta)?;
@@ -395,7 +395,7 @@ pub fn resume(args: ResumeArgs) -> anyhow::Result<ExitCode> {
             meta.id
         );
     }
-    if meta.status == "finished" && !args.fork {
+    if meta.status == RunStatus::Finished && !args.fork {
         eprintln!("run {} had finished; its report stands", meta.id);
         return show(ShowArgs {
             run: meta.id,
@@ -414,7 +414,7 @@ pub fn resume(args: ResumeArgs) -> anyhow::Result<ExitCode> {
             goal: wanted.goal.clone(),
             config: serde_json::to_value(&wanted)?,
             manifest,
-            status: "running".into(),
+            status: RunStatus::Running,
             stop_reason: None,
         };
         store.create_run(&forked)?;
@@ -468,7 +468,7 @@ pub fn resume(args: ResumeArgs) -> anyhow::Result<ExitCode> {
             meta.id
         );
     }
-    store.set_status(&meta.id, "running", None)?;
+    store.set_status(&meta.id, RunStatus::Running, None)?;
     let journal = Arc::new(Journal::new(
         loaded.records,
         sink(&store, &meta.id, args.pause_at_record),
@@ -602,7 +602,11 @@ fn run_with<L: LlmClient + 'static>(
     let state = match result {
         Ok(s) => s,
         Err(lim_pipelines::engine::EngineError::Cancelled) => {
-            store.set_status(&meta.id, "interrupted", Some("interrupted (Ctrl-C)"))?;
+            store.set_status(
+                &meta.id,
+                RunStatus::Interrupted,
+                Some("interrupted (Ctrl-C)"),
+            )?;
             bail!(
                 "run {} interrupted; what completed is journaled: `lim resume {}` continues it",
                 meta.id,
@@ -610,7 +614,7 @@ fn run_with<L: LlmClient + 'static>(
             );
         }
         Err(e) => {
-            store.set_status(&meta.id, "failed", Some(&e.to_string()))?;
+            store.set_status(&meta.id, RunStatus::Failed, Some(&e.to_string()))?;
             bail!(
                 "run {} stopped: {e}\nWhat completed is journaled; `lim resume {}` continues from there",
                 meta.id,
@@ -627,7 +631,7 @@ fn run_with<L: LlmClient + 'static>(
     )
     .map_err(|e| anyhow::anyhow!("run {}: cannot write its report: {e}", meta.id))?;
     store.remember(&meta.id, &research::findings_of(&meta.id, &summary))?;
-    store.set_status(&meta.id, "finished", Some(&summary.stop_reason))?;
+    store.set_status(&meta.id, RunStatus::Finished, Some(&summary.stop_reason))?;
     let dir = store.run_dir(&meta.id)?;
     let path = dir.join("report.md");
     std::fs::write(&path, &report)
@@ -751,13 +755,13 @@ fn print_summary(s: &Summary) {
 
 /// A run's status as people should read it: a `running` run whose process is gone (killed,
 /// crashed, machine restarted) is `stopped`. Knows only on systems with `/proc`.
-fn live_status(store: &Store, m: &RunMeta) -> String {
-    if m.status != "running" || !Path::new("/proc/self").exists() {
-        return m.status.clone();
+fn live_status(store: &Store, m: &RunMeta) -> RunStatus {
+    if m.status != RunStatus::Running || !Path::new("/proc/self").exists() {
+        return m.status;
     }
     match store.owner(&m.id) {
-        Ok(Some(pid)) if !Path::new(&format!("/proc/{pid}")).exists() => "stopped".into(),
-        _ => m.status.clone(),
+        Ok(Some(pid)) if !Path::new(&format!("/proc/{pid}")).exists() => RunStatus::Stopped,
+        _ => m.status,
     }
 }
 
@@ -779,10 +783,10 @@ pub fn runs(args: RunsArgs) -> anyhow::Result<ExitCode> {
     for r in &runs {
         t.row(vec![
             r.id.clone(),
-            r.status.clone(),
+            r.status.to_string(),
             lim_market::Timestamp(r.created_ms / 1000).to_string(),
             short(&r.goal, 40),
-            if r.status == "stopped" {
+            if r.status == RunStatus::Stopped {
                 format!("died; `lim resume {}`", r.id)
             } else {
                 short(r.stop_reason.as_deref().unwrap_or(""), 50)

@@ -191,7 +191,7 @@ fn record(name: &str, config: &ResearchConfig, turns: Option<Vec<Turn>>) {
         goal: config.goal.clone(),
         config: serde_json::to_value(config).unwrap(),
         manifest,
-        status: "finished".into(),
+        status: lim_pipelines::store::RunStatus::Finished,
         stop_reason: None,
     };
     std::fs::write(

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use crate::engine::Mode;
 use crate::journal::{Clock, Journal};
 use crate::research::{self, NoLlm, ResearchConfig, ResearchParts, Services, Summary};
-use crate::store::{RunMeta, Store, StoreError, StoreSink};
+use crate::store::{RunMeta, RunStatus, Store, StoreError, StoreSink};
 
 /// The suite's goals: Chinese and US futures, US equities, crypto and equity indices. Goals
 /// whose market the data lacks run on what the keyword planner finds, and say so.
@@ -183,13 +183,13 @@ pub async fn run_goal(
                 goal: goal.to_string(),
                 config: serde_json::to_value(&config).unwrap_or_default(),
                 manifest,
-                status: "running".into(),
+                status: RunStatus::Running,
                 stop_reason: None,
             })?;
             (id, Vec::new())
         }
     };
-    let finished = store.run(&id)?.status == "finished";
+    let finished = store.run(&id)?.status == RunStatus::Finished;
     let artifacts = if finished {
         research::artifacts_of(&records)
     } else {
@@ -228,7 +228,7 @@ pub async fn run_goal(
             }
         })?;
     if !finished {
-        store.set_status(&id, "finished", Some(&summary.stop_reason))?;
+        store.set_status(&id, RunStatus::Finished, Some(&summary.stop_reason))?;
     }
     let rho = rank_correlation(&summary, &config, market.as_ref())?;
     let base = summary

@@ -57,6 +57,53 @@ pub enum StoreError {
 }
 
 /// What the store knows of a run.
+/// Where a run stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    /// Started, not ended (or its process died: see [`RunStatus::Stopped`]).
+    Running,
+    /// Stopped by Ctrl-C between journal writes; `lim resume` continues it.
+    Interrupted,
+    /// A node failed; `lim resume` continues after the fix.
+    Failed,
+    /// Its report is written.
+    Finished,
+    /// Marked running, but the process working on it is gone (killed, crashed): as people
+    /// should read a dead run. Never stored.
+    Stopped,
+}
+
+impl RunStatus {
+    /// The name stored and printed.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Running => "running",
+            RunStatus::Interrupted => "interrupted",
+            RunStatus::Failed => "failed",
+            RunStatus::Finished => "finished",
+            RunStatus::Stopped => "stopped",
+        }
+    }
+
+    /// The inverse of [`RunStatus::as_str`]; an unknown name reads as failed.
+    pub fn parse(s: &str) -> RunStatus {
+        match s {
+            "running" => RunStatus::Running,
+            "interrupted" => RunStatus::Interrupted,
+            "finished" => RunStatus::Finished,
+            "stopped" => RunStatus::Stopped,
+            _ => RunStatus::Failed,
+        }
+    }
+}
+
+impl std::fmt::Display for RunStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunMeta {
     /// The run's id.
@@ -71,8 +118,8 @@ pub struct RunMeta {
     pub config: Value,
     /// The data it reads: datasets, files, sizes.
     pub manifest: Value,
-    /// `running`, `finished` or `failed`.
-    pub status: String,
+    /// Where it stands.
+    pub status: RunStatus,
     /// Why it stopped, once it has.
     pub stop_reason: Option<String>,
 }
@@ -187,7 +234,7 @@ impl Store {
         self.conn()
             .execute(
                 "INSERT INTO runs (id, fingerprint, created_ms, goal, config, manifest, status, stop_reason) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                params![m.id, m.fingerprint, m.created_ms, m.goal, m.config.to_string(), m.manifest.to_string(), m.status, m.stop_reason],
+                params![m.id, m.fingerprint, m.created_ms, m.goal, m.config.to_string(), m.manifest.to_string(), m.status.as_str(), m.stop_reason],
             )
             .map_err(|e| self.err(e))?;
         Ok(())
@@ -200,13 +247,13 @@ impl Store {
     pub fn set_status(
         &self,
         id: &str,
-        status: &str,
+        status: RunStatus,
         stop_reason: Option<&str>,
     ) -> Result<(), StoreError> {
         self.conn()
             .execute(
                 "UPDATE runs SET status = ?2, stop_reason = ?3 WHERE id = ?1",
-                params![id, status, stop_reason],
+                params![id, status.as_str(), stop_reason],
             )
             .map_err(|e| self.err(e))?;
         Ok(())
@@ -250,7 +297,7 @@ impl Store {
             goal: r.get(3)?,
             config: json(r.get(4)?),
             manifest: json(r.get(5)?),
-            status: r.get(6)?,
+            status: RunStatus::parse(&r.get::<_, String>(6)?),
             stop_reason: r.get(7)?,
         })
     }

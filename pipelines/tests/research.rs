@@ -363,7 +363,7 @@ fn a_killed_run_resumes_from_the_store_without_asking_the_llm_again() {
         goal: GOAL.into(),
         config: serde_json::to_value(&config).unwrap(),
         manifest: Value::Null,
-        status: "running".into(),
+        status: lim_pipelines::store::RunStatus::Running,
         stop_reason: None,
     };
     store.create_run(&meta).unwrap();
@@ -431,7 +431,7 @@ fn a_torn_final_record_is_ignored_and_a_corrupt_middle_one_is_refused() {
         goal: GOAL.into(),
         config: serde_json::to_value(small(GOAL)).unwrap(),
         manifest: Value::Null,
-        status: "running".into(),
+        status: lim_pipelines::store::RunStatus::Running,
         stop_reason: None,
     };
     store.create_run(&meta).unwrap();
@@ -472,7 +472,7 @@ fn traces_round_trip_and_a_cut_trace_loses_only_its_last_line() {
         goal: GOAL.into(),
         config: serde_json::to_value(small(GOAL)).unwrap(),
         manifest: Value::Null,
-        status: "finished".into(),
+        status: lim_pipelines::store::RunStatus::Finished,
         stop_reason: None,
     };
     let records: Vec<Record> = j.records();

@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use lim_pipelines::engine::{BoxFuture, Mode};
 use lim_pipelines::journal::{Journal, Kind, MemorySink, Sink};
-use lim_pipelines::store::{RunMeta, Store, StoreSink};
+use lim_pipelines::store::{RunMeta, RunStatus, Store, StoreSink};
 use lim_pipelines::{Artifacts, Cx, Edge, Executor, Node, NodeError, NodeKind, WorkflowBuilder};
 use serde_json::json;
 
@@ -144,7 +144,7 @@ fn main() -> anyhow::Result<()> {
         goal: "bench".into(),
         config: json!({}),
         manifest: json!([]),
-        status: "running".into(),
+        status: RunStatus::Running,
         stop_reason: None,
     })?;
     let journal = Arc::new(Journal::new(
