@@ -68,24 +68,7 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
             results.push(r);
         }
     }
-    let mean = |f: &dyn Fn(&GoalResult) -> f64| {
-        let v: Vec<f64> = results.iter().map(f).filter(|x| x.is_finite()).collect();
-        v.iter().sum::<f64>() / v.len() as f64
-    };
-    let finalists_mean = |r: &GoalResult| {
-        r.finalists_test_sharpe.iter().sum::<f64>() / r.finalists_test_sharpe.len() as f64
-    };
-    let totals = serde_json::json!({
-        "runs": results.len(),
-        "mean_finalist_test_sharpe": mean(&finalists_mean),
-        "mean_combined_test_sharpe": mean(&|r| r.combined_test_sharpe),
-        "mean_always_long_test_sharpe": mean(&|r| r.always_long_test_sharpe),
-        "finalists_beating_always_long": results.iter().map(|r| r.finalists_beating_always_long).sum::<usize>(),
-        "finalists": results.iter().map(|r| r.finalists_test_sharpe.len()).sum::<usize>(),
-        "mean_validation_test_rank_correlation": mean(&|r| r.validation_test_rank_correlation),
-        "mean_dsr": mean(&|r| r.dsr),
-        "seconds": results.iter().map(|r| r.seconds).sum::<f64>(),
-    });
+    let totals = bench::totals(&results);
     if args.json {
         println!(
             "{}",
@@ -132,38 +115,14 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
     print!("{}", t.render());
     println!(
         "mean test Sharpe: finalists {}, combined {}, always long {}; {} of {} finalists beat always long; mean validation→test rank correlation {}; mean DSR {}; {:.0} s",
-        show(
-            totals["mean_finalist_test_sharpe"]
-                .as_f64()
-                .unwrap_or(f64::NAN),
-            2,
-            "-"
-        ),
-        show(
-            totals["mean_combined_test_sharpe"]
-                .as_f64()
-                .unwrap_or(f64::NAN),
-            2,
-            "-"
-        ),
-        show(
-            totals["mean_always_long_test_sharpe"]
-                .as_f64()
-                .unwrap_or(f64::NAN),
-            2,
-            "-"
-        ),
-        totals["finalists_beating_always_long"],
-        totals["finalists"],
-        show(
-            totals["mean_validation_test_rank_correlation"]
-                .as_f64()
-                .unwrap_or(f64::NAN),
-            2,
-            "-"
-        ),
-        show(totals["mean_dsr"].as_f64().unwrap_or(f64::NAN), 2, "-"),
-        totals["seconds"].as_f64().unwrap_or(0.0)
+        show(totals.mean_finalist_test_sharpe, 2, "-"),
+        show(totals.mean_combined_test_sharpe, 2, "-"),
+        show(totals.mean_always_long_test_sharpe, 2, "-"),
+        totals.finalists_beating_always_long,
+        totals.finalists,
+        show(totals.mean_validation_test_rank_correlation, 2, "-"),
+        show(totals.mean_dsr, 2, "-"),
+        totals.seconds
     );
     Ok(ExitCode::SUCCESS)
 }

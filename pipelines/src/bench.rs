@@ -66,6 +66,58 @@ pub struct GoalResult {
     pub seconds: f64,
 }
 
+/// The benchmark's totals over its runs (means skip what is not a number).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Totals {
+    /// Runs measured.
+    pub runs: usize,
+    /// Mean over runs of the finalists' mean test Sharpe.
+    #[serde(with = "lim_backtest::nonfinite")]
+    pub mean_finalist_test_sharpe: f64,
+    /// Mean test Sharpe of the finalists' combination.
+    #[serde(with = "lim_backtest::nonfinite")]
+    pub mean_combined_test_sharpe: f64,
+    /// Mean test Sharpe of always long.
+    #[serde(with = "lim_backtest::nonfinite")]
+    pub mean_always_long_test_sharpe: f64,
+    /// Finalists beating always long, and finalists in all.
+    pub finalists_beating_always_long: usize,
+    /// Finalists in all.
+    pub finalists: usize,
+    /// Mean validation→test rank correlation.
+    #[serde(with = "lim_backtest::nonfinite")]
+    pub mean_validation_test_rank_correlation: f64,
+    /// Mean deflated Sharpe ratio.
+    #[serde(with = "lim_backtest::nonfinite")]
+    pub mean_dsr: f64,
+    /// Wall seconds spent running (runs read back count nothing).
+    pub seconds: f64,
+}
+
+/// The totals of `results`.
+pub fn totals(results: &[GoalResult]) -> Totals {
+    let mean = |f: &dyn Fn(&GoalResult) -> f64| {
+        let v: Vec<f64> = results.iter().map(f).filter(|x| x.is_finite()).collect();
+        v.iter().sum::<f64>() / v.len() as f64
+    };
+    Totals {
+        runs: results.len(),
+        mean_finalist_test_sharpe: mean(&|r| {
+            r.finalists_test_sharpe.iter().sum::<f64>() / r.finalists_test_sharpe.len() as f64
+        }),
+        mean_combined_test_sharpe: mean(&|r| r.combined_test_sharpe),
+        mean_always_long_test_sharpe: mean(&|r| r.always_long_test_sharpe),
+        finalists_beating_always_long: results
+            .iter()
+            .map(|r| r.finalists_beating_always_long)
+            .sum(),
+        finalists: results.iter().map(|r| r.finalists_test_sharpe.len()).sum(),
+        mean_validation_test_rank_correlation: mean(&|r| r.validation_test_rank_correlation),
+        mean_dsr: mean(&|r| r.dsr),
+        seconds: results.iter().map(|r| r.seconds).sum(),
+    }
+}
+
 /// Why a benchmark run could not be measured.
 #[derive(Debug, thiserror::Error)]
 pub enum BenchError {
@@ -87,23 +139,12 @@ pub enum BenchError {
 
 fn spearman(a: &[f64], b: &[f64]) -> f64 {
     use lim_backtest::metrics::{finite_pairs, pearson};
+    use lim_backtest::ops::{RankScratch, rank_avg};
     let pairs = finite_pairs(a, b);
-    // Ranks, ties sharing their mean rank.
-    let rank = |v: Vec<f64>| -> Vec<f64> {
-        let mut order: Vec<usize> = (0..v.len()).collect();
-        order.sort_by(|&i, &j| v[i].total_cmp(&v[j]));
+    let mut scratch = RankScratch::default();
+    let mut rank = |v: Vec<f64>| {
         let mut r = vec![0.0; v.len()];
-        let mut k = 0;
-        while k < order.len() {
-            let mut e = k;
-            while e + 1 < order.len() && v[order[e + 1]] == v[order[k]] {
-                e += 1;
-            }
-            for &i in &order[k..=e] {
-                r[i] = (k + e) as f64 / 2.0;
-            }
-            k = e + 1;
-        }
+        rank_avg(&v, &mut r, &mut scratch);
         r
     };
     let ra = rank(pairs.iter().map(|p| p.0).collect());
@@ -272,7 +313,7 @@ mod tests {
     #[test]
     fn spearman_ranks_ties_by_their_mean_rank() {
         let r = super::spearman(&[1.0, 2.0, 2.0, 4.0], &[10.0, 20.0, 30.0, 40.0]);
-        // Ranks 0, 1.5, 1.5, 3 against 0, 1, 2, 3.
+        // Ranks 1, 2.5, 2.5, 4 against 1, 2, 3, 4.
         assert!((r - 4.5 / (4.5f64 * 5.0).sqrt()).abs() < 1e-12, "{r}");
         assert!(super::spearman(&[1.0, 2.0], &[1.0, 2.0]).is_nan());
         let a: Vec<f64> = (0..30).map(f64::from).collect();
