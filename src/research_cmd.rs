@@ -71,6 +71,10 @@ pub struct BudgetArgs {
     /// Dollars per million prompt and completion tokens, e.g. 0.15,0.60.
     #[arg(long, value_parser = parse_price)]
     price: Option<Price>,
+    /// Estimated CPU-seconds the foundation model may train for when the strategist chooses
+    /// to (its pretrain and finetune tools refuse more) [default: 60; 0: no foundation tools].
+    #[arg(long)]
+    foundation_cpu_seconds: Option<f64>,
 }
 
 fn parse_minutes(s: &str) -> Result<f64, String> {
@@ -119,6 +123,9 @@ impl BudgetArgs {
         }
         if let Some(v) = self.price {
             b.price = Some(v);
+        }
+        if let Some(v) = self.foundation_cpu_seconds {
+            b.foundation_cpu_seconds = v.max(0.0);
         }
     }
 }
@@ -274,11 +281,10 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("cannot start the async runtime")
 }
 
-/// The foundation model behind the `forecast` tool.
-fn forecaster(market: &Arc<dyn MarketData>) -> Option<Arc<dyn lim_tools::Forecaster>> {
+/// The foundation model behind the `pretrain`, `finetune` and `predict` tools.
+fn foundation(market: &Arc<dyn MarketData>) -> Option<Arc<dyn lim_tools::FoundationModel>> {
     Some(Arc::new(crate::forecaster::FoundationForecaster::new(
         market.clone(),
-        300,
     )))
 }
 
@@ -542,7 +548,7 @@ fn run_with<L: LlmClient + 'static>(
     let max_iter = config.budgets.max_iterations;
     let exec = research::executor(ResearchParts {
         services: Services {
-            forecaster: forecaster(&market),
+            foundation: foundation(&market),
             market,
             llm: Arc::new(llm),
             clock,
@@ -897,7 +903,7 @@ pub fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     let journal = Arc::new(Journal::sealed(loaded.records));
     let exec = research::executor(ResearchParts {
         services: Services {
-            forecaster: forecaster(&market),
+            foundation: foundation(&market),
             market,
             llm: Arc::new(NoLlm),
             clock: Arc::new(lim_pipelines::journal::FixedClock(meta.created_ms)),

@@ -477,14 +477,13 @@ fn with_the_foundation_model_strategies_get_an_out_of_sample_forecast_field() {
         .output()
         .unwrap();
     let v: Value = serde_json::from_str(&ok(&out)).unwrap();
-    let f = &v["summary"]["foundation"];
-    assert_eq!(f["field"], "forecast", "{v}");
-    assert!(
-        f["model"]
-            .as_str()
-            .unwrap()
-            .starts_with("the foundation model")
-    );
+    let lab = &v["summary"]["foundation"];
+    let f = &lab["fields"][0];
+    assert_eq!(f["name"], "forecast", "{v}");
+    // Pretrained, then fine-tuned from that backbone, both paid from the budget.
+    assert_eq!(lab["trained"].as_array().unwrap().len(), 2, "{lab}");
+    assert!(f["model"].as_str().unwrap().starts_with("pre300s"), "{f}");
+    assert!(lab["spent_cpu_seconds"].as_f64().unwrap() > 0.0, "{lab}");
     assert!(
         f["dropped_in_sample"].as_u64().unwrap() == 0,
         "the model predicted before its cutoff: {f}"

@@ -24,6 +24,11 @@ use serde_json::{Value, json};
 
 const CLOCK: i64 = 1_795_000_000_000;
 
+// The binary's foundation model, so a committed trace replays real training.
+#[path = "../src/forecaster.rs"]
+#[allow(dead_code)]
+mod forecaster;
+
 fn dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/traces")
 }
@@ -32,7 +37,14 @@ fn market() -> Arc<dyn MarketData> {
     Arc::new(Catalog::bundled(None))
 }
 
+/// Scenarios whose name says so have the foundation model.
+fn foundation(name: &str) -> Option<Arc<dyn lim_tools::FoundationModel>> {
+    name.contains("foundation")
+        .then(|| Arc::new(forecaster::FoundationForecaster::new(market())) as _)
+}
+
 fn run<L: LlmClient + 'static>(
+    name: &str,
     config: &ResearchConfig,
     llm: L,
     journal: Arc<Journal>,
@@ -43,7 +55,7 @@ fn run<L: LlmClient + 'static>(
             market: market(),
             llm: Arc::new(llm),
             clock: Arc::new(FixedClock(CLOCK)),
-            forecaster: None,
+            foundation: foundation(name),
             memory: Arc::new(lim_tools::NoMemory),
         },
         config: config.clone(),
@@ -142,8 +154,42 @@ fn scenarios() -> Vec<(&'static str, ResearchConfig, Option<Vec<Turn>>)> {
         },
         Turn::Text(critique("thirty days holds up")),
     ];
+    // The strategist judges a forecast worth a try: it pretrains the real foundation model
+    // briefly, fine-tunes a probe, adds its predictions as a field and backtests a signal on it.
+    let mut lab = two.clone();
+    lab.budgets.foundation_cpu_seconds = 2.0;
+    let foundation = vec![
+        Turn::Text(answer.to_string()),
+        Turn::Text(critique("the seeds trade too often")),
+        Turn::ToolCall {
+            name: "pretrain".into(),
+            arguments: json!({"steps": 60, "seed": 1}).to_string(),
+        },
+        Turn::ToolCall {
+            name: "finetune".into(),
+            arguments: json!({"model": "pre60s1", "mode": "probe", "steps": 40, "seed": 1})
+                .to_string(),
+        },
+        Turn::ToolCall {
+            name: "predict".into(),
+            arguments: json!({"model": "pre60s1.probe40s1", "name": "fm",
+                "why": "a forecast may time the trend"})
+            .to_string(),
+        },
+        Turn::ToolCall {
+            name: "backtest".into(),
+            arguments: json!({"strategies": [{"signal": "ts_mean(fm, 10)"}]}).to_string(),
+        },
+        Turn::Text(json!({"strategies": [{"signal": "ts_mean(fm, 20)"}]}).to_string()),
+        Turn::Text(critique("the forecast is weak")),
+    ];
     vec![
         ("offline_cn_futures_trend", small(goal), None),
+        (
+            "scripted_strategist_trains_the_foundation_model",
+            lab,
+            Some(foundation),
+        ),
         (
             "scripted_strategist_and_critic_call_tools",
             two,
@@ -169,6 +215,7 @@ fn record(name: &str, config: &ResearchConfig, turns: Option<Vec<Turn>>) {
     let journal = Arc::new(Journal::new(Vec::new(), sink));
     match turns {
         Some(t) => run(
+            name,
             config,
             ScriptedLlm::new(
                 t,
@@ -180,7 +227,7 @@ fn record(name: &str, config: &ResearchConfig, turns: Option<Vec<Turn>>) {
             journal.clone(),
             Mode::Resume,
         ),
-        None => run(config, NoLlm, journal.clone(), Mode::Resume),
+        None => run(name, config, NoLlm, journal.clone(), Mode::Resume),
     }
     .unwrap();
     let manifest = research::manifest(market().as_ref()).unwrap();
@@ -234,7 +281,7 @@ fn committed_traces_replay_exactly() {
             .rev()
             .find_map(|r| r.body.pointer("/outputs/summary").cloned())
             .unwrap();
-        let state = run(&config, NoLlm, Arc::new(Journal::sealed(loaded.records)), Mode::Replay)
+        let state = run(name, &config, NoLlm, Arc::new(Journal::sealed(loaded.records)), Mode::Replay)
             .unwrap_or_else(|e| {
                 panic!("{name}: {e}\nIf the change is intended, re-record: LIM_RERECORD=1 cargo test --test traces")
             });
@@ -242,7 +289,7 @@ fn committed_traces_replay_exactly() {
         assert_eq!(state.artifacts["summary"], recorded_summary, "{name}");
         replayed += 1;
     }
-    assert_eq!(replayed, 6);
+    assert_eq!(replayed, 7);
 }
 
 #[test]
@@ -269,4 +316,23 @@ fn the_traces_cover_llm_repairs_failures_and_both_kinds_of_book() {
         l.records.iter().all(|r| r.kind != Kind::Llm),
         "the offline strategist asks no LLM"
     );
+    // The strategist trained the foundation model, and its field reached the leaderboard.
+    let (_, l) = trace::import(&read("scripted_strategist_trains_the_foundation_model")).unwrap();
+    let tools: Vec<&str> = l
+        .records
+        .iter()
+        .filter(|r| r.kind == Kind::Tool)
+        .filter_map(|r| r.body["tool"].as_str())
+        .collect();
+    for t in ["pretrain", "finetune", "predict", "backtest"] {
+        assert!(tools.contains(&t), "{t} in {tools:?}");
+    }
+    let summary = l
+        .records
+        .iter()
+        .rev()
+        .find_map(|r| r.body.pointer("/outputs/summary").cloned())
+        .unwrap();
+    assert_eq!(summary["foundation"]["fields"][0]["name"], "fm");
+    assert!(summary.to_string().contains("ts_mean(fm, 20)"));
 }

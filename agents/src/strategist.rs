@@ -158,6 +158,27 @@ pub struct ProposeInput<'a> {
     pub critique: Option<&'a str>,
     /// How many strategies to propose.
     pub count: usize,
+    /// When the foundation model's tools are offered: the CPU-seconds left to train it, and the
+    /// fields its predictions have become so far (read when an answer is checked, so a field
+    /// the agent adds while it works can be used in its answer).
+    pub foundation: Option<FoundationOffer<'a>>,
+}
+
+/// The foundation model's tools, as offered to the strategist.
+#[derive(Clone, Copy)]
+pub struct FoundationOffer<'a> {
+    /// Estimated CPU-seconds left for training.
+    pub remaining_cpu_seconds: f64,
+    /// The fields added so far.
+    pub fields: &'a (dyn Fn() -> Vec<String> + Send + Sync),
+}
+
+impl std::fmt::Debug for FoundationOffer<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FoundationOffer")
+            .field("remaining_cpu_seconds", &self.remaining_cpu_seconds)
+            .finish_non_exhaustive()
+    }
 }
 
 /// The strategist agent: it may backtest candidates and read the leaderboard and lineage
@@ -176,7 +197,8 @@ pub async fn propose_agent<L: LlmClient>(
     let prompt_error = |e: minijinja::Error| AgentError::Tools(format!("prompt: {e}"));
     let system = prompt::render(
         "strategist_system",
-        &serde_json::json!({"fields": input.fields, "cost_bps": input.plan.cost_bps, "tools": true}),
+        &serde_json::json!({"fields": input.fields, "cost_bps": input.plan.cost_bps, "tools": true,
+            "foundation_cpu_seconds": input.foundation.as_ref().map(|f| f.remaining_cpu_seconds.round() as i64)}),
     )
     .map_err(prompt_error)?;
     let user = prompt::render(
@@ -191,8 +213,12 @@ pub async fn propose_agent<L: LlmClient>(
         user,
     };
     let fields = input.fields;
+    let added = input.foundation.as_ref().map(|f| f.fields);
     agent::run(client, tools, &task, memo, limits, |p: &Proposals| {
-        check_proposals(p, fields)
+        let added = added.map(|f| f()).unwrap_or_default();
+        let mut all: Vec<&str> = fields.to_vec();
+        all.extend(added.iter().map(String::as_str));
+        check_proposals(p, &all)
     })
     .await
 }

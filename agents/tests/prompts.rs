@@ -23,7 +23,7 @@ fn strategist_system() {
         "strategist_system",
         &render(
             "strategist_system",
-            &json!({"fields": ["open", "close", "returns"], "cost_bps": 10, "tools": false}),
+            &json!({"fields": ["open", "close", "returns"], "cost_bps": 10, "tools": false, "foundation_cpu_seconds": null}),
         )
         .unwrap(),
     );
@@ -31,7 +31,15 @@ fn strategist_system() {
         "strategist_system_tools",
         &render(
             "strategist_system",
-            &json!({"fields": ["open", "close", "returns"], "cost_bps": 10, "tools": true}),
+            &json!({"fields": ["open", "close", "returns"], "cost_bps": 10, "tools": true, "foundation_cpu_seconds": null}),
+        )
+        .unwrap(),
+    );
+    check(
+        "strategist_system_foundation",
+        &render(
+            "strategist_system",
+            &json!({"fields": ["open", "close", "returns"], "cost_bps": 10, "tools": true, "foundation_cpu_seconds": 60}),
         )
         .unwrap(),
     );

@@ -243,7 +243,7 @@ pub async fn run_goal(
                 market: market.clone(),
                 llm: Arc::new(NoLlm),
                 clock,
-                forecaster: None,
+                foundation: None,
                 memory: Arc::new(lim_tools::NoMemory),
             },
             config: config.clone(),

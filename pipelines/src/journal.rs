@@ -517,21 +517,30 @@ impl JournaledTools {
     }
 
     /// Runs `calls` (name, arguments as the model wrote them) concurrently and journals them
-    /// in call order, so the journal does not depend on which finished first.
+    /// in call order, so the journal does not depend on which finished first. When one of them
+    /// is an exclusive tool (it changes state the others read), they run one at a time in call
+    /// order instead.
     ///
     /// # Errors
     /// The journal could not be written, or a recorded result differs.
     pub async fn call_many(&self, calls: &[(String, String)]) -> Result<Vec<Value>, StoreError> {
         let first = self.n.fetch_add(calls.len() as u32, Ordering::SeqCst);
-        let mut set = tokio::task::JoinSet::new();
-        for (i, (name, args)) in calls.iter().enumerate() {
-            let (registry, name, args) = (self.registry.clone(), name.clone(), args.clone());
-            set.spawn(async move { (i, registry.call(&name, &args).await) });
-        }
         let mut results = vec![Value::Null; calls.len()];
-        while let Some(done) = set.join_next().await {
-            if let Ok((i, r)) = done {
-                results[i] = r;
+        if calls.iter().any(|(name, _)| self.registry.exclusive(name)) {
+            // A call that changes what others read: one at a time, in call order.
+            for (i, (name, args)) in calls.iter().enumerate() {
+                results[i] = self.registry.call(name, args).await;
+            }
+        } else {
+            let mut set = tokio::task::JoinSet::new();
+            for (i, (name, args)) in calls.iter().enumerate() {
+                let (registry, name, args) = (self.registry.clone(), name.clone(), args.clone());
+                set.spawn(async move { (i, registry.call(&name, &args).await) });
+            }
+            while let Some(done) = set.join_next().await {
+                if let Ok((i, r)) = done {
+                    results[i] = r;
+                }
             }
         }
         calls

@@ -464,7 +464,7 @@ pub fn research(max_iterations: u32) -> Result<Workflow, BuildError> {
         .node("start", Function, &[], &["goal", "started_ms"])
         .node("plan", Agent, &["goal"], &["plan", "notes"])
         .node("data", Tool, &["plan"], &["universe"])
-        .node("foundation", Tool, &["plan", "universe"], &["predictions"])
+        .node("foundation", Tool, &["plan", "universe"], &["foundation"])
         .node("generate", Agent, &["plan", "universe"], &["candidates"])
         .node(
             "backtest",

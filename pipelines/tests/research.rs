@@ -50,7 +50,7 @@ fn run<L: lim_agents::client::LlmClient + 'static>(
         market: market(),
         llm: Arc::new(llm),
         clock: Arc::new(FixedClock(1_700_000_000_000)),
-        forecaster: None,
+        foundation: None,
         memory: Arc::new(lim_tools::NoMemory),
     };
     let artifacts = run_services(config, services, journal, mode)?;
@@ -550,7 +550,7 @@ fn a_deadline_on_the_runs_clock_winds_the_run_down_and_replays_identically() {
             market: market(),
             llm: Arc::new(NoLlm),
             clock: Arc::new(Racing::default()),
-            forecaster: None,
+            foundation: None,
             memory: Arc::new(lim_tools::NoMemory),
         },
         config: config.clone(),
@@ -580,12 +580,44 @@ fn a_deadline_on_the_runs_clock_winds_the_run_down_and_replays_identically() {
 #[derive(Debug)]
 struct Pattern;
 
-impl lim_tools::Forecaster for Pattern {
+impl lim_tools::FoundationModel for Pattern {
     fn describe(&self) -> String {
         "a test pattern".into()
     }
 
-    fn forecast(&self, req: &lim_tools::ForecastRequest) -> Result<Vec<f64>, String> {
+    fn seconds_per_step(&self) -> f64 {
+        0.01
+    }
+
+    fn pretrain(
+        &self,
+        req: &lim_tools::ModelRequest,
+        _: &lim_tools::Recipe,
+    ) -> Result<lim_tools::Pretrained, String> {
+        Ok(lim_tools::Pretrained {
+            datasets: req.datasets.clone(),
+        })
+    }
+
+    fn finetune(
+        &self,
+        _: &lim_tools::ModelRequest,
+        recipe: &lim_tools::Recipe,
+    ) -> Result<lim_tools::Finetuned, String> {
+        // A pretrained backbone "learns" more than a scratch one.
+        Ok(lim_tools::Finetuned {
+            holdout_rank_ic: if recipe.pretrain.is_some() { 0.03 } else { 0.0 },
+            holdout_ic: 0.02,
+            holdout_bars: 100,
+            steps_run: recipe.finetune.map_or(0, |f| f.steps),
+        })
+    }
+
+    fn predict(
+        &self,
+        req: &lim_tools::ModelRequest,
+        _: &lim_tools::Recipe,
+    ) -> Result<Vec<f64>, String> {
         let t = req.times.len();
         Ok((0..req.symbols.len() * t)
             .map(|k| ((k % t) % 7) as f64 - 3.0 + (k / t) as f64 * 0.1)
@@ -599,7 +631,7 @@ fn run_with_forecaster(config: &ResearchConfig, journal: Arc<Journal>, mode: Mod
             market: market(),
             llm: Arc::new(NoLlm),
             clock: Arc::new(FixedClock(0)),
-            forecaster: Some(Arc::new(Pattern)),
+            foundation: Some(Arc::new(Pattern)),
             memory: Arc::new(lim_tools::NoMemory),
         },
         config: config.clone(),
@@ -619,19 +651,18 @@ fn the_foundation_field_is_out_of_sample_usable_resumable_and_replayable() {
     let s = run_with_forecaster(&config, j.clone(), Mode::Resume);
     assert!(s.plan.foundation_model);
     assert!(s.notes.is_empty(), "{:?}", s.notes);
-    let report = j
-        .records()
-        .iter()
-        .find_map(|r| r.body.pointer("/outputs/predictions").cloned())
-        .unwrap();
-    assert_eq!(report["field"], "forecast");
-    assert_eq!(report["model"], "a test pattern");
+    let lab = s.foundation.clone().unwrap();
+    // Pretrained and fine-tuned 300 steps each at 0.01 CPU-seconds a step.
+    assert_eq!(lab.trained.len(), 2, "{lab:?}");
+    assert!((lab.spent_cpu_seconds - 6.0).abs() < 1e-9, "{lab:?}");
+    let field = &lab.fields[0];
+    assert_eq!(field.name, "forecast");
+    assert!(field.model.starts_with("pre300s") && field.model.contains(".full300s"));
     // Every value the pattern gave at or before the cutoff (mid-training) was dropped.
-    assert!(
-        report["dropped_in_sample"].as_u64().unwrap() > 1000,
-        "{report}"
-    );
-    assert_eq!(report["coverage"][1][1], 1.0);
+    assert!(field.dropped_in_sample > 1000, "{field:?}");
+    assert_eq!(field.coverage[1].1, 1.0);
+    let report = s.markdown();
+    assert!(report.contains("Field `forecast`"), "{report}");
     let tried = j
         .records()
         .iter()
@@ -1011,7 +1042,7 @@ fn the_research_memory_is_read_through_the_journal_and_replays_as_it_was() {
             market: market(),
             llm: Arc::new(llm),
             clock: Arc::new(FixedClock(1_700_000_000_000)),
-            forecaster: None,
+            foundation: None,
             memory,
         };
         run_services(&config, services, j, mode)
@@ -1138,7 +1169,7 @@ fn the_planning_agent_chooses_the_foundation_model() {
         market: market(),
         llm: Arc::new(llm),
         clock: Arc::new(FixedClock(0)),
-        forecaster: Some(Arc::new(Pattern)),
+        foundation: Some(Arc::new(Pattern)),
         memory: Arc::new(lim_tools::NoMemory),
     };
     let artifacts = run_services(&config, services, fresh(), Mode::Resume).unwrap();
@@ -1193,4 +1224,125 @@ fn a_models_plan_with_an_untradable_validation_part_is_refused_by_the_data_check
             && reask.contains("validation 155 of 1259"),
         "{reask}"
     );
+}
+
+/// The strategist chooses to train the foundation model: it pretrains, fine-tunes, is refused a
+/// fine-tune the budget cannot pay and one from a backbone never trained, adds the field, and
+/// proposes a strategy on it. The field survives a resume cut after the node, and the run replays.
+#[test]
+fn the_strategist_trains_the_foundation_model_within_its_budget_and_uses_its_field() {
+    let mut config = llm_config();
+    config.budgets.max_iterations = 2;
+    config.budgets.foundation_cpu_seconds = 5.0;
+    let call = |name: &str, args: Value| Turn::ToolCall {
+        name: name.into(),
+        arguments: args.to_string(),
+    };
+    let script = vec![
+        Turn::Text(plan_reply()),
+        Turn::Text(critique_reply("seeds are weak")),
+        call("pretrain", json!({"steps": 200, "seed": 3})),
+        Turn::ToolCalls(vec![
+            // 0.01 CPU-seconds a step: 400 steps would overdraw the 3 left.
+            (
+                "finetune".into(),
+                json!({"model": "pre200s3", "mode": "full", "steps": 400}).to_string(),
+            ),
+            (
+                "finetune".into(),
+                json!({"model": "pre100s3", "mode": "probe", "steps": 50}).to_string(),
+            ),
+            (
+                "finetune".into(),
+                json!({"model": "pre200s3", "mode": "probe", "steps": 100, "seed": 1}).to_string(),
+            ),
+        ]),
+        call(
+            "predict",
+            json!({"model": "pre200s3.probe100s1", "name": "fm", "why": "holdout rank IC 0.03"}),
+        ),
+        call(
+            "backtest",
+            json!({"strategies": [{"signal": "ts_mean(fm, 10)"}]}),
+        ),
+        Turn::Text(proposals(&["ts_mean(fm, 5)"])),
+        Turn::Text(critique_reply("the forecast helps a little")),
+    ];
+    let services = |llm: ScriptedLlm| Services {
+        market: market(),
+        llm: Arc::new(llm),
+        clock: Arc::new(FixedClock(0)),
+        foundation: Some(Arc::new(Pattern) as Arc<dyn lim_tools::FoundationModel>),
+        memory: Arc::new(lim_tools::NoMemory),
+    };
+    let usage = Usage {
+        prompt_tokens: 10,
+        completion_tokens: 10,
+    };
+    let j = fresh();
+    let artifacts = run_services(
+        &config,
+        services(ScriptedLlm::new(script.clone(), usage)),
+        j.clone(),
+        Mode::Resume,
+    )
+    .unwrap();
+    let s: Summary = serde_json::from_value(artifacts["summary"].clone()).unwrap();
+    let calls: Vec<Value> = j
+        .records()
+        .iter()
+        .filter(|r| r.kind == Kind::Tool && r.exec == "generate#2")
+        .map(|r| r.body["result"].clone())
+        .collect();
+    assert_eq!(calls[0]["result"]["model"], "pre200s3", "{calls:?}");
+    assert_eq!(calls[1]["kind"], "over_budget", "{}", calls[1]);
+    assert!(
+        calls[1]["message"]
+            .as_str()
+            .unwrap()
+            .contains("ask for at most 300 steps"),
+        "{}",
+        calls[1]
+    );
+    assert_eq!(calls[2]["kind"], "not_found", "{}", calls[2]);
+    assert_eq!(calls[3]["result"]["model"], "pre200s3.probe100s1");
+    assert_eq!(calls[3]["result"]["details"]["holdout_rank_ic"], 0.03);
+    assert_eq!(calls[4]["result"]["name"], "fm");
+    // The field was usable at once, in the loop and in the answer.
+    assert!(
+        calls[5]["result"]["strategies"][0]["error"].is_null(),
+        "{}",
+        calls[5]
+    );
+    let lab = s.foundation.clone().unwrap();
+    assert!((lab.spent_cpu_seconds - 3.0).abs() < 1e-9, "{lab:?}");
+    assert_eq!(lab.fields[0].why, "holdout rank IC 0.03");
+    let tried = |sig: &str| {
+        s.leaderboard.iter().any(|e| e.signal == sig) || s.rejected.iter().any(|r| r.signal == sig)
+    };
+    assert!(tried("ts_mean(fm, 10)") && tried("ts_mean(fm, 5)"), "{s:?}");
+    assert!(s.markdown().contains("Why: holdout rank IC 0.03"));
+    // Cut after the strategist's node: a resume rebuilds the field before the backtests, and
+    // asks the LLM nothing it asked before.
+    let records = j.records();
+    let cut = records.iter().position(|r| r.exec == "backtest#2").unwrap();
+    let resumed = run_services(
+        &config,
+        services(ScriptedLlm::new(script[script.len() - 1..].to_vec(), usage)),
+        Arc::new(Journal::new(
+            records[..cut].to_vec(),
+            Arc::new(MemorySink::default()),
+        )),
+        Mode::Resume,
+    )
+    .unwrap();
+    assert_eq!(resumed["summary"], artifacts["summary"]);
+    let replayed = run_services(
+        &config,
+        services(ScriptedLlm::new(vec![], usage)),
+        Arc::new(Journal::sealed(j.records())),
+        Mode::Replay,
+    )
+    .unwrap();
+    assert_eq!(replayed["summary"], artifacts["summary"]);
 }

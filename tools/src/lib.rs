@@ -9,7 +9,7 @@
 mod backtest;
 mod data;
 mod diagnose;
-mod forecast;
+mod foundation;
 mod memory;
 mod research;
 
@@ -26,7 +26,11 @@ use serde_json::Value;
 pub use backtest::{ALWAYS_LONG, BacktestArgs, BacktestTool, always_long};
 pub use data::{DescribeDataset, DescribeDatasetArgs, ListDatasets, NoArgs};
 pub use diagnose::{Diagnose, DiagnoseArgs, DiagnoseReport, Diagnosis};
-pub use forecast::{ForecastArgs, ForecastReport, ForecastRequest, ForecastTool, Forecaster};
+pub use foundation::{
+    FieldRecord, Finetune, FinetuneArgs, FinetuneStep, Finetuned, FoundationModel, Lab, LabState,
+    ModelRequest, Predict, PredictArgs, Pretrain, PretrainArgs, PretrainStep, Pretrained, Recipe,
+    TrainReport, TrainedRecord, TuneMode,
+};
 pub use memory::{Finding, Memory, NoMemory, PastFindings, PastFindingsArgs};
 pub use research::{
     ChooseUniverse, ChooseUniverseArgs, Leaderboard, LeaderboardArgs, Lineage, LineageArgs,
@@ -56,6 +60,8 @@ pub enum FailureKind {
     Sealed,
     /// The work itself failed.
     Failed,
+    /// The run's budget cannot pay for it.
+    OverBudget,
 }
 
 /// A tool's result: a value, or a failure the model can act on.
@@ -90,6 +96,9 @@ impl<T> ToolOutcome<T> {
 pub trait Tool: Send + Sync + 'static {
     /// The name the model calls it by.
     const NAME: &'static str;
+    /// Whether it changes state other calls read (the universe, a budget): such a tool runs
+    /// alone, in call order, never beside another call of the same reply.
+    const EXCLUSIVE: bool = false;
     /// Its arguments; their schema is part of the prompt.
     type Args: DeserializeOwned + JsonSchema + Send;
     /// Its result.
@@ -104,6 +113,8 @@ pub trait Tool: Send + Sync + 'static {
 pub trait DynTool: Send + Sync {
     /// The description the model sees.
     fn spec(&self) -> ToolSpec;
+    /// See [`Tool::EXCLUSIVE`].
+    fn exclusive(&self) -> bool;
     /// Runs the tool on JSON arguments; the outcome as JSON.
     fn call_json<'a>(&'a self, args: &'a str) -> Pin<Box<dyn Future<Output = Value> + Send + 'a>>;
 }
@@ -129,6 +140,10 @@ impl<T: Tool> DynTool for T {
             description: self.description(),
             parameters: parameters::<T::Args>(),
         }
+    }
+
+    fn exclusive(&self) -> bool {
+        T::EXCLUSIVE
     }
 
     fn call_json<'a>(&'a self, args: &'a str) -> Pin<Box<dyn Future<Output = Value> + Send + 'a>> {
@@ -174,6 +189,11 @@ impl Registry {
     /// Every tool's description, sorted by name: a stable prompt.
     pub fn specs(&self) -> Vec<ToolSpec> {
         self.tools.values().map(|t| t.spec()).collect()
+    }
+
+    /// Whether tool `name` must run alone (see [`Tool::EXCLUSIVE`]); false for unknown names.
+    pub fn exclusive(&self, name: &str) -> bool {
+        self.tools.get(name).is_some_and(|t| t.exclusive())
     }
 
     /// Calls a tool by name; an unknown name is a failure the model sees.

@@ -32,6 +32,10 @@ pub struct Budgets {
     pub patience: u32,
     /// Dollars per million prompt and completion tokens, for `max_usd` and the report.
     pub price: Option<Price>,
+    /// Estimated CPU-seconds the foundation model may train for (its tools refuse more).
+    /// Runs recorded before the budget existed read 0: no foundation tools.
+    #[serde(default)]
+    pub foundation_cpu_seconds: f64,
 }
 
 impl Budgets {
@@ -60,6 +64,7 @@ impl Default for Budgets {
             deadline_minutes: None,
             patience: 3,
             price: None,
+            foundation_cpu_seconds: 60.0,
         }
     }
 }

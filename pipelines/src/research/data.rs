@@ -67,31 +67,73 @@ impl Node for DataNode {
     }
 }
 
-/// The name of the foundation model's field.
+/// The name of the field the forced foundation model's predictions become.
 pub const FORECAST: &str = "forecast";
 
-pub(super) struct Foundation {
-    pub(super) forecaster: Option<Arc<dyn Forecaster>>,
-    pub(super) universe: Arc<Universe>,
+/// The run's foundation state: the latest artifact, or a fresh one with the budget.
+pub(super) fn lab_state(cx: &Cx, config: &ResearchConfig) -> Result<LabState, NodeError> {
+    Ok(cx
+        .optional("foundation")?
+        .unwrap_or_else(|| LabState::new(config.budgets.foundation_cpu_seconds)))
 }
 
-impl Foundation {
-    fn registry(&self) -> Option<Registry> {
-        self.forecaster.clone().map(|forecaster| {
-            Registry::default().with(ForecastTool {
-                forecaster,
-                universe: self.universe.clone(),
-            })
-        })
+/// The fields the foundation model's predictions have become so far.
+pub(super) fn lab_fields(cx: &Cx) -> Result<Vec<String>, NodeError> {
+    Ok(cx
+        .optional::<LabState>("foundation")?
+        .map(|s| s.fields.into_iter().map(|f| f.name).collect())
+        .unwrap_or_default())
+}
+
+/// Adds back to the universe the foundation fields a completed node's `outputs` list.
+pub(super) fn restore_lab(
+    model: Option<&Arc<dyn FoundationModel>>,
+    universe: &Arc<Universe>,
+    outputs: &Artifacts,
+) -> Result<(), NodeError> {
+    let Some(state) = outputs
+        .get("foundation")
+        .and_then(|v| serde_json::from_value::<LabState>(v.clone()).ok())
+    else {
+        return Ok(());
+    };
+    if state.fields.is_empty() {
+        return Ok(());
     }
+    let Some(model) = model else {
+        return Err(fail(
+            "the run used the foundation model, which this build does not include",
+        ));
+    };
+    Lab::new(model.clone(), universe.clone(), LabState::default())
+        .restore_fields(&state)
+        .map_err(fail)
+}
+
+/// The foundation model's tools over `lab`.
+pub(super) fn lab_tools(registry: Registry, lab: &Arc<Lab>) -> Registry {
+    registry
+        .with(Pretrain { lab: lab.clone() })
+        .with(Finetune { lab: lab.clone() })
+        .with(Predict { lab: lab.clone() })
+}
+
+/// Pretraining and fine-tuning steps of the forced foundation model.
+const FORCED_STEPS: usize = 300;
+
+pub(super) struct Foundation {
+    pub(super) model: Option<Arc<dyn FoundationModel>>,
+    pub(super) universe: Arc<Universe>,
+    pub(super) config: ResearchConfig,
 }
 
 impl Node for Foundation {
     fn run(&self, cx: Cx) -> BoxFuture<'_, Result<Artifacts, NodeError>> {
         Box::pin(async move {
-            let Some(registry) = self.registry() else {
+            let state = lab_state(&cx, &self.config)?;
+            let Some(model) = self.model.clone() else {
                 return Ok(out(vec![
-                    ("predictions", Value::Null),
+                    ("foundation", to_value(&state)?),
                     (
                         "notes",
                         notes_with(
@@ -101,54 +143,56 @@ impl Node for Foundation {
                     ),
                 ]));
             };
-            let tools = JournaledTools::new(registry, cx.journal.clone(), &cx.exec);
-            let r = tools
-                .call(
-                    "forecast",
-                    &json!({"name": FORECAST, "seed": cx.seed % 1_000_000}),
-                )
-                .await?;
-            match r.get("status").and_then(Value::as_str) {
-                Some("done") => Ok(out(vec![(
-                    "predictions",
-                    r.get("result").cloned().unwrap_or(Value::Null),
-                )])),
-                _ => Ok(out(vec![
-                    ("predictions", Value::Null),
-                    (
-                        "notes",
-                        notes_with(
-                            &cx,
-                            Some(format!(
-                                "the foundation model gave no predictions ({}); strategies use price and volume fields only",
-                                crate::trace::field(&r, "/message")
-                            )),
-                        )?,
-                    ),
-                ])),
+            let lab = Arc::new(Lab::new(model, self.universe.clone(), state));
+            let tools = JournaledTools::new(
+                lab_tools(Registry::default(), &lab),
+                cx.journal.clone(),
+                &cx.exec,
+            );
+            let seed = cx.seed % 1_000_000;
+            // pretrain → finetune → predict, each step's model named by the one before.
+            let steps = [
+                ("pretrain", json!({"steps": FORCED_STEPS, "seed": seed})),
+                (
+                    "finetune",
+                    json!({"mode": "full", "steps": FORCED_STEPS, "seed": seed}),
+                ),
+                (
+                    "predict",
+                    json!({"name": FORECAST, "why": "the plan asked for the foundation model"}),
+                ),
+            ];
+            let mut model_name: Option<Value> = None;
+            let mut failure = None;
+            for (tool, mut args) in steps {
+                if let (Some(m), Some(obj)) = (&model_name, args.as_object_mut()) {
+                    obj.insert("model".into(), m.clone());
+                }
+                let r = tools.call(tool, &args).await?;
+                if r.get("status").and_then(Value::as_str) != Some("done") {
+                    failure = Some(format!("{tool}: {}", crate::trace::field(&r, "/message")));
+                    break;
+                }
+                model_name = r.pointer("/result/model").cloned();
             }
+            let mut outputs = vec![("foundation", to_value(&lab.state())?)];
+            if let Some(why) = failure {
+                outputs.push((
+                    "notes",
+                    notes_with(
+                        &cx,
+                        Some(format!(
+                            "the foundation model gave no predictions ({why}); strategies use price and volume fields only"
+                        )),
+                    )?,
+                ));
+            }
+            Ok(out(outputs))
         })
     }
 
-    fn restore(&self, cx: Cx, outputs: &Artifacts) -> BoxFuture<'_, Result<(), NodeError>> {
-        let done = outputs.get("predictions").is_some_and(|p| !p.is_null());
-        Box::pin(async move {
-            let (Some(registry), true) = (self.registry(), done) else {
-                return Ok(());
-            };
-            let r = registry
-                .call(
-                    "forecast",
-                    &json!({"name": FORECAST, "seed": cx.seed % 1_000_000}).to_string(),
-                )
-                .await;
-            match r.get("status").and_then(Value::as_str) {
-                Some("done") => Ok(()),
-                _ => Err(fail(format!(
-                    "cannot rebuild the foundation model's field: {}",
-                    crate::trace::field(&r, "/message")
-                ))),
-            }
-        })
+    fn restore(&self, _cx: Cx, outputs: &Artifacts) -> BoxFuture<'_, Result<(), NodeError>> {
+        let r = restore_lab(self.model.as_ref(), &self.universe, outputs);
+        Box::pin(async move { r })
     }
 }

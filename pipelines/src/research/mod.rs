@@ -15,15 +15,16 @@ use lim_agents::chat::ChatRequest;
 use lim_agents::client::{Budget, LlmClient, Price, Spent};
 use lim_agents::error::LlmError;
 use lim_agents::offline::{self, Candidate, Evolution, Plan};
-use lim_agents::strategist::{self, ProposeInput, Tried};
+use lim_agents::strategist::{self, FoundationOffer, ProposeInput, Tried};
 use lim_backtest::metrics::Metrics;
 use lim_backtest::nonfinite::show;
 use lim_backtest::session::MultipleTesting;
 use lim_backtest::spec::{Portfolio, StrategySpec};
 use lim_market::{MarketData, Part};
 use lim_tools::{
-    BacktestTool, ChooseUniverse, DescribeDataset, Diagnose, ForecastTool, Forecaster, Leaderboard,
-    Lineage, ListDatasets, Memory, PastFindings, Registry, ResearchLog, Universe,
+    BacktestTool, ChooseUniverse, DescribeDataset, Diagnose, Finetune, FoundationModel, Lab,
+    LabState, Leaderboard, Lineage, ListDatasets, Memory, PastFindings, Predict, Pretrain,
+    Registry, ResearchLog, Universe,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -55,7 +56,7 @@ pub use trial::{
     MIN_ACTIVE_BARS, Trial, approximate_dsr, fitness, leaderboard,
 };
 
-use data::{DataNode, Foundation};
+use data::{DataNode, Foundation, lab_fields, lab_state, lab_tools, restore_lab};
 use finalize::{Finalize, Nothing, Report};
 use plan::{PlanNode, Start};
 use search::{Backtest, CritiqueNode, Generate};
@@ -129,7 +130,7 @@ pub struct Services<L> {
     /// The run's clock.
     pub clock: Arc<dyn Clock>,
     /// The foundation model, when this build has one.
-    pub forecaster: Option<Arc<dyn Forecaster>>,
+    pub foundation: Option<Arc<dyn FoundationModel>>,
     /// The research memory (`lim_tools::NoMemory` for none).
     pub memory: Arc<dyn Memory>,
 }
@@ -149,7 +150,7 @@ impl<L> Clone for Services<L> {
             market: self.market.clone(),
             llm: self.llm.clone(),
             clock: self.clock.clone(),
-            forecaster: self.forecaster.clone(),
+            foundation: self.foundation.clone(),
             memory: self.memory.clone(),
         }
     }
@@ -212,8 +213,9 @@ pub fn executor<L: LlmClient + 'static>(
         .node(
             "foundation",
             Foundation {
-                forecaster: services.forecaster.clone(),
+                model: services.foundation.clone(),
                 universe: universe.clone(),
+                config: config.clone(),
             },
         )
         .node(

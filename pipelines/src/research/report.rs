@@ -89,9 +89,9 @@ pub struct Summary {
     pub lineage: Vec<Critique>,
     /// The leader's ancestry: the leader, its first parent, that one's first parent, ….
     pub ancestry: Vec<String>,
-    /// What the foundation model added (its `forecast` tool report), when the plan used it.
+    /// What the foundation model trained and which fields it added, when it was used.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub foundation: Option<Value>,
+    pub foundation: Option<LabState>,
     /// Why the loop stopped.
     pub stop_reason: String,
     /// LLM spend.
@@ -183,7 +183,10 @@ impl Summary {
             multiple_testing: serde_json::from_value(get("deflated")).map_err(fail)?,
             lineage,
             ancestry,
-            foundation: a.get("predictions").filter(|p| !p.is_null()).cloned(),
+            foundation: a
+                .get("foundation")
+                .and_then(|f| serde_json::from_value::<LabState>(f.clone()).ok())
+                .filter(|f| !f.trained.is_empty() || !f.fields.is_empty()),
             stop_reason,
             spent,
             notes: serde_json::from_value(get("notes")).unwrap_or_default(),
@@ -234,30 +237,52 @@ impl Summary {
             self.stop_reason, self.trials
         );
         if let Some(f) = &self.foundation {
-            let coverage = f
-                .get("coverage")
-                .and_then(Value::as_array)
-                .map(|c| {
-                    c.iter()
-                        .map(|x| {
-                            format!(
-                                "{} {:.0}%",
-                                crate::trace::field(x, "/0"),
-                                x.get(1).and_then(Value::as_f64).unwrap_or(0.0) * 100.0
-                            )
-                        })
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                })
-                .unwrap_or_default();
             let _ = writeln!(
                 s,
-                "## Foundation model\n\n{} learned from data up to {}; its out-of-sample predictions are the field `{}` (coverage: {coverage}). Predictions at or before its cutoff dropped: {}.\n",
-                crate::trace::field(f, "/model"),
-                crate::trace::field(f, "/cutoff"),
-                crate::trace::field(f, "/field"),
-                crate::trace::field(f, "/dropped_in_sample"),
+                "## Foundation model\n\nTraining spent about {:.1} of the run's {:.1} CPU-seconds (estimated from steps).\n",
+                f.spent_cpu_seconds, f.budget_cpu_seconds
             );
+            let _ = writeln!(
+                s,
+                "| model | CPU-seconds | holdout rank IC | holdout IC | holdout bars | steps run |\n|---|---|---|---|---|---|"
+            );
+            for t in &f.trained {
+                let ft = t.finetuned.as_ref();
+                let _ = writeln!(
+                    s,
+                    "| `{}` | {:.1} | {} | {} | {} | {} |",
+                    t.model,
+                    t.cpu_seconds,
+                    ft.map(|x| format!("{:.4}", x.holdout_rank_ic))
+                        .unwrap_or("–".into()),
+                    ft.map(|x| format!("{:.4}", x.holdout_ic))
+                        .unwrap_or("–".into()),
+                    ft.map(|x| x.holdout_bars.to_string()).unwrap_or("–".into()),
+                    ft.map(|x| x.steps_run.to_string()).unwrap_or("–".into()),
+                );
+            }
+            let _ = writeln!(s);
+            for field in &f.fields {
+                let coverage: Vec<String> = field
+                    .coverage
+                    .iter()
+                    .map(|(part, c)| format!("{part} {:.0}%", c * 100.0))
+                    .collect();
+                let _ = writeln!(
+                    s,
+                    "- Field `{}`: the out-of-sample predictions of `{}`, which learned from data up to {} (coverage: {}; {} predictions at or before the cutoff dropped). Why: {}",
+                    field.name,
+                    field.model,
+                    field.cutoff,
+                    coverage.join(", "),
+                    field.dropped_in_sample,
+                    field.why
+                );
+            }
+            if f.fields.is_empty() {
+                let _ = writeln!(s, "- No model's predictions became a field.");
+            }
+            let _ = writeln!(s);
         }
         let _ = writeln!(s, "## Leaderboard (train and validation only)\n");
         let _ = writeln!(

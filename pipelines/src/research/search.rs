@@ -57,19 +57,17 @@ impl<L: LlmClient + 'static> Node for Generate<L> {
                     fitness: Some(t.fitness.unwrap_or(f64::NEG_INFINITY)),
                 })
                 .collect();
-            let forecast = cx
-                .optional::<Value>("predictions")?
-                .is_some()
-                .then_some(FORECAST);
+            let added = lab_fields(&cx)?;
             let mut evo = Evolution::resume(cx.seed, cs, history);
-            if let Some(f) = forecast {
+            for f in &added {
                 evo.allow(f);
             }
             let mut note = None;
             let mut activity = None;
+            let mut foundation = None;
             let proposals: Vec<(String, Vec<String>)> = if generation == 0 {
                 let mut seeds = offline::seeds(plan.strategy.family, cs);
-                if let Some(f) = forecast {
+                for f in &added {
                     seeds.extend(if cs {
                         vec![format!("rank({f})"), format!("rank(ts_mean({f}, 5))")]
                     } else {
@@ -121,7 +119,7 @@ impl<L: LlmClient + 'static> Node for Generate<L> {
                         let known = tool_trials(&trials);
                         let before = known.len();
                         let log = Arc::new(ResearchLog::with_trials(known));
-                        let registry = Registry::default()
+                        let mut registry = Registry::default()
                             .with(BacktestTool {
                                 universe: self.universe.clone(),
                                 log: log.clone(),
@@ -129,8 +127,29 @@ impl<L: LlmClient + 'static> Node for Generate<L> {
                             .with(Leaderboard { log: log.clone() })
                             .with(Lineage { log: log.clone() })
                             .with(past_findings(&self.services, &cx));
+                        // The foundation model, when the build has one and the budget is not
+                        // spent: the strategist decides whether a forecast is worth training.
+                        let state = lab_state(&cx, &self.config)?;
+                        let remaining = state.budget_cpu_seconds - state.spent_cpu_seconds;
+                        let lab = match &self.services.foundation {
+                            Some(m) if remaining > 0.0 => {
+                                Some(Arc::new(Lab::new(m.clone(), self.universe.clone(), state)))
+                            }
+                            _ => None,
+                        };
+                        if let Some(lab) = &lab {
+                            registry = lab_tools(registry, lab);
+                        }
+                        let lab_fields_now = {
+                            let lab = lab.clone();
+                            move || {
+                                lab.as_ref()
+                                    .map(|l| l.state().fields.into_iter().map(|f| f.name).collect())
+                                    .unwrap_or_default()
+                            }
+                        };
                         let tools = JournaledTools::new(registry, cx.journal.clone(), &cx.exec);
-                        let fields = plan.fields(forecast);
+                        let fields = plan.fields(&added);
                         let run = strategist::propose_agent(
                             &llm,
                             &tools,
@@ -142,6 +161,10 @@ impl<L: LlmClient + 'static> Node for Generate<L> {
                                 leaderboard: &tried,
                                 critique: text.as_deref(),
                                 count: self.config.population,
+                                foundation: lab.as_ref().map(|_| FoundationOffer {
+                                    remaining_cpu_seconds: remaining,
+                                    fields: &lab_fields_now,
+                                }),
                             },
                             Limits {
                                 max_steps: 6,
@@ -160,6 +183,13 @@ impl<L: LlmClient + 'static> Node for Generate<L> {
                             .map(|t| t.signal)
                             .collect();
                         activity = Some(agents_with(&cx, &run)?);
+                        if let Some(lab) = &lab {
+                            let state = lab.state();
+                            for f in &state.fields {
+                                evo.allow(&f.name);
+                            }
+                            foundation = Some(to_value(&state)?);
+                        }
                         let mut proposals: Vec<(String, Vec<String>)> = Vec::new();
                         match run.outcome {
                             Outcome::Answer { value } => proposals.extend(
@@ -197,8 +227,14 @@ impl<L: LlmClient + 'static> Node for Generate<L> {
                 ("notes", notes_with(&cx, note)?),
             ];
             outputs.extend(activity.map(|a| ("agents", a)));
+            outputs.extend(foundation.map(|f| ("foundation", f)));
             Ok(out(outputs))
         })
+    }
+
+    fn restore(&self, _cx: Cx, outputs: &Artifacts) -> BoxFuture<'_, Result<(), NodeError>> {
+        let r = restore_lab(self.services.foundation.as_ref(), &self.universe, outputs);
+        Box::pin(async move { r })
     }
 }
 

@@ -34,14 +34,14 @@ impl ExperimentPlan {
         !matches!(self.strategy.portfolio, Portfolio::SignThreshold { .. })
     }
 
-    /// The fields strategies may use (with `forecast`, the model's predictions).
-    pub fn fields<'a>(&self, forecast: Option<&'a str>) -> Vec<&'a str> {
+    /// The fields strategies may use, with `added` (the foundation model's predictions).
+    pub fn fields<'a>(&self, added: &'a [String]) -> Vec<&'a str> {
         let mut f = if self.cross_sectional() {
             vec!["open", "high", "low", "close", "volume", "vwap", "returns"]
         } else {
             vec!["returns"]
         };
-        f.extend(forecast);
+        f.extend(added.iter().map(String::as_str));
         f
     }
 }
