@@ -14,7 +14,8 @@ use lim_agents::openai::{OpenAi, OpenAiConfig};
 use lim_backtest::nonfinite;
 use lim_market::MarketData;
 use lim_pipelines::engine::{Mode, Progress};
-use lim_pipelines::journal::{Clock, Journal, Kind, Record, Sink, SystemClock};
+use lim_pipelines::journal::{Clock, Journal, Kind, MemorySink, Record, Sink, SystemClock};
+use lim_pipelines::lifecycle::{self, Execution, Finished, Ready, Resumption};
 use lim_pipelines::research::{
     self, ExperimentPlan, NoLlm, ResearchConfig, ResearchParts, Services, StrategistConfig, Summary,
 };
@@ -309,10 +310,6 @@ fn strategist(llm: &LlmArgs) -> StrategistConfig {
     }
 }
 
-fn new_run_id(store: &Store, fingerprint: &str) -> anyhow::Result<String> {
-    Ok(store.new_run_id(fingerprint)?)
-}
-
 pub fn research(args: ResearchArgs) -> anyhow::Result<ExitCode> {
     if args.budgets.budget_usd.is_some() && args.budgets.price.is_none() {
         bail!(
@@ -321,42 +318,28 @@ pub fn research(args: ResearchArgs) -> anyhow::Result<ExitCode> {
     }
     let store = args.store.open()?;
     let market: Arc<dyn MarketData> = Arc::new(args.data.catalog()?);
-    let config = config_from(&args);
-    let manifest = research::manifest(market.as_ref())?;
-    let fingerprint = research::fingerprint(&config, &manifest);
-    let id = new_run_id(&store, &fingerprint)?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let meta = RunMeta {
-        id: id.clone(),
-        fingerprint,
-        created_ms: clock.now_ms(),
-        goal: config.goal.clone(),
-        config: serde_json::to_value(&config)?,
-        manifest,
-        status: RunStatus::Running,
-        stop_reason: None,
-    };
-    store.create_run(&meta)?;
-    store.set_data_dir(&meta.id, args.data.data_dir().as_deref())?;
+    let ready = lifecycle::create(
+        &store,
+        config_from(&args),
+        market.as_ref(),
+        args.data.data_dir().as_deref(),
+        clock.now_ms(),
+    )?;
     if !args.json {
+        let id = &ready.meta.id;
         eprintln!(
             "run {id} (store {}); `lim resume {id}` continues it after a crash",
             store_dir_hint(&args.store)
         );
     }
-    let journal = Arc::new(Journal::new(
-        Vec::new(),
-        sink(&store, &id, args.pause_at_record),
-    ));
     drive(
         &store,
-        &meta,
-        config,
+        ready,
         &args.llm.api_key_env,
         market,
         clock,
-        journal,
-        Mode::Resume,
+        args.pause_at_record,
         args.json,
     )
 }
@@ -379,135 +362,78 @@ fn sink(store: &Arc<Store>, id: &str, pause: Option<u64>) -> Arc<dyn Sink> {
 pub fn resume(args: ResumeArgs) -> anyhow::Result<ExitCode> {
     let store = args.store.open()?;
     let meta = store.run(&args.run)?;
-    let stored: ResearchConfig = serde_json::from_value(meta.config.clone())
-        .with_context(|| format!("run {}: its stored configuration is unreadable", meta.id))?;
-    let mut wanted = stored.clone();
+    let mut wanted = lifecycle::config_of(&meta)?;
     args.budgets.apply(&mut wanted);
-    let changes = stored.differences(&wanted);
     let market: Arc<dyn MarketData> = Arc::new(args.data.catalog_or(store.data_dir(&meta.id)?)?);
-    let manifest = research::manifest(market.as_ref())?;
-    if manifest != meta.manifest {
-        bail!(
-            "run {} read other data: the datasets differ from the ones it started with ({}). Pass the same --data directory it used",
-            meta.id,
-            lim_pipelines::journal::first_difference(&meta.manifest, &manifest).unwrap_or_default()
-        );
-    }
-    if !changes.is_empty() && !args.fork {
-        bail!(
-            "run {} was started with other settings; resuming would mix two configurations. What changed:\n  {}\nRun `lim resume {} --fork ...` to start a new run with these settings, or drop the flags to continue as it was",
-            meta.id,
-            changes.join("\n  "),
-            meta.id
-        );
-    }
-    if meta.status == RunStatus::Finished && !args.fork {
-        eprintln!("run {} had finished; its report stands", meta.id);
-        return show(ShowArgs {
-            run: meta.id,
-            store: args.store,
-            json: args.json,
-        });
-    }
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    if args.fork {
-        let fingerprint = research::fingerprint(&wanted, &manifest);
-        let id = new_run_id(&store, &fingerprint)?;
-        let forked = RunMeta {
-            id: id.clone(),
-            fingerprint,
-            created_ms: clock.now_ms(),
-            goal: wanted.goal.clone(),
-            config: serde_json::to_value(&wanted)?,
-            manifest,
-            status: RunStatus::Running,
-            stop_reason: None,
-        };
-        store.create_run(&forked)?;
-        store.set_data_dir(
-            &forked.id,
-            store
-                .data_dir(&meta.id)?
-                .or(args.data.data_dir())
-                .as_deref(),
-        )?;
-        eprintln!(
-            "forked run {} into {id} with: {}",
-            meta.id,
-            changes.join("; ")
-        );
-        let journal = Arc::new(Journal::new(
-            Vec::new(),
-            sink(&store, &id, args.pause_at_record),
-        ));
-        return drive(
-            &store,
-            &forked,
-            wanted,
-            &args.api_key_env,
-            market,
-            clock,
-            journal,
-            Mode::Resume,
-            args.json,
-        );
-    }
-    let loaded = store.load(&meta.id)?;
-    for w in &loaded.warnings {
-        eprintln!("warning: {w}");
-    }
-    let last = loaded.records.last().map_or(0, |r| r.seq);
-    store.truncate(&meta.id, last)?;
-    let done = loaded
-        .records
-        .iter()
-        .filter(|r| r.kind == Kind::Node)
-        .count();
-    let calls = loaded
-        .records
-        .iter()
-        .filter(|r| r.kind == Kind::Llm)
-        .count();
-    if !args.json {
-        eprintln!(
-            "resuming run {}: {done} node executions done, {calls} LLM answers journaled (read back, not asked again)",
-            meta.id
-        );
-    }
-    store.set_status(&meta.id, RunStatus::Running, None)?;
-    let journal = Arc::new(Journal::new(
-        loaded.records,
-        sink(&store, &meta.id, args.pause_at_record),
-    ));
+    let ready = match lifecycle::resume(
+        &store,
+        meta,
+        wanted,
+        args.fork,
+        market.as_ref(),
+        clock.now_ms(),
+    )? {
+        Resumption::Finished(meta) => {
+            eprintln!("run {} had finished; its report stands", meta.id);
+            return show(ShowArgs {
+                run: meta.id,
+                store: args.store,
+                json: args.json,
+            });
+        }
+        Resumption::Forked {
+            ready,
+            from,
+            changes,
+        } => {
+            eprintln!(
+                "forked run {from} into {} with: {}",
+                ready.meta.id,
+                changes.join("; ")
+            );
+            ready
+        }
+        Resumption::Continue {
+            ready,
+            done,
+            llm_answers,
+            warnings,
+        } => {
+            for w in &warnings {
+                eprintln!("warning: {w}");
+            }
+            if !args.json {
+                eprintln!(
+                    "resuming run {}: {done} node executions done, {llm_answers} LLM answers journaled (read back, not asked again)",
+                    ready.meta.id
+                );
+            }
+            ready
+        }
+    };
     drive(
         &store,
-        &meta,
-        stored,
+        ready,
         &args.api_key_env,
         market,
         clock,
-        journal,
-        Mode::Resume,
+        args.pause_at_record,
         args.json,
     )
 }
 
-#[allow(clippy::too_many_arguments)] // the parts of a run, each distinct
 fn drive(
     store: &Arc<Store>,
-    meta: &RunMeta,
-    config: ResearchConfig,
+    ready: Ready,
     api_key_env: &str,
     market: Arc<dyn MarketData>,
     clock: Arc<dyn Clock>,
-    journal: Arc<Journal>,
-    mode: Mode,
+    pause: Option<u64>,
     json: bool,
 ) -> anyhow::Result<ExitCode> {
-    match &config.strategist {
-        StrategistConfig::Offline => run_with(
-            store, meta, config, NoLlm, market, clock, journal, mode, json,
-        ),
+    match &ready.config.strategist {
+        StrategistConfig::Offline => run_with(store, ready, NoLlm, market, clock, pause, json),
         StrategistConfig::Llm { base_url, .. } => {
             // Only the CLI reads keys, and only from the named environment variable.
             let api_key = std::env::var(api_key_env).ok().filter(|k| !k.is_empty());
@@ -515,54 +441,40 @@ fn drive(
                 base_url: base_url.clone(),
                 api_key,
             })?;
-            let spent = journal.spent(&config.llm_budget());
+            let budget = ready.config.llm_budget();
+            let spent =
+                Journal::new(ready.records.clone(), Arc::new(MemorySink::default())).spent(&budget);
             let client = Budgeted::new(
                 Retrying::new(
                     Timed::new(provider, Duration::from_secs(120)),
                     RetryPolicy::default(),
-                    config.seed,
+                    ready.config.seed,
                 ),
-                config.llm_budget(),
+                budget,
                 spent,
             );
-            run_with(
-                store, meta, config, client, market, clock, journal, mode, json,
-            )
+            run_with(store, ready, client, market, clock, pause, json)
         }
     }
 }
 
-#[allow(clippy::too_many_arguments)] // the parts of a run, each distinct
 fn run_with<L: LlmClient + 'static>(
     store: &Arc<Store>,
-    meta: &RunMeta,
-    config: ResearchConfig,
+    ready: Ready,
     llm: L,
     market: Arc<dyn MarketData>,
     clock: Arc<dyn Clock>,
-    journal: Arc<Journal>,
-    mode: Mode,
+    pause: Option<u64>,
     json: bool,
 ) -> anyhow::Result<ExitCode> {
-    store.claim(&meta.id, std::process::id())?;
-    let max_iter = config.budgets.max_iterations;
-    let exec = research::executor(ResearchParts {
-        services: Services {
-            foundation: foundation(&market),
-            market,
-            llm: Arc::new(llm),
-            clock,
-            memory: store.clone(),
-        },
-        config: config.clone(),
-    })?;
+    let id = ready.meta.id.clone();
+    let max_iter = ready.config.budgets.max_iterations;
+    let budget = ready.config.llm_budget();
     let runtime = runtime()?;
     let tty = std::io::stderr().is_terminal() && !json;
-    let budget = config.llm_budget();
-    let j2 = journal.clone();
     let mut trials = 0usize;
     let mut best = f64::NEG_INFINITY;
-    let progress = |p: &Progress<'_>| {
+    let progress = |p: &Progress<'_>, journal: &Journal| {
         if let Some(plan) = p.outputs.get("plan")
             && !json
             && let Ok(plan) = serde_json::from_value::<ExperimentPlan>(plan.clone())
@@ -577,7 +489,7 @@ fn run_with<L: LlmClient + 'static>(
                 .fold(best, f64::max);
         }
         let iteration = p.exec.split('#').nth(1).unwrap_or("1");
-        let spent = j2.spent(&budget);
+        let spent = journal.spent(&budget);
         let line = format!(
             "iteration {iteration}/{max_iter} · {} {} · {trials} strategies · best robust Sharpe {best:.2} · {} LLM calls, {} tokens, ${:.4}",
             p.exec,
@@ -594,68 +506,37 @@ fn run_with<L: LlmClient + 'static>(
         }
     };
     // Ctrl-C stops the run between journal writes; `lim resume` continues it.
-    let cancel = exec.cancel_handle();
+    let cancel = Arc::new(tokio::sync::Notify::new());
+    let on_ctrl_c = cancel.clone();
     runtime.spawn(async move {
         if tokio::signal::ctrl_c().await.is_ok() {
-            cancel.notify_one();
+            on_ctrl_c.notify_one();
         }
     });
-    let result =
-        runtime.block_on(exec.run(journal.clone(), research::initial(&config), mode, progress));
+    let parts = Execution {
+        llm,
+        foundation: foundation(&market),
+        market,
+        clock,
+        sink: sink(store, &id, pause),
+        cancel: Some(cancel),
+    };
+    let result = runtime.block_on(lifecycle::execute(store, ready, parts, progress));
     if tty {
         eprintln!();
     }
-    let state = match result {
-        Ok(s) => s,
-        Err(lim_pipelines::engine::EngineError::Cancelled) => {
-            store.set_status(
-                &meta.id,
-                RunStatus::Interrupted,
-                Some("interrupted (Ctrl-C)"),
-            )?;
-            bail!(
-                "run {} interrupted; what completed is journaled: `lim resume {}` continues it",
-                meta.id,
-                meta.id
-            );
-        }
-        Err(e) => {
-            store.set_status(&meta.id, RunStatus::Failed, Some(&e.to_string()))?;
-            bail!(
-                "run {} stopped: {e}\nWhat completed is journaled; `lim resume {}` continues from there",
-                meta.id,
-                meta.id
-            );
-        }
-    };
-    // The report is rebuilt from the artifacts by this build, so a run journaled by older code
-    // (or whose report step failed) finishes with today's ranking and rendering.
-    let (summary, report) = research::summarize(
-        &state.artifacts,
-        &config,
-        journal.spent(&config.llm_budget()),
-    )
-    .map_err(|e| anyhow::anyhow!("run {}: cannot write its report: {e}", meta.id))?;
-    store.remember(&meta.id, &research::findings_of(&meta.id, &summary))?;
-    store.set_status(&meta.id, RunStatus::Finished, Some(&summary.stop_reason))?;
-    let dir = store.run_dir(&meta.id)?;
-    let path = dir.join("report.md");
-    std::fs::write(&path, &report)
-        .with_context(|| format!("cannot write the report '{}'", path.display()))?;
+    let Finished { summary, report } = result?;
     if json {
         println!(
             "{}",
             serde_json::to_string_pretty(
-                &serde_json::json!({"run": meta.id, "report": path, "summary": summary})
+                &serde_json::json!({"run": id, "report": report, "summary": summary})
             )?
         );
     } else {
         print_summary(&summary);
-        println!("report: {}", path.display());
-        println!(
-            "run {}: `lim show {}`, `lim replay {}`",
-            meta.id, meta.id, meta.id
-        );
+        println!("report: {}", report.display());
+        println!("run {id}: `lim show {id}`, `lim replay {id}`");
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -15,6 +15,7 @@
 pub mod bench;
 pub mod engine;
 pub mod journal;
+pub mod lifecycle;
 pub mod plan_check;
 pub mod research;
 pub mod store;

@@ -3,7 +3,7 @@
 //! plan → data → (foundation) → generate → backtest → critique ⟲ … → finalize → report.
 //! Every node reads and writes JSON artifacts; every LLM call, tool call, data read and clock
 //! read goes through the journal's decorators, so a run resumes after a crash without paying
-//! for an answer twice and replays with no LLM at all. Only [`Finalize`] holds the universe
+//! for an answer twice and replays with no LLM at all. Several nodes share the universe; only [`Finalize`] reads
 //! itself, and with it the sealed test period; the agent-facing tools refuse it.
 
 use std::collections::BTreeMap;

@@ -1,0 +1,155 @@
+//! A run's life in the store: created, executed to its report, interrupted and resumed to the
+//! same end, refused with other settings, forked, and left alone once finished.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests fail loudly
+
+use std::sync::Arc;
+
+use lim_market::{Catalog, MarketData};
+use lim_pipelines::journal::FixedClock;
+use lim_pipelines::lifecycle::{self, Execution, Ready, Resumption, RunError};
+use lim_pipelines::research::{NoLlm, ResearchConfig};
+use lim_pipelines::store::{RunStatus, Store, StoreSink};
+
+fn config() -> ResearchConfig {
+    let mut c = ResearchConfig::new("trend in Chinese commodity futures");
+    c.population = 4;
+    c.budgets.max_iterations = 2;
+    c
+}
+
+fn market() -> Arc<dyn MarketData> {
+    Arc::new(Catalog::bundled(None))
+}
+
+fn execute(
+    store: &Arc<Store>,
+    ready: Ready,
+    cancel: bool,
+) -> Result<lifecycle::Finished, RunError> {
+    let notify = Arc::new(tokio::sync::Notify::new());
+    if cancel {
+        notify.notify_one();
+    }
+    let sink = Arc::new(StoreSink::new(store.clone(), &ready.meta.id));
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(lifecycle::execute(
+            store,
+            ready,
+            Execution {
+                llm: NoLlm,
+                market: market(),
+                foundation: None,
+                clock: Arc::new(FixedClock(0)),
+                sink,
+                cancel: Some(notify),
+            },
+            |_, _| {},
+        ))
+}
+
+#[test]
+fn a_run_is_created_executed_and_reported_and_a_finished_run_is_left_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(Store::open(dir.path()).unwrap());
+    let data = dir.path().join("data");
+    let ready = lifecycle::create(&store, config(), market().as_ref(), Some(&data), 7).unwrap();
+    let id = ready.meta.id.clone();
+    assert_eq!(store.run(&id).unwrap().status, RunStatus::Running);
+    // The run remembers its data directory.
+    assert_eq!(
+        store.data_dir(&id).unwrap().as_deref(),
+        Some(data.as_path())
+    );
+    let done = execute(&store, ready, false).unwrap();
+    let report = std::fs::read_to_string(&done.report).unwrap();
+    assert!(report.starts_with("# LIM research report"));
+    let meta = store.run(&id).unwrap();
+    assert_eq!(meta.status, RunStatus::Finished);
+    assert_eq!(
+        meta.stop_reason.as_deref(),
+        Some(done.summary.stop_reason.as_str())
+    );
+    // Its findings are in the research memory.
+    let found = store.recall(&["cn_futures_daily".to_string()], 10).unwrap();
+    assert!(!found.is_empty());
+    match lifecycle::resume(&store, meta, config(), false, market().as_ref(), 8).unwrap() {
+        Resumption::Finished(m) => assert_eq!(m.id, id),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn an_interrupted_run_resumes_to_the_end_an_uninterrupted_run_reaches() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(Store::open(dir.path()).unwrap());
+    let whole = lifecycle::create(&store, config(), market().as_ref(), None, 0).unwrap();
+    let whole = execute(&store, whole, false).unwrap();
+
+    let other = tempfile::tempdir().unwrap();
+    let store = Arc::new(Store::open(other.path()).unwrap());
+    let ready = lifecycle::create(&store, config(), market().as_ref(), None, 0).unwrap();
+    let id = ready.meta.id.clone();
+    match execute(&store, ready, true) {
+        Err(RunError::Interrupted { run }) => assert_eq!(run, id),
+        other => panic!("{other:?}"),
+    }
+    let meta = store.run(&id).unwrap();
+    assert_eq!(meta.status, RunStatus::Interrupted);
+    let resumed =
+        match lifecycle::resume(&store, meta, config(), false, market().as_ref(), 1).unwrap() {
+            Resumption::Continue { ready, .. } => execute(&store, ready, false).unwrap(),
+            other => panic!("{other:?}"),
+        };
+    assert_eq!(
+        serde_json::to_value(&resumed.summary).unwrap(),
+        serde_json::to_value(&whole.summary).unwrap()
+    );
+}
+
+#[test]
+fn other_settings_are_refused_by_name_unless_forked_into_a_new_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(Store::open(dir.path()).unwrap());
+    let data = dir.path().join("data");
+    let ready = lifecycle::create(&store, config(), market().as_ref(), Some(&data), 0).unwrap();
+    let meta = ready.meta.clone();
+    let mut wanted = config();
+    wanted.budgets.max_iterations = 5;
+    let e = lifecycle::resume(
+        &store,
+        meta.clone(),
+        wanted.clone(),
+        false,
+        market().as_ref(),
+        1,
+    )
+    .unwrap_err();
+    let text = e.to_string();
+    assert!(
+        text.contains("budgets.max_iterations: 2 → 5") && text.contains("--fork"),
+        "{text}"
+    );
+    match lifecycle::resume(&store, meta.clone(), wanted, true, market().as_ref(), 1).unwrap() {
+        Resumption::Forked {
+            ready,
+            from,
+            changes,
+        } => {
+            assert_eq!(from, meta.id);
+            assert_ne!(ready.meta.id, meta.id);
+            assert_eq!(ready.config.budgets.max_iterations, 5);
+            assert_eq!(changes.len(), 1);
+            // The fork reads the data its parent read.
+            assert_eq!(
+                store.data_dir(&ready.meta.id).unwrap().as_deref(),
+                Some(data.as_path())
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+}
