@@ -479,10 +479,14 @@ pub fn ema(x: &[f64], d: usize, out: &mut [f64]) {
     }
 }
 
-/// An order-preserving integer key of a float (NaN sorts as +inf, -0 as 0).
+/// An order-preserving integer key of a float (NaN sorts after +inf, -0 as 0).
 fn sort_key(v: f64) -> u64 {
-    let v = if v.is_nan() { f64::INFINITY } else { v + 0.0 };
-    let b = v.to_bits();
+    if v.is_nan() {
+        // Above +inf's key (0xFFF0…): +inf ranks last among the numbers, so `rank` gives it 1
+        // whether or not the row holds NaN (tied with NaN, it ranked above the count).
+        return u64::MAX;
+    }
+    let b = (v + 0.0).to_bits();
     if b >> 63 == 1 { !b } else { b | (1 << 63) }
 }
 
@@ -622,8 +626,9 @@ fn sort_indices(s: &mut RankScratch) {
     }
 }
 
-/// Average-tie ranks 1..=n of a row, with NaN ranked as +inf and then reset to NaN (the
-/// reference's convention).
+/// Average-tie ranks 1..=n of a row, NaN ranked after every number (+inf included) and then
+/// reset to NaN. The numpy reference ranks NaN as +inf, tied with it; the two differ only for
+/// +inf in a row that also holds NaN.
 pub fn rank_avg(row: &[f64], out: &mut [f64], scratch: &mut RankScratch) {
     rank_into(row, out, scratch, false);
 }
@@ -859,20 +864,39 @@ mod tests {
         }
     }
 
-    /// The ranks by definition: values below, plus the average position among equals, with
-    /// NaN counted as +inf and then left NaN (the reference's convention).
+    /// The ranks by definition: numbers below, plus the average position among equal
+    /// numbers; NaN is left NaN and ranks after every number, +inf included.
     fn naive_ranks(row: &[f64]) -> Vec<f64> {
-        let key = |v: f64| if v.is_nan() { f64::INFINITY } else { v };
         row.iter()
             .map(|&v| {
                 if v.is_nan() {
                     return f64::NAN;
                 }
-                let below = row.iter().filter(|&&w| key(w) < key(v)).count() as f64;
-                let equal = row.iter().filter(|&&w| key(w) == key(v)).count() as f64;
+                let below = row.iter().filter(|&&w| w < v).count() as f64;
+                let equal = row.iter().filter(|&&w| w == v).count() as f64;
                 below + (equal + 1.0) / 2.0
             })
             .collect()
+    }
+
+    #[test]
+    fn the_rank_of_plus_infinity_is_one_even_beside_nan() {
+        let row = [
+            0.5,
+            f64::NAN,
+            f64::INFINITY,
+            -1.0,
+            f64::NAN,
+            f64::NEG_INFINITY,
+        ];
+        let mut out = vec![0.0; row.len()];
+        let mut scratch = RankScratch::default();
+        pct_rank(&row, &mut out, &mut scratch);
+        assert_eq!(out[2], 1.0);
+        assert_eq!(out[5], 0.25);
+        assert!(out[1].is_nan() && out[4].is_nan());
+        rank_avg(&row, &mut out, &mut scratch);
+        assert_eq!(&[out[0], out[2], out[3], out[5]], &[3.0, 4.0, 2.0, 1.0]);
     }
 
     #[test]
@@ -930,8 +954,8 @@ mod tests {
         // Rows of changing counts (NaN) and ties share one scratch, so its table is remade.
         let mut bits = xorshift(5);
         let mut scratch = RankScratch::default();
-        // Quarters are sorted; halves are counted. +inf ties with NaN (ranked as +inf), so it
-        // may rank above the count.
+        // Quarters are sorted; halves are counted. +inf ranks last among the numbers, so never
+        // above the count.
         for len in [1, 2, 7, 64, 65, 300, 64, 1] {
             for step in 0..6 {
                 let row: Vec<f64> = (0..len)

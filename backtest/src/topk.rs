@@ -677,8 +677,10 @@ fn sample_std(x: &[f64]) -> f64 {
 /// (annualised return, Sharpe, maximum drawdown) of per-bar net returns.
 pub fn summary(net: &[f64], periods: f64) -> (f64, f64, f64) {
     let n = net.len() as f64;
+    // The running peak starts at the starting capital (1.0), as empyrical, quantstats and
+    // pyfolio do, so a loss on the first bar is a drawdown.
     let mut eq = 1.0;
-    let mut peak = f64::NEG_INFINITY;
+    let mut peak = 1.0f64;
     let mut dd = 0.0f64;
     for r in net {
         eq *= 1.0 + r;
@@ -1004,6 +1006,9 @@ mod tests {
         let (ann, sharpe, dd) = summary(&[0.1, -0.5, 0.2], 3.0);
         assert!((ann - (1.1 * 0.5 * 1.2 - 1.0)).abs() < 1e-12);
         assert!((dd - (0.55 / 1.1 - 1.0)).abs() < 1e-12);
+        // A loss on the first bar is a drawdown from the starting capital.
+        let (_, _, dd) = summary(&[-0.1, 0.05], 252.0);
+        assert!((dd - (-0.1)).abs() < 1e-12, "{dd}");
         let m = (0.1 - 0.5 + 0.2) / 3.0;
         let sd =
             (((0.1f64 - m).powi(2) + (-0.5f64 - m).powi(2) + (0.2f64 - m).powi(2)) / 2.0).sqrt();
