@@ -430,6 +430,7 @@ impl<'a> Evaluator<'a> {
             }
             "ts_mean" => x.map_cols(|c, o| ops::move_mean(c, window(1), o)),
             "ts_sum" => x.map_cols(|c, o| ops::move_sum(c, window(1), o)),
+            "ts_product" => x.map_cols(|c, o| ops::move_product(c, window(1), o)),
             "ts_std" => x.map_cols(|c, o| ops::move_var(c, window(1), 1, true, o)),
             "ts_var" => x.map_cols(|c, o| ops::move_var(c, window(1), 1, false, o)),
             "ts_min" => x.map_cols(|c, o| ops::move_extreme(c, window(1), Extreme::Min, false, o)),

@@ -207,6 +207,12 @@ pub const FUNCS: &[Func] = &[
         doc: "sum over the last d bars",
     },
     Func {
+        name: "ts_product",
+        args: &[E, W],
+        kind: TS,
+        doc: "product over the last d bars",
+    },
+    Func {
         name: "ts_std",
         args: &[E, W],
         kind: TS,

@@ -82,6 +82,23 @@ pub fn move_sum(x: &[f64], w: usize, out: &mut [f64]) {
     }
 }
 
+/// Rolling product over `w` bars; NaN unless all `w` are numbers. Multiplied out window by
+/// window (O(w) a bar), so zeros and signs are exact, unlike `exp(ts_sum(log(x), d))`.
+pub fn move_product(x: &[f64], w: usize, out: &mut [f64]) {
+    let mut last_nan: Option<usize> = None;
+    for t in 0..x.len() {
+        if x[t].is_nan() {
+            last_nan = Some(t);
+        }
+        let full = t + 1 >= w && last_nan.is_none_or(|k| k + w <= t);
+        out[t] = if full {
+            x[t + 1 - w..=t].iter().product()
+        } else {
+            f64::NAN
+        };
+    }
+}
+
 /// Rolling mean over `w` bars; NaN unless all `w` are numbers.
 pub fn move_mean(x: &[f64], w: usize, out: &mut [f64]) {
     let mut m = MeanWindow::new(w);
@@ -877,6 +894,25 @@ mod tests {
                 below + (equal + 1.0) / 2.0
             })
             .collect()
+    }
+
+    #[test]
+    fn rolling_products_are_exact_for_zeros_and_signs_and_nan_until_full() {
+        let x = [2.0, -1.0, 0.0, 3.0, 4.0, f64::NAN, 5.0, 6.0, 0.5];
+        let mut out = vec![0.0; x.len()];
+        move_product(&x, 2, &mut out);
+        let want = [
+            f64::NAN,
+            -2.0,
+            -0.0,
+            0.0,
+            12.0,
+            f64::NAN,
+            f64::NAN,
+            30.0,
+            3.0,
+        ];
+        assert!(same(&out, &want), "{out:?}");
     }
 
     #[test]
