@@ -373,6 +373,27 @@ impl Lab {
         }
     }
 
+    /// Trains `recipe`'s last stage with `run` if the budget can pay, and charges it.
+    fn train<T>(
+        &self,
+        recipe: &Recipe,
+        what: &str,
+        run: impl FnOnce(&dyn FoundationModel, &ModelRequest, &Recipe) -> Result<T, String>,
+        finetuned: impl FnOnce(&T) -> Option<Finetuned>,
+    ) -> Result<TrainReport<T>, Failure> {
+        self.afford(recipe)?;
+        let (req, _) = request(self.session()?.as_ref())?;
+        let details = run(self.model.as_ref(), &req, recipe)
+            .map_err(|e| (FailureKind::Failed, format!("{what} failed: {e}")))?;
+        let cost = self.charge(recipe, finetuned(&details))?;
+        Ok(TrainReport {
+            model: recipe.to_string(),
+            details,
+            cpu_seconds: cost,
+            remaining_cpu_seconds: self.state().remaining(),
+        })
+    }
+
     /// Adds the predictions of `recipe` as field `name`, dropping any at or before the cutoff.
     fn add_field(&self, name: &str, recipe: &Recipe, why: &str) -> Result<FieldRecord, Failure> {
         let session = self.session()?;
@@ -565,19 +586,12 @@ impl Tool for Pretrain {
                 }),
                 finetune: None,
             };
-            lab.afford(&recipe)?;
-            let (req, _) = request(lab.session()?.as_ref())?;
-            let details = lab
-                .model
-                .pretrain(&req, &recipe)
-                .map_err(|e| (FailureKind::Failed, format!("pretraining failed: {e}")))?;
-            let cost = lab.charge(&recipe, None)?;
-            Ok(TrainReport {
-                model: recipe.to_string(),
-                details,
-                cpu_seconds: cost,
-                remaining_cpu_seconds: lab.state().remaining(),
-            })
+            lab.train(
+                &recipe,
+                "pretraining",
+                |m, req, r| m.pretrain(req, r),
+                |_| None,
+            )
         })
         .await
     }
@@ -647,19 +661,12 @@ impl Tool for Finetune {
                 }),
                 ..base
             };
-            lab.afford(&recipe)?;
-            let (req, _) = request(lab.session()?.as_ref())?;
-            let details = lab
-                .model
-                .finetune(&req, &recipe)
-                .map_err(|e| (FailureKind::Failed, format!("fine-tuning failed: {e}")))?;
-            let cost = lab.charge(&recipe, Some(details.clone()))?;
-            Ok(TrainReport {
-                model: recipe.to_string(),
-                details,
-                cpu_seconds: cost,
-                remaining_cpu_seconds: lab.state().remaining(),
-            })
+            lab.train(
+                &recipe,
+                "fine-tuning",
+                |m, req, r| m.finetune(req, r),
+                |d: &Finetuned| Some(d.clone()),
+            )
         })
         .await
     }
