@@ -31,7 +31,7 @@ use crate::workflow::{Edge, Workflow};
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// Why a node failed.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[derive(Debug, thiserror::Error)]
 pub enum NodeError {
     /// A declared input is missing or has the wrong shape.
     #[error("input '{name}': {why}")]
@@ -41,15 +41,32 @@ pub enum NodeError {
         /// What is wrong.
         why: String,
     },
-    /// The node's own work failed.
+    /// The journal or the run store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// An agent could not run (a prompt failed to render, a tool call could not be journaled).
+    #[error(transparent)]
+    Agent(#[from] lim_agents::agent::AgentError),
+    /// The market data could not be read.
+    #[error(transparent)]
+    Market(#[from] lim_market::MarketError),
+    /// An artifact could not be written or read as JSON.
+    #[error("an artifact's JSON: {0}")]
+    Json(#[from] serde_json::Error),
+    /// A tool the node relies on failed; `message` is the tool's own.
+    #[error("{tool} failed: {message}")]
+    Tool {
+        /// The tool.
+        tool: String,
+        /// Why.
+        message: String,
+    },
+    /// State the node needs is not there (`what` says which and why).
     #[error("{0}")]
-    Failed(String),
-}
-
-impl From<StoreError> for NodeError {
-    fn from(e: StoreError) -> NodeError {
-        NodeError::Failed(e.to_string())
-    }
+    Missing(String),
+    /// The node's work panicked or was cancelled on its thread.
+    #[error("the node's work stopped: {0}")]
+    Task(String),
 }
 
 /// What a node execution gets: its identity, the run's artifacts, the journal and a seed.
@@ -437,7 +454,7 @@ impl Executor {
                     Err(e) => {
                         return Err(EngineError::Node {
                             exec: "?".into(),
-                            error: NodeError::Failed(format!("a node task panicked: {e}")),
+                            error: NodeError::Task(format!("a node task panicked: {e}")),
                         });
                     }
                 }

@@ -42,7 +42,7 @@ impl Node for Emit {
             }
             tokio::time::sleep(Duration::from_millis(self.delay_ms)).await;
             if self.fail_first && n == 0 {
-                return Err(NodeError::Failed("flaky".into()));
+                return Err(NodeError::Missing("flaky".into()));
             }
             let mut out = Artifacts::new();
             out.insert(self.artifact.into(), self.value.clone());

@@ -35,10 +35,10 @@ impl Node for DataNode {
                     "universe",
                     r.get("result").cloned().unwrap_or(Value::Null),
                 )])),
-                _ => Err(fail(format!(
-                    "choose_universe failed: {}",
-                    crate::trace::field(&r, "/message")
-                ))),
+                _ => Err(NodeError::Tool {
+                    tool: "choose_universe".into(),
+                    message: crate::trace::field(&r, "/message"),
+                }),
             }
         })
     }
@@ -58,10 +58,10 @@ impl Node for DataNode {
                 .await;
             match r.get("status").and_then(Value::as_str) {
                 Some("done") => Ok(()),
-                _ => Err(fail(format!(
-                    "cannot reload the universe: {}",
-                    crate::trace::field(&r, "/message")
-                ))),
+                _ => Err(NodeError::Tool {
+                    tool: "choose_universe (reloading the universe)".into(),
+                    message: crate::trace::field(&r, "/message"),
+                }),
             }
         })
     }
@@ -101,13 +101,16 @@ pub(super) fn restore_lab(
         return Ok(());
     }
     let Some(model) = model else {
-        return Err(fail(
-            "the run used the foundation model, which this build does not include",
+        return Err(NodeError::Missing(
+            "the run used the foundation model, which this build does not include".into(),
         ));
     };
     Lab::new(model.clone(), universe.clone(), LabState::default())
         .restore_fields(&state)
-        .map_err(fail)
+        .map_err(|message| NodeError::Tool {
+            tool: "predict (rebuilding the foundation fields)".into(),
+            message,
+        })
 }
 
 /// The foundation model's tools over `lab`.

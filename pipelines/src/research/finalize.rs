@@ -14,10 +14,9 @@ impl Node for Finalize {
             let plan: ExperimentPlan = cx.input("plan")?;
             let mut trials: Vec<Trial> = cx.input("trials")?;
             trials.iter_mut().for_each(|t| t.score(&plan.strategy));
-            let session = self
-                .universe
-                .current()
-                .ok_or_else(|| fail("no universe: the data node did not run"))?;
+            let session = self.universe.current().ok_or_else(|| {
+                NodeError::Missing("no universe: the data node did not run".into())
+            })?;
             let finalists = self.config.finalists;
             let work = tokio::task::spawn_blocking(move || {
                 let ranked = leaderboard(&trials);
@@ -40,7 +39,8 @@ impl Node for Finalize {
                 let mt: Option<MultipleTesting> = session.multiple_testing(&books);
                 (ranked, finalists, baselines, combined, mt)
             });
-            let (ranked, finalists, baselines, combined, mt) = work.await.map_err(fail)?;
+            let (ranked, finalists, baselines, combined, mt) =
+                work.await.map_err(|e| NodeError::Task(e.to_string()))?;
             Ok(out(vec![
                 ("ranking", to_value(&ranked)?),
                 ("finalists", to_value(&finalists)?),

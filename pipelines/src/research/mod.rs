@@ -61,16 +61,12 @@ use finalize::{Finalize, Nothing, Report};
 use plan::{PlanNode, Start};
 use search::{Backtest, CritiqueNode, Generate};
 
-fn fail(e: impl std::fmt::Display) -> NodeError {
-    NodeError::Failed(e.to_string())
-}
-
 fn out(pairs: Vec<(&str, Value)>) -> Artifacts {
     pairs.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
 }
 
 fn to_value<T: Serialize>(v: &T) -> Result<Value, NodeError> {
-    serde_json::to_value(v).map_err(fail)
+    Ok(serde_json::to_value(v)?)
 }
 
 fn notes_with(cx: &Cx, note: Option<String>) -> Result<Value, NodeError> {

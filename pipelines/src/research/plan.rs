@@ -29,7 +29,7 @@ impl<L: LlmClient + 'static> Node for PlanNode<L> {
     fn run(&self, cx: Cx) -> BoxFuture<'_, Result<Artifacts, NodeError>> {
         Box::pin(async move {
             let goal: String = cx.input("goal")?;
-            let metas = self.services.market.datasets().map_err(fail)?;
+            let metas = self.services.market.datasets()?;
             let available: Vec<String> = metas.iter().map(|d| d.name.clone()).collect();
             let mut keyword = offline::plan(&goal, &available);
             plan_check::size_book(&mut keyword, &metas);
@@ -74,8 +74,7 @@ impl<L: LlmClient + 'static> Node for PlanNode<L> {
                     &available,
                     |p| check(p).map_err(|e| e.to_string()),
                 )
-                .await
-                .map_err(fail)?;
+                .await?;
                 let protocol = match run.protocol {
                     Protocol::Json => "the JSON protocol (the server ignores tools)",
                     _ => "native function calling",

@@ -115,8 +115,8 @@ impl Summary {
     ) -> Result<Summary, NodeError> {
         let get = |k: &str| a.get(k).cloned().unwrap_or(Value::Null);
         let de = |k: &str| -> Result<Value, NodeError> { Ok(get(k)) };
-        let plan: ExperimentPlan = serde_json::from_value(de("plan")?).map_err(fail)?;
-        let mut trials: Vec<Trial> = serde_json::from_value(de("trials")?).map_err(fail)?;
+        let plan: ExperimentPlan = serde_json::from_value(de("plan")?)?;
+        let mut trials: Vec<Trial> = serde_json::from_value(de("trials")?)?;
         trials.iter_mut().for_each(|t| t.score(&plan.strategy));
         let rejected = trials
             .iter()
@@ -177,10 +177,10 @@ impl Summary {
             trials: trials.len(),
             leaderboard,
             rejected,
-            finalists: serde_json::from_value(get("finalists")).map_err(fail)?,
+            finalists: serde_json::from_value(get("finalists"))?,
             baselines: serde_json::from_value(get("baselines")).unwrap_or_default(),
             combined: serde_json::from_value(get("combined")).unwrap_or_default(),
-            multiple_testing: serde_json::from_value(get("deflated")).map_err(fail)?,
+            multiple_testing: serde_json::from_value(get("deflated"))?,
             lineage,
             ancestry,
             foundation: a

@@ -172,8 +172,7 @@ impl<L: LlmClient + 'static> Node for Generate<L> {
                                 reply_tokens: 2_000,
                             },
                         )
-                        .await
-                        .map_err(fail)?;
+                        .await?;
                         // Every strategy the agent saw backtested is a candidate, and so a
                         // trial of the run: the deflated statistics count it.
                         let explored: Vec<String> = log
@@ -417,8 +416,7 @@ impl<L: LlmClient + 'static> Node for CritiqueNode<L> {
                         reply_tokens: 800,
                     },
                 )
-                .await
-                .map_err(fail)?;
+                .await?;
                 activity = Some(agents_with(&cx, &run)?);
                 match run.outcome {
                     Outcome::Answer { value } => {
