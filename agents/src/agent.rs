@@ -17,7 +17,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use schemars::JsonSchema;
 use serde::de::DeserializeOwned;
@@ -27,7 +27,7 @@ use serde_json::{Value, json};
 use crate::chat::{
     ChatRequest, FinishReason, Message, ResponseFormat, Role, ToolCall, ToolDef, Usage,
 };
-use crate::client::LlmClient;
+use crate::client::{LlmClient, Price};
 use crate::structured::{extract_json, strict_schema};
 
 /// The name of the native protocol's final-answer tool.
@@ -84,8 +84,26 @@ impl ProtocolMemo {
     }
 }
 
+/// The instant an agent loop must end by, on the run's clock (a journaled clock, so a replay
+/// ends where the run ended).
+#[derive(Clone)]
+pub struct Deadline {
+    /// Milliseconds since the epoch.
+    pub at_ms: i64,
+    /// The run's clock.
+    pub now: Arc<dyn Fn() -> i64 + Send + Sync>,
+}
+
+impl std::fmt::Debug for Deadline {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Deadline")
+            .field("at_ms", &self.at_ms)
+            .finish_non_exhaustive()
+    }
+}
+
 /// When an agent must stop without an answer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone)]
 pub struct Limits {
     /// Model replies (each tool-calling reply and each answer attempt is one).
     pub max_steps: u32,
@@ -93,6 +111,12 @@ pub struct Limits {
     pub max_tokens: Option<u64>,
     /// Completion tokens per reply.
     pub reply_tokens: u32,
+    /// Dollars over the whole loop, priced by `price` (no limit without a price).
+    pub max_usd: Option<f64>,
+    /// Dollars per million prompt and completion tokens.
+    pub price: Option<Price>,
+    /// No new reply is asked for after this instant.
+    pub deadline: Option<Deadline>,
 }
 
 impl Default for Limits {
@@ -101,6 +125,9 @@ impl Default for Limits {
             max_steps: 8,
             max_tokens: None,
             reply_tokens: 1_500,
+            max_usd: None,
+            price: None,
+            deadline: None,
         }
     }
 }
@@ -145,6 +172,16 @@ pub enum Outcome<T> {
     TokenLimit {
         /// Tokens used.
         used: u64,
+    },
+    /// The dollar limit of the loop was reached.
+    DollarLimit {
+        /// Dollars spent.
+        usd: f64,
+    },
+    /// The deadline passed.
+    TimeLimit {
+        /// The deadline, milliseconds since the epoch.
+        at_ms: i64,
     },
     /// The LLM call failed (including a run budget refusing it).
     LlmFailed {
@@ -259,6 +296,21 @@ where
             };
             return Ok(out);
         }
+        if let (Some(max), Some(p)) = (limits.max_usd, limits.price) {
+            let usd = (out.usage.prompt_tokens as f64 * p.prompt
+                + out.usage.completion_tokens as f64 * p.completion)
+                / 1e6;
+            if usd >= max {
+                out.outcome = Outcome::DollarLimit { usd };
+                return Ok(out);
+            }
+        }
+        if let Some(d) = &limits.deadline
+            && (d.now)() >= d.at_ms
+        {
+            out.outcome = Outcome::TimeLimit { at_ms: d.at_ms };
+            return Ok(out);
+        }
         let protocol = match memo.get() {
             Protocol::Auto => Protocol::Native,
             p => p,
@@ -299,7 +351,7 @@ where
             &reply.finish_reason,
             protocol,
             &check,
-            limits,
+            &limits,
         );
         match reading {
             Reading::Answer(value) => {
@@ -363,7 +415,7 @@ fn read<T: DeserializeOwned>(
     finish: &FinishReason,
     protocol: Protocol,
     check: &impl Fn(&T) -> Result<(), String>,
-    limits: Limits,
+    limits: &Limits,
 ) -> Reading<T> {
     let answer = |v: &Value| -> Reading<T> {
         match serde_json::from_value::<T>(v.clone()) {

@@ -90,8 +90,8 @@ pub async fn plan_agent<L: LlmClient>(
     };
     let limits = Limits {
         max_steps: 6,
-        max_tokens: None,
         reply_tokens: 1_000,
+        ..Limits::default()
     };
     let mut run = agent::run(client, tools, &task, memo, limits, |c: &PlanChoice| match c
         .plan

@@ -236,6 +236,45 @@ fn the_step_and_token_limits_end_the_loop_with_their_outcome() {
 }
 
 #[test]
+fn the_dollar_limit_and_the_deadline_end_the_loop_with_their_outcome() {
+    let memo = ProtocolMemo::new(Protocol::Native);
+    let loops = || {
+        (0..10)
+            .map(|_| call("echo", r#"{"text": "again"}"#))
+            .collect()
+    };
+    // 10 prompt and 5 completion tokens a reply at $1000 and $2000 per million: 2 cents each.
+    let limits = Limits {
+        max_usd: Some(0.05),
+        price: Some(lim_agents::client::Price {
+            prompt: 1000.0,
+            completion: 2000.0,
+        }),
+        ..Limits::default()
+    };
+    let (run, llm, _) = go(loops(), &memo, limits);
+    assert_eq!(llm.requests().len(), 3);
+    match run.outcome {
+        Outcome::DollarLimit { usd } => assert!((usd - 0.06).abs() < 1e-12, "{usd}"),
+        other => panic!("{other:?}"),
+    }
+    // The clock moves a minute a read; the deadline is three minutes in.
+    let minute = std::sync::Arc::new(std::sync::atomic::AtomicI64::new(0));
+    let limits = Limits {
+        deadline: Some(agent::Deadline {
+            at_ms: 180_000,
+            now: std::sync::Arc::new(move || {
+                minute.fetch_add(60_000, std::sync::atomic::Ordering::SeqCst)
+            }),
+        }),
+        ..Limits::default()
+    };
+    let (run, llm, _) = go(loops(), &memo, limits);
+    assert_eq!(run.outcome, Outcome::TimeLimit { at_ms: 180_000 });
+    assert_eq!(llm.requests().len(), 3);
+}
+
+#[test]
 fn the_json_protocol_constrains_each_reply_to_a_tool_call_or_the_answer() {
     let memo = ProtocolMemo::new(Protocol::Json);
     let (run, llm, tools) = go(

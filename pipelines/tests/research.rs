@@ -1346,3 +1346,55 @@ fn the_strategist_trains_the_foundation_model_within_its_budget_and_uses_its_fie
     .unwrap();
     assert_eq!(replayed["summary"], artifacts["summary"]);
 }
+
+/// The run's deadline stops an agent's loop before its next reply, not only between nodes;
+/// the clock reads are journaled, so a replay ends the loop at the same place.
+#[test]
+fn the_deadline_stops_an_agent_loop_before_its_next_reply() {
+    let mut config = llm_config();
+    config.budgets.max_iterations = 10;
+    config.budgets.deadline_minutes = Some(25.0);
+    let llm = ScriptedLlm::new(
+        vec![
+            Turn::Text(plan_reply()),
+            Turn::Text(critique_reply("seeds are weak")),
+        ],
+        Usage {
+            prompt_tokens: 10,
+            completion_tokens: 10,
+        },
+    );
+    let services = |llm: ScriptedLlm| Services {
+        market: market(),
+        llm: Arc::new(llm),
+        // Start reads 0; critique#1's agent reads 10 minutes and answers, its stop rule reads
+        // 20; generate#2's agent reads 30, past the deadline, and asks nothing.
+        clock: Arc::new(Racing::default()),
+        foundation: None,
+        memory: Arc::new(lim_tools::NoMemory),
+    };
+    let j = fresh();
+    let artifacts = run_services(&config, services(llm), j.clone(), Mode::Resume).unwrap();
+    let asked = j.records().iter().filter(|r| r.kind == Kind::Llm).count();
+    assert_eq!(
+        asked, 2,
+        "only the plan and the first critique asked the LLM"
+    );
+    let s: Summary = serde_json::from_value(artifacts["summary"].clone()).unwrap();
+    assert_eq!(s.stop_reason, "deadline reached");
+    assert!(
+        s.notes
+            .iter()
+            .any(|n| n.starts_with("generate#2") && n.contains("the run's deadline")),
+        "{:?}",
+        s.notes
+    );
+    let replayed = run_services(
+        &config,
+        services(ScriptedLlm::new(vec![], Usage::default())),
+        Arc::new(Journal::sealed(j.records())),
+        Mode::Replay,
+    )
+    .unwrap();
+    assert_eq!(replayed["summary"], artifacts["summary"]);
+}

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::Arc;
 
-use lim_agents::agent::{Limits, Outcome, Protocol, ProtocolMemo};
+use lim_agents::agent::{Deadline, Limits, Outcome, Protocol, ProtocolMemo};
 use lim_agents::chat::ChatRequest;
 use lim_agents::client::{Budget, LlmClient, Price, Spent};
 use lim_agents::error::LlmError;
@@ -89,6 +89,39 @@ fn agents_with<T>(cx: &Cx, r: &lim_agents::agent::AgentRun<T>) -> Result<Value, 
         tokens: r.usage.total(),
     });
     to_value(&all)
+}
+
+/// An agent loop's limits: its steps and reply size, what is left of the run's dollar budget,
+/// and the run's deadline, read on the node's journaled `clock` before each reply (a clock
+/// that cannot be journaled counts as past the deadline).
+fn agent_limits(
+    config: &ResearchConfig,
+    cx: &Cx,
+    clock: &Arc<JournaledClock>,
+    max_steps: u32,
+    reply_tokens: u32,
+) -> Result<Limits, NodeError> {
+    let b = &config.budgets;
+    let deadline = match b.deadline_minutes {
+        Some(m) => {
+            let started: i64 = cx.input("started_ms")?;
+            let clock = clock.clone();
+            Some(Deadline {
+                at_ms: started + (m * 60_000.0) as i64,
+                now: Arc::new(move || clock.now_ms().unwrap_or(i64::MAX)),
+            })
+        }
+        None => None,
+    };
+    let spent = cx.spent(&config.llm_budget());
+    Ok(Limits {
+        max_steps,
+        max_tokens: None,
+        reply_tokens,
+        max_usd: b.max_usd.map(|m| (m - spent.usd).max(0.0)),
+        price: b.price,
+        deadline,
+    })
 }
 
 /// The `past_findings` tool of a node execution, its reads journaled.

@@ -101,6 +101,8 @@ impl<L: LlmClient + 'static> Node for PlanNode<L> {
                         last_problem.unwrap_or_else(|| "none".into())
                     )),
                     Outcome::TokenLimit { used } => Err(format!("token limit ({used} tokens)")),
+                    Outcome::DollarLimit { usd } => Err(format!("dollar limit (${usd:.4})")),
+                    Outcome::TimeLimit { .. } => Err("the run's deadline".into()),
                     Outcome::LlmFailed { message } => Err(message),
                 });
             }

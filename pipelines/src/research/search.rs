@@ -36,6 +36,8 @@ pub(super) fn describe<T>(o: &Outcome<T>, rejected: &[String]) -> String {
             format!("no valid answer within its steps; last problem: {last}")
         }
         Outcome::TokenLimit { used } => format!("its token limit ({used} tokens)"),
+        Outcome::DollarLimit { usd } => format!("the run's dollar budget (${usd:.4} in this loop)"),
+        Outcome::TimeLimit { .. } => "the run's deadline".into(),
         Outcome::LlmFailed { message } => message.clone(),
     }
 }
@@ -166,11 +168,17 @@ impl<L: LlmClient + 'static> Node for Generate<L> {
                                     fields: &lab_fields_now,
                                 }),
                             },
-                            Limits {
-                                max_steps: 6,
-                                max_tokens: None,
-                                reply_tokens: 2_000,
-                            },
+                            agent_limits(
+                                &self.config,
+                                &cx,
+                                &Arc::new(JournaledClock::new(
+                                    self.services.clock.clone(),
+                                    cx.journal.clone(),
+                                    &cx.exec,
+                                )),
+                                6,
+                                2_000,
+                            )?,
                         )
                         .await?;
                         // Every strategy the agent saw backtested is a candidate, and so a
@@ -341,6 +349,12 @@ impl<L: LlmClient + 'static> Node for CritiqueNode<L> {
             let candidates: Vec<Candidate> = cx.input("candidates")?;
             let mut activity = None;
             let started: i64 = cx.input("started_ms")?;
+            // One journaled clock for the node: the agent's deadline checks, then the stop rule.
+            let clock = Arc::new(JournaledClock::new(
+                self.services.clock.clone(),
+                cx.journal.clone(),
+                &cx.exec,
+            ));
             let mut lineage: Vec<Critique> = cx.optional("lineage")?.unwrap_or_default();
             let iteration = cx.visit;
             let generation = iteration as usize - 1;
@@ -410,11 +424,7 @@ impl<L: LlmClient + 'static> Node for CritiqueNode<L> {
                     &self.protocol,
                     model,
                     &ctx,
-                    Limits {
-                        max_steps: 5,
-                        max_tokens: None,
-                        reply_tokens: 800,
-                    },
+                    agent_limits(&self.config, &cx, &clock, 5, 800)?,
                 )
                 .await?;
                 activity = Some(agents_with(&cx, &run)?);
@@ -432,8 +442,6 @@ impl<L: LlmClient + 'static> Node for CritiqueNode<L> {
             let budget = self.config.llm_budget();
             let spent = cx.spent(&budget);
             let b = &self.config.budgets;
-            let clock =
-                JournaledClock::new(self.services.clock.clone(), cx.journal.clone(), &cx.exec);
             let now = clock.now_ms()?;
             let improved_recently = round_best.is_some_and(|(_, f)| f >= best_f)
                 || lineage
@@ -441,9 +449,8 @@ impl<L: LlmClient + 'static> Node for CritiqueNode<L> {
                     .rev()
                     .take(b.patience.saturating_sub(1) as usize)
                     .any(|c| c.best_fitness < best_f);
-            let stop = if candidates.is_empty() && iteration > 1 {
-                Some("the strategist proposed nothing new".to_string())
-            } else if iteration >= b.max_iterations {
+            // Budgets first: an agent cut short by one proposes nothing, and the budget is why.
+            let stop = if iteration >= b.max_iterations {
                 Some(format!(
                     "iteration budget reached ({} iterations)",
                     b.max_iterations
@@ -457,6 +464,8 @@ impl<L: LlmClient + 'static> Node for CritiqueNode<L> {
                 .is_some_and(|m| (now - started) as f64 >= m * 60_000.0)
             {
                 Some("deadline reached".to_string())
+            } else if candidates.is_empty() && iteration > 1 {
+                Some("the strategist proposed nothing new".to_string())
             } else if iteration > b.patience && !improved_recently {
                 Some(format!(
                     "converged: no better strategy in the last {} iterations",
