@@ -1398,3 +1398,36 @@ fn the_deadline_stops_an_agent_loop_before_its_next_reply() {
     .unwrap();
     assert_eq!(replayed["summary"], artifacts["summary"]);
 }
+
+/// Finalists are chosen for diversity: a leader whose training and validation returns move
+/// with an earlier finalist's gives way to the next one; too few different ones, and the best
+/// of the rest fill the places.
+#[test]
+fn finalists_that_are_the_same_bet_give_way_to_different_ones() {
+    let session = lim_tools::load_session(
+        market().as_ref(),
+        &serde_json::from_value(
+            json!({"datasets": ["cn_futures_daily"], "train": 0.6, "valid": 0.2, "embargo": 5}),
+        )
+        .unwrap(),
+        None,
+    )
+    .unwrap();
+    // The keyword plan's book: the signal's sign, volatility-targeted.
+    let plan = lim_agents::offline::plan(GOAL, &["cn_futures_daily".to_string()]);
+    let spec = |s: &str| (s.to_string(), lim_agents::offline::spec_for(&plan, s));
+    // Under a sign book, a sum and a mean over the same window are one strategy.
+    let pool = vec![
+        spec("ts_sum(returns, 60)"),
+        spec("ts_mean(returns, 60)"),
+        spec("-ts_sum(returns, 5)"),
+    ];
+    let names = |v: Vec<(String, lim_backtest::spec::StrategySpec)>| -> Vec<String> {
+        v.into_iter().map(|(n, _)| n).collect()
+    };
+    assert_eq!(
+        names(research::diverse(&session, pool.clone(), 2)),
+        ["ts_sum(returns, 60)", "-ts_sum(returns, 5)"]
+    );
+    assert_eq!(names(research::diverse(&session, pool, 3)).len(), 3);
+}

@@ -21,12 +21,13 @@ impl Node for Finalize {
             let work = tokio::task::spawn_blocking(move || {
                 let ranked = leaderboard(&trials);
                 let spec = |s: &str| (s.to_string(), offline::spec_for(&plan.strategy, s));
-                let chosen: Vec<(String, StrategySpec)> = ranked
+                let pool: Vec<(String, StrategySpec)> = ranked
                     .iter()
                     .filter(|&&i| trials[i].fitness.is_some_and(f64::is_finite))
-                    .take(finalists)
+                    .take(finalists * DIVERSITY_POOL)
                     .map(|&i| spec(&trials[i].signal))
                     .collect();
+                let chosen = diverse(&session, pool, finalists);
                 let (finalists, baselines, combined) =
                     test_finalists(&session, &chosen, &baselines(&plan));
                 // Multiple testing over every trial of the run.
@@ -59,6 +60,60 @@ impl Node for Finalize {
             ]))
         })
     }
+}
+
+/// How many leaders per finalist [`diverse`] looks at.
+const DIVERSITY_POOL: usize = 4;
+
+/// Most correlation of a finalist's training and validation returns with an earlier
+/// finalist's: above it, the two are one bet, and the later one gives way to the next leader.
+pub const MAX_FINALIST_CORRELATION: f64 = 0.7;
+
+/// Up to `n` finalists from `pool` (best first): each in turn unless its returns over the
+/// training and validation parts (never the test) correlate above
+/// [`MAX_FINALIST_CORRELATION`] with one already chosen; when too few are that different, the
+/// best of the rest fill the places.
+pub fn diverse(
+    session: &lim_backtest::session::Session,
+    pool: Vec<(String, StrategySpec)>,
+    n: usize,
+) -> Vec<(String, StrategySpec)> {
+    if pool.len() <= 1 || n == 0 {
+        return pool.into_iter().take(n).collect();
+    }
+    let seen =
+        session.splits().range(Part::Train).start..session.splits().range(Part::Validation).end;
+    let results = session.run(&pool, &[Part::Train, Part::Validation], false);
+    let nets: Vec<Option<&[f64]>> = results
+        .iter()
+        .map(|r| r.book.as_ref().map(|b| &b.net[seen.clone()]))
+        .collect();
+    let mut chosen: Vec<usize> = Vec::new();
+    for (i, net) in nets.iter().enumerate() {
+        if chosen.len() == n {
+            break;
+        }
+        let apart = chosen.iter().all(|&j| match (net, nets[j]) {
+            (Some(a), Some(b)) => {
+                let r = lim_backtest::metrics::pearson(&lim_backtest::metrics::finite_pairs(a, b));
+                r.is_nan() || r <= MAX_FINALIST_CORRELATION
+            }
+            _ => true,
+        });
+        if apart {
+            chosen.push(i);
+        }
+    }
+    for i in 0..pool.len() {
+        if chosen.len() == n {
+            break;
+        }
+        if !chosen.contains(&i) {
+            chosen.push(i);
+        }
+    }
+    chosen.sort_unstable();
+    chosen.into_iter().map(|i| pool[i].clone()).collect()
 }
 
 /// The sealed test: the finalists' metrics on validation and, once, on the test part, beside

@@ -48,7 +48,7 @@ mod trial;
 pub use baseline::{Baseline, Combined, VersusBaseline, baselines};
 pub use config::{Budgets, ResearchConfig, StrategistConfig};
 pub use data::FORECAST;
-pub use finalize::test_finalists;
+pub use finalize::{MAX_FINALIST_CORRELATION, diverse, test_finalists};
 pub use report::{Entry, Rejected, Summary, artifacts_of, findings_of, summarize};
 
 pub use trial::{
