@@ -277,13 +277,15 @@ fn print_report(r: &Report, freq: lim_market::Frequency) {
     }
     let mut t = Table::new(&[
         "strategy", "part", "ann.ret", "vol", "sharpe", "sortino", "max.dd", "turnover", "hit",
-        "rankIC", "ICIR",
     ]);
+    // Qlib's signal columns, apart so both tables fit the terminal.
+    let mut ic = Table::new(&["strategy", "part", "IC", "ICIR", "rankIC", "rankICIR"]);
     for s in &r.strategies {
         for (p, m) in &s.metrics {
+            let part = format!("{p:?}").to_lowercase();
             t.row(vec![
                 s.name.clone(),
-                format!("{p:?}").to_lowercase(),
+                part.clone(),
                 pct(m.ann_return),
                 pct(m.ann_vol),
                 format!("{:.2}", m.sharpe),
@@ -291,12 +293,19 @@ fn print_report(r: &Report, freq: lim_market::Frequency) {
                 pct(m.max_dd),
                 format!("{:.2}", m.turnover),
                 pct(m.hit_rate),
-                format!("{:.4}", m.rank_ic),
+            ]);
+            ic.row(vec![
+                s.name.clone(),
+                part,
+                format!("{:.4}", m.ic),
                 format!("{:.3}", m.icir),
+                format!("{:.4}", m.rank_ic),
+                format!("{:.3}", m.rank_icir),
             ]);
         }
     }
     print!("{}", t.render());
+    print!("{}", ic.render());
     if let Some(s) = r
         .strategies
         .first()

@@ -52,9 +52,17 @@ pub struct Metrics {
     /// Mean Spearman (rank) IC.
     #[serde(with = "crate::nonfinite")]
     pub rank_ic: f64,
-    /// Rank IC mean over its standard deviation.
+    /// IC mean over its standard deviation across bars (not annualised; Qlib's ICIR).
     #[serde(with = "crate::nonfinite")]
     pub icir: f64,
+    /// Rank IC mean over its standard deviation across bars (Qlib's Rank ICIR). Metrics
+    /// written before it existed read NaN.
+    #[serde(with = "crate::nonfinite", default = "not_measured")]
+    pub rank_icir: f64,
+}
+
+fn not_measured() -> f64 {
+    f64::NAN
 }
 
 fn mean(x: &[f64]) -> f64 {
@@ -90,6 +98,7 @@ impl Metrics {
             }
         }
         let rank_ic = finite(&book.ic[range.clone()]);
+        let ic = finite(&book.ic_pearson[range.clone()]);
         Metrics {
             bars: net.len(),
             inactive_bars: range.len() - net.len(),
@@ -103,9 +112,10 @@ impl Metrics {
             turnover: mean(&finite(&book.turnover[range.clone()])),
             hit_rate: net.iter().filter(|r| **r > 0.0).count() as f64 / net.len() as f64,
             exposure: mean(&finite(&book.exposure[range.clone()])),
-            ic: mean(&finite(&book.ic_pearson[range])),
+            ic: mean(&ic),
+            icir: mean(&ic) / std(&ic),
             rank_ic: mean(&rank_ic),
-            icir: mean(&rank_ic) / std(&rank_ic),
+            rank_icir: mean(&rank_ic) / std(&rank_ic),
         }
     }
 }

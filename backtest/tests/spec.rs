@@ -97,7 +97,7 @@ fn metrics_by_hand() {
         net: vec![f64::NAN, 0.1, -0.2, 0.05, 0.1],
         turnover: vec![f64::NAN, 1.0, 0.0, 0.5, 0.5],
         ic: vec![f64::NAN, 0.1, 0.3, f64::NAN, 0.2],
-        ic_pearson: vec![f64::NAN; 5],
+        ic_pearson: vec![f64::NAN, 0.2, 0.0, 0.1, f64::NAN],
         exposure: vec![f64::NAN, 1.0, 1.0, 1.0, 1.0],
         nonfinite_signal_cells: 0,
     };
@@ -107,6 +107,8 @@ fn metrics_by_hand() {
     assert!((m.max_dd - (0.88 / 1.1 - 1.0)).abs() < 1e-12);
     let downside = (0.04f64 / 4.0).sqrt();
     assert!((m.sortino - (0.05 / 4.0) / downside * 2.0).abs() < 1e-12);
-    assert!((m.rank_ic - 0.2).abs() < 1e-12 && (m.icir - 0.2 / 0.1).abs() < 1e-12);
+    assert!((m.rank_ic - 0.2).abs() < 1e-12 && (m.rank_icir - 0.2 / 0.1).abs() < 1e-12);
+    // Qlib's ICIR is the Pearson IC's: mean 0.1, sample standard deviation 0.1.
+    assert!((m.ic - 0.1).abs() < 1e-12 && (m.icir - 1.0).abs() < 1e-12);
     assert!((m.calmar - m.ann_return / m.max_dd.abs()).abs() < 1e-15);
 }

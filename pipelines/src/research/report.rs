@@ -368,6 +368,31 @@ impl Summary {
                     .join(" / ")
             );
         }
+        if !self.finalists.is_empty() {
+            let _ = writeln!(
+                s,
+                "\nThe finalists' signals against the next bar's returns (Qlib's columns; IR per bar, not annualised):\n"
+            );
+            let _ = writeln!(
+                s,
+                "| valid IC | valid rank IC | test IC | test ICIR | test rank IC | test rank ICIR | signal |"
+            );
+            let _ = writeln!(s, "|---|---|---|---|---|---|---|");
+            for f in &self.finalists {
+                let (v, t) = (&f.validation, &f.test);
+                let _ = writeln!(
+                    s,
+                    "| {} | {} | {} | {} | {} | {} | `{}` |",
+                    cell(v, v.ic, 4, 1.0, ""),
+                    cell(v, v.rank_ic, 4, 1.0, ""),
+                    cell(t, t.ic, 4, 1.0, ""),
+                    cell(t, t.icir, 3, 1.0, ""),
+                    cell(t, t.rank_ic, 4, 1.0, ""),
+                    cell(t, t.rank_icir, 3, 1.0, ""),
+                    f.signal
+                );
+            }
+        }
         if !self.baselines.is_empty() {
             let _ = writeln!(
                 s,
