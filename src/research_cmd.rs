@@ -223,6 +223,9 @@ pub struct ShowArgs {
     /// Print the summary as JSON instead of the Markdown report.
     #[arg(long)]
     json: bool,
+    /// Write the run's HTML tearsheet (report.html in its directory) and print its path.
+    #[arg(long)]
+    html: bool,
 }
 
 #[derive(Debug, Args)]
@@ -380,6 +383,7 @@ pub fn resume(args: ResumeArgs) -> anyhow::Result<ExitCode> {
                 run: meta.id,
                 store: args.store,
                 json: args.json,
+                html: false,
             });
         }
         Resumption::Forked {
@@ -525,17 +529,25 @@ fn run_with<L: LlmClient + 'static>(
     if tty {
         eprintln!();
     }
-    let Finished { summary, report } = result?;
+    let Finished {
+        summary,
+        report,
+        html,
+    } = result?;
     if json {
         println!(
             "{}",
             serde_json::to_string_pretty(
-                &serde_json::json!({"run": id, "report": report, "summary": summary})
+                &serde_json::json!({"run": id, "report": report, "html": html, "summary": summary})
             )?
         );
     } else {
         print_summary(&summary);
-        println!("report: {}", report.display());
+        println!(
+            "report: {} (tearsheet: {})",
+            report.display(),
+            html.display()
+        );
         println!("run {id}: `lim show {id}`, `lim replay {id}`");
     }
     Ok(ExitCode::SUCCESS)
@@ -706,6 +718,24 @@ pub fn show(args: ShowArgs) -> anyhow::Result<ExitCode> {
     let summary = rebuilt
         .as_ref()
         .and_then(|(s, _)| serde_json::to_value(s).ok());
+    if args.html {
+        let Some((summary, _)) = &rebuilt else {
+            bail!(
+                "run {} has no report yet (it is {}); `lim resume {}` finishes it",
+                meta.id,
+                live_status(&store, &meta),
+                meta.id
+            );
+        };
+        let path = lifecycle::write_tearsheet(
+            &store,
+            &meta.id,
+            summary,
+            &research::artifacts_of(&loaded.records),
+        )?;
+        println!("{}", path.display());
+        return Ok(ExitCode::SUCCESS);
+    }
     let report = rebuilt.map(|(_, r)| Value::String(r));
     if args.json {
         println!(

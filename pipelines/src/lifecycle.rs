@@ -232,6 +232,32 @@ pub struct Finished {
     pub summary: Summary,
     /// The Markdown report.
     pub report: PathBuf,
+    /// The HTML tearsheet.
+    pub html: PathBuf,
+}
+
+/// Writes run `run`'s tearsheet (`report.html`, beside `report.md`) from its summary and the
+/// curves among its `artifacts` (a run recorded without them gets a page without charts).
+///
+/// # Errors
+/// The run directory cannot be made or the file written.
+pub fn write_tearsheet(
+    store: &Store,
+    run: &str,
+    summary: &Summary,
+    artifacts: &crate::journal::Artifacts,
+) -> Result<PathBuf, RunError> {
+    let curves: Option<research::Curves> = artifacts
+        .get("curves")
+        .and_then(|c| serde_json::from_value(c.clone()).ok());
+    let path = store.run_dir(run)?.join("report.html");
+    std::fs::write(&path, research::tearsheet(summary, curves.as_ref())).map_err(|e| {
+        RunError::Report {
+            run: run.to_string(),
+            message: format!("'{}': {e}", path.display()),
+        }
+    })?;
+    Ok(path)
 }
 
 /// What executing a run needs besides the run itself.
@@ -338,8 +364,10 @@ pub async fn execute<L: LlmClient + 'static>(
     let path = store.run_dir(&meta.id)?.join("report.md");
     std::fs::write(&path, &report)
         .map_err(|e| report_error(format!("'{}': {e}", path.display())))?;
+    let html = write_tearsheet(store, &meta.id, &summary, &state.artifacts)?;
     Ok(Finished {
         summary,
         report: path,
+        html,
     })
 }

@@ -1431,3 +1431,75 @@ fn finalists_that_are_the_same_bet_give_way_to_different_ones() {
     );
     assert_eq!(names(research::diverse(&session, pool, 3)).len(), 3);
 }
+
+/// The tearsheet is one self-contained page: every section, four charts drawn from the
+/// curves, the finalists' numbers as in the JSON summary, the summary itself embedded, and
+/// nothing to fetch.
+#[test]
+fn the_tearsheet_holds_every_section_and_the_summarys_numbers_and_fetches_nothing() {
+    let config = small(GOAL);
+    let artifacts = run_services(
+        &config,
+        Services {
+            market: market(),
+            llm: Arc::new(NoLlm),
+            clock: Arc::new(FixedClock(0)),
+            foundation: None,
+            memory: Arc::new(lim_tools::NoMemory),
+        },
+        fresh(),
+        Mode::Resume,
+    )
+    .unwrap();
+    let s: Summary = serde_json::from_value(artifacts["summary"].clone()).unwrap();
+    let curves: research::Curves = serde_json::from_value(artifacts["curves"].clone()).unwrap();
+    // Finalists, baselines and the combination, over every bar of the three parts.
+    assert_eq!(
+        curves.series.len(),
+        s.finalists.len() + s.baselines.len() + usize::from(s.combined.is_some())
+    );
+    assert!(
+        curves
+            .series
+            .iter()
+            .all(|c| c.net.len() == curves.times.len())
+    );
+    let html = research::tearsheet(&s, Some(&curves));
+    for id in [
+        "plan",
+        "curves",
+        "years",
+        "finalists",
+        "multiple-testing",
+        "leaderboard",
+        "lineage",
+        "agents",
+    ] {
+        assert!(
+            html.contains(&format!("<section id=\"{id}\"")),
+            "no section {id}"
+        );
+    }
+    for id in ["equity", "drawdown", "rolling-sharpe", "rank-ic"] {
+        assert!(
+            html.contains(&format!("<figure id=\"{id}\"")),
+            "no chart {id}"
+        );
+    }
+    for f in &s.finalists {
+        assert!(html.contains(&format!("data-v=\"{}\"", f.test.sharpe)));
+    }
+    let start = html.find("id=\"summary\">").unwrap() + "id=\"summary\">".len();
+    let end = start + html[start..].find("</script>").unwrap();
+    let embedded: Summary = serde_json::from_str(&html[start..end].replace("<\\/", "</")).unwrap();
+    assert_eq!(
+        serde_json::to_value(&embedded).unwrap(),
+        serde_json::to_value(&s).unwrap()
+    );
+    for external in ["src=", "href=", "url(", "@import"] {
+        assert!(!html.contains(external), "the page would fetch: {external}");
+    }
+    // A run recorded before curves existed still gets its page, without charts.
+    let bare = research::tearsheet(&s, None);
+    assert!(bare.contains("recorded before LIM kept its curves") && !bare.contains("<svg"));
+}

@@ -28,7 +28,7 @@ impl Node for Finalize {
                     .map(|&i| spec(&trials[i].signal))
                     .collect();
                 let chosen = diverse(&session, pool, finalists);
-                let (finalists, baselines, combined) =
+                let (finalists, baselines, combined, curves) =
                     test_finalists(&session, &chosen, &baselines(&plan));
                 // Multiple testing over every trial of the run.
                 let all: Vec<(String, StrategySpec)> = trials
@@ -38,9 +38,9 @@ impl Node for Finalize {
                     .collect();
                 let books = session.run(&all, &[Part::Train, Part::Validation], false);
                 let mt: Option<MultipleTesting> = session.multiple_testing(&books);
-                (ranked, finalists, baselines, combined, mt)
+                (ranked, finalists, baselines, combined, mt, curves)
             });
-            let (ranked, finalists, baselines, combined, mt) =
+            let (ranked, finalists, baselines, combined, mt, curves) =
                 work.await.map_err(|e| NodeError::Task(e.to_string()))?;
             Ok(out(vec![
                 ("ranking", to_value(&ranked)?),
@@ -57,6 +57,7 @@ impl Node for Finalize {
                     )?,
                 ),
                 ("deflated", to_value(&mt)?),
+                ("curves", to_value(&curves)?),
             ]))
         })
     }
@@ -122,10 +123,52 @@ pub fn test_finalists(
     session: &lim_backtest::session::Session,
     finalists: &[(String, StrategySpec)],
     baselines: &[(String, StrategySpec)],
-) -> (Vec<Finalist>, Vec<Baseline>, Option<Combined>) {
+) -> (Vec<Finalist>, Vec<Baseline>, Option<Combined>, Curves) {
     let all: Vec<(String, StrategySpec)> = finalists.iter().chain(baselines).cloned().collect();
     let results = session.run(&all, &[Part::Validation, Part::Test], false);
     let (f, b) = results.split_at(finalists.len().min(results.len()));
+    let splits = session.splits();
+    let whole = splits.range(Part::Train).start..splits.range(Part::Test).end;
+    let mut curves = Curves {
+        times: session.times()[whole.clone()].to_vec(),
+        parts: [Part::Train, Part::Validation, Part::Test]
+            .iter()
+            .map(|&p| {
+                let r = splits.range(p);
+                (p, r.start - whole.start, r.end - whole.start)
+            })
+            .collect(),
+        series: Vec::new(),
+    };
+    let curve = |name: &str, kind: CurveKind, book: &lim_backtest::topk::Book| Curve {
+        name: name.to_string(),
+        kind,
+        net: book.net[whole.clone()]
+            .iter()
+            .map(|v| v.is_finite().then_some(*v))
+            .collect(),
+        rank_ic: match kind {
+            CurveKind::Finalist => book.ic[whole.clone()]
+                .iter()
+                .map(|v| v.is_finite().then_some(*v))
+                .collect(),
+            _ => Vec::new(),
+        },
+    };
+    for r in f {
+        if let Some(book) = &r.book {
+            curves
+                .series
+                .push(curve(&r.name, CurveKind::Finalist, book));
+        }
+    }
+    for r in b {
+        if let Some(book) = &r.book {
+            curves
+                .series
+                .push(curve(&r.name, CurveKind::Baseline, book));
+        }
+    }
     let test = session.splits().range(Part::Test);
     let net = |r: &lim_backtest::session::StrategyResult| -> Vec<f64> {
         r.book
@@ -152,6 +195,9 @@ pub fn test_finalists(
         let total: f64 = weights.iter().sum();
         let books: Vec<&lim_backtest::topk::Book> = members.iter().map(|(_, b)| *b).collect();
         let book = lim_backtest::portfolio::combine(&books, &weights);
+        curves
+            .series
+            .push(curve("the finalists combined", CurveKind::Combined, &book));
         let of = |p: Part| Metrics::of(&book, session.splits().range(p), session.periods());
         Combined {
             members: members.iter().map(|(r, _)| r.name.clone()).collect(),
@@ -196,7 +242,66 @@ pub fn test_finalists(
             _ => None,
         })
         .collect();
-    (finalists, baselines, combined)
+    (finalists, baselines, combined, curves)
+}
+
+/// What a curve is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CurveKind {
+    /// A finalist.
+    Finalist,
+    /// The finalists' equal-risk combination.
+    Combined,
+    /// A baseline.
+    Baseline,
+}
+
+/// One book's net return per bar over training, validation and test (`None` where it did not
+/// trade), and, for finalists, its rank IC per bar.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Curve {
+    /// The strategy or baseline.
+    pub name: String,
+    /// What it is.
+    pub kind: CurveKind,
+    /// Net return per bar (kept to a millionth: a chart's precision, a fifth of the size).
+    #[serde(with = "millionths")]
+    pub net: Vec<Option<f64>>,
+    /// Rank IC per bar (finalists only), to a millionth.
+    #[serde(default, skip_serializing_if = "Vec::is_empty", with = "millionths")]
+    pub rank_ic: Vec<Option<f64>>,
+}
+
+/// Values written as whole millionths (`0.0123456789` as `12346`), read back as floats.
+mod millionths {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &[Option<f64>], s: S) -> Result<S::Ok, S::Error> {
+        v.iter()
+            .map(|x| x.map(|x| (x * 1e6).round() as i64))
+            .collect::<Vec<Option<i64>>>()
+            .serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Option<f64>>, D::Error> {
+        Ok(Vec::<Option<i64>>::deserialize(d)?
+            .into_iter()
+            .map(|x| x.map(|x| x as f64 / 1e6))
+            .collect())
+    }
+}
+
+/// The finalists', their combination's and the baselines' returns bar by bar, for the
+/// tearsheet: written when the sealed test is read, never seen by the search.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct Curves {
+    /// Bar times, from the first training bar to the last test bar.
+    pub times: Vec<lim_market::Timestamp>,
+    /// Each part's bars, as index ranges into `times`.
+    pub parts: Vec<(Part, usize, usize)>,
+    /// The curves.
+    pub series: Vec<Curve>,
 }
 
 pub(super) struct Report {

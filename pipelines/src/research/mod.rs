@@ -40,6 +40,7 @@ mod baseline;
 mod config;
 mod data;
 mod finalize;
+mod html;
 mod plan;
 mod report;
 mod search;
@@ -48,7 +49,8 @@ mod trial;
 pub use baseline::{Baseline, Combined, VersusBaseline, baselines};
 pub use config::{Budgets, ResearchConfig, StrategistConfig};
 pub use data::FORECAST;
-pub use finalize::{MAX_FINALIST_CORRELATION, diverse, test_finalists};
+pub use finalize::{Curve, CurveKind, Curves, MAX_FINALIST_CORRELATION, diverse, test_finalists};
+pub use html::tearsheet;
 pub use report::{Entry, Rejected, Summary, artifacts_of, findings_of, summarize};
 
 pub use trial::{
