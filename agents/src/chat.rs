@@ -150,14 +150,23 @@ impl ChatRequest {
         let chars: usize = self
             .messages
             .iter()
-            .map(|m| m.content.len() + 8)
+            .map(|m| {
+                m.content.len()
+                    + 8
+                    + m.tool_calls
+                        .iter()
+                        .map(|c| c.name.len() + c.arguments.len() + 16)
+                        .sum::<usize>()
+            })
             .sum::<usize>()
             + self
                 .tools
                 .iter()
                 .map(|t| t.description.len() + t.parameters.to_string().len())
                 .sum::<usize>();
-        (chars as u64).div_ceil(4)
+        // Three characters a token: JSON (schemas, arguments, tool results) tokenises denser
+        // than prose, and a budget must not be overrun by an estimate that is too low.
+        (chars as u64).div_ceil(3)
     }
 }
 
