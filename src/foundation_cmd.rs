@@ -198,6 +198,8 @@ enum TargetArg {
     Rank,
     /// Forward log return scaled by the window's volatility.
     Return,
+    /// Log realised volatility of the next bars (QLIKE, MSE and rank IC; HAR-RV and EWMA beside).
+    Vol,
 }
 
 impl From<TargetArg> for Target {
@@ -205,6 +207,7 @@ impl From<TargetArg> for Target {
         match t {
             TargetArg::Rank => Target::Rank,
             TargetArg::Return => Target::ForwardReturn,
+            TargetArg::Vol => Target::LogVol,
         }
     }
 }
@@ -847,6 +850,34 @@ fn transfer_cmd(a: TransferArgs) -> anyhow::Result<ExitCode> {
             }
             println!("over {} seeds:", reports.len());
             print!("{}", t.render());
+            if summary.iter().any(|s| s.qlike.is_some()) {
+                let mut q = Table::new(&["forecast", "seeds", "test QLIKE mean", "sd"]);
+                for s in &summary {
+                    if let Some((m, sd)) = s.qlike {
+                        q.row(vec![
+                            s.arm.clone(),
+                            s.seeds.to_string(),
+                            format!("{m:.4}"),
+                            format!("{sd:.4}"),
+                        ]);
+                    }
+                }
+                let names: Vec<String> = reports[0].baselines.iter().map(|b| b.0.clone()).collect();
+                for (i, name) in names.iter().enumerate() {
+                    let v: Vec<f64> = reports
+                        .iter()
+                        .filter_map(|r| r.baselines.get(i).map(|b| b.1.qlike))
+                        .collect();
+                    let (m, sd) = mean_sd(&v);
+                    q.row(vec![
+                        name.clone(),
+                        v.len().to_string(),
+                        format!("{m:.4}"),
+                        format!("{sd:.4}"),
+                    ]);
+                }
+                print!("{}", q.render());
+            }
         }
         println!(
             "ICs are per-date cross-sectional means; ICIR = mean IC / std IC over test dates (not annualised). {:.0}s in all.",
@@ -865,6 +896,9 @@ struct SeedSummary {
     rank_ic_mean: f64,
     rank_ic_sd: f64,
     icir_mean: f64,
+    /// Volatility targets: mean and standard deviation of the test QLIKE over seeds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    qlike: Option<(f64, f64)>,
 }
 
 fn seed_summary(reports: &[TransferReport]) -> Vec<SeedSummary> {
@@ -893,9 +927,21 @@ fn seed_summary(reports: &[TransferReport]) -> Vec<SeedSummary> {
                 rank_ic_mean,
                 rank_ic_sd: var.sqrt(),
                 icir_mean: mean(&|a| a.test.icir),
+                qlike: arm.vol.map(|_| {
+                    let q: Vec<f64> = arms.iter().filter_map(|a| a.vol.map(|v| v.qlike)).collect();
+                    mean_sd(&q)
+                }),
             }
         })
         .collect()
+}
+
+/// Mean and sample standard deviation (0 for one value).
+fn mean_sd(x: &[f64]) -> (f64, f64) {
+    let n = x.len().max(1) as f64;
+    let m = x.iter().sum::<f64>() / n;
+    let var = x.iter().map(|v| (v - m).powi(2)).sum::<f64>() / (n - 1.0).max(1.0);
+    (m, var.sqrt())
 }
 
 /// The last date an end-of-day as-of time sees.
@@ -965,6 +1011,24 @@ fn print_transfer(r: &TransferReport, location: &str) {
         ]);
     }
     print!("{}", t.render());
+    if r.spec.target_kind == Target::LogVol {
+        let mut t = Table::new(&["forecast", "test QLIKE", "test MSE log vol", "test rank IC"]);
+        let rows = r
+            .arms
+            .iter()
+            .filter_map(|a| Some((a.name.clone(), a.vol?)))
+            .chain(r.baselines.iter().cloned());
+        for (name, v) in rows {
+            t.row(vec![
+                name,
+                format!("{:.4}", v.qlike),
+                format!("{:.4}", v.mse_log),
+                format!("{:+.4}", v.rank_ic),
+            ]);
+        }
+        println!("volatility forecasts on the test samples (lower QLIKE and MSE are better):");
+        print!("{}", t.render());
+    }
 }
 
 fn list(a: ListArgs) -> anyhow::Result<ExitCode> {

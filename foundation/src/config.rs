@@ -302,6 +302,10 @@ pub enum Target {
     ForwardReturn,
     /// The cross-sectional rank of the forward return among the universe, in [-0.5, 0.5].
     Rank,
+    /// The log of the next `horizon` bars' realised volatility (root mean square of their log
+    /// returns), learned relative to the window's own volatility: the head predicts how much
+    /// busier the next bars are than the window was.
+    LogVol,
 }
 
 /// How the backbone is treated when fine-tuning.

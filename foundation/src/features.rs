@@ -21,7 +21,7 @@ pub const EXCHANGE_VOCAB: usize = 64;
 /// Bar-frequency buckets.
 pub const FREQ_VOCAB: usize = 10;
 /// Largest absolute value of a normalised input or target.
-const CLIP: f32 = 10.0;
+pub(crate) const CLIP: f32 = 10.0;
 
 /// One instrument's bars, compacted to the bars that exist, as of a cutoff.
 #[derive(Debug, Clone)]

@@ -30,8 +30,12 @@ pub struct Sample {
     pub row: usize,
     /// The training target.
     pub target: f32,
-    /// The realised forward log return.
+    /// The realised quantity the target is made of: the forward log return, or for
+    /// [`Target::LogVol`] the log of the forward realised volatility.
     pub ret: f64,
+    /// What turns the head's output into that quantity's scale (added to it): the log of the
+    /// window's volatility for [`Target::LogVol`], 0 otherwise.
+    pub scale: f64,
 }
 
 /// Samples of one period of a universe.
@@ -76,12 +80,17 @@ pub fn samples(
             let Some(ret) = forward_return(s, end, h) else {
                 break;
             };
+            let ret = match ft.target {
+                Target::LogVol => forward_log_vol(s, end, h).unwrap_or(ret),
+                _ => ret,
+            };
             out.push(Sample {
                 series: si,
                 end,
                 row: s.rows[end],
                 target: 0.0,
                 ret,
+                scale: 0.0,
             });
         }
     }
@@ -129,11 +138,49 @@ pub fn samples(
                 s.target = scaled(s.ret, sd, h);
             }
         }
+        Target::LogVol => {
+            for s in &mut out {
+                s.scale = window_log_vol(&universe.series[s.series], s.end, cfg.window());
+                s.target =
+                    ((s.ret - s.scale) as f32).clamp(-crate::features::CLIP, crate::features::CLIP);
+            }
+        }
     }
     Ok(SampleSet {
         universe,
         samples: out,
     })
+}
+
+/// Floor of a volatility before its log: a window or a horizon with no movement at all.
+const MIN_VOL: f64 = 1e-6;
+
+/// The log of the realised volatility of the `h` bars after `end` (root mean square of their
+/// log returns), if they exist: only bars after the window.
+pub fn forward_log_vol(s: &crate::features::InstrumentSeries, end: usize, h: usize) -> Option<f64> {
+    if h == 0 || end + h >= s.len() {
+        return None;
+    }
+    let r = &s.logret[end + 1..=end + h];
+    Some(
+        (r.iter().map(|x| x * x).sum::<f64>() / h as f64)
+            .sqrt()
+            .max(MIN_VOL)
+            .ln(),
+    )
+}
+
+/// The log of the realised volatility of the `w` bars ending at `end` (the window's).
+pub fn window_log_vol(s: &crate::features::InstrumentSeries, end: usize, w: usize) -> f64 {
+    let r = &s.logret[end + 1 - w.min(end + 1)..=end];
+    let finite: Vec<f64> = r.iter().copied().filter(|x| x.is_finite()).collect();
+    if finite.is_empty() {
+        return MIN_VOL.ln();
+    }
+    (finite.iter().map(|x| x * x).sum::<f64>() / finite.len() as f64)
+        .sqrt()
+        .max(MIN_VOL)
+        .ln()
 }
 
 /// Zero-based average ranks (ties share their mean rank).
@@ -189,7 +236,7 @@ pub fn ic_report(set: &SampleSet, pred: &[f32]) -> IcReport {
     let mut by_row: BTreeMap<usize, (Vec<f64>, Vec<f64>)> = BTreeMap::new();
     for (s, p) in set.samples.iter().zip(pred) {
         let e = by_row.entry(s.row).or_default();
-        e.0.push(f64::from(*p));
+        e.0.push(f64::from(*p) + s.scale);
         e.1.push(s.ret);
     }
     let (mut ics, mut rics) = (Vec::new(), Vec::new());
@@ -408,9 +455,10 @@ impl FinetuneRun {
             if step.is_multiple_of(ft.eval_every) || step == ft.optim.steps {
                 let pred = predict_samples(&self.model, valid, cfg, device)?;
                 let r = ic_report(valid, &pred);
-                self.progress.curve.push((step, r.rank_ic));
-                if self.progress.best.is_none_or(|b| r.rank_ic > b.0) {
-                    self.progress.best = Some((r.rank_ic, step, r));
+                let score = criterion(valid, &pred, &r, ft.target);
+                self.progress.curve.push((step, score));
+                if self.progress.best.is_none_or(|b| score > b.0) {
+                    self.progress.best = Some((score, step, r));
                     self.best = self.model.clone();
                     self.progress.since_best = 0;
                 } else {
@@ -449,6 +497,23 @@ impl FinetuneRun {
             steps_run: self.progress.step,
             curve: self.progress.curve,
         })
+    }
+}
+
+/// What early stopping maximises: the rank IC, or for [`Target::LogVol`] the negative mean
+/// squared error of the predicted log volatility.
+fn criterion(set: &SampleSet, pred: &[f32], r: &IcReport, target: Target) -> f64 {
+    match target {
+        Target::LogVol => {
+            let n = set.samples.len().max(1) as f64;
+            -set.samples
+                .iter()
+                .zip(pred)
+                .map(|(s, p)| (f64::from(*p) + s.scale - s.ret).powi(2))
+                .sum::<f64>()
+                / n
+        }
+        _ => r.rank_ic,
     }
 }
 

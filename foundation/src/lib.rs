@@ -30,6 +30,7 @@ pub mod predict;
 pub mod pretrain;
 pub mod rng;
 pub mod transfer;
+pub mod vol;
 
 pub use burn::tensor::Device;
 pub use checkpoint::{DataManifest, Kind, Meta, Store};

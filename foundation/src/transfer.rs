@@ -21,6 +21,7 @@ use crate::finetune::{
 };
 use crate::model::{Backbone, Predictor, Pretrainer};
 use crate::pretrain::{PretrainData, Run, StepReport};
+use crate::vol::{VolReport, model_log_vol, vol_report};
 
 /// What to compare.
 #[derive(Debug, Clone, Serialize)]
@@ -72,6 +73,9 @@ pub struct Arm {
     pub valid: IcReport,
     /// Test ICs.
     pub test: IcReport,
+    /// Test volatility scores (volatility targets only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vol: Option<VolReport>,
     /// Wall seconds of fine-tuning.
     pub seconds: f64,
 }
@@ -91,6 +95,10 @@ pub struct TransferReport {
     pub pretrain_seconds: [f64; 2],
     /// The rows.
     pub arms: Vec<Arm>,
+    /// For volatility targets, the simple forecasts on the same test samples (HAR fitted on
+    /// the training samples).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub baselines: Vec<(String, VolReport)>,
 }
 
 /// A pretrained backbone, its final loss, seconds taken and series per dataset.
@@ -264,7 +272,10 @@ pub fn run(
             &mut |r| progress(&label, r),
         )?;
         let pred = predict_samples(&out.model, &test, &spec.model, &ad)?;
+        let vol = (spec.target_kind == Target::LogVol)
+            .then(|| vol_report(&test, &model_log_vol(&test, &pred)));
         arms.push(Arm {
+            vol,
             name: name.to_string(),
             pretrained_on: on,
             mode,
@@ -284,5 +295,10 @@ pub fn run(
         pretrain_series: series,
         pretrain_seconds: [own_s, cross_s],
         arms,
+        baselines: if spec.target_kind == Target::LogVol {
+            crate::vol::baselines(&train, &test, spec.model.window())
+        } else {
+            Vec::new()
+        },
     })
 }

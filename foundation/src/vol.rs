@@ -1,0 +1,352 @@
+//! Volatility forecasts and the baselines a quant would hold them against: the window's own
+//! realised volatility, an exponentially weighted moving average (RiskMetrics, λ = 0.94), and
+//! HAR-RV (Corsi 2009: the next period's log realised volatility regressed on the last bar's,
+//! the last week's and the last month's), fitted by least squares on the training samples.
+//! Scored on the samples of a period by QLIKE (Patton 2011's robust loss on variances), the
+//! mean squared error of the log volatility, and the cross-sectional rank IC per date.
+//!
+//! Every forecast for a sample ending at bar `end` uses log returns up to `end` only; the
+//! realised value uses the `horizon` bars after it.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::features::InstrumentSeries;
+use crate::finetune::{SampleSet, ranks};
+
+/// How good log-volatility forecasts were over a period's samples.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct VolReport {
+    /// Mean QLIKE of the variances: `RV²/σ̂² − ln(RV²/σ̂²) − 1` (0 when exact; lower is better).
+    pub qlike: f64,
+    /// Mean squared error of the log volatility.
+    pub mse_log: f64,
+    /// Mean per-date Spearman correlation of forecast and realised volatility across
+    /// instruments (dates with at least three).
+    pub rank_ic: f64,
+    /// Samples scored.
+    pub samples: usize,
+}
+
+/// Scores log-volatility forecasts `pred` (one per sample of `set`) against the realised ones.
+pub fn vol_report(set: &SampleSet, pred: &[f64]) -> VolReport {
+    let n = set.samples.len().min(pred.len());
+    let (mut q, mut m) = (0.0, 0.0);
+    let mut by_row: BTreeMap<usize, (Vec<f64>, Vec<f64>)> = BTreeMap::new();
+    for (s, p) in set.samples.iter().zip(pred) {
+        // Variances' ratio from log volatilities: RV²/σ̂² = exp(2 (log RV − log σ̂)).
+        let d = 2.0 * (s.ret - p);
+        q += d.exp() - d - 1.0;
+        m += (s.ret - p).powi(2);
+        let e = by_row.entry(s.row).or_default();
+        e.0.push(*p);
+        e.1.push(s.ret);
+    }
+    let ics: Vec<f64> = by_row
+        .values()
+        .filter(|(p, _)| p.len() >= 3)
+        .filter_map(|(p, r)| pearson(&ranks(p), &ranks(r)))
+        .collect();
+    VolReport {
+        qlike: q / n.max(1) as f64,
+        mse_log: m / n.max(1) as f64,
+        rank_ic: if ics.is_empty() {
+            f64::NAN
+        } else {
+            ics.iter().sum::<f64>() / ics.len() as f64
+        },
+        samples: n,
+    }
+}
+
+fn pearson(a: &[f64], b: &[f64]) -> Option<f64> {
+    let n = a.len() as f64;
+    let (ma, mb) = (a.iter().sum::<f64>() / n, b.iter().sum::<f64>() / n);
+    let (mut sab, mut saa, mut sbb) = (0.0, 0.0, 0.0);
+    for (x, y) in a.iter().zip(b) {
+        sab += (x - ma) * (y - mb);
+        saa += (x - ma) * (x - ma);
+        sbb += (y - mb) * (y - mb);
+    }
+    let d = (saa * sbb).sqrt();
+    (d > 1e-300).then(|| sab / d)
+}
+
+/// Floor of a volatility before its log.
+const MIN_VOL: f64 = 1e-6;
+
+/// Log of the root mean square of the `w` log returns ending at `end` (fewer at the start).
+pub fn trailing_log_vol(s: &InstrumentSeries, end: usize, w: usize) -> f64 {
+    let from = (end + 1).saturating_sub(w);
+    let r: Vec<f64> = s.logret[from..=end]
+        .iter()
+        .copied()
+        .filter(|x| x.is_finite())
+        .collect();
+    if r.is_empty() {
+        return MIN_VOL.ln();
+    }
+    (r.iter().map(|x| x * x).sum::<f64>() / r.len() as f64)
+        .sqrt()
+        .max(MIN_VOL)
+        .ln()
+}
+
+/// The window's own volatility as the forecast (what the model's target is relative to).
+pub fn trailing(set: &SampleSet, w: usize) -> Vec<f64> {
+    set.samples
+        .iter()
+        .map(|s| trailing_log_vol(&set.universe.series[s.series], s.end, w))
+        .collect()
+}
+
+/// Exponentially weighted variance of the log returns up to and including `end`, started on
+/// the first `seed` bars' mean square: `σ²ₜ = λ σ²ₜ₋₁ + (1 − λ) r²ₜ`.
+pub fn ewma_log_vol(s: &InstrumentSeries, end: usize, lambda: f64) -> f64 {
+    const SEED: usize = 20;
+    let r: Vec<f64> = s.logret[..=end]
+        .iter()
+        .map(|x| if x.is_finite() { *x } else { 0.0 })
+        .collect();
+    let k = SEED.min(r.len());
+    let mut var = r[..k].iter().map(|x| x * x).sum::<f64>() / k.max(1) as f64;
+    for x in &r[k..] {
+        var = lambda * var + (1.0 - lambda) * x * x;
+    }
+    var.sqrt().max(MIN_VOL).ln()
+}
+
+/// The EWMA forecast for every sample (RiskMetrics' λ = 0.94 for daily bars).
+pub fn ewma(set: &SampleSet, lambda: f64) -> Vec<f64> {
+    set.samples
+        .iter()
+        .map(|s| ewma_log_vol(&set.universe.series[s.series], s.end, lambda))
+        .collect()
+}
+
+/// HAR-RV in logs: `log RVₜ₊ₕ = b₀ + b₁ log RV¹ₜ + b₂ log RV⁵ₜ + b₃ log RV²²ₜ`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Har {
+    /// Intercept and the daily, weekly and monthly coefficients.
+    pub coef: [f64; 4],
+}
+
+fn har_features(s: &InstrumentSeries, end: usize) -> [f64; 4] {
+    [
+        1.0,
+        trailing_log_vol(s, end, 1),
+        trailing_log_vol(s, end, 5),
+        trailing_log_vol(s, end, 22),
+    ]
+}
+
+impl Har {
+    /// Least squares on `train`'s samples (normal equations, Gaussian elimination with partial
+    /// pivoting). `None` when the system is singular.
+    pub fn fit(train: &SampleSet) -> Option<Har> {
+        let mut a = [[0.0f64; 5]; 4];
+        for s in &train.samples {
+            let x = har_features(&train.universe.series[s.series], s.end);
+            for i in 0..4 {
+                for j in 0..4 {
+                    a[i][j] += x[i] * x[j];
+                }
+                a[i][4] += x[i] * s.ret;
+            }
+        }
+        for c in 0..4 {
+            let p = (c..4).max_by(|&i, &j| a[i][c].abs().total_cmp(&a[j][c].abs()))?;
+            if a[p][c].abs() < 1e-12 {
+                return None;
+            }
+            a.swap(c, p);
+            for r in 0..4 {
+                if r != c {
+                    let f = a[r][c] / a[c][c];
+                    let pivot = a[c];
+                    for (x, p) in a[r][c..].iter_mut().zip(&pivot[c..]) {
+                        *x -= f * p;
+                    }
+                }
+            }
+        }
+        Some(Har {
+            coef: [
+                a[0][4] / a[0][0],
+                a[1][4] / a[1][1],
+                a[2][4] / a[2][2],
+                a[3][4] / a[3][3],
+            ],
+        })
+    }
+
+    /// Its forecast for every sample of `set`.
+    pub fn predict(&self, set: &SampleSet) -> Vec<f64> {
+        set.samples
+            .iter()
+            .map(|s| {
+                let x = har_features(&set.universe.series[s.series], s.end);
+                (0..4).map(|i| self.coef[i] * x[i]).sum()
+            })
+            .collect()
+    }
+}
+
+/// The model's log-volatility forecasts from its head's outputs (`pred + scale`).
+pub fn model_log_vol(set: &SampleSet, pred: &[f32]) -> Vec<f64> {
+    set.samples
+        .iter()
+        .zip(pred)
+        .map(|(s, p)| f64::from(*p) + s.scale)
+        .collect()
+}
+
+/// The baselines on `test`, HAR fitted on `train`: (name, report).
+pub fn baselines(train: &SampleSet, test: &SampleSet, window: usize) -> Vec<(String, VolReport)> {
+    let mut out = vec![
+        (
+            format!("trailing {window}-bar volatility"),
+            vol_report(test, &trailing(test, window)),
+        ),
+        (
+            "EWMA (λ 0.94)".to_string(),
+            vol_report(test, &ewma(test, 0.94)),
+        ),
+    ];
+    if let Some(h) = Har::fit(train) {
+        out.push((
+            "HAR-RV (log)".to_string(),
+            vol_report(test, &h.predict(test)),
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::finetune::Sample;
+
+    fn series(rets: &[f64]) -> InstrumentSeries {
+        InstrumentSeries {
+            symbol: "X".into(),
+            dataset: "d".into(),
+            ids: [1, 0, 1],
+            rows: (0..rets.len()).collect(),
+            feats: vec![[0.0; crate::features::FEATURES]; rets.len()],
+            logret: rets.to_vec(),
+        }
+    }
+
+    #[test]
+    fn baselines_by_hand() {
+        let s = series(&[0.0, 0.01, -0.02, 0.03, -0.01, 0.02]);
+        // Root mean square of the last three returns, as a log.
+        let want = ((0.03f64.powi(2) + 0.01f64.powi(2) + 0.02f64.powi(2)) / 3.0)
+            .sqrt()
+            .ln();
+        assert!((trailing_log_vol(&s, 5, 3) - want).abs() < 1e-12);
+        // EWMA seeded on all six bars' mean square (fewer than 20), then no update.
+        let seed = [0.0, 0.01, -0.02, 0.03, -0.01, 0.02]
+            .iter()
+            .map(|x: &f64| x * x)
+            .sum::<f64>()
+            / 6.0;
+        assert!((ewma_log_vol(&s, 5, 0.94) - seed.sqrt().ln()).abs() < 1e-12);
+    }
+
+    #[test]
+    fn the_vol_target_uses_only_the_bars_after_the_window_and_the_scale_only_the_window() {
+        use crate::finetune::{forward_log_vol, window_log_vol};
+        let base = [0.01, -0.02, 0.03, -0.01, 0.02, 0.05, -0.04, 0.01];
+        let s = series(&base);
+        let want = ((0.05f64.powi(2) + 0.04f64.powi(2)) / 2.0).sqrt().ln();
+        assert!((forward_log_vol(&s, 4, 2).unwrap() - want).abs() < 1e-12);
+        assert!(
+            forward_log_vol(&s, 6, 2).is_none(),
+            "no bar 8 to complete the horizon"
+        );
+        // Changing the window's bars leaves the target; changing later bars leaves the scale.
+        let mut early = base;
+        early[2] = 0.5;
+        assert_eq!(
+            forward_log_vol(&series(&early), 4, 2),
+            forward_log_vol(&s, 4, 2)
+        );
+        let mut late = base;
+        late[5] = 0.5;
+        assert_eq!(
+            window_log_vol(&series(&late), 4, 5),
+            window_log_vol(&s, 4, 5)
+        );
+        assert_ne!(
+            forward_log_vol(&series(&late), 4, 2),
+            forward_log_vol(&s, 4, 2)
+        );
+    }
+
+    #[test]
+    fn qlike_is_zero_for_an_exact_forecast_and_penalises_too_low_more_than_too_high() {
+        let u = crate::features::Universe {
+            dataset: "d".into(),
+            frequency: lim_market::Frequency::Daily,
+            times: vec![lim_market::Timestamp(0); 3],
+            series: vec![series(&[0.0; 3])],
+        };
+        let sample = |ret: f64| Sample {
+            series: 0,
+            end: 0,
+            row: 0,
+            target: 0.0,
+            ret,
+            scale: 0.0,
+        };
+        let set = SampleSet {
+            universe: u,
+            samples: vec![sample(-4.0)],
+        };
+        assert_eq!(vol_report(&set, &[-4.0]).qlike, 0.0);
+        let low = vol_report(&set, &[-4.5]).qlike;
+        let high = vol_report(&set, &[-3.5]).qlike;
+        assert!(low > high && high > 0.0, "{low} {high}");
+    }
+
+    #[test]
+    fn har_recovers_a_linear_law() {
+        // Realised log vol built exactly from the HAR features: the fit finds the law.
+        let rets: Vec<f64> = (0..300)
+            .map(|i| {
+                0.01 * (1.0 + 0.5 * ((i as f64) * 0.37).sin()) * if i % 2 == 0 { 1.0 } else { -1.0 }
+            })
+            .collect();
+        let s = series(&rets);
+        let law = [0.1, 0.2, 0.3, 0.4];
+        let samples: Vec<Sample> = (30..290)
+            .map(|end| {
+                let x = har_features(&s, end);
+                Sample {
+                    series: 0,
+                    end,
+                    row: end,
+                    target: 0.0,
+                    ret: (0..4).map(|i| law[i] * x[i]).sum(),
+                    scale: 0.0,
+                }
+            })
+            .collect();
+        let set = SampleSet {
+            universe: crate::features::Universe {
+                dataset: "d".into(),
+                frequency: lim_market::Frequency::Daily,
+                times: vec![lim_market::Timestamp(0); 300],
+                series: vec![s],
+            },
+            samples,
+        };
+        let h = Har::fit(&set).unwrap();
+        for (a, b) in h.coef.iter().zip(law) {
+            assert!((a - b).abs() < 1e-6, "{:?}", h.coef);
+        }
+    }
+}
