@@ -203,7 +203,8 @@ pub fn ranks(x: &[f64]) -> Vec<f64> {
     r
 }
 
-fn pearson(a: &[f64], b: &[f64]) -> Option<f64> {
+/// Pearson correlation; `None` when either side is constant.
+pub(crate) fn pearson(a: &[f64], b: &[f64]) -> Option<f64> {
     let n = a.len() as f64;
     let (ma, mb) = (a.iter().sum::<f64>() / n, b.iter().sum::<f64>() / n);
     let (mut sab, mut saa, mut sbb) = (0.0, 0.0, 0.0);

@@ -272,8 +272,22 @@ pub fn run(
             &mut |r| progress(&label, r),
         )?;
         let pred = predict_samples(&out.model, &test, &spec.model, &ad)?;
-        let vol = (spec.target_kind == Target::LogVol)
-            .then(|| vol_report(&test, &model_log_vol(&test, &pred)));
+        let vol = if spec.target_kind == Target::LogVol {
+            // A forecast of the log is a median: half the validation residuals' variance
+            // turns it into the mean variance that QLIKE scores (known before the test).
+            let vp = model_log_vol(
+                &valid,
+                &predict_samples(&out.model, &valid, &spec.model, &ad)?,
+            );
+            let bias = crate::vol::lognormal_bias(&valid, &vp);
+            let tp: Vec<f64> = model_log_vol(&test, &pred)
+                .iter()
+                .map(|p| p + bias)
+                .collect();
+            Some(vol_report(&test, &tp))
+        } else {
+            None
+        };
         arms.push(Arm {
             vol,
             name: name.to_string(),

@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::features::InstrumentSeries;
-use crate::finetune::{SampleSet, ranks};
+use crate::finetune::{SampleSet, pearson, ranks, window_log_vol};
 
 /// How good log-volatility forecasts were over a period's samples.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -60,37 +60,12 @@ pub fn vol_report(set: &SampleSet, pred: &[f64]) -> VolReport {
     }
 }
 
-fn pearson(a: &[f64], b: &[f64]) -> Option<f64> {
-    let n = a.len() as f64;
-    let (ma, mb) = (a.iter().sum::<f64>() / n, b.iter().sum::<f64>() / n);
-    let (mut sab, mut saa, mut sbb) = (0.0, 0.0, 0.0);
-    for (x, y) in a.iter().zip(b) {
-        sab += (x - ma) * (y - mb);
-        saa += (x - ma) * (x - ma);
-        sbb += (y - mb) * (y - mb);
-    }
-    let d = (saa * sbb).sqrt();
-    (d > 1e-300).then(|| sab / d)
-}
-
-/// Floor of a volatility before its log.
+/// Floor of a volatility before its log (as the target's).
 const MIN_VOL: f64 = 1e-6;
 
 /// Log of the root mean square of the `w` log returns ending at `end` (fewer at the start).
 pub fn trailing_log_vol(s: &InstrumentSeries, end: usize, w: usize) -> f64 {
-    let from = (end + 1).saturating_sub(w);
-    let r: Vec<f64> = s.logret[from..=end]
-        .iter()
-        .copied()
-        .filter(|x| x.is_finite())
-        .collect();
-    if r.is_empty() {
-        return MIN_VOL.ln();
-    }
-    (r.iter().map(|x| x * x).sum::<f64>() / r.len() as f64)
-        .sqrt()
-        .max(MIN_VOL)
-        .ln()
+    window_log_vol(s, end, w)
 }
 
 /// The window's own volatility as the forecast (what the model's target is relative to).
@@ -193,6 +168,23 @@ impl Har {
     }
 }
 
+/// Half the variance of the residuals of log-volatility forecasts `pred` on `set`, plus their
+/// mean: added to a forecast of the log (a median), it gives the log of the mean volatility
+/// under a lognormal error, which is what QLIKE scores.
+pub fn lognormal_bias(set: &SampleSet, pred: &[f64]) -> f64 {
+    let r: Vec<f64> = set
+        .samples
+        .iter()
+        .zip(pred)
+        .map(|(s, p)| s.ret - p)
+        .collect();
+    if r.len() < 2 {
+        return 0.0;
+    }
+    let m = r.iter().sum::<f64>() / r.len() as f64;
+    0.5 * r.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (r.len() - 1) as f64 + m
+}
+
 /// The model's log-volatility forecasts from its head's outputs (`pred + scale`).
 pub fn model_log_vol(set: &SampleSet, pred: &[f32]) -> Vec<f64> {
     set.samples
@@ -215,9 +207,12 @@ pub fn baselines(train: &SampleSet, test: &SampleSet, window: usize) -> Vec<(Str
         ),
     ];
     if let Some(h) = Har::fit(train) {
+        // Corrected like the model, from its training residuals.
+        let bias = lognormal_bias(train, &h.predict(train));
+        let p: Vec<f64> = h.predict(test).iter().map(|x| x + bias).collect();
         out.push((
-            "HAR-RV (log)".to_string(),
-            vol_report(test, &h.predict(test)),
+            "HAR-RV (log, bias-corrected)".to_string(),
+            vol_report(test, &p),
         ));
     }
     out
