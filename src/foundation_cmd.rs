@@ -33,7 +33,7 @@ pub enum FoundationCommand {
     /// everything it learned from).
     Predict(PredictArgs),
     /// Compare scratch, target-only pretraining and cross-market pretraining on a held-out
-    /// test period (IC, rank IC, ICIR).
+    /// test period (IC, rank IC, ICIR; with --target-kind vol, QLIKE beside EWMA and HAR-RV).
     Transfer(TransferArgs),
     /// List models with their data manifests and lineage.
     List(ListArgs),

@@ -6,7 +6,9 @@
 //! (a) trained from scratch on the target,
 //! (b) pretrained on the target market only (up to `train_end`), then fine-tuned (probe and full),
 //! (c) pretrained across markets (up to `train_end`), then fine-tuned (probe and full),
-//! by IC, rank IC and ICIR on the test period, which no model and no stopping rule has seen.
+//! by IC, rank IC and ICIR on the test period, which no model and no stopping rule has seen;
+//! for a volatility target also by QLIKE and the MSE of the log volatility, beside the simple
+//! forecasts of [`crate::vol`].
 
 use std::time::Instant;
 
