@@ -14,7 +14,7 @@ use lim_agents::openai::{OpenAi, OpenAiConfig};
 use lim_backtest::nonfinite;
 use lim_market::MarketData;
 use lim_pipelines::engine::{Mode, Progress};
-use lim_pipelines::journal::{Clock, Journal, Kind, MemorySink, Record, Sink, SystemClock};
+use lim_pipelines::journal::{Clock, Journal, Kind, Record, Sink, SystemClock, spent_in};
 use lim_pipelines::lifecycle::{self, Execution, Finished, Ready, Resumption};
 use lim_pipelines::research::{
     self, ExperimentPlan, NoLlm, ResearchConfig, ResearchParts, Services, StrategistConfig, Summary,
@@ -446,8 +446,7 @@ fn drive(
                 api_key,
             })?;
             let budget = ready.config.llm_budget();
-            let spent =
-                Journal::new(ready.records.clone(), Arc::new(MemorySink::default())).spent(&budget);
+            let spent = spent_in(&ready.records, &budget, |_| true);
             let client = Budgeted::new(
                 Retrying::new(
                     Timed::new(provider, Duration::from_secs(120)),
@@ -712,7 +711,7 @@ pub fn show(args: ShowArgs) -> anyhow::Result<ExitCode> {
         .with_context(|| format!("run {}: its configuration is unreadable", meta.id))?;
     // A finished run's report, rebuilt from its artifacts by this build (see `summarize`).
     let rebuilt = latest_artifact(&loaded.records, "summary").and_then(|_| {
-        let spent = Journal::sealed(loaded.records.clone()).spent(&config.llm_budget());
+        let spent = spent_in(&loaded.records, &config.llm_budget(), |_| true);
         research::summarize(&research::artifacts_of(&loaded.records), &config, spent).ok()
     });
     let summary = rebuilt

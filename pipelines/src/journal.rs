@@ -306,37 +306,41 @@ impl Journal {
 
     /// Like [`Journal::spent`], over the node executions `include` accepts.
     pub fn spent_where(&self, budget: &Budget, include: impl Fn(&str) -> bool) -> Spent {
-        let st = self.lock();
-        let mut s = Spent::default();
-        for r in st
-            .records
-            .iter()
-            .filter(|r| r.kind == Kind::Llm && include(&r.exec))
-        {
-            s.calls += 1;
-            let Some(usage) = r.body.pointer("/outcome/Ok/usage") else {
-                continue;
-            };
-            let p = usage
-                .get("prompt_tokens")
-                .and_then(Value::as_u64)
-                .unwrap_or(0);
-            let c = usage
-                .get("completion_tokens")
-                .and_then(Value::as_u64)
-                .unwrap_or(0);
-            s.tokens += p + c;
-            let model = r
-                .body
-                .pointer("/request/model")
-                .and_then(Value::as_str)
-                .unwrap_or("");
-            if let Some(price) = budget.prices.get(model) {
-                s.usd += (p as f64 * price.prompt + c as f64 * price.completion) / 1e6;
-            }
-        }
-        s
+        spent_in(&self.lock().records, budget, include)
     }
+}
+
+/// Tokens, dollars and calls spent on the LLM calls among `records` of the node executions
+/// `include` accepts (what [`Journal::spent_where`] counts, for records not in a journal).
+pub fn spent_in(records: &[Record], budget: &Budget, include: impl Fn(&str) -> bool) -> Spent {
+    let mut s = Spent::default();
+    for r in records
+        .iter()
+        .filter(|r| r.kind == Kind::Llm && include(&r.exec))
+    {
+        s.calls += 1;
+        let Some(usage) = r.body.pointer("/outcome/Ok/usage") else {
+            continue;
+        };
+        let p = usage
+            .get("prompt_tokens")
+            .and_then(Value::as_u64)
+            .unwrap_or(0);
+        let c = usage
+            .get("completion_tokens")
+            .and_then(Value::as_u64)
+            .unwrap_or(0);
+        s.tokens += p + c;
+        let model = r
+            .body
+            .pointer("/request/model")
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        if let Some(price) = budget.prices.get(model) {
+            s.usd += (p as f64 * price.prompt + c as f64 * price.completion) / 1e6;
+        }
+    }
+    s
 }
 
 /// The first place two JSON values differ, as a JSON pointer and the two values (shortened).

@@ -138,7 +138,7 @@ pub fn create(
         created_ms: now_ms,
         goal: config.goal.clone(),
         config: serde_json::to_value(&config).map_err(|e| RunError::Config {
-            run: String::new(),
+            run: "(new)".into(),
             message: e.to_string(),
         })?,
         manifest,
