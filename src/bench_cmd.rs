@@ -12,6 +12,11 @@ use lim_pipelines::bench::{self, GoalResult};
 use lim_pipelines::journal::SystemClock;
 use lim_pipelines::store::Store;
 
+/// The process's own CPU time, shared with the benchmark binaries.
+#[path = "bin/common/mod.rs"]
+#[allow(dead_code)]
+mod proc_self;
+
 use crate::DataArgs;
 use crate::table::Table;
 
@@ -58,13 +63,17 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
     for goal in goals {
         for &seed in &args.seeds {
             eprintln!("[{}/{total}] {goal} (seed {seed})", results.len() + 1);
-            let r = runtime.block_on(bench::run_goal(
+            let cpu = proc_self::cpu_seconds();
+            let mut r = runtime.block_on(bench::run_goal(
                 market.clone(),
                 store.clone(),
                 Arc::new(SystemClock),
                 goal,
                 seed,
             ))?;
+            if r.seconds > 0.0 {
+                r.cpu_seconds = proc_self::cpu_seconds() - cpu;
+            }
             results.push(r);
         }
     }
@@ -114,7 +123,7 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
     }
     print!("{}", t.render());
     println!(
-        "mean test Sharpe: finalists {}, combined {}, always long {}; {} of {} finalists beat always long; mean validation→test rank correlation {}; mean DSR {}; {:.0} s",
+        "mean test Sharpe: finalists {}, combined {}, always long {}; {} of {} finalists beat always long; mean validation→test rank correlation {}; mean DSR {}; {:.0} s wall, {:.0} s CPU",
         show(totals.mean_finalist_test_sharpe, 2, "-"),
         show(totals.mean_combined_test_sharpe, 2, "-"),
         show(totals.mean_always_long_test_sharpe, 2, "-"),
@@ -122,7 +131,8 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
         totals.finalists,
         show(totals.mean_validation_test_rank_correlation, 2, "-"),
         show(totals.mean_dsr, 2, "-"),
-        totals.seconds
+        totals.seconds,
+        totals.cpu_seconds
     );
     Ok(ExitCode::SUCCESS)
 }

@@ -12,6 +12,7 @@ pub mod baseline;
 pub mod error;
 pub mod eval;
 pub mod expr;
+pub mod folds;
 pub mod frame;
 pub mod metrics;
 pub mod nonfinite;

@@ -184,6 +184,40 @@ pub fn walk_forward(
         .collect()
 }
 
+/// A book's result on one selection fold (see [`crate::folds`]).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Fold {
+    /// Active bars in the fold.
+    pub bars: usize,
+    /// Annualised Sharpe ratio over them (NaN with fewer than two, or without variation).
+    #[serde(with = "crate::nonfinite")]
+    pub sharpe: f64,
+}
+
+/// The book's Sharpe ratio on each fold (each a set of ranges, as [`crate::folds::blocks`]
+/// makes them).
+pub fn on_folds(book: &Book, folds: &[Vec<Range<usize>>], periods: f64) -> Vec<Fold> {
+    folds
+        .iter()
+        .map(|ranges| {
+            let net: Vec<f64> = ranges
+                .iter()
+                .flat_map(|r| book.net[r.clone()].iter().copied())
+                .filter(|v| !v.is_nan())
+                .collect();
+            let sharpe = if net.len() < 2 {
+                f64::NAN
+            } else {
+                summary(&net, periods).1
+            };
+            Fold {
+                bars: net.len(),
+                sharpe,
+            }
+        })
+        .collect()
+}
+
 /// Mean rank IC of a signal against the return over the next `h` bars, for each horizon.
 pub fn ic_decay(
     signal: &Mat,

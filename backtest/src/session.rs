@@ -46,6 +46,14 @@ pub struct StrategyResult {
     /// With detail: four walk-forward folds of the training part.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub folds: Vec<Metrics>,
+    /// With folds (see [`Session::run_with_folds`]): Sharpe ratio on each of the selection
+    /// folds of training and validation.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub selection_folds: Vec<metrics::Fold>,
+    /// Nodes in the signal's expression tree, and its nesting depth (0 when it did not parse).
+    pub nodes: usize,
+    /// Nesting depth of the signal's expression.
+    pub depth: usize,
     /// With detail: mean rank IC against the return over 1, 5, 10 and 20 bars.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub ic_decay: Vec<(usize, f64)>,
@@ -73,6 +81,10 @@ pub struct MultipleTesting {
     /// CSCV splits evaluated.
     pub pbo_splits: usize,
 }
+
+/// Blocks that training and validation are cut into for a robust fitness: five, so that each
+/// is long enough (about a sixth of the bars) for its Sharpe ratio to mean something.
+pub const SELECTION_FOLDS: usize = 5;
 
 /// A panel set ready for backtests.
 #[derive(Debug, Clone)]
@@ -195,6 +207,32 @@ impl Session {
             .collect()
     }
 
+    /// The selection folds: training and validation in [`SELECTION_FOLDS`] blocks, the split's
+    /// embargo between blocks (see [`crate::folds::blocks`]). The sealed test is never in one.
+    pub fn selection_folds(&self) -> Vec<Vec<std::ops::Range<usize>>> {
+        crate::folds::blocks(
+            &[self.splits.train.clone(), self.splits.valid.clone()],
+            SELECTION_FOLDS,
+            self.splits.embargo,
+        )
+    }
+
+    /// [`Session::run`], each result with its Sharpe ratio on every selection fold.
+    pub fn run_with_folds(
+        &self,
+        specs: &[(String, StrategySpec)],
+        parts: &[Part],
+    ) -> Vec<StrategyResult> {
+        let folds = self.selection_folds();
+        let mut results = self.run(specs, parts, false);
+        for r in &mut results {
+            if let Some(book) = &r.book {
+                r.selection_folds = metrics::on_folds(book, &folds, self.periods);
+            }
+        }
+        results
+    }
+
     /// Runs strategies as one batch (shared sub-expressions computed once), measuring `parts`.
     /// `detail` adds years, walk-forward folds and IC decay. A strategy that cannot run gets an
     /// error; the others still run.
@@ -234,6 +272,9 @@ impl Session {
                     metrics: Vec::new(),
                     years: Vec::new(),
                     folds: Vec::new(),
+                    selection_folds: Vec::new(),
+                    nodes: p.as_ref().map_or(0, Expr::size),
+                    depth: p.as_ref().map_or(0, Expr::depth),
                     ic_decay: Vec::new(),
                     infinite_signal_cells: 0,
                     book: None,

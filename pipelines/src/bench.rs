@@ -64,6 +64,10 @@ pub struct GoalResult {
     pub validation_test_rank_correlation: f64,
     /// Wall seconds of the run (0 when read back from the store).
     pub seconds: f64,
+    /// CPU seconds (user and system, every thread) of the run, when the caller measured them
+    /// (0 when read back from the store).
+    #[serde(default)]
+    pub cpu_seconds: f64,
 }
 
 /// The benchmark's totals over its runs (means skip what is not a number).
@@ -92,6 +96,8 @@ pub struct Totals {
     pub mean_dsr: f64,
     /// Wall seconds spent running (runs read back count nothing).
     pub seconds: f64,
+    /// CPU seconds spent running.
+    pub cpu_seconds: f64,
 }
 
 /// The totals of `results`.
@@ -115,6 +121,7 @@ pub fn totals(results: &[GoalResult]) -> Totals {
         mean_validation_test_rank_correlation: mean(&|r| r.validation_test_rank_correlation),
         mean_dsr: mean(&|r| r.dsr),
         seconds: results.iter().map(|r| r.seconds).sum(),
+        cpu_seconds: results.iter().map(|r| r.cpu_seconds).sum(),
     }
 }
 
@@ -305,6 +312,7 @@ pub async fn run_goal(
         } else {
             started.elapsed().as_secs_f64()
         },
+        cpu_seconds: 0.0,
     })
 }
 

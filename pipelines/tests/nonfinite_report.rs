@@ -91,6 +91,8 @@ proptest! {
             error: None,
             rejected: None,
             always_long_correlation: None,
+            folds: Vec::new(),
+            nodes: 0,
         };
         trial.score(&p.strategy);
         // No evidence, no fitness: a part without enough active bars is rejected, with a reason.

@@ -56,7 +56,8 @@ impl Tool for BacktestTool {
 
     fn description(&self) -> String {
         "Backtest strategy specs (signal expression, universe, portfolio, rebalancing, lag, costs, limits) and return \
-         their metrics on the training and validation periods. The test period is sealed."
+         their metrics on the training and validation periods, with the Sharpe ratio on each of five consecutive \
+         folds of them (`selection_folds`). The test period is sealed."
             .into()
     }
 
@@ -91,7 +92,7 @@ impl Tool for BacktestTool {
             .collect();
         let parts = [Part::Train, Part::Validation];
         let work = tokio::task::spawn_blocking(move || {
-            let results = session.run(&specs, &parts, false);
+            let results = session.run_with_folds(&specs, &parts);
             for r in &results {
                 if let [(_, train), (_, validation)] = r.metrics.as_slice() {
                     log.record(crate::Trial {

@@ -16,7 +16,7 @@ use lim_agents::client::{Budget, LlmClient, Price, Spent};
 use lim_agents::error::LlmError;
 use lim_agents::offline::{self, Candidate, Evolution, Plan};
 use lim_agents::strategist::{self, FoundationOffer, ProposeInput, Tried};
-use lim_backtest::metrics::Metrics;
+use lim_backtest::metrics::{Fold, Metrics};
 use lim_backtest::nonfinite::show;
 use lim_backtest::session::MultipleTesting;
 use lim_backtest::spec::{Portfolio, StrategySpec};

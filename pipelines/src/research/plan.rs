@@ -185,7 +185,7 @@ impl<L: LlmClient + 'static> Node for PlanNode<L> {
                     (1.0 - c.train - c.valid) * 100.0,
                     c.embargo
                 ),
-                objective: "robust Sharpe: the worse of train and validation Sharpe, less 5× any validation drawdown beyond the limit".into(),
+                objective: "robust Sharpe: a lower bound (mean less one standard error) of the Sharpe ratio over five consecutive folds of training and validation, less 5× any validation drawdown beyond the limit and 0.01 per expression node beyond 8".into(),
                 constraints,
                 budgets: c.budgets.clone(),
                 foundation_model,

@@ -292,6 +292,14 @@ impl Node for Backtest {
                                 always_long_correlation: r
                                     .pointer(&format!("/result/always_long/{i}/correlation"))
                                     .and_then(Value::as_f64),
+                                folds: res
+                                    .get("selection_folds")
+                                    .and_then(|f| serde_json::from_value(f.clone()).ok())
+                                    .unwrap_or_default(),
+                                nodes: res
+                                    .get("nodes")
+                                    .and_then(Value::as_u64)
+                                    .map_or(0, |n| n as usize),
                             };
                             trial.score(&plan.strategy);
                             trials.push(trial);
@@ -310,6 +318,8 @@ impl Node for Backtest {
                             error: Some(why.clone()),
                             rejected: None,
                             always_long_correlation: None,
+                            folds: Vec::new(),
+                            nodes: 0,
                         }));
                     }
                 }

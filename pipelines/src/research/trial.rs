@@ -71,6 +71,18 @@ pub struct Trial {
     /// construction (see [`MAX_ALWAYS_LONG_CORRELATION`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub always_long_correlation: Option<f64>,
+    /// Its Sharpe ratio on each selection fold of training and validation (see
+    /// [`lim_backtest::folds`]); empty in runs recorded before folds existed, which are
+    /// scored on the two parts alone.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub folds: Vec<Fold>,
+    /// Nodes in its expression tree (0 in runs recorded before it was kept: no penalty).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub nodes: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 impl Trial {
@@ -79,7 +91,7 @@ impl Trial {
     /// by today's rules.
     pub fn score(&mut self, plan: &Plan) {
         (self.fitness, self.rejected) = match (&self.train, &self.validation, &self.error) {
-            (Some(t), Some(v), None) => match fitness(plan, t, v) {
+            (Some(t), Some(v), None) => match fitness(plan, t, v, &self.folds, self.nodes) {
                 // A long-only top-k book moves with the market by construction; its value is
                 // in its excess over always-long, which the report shows. A book that can take
                 // the other side (sign, long-short) and does not is degenerate.
@@ -172,14 +184,23 @@ pub const MAX_ALWAYS_LONG_CORRELATION: f64 = 0.9;
 /// evidence, for a strategy and for a plan's universe alike.
 pub const MIN_ACTIVE_BARS: usize = 20;
 
-/// Robustness first: the worse of the training and validation Sharpe ratios, less a penalty
-/// for a validation drawdown beyond the plan's limit.
+/// Robustness first: a lower confidence bound of the Sharpe ratio across the selection folds
+/// (see [`fold_lower_bound`]), less 5× any validation drawdown beyond the plan's limit, less
+/// the [`complexity_penalty`] of its `nodes`. A trial recorded without folds is scored by the
+/// worse of its training and validation Sharpe ratios. Turnover is not penalised again: its
+/// costs are in every return.
 ///
 /// # Errors
 /// Why there is no evidence to score: a part with fewer than [`MIN_ACTIVE_BARS`] active bars
 /// (a strategy that never traded in validation must not win on its training Sharpe), or a
 /// Sharpe ratio that is not a number (constant returns).
-pub fn fitness(plan: &Plan, train: &Metrics, valid: &Metrics) -> Result<f64, String> {
+pub fn fitness(
+    plan: &Plan,
+    train: &Metrics,
+    valid: &Metrics,
+    folds: &[Fold],
+    nodes: usize,
+) -> Result<f64, String> {
     for (part, m) in [("training", train), ("validation", valid)] {
         if m.bars < MIN_ACTIVE_BARS {
             return Err(format!(
@@ -203,7 +224,52 @@ pub fn fitness(plan: &Plan, train: &Metrics, valid: &Metrics) -> Result<f64, Str
             0.0
         }
     });
-    Ok(train.sharpe.min(valid.sharpe) - 5.0 * excess)
+    let robust = if folds.is_empty() {
+        train.sharpe.min(valid.sharpe)
+    } else {
+        fold_lower_bound(folds)
+    };
+    Ok(robust - 5.0 * excess - complexity_penalty(nodes))
+}
+
+/// Expression nodes that cost nothing: `rank(-ts_sum(returns, 5))` has 5.
+pub const FREE_NODES: usize = 8;
+
+/// Fitness lost per expression node beyond [`FREE_NODES`]: between two strategies that earn
+/// alike, the simpler one is less likely to be fitted to noise (AlphaAgent's complexity
+/// regulariser; measured on the research benchmark, see docs/research.md).
+pub const NODE_PENALTY: f64 = 0.01;
+
+/// The complexity penalty of an expression of `nodes` nodes (0 when unknown).
+pub fn complexity_penalty(nodes: usize) -> f64 {
+    NODE_PENALTY * nodes.saturating_sub(FREE_NODES) as f64
+}
+
+/// How many standard errors below the mean fold Sharpe ratio the fitness sits.
+pub const FOLD_CONFIDENCE: f64 = 1.0;
+
+/// The mean Sharpe ratio across folds less [`FOLD_CONFIDENCE`] standard errors of it: a
+/// strategy that earns in every period beats one that earned the same on average in a few.
+/// A fold with fewer than [`MIN_ACTIVE_BARS`] active bars, or an undefined Sharpe ratio,
+/// counts as zero: it earned nothing there.
+pub fn fold_lower_bound(folds: &[Fold]) -> f64 {
+    let s: Vec<f64> = folds
+        .iter()
+        .map(|f| {
+            if f.bars >= MIN_ACTIVE_BARS && f.sharpe.is_finite() {
+                f.sharpe
+            } else {
+                0.0
+            }
+        })
+        .collect();
+    let k = s.len() as f64;
+    let mean = s.iter().sum::<f64>() / k;
+    if s.len() < 2 {
+        return mean;
+    }
+    let var = s.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (k - 1.0);
+    mean - FOLD_CONFIDENCE * (var / k).sqrt()
 }
 
 /// The deflated Sharpe ratio of the best validation Sharpe among `trials`, from their Sharpe
@@ -237,4 +303,81 @@ pub fn leaderboard(trials: &[Trial]) -> Vec<usize> {
     let mut order: Vec<usize> = (0..trials.len()).collect();
     order.sort_by(|&a, &b| fit(&trials[b]).total_cmp(&fit(&trials[a])).then(a.cmp(&b)));
     order
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn metrics(sharpe: f64, max_dd: f64) -> Metrics {
+        Metrics {
+            bars: 250,
+            inactive_bars: 0,
+            ann_return: 0.1,
+            ann_vol: 0.1,
+            sharpe,
+            sortino: sharpe,
+            calmar: 1.0,
+            max_dd,
+            max_dd_bars: 10,
+            turnover: 0.1,
+            hit_rate: 0.5,
+            exposure: 1.0,
+            ic: 0.0,
+            rank_ic: 0.0,
+            icir: 0.0,
+            rank_icir: 0.0,
+        }
+    }
+
+    fn folds(sharpes: &[f64]) -> Vec<Fold> {
+        sharpes
+            .iter()
+            .map(|&sharpe| Fold { bars: 200, sharpe })
+            .collect()
+    }
+
+    fn plan() -> Plan {
+        lim_agents::offline::plan("trend in Chinese commodity futures", &[])
+    }
+
+    #[test]
+    fn a_strategy_that_earns_in_every_fold_beats_one_that_earned_more_once() {
+        let (t, v) = (metrics(1.0, -0.05), metrics(1.0, -0.05));
+        let steady = fitness(&plan(), &t, &v, &folds(&[0.8, 0.9, 1.0, 0.9, 0.8]), 5).unwrap();
+        let lucky = fitness(&plan(), &t, &v, &folds(&[4.0, -0.5, -0.4, 0.3, 1.6]), 5).unwrap();
+        assert!(steady > lucky, "steady {steady} vs lucky {lucky}");
+        // Mean 0.88, standard error 0.0374: the bound is their difference.
+        assert!((steady - (0.88 - (0.028f64 / 4.0 / 5.0).sqrt())).abs() < 1e-12);
+    }
+
+    #[test]
+    fn a_fold_without_trades_counts_as_earning_nothing() {
+        let mut f = folds(&[1.0, 1.0, 1.0, 1.0, 1.0]);
+        assert!((fold_lower_bound(&f) - 1.0).abs() < 1e-12);
+        f[2] = Fold {
+            bars: 3,
+            sharpe: 9.0,
+        };
+        // Mean 0.8, standard deviation sqrt(0.2), standard error 0.2.
+        assert!((fold_lower_bound(&f) - 0.6).abs() < 1e-12);
+        f[2].sharpe = f64::NAN;
+        f[2].bars = 200;
+        assert!((fold_lower_bound(&f) - 0.6).abs() < 1e-12);
+    }
+
+    #[test]
+    fn complexity_costs_fitness_beyond_the_free_nodes() {
+        let (t, v, f) = (metrics(1.0, -0.05), metrics(1.0, -0.05), folds(&[1.0; 5]));
+        let simple = fitness(&plan(), &t, &v, &f, FREE_NODES).unwrap();
+        let baroque = fitness(&plan(), &t, &v, &f, FREE_NODES + 30).unwrap();
+        assert!((simple - 1.0).abs() < 1e-12);
+        assert!((simple - baroque - 0.3).abs() < 1e-12);
+    }
+
+    #[test]
+    fn a_run_recorded_without_folds_is_scored_on_its_two_parts() {
+        let f = fitness(&plan(), &metrics(0.4, -0.05), &metrics(1.2, -0.05), &[], 0).unwrap();
+        assert!((f - 0.4).abs() < 1e-12);
+    }
 }
