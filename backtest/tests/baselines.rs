@@ -1,0 +1,160 @@
+//! The baselines' books against books computed by hand from their definitions, on a panel small
+//! enough to check every bar: a baseline that drifts from what its name says would make every
+//! "beats always long" in a report a lie.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests fail loudly
+
+use lim_backtest::baseline::baselines;
+use lim_backtest::session::Session;
+use lim_backtest::spec::{Portfolio, StrategySpec};
+use lim_market::{AsOf, Catalog, Field, PanelQuery, Part, RollPolicy, SplitSpec};
+
+const T: usize = 40;
+const N: usize = 3;
+const COST: f64 = 0.001;
+
+/// Closes that wander differently per instrument, with no ties in their 5-bar returns.
+fn closes() -> Vec<[f64; N]> {
+    let mut c = vec![[100.0, 50.0, 20.0]];
+    for t in 1..T {
+        let prev = c[t - 1];
+        c.push(std::array::from_fn(|i| {
+            prev[i] * (1.0 + 0.02 * (1.3 * (t * (i + 1)) as f64 + i as f64).sin())
+        }));
+    }
+    c
+}
+
+fn session(name: &str) -> Session {
+    let dir = std::env::temp_dir().join(format!(
+        "lim-baselines-{}-{}",
+        std::process::id(),
+        name.replace(' ', "-")
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("tiny.csv");
+    let mut csv = String::from("ts,symbol,open,high,low,close,volume\n");
+    let c = closes();
+    for i in 0..N {
+        for (t, row) in c.iter().enumerate() {
+            let day = chrono_day(t);
+            let p = row[i];
+            csv.push_str(&format!("{day},S{i},{p},{p},{p},{p},1000\n"));
+        }
+    }
+    std::fs::write(&path, csv).unwrap();
+    let catalog = Catalog::single_file(&path, None).unwrap();
+    let q = PanelQuery::new(AsOf::LATEST, ["tiny"])
+        .fields(
+            lim_backtest::frame::FIELDS
+                .into_iter()
+                .filter(|f| *f != Field::OpenInterest),
+        )
+        .roll(RollPolicy::None);
+    let mut set = catalog.panels(&q).unwrap();
+    std::fs::remove_dir_all(&dir).ok();
+    Session::new(
+        &mut set,
+        SplitSpec::Fractions {
+            train: 0.5,
+            valid: 0.25,
+            embargo: 0,
+        },
+    )
+    .unwrap()
+}
+
+/// 2020-01-01 plus `t` days, as text.
+fn chrono_day(t: usize) -> String {
+    let (mut m, mut d) = (1usize, 1 + t);
+    for len in [31, 29, 31] {
+        if d <= len {
+            break;
+        }
+        d -= len;
+        m += 1;
+    }
+    format!("2020-{m:02}-{d:02}")
+}
+
+fn fwd(c: &[[f64; N]], t: usize, i: usize) -> f64 {
+    c[t + 1][i] / c[t][i] - 1.0
+}
+
+fn net_of(name: &str, template: &StrategySpec) -> Vec<f64> {
+    let s = session(name);
+    let specs: Vec<_> = baselines(template)
+        .into_iter()
+        .filter(|(n, _)| n == name)
+        .collect();
+    assert_eq!(specs.len(), 1, "no baseline named {name}");
+    let r = s.run(&specs, &[Part::Train], false);
+    assert_eq!(r[0].error, None);
+    r[0].book.as_ref().unwrap().net.clone()
+}
+
+fn assert_bars(got: &[f64], want: &[f64]) {
+    assert_eq!(got.len(), want.len());
+    for (t, (g, w)) in got.iter().zip(want).enumerate() {
+        assert!(
+            (g.is_nan() && w.is_nan()) || (g - w).abs() < 1e-12,
+            "bar {t}: book {g}, by hand {w}"
+        );
+    }
+}
+
+#[test]
+fn always_long_equal_weight_is_the_mean_next_bar_return_less_one_entry_cost() {
+    let c = closes();
+    // Weights 1/3 from bar 1 (the first bar with a return), held from bar 2; one unit of
+    // turnover to enter; nothing known after the last bar.
+    let want: Vec<f64> = (0..T)
+        .map(|t| match t {
+            0 | 1 => f64::NAN,
+            t if t == T - 1 => f64::NAN,
+            t => {
+                let mean = (0..N).map(|i| fwd(&c, t, i)).sum::<f64>() / N as f64;
+                mean - if t == 2 { COST } else { 0.0 }
+            }
+        })
+        .collect();
+    let template = StrategySpec::new("returns");
+    assert_bars(&net_of("always long, equal weight", &template), &want);
+}
+
+#[test]
+fn short_term_reversal_holds_the_worst_five_bar_loser_in_a_top_one_book() {
+    let c = closes();
+    let ret = |t: usize, i: usize| c[t][i] / c[t - 1][i] - 1.0;
+    // The signal -rank(ts_sum(returns, 5)) is defined from bar 5; top-1 holds the lowest sum.
+    let pick = |t: usize| {
+        (0..N)
+            .min_by(|&a, &b| {
+                let s = |i: usize| (t - 4..=t).map(|u| ret(u, i)).sum::<f64>();
+                s(a).total_cmp(&s(b))
+            })
+            .unwrap()
+    };
+    let want: Vec<f64> = (0..T)
+        .map(|t| {
+            if t < 6 || t == T - 1 {
+                return f64::NAN;
+            }
+            let held = pick(t - 1);
+            let turnover = if t == 6 {
+                1.0
+            } else if pick(t - 2) == held {
+                0.0
+            } else {
+                2.0
+            };
+            fwd(&c, t, held) - COST * turnover
+        })
+        .collect();
+    let mut template = StrategySpec::new("returns");
+    template.portfolio = Portfolio::TopK { k: 1 };
+    let got = net_of("short-term reversal, 5 days", &template);
+    assert_bars(&got, &want);
+    // The pick changes along the way, so turnover was exercised.
+    assert!((7..T - 1).any(|t| pick(t - 1) != pick(t - 2)));
+}
