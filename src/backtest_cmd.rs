@@ -6,12 +6,15 @@ use std::process::ExitCode;
 use anyhow::{Context, bail};
 use clap::Args;
 use lim_backtest::baseline;
-use lim_backtest::frame;
 use lim_backtest::metrics::CoMove;
-use lim_backtest::session::{MultipleTesting, Session, SplitInfo, StrategyResult};
+use lim_backtest::session::{MultipleTesting, SplitInfo, StrategyResult};
 use lim_backtest::spec::{Portfolio, StrategySpec};
-use lim_market::{AsOf, PanelQuery, Part, SplitSpec};
+use lim_market::Part;
+use lim_pipelines::cluster::slurm::{self, Slurm, SlurmConfig, WorkerCommand};
+use lim_pipelines::cluster::work::{self, BacktestShard, WorkDir, WorkUnit};
+use lim_tools::ChooseUniverseArgs;
 use serde::Serialize;
+use std::io::IsTerminal as _;
 
 use crate::DataArgs;
 use crate::table::{Table, pct};
@@ -65,9 +68,44 @@ pub struct BacktestArgs {
     models_dir: Option<PathBuf>,
     #[command(flatten)]
     data: DataArgs,
+    /// Where the strategies run: here, or as a Slurm array job of --shards tasks, each a
+    /// `lim worker` (results are the same bit for bit).
+    #[arg(long, value_enum, default_value_t = Executor::Local)]
+    executor: Executor,
+    /// Slurm settings as TOML: partition, account, shards, cpus_per_task, mem, time, gres,
+    /// extra (#SBATCH lines), max_retries, poll_ms. Flags below override it.
+    #[arg(long, value_name = "FILE")]
+    slurm_config: Option<PathBuf>,
+    /// Slurm partition.
+    #[arg(long)]
+    partition: Option<String>,
+    /// Slurm account.
+    #[arg(long)]
+    account: Option<String>,
+    /// Array tasks the strategies are cut into (default 8).
+    #[arg(long)]
+    shards: Option<usize>,
+    /// Directory the cluster's nodes share: inputs, outputs, logs and each batch's ledger. The
+    /// same command run again (after a crash, say) attaches to its jobs still in the queue and
+    /// reuses finished outputs.
+    #[arg(long, value_name = "DIR", default_value = "lim-work")]
+    work_dir: PathBuf,
+    /// Wall-time limit for the cluster's work, e.g. 90s, 45m: what is still queued or running
+    /// then is cancelled.
+    #[arg(long, value_parser = crate::research_cmd::parse_minutes)]
+    deadline: Option<f64>,
     /// Print JSON instead of tables.
     #[arg(long)]
     json: bool,
+}
+
+/// Where backtests run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Executor {
+    /// In this process.
+    Local,
+    /// As Slurm array jobs (`sbatch`, `squeue`, `scancel` on PATH; SLURM_CONF as usual).
+    Slurm,
 }
 
 #[derive(Serialize)]
@@ -143,20 +181,22 @@ pub fn run(args: BacktestArgs) -> anyhow::Result<ExitCode> {
         bail!("no strategies given; write one per line as `name | expression`");
     }
     let catalog = args.data.catalog()?;
-    let mut q = PanelQuery::new(AsOf::LATEST, args.datasets.clone()).fields(frame::FIELDS);
-    if let Some(s) = &args.symbols {
-        q = q.symbols(s.clone());
+    let universe = ChooseUniverseArgs {
+        datasets: args.datasets.clone(),
+        symbols: args.symbols.clone(),
+        frequency: None,
+        train: args.train,
+        valid: args.valid,
+        embargo: args.embargo,
+    };
+    let mut session =
+        lim_tools::load_session(&catalog, &universe, None).map_err(|(_, m)| anyhow::anyhow!(m))?;
+    let frequency = session.frequency();
+    if args.executor == Executor::Slurm && !args.predictions.is_empty() {
+        bail!(
+            "--predictions is not available with --executor slurm yet (the workers would need the panels); run these strategies with --executor local"
+        );
     }
-    let mut set = catalog.panels(&q)?;
-    let frequency = set.frequency;
-    let mut session = Session::new(
-        &mut set,
-        SplitSpec::Fractions {
-            train: args.train,
-            valid: args.valid,
-            embargo: args.embargo,
-        },
-    )?;
     let dir = crate::foundation_cmd::models_dir(args.models_dir.clone()).join("predictions");
     for name in &args.predictions {
         let panel =
@@ -201,7 +241,11 @@ pub fn run(args: BacktestArgs) -> anyhow::Result<ExitCode> {
     if args.unseal_test {
         parts.push(Part::Test);
     }
-    let strategies = session.run(&specs, &parts, specs.len() == 1);
+    let detail = specs.len() == 1;
+    let strategies = match args.executor {
+        Executor::Local => session.run(&specs, &parts, detail),
+        Executor::Slurm => on_slurm(&args, &universe, &specs, &parts, detail)?,
+    };
     let baselines = specs
         .first()
         .map(|(_, s)| session.run(&baseline::baselines(s), &parts, false))
@@ -230,6 +274,114 @@ pub fn run(args: BacktestArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// Runs `specs` as a Slurm array job through the work directory and returns their results in
+/// order.
+fn on_slurm(
+    args: &BacktestArgs,
+    universe: &ChooseUniverseArgs,
+    specs: &[(String, StrategySpec)],
+    parts: &[Part],
+    detail: bool,
+) -> anyhow::Result<Vec<StrategyResult>> {
+    let mut config = match &args.slurm_config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read the Slurm config '{}'", path.display()))?;
+            toml::from_str::<SlurmConfig>(&text).map_err(|e| {
+                anyhow::anyhow!(
+                    "Slurm config '{}': {}; keys are partition, account, shards, cpus_per_task, mem, time, gres, extra, max_retries, poll_ms",
+                    path.display(),
+                    e.message()
+                )
+            })?
+        }
+        None => SlurmConfig::default(),
+    };
+    if args.partition.is_some() {
+        config.partition.clone_from(&args.partition);
+    }
+    if args.account.is_some() {
+        config.account.clone_from(&args.account);
+    }
+    if let Some(n) = args.shards {
+        config.shards = n;
+    }
+    let wd = WorkDir::open(&args.work_dir)?;
+    let digests = work::shard(specs, config.shards)
+        .into_iter()
+        .map(|specs| {
+            wd.put(&WorkUnit::Backtest(BacktestShard {
+                universe: universe.clone(),
+                specs,
+                parts: parts.to_vec(),
+                detail,
+                selection_folds: false,
+            }))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut worker_args = Vec::new();
+    if let Some(d) = args.data.data_dir() {
+        let d = d.canonicalize().unwrap_or(d);
+        worker_args.extend(["--data".to_string(), d.display().to_string()]);
+    }
+    if let Some(c) = &args.data.cache_dir {
+        worker_args.extend(["--cache-dir".to_string(), c.display().to_string()]);
+    }
+    if args.data.no_cache {
+        worker_args.push("--no-cache".to_string());
+    }
+    let worker = WorkerCommand {
+        program: std::env::current_exe().context("cannot find the lim executable")?,
+        args: worker_args,
+    };
+    let slurm = Slurm {
+        config: config.clone(),
+        logs: wd.root().join("logs"),
+    };
+    let interrupted = crate::interrupt_flag();
+    let deadline = args
+        .deadline
+        .map(|m| std::time::Instant::now() + std::time::Duration::from_secs_f64(m * 60.0));
+    let stop = || {
+        if interrupted.load(std::sync::atomic::Ordering::SeqCst) {
+            Some("interrupted".to_string())
+        } else if deadline.is_some_and(|d| std::time::Instant::now() >= d) {
+            Some("the deadline passed".to_string())
+        } else {
+            None
+        }
+    };
+    let tty = std::io::stderr().is_terminal();
+    let mut last = String::new();
+    let mut progress = |p: &slurm::Progress| {
+        let line = format!(
+            "slurm {}: {}/{} shards done, {} running, {} queued, {} retries",
+            p.name, p.done, p.total, p.running, p.pending, p.retries
+        );
+        if line != last {
+            if tty {
+                eprint!("\r\x1b[2K{line}");
+            } else {
+                eprintln!("{line}");
+            }
+            last = line;
+        }
+    };
+    let outputs = slurm::run_batch(
+        &wd,
+        &digests,
+        &slurm,
+        &config,
+        &worker,
+        &stop,
+        &mut progress,
+    );
+    if tty {
+        eprintln!();
+    }
+    Ok(outputs?.into_iter().flat_map(|o| o.results).collect())
 }
 
 fn describe(spec: &StrategySpec) -> String {

@@ -10,6 +10,7 @@ mod forecaster;
 mod foundation_cmd;
 mod research_cmd;
 mod table;
+mod worker_cmd;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -60,6 +61,8 @@ enum Command {
     /// The market foundation model: pretrain, fine-tune, predict, transfer, list.
     #[command(subcommand)]
     Foundation(foundation_cmd::FoundationCommand),
+    /// Run one unit of work from a work directory (what a cluster job runs).
+    Worker(worker_cmd::WorkerArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -147,6 +150,23 @@ impl DataArgs {
     }
 }
 
+/// A flag set by the first Ctrl-C, for synchronous loops that poll it (the Slurm coordinator
+/// cancels its jobs when it is set).
+pub(crate) fn interrupt_flag() -> std::sync::Arc<std::sync::atomic::AtomicBool> {
+    let flag = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let set = flag.clone();
+    std::thread::spawn(move || {
+        if let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            && rt.block_on(tokio::signal::ctrl_c()).is_ok()
+        {
+            set.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+    });
+    flag
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
@@ -162,6 +182,7 @@ fn main() -> ExitCode {
         Command::Replay(args) => research_cmd::replay(args),
         Command::Trace(cmd) => research_cmd::trace_cmd(cmd),
         Command::Foundation(cmd) => foundation_cmd::run(cmd),
+        Command::Worker(args) => worker_cmd::run(args),
     };
     match result {
         Ok(code) => code,

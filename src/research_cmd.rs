@@ -78,7 +78,7 @@ pub struct BudgetArgs {
     foundation_cpu_seconds: Option<f64>,
 }
 
-fn parse_minutes(s: &str) -> Result<f64, String> {
+pub(crate) fn parse_minutes(s: &str) -> Result<f64, String> {
     let (num, unit) = s.split_at(s.find(|c: char| c.is_alphabetic()).unwrap_or(s.len()));
     let v: f64 = num
         .trim()

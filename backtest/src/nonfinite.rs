@@ -55,6 +55,34 @@ pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
     }
 }
 
+/// The same for a list of `(key, value)` pairs, e.g. IC by horizon:
+/// `#[serde(with = "lim_backtest::nonfinite::pairs")]` on a `Vec<(usize, f64)>`.
+pub mod pairs {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    #[derive(Serialize, Deserialize)]
+    struct Pair(usize, #[serde(with = "super")] f64);
+
+    /// Writes the pairs as two-element arrays.
+    ///
+    /// # Errors
+    /// Those of the serializer.
+    pub fn serialize<S: Serializer>(v: &[(usize, f64)], s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(v.iter().map(|&(k, x)| Pair(k, x)))
+    }
+
+    /// Reads what [`serialize`] wrote.
+    ///
+    /// # Errors
+    /// Anything else.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<(usize, f64)>, D::Error> {
+        Ok(Vec::<Pair>::deserialize(d)?
+            .into_iter()
+            .map(|Pair(k, x)| (k, x))
+            .collect())
+    }
+}
+
 /// A number for people: `places` decimals when finite, otherwise `missing` for NaN (say,
 /// "no trades") and `∞` / `-∞` for the infinities.
 pub fn show(v: f64, places: usize, missing: &str) -> String {

@@ -27,35 +27,40 @@ pub struct SplitInfo {
     pub bars: usize,
 }
 
-/// One strategy's result.
-#[derive(Debug, Clone, Serialize)]
+/// One strategy's result. It reads back what it writes, except the book (see
+/// [`Book::to_bytes`] for carrying that between processes).
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StrategyResult {
     /// A name for the strategy.
     pub name: String,
     /// The spec that ran.
     pub spec: StrategySpec,
     /// Why it could not run, if it could not.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     /// Metrics per part asked for.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub metrics: Vec<(Part, Metrics)>,
     /// With detail: calendar years of the parts shown.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub years: Vec<Year>,
     /// With detail: four walk-forward folds of the training part.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub folds: Vec<Metrics>,
     /// With folds (see [`Session::run_with_folds`]): Sharpe ratio on each of the selection
     /// folds of training and validation.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub selection_folds: Vec<metrics::Fold>,
     /// Nodes in the signal's expression tree, and its nesting depth (0 when it did not parse).
     pub nodes: usize,
     /// Nesting depth of the signal's expression.
     pub depth: usize,
     /// With detail: mean rank IC against the return over 1, 5, 10 and 20 bars.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        with = "crate::nonfinite::pairs"
+    )]
     pub ic_decay: Vec<(usize, f64)>,
     /// Infinite signal values, treated as missing.
     pub infinite_signal_cells: usize,
@@ -96,6 +101,7 @@ pub struct Session {
     splits: Splits,
     target: Target,
     periods: f64,
+    frequency: lim_market::Frequency,
     instruments: usize,
 }
 
@@ -123,6 +129,7 @@ impl Session {
             splits,
             target,
             periods,
+            frequency: set.frequency,
         })
     }
 
@@ -179,6 +186,11 @@ impl Session {
     /// Instruments in the session.
     pub fn instruments(&self) -> usize {
         self.instruments
+    }
+
+    /// The bar frequency.
+    pub fn frequency(&self) -> lim_market::Frequency {
+        self.frequency
     }
 
     /// Bars a year, for annualising.

@@ -632,6 +632,66 @@ fn pnl(held: &[f64], prev: &[f64], f: &[f64]) -> (f64, f64, f64, bool) {
 }
 
 impl Book {
+    /// The book as bytes, every value bit for bit (NaN payloads included): the bar count and the
+    /// infinite-cell count as little-endian `u64`, then `net`, `turnover`, `ic`, `ic_pearson`
+    /// and `exposure` as little-endian `f64`. For carrying books between processes.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let t = self.net.len();
+        let mut out = Vec::with_capacity(16 + 5 * 8 * t);
+        out.extend_from_slice(&(t as u64).to_le_bytes());
+        out.extend_from_slice(&(self.nonfinite_signal_cells as u64).to_le_bytes());
+        for v in [
+            &self.net,
+            &self.turnover,
+            &self.ic,
+            &self.ic_pearson,
+            &self.exposure,
+        ] {
+            for x in v {
+                out.extend_from_slice(&x.to_bits().to_le_bytes());
+            }
+        }
+        out
+    }
+
+    /// Reads what [`Book::to_bytes`] wrote, returning the book and the bytes it used.
+    ///
+    /// # Errors
+    /// Fewer bytes than the header says, naming how many were expected.
+    pub fn from_bytes(bytes: &[u8]) -> Result<(Book, usize), String> {
+        let word = |i: usize| -> Option<u64> {
+            let b = bytes.get(i * 8..i * 8 + 8)?;
+            Some(u64::from_le_bytes(b.try_into().ok()?))
+        };
+        let (Some(t), Some(cells)) = (word(0), word(1)) else {
+            return Err("a book needs at least 16 bytes of header".into());
+        };
+        let t = usize::try_from(t).map_err(|_| "a book's bar count does not fit".to_string())?;
+        let need = 16 + 5 * 8 * t;
+        if bytes.len() < need {
+            return Err(format!(
+                "a book of {t} bars needs {need} bytes, {} are left",
+                bytes.len()
+            ));
+        }
+        let column = |c: usize| -> Vec<f64> {
+            (0..t)
+                .map(|i| f64::from_bits(word(2 + c * t + i).unwrap_or(0)))
+                .collect()
+        };
+        Ok((
+            Book {
+                net: column(0),
+                turnover: column(1),
+                ic: column(2),
+                ic_pearson: column(3),
+                exposure: column(4),
+                nonfinite_signal_cells: usize::try_from(cells).unwrap_or(usize::MAX),
+            },
+            need,
+        ))
+    }
+
     /// The reference metrics over bars `range` (active bars only).
     pub fn metrics(&self, range: std::ops::Range<usize>, periods_per_year: f64) -> RefMetrics {
         let nets: Vec<f64> = self.net[range.clone()]
@@ -696,6 +756,32 @@ pub fn summary(net: &[f64], periods: f64) -> (f64, f64, f64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_book_survives_its_bytes_bit_for_bit() {
+        let b = Book {
+            net: vec![f64::NAN, 0.01, -0.02],
+            turnover: vec![f64::NAN, 1.0, 0.0],
+            ic: vec![0.1, f64::INFINITY, f64::NAN],
+            ic_pearson: vec![-0.0, 0.2, 0.3],
+            exposure: vec![f64::NAN, 1.0, 1.0],
+            nonfinite_signal_cells: 7,
+        };
+        let mut bytes = b.to_bytes();
+        bytes.extend_from_slice(b"rest");
+        let (back, used) = Book::from_bytes(&bytes).unwrap();
+        assert_eq!(used, bytes.len() - 4);
+        let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&back.net), bits(&b.net));
+        assert_eq!(bits(&back.ic), bits(&b.ic));
+        assert_eq!(bits(&back.ic_pearson), bits(&b.ic_pearson));
+        assert_eq!(back.nonfinite_signal_cells, 7);
+        assert!(
+            Book::from_bytes(&bytes[..30])
+                .unwrap_err()
+                .contains("needs 136 bytes")
+        );
+    }
 
     /// Pearson correlation of two rows over the instruments finite in both, by its definition.
     fn pearson(a: &[f64], b: &[f64]) -> f64 {

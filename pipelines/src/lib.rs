@@ -13,6 +13,7 @@
 //!   replay) and the report.
 
 pub mod bench;
+pub mod cluster;
 pub mod engine;
 pub mod journal;
 pub mod lifecycle;

@@ -39,7 +39,7 @@ impl Universe {
 }
 
 /// Arguments of `choose_universe`.
-#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ChooseUniverseArgs {
     /// Datasets to trade, as `list_datasets` names them.

@@ -1,0 +1,262 @@
+//! `lim backtest --executor slurm` against a real single-node Slurm cluster on 127.0.0.1
+//! (`tests/slurm/cluster.sh start DIR` prints the `SLURM_CONF` to give as
+//! `LIM_TEST_SLURM_CONF`; `.ci/run` does both and stops the cluster afterwards). One test,
+//! in stages, because the stages kill processes by name and must not see each other's.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests fail loudly
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+struct Cluster {
+    conf: String,
+    cache: PathBuf,
+}
+
+impl Cluster {
+    fn lim(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_lim"));
+        c.args(args)
+            .arg("--cache-dir")
+            .arg(&self.cache)
+            .env("SLURM_CONF", &self.conf)
+            .env_remove("LIM_DATA");
+        c
+    }
+
+    fn slurm(&self, program: &str, args: &[&str]) -> String {
+        let out = Command::new(program)
+            .args(args)
+            .env("SLURM_CONF", &self.conf)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn queued(&self, name: &str) -> usize {
+        self.slurm("squeue", &["-h", "-r", &format!("--name={name}")])
+            .lines()
+            .count()
+    }
+
+    /// Completed tasks of job `name`, from the job completion records.
+    fn completions(&self, name: &str) -> usize {
+        self.slurm("sacct", &["-c", "-n", "-P", "-o", "JobName,State"])
+            .lines()
+            .filter(|l| l.starts_with(&format!("{name}|")))
+            .count()
+    }
+}
+
+fn ok(o: &Output) -> String {
+    assert!(
+        o.status.success(),
+        "lim failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8(o.stdout.clone()).unwrap()
+}
+
+/// 200 strategies over the bundled sample's US equities.
+fn batch(dir: &Path) -> PathBuf {
+    let mut lines = Vec::new();
+    for op in ["ts_mean", "ts_sum", "ts_std", "ts_zscore"] {
+        for field in ["close", "volume", "returns", "high", "low"] {
+            for w in [3, 5, 10, 15, 20, 30, 40, 60, 120, 250] {
+                lines.push(format!("{op}_{field}_{w} | rank({op}({field}, {w}))"));
+            }
+        }
+    }
+    assert_eq!(lines.len(), 200);
+    let path = dir.join("batch.txt");
+    std::fs::write(&path, lines.join("\n")).unwrap();
+    path
+}
+
+fn slurm_args<'a>(batch: &'a str, work: &'a str, shards: &'a str) -> Vec<&'a str> {
+    vec![
+        "backtest",
+        "--batch",
+        batch,
+        "--json",
+        "--executor",
+        "slurm",
+        "--work-dir",
+        work,
+        "--shards",
+        shards,
+    ]
+}
+
+fn ledger(work: &Path) -> (String, String) {
+    let entry = std::fs::read_dir(work.join("jobs"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "ledger"))
+        .expect("a ledger");
+    let name = entry.file_stem().unwrap().to_string_lossy().into_owned();
+    (name, std::fs::read_to_string(entry).unwrap())
+}
+
+fn outputs(work: &Path) -> usize {
+    std::fs::read_dir(work.join("outputs"))
+        .map(|d| {
+            d.filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .path()
+                    .extension()
+                    .is_some_and(|x| x == "out")
+            })
+            .count()
+        })
+        .unwrap_or(0)
+}
+
+/// Waits for `child` (reading its output as it comes, so a full pipe cannot stall it).
+fn wait(child: Child, limit: Duration) -> Output {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || tx.send(child.wait_with_output().unwrap()));
+    rx.recv_timeout(limit)
+        .unwrap_or_else(|_| panic!("the coordinator did not finish in {limit:?}"))
+}
+
+#[test]
+fn backtests_on_slurm_match_local_survive_kills_and_stop_at_the_deadline() {
+    let Ok(conf) = std::env::var("LIM_TEST_SLURM_CONF") else {
+        eprintln!(
+            "skipped: set LIM_TEST_SLURM_CONF (tests/slurm/cluster.sh start DIR prints it; .ci/run does it)"
+        );
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = Cluster {
+        conf,
+        cache: dir.path().join("cache"),
+    };
+    let batch = batch(dir.path());
+    let b = batch.to_str().unwrap();
+    let local = ok(&cluster
+        .lim(&["backtest", "--batch", b, "--json"])
+        .output()
+        .unwrap());
+
+    // 1. A 200-strategy sweep as an 8-task array job: the same report, byte for byte.
+    let t = Instant::now();
+    let w1 = dir.path().join("w1");
+    let got = ok(&cluster
+        .lim(&slurm_args(b, w1.to_str().unwrap(), "8"))
+        .output()
+        .unwrap());
+    assert_eq!(
+        got, local,
+        "the Slurm run's report differs from the local one"
+    );
+    let (name, _) = ledger(&w1);
+    eprintln!(
+        "200 strategies in 8 shards: {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
+
+    // 2. A worker killed by the test: its shard is retried, the report is still the same.
+    let w2 = dir.path().join("w2");
+    let child = cluster
+        .lim(&slurm_args(b, w2.to_str().unwrap(), "10"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pattern = format!(
+        "worker --work-dir {}",
+        w2.canonicalize().unwrap_or(w2.clone()).display()
+    );
+    let start = Instant::now();
+    let killed = loop {
+        let pids = Command::new("pgrep")
+            .args(["-f", &pattern])
+            .output()
+            .unwrap();
+        if let Some(pid) = String::from_utf8_lossy(&pids.stdout).lines().next() {
+            Command::new("kill").args(["-9", pid]).status().unwrap();
+            break pid.to_string();
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "no worker was seen running"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    let got = ok(&wait(child, Duration::from_secs(120)));
+    assert_eq!(got, local, "after a killed worker, the report differs");
+    let (_, text) = ledger(&w2);
+    assert!(
+        text.contains("\"event\":\"failed\"") && text.matches("\"event\":\"submit\"").count() == 2,
+        "worker {killed} was killed: its shard should have failed once and been resubmitted alone:\n{text}"
+    );
+
+    // 3. The coordinator killed with SIGKILL mid-sweep, then run again: it attaches to the
+    //    queued and running tasks, submits nothing twice, and reports the same.
+    let w3 = dir.path().join("w3");
+    let args = slurm_args(b, w3.to_str().unwrap(), "40");
+    let mut child = cluster
+        .lim(&args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while outputs(&w3) < 2 {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "no shard finished"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let (name3, _) = ledger(&w3);
+    let left = cluster.queued(&name3);
+    assert!(
+        left > 0,
+        "the sweep ended before the kill; it cannot test reattachment"
+    );
+    let got = ok(&cluster.lim(&args).output().unwrap());
+    assert_eq!(got, local, "the resumed sweep's report differs");
+    let (_, text) = ledger(&w3);
+    assert_eq!(
+        text.matches("\"event\":\"submit\"").count(),
+        1,
+        "resubmitted after the restart:\n{text}"
+    );
+    let start = Instant::now();
+    while cluster.queued(&name3) > 0 {
+        assert!(start.elapsed() < Duration::from_secs(30));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(
+        cluster.completions(&name3),
+        40,
+        "every shard ran exactly once"
+    );
+    eprintln!("killed with {left} tasks in the queue; resumed without resubmitting");
+
+    // 4. A deadline: what is queued or running is cancelled, nothing is left in the queue.
+    let w4 = dir.path().join("w4");
+    let mut args = slurm_args(b, w4.to_str().unwrap(), "60");
+    args.extend(["--deadline", "1s"]);
+    let out = cluster.lim(&args).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("the deadline passed") && err.contains("nothing of it is left"),
+        "{err}"
+    );
+    let (name4, _) = ledger(&w4);
+    assert_eq!(
+        cluster.queued(&name4),
+        0,
+        "jobs left in the queue after the deadline"
+    );
+    assert!(cluster.completions(&name) >= 8);
+}
