@@ -10,13 +10,14 @@ use lim_backtest::metrics::CoMove;
 use lim_backtest::session::{MultipleTesting, SplitInfo, StrategyResult};
 use lim_backtest::spec::{Portfolio, StrategySpec};
 use lim_market::Part;
-use lim_pipelines::cluster::slurm::{self, Slurm, SlurmConfig, WorkerCommand};
+use lim_pipelines::cluster::slurm::{self, Slurm};
 use lim_pipelines::cluster::work::{self, BacktestShard, WorkDir, WorkUnit};
 use lim_tools::ChooseUniverseArgs;
 use serde::Serialize;
 use std::io::IsTerminal as _;
 
 use crate::DataArgs;
+use crate::cluster_args::{self, ClusterArgs, Executor};
 use crate::table::{Table, pct};
 
 #[derive(Debug, Args)]
@@ -68,23 +69,8 @@ pub struct BacktestArgs {
     models_dir: Option<PathBuf>,
     #[command(flatten)]
     data: DataArgs,
-    /// Where the strategies run: here, or as a Slurm array job of --shards tasks, each a
-    /// `lim worker` (results are the same bit for bit).
-    #[arg(long, value_enum, default_value_t = Executor::Local)]
-    executor: Executor,
-    /// Slurm settings as TOML: partition, account, shards, cpus_per_task, mem, time, gres,
-    /// extra (#SBATCH lines), max_retries, poll_ms. Flags below override it.
-    #[arg(long, value_name = "FILE")]
-    slurm_config: Option<PathBuf>,
-    /// Slurm partition.
-    #[arg(long)]
-    partition: Option<String>,
-    /// Slurm account.
-    #[arg(long)]
-    account: Option<String>,
-    /// Array tasks the strategies are cut into (default 8).
-    #[arg(long)]
-    shards: Option<usize>,
+    #[command(flatten)]
+    cluster: ClusterArgs,
     /// Directory the cluster's nodes share: inputs, outputs, logs and each batch's ledger. The
     /// same command run again (after a crash, say) attaches to its jobs still in the queue and
     /// reuses finished outputs.
@@ -97,15 +83,6 @@ pub struct BacktestArgs {
     /// Print JSON instead of tables.
     #[arg(long)]
     json: bool,
-}
-
-/// Where backtests run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Executor {
-    /// In this process.
-    Local,
-    /// As Slurm array jobs (`sbatch`, `squeue`, `scancel` on PATH; SLURM_CONF as usual).
-    Slurm,
 }
 
 #[derive(Serialize)]
@@ -192,7 +169,7 @@ pub fn run(args: BacktestArgs) -> anyhow::Result<ExitCode> {
     let mut session =
         lim_tools::load_session(&catalog, &universe, None).map_err(|(_, m)| anyhow::anyhow!(m))?;
     let frequency = session.frequency();
-    if args.executor == Executor::Slurm && !args.predictions.is_empty() {
+    if args.cluster.executor == Executor::Slurm && !args.predictions.is_empty() {
         bail!(
             "--predictions is not available with --executor slurm yet (the workers would need the panels); run these strategies with --executor local"
         );
@@ -242,7 +219,7 @@ pub fn run(args: BacktestArgs) -> anyhow::Result<ExitCode> {
         parts.push(Part::Test);
     }
     let detail = specs.len() == 1;
-    let strategies = match args.executor {
+    let strategies = match args.cluster.executor {
         Executor::Local => session.run(&specs, &parts, detail),
         Executor::Slurm => on_slurm(&args, &universe, &specs, &parts, detail)?,
     };
@@ -285,29 +262,7 @@ fn on_slurm(
     parts: &[Part],
     detail: bool,
 ) -> anyhow::Result<Vec<StrategyResult>> {
-    let mut config = match &args.slurm_config {
-        Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("cannot read the Slurm config '{}'", path.display()))?;
-            toml::from_str::<SlurmConfig>(&text).map_err(|e| {
-                anyhow::anyhow!(
-                    "Slurm config '{}': {}; keys are partition, account, shards, cpus_per_task, mem, time, gres, extra, max_retries, poll_ms",
-                    path.display(),
-                    e.message()
-                )
-            })?
-        }
-        None => SlurmConfig::default(),
-    };
-    if args.partition.is_some() {
-        config.partition.clone_from(&args.partition);
-    }
-    if args.account.is_some() {
-        config.account.clone_from(&args.account);
-    }
-    if let Some(n) = args.shards {
-        config.shards = n;
-    }
+    let config = args.cluster.slurm_config()?;
     let wd = WorkDir::open(&args.work_dir)?;
     let digests = work::shard(specs, config.shards)
         .into_iter()
@@ -321,21 +276,7 @@ fn on_slurm(
             }))
         })
         .collect::<Result<Vec<_>, _>>()?;
-    let mut worker_args = Vec::new();
-    if let Some(d) = args.data.data_dir() {
-        let d = d.canonicalize().unwrap_or(d);
-        worker_args.extend(["--data".to_string(), d.display().to_string()]);
-    }
-    if let Some(c) = &args.data.cache_dir {
-        worker_args.extend(["--cache-dir".to_string(), c.display().to_string()]);
-    }
-    if args.data.no_cache {
-        worker_args.push("--no-cache".to_string());
-    }
-    let worker = WorkerCommand {
-        program: std::env::current_exe().context("cannot find the lim executable")?,
-        args: worker_args,
-    };
+    let worker = cluster_args::worker_command(&args.data, args.data.data_dir().as_deref())?;
     let slurm = Slurm {
         config: config.clone(),
         logs: wd.root().join("logs"),
@@ -354,21 +295,7 @@ fn on_slurm(
         }
     };
     let tty = std::io::stderr().is_terminal();
-    let mut last = String::new();
-    let mut progress = |p: &slurm::Progress| {
-        let line = format!(
-            "slurm {}: {}/{} shards done, {} running, {} queued, {} retries",
-            p.name, p.done, p.total, p.running, p.pending, p.retries
-        );
-        if line != last {
-            if tty {
-                eprint!("\r\x1b[2K{line}");
-            } else {
-                eprintln!("{line}");
-            }
-            last = line;
-        }
-    };
+    let mut progress = cluster_args::progress_printer(tty);
     let outputs = slurm::run_batch(
         &wd,
         &digests,

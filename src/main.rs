@@ -5,6 +5,7 @@
 
 mod backtest_cmd;
 mod bench_cmd;
+mod cluster_args;
 mod data_cmd;
 mod forecaster;
 mod foundation_cmd;

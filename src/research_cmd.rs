@@ -24,6 +24,7 @@ use lim_pipelines::trace;
 use serde_json::Value;
 
 use crate::DataArgs;
+use crate::cluster_args::{self, ClusterArgs};
 use crate::table::{Table, pct};
 
 /// Where runs live.
@@ -153,6 +154,8 @@ pub struct ResearchArgs {
     /// The research goal, e.g. "find a robust trend strategy for Chinese commodity futures, max drawdown 15%".
     goal: String,
     #[command(flatten)]
+    cluster: ClusterArgs,
+    #[command(flatten)]
     llm: LlmArgs,
     #[command(flatten)]
     budgets: BudgetArgs,
@@ -183,6 +186,8 @@ pub struct ResearchArgs {
 
 #[derive(Debug, Args)]
 pub struct ResumeArgs {
+    #[command(flatten)]
+    cluster: ClusterArgs,
     /// The run's id (or a unique prefix).
     run: String,
     #[command(flatten)]
@@ -336,15 +341,26 @@ pub fn research(args: ResearchArgs) -> anyhow::Result<ExitCode> {
             store_dir_hint(&args.store)
         );
     }
+    let remote = Remote {
+        cluster: args.cluster.clone(),
+        data: args.data.clone(),
+        data_dir: args.data.data_dir(),
+    };
     drive(
         &store,
         ready,
         &args.llm.api_key_env,
-        market,
-        clock,
+        (market, clock, remote),
         args.pause_at_record,
         args.json,
     )
+}
+
+/// Where the run's backtests go when not here, and the data the workers read.
+struct Remote {
+    cluster: ClusterArgs,
+    data: DataArgs,
+    data_dir: Option<std::path::PathBuf>,
 }
 
 fn store_dir_hint(s: &StoreArgs) -> String {
@@ -367,7 +383,13 @@ pub fn resume(args: ResumeArgs) -> anyhow::Result<ExitCode> {
     let meta = store.run(&args.run)?;
     let mut wanted = lifecycle::config_of(&meta)?;
     args.budgets.apply(&mut wanted);
-    let market: Arc<dyn MarketData> = Arc::new(args.data.catalog_or(store.data_dir(&meta.id)?)?);
+    let remembered = store.data_dir(&meta.id)?;
+    let remote = Remote {
+        cluster: args.cluster.clone(),
+        data: args.data.clone(),
+        data_dir: args.data.data_dir().or_else(|| remembered.clone()),
+    };
+    let market: Arc<dyn MarketData> = Arc::new(args.data.catalog_or(remembered)?);
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let ready = match lifecycle::resume(
         &store,
@@ -420,8 +442,7 @@ pub fn resume(args: ResumeArgs) -> anyhow::Result<ExitCode> {
         &store,
         ready,
         &args.api_key_env,
-        market,
-        clock,
+        (market, clock, remote),
         args.pause_at_record,
         args.json,
     )
@@ -431,13 +452,12 @@ fn drive(
     store: &Arc<Store>,
     ready: Ready,
     api_key_env: &str,
-    market: Arc<dyn MarketData>,
-    clock: Arc<dyn Clock>,
+    world: (Arc<dyn MarketData>, Arc<dyn Clock>, Remote),
     pause: Option<u64>,
     json: bool,
 ) -> anyhow::Result<ExitCode> {
     match &ready.config.strategist {
-        StrategistConfig::Offline => run_with(store, ready, NoLlm, market, clock, pause, json),
+        StrategistConfig::Offline => run_with(store, ready, NoLlm, world, pause, json),
         StrategistConfig::Llm { base_url, .. } => {
             // Only the CLI reads keys, and only from the named environment variable.
             let api_key = std::env::var(api_key_env).ok().filter(|k| !k.is_empty());
@@ -456,7 +476,7 @@ fn drive(
                 budget,
                 spent,
             );
-            run_with(store, ready, client, market, clock, pause, json)
+            run_with(store, ready, client, world, pause, json)
         }
     }
 }
@@ -465,8 +485,7 @@ fn run_with<L: LlmClient + 'static>(
     store: &Arc<Store>,
     ready: Ready,
     llm: L,
-    market: Arc<dyn MarketData>,
-    clock: Arc<dyn Clock>,
+    (market, clock, remote): (Arc<dyn MarketData>, Arc<dyn Clock>, Remote),
     pause: Option<u64>,
     json: bool,
 ) -> anyhow::Result<ExitCode> {
@@ -508,14 +527,25 @@ fn run_with<L: LlmClient + 'static>(
             eprintln!("{line}");
         }
     };
-    // Ctrl-C stops the run between journal writes; `lim resume` continues it.
+    // Ctrl-C stops the run between journal writes (and cancels its cluster jobs); `lim
+    // resume` continues it.
     let cancel = Arc::new(tokio::sync::Notify::new());
-    let on_ctrl_c = cancel.clone();
+    let interrupted = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (on_ctrl_c, flag) = (cancel.clone(), interrupted.clone());
     runtime.spawn(async move {
         if tokio::signal::ctrl_c().await.is_ok() {
+            flag.store(true, std::sync::atomic::Ordering::SeqCst);
             on_ctrl_c.notify_one();
         }
     });
+    let remote_backtests = cluster_args::research_backtests(
+        &remote.cluster,
+        &remote.data,
+        remote.data_dir.as_deref(),
+        &store.run_dir(&id)?.join("work"),
+        interrupted,
+        tty,
+    )?;
     let parts = Execution {
         llm,
         foundation: foundation(&market),
@@ -523,6 +553,7 @@ fn run_with<L: LlmClient + 'static>(
         clock,
         sink: sink(store, &id, pause),
         cancel: Some(cancel),
+        remote_backtests,
     };
     let result = runtime.block_on(lifecycle::execute(store, ready, parts, progress));
     if tty {
@@ -819,6 +850,7 @@ pub fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
             clock: Arc::new(lim_pipelines::journal::FixedClock(meta.created_ms)),
             // A replay reads the memory back from the journal, as the run saw it.
             memory: Arc::new(lim_tools::NoMemory),
+            remote_backtests: None,
         },
         config: config.clone(),
     })?;

@@ -1,6 +1,7 @@
 //! `lim backtest --executor slurm` against a real single-node Slurm cluster on 127.0.0.1
 //! (`tests/slurm/cluster.sh start DIR` prints the `SLURM_CONF` to give as
-//! `LIM_TEST_SLURM_CONF`; `.ci/run` does both and stops the cluster afterwards). One test,
+//! `LIM_TEST_SLURM_CONF`; `.ci/run` does both and stops the cluster afterwards), and
+//! `lim research --executor slurm` killed and resumed. One test,
 //! in stages, because the stages kill processes by name and must not see each other's.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests fail loudly
@@ -259,4 +260,118 @@ fn backtests_on_slurm_match_local_survive_kills_and_stop_at_the_deadline() {
         "jobs left in the queue after the deadline"
     );
     assert!(cluster.completions(&name) >= 8);
+
+    // 5. A research run whose backtests run on the cluster, its coordinator killed with
+    //    SIGKILL while a batch is out, then `lim resume`d: the report equals the local run's,
+    //    and every shard of every batch ran exactly once.
+    let goal = "trend in Chinese commodity futures";
+    let local_store = dir.path().join("runs-local");
+    let slurm_store = dir.path().join("runs-slurm");
+    let ls = local_store.to_str().unwrap();
+    let ss = slurm_store.to_str().unwrap();
+    let local: serde_json::Value = serde_json::from_str(&ok(&cluster
+        .lim(&["research", goal, "--json", "--store", ls])
+        .output()
+        .unwrap()))
+    .unwrap();
+    let id = local["run"].as_str().unwrap().to_string();
+    let work = slurm_store.join(&id).join("work");
+    let mut child = cluster
+        .lim(&[
+            "research",
+            goal,
+            "--json",
+            "--store",
+            ss,
+            "--executor",
+            "slurm",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Killed once the second batch (an iteration's backtests) has finished a shard.
+    let start = Instant::now();
+    while std::fs::read_dir(work.join("jobs"))
+        .map(|d| {
+            d.filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .path()
+                    .extension()
+                    .is_some_and(|x| x == "ledger")
+            })
+            .count()
+        })
+        .unwrap_or(0)
+        < 2
+        || outputs(&work) < 9
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "the research run's batches did not start"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let in_queue: usize = std::fs::read_dir(work.join("jobs"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "ledger"))
+        .map(|p| cluster.queued(&p.file_stem().unwrap().to_string_lossy()))
+        .sum();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    eprintln!("research coordinator killed with {in_queue} tasks in the queue");
+    let resumed: serde_json::Value = serde_json::from_str(&ok(&cluster
+        .lim(&[
+            "resume",
+            &id,
+            "--json",
+            "--store",
+            ss,
+            "--executor",
+            "slurm",
+        ])
+        .output()
+        .unwrap()))
+    .unwrap();
+    assert_eq!(
+        resumed["summary"], local["summary"],
+        "the resumed Slurm run's summary differs"
+    );
+    let report = |store: &Path| std::fs::read_to_string(store.join(&id).join("report.md")).unwrap();
+    assert_eq!(report(&slurm_store), report(&local_store));
+    let ledgers: Vec<PathBuf> = std::fs::read_dir(work.join("jobs"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "ledger"))
+        .collect();
+    assert!(ledgers.len() >= 2);
+    for l in &ledgers {
+        let name = l.file_stem().unwrap().to_string_lossy().into_owned();
+        let text = std::fs::read_to_string(l).unwrap();
+        assert_eq!(
+            text.matches("\"event\":\"submit\"").count(),
+            1,
+            "{name} resubmitted:\n{text}"
+        );
+        let shards = std::fs::read_to_string(work.join("jobs").join(format!("{name}.list")))
+            .unwrap()
+            .lines()
+            .count();
+        let start = Instant::now();
+        while cluster.queued(&name) > 0 {
+            assert!(start.elapsed() < Duration::from_secs(30));
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        assert_eq!(
+            cluster.completions(&name),
+            shards,
+            "{name}: each shard once"
+        );
+    }
+    eprintln!(
+        "research: {} batches on Slurm, killed and resumed, report identical",
+        ledgers.len()
+    );
 }

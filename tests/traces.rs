@@ -57,6 +57,7 @@ fn run<L: LlmClient + 'static>(
             clock: Arc::new(FixedClock(CLOCK)),
             foundation: foundation(name),
             memory: Arc::new(lim_tools::NoMemory),
+            remote_backtests: None,
         },
         config: config.clone(),
     })

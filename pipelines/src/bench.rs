@@ -252,6 +252,7 @@ pub async fn run_goal(
                 clock,
                 foundation: None,
                 memory: Arc::new(lim_tools::NoMemory),
+                remote_backtests: None,
             },
             config: config.clone(),
         })

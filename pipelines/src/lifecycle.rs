@@ -274,6 +274,8 @@ pub struct Execution<L> {
     pub sink: Arc<dyn Sink>,
     /// Notified to stop the run between journal writes.
     pub cancel: Option<Arc<Notify>>,
+    /// Where backtests run when not here (see [`research::Services::remote_backtests`]).
+    pub remote_backtests: Option<Arc<dyn lim_tools::RemoteBacktests>>,
 }
 
 impl<L> std::fmt::Debug for Execution<L> {
@@ -309,6 +311,7 @@ pub async fn execute<L: LlmClient + 'static>(
             clock: parts.clock,
             foundation: parts.foundation,
             memory: store.clone(),
+            remote_backtests: parts.remote_backtests,
         },
         config: config.clone(),
     })

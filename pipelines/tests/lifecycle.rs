@@ -47,6 +47,7 @@ fn execute(
                 clock: Arc::new(FixedClock(0)),
                 sink,
                 cancel: Some(notify),
+                remote_backtests: None,
             },
             |_, _| {},
         ))

@@ -52,6 +52,7 @@ fn run<L: lim_agents::client::LlmClient + 'static>(
         clock: Arc::new(FixedClock(1_700_000_000_000)),
         foundation: None,
         memory: Arc::new(lim_tools::NoMemory),
+        remote_backtests: None,
     };
     let artifacts = run_services(config, services, journal, mode)?;
     Ok(serde_json::from_value(artifacts["summary"].clone()).unwrap())
@@ -189,6 +190,7 @@ fn agent_facing_tools_refuse_the_sealed_test_period() {
         .with(BacktestTool {
             universe,
             log: Arc::new(ResearchLog::default()),
+            remote: None,
         });
     let r = rt.block_on(
         registry.call(
@@ -552,6 +554,7 @@ fn a_deadline_on_the_runs_clock_winds_the_run_down_and_replays_identically() {
             clock: Arc::new(Racing::default()),
             foundation: None,
             memory: Arc::new(lim_tools::NoMemory),
+            remote_backtests: None,
         },
         config: config.clone(),
     })
@@ -633,6 +636,7 @@ fn run_with_forecaster(config: &ResearchConfig, journal: Arc<Journal>, mode: Mod
             clock: Arc::new(FixedClock(0)),
             foundation: Some(Arc::new(Pattern)),
             memory: Arc::new(lim_tools::NoMemory),
+            remote_backtests: None,
         },
         config: config.clone(),
     })
@@ -1044,6 +1048,7 @@ fn the_research_memory_is_read_through_the_journal_and_replays_as_it_was() {
             clock: Arc::new(FixedClock(1_700_000_000_000)),
             foundation: None,
             memory,
+            remote_backtests: None,
         };
         run_services(&config, services, j, mode)
     };
@@ -1171,6 +1176,7 @@ fn the_planning_agent_chooses_the_foundation_model() {
         clock: Arc::new(FixedClock(0)),
         foundation: Some(Arc::new(Pattern)),
         memory: Arc::new(lim_tools::NoMemory),
+        remote_backtests: None,
     };
     let artifacts = run_services(&config, services, fresh(), Mode::Resume).unwrap();
     let s: Summary = serde_json::from_value(artifacts["summary"].clone()).unwrap();
@@ -1274,6 +1280,7 @@ fn the_strategist_trains_the_foundation_model_within_its_budget_and_uses_its_fie
         clock: Arc::new(FixedClock(0)),
         foundation: Some(Arc::new(Pattern) as Arc<dyn lim_tools::FoundationModel>),
         memory: Arc::new(lim_tools::NoMemory),
+        remote_backtests: None,
     };
     let usage = Usage {
         prompt_tokens: 10,
@@ -1372,6 +1379,7 @@ fn the_deadline_stops_an_agent_loop_before_its_next_reply() {
         clock: Arc::new(Racing::default()),
         foundation: None,
         memory: Arc::new(lim_tools::NoMemory),
+        remote_backtests: None,
     };
     let j = fresh();
     let artifacts = run_services(&config, services(llm), j.clone(), Mode::Resume).unwrap();
@@ -1446,6 +1454,7 @@ fn the_tearsheet_holds_every_section_and_the_summarys_numbers_and_fetches_nothin
             clock: Arc::new(FixedClock(0)),
             foundation: None,
             memory: Arc::new(lim_tools::NoMemory),
+            remote_backtests: None,
         },
         fresh(),
         Mode::Resume,

@@ -47,6 +47,25 @@ pub struct BacktestTool {
     pub universe: Arc<crate::Universe>,
     /// Where every trial is recorded.
     pub log: Arc<crate::ResearchLog>,
+    /// Another place to run the backtests (a cluster), used while the universe can be loaded
+    /// there (see [`crate::Universe::recipe`]); in this process otherwise. Results are the same
+    /// bit for bit either way.
+    pub remote: Option<Arc<dyn RemoteBacktests>>,
+}
+
+/// Backtests run elsewhere: another process, a cluster (`lim_pipelines::cluster`).
+pub trait RemoteBacktests: Send + Sync + std::fmt::Debug {
+    /// Runs `specs` on the universe `recipe` loads, measuring `parts` with the selection
+    /// folds, and returns one result per spec, in order, each with its book.
+    ///
+    /// # Errors
+    /// Why the work could not be done there (the message reaches the caller).
+    fn run(
+        &self,
+        recipe: &crate::ChooseUniverseArgs,
+        specs: &[(String, StrategySpec)],
+        parts: &[Part],
+    ) -> Result<Vec<lim_backtest::session::StrategyResult>, String>;
 }
 
 impl Tool for BacktestTool {
@@ -91,8 +110,12 @@ impl Tool for BacktestTool {
             .map(|(i, s)| (format!("s{}", i + 1), s))
             .collect();
         let parts = [Part::Train, Part::Validation];
+        let remote = self.remote.clone().zip(self.universe.recipe());
         let work = tokio::task::spawn_blocking(move || {
-            let results = session.run_with_folds(&specs, &parts);
+            let results = match &remote {
+                Some((r, recipe)) => r.run(recipe, &specs, &parts)?,
+                None => session.run_with_folds(&specs, &parts),
+            };
             for r in &results {
                 if let [(_, train), (_, validation)] = r.metrics.as_slice() {
                     log.record(crate::Trial {
@@ -106,15 +129,19 @@ impl Tool for BacktestTool {
             }
             let mt = session.multiple_testing(&results);
             let always_long = session.always_long_co_move(&results, Part::Validation);
-            BacktestReport {
+            Ok::<_, String>(BacktestReport {
                 splits: session.split_info(&parts),
                 strategies: results,
                 multiple_testing: mt,
                 always_long,
-            }
+            })
         });
         match work.await {
-            Ok(report) => ToolOutcome::Done { result: report },
+            Ok(Ok(report)) => ToolOutcome::Done { result: report },
+            Ok(Err(why)) => ToolOutcome::failed(
+                FailureKind::Failed,
+                format!("the backtests could not run on the cluster: {why}"),
+            ),
             Err(e) => ToolOutcome::failed(FailureKind::Failed, format!("the backtest failed: {e}")),
         }
     }

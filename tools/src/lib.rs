@@ -23,7 +23,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-pub use backtest::{ALWAYS_LONG, BacktestArgs, BacktestTool, always_long};
+pub use backtest::{ALWAYS_LONG, BacktestArgs, BacktestTool, RemoteBacktests, always_long};
 pub use data::{DescribeDataset, DescribeDatasetArgs, ListDatasets, NoArgs};
 pub use diagnose::{Diagnose, DiagnoseArgs, DiagnoseReport, Diagnosis};
 pub use foundation::{

@@ -16,6 +16,9 @@ use crate::{FailureKind, Tool, ToolOutcome};
 #[derive(Debug, Default)]
 pub struct Universe {
     session: RwLock<Option<Arc<Session>>>,
+    /// How the current session was loaded, while it is exactly that (no field added): what a
+    /// worker in another process needs to load the same session.
+    recipe: RwLock<Option<ChooseUniverseArgs>>,
 }
 
 impl Universe {
@@ -23,7 +26,14 @@ impl Universe {
     pub fn new(session: Option<Arc<Session>>) -> Universe {
         Universe {
             session: RwLock::new(session),
+            recipe: RwLock::new(None),
         }
+    }
+
+    /// How the current session can be loaded again elsewhere: `None` when unknown, or when it
+    /// holds fields added in this process (a model's predictions).
+    pub fn recipe(&self) -> Option<ChooseUniverseArgs> {
+        self.recipe.read().ok().and_then(|r| r.clone())
     }
 
     /// The current session, if one was chosen.
@@ -31,9 +41,18 @@ impl Universe {
         self.session.read().ok().and_then(|s| s.clone())
     }
 
+    /// Sets the session (one with fields of this process: no recipe).
     pub(crate) fn set(&self, s: Arc<Session>) {
+        self.set_loaded(s, None);
+    }
+
+    /// Sets the session and how it was loaded.
+    pub(crate) fn set_loaded(&self, s: Arc<Session>, recipe: Option<ChooseUniverseArgs>) {
         if let Ok(mut slot) = self.session.write() {
             *slot = Some(s);
+        }
+        if let Ok(mut slot) = self.recipe.write() {
+            *slot = recipe;
         }
     }
 }
@@ -122,7 +141,7 @@ impl Tool for ChooseUniverse {
                     instruments: session.instruments(),
                     splits: session.split_info(&[Part::Train, Part::Validation]),
                 };
-                universe.set(Arc::new(session));
+                universe.set_loaded(Arc::new(session), Some(args));
                 Ok(report)
             },
         );

@@ -37,6 +37,7 @@ fn registry() -> Registry {
         .with(BacktestTool {
             universe,
             log: log.clone(),
+            remote: None,
         })
         .with(Leaderboard { log: log.clone() })
         .with(Lineage { log })

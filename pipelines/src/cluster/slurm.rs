@@ -315,9 +315,12 @@ fn append(path: &Path, e: &LedgerEntry) -> Result<(), WorkError> {
     f.sync_all().map_err(err)
 }
 
-/// The job name of a batch of inputs.
-pub fn batch_name(digests: &[String]) -> String {
-    let h = xxhash_rust::xxh3::xxh3_64(digests.join("\n").as_bytes());
+/// The job name of a batch of inputs in a work directory: the same work in another directory
+/// (another run) is another batch, so runs never attach to, or cancel, each other's jobs.
+pub fn batch_name(work: &Path, digests: &[String]) -> String {
+    let h = xxhash_rust::xxh3::xxh3_64(
+        format!("{}\n{}", work.display(), digests.join("\n")).as_bytes(),
+    );
     format!("lim-{:012x}", h & 0xffff_ffff_ffff)
 }
 
@@ -349,7 +352,7 @@ pub fn run_batch(
     stop: &dyn Fn() -> Option<String>,
     progress: &mut dyn FnMut(&Progress),
 ) -> Result<Vec<WorkOutput>, ClusterError> {
-    let name = batch_name(digests);
+    let name = batch_name(wd.root(), digests);
     let jobs = wd.root().join("jobs");
     let list = jobs.join(format!("{name}.list"));
     let script = jobs.join(format!("{name}.sh"));
@@ -507,5 +510,68 @@ pub fn run_batch(
             continue;
         }
         std::thread::sleep(poll);
+    }
+}
+
+/// The backtest tool's work as Slurm array jobs: each call is one batch (see [`run_batch`]),
+/// its shards measured with the selection folds, as the tool does in process.
+#[derive(Clone)]
+pub struct SlurmBacktests {
+    /// The shared work directory (a run's own, so its batches are found again on resume).
+    pub work: super::work::WorkDir,
+    /// The scheduler and its settings.
+    pub slurm: Slurm,
+    /// How nodes start the worker.
+    pub worker: WorkerCommand,
+    /// Asked between polls: a reason to stop (Ctrl-C) cancels the batch.
+    pub stop: std::sync::Arc<dyn Fn() -> Option<String> + Send + Sync>,
+    /// Told how each batch is doing.
+    pub progress: std::sync::Arc<dyn Fn(&Progress) + Send + Sync>,
+}
+
+impl std::fmt::Debug for SlurmBacktests {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SlurmBacktests")
+            .field("work", &self.work)
+            .field("slurm", &self.slurm)
+            .finish_non_exhaustive()
+    }
+}
+
+impl lim_tools::RemoteBacktests for SlurmBacktests {
+    fn run(
+        &self,
+        recipe: &lim_tools::ChooseUniverseArgs,
+        specs: &[(String, lim_backtest::spec::StrategySpec)],
+        parts: &[lim_market::Part],
+    ) -> Result<Vec<lim_backtest::session::StrategyResult>, String> {
+        let digests = super::work::shard(specs, self.slurm.config.shards)
+            .into_iter()
+            .map(|specs| {
+                self.work.put(&super::work::WorkUnit::Backtest(
+                    super::work::BacktestShard {
+                        universe: recipe.clone(),
+                        specs,
+                        parts: parts.to_vec(),
+                        detail: false,
+                        selection_folds: true,
+                    },
+                ))
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| e.to_string())?;
+        let stop = || (self.stop)();
+        let mut progress = |p: &Progress| (self.progress)(p);
+        run_batch(
+            &self.work,
+            &digests,
+            &self.slurm,
+            &self.slurm.config,
+            &self.worker,
+            &stop,
+            &mut progress,
+        )
+        .map(|outputs| outputs.into_iter().flat_map(|o| o.results).collect())
+        .map_err(|e| e.to_string())
     }
 }

@@ -88,7 +88,7 @@ fn ledger(wd: &WorkDir, digests: &[String]) -> Vec<LedgerEntry> {
     read_ledger(
         &wd.root()
             .join("jobs")
-            .join(format!("{}.ledger", batch_name(digests))),
+            .join(format!("{}.ledger", batch_name(wd.root(), digests))),
     )
 }
 
@@ -123,7 +123,7 @@ fn every_shard_runs_once_and_outputs_come_back_in_order() {
     let script = std::fs::read_to_string(
         wd.root()
             .join("jobs")
-            .join(format!("{}.sh", batch_name(&digests))),
+            .join(format!("{}.sh", batch_name(wd.root(), &digests))),
     )
     .unwrap();
     assert!(script.contains("worker --work-dir") && script.contains("$SLURM_ARRAY_TASK_ID"));

@@ -164,6 +164,9 @@ pub struct Services<L> {
     pub foundation: Option<Arc<dyn FoundationModel>>,
     /// The research memory (`lim_tools::NoMemory` for none).
     pub memory: Arc<dyn Memory>,
+    /// Where the backtest tool's work runs when not here (a cluster); `None`: in this process.
+    /// Results are identical either way, so it is not part of the run's configuration.
+    pub remote_backtests: Option<Arc<dyn lim_tools::RemoteBacktests>>,
 }
 
 impl<L> std::fmt::Debug for Services<L> {
@@ -183,6 +186,7 @@ impl<L> Clone for Services<L> {
             clock: self.clock.clone(),
             foundation: self.foundation.clone(),
             memory: self.memory.clone(),
+            remote_backtests: self.remote_backtests.clone(),
         }
     }
 }
@@ -262,6 +266,7 @@ pub fn executor<L: LlmClient + 'static>(
             "backtest",
             Backtest {
                 universe: universe.clone(),
+                remote: services.remote_backtests.clone(),
             },
         )
         .node(

@@ -125,6 +125,7 @@ impl<L: LlmClient + 'static> Node for Generate<L> {
                             .with(BacktestTool {
                                 universe: self.universe.clone(),
                                 log: log.clone(),
+                                remote: self.services.remote_backtests.clone(),
                             })
                             .with(Leaderboard { log: log.clone() })
                             .with(Lineage { log: log.clone() })
@@ -247,6 +248,7 @@ impl<L: LlmClient + 'static> Node for Generate<L> {
 
 pub(super) struct Backtest {
     pub(super) universe: Arc<Universe>,
+    pub(super) remote: Option<Arc<dyn lim_tools::RemoteBacktests>>,
 }
 
 impl Node for Backtest {
@@ -260,6 +262,7 @@ impl Node for Backtest {
                 let registry = Registry::default().with(BacktestTool {
                     universe: self.universe.clone(),
                     log: Arc::new(ResearchLog::default()),
+                    remote: self.remote.clone(),
                 });
                 let tools = JournaledTools::new(registry, cx.journal.clone(), &cx.exec);
                 let specs: Vec<StrategySpec> = candidates

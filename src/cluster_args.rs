@@ -1,0 +1,146 @@
+//! The flags that send heavy work to a cluster, shared by `lim backtest`, `lim research` and
+//! `lim resume` (see docs/cluster.md).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use anyhow::Context;
+use clap::Args;
+use lim_pipelines::cluster::slurm::{Progress, Slurm, SlurmBacktests, SlurmConfig, WorkerCommand};
+use lim_pipelines::cluster::work::WorkDir;
+
+use crate::DataArgs;
+
+/// Where heavy work runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Executor {
+    /// In this process.
+    Local,
+    /// As Slurm array jobs (`sbatch`, `squeue`, `scancel` on PATH; SLURM_CONF as usual).
+    Slurm,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ClusterArgs {
+    /// Where backtests run: here, or as a Slurm array job of --shards tasks, each a
+    /// `lim worker` (results are the same bit for bit).
+    #[arg(long, value_enum, default_value_t = Executor::Local)]
+    pub executor: Executor,
+    /// Slurm settings as TOML: partition, account, shards, cpus_per_task, mem, time, gres,
+    /// extra (#SBATCH lines), max_retries, poll_ms. The flags below override it.
+    #[arg(long, value_name = "FILE")]
+    pub slurm_config: Option<PathBuf>,
+    /// Slurm partition.
+    #[arg(long)]
+    pub partition: Option<String>,
+    /// Slurm account.
+    #[arg(long)]
+    pub account: Option<String>,
+    /// Array tasks a batch of backtests is cut into (default 8).
+    #[arg(long)]
+    pub shards: Option<usize>,
+}
+
+impl ClusterArgs {
+    /// The Slurm settings: the file's, then the flags'.
+    pub fn slurm_config(&self) -> anyhow::Result<SlurmConfig> {
+        let mut config = match &self.slurm_config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).with_context(|| {
+                    format!("cannot read the Slurm config '{}'", path.display())
+                })?;
+                toml::from_str::<SlurmConfig>(&text).map_err(|e| {
+                    anyhow::anyhow!(
+                        "Slurm config '{}': {}; keys are partition, account, shards, cpus_per_task, mem, time, gres, extra, max_retries, poll_ms",
+                        path.display(),
+                        e.message().trim()
+                    )
+                })?
+            }
+            None => SlurmConfig::default(),
+        };
+        if self.partition.is_some() {
+            config.partition.clone_from(&self.partition);
+        }
+        if self.account.is_some() {
+            config.account.clone_from(&self.account);
+        }
+        if let Some(n) = self.shards {
+            config.shards = n;
+        }
+        Ok(config)
+    }
+}
+
+/// How a cluster node starts `lim worker` on the same data: this executable, the data
+/// directory (`data_dir`, when not the bundled sample) and the cache flags.
+pub fn worker_command(data: &DataArgs, data_dir: Option<&Path>) -> anyhow::Result<WorkerCommand> {
+    let mut args = Vec::new();
+    if let Some(d) = data_dir {
+        let d = d.canonicalize().unwrap_or_else(|_| d.to_path_buf());
+        args.extend(["--data".to_string(), d.display().to_string()]);
+    }
+    if let Some(c) = &data.cache_dir {
+        args.extend(["--cache-dir".to_string(), c.display().to_string()]);
+    }
+    if data.no_cache {
+        args.push("--no-cache".to_string());
+    }
+    Ok(WorkerCommand {
+        program: std::env::current_exe().context("cannot find the lim executable")?,
+        args,
+    })
+}
+
+/// A progress printer for batches: one line per change, rewritten in place on a terminal.
+pub fn progress_printer(tty: bool) -> impl FnMut(&Progress) + Send + 'static {
+    let mut last = String::new();
+    move |p: &Progress| {
+        let line = format!(
+            "slurm {}: {}/{} shards done, {} running, {} queued, {} retries",
+            p.name, p.done, p.total, p.running, p.pending, p.retries
+        );
+        if line != last {
+            if tty {
+                eprint!("\r\x1b[2K{line}");
+            } else {
+                eprintln!("{line}");
+            }
+            last = line;
+        }
+    }
+}
+
+/// The research run's backtests on Slurm, through `work` (the run's own directory), stopped by
+/// `stop`.
+pub fn research_backtests(
+    cluster: &ClusterArgs,
+    data: &DataArgs,
+    data_dir: Option<&Path>,
+    work: &Path,
+    stop: Arc<AtomicBool>,
+    tty: bool,
+) -> anyhow::Result<Option<Arc<dyn lim_tools::RemoteBacktests>>> {
+    if cluster.executor == Executor::Local {
+        return Ok(None);
+    }
+    let config = cluster.slurm_config()?;
+    let work = WorkDir::open(work)?;
+    let logs = work.root().join("logs");
+    let printer = std::sync::Mutex::new(progress_printer(tty));
+    Ok(Some(Arc::new(SlurmBacktests {
+        work,
+        slurm: Slurm { config, logs },
+        worker: worker_command(data, data_dir)?,
+        stop: Arc::new(move || {
+            stop.load(Ordering::SeqCst)
+                .then(|| "interrupted".to_string())
+        }),
+        progress: Arc::new(move |p: &Progress| {
+            if let Ok(mut f) = printer.lock() {
+                f(p);
+            }
+        }),
+    })))
+}
