@@ -10,6 +10,7 @@ mod data_cmd;
 mod forecaster;
 mod foundation_cmd;
 mod research_cmd;
+mod serve_cmd;
 mod table;
 mod worker_cmd;
 
@@ -64,6 +65,8 @@ enum Command {
     Foundation(foundation_cmd::FoundationCommand),
     /// Run one unit of work from a work directory (what a cluster job runs).
     Worker(worker_cmd::WorkerArgs),
+    /// Browse the run store in a web browser: runs, reports, journals, comparisons (read-only).
+    Serve(serve_cmd::ServeArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -184,6 +187,7 @@ fn main() -> ExitCode {
         Command::Trace(cmd) => research_cmd::trace_cmd(cmd),
         Command::Foundation(cmd) => foundation_cmd::run(cmd),
         Command::Worker(args) => worker_cmd::run(args),
+        Command::Serve(args) => serve_cmd::run(args),
     };
     match result {
         Ok(code) => code,

@@ -36,14 +36,18 @@ pub struct StoreArgs {
 }
 
 impl StoreArgs {
-    fn open(&self) -> anyhow::Result<Arc<Store>> {
-        let dir = self.store.clone().unwrap_or_else(|| {
+    /// The store's directory: `--store`, else `$LIM_RUNS`, else `./lim-runs`.
+    pub fn dir(&self) -> PathBuf {
+        self.store.clone().unwrap_or_else(|| {
             std::env::var_os("LIM_RUNS")
                 .filter(|v| !v.is_empty())
                 .map(PathBuf::from)
                 .unwrap_or_else(|| PathBuf::from("lim-runs"))
-        });
-        Ok(Arc::new(Store::open(&dir)?))
+        })
+    }
+
+    fn open(&self) -> anyhow::Result<Arc<Store>> {
+        Ok(Arc::new(Store::open(&self.dir())?))
     }
 }
 

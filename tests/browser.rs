@@ -99,4 +99,69 @@ fn the_tearsheet_loads_in_chromium_without_errors_and_draws_its_charts() {
         "{} bytes",
         png.len()
     );
+
+    let id = v["run"].as_str().unwrap().to_string();
+    serve_pages_load_without_errors(&bin, dir.path(), &dir.path().join("runs"), &id);
+}
+
+/// `lim serve` over the run just made: every page loads in Chromium without a console error
+/// or a failed request, the run page draws its charts, and the runs page makes a screenshot.
+fn serve_pages_load_without_errors(bin: &str, dir: &Path, store: &Path, id: &str) {
+    use std::io::{BufRead as _, BufReader};
+    let mut server = Command::new(env!("CARGO_BIN_EXE_lim"))
+        .args(["serve", "--port", "0", "--store"])
+        .arg(store)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(server.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let base = line
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .unwrap_or_else(|| panic!("no address in {line:?}"))
+        .trim_end_matches('/')
+        .to_string();
+    assert!(!id.is_empty());
+    let pages = [
+        "/".to_string(),
+        format!("/runs/{id}"),
+        format!("/runs/{id}/journal?exec=generate%231"),
+        format!("/compare?a={id}&b={id}"),
+        "/memory".to_string(),
+    ];
+    for (i, p) in pages.iter().enumerate() {
+        let dom = chromium(bin, &dir.join(format!("profile-serve-{i}")))
+            .arg("--dump-dom")
+            .arg(format!("{base}{p}"))
+            .output()
+            .unwrap();
+        let log = String::from_utf8_lossy(&dom.stderr);
+        let console: Vec<&str> = log
+            .lines()
+            .filter(|l| l.contains("CONSOLE") || l.contains("Failed to load"))
+            .collect();
+        assert!(console.is_empty(), "{p} logged: {console:#?}");
+        let dom = String::from_utf8_lossy(&dom.stdout);
+        assert!(
+            dom.contains("</html>") && !dom.contains("<h1>Error</h1>"),
+            "{p}: {dom}"
+        );
+        if p.starts_with("/runs/") && !p.contains("journal") {
+            assert!(dom.contains("data-points=\""), "the run page has no charts");
+        }
+    }
+    let shot = dir.join("serve.png");
+    let status = chromium(bin, &dir.join("profile-serve-shot"))
+        .arg("--window-size=1200,900")
+        .arg(format!("--screenshot={}", shot.display()))
+        .arg(format!("{base}/"))
+        .output()
+        .unwrap();
+    assert!(status.status.success());
+    assert!(std::fs::read(&shot).unwrap().starts_with(b"\x89PNG"));
+    server.kill().unwrap();
+    server.wait().unwrap();
 }

@@ -124,6 +124,31 @@ pub struct RunMeta {
     pub stop_reason: Option<String>,
 }
 
+/// A run and how far it got (see [`Store::overview`]).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RunOverview {
+    /// The run's id.
+    pub id: String,
+    /// When it was created (ms since the epoch).
+    pub created_ms: i64,
+    /// The goal.
+    pub goal: String,
+    /// Its status as recorded (a running run whose process died still reads "running").
+    pub status: RunStatus,
+    /// Why it stopped.
+    pub stop_reason: Option<String>,
+    /// Strategies tried so far.
+    pub trials: usize,
+    /// The best robust fitness so far.
+    pub best_fitness: Option<f64>,
+    /// Journal records so far.
+    pub records: u64,
+    /// The node execution that wrote the last record.
+    pub last_exec: Option<String>,
+    /// The process that runs it, while one does.
+    pub owner: Option<u32>,
+}
+
 /// A journal read back: the intact records and what was wrong at its end.
 #[derive(Debug, Clone, Default)]
 pub struct Loaded {
@@ -199,6 +224,78 @@ impl Store {
             path,
             dir: dir.to_path_buf(),
         })
+    }
+
+    /// Opens an existing store for reading only (`lim serve`): nothing is created, and
+    /// nothing can be written through it.
+    ///
+    /// # Errors
+    /// There is no store in `dir`, or it cannot be opened.
+    pub fn open_read_only(dir: &Path) -> Result<Store, StoreError> {
+        let path = dir.join("runs.sqlite");
+        if !path.is_file() {
+            return Err(StoreError::Io {
+                action: "no run store here (runs.sqlite is missing); pass --store DIR of an existing store",
+                path: dir.to_path_buf(),
+                source: std::io::Error::from(std::io::ErrorKind::NotFound),
+            });
+        }
+        let sql = |source| StoreError::Sqlite {
+            path: path.clone(),
+            source,
+        };
+        let conn = Connection::open_with_flags(
+            &path,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(sql)?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))
+            .map_err(sql)?;
+        Ok(Store {
+            conn: Mutex::new(conn),
+            path,
+            dir: dir.to_path_buf(),
+        })
+    }
+
+    /// Every run with how far it got, newest first, in one query: for lists of many runs.
+    ///
+    /// # Errors
+    /// SQLite failed.
+    pub fn overview(&self) -> Result<Vec<RunOverview>, StoreError> {
+        let conn = self.conn();
+        let mut st = conn
+            .prepare(
+                "SELECT r.id, r.created_ms, r.goal, r.status, r.stop_reason,
+                        (SELECT count(*) FROM strategies s WHERE s.run = r.id),
+                        (SELECT max(fitness) FROM strategies s WHERE s.run = r.id),
+                        (SELECT max(seq) FROM journal j WHERE j.run = r.id),
+                        (SELECT exec FROM journal j WHERE j.run = r.id ORDER BY seq DESC LIMIT 1),
+                        (SELECT pid FROM owners o WHERE o.run = r.id)
+                 FROM runs r ORDER BY r.created_ms DESC, r.id",
+            )
+            .map_err(|e| self.err(e))?;
+        let rows = st
+            .query_map([], |r| {
+                Ok(RunOverview {
+                    id: r.get(0)?,
+                    created_ms: r.get(1)?,
+                    goal: r.get(2)?,
+                    status: RunStatus::parse(&r.get::<_, String>(3)?),
+                    stop_reason: r.get(4)?,
+                    trials: r.get::<_, i64>(5)?.max(0) as usize,
+                    best_fitness: r.get(6)?,
+                    records: r.get::<_, Option<i64>>(7)?.unwrap_or(0).max(0) as u64,
+                    last_exec: r.get(8)?,
+                    owner: r
+                        .get::<_, Option<i64>>(9)?
+                        .and_then(|p| u32::try_from(p).ok()),
+                })
+            })
+            .map_err(|e| self.err(e))?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| self.err(e))?;
+        Ok(rows)
     }
 
     fn err(&self, source: rusqlite::Error) -> StoreError {
