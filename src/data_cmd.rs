@@ -227,17 +227,24 @@ fn short_time(t: Timestamp, f: Frequency) -> String {
 struct ListJson<'a> {
     location: &'a str,
     datasets: Vec<DatasetMeta>,
+    /// Groupings from `groups.csv` beside the datasets (for `group_*` functions).
+    groupings: Vec<String>,
 }
 
 fn list(data: &DataArgs, json: bool) -> anyhow::Result<ExitCode> {
     let catalog = data.catalog()?;
     let metas = catalog.datasets()?;
+    let groupings: Vec<String> = catalog
+        .group_table()
+        .map(|g| g.names.clone())
+        .unwrap_or_default();
     if json {
         println!(
             "{}",
             serde_json::to_string_pretty(&ListJson {
                 location: catalog.location(),
-                datasets: metas
+                datasets: metas,
+                groupings: groupings.clone(),
             })?
         );
         return Ok(ExitCode::SUCCESS);
@@ -272,6 +279,14 @@ fn list(data: &DataArgs, json: bool) -> anyhow::Result<ExitCode> {
         ]);
     }
     print!("{}", t.render());
+    if let Some(g) = catalog.group_table() {
+        println!(
+            "groupings for group_* functions: exchange, asset_class, {} ({}, {} symbols)",
+            g.names.join(", "),
+            g.path.display(),
+            g.rows.len()
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }
 

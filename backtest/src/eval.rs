@@ -204,6 +204,20 @@ pub struct Frame {
 }
 
 impl Frame {
+    /// Names of the groupings, for the parser: the built-in ones and those from the data.
+    pub fn group_names(&self) -> Vec<&str> {
+        let mut v: Vec<&str> = crate::expr::GROUPS.to_vec();
+        let mut extra: Vec<&str> = self
+            .groups
+            .keys()
+            .map(String::as_str)
+            .filter(|g| !v.contains(g))
+            .collect();
+        extra.sort_unstable();
+        v.extend(extra);
+        v
+    }
+
     /// Names of the fields, for the parser.
     pub fn field_names(&self) -> Vec<&str> {
         let mut v: Vec<&str> = self.fields.keys().map(String::as_str).collect();

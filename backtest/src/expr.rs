@@ -460,7 +460,7 @@ impl Expr {
         }
     }
 
-    fn visit(&self, f: &mut impl FnMut(&Expr)) {
+    pub(crate) fn visit(&self, f: &mut impl FnMut(&Expr)) {
         f(self);
         match self {
             Expr::Neg(e) | Expr::Not(e) => e.visit(f),
@@ -670,6 +670,7 @@ struct Parser<'a> {
     toks: Vec<Token>,
     at: usize,
     fields: &'a [&'a str],
+    groups: &'a [&'a str],
     depth: usize,
 }
 
@@ -679,6 +680,15 @@ struct Parser<'a> {
 /// A syntax error, an unknown name, a wrong argument count or kind, a window that is not a
 /// positive integer, or an expression past the size limits; each with line and column.
 pub fn parse(src: &str, fields: &[&str]) -> Result<Expr, ExprError> {
+    parse_with(src, fields, GROUPS)
+}
+
+/// [`parse`] with the groupings `group_*` functions may take (the built-in [`GROUPS`] and
+/// those of the data's `groups.csv`, see [`crate::eval::Frame::group_names`]).
+///
+/// # Errors
+/// As [`parse`].
+pub fn parse_with(src: &str, fields: &[&str], groups: &[&str]) -> Result<Expr, ExprError> {
     if src.len() > MAX_LEN {
         return Err(ExprError::at(
             src,
@@ -695,6 +705,7 @@ pub fn parse(src: &str, fields: &[&str]) -> Result<Expr, ExprError> {
         toks,
         at: 0,
         fields,
+        groups,
         depth: 0,
     };
     let e = p.expr(0)?;
@@ -826,7 +837,7 @@ impl Parser<'_> {
                     self.call(name, t.pos)
                 } else if self.fields.contains(&name.as_str()) {
                     Ok(Expr::Field(name))
-                } else if GROUPS.contains(&name.as_str()) {
+                } else if self.groups.contains(&name.as_str()) {
                     Ok(Expr::Group(name))
                 } else if func(&name).is_some() {
                     Err(self.err(
@@ -839,13 +850,15 @@ impl Parser<'_> {
                         self.fields
                             .iter()
                             .copied()
+                            .chain(self.groups.iter().copied())
                             .chain(FUNCS.iter().map(|f| f.name)),
                     );
                     Err(self.err(
                         t.pos,
                         format!(
-                            "unknown field '{name}'{hint}; fields are {}",
-                            self.fields.join(", ")
+                            "unknown field '{name}'{hint}; fields are {}; groupings are {}",
+                            self.fields.join(", "),
+                            self.groups.join(", ")
                         ),
                     ))
                 }
@@ -942,7 +955,7 @@ impl Parser<'_> {
                         apos,
                         format!(
                             "{name} groups by one of {}: {}",
-                            GROUPS.join(", "),
+                            self.groups.join(", "),
                             signature()
                         ),
                     ));

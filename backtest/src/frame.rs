@@ -26,6 +26,9 @@ pub fn from_panels(set: &PanelSet) -> Frame {
     take_panels(&mut copy)
 }
 
+/// The group id of an instrument that a grouping from the data has no label for.
+pub const MISSING_GROUP: u32 = u32::MAX;
+
 /// Like [`from_panels`], but moves the panels out of the set (its times and instruments stay)
 /// instead of copying them: half the memory for large panels.
 pub fn take_panels(set: &mut PanelSet) -> Frame {
@@ -62,6 +65,21 @@ pub fn take_panels(set: &mut PanelSet) -> Frame {
         "asset_class".to_string(),
         label(&|j| set.instruments[j].asset_class.as_str().to_string()),
     );
+    // Groupings from the data; an instrument without a label gets `MISSING_GROUP`, which
+    // `Session::run` refuses before evaluating.
+    for (name, labels) in &set.groups {
+        let mut uniq: Vec<&String> = labels.iter().flatten().collect();
+        uniq.sort();
+        uniq.dedup();
+        let ids = labels
+            .iter()
+            .map(|l| match l {
+                Some(l) => uniq.binary_search(&l).map_or(MISSING_GROUP, |i| i as u32),
+                None => MISSING_GROUP,
+            })
+            .collect();
+        groups.insert(name.clone(), ids);
+    }
     Frame {
         fields,
         groups,

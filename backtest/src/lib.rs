@@ -25,5 +25,5 @@ pub mod topk;
 
 pub use error::{BacktestError, ExprError};
 pub use eval::{Evaluator, Frame, Mat, Signal};
-pub use expr::{Expr, parse};
+pub use expr::{Expr, parse, parse_with};
 pub use topk::{RefMetrics, TopK};

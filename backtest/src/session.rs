@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::BacktestError;
 use crate::eval::{Evaluator, Frame, Mat};
-use crate::expr::{Expr, parse};
+use crate::expr::Expr;
 use crate::metrics::{self, Metrics, Year};
 use crate::spec::StrategySpec;
 use crate::stats::{self, Deflated};
@@ -245,6 +245,40 @@ impl Session {
         results
     }
 
+    /// Refuses an expression that groups by a grouping from the data which has no label for
+    /// some instrument of the session, naming them and the fix.
+    fn check_groups(&self, e: &Expr) -> Result<(), String> {
+        let mut used = Vec::new();
+        e.visit(&mut |x| {
+            if let Expr::Group(g) = x
+                && !used.iter().any(|u| u == g)
+            {
+                used.push(g.clone());
+            }
+        });
+        for g in used {
+            let Some(ids) = self.frame.groups.get(&g) else {
+                continue;
+            };
+            let missing: Vec<&str> = ids
+                .iter()
+                .zip(&self.symbols)
+                .filter(|(id, _)| **id == crate::frame::MISSING_GROUP)
+                .map(|(_, s)| s.as_str())
+                .collect();
+            if !missing.is_empty() {
+                return Err(format!(
+                    "grouping '{g}' (groups.csv) has no label for {} of the {} instruments: {}{}; add rows for them, or leave them out with --symbols",
+                    missing.len(),
+                    ids.len(),
+                    missing[..missing.len().min(5)].join(", "),
+                    if missing.len() > 5 { ", …" } else { "" }
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// Runs strategies as one batch (shared sub-expressions computed once), measuring `parts`.
     /// `detail` adds years, walk-forward folds and IC decay. A strategy that cannot run gets an
     /// error; the others still run.
@@ -255,11 +289,16 @@ impl Session {
         detail: bool,
     ) -> Vec<StrategyResult> {
         let names = self.frame.field_names();
+        let groups = self.frame.group_names();
         let parsed: Vec<Result<Expr, String>> = specs
             .iter()
             .map(|(_, s)| {
                 s.validate()
-                    .and_then(|()| parse(&s.signal, &names).map_err(|e| e.to_string()))
+                    .and_then(|()| {
+                        crate::expr::parse_with(&s.signal, &names, &groups)
+                            .map_err(|e| e.to_string())
+                    })
+                    .and_then(|e| self.check_groups(&e).map(|()| e))
             })
             .collect();
         let good: Vec<Expr> = parsed

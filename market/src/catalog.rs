@@ -68,6 +68,8 @@ pub struct Catalog {
     cache: Option<Cache>,
     progress: Option<ProgressSink>,
     metas: Mutex<BTreeMap<String, DatasetMeta>>,
+    /// Groupings from `groups.csv` beside the datasets.
+    pub(crate) groups: Option<std::sync::Arc<crate::groups::GroupTable>>,
 }
 
 impl std::fmt::Debug for Catalog {
@@ -94,7 +96,11 @@ impl Catalog {
         let mut entries = BTreeMap::new();
         for item in read.flatten() {
             let path = item.path();
-            if !path.is_file() {
+            if !path.is_file()
+                || path
+                    .file_name()
+                    .is_some_and(|f| crate::groups::FILES.iter().any(|g| f == *g))
+            {
                 continue;
             }
             let Some(name) = dataset_name(&path) else {
@@ -112,11 +118,14 @@ impl Catalog {
         if entries.is_empty() {
             return Err(MarketError::EmptyDirectory(dir.to_path_buf()));
         }
-        Ok(Catalog::from_entries(
-            dir.display().to_string(),
-            entries,
-            cache,
-        ))
+        let mut catalog = Catalog::from_entries(dir.display().to_string(), entries, cache);
+        catalog.groups = crate::groups::GroupTable::find(dir)?.map(std::sync::Arc::new);
+        Ok(catalog)
+    }
+
+    /// The groupings of `groups.csv` beside the datasets, if there is one.
+    pub fn group_table(&self) -> Option<&crate::groups::GroupTable> {
+        self.groups.as_deref()
     }
 
     /// The bundled sample.
@@ -176,6 +185,7 @@ impl Catalog {
             cache,
             progress: None,
             metas: Mutex::new(BTreeMap::new()),
+            groups: None,
         }
     }
 

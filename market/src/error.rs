@@ -63,6 +63,17 @@ pub enum MarketError {
     #[error("invalid query: {0}")]
     Query(String),
 
+    /// A groups file (`groups.csv`) that cannot be used.
+    #[error("groups file '{path}' line {line}: {message}")]
+    Groups {
+        /// The file.
+        path: PathBuf,
+        /// The line (1 for the header).
+        line: usize,
+        /// What is wrong and the fix.
+        message: String,
+    },
+
     /// A sidecar manifest that cannot be read.
     #[error("manifest '{path}': {message}")]
     Manifest {

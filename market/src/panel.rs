@@ -198,6 +198,9 @@ pub struct PanelSet {
     pub rolls: BTreeMap<String, Vec<Roll>>,
     /// Bars dropped as stray (not the main contract) per futures symbol.
     pub stray: BTreeMap<String, Vec<Timestamp>>,
+    /// Groupings from the data directory's `groups.csv`: grouping name → label per
+    /// instrument (`None` where the file has no label for the symbol).
+    pub groups: BTreeMap<String, Vec<Option<String>>>,
 }
 
 impl PanelSet {
@@ -332,7 +335,12 @@ impl Catalog {
             });
             (name.clone(), s)
         });
-        Ok(assemble(times, series, count, q, frequency))
+        let mut set = assemble(times, series, count, q, frequency);
+        if let Some(table) = &self.groups {
+            let symbols: Vec<&str> = set.instruments.iter().map(|i| i.symbol.as_str()).collect();
+            set.groups = table.labels(&symbols);
+        }
+        Ok(set)
     }
 }
 
@@ -671,5 +679,6 @@ fn assemble(
         panels,
         rolls,
         stray,
+        groups: BTreeMap::new(),
     }
 }

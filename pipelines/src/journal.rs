@@ -641,6 +641,15 @@ pub fn panel_digest(set: &PanelSet) -> Value {
     for i in &set.instruments {
         h.update(i.symbol.as_bytes());
     }
+    // Groupings from the data count only when there are some, so digests of data without a
+    // groups file are those recorded before groupings existed.
+    for (name, labels) in &set.groups {
+        h.update(name.as_bytes());
+        for l in labels {
+            h.update(l.as_deref().unwrap_or("\u{0}").as_bytes());
+            h.update(b"\x1f");
+        }
+    }
     serde_json::json!({
         "bars": set.times.len(),
         "instruments": set.instruments.len(),
