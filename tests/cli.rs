@@ -393,3 +393,38 @@ fn backtest_reports_baselines_and_flags_a_constant_sign_signal() {
     );
     assert!(!text.contains("degenerate: spec2"), "{text}");
 }
+
+/// A Slurm settings file with a mistake is refused before anything is submitted, naming the
+/// file, the problem and the keys there are.
+#[test]
+fn a_bad_slurm_config_names_the_file_the_key_and_the_keys_there_are() {
+    let cache = tempfile::tempdir().unwrap();
+    let conf = cache.path().join("slurm.toml");
+    std::fs::write(&conf, "partiton = \"short\"\nshards = 4\n").unwrap();
+    let out = lim(
+        &[
+            "backtest",
+            "--expr",
+            "rank(returns)",
+            "--executor",
+            "slurm",
+            "--work-dir",
+            cache.path().join("work").to_str().unwrap(),
+            "--slurm-config",
+            conf.to_str().unwrap(),
+        ],
+        cache.path(),
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("slurm.toml")
+            && err.contains("partiton")
+            && err.contains("keys are partition"),
+        "{err}"
+    );
+    assert!(
+        !cache.path().join("work").exists(),
+        "nothing written before the config is read"
+    );
+}
