@@ -1,6 +1,6 @@
 //! `lim backtest`: run strategies on market data and show their metrics by split.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, bail};
@@ -80,6 +80,10 @@ pub struct BacktestArgs {
     /// then is cancelled.
     #[arg(long, value_parser = crate::research_cmd::parse_minutes)]
     deadline: Option<f64>,
+    /// Also write a self-contained HTML tearsheet (equity, drawdown, rolling Sharpe, rank IC,
+    /// returns by year and month, metrics by part, beside the baselines) to FILE.
+    #[arg(long, value_name = "FILE")]
+    html: Option<PathBuf>,
     /// Print JSON instead of tables.
     #[arg(long)]
     json: bool,
@@ -236,6 +240,10 @@ pub fn run(args: BacktestArgs) -> anyhow::Result<ExitCode> {
         baselines,
         strategies,
     };
+    if let Some(path) = &args.html {
+        write_html(path, &report, &session, &parts)?;
+        eprintln!("tearsheet: {}", path.display());
+    }
     let failed = report
         .strategies
         .iter()
@@ -309,6 +317,65 @@ fn on_slurm(
         eprintln!();
     }
     Ok(outputs?.into_iter().flat_map(|o| o.results).collect())
+}
+
+/// The tearsheet of `report` (see `lim_pipelines::research::backtest_tearsheet`).
+fn write_html(
+    path: &Path,
+    report: &Report,
+    session: &lim_backtest::session::Session,
+    parts: &[Part],
+) -> anyhow::Result<()> {
+    use lim_pipelines::research::{PartRow, backtest_tearsheet, curves_of};
+    let mut facts = vec![
+        ("datasets".to_string(), report.datasets.join(", ")),
+        ("instruments".to_string(), report.instruments.to_string()),
+    ];
+    if let Some(s) = report.strategies.first() {
+        facts.push(("book".to_string(), describe(&s.spec)));
+    }
+    for s in &report.splits {
+        facts.push((
+            format!("{:?}", s.part).to_lowercase(),
+            format!("{} to {} ({} bars)", s.first, s.last, s.bars),
+        ));
+    }
+    if !parts.contains(&Part::Test) {
+        facts.push((
+            "test".to_string(),
+            "sealed (--unseal-test shows it; look once, at the end)".to_string(),
+        ));
+    }
+    if let Some(m) = &report.multiple_testing {
+        facts.push((
+            "multiple testing".to_string(),
+            format!(
+                "{} strategies; deflated Sharpe ratio of the best ({}) {:.2}; PBO {}",
+                m.trials,
+                m.best,
+                m.deflated.dsr,
+                m.pbo
+                    .map_or("not computable".to_string(), |p| format!("{p:.2}"))
+            ),
+        ));
+    }
+    let rows: Vec<PartRow> = report
+        .strategies
+        .iter()
+        .chain(&report.baselines)
+        .flat_map(|r| {
+            r.metrics.iter().map(|(part, m)| PartRow {
+                name: r.name.clone(),
+                signal: r.spec.signal.clone(),
+                part: *part,
+                metrics: *m,
+            })
+        })
+        .collect();
+    let curves = curves_of(session, parts, &report.strategies, &report.baselines);
+    let html = backtest_tearsheet(&facts, &rows, &curves, session.periods());
+    std::fs::write(path, html)
+        .with_context(|| format!("cannot write the tearsheet to '{}'", path.display()))
 }
 
 fn describe(spec: &StrategySpec) -> String {

@@ -428,3 +428,51 @@ fn a_bad_slurm_config_names_the_file_the_key_and_the_keys_there_are() {
         "nothing written before the config is read"
     );
 }
+
+/// `lim backtest --html` writes one self-contained tearsheet: charts with data, the metrics of
+/// every strategy and baseline by part equal to the JSON report's, nothing fetched.
+#[test]
+fn backtest_html_writes_a_tearsheet_that_agrees_with_the_json() {
+    let cache = tempfile::tempdir().unwrap();
+    let page = cache.path().join("bt.html");
+    let out = lim(
+        &[
+            "backtest",
+            "--expr",
+            "rank(-ts_sum(returns, 5))",
+            "--json",
+            "--html",
+            page.to_str().unwrap(),
+        ],
+        cache.path(),
+    );
+    let v = json(&out);
+    let html = std::fs::read_to_string(&page).unwrap();
+    for attr in ["src=\"http", "href=\"http", "url(http", "@import"] {
+        assert!(!html.contains(attr), "the page fetches something: {attr}");
+    }
+    for id in ["equity", "drawdown", "rolling-sharpe", "rank-ic"] {
+        let at = html
+            .find(&format!("<figure id=\"{id}\""))
+            .unwrap_or_else(|| panic!("no {id}"));
+        let fig = &html[at..at + html[at..].find("</figure>").unwrap()];
+        assert!(fig.contains("data-points=\""), "chart {id} is empty");
+    }
+    let rows = html.matches("<tr><td>").count();
+    let baselines = v["baselines"].as_array().unwrap().len();
+    assert!(
+        rows >= (1 + baselines) * 2,
+        "{rows} rows for {baselines} baselines"
+    );
+    for (i, part) in ["train", "validation"].iter().enumerate() {
+        let m = &v["strategies"][0]["metrics"][i];
+        assert_eq!(m[0], *part);
+        let sharpe = m[1]["sharpe"].as_f64().unwrap();
+        assert!(
+            html.contains(&format!(
+                "<td>expr</td><td>{part}</td><td data-v=\"{sharpe}\">"
+            )),
+            "the {part} Sharpe {sharpe} is not in the page"
+        );
+    }
+}

@@ -8,6 +8,7 @@ use lim_backtest::nonfinite::show;
 use lim_market::{Part, Timestamp};
 
 use super::{Curve, CurveKind, Curves, Summary};
+use lim_backtest::metrics::Metrics;
 
 /// Escapes text for HTML.
 fn esc(s: &str) -> String {
@@ -678,6 +679,181 @@ pub fn tearsheet(summary: &Summary, curves: Option<&Curves>) -> String {
         "<script type=\"application/json\" id=\"summary\">{json}</script><script>{SORT}</script></body></html>"
     );
     s
+}
+
+/// One strategy's (or baseline's) metrics on one part, for [`backtest_tearsheet`].
+#[derive(Debug, Clone)]
+pub struct PartRow {
+    /// The strategy's name.
+    pub name: String,
+    /// Its signal.
+    pub signal: String,
+    /// Which part.
+    pub part: Part,
+    /// Its metrics there.
+    pub metrics: Metrics,
+}
+
+/// The tearsheet of a `lim backtest`: what was run (`facts`), every strategy and baseline by
+/// part (`rows`), and their curves over the parts shown (strategies as
+/// [`CurveKind::Finalist`], baselines as [`CurveKind::Baseline`]); one self-contained file.
+pub fn backtest_tearsheet(
+    facts: &[(String, String)],
+    rows: &[PartRow],
+    curves: &Curves,
+    periods: f64,
+) -> String {
+    let mut s = String::new();
+    let _ = write!(
+        s,
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>LIM backtest</title><style>{STYLE}</style></head><body><h1>LIM backtest</h1><section id=\"setup\"><table><tbody>"
+    );
+    for (k, v) in facts {
+        let _ = write!(s, "<tr><th>{}</th><td>{}</td></tr>", esc(k), esc(v));
+    }
+    s.push_str("</tbody></table></section><section id=\"curves\"><h2>Equity, drawdown and rolling Sharpe</h2>");
+    let lines = |keep: &dyn Fn(&Curve) -> bool, values: &dyn Fn(&Curve) -> Vec<f64>| {
+        curves
+            .series
+            .iter()
+            .enumerate()
+            .filter(|(_, x)| keep(x))
+            .map(|(k, x)| Line {
+                name: x.name.clone(),
+                values: values(x),
+                color: k,
+                bold: false,
+            })
+            .collect::<Vec<Line>>()
+    };
+    let all = |_: &Curve| true;
+    let ours = |x: &Curve| x.kind != CurveKind::Baseline;
+    let w = (periods / 4.0).round().max(5.0) as usize;
+    s.push_str(&chart(
+        "equity",
+        "Equity (growth of 1, after costs), strategies and baselines",
+        curves,
+        &lines(&all, &|x| equity(&x.net)),
+        |v| format!("{v:.2}"),
+    ));
+    s.push_str(&chart(
+        "drawdown",
+        "Drawdown of the strategies",
+        curves,
+        &lines(&ours, &|x| drawdown(&equity(&x.net))),
+        pct,
+    ));
+    s.push_str(&chart(
+        "rolling-sharpe",
+        &format!("Rolling Sharpe ratio ({w} bars)"),
+        curves,
+        &lines(&ours, &|x| rolling_sharpe(&x.net, w, periods)),
+        |v| format!("{v:.1}"),
+    ));
+    s.push_str(&chart(
+        "rank-ic",
+        &format!("Rank IC against the next bar's return, {w}-bar mean"),
+        curves,
+        &lines(&ours, &|x| rolling_mean(&x.rank_ic, w)),
+        |v| format!("{v:.3}"),
+    ));
+    s.push_str("</section><section id=\"years\"><h2>Returns by year</h2>");
+    s.push_str(&years_table(curves));
+    if let Some(first) = curves.series.iter().find(|x| x.kind == CurveKind::Finalist) {
+        let _ = write!(
+            s,
+            "<h3>Monthly returns of <code>{}</code></h3>",
+            esc(&first.name)
+        );
+        s.push_str(&months_table(curves, first));
+    }
+    s.push_str("</section><section id=\"metrics\"><h2>Metrics by part</h2><table class=\"sortable\"><thead><tr><th>name</th><th>part</th><th>Sharpe</th><th>return</th><th>max DD</th><th>turnover</th><th>IC</th><th>ICIR</th><th>rank IC</th><th>rank ICIR</th><th>signal</th></tr></thead><tbody>");
+    for r in rows {
+        let m = &r.metrics;
+        let _ = write!(
+            s,
+            "<tr><td>{}</td><td>{}</td>",
+            esc(&r.name),
+            match r.part {
+                Part::Train => "train",
+                Part::Validation => "validation",
+                Part::Test => "test",
+            }
+        );
+        s.push_str(&num(m.sharpe, 2));
+        let _ = write!(
+            s,
+            "<td>{}</td><td>{}</td>",
+            pct(m.ann_return),
+            pct(m.max_dd)
+        );
+        s.push_str(&num(m.turnover, 3));
+        s.push_str(&num(m.ic, 4));
+        s.push_str(&num(m.icir, 3));
+        s.push_str(&num(m.rank_ic, 4));
+        s.push_str(&num(m.rank_icir, 3));
+        let _ = write!(s, "<td><code>{}</code></td></tr>", esc(&r.signal));
+    }
+    let _ = write!(
+        s,
+        "</tbody></table></section><script>{SORT}</script></body></html>"
+    );
+    s
+}
+
+/// The curves of backtest results over the bars from the first training bar to the end of the
+/// last of `parts`: `strategies` as [`CurveKind::Finalist`] (with rank IC), `baselines` as
+/// [`CurveKind::Baseline`]. Results without a book are left out.
+pub fn curves_of(
+    session: &lim_backtest::session::Session,
+    parts: &[Part],
+    strategies: &[lim_backtest::session::StrategyResult],
+    baselines: &[lim_backtest::session::StrategyResult],
+) -> Curves {
+    let splits = session.splits();
+    let end = parts
+        .iter()
+        .map(|p| splits.range(*p).end)
+        .max()
+        .unwrap_or(splits.train.end);
+    let whole = splits.train.start..end;
+    let keep = |v: &[f64]| -> Vec<Option<f64>> {
+        v[whole.clone()]
+            .iter()
+            .map(|x| x.is_finite().then_some(*x))
+            .collect()
+    };
+    let mut series = Vec::new();
+    for (list, kind) in [
+        (strategies, CurveKind::Finalist),
+        (baselines, CurveKind::Baseline),
+    ] {
+        for r in list {
+            if let Some(b) = &r.book {
+                series.push(Curve {
+                    name: r.name.clone(),
+                    kind,
+                    net: keep(&b.net),
+                    rank_ic: if kind == CurveKind::Finalist {
+                        keep(&b.ic)
+                    } else {
+                        Vec::new()
+                    },
+                });
+            }
+        }
+    }
+    Curves {
+        times: session.times()[whole.clone()].to_vec(),
+        parts: parts
+            .iter()
+            .map(|&p| {
+                let r = splits.range(p);
+                (p, r.start - whole.start, r.end - whole.start)
+            })
+            .collect(),
+        series,
+    }
 }
 
 #[cfg(test)]
