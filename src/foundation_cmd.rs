@@ -35,6 +35,10 @@ pub enum FoundationCommand {
     /// Compare scratch, target-only pretraining and cross-market pretraining on a held-out
     /// test period (IC, rank IC, ICIR; with --target-kind vol, QLIKE beside EWMA and HAR-RV).
     Transfer(TransferArgs),
+    /// The evaluation grid: targets × seeds of the transfer comparison, each cell kept in --out
+    /// as it finishes (a killed grid continues where it stopped), then a table over seeds with
+    /// each arm's paired difference from scratch and its t-statistic.
+    Eval(EvalArgs),
     /// List models with their data manifests and lineage.
     List(ListArgs),
 }
@@ -409,6 +413,7 @@ pub fn run(cmd: FoundationCommand) -> anyhow::Result<ExitCode> {
         FoundationCommand::Finetune(a) => finetune_cmd(a),
         FoundationCommand::Predict(a) => predict(a),
         FoundationCommand::Transfer(a) => transfer_cmd(a),
+        FoundationCommand::Eval(a) => eval_cmd(a),
         FoundationCommand::List(a) => list(a),
     }
 }
@@ -749,9 +754,8 @@ fn predict(a: PredictArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn transfer_cmd(a: TransferArgs) -> anyhow::Result<ExitCode> {
-    let device = a.model.device()?;
-    let catalog = a.data.catalog()?;
+/// The comparison `a` asks for on `catalog` (seed `a.seed`).
+fn transfer_spec(a: &TransferArgs, catalog: &lim_market::Catalog) -> anyhow::Result<TransferSpec> {
     let bundled = catalog.location() == "<bundled sample>";
     let cross: Vec<String> = match &a.cross {
         Some(c) => c.clone(),
@@ -774,7 +778,7 @@ fn transfer_cmd(a: TransferArgs) -> anyhow::Result<ExitCode> {
     );
     pretrain.checkpoint_every = 0;
     pretrain.optim.shards = a.shards.map_or(pretrain.optim.shards, |s| s as usize);
-    let spec = TransferSpec {
+    Ok(TransferSpec {
         target: a.target.clone(),
         symbols: a.symbols.clone(),
         cross: mixture(&cross, &None)?,
@@ -788,33 +792,161 @@ fn transfer_cmd(a: TransferArgs) -> anyhow::Result<ExitCode> {
         target_kind: a.target_kind.into(),
         horizon: a.horizon,
         seed: a.seed,
-    };
-    let started = Instant::now();
+    })
+}
+
+/// Training progress on stderr: one line per step in place on a terminal, a tenth of the steps
+/// otherwise, a new line for each model.
+fn step_printer() -> impl FnMut(&str, &lim_foundation::pretrain::StepReport) {
     let mut last = String::new();
     let tty = std::io::stderr().is_terminal();
+    move |label: &str, r: &lim_foundation::pretrain::StepReport| {
+        if label != last {
+            if tty && !last.is_empty() {
+                eprintln!();
+            }
+            last = label.to_string();
+        }
+        let every = (r.steps / 10).max(1);
+        let line = format!(
+            "{label}: step {}/{}  loss {:.4}  {:.0} samples/s  ETA {:.0}s",
+            r.step, r.steps, r.loss, r.samples_per_s, r.eta_s
+        );
+        if tty {
+            eprint!("\r\x1b[2K{line}");
+        } else if r.step.is_multiple_of(every) {
+            eprintln!("{line}");
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct EvalArgs {
+    /// Targets as KIND:HORIZON, comma-separated; KIND is rank, return or vol (default: vol:5,
+    /// vol:20, rank:5 on your data; vol:5, rank:5 on the bundled sample).
+    #[arg(long, value_delimiter = ',')]
+    grid: Option<Vec<String>>,
+    /// Directory of the grid's cells (one JSON file each); a cell found there is not run again.
+    #[arg(long, value_name = "DIR", default_value = "lim-eval")]
+    out: PathBuf,
+    /// Everything else, as for `lim foundation transfer` (its --target-kind and --horizon are
+    /// replaced by --grid; seeds are --seed, --seed + 1, …).
+    #[command(flatten)]
+    transfer: TransferArgs,
+}
+
+fn parse_target(s: &str) -> anyhow::Result<(lim_foundation::config::Target, usize)> {
+    use lim_foundation::config::Target;
+    let (k, h) = s.split_once(':').unwrap_or((s, "5"));
+    let kind = match k.trim() {
+        "rank" => Target::Rank,
+        "return" => Target::ForwardReturn,
+        "vol" => Target::LogVol,
+        other => anyhow::bail!(
+            "--grid target '{s}': '{other}' is not a target kind; use rank, return or vol, e.g. vol:20"
+        ),
+    };
+    let h: usize = h.trim().parse().ok().filter(|h| *h > 0).with_context(|| {
+        format!("--grid target '{s}': the horizon must be a whole number of bars, e.g. vol:20")
+    })?;
+    Ok((kind, h))
+}
+
+fn eval_cmd(a: EvalArgs) -> anyhow::Result<ExitCode> {
+    let t = &a.transfer;
+    let device = t.model.device()?;
+    let catalog = t.data.catalog()?;
+    let bundled = catalog.location() == "<bundled sample>";
+    let grid: Vec<String> = a.grid.clone().unwrap_or_else(|| {
+        let d: &[&str] = if bundled {
+            &["vol:5", "rank:5"]
+        } else {
+            &["vol:5", "vol:20", "rank:5"]
+        };
+        d.iter().map(|s| s.to_string()).collect()
+    });
+    let targets = grid
+        .iter()
+        .map(|s| parse_target(s))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let seeds: Vec<u64> = (0..t.seeds.max(1) as u64)
+        .map(|k| t.seed.wrapping_add(k))
+        .collect();
+    let base = transfer_spec(t, &catalog)?;
+    let started = Instant::now();
+    let mut printer = step_printer();
+    let cells = lim_foundation::eval::run_grid(
+        &catalog,
+        &base,
+        &targets,
+        &seeds,
+        &device,
+        &a.out,
+        &mut |label, r| printer(label, r),
+    )?;
+    if std::io::stderr().is_terminal() {
+        eprintln!();
+    }
+    let rows = lim_foundation::eval::summarize(&cells);
+    if t.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({"cells": cells, "rows": rows}))?
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut table = Table::new(&[
+        "target",
+        "arm",
+        "metric",
+        "seeds",
+        "mean",
+        "sd",
+        "vs scratch",
+        "t",
+    ]);
+    for r in &rows {
+        table.row(vec![
+            r.target.clone(),
+            r.arm.clone(),
+            r.metric.to_string(),
+            r.seeds.to_string(),
+            format!("{:.4}", r.mean),
+            if r.sd.is_finite() {
+                format!("{:.4}", r.sd)
+            } else {
+                "-".into()
+            },
+            r.vs_scratch.map_or("-".into(), |(d, _)| format!("{d:+.4}")),
+            r.vs_scratch.map_or("-".into(), |(_, t)| format!("{t:+.1}")),
+        ]);
+    }
+    print!("{}", table.render());
+    let ran = cells.iter().filter(|c| c.seconds > 0.0).count();
+    println!(
+        "{} cells ({ran} run now, {} read back from {}); QLIKE: lower is better; rank IC: higher is better; t is the paired t-statistic over seeds. {:.0}s.",
+        cells.len(),
+        cells.len() - ran,
+        a.out.display(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn transfer_cmd(a: TransferArgs) -> anyhow::Result<ExitCode> {
+    let device = a.model.device()?;
+    let catalog = a.data.catalog()?;
+    let spec = transfer_spec(&a, &catalog)?;
+    let started = Instant::now();
+    let tty = std::io::stderr().is_terminal();
     let mut reports = Vec::new();
+    let mut printer = step_printer();
     for k in 0..a.seeds.max(1) {
         let mut spec = spec.clone();
         spec.seed = a.seed.wrapping_add(k as u64);
         spec.pretrain.optim.seed = spec.seed;
         let report = transfer::run(&catalog, &spec, &device, &mut |label, r| {
-            let label = format!("seed {}: {label}", spec.seed);
-            if label != last {
-                if tty && !last.is_empty() {
-                    eprintln!();
-                }
-                last = label.clone();
-            }
-            let every = (r.steps / 10).max(1);
-            let line = format!(
-                "{label}: step {}/{}  loss {:.4}  {:.0} samples/s  ETA {:.0}s",
-                r.step, r.steps, r.loss, r.samples_per_s, r.eta_s
-            );
-            if tty {
-                eprint!("\r\x1b[2K{line}");
-            } else if r.step.is_multiple_of(every) {
-                eprintln!("{line}");
-            }
+            printer(&format!("seed {}: {label}", spec.seed), r);
         })?;
         reports.push(report);
     }

@@ -197,3 +197,78 @@ fn pretrain_finetune_predict_list_on_the_sample() {
     ));
     assert!(err.contains("cn_futures_dayly"), "{err}");
 }
+
+/// A tiny evaluation grid runs end to end on the sample, keeps each cell as it finishes, and a
+/// second call (as after a kill) reads them back instead of training again.
+#[test]
+fn a_tiny_eval_grid_runs_and_resumes_from_its_cells() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cache, models, out) = (
+        dir.path().join("c"),
+        dir.path().join("m"),
+        dir.path().join("eval"),
+    );
+    let args = [
+        "foundation",
+        "eval",
+        "--grid",
+        "vol:5,rank:5",
+        "--pretrain-steps",
+        "8",
+        "--finetune-steps",
+        "4",
+        "--batch",
+        "16",
+        "--json",
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    let v = json(&lim(&args, &cache, &models));
+    let cells = v["cells"].as_array().unwrap();
+    assert_eq!(cells.len(), 2);
+    assert!(
+        cells.iter().all(|c| c["seconds"].as_f64().unwrap() > 0.0),
+        "run now"
+    );
+    let rows = v["rows"].as_array().unwrap();
+    let vol: Vec<&str> = rows
+        .iter()
+        .filter(|r| r["target"] == "vol h5")
+        .map(|r| r["arm"].as_str().unwrap())
+        .collect();
+    assert!(
+        vol.contains(&"scratch") && vol.contains(&"cross-market full"),
+        "{vol:?}"
+    );
+    assert!(
+        vol.iter().any(|a| a.starts_with("HAR-RV")),
+        "the simple forecasts are rows"
+    );
+    assert!(rows.iter().all(|r| r["metric"]
+        == if r["target"] == "vol h5" {
+            "qlike"
+        } else {
+            "rank_ic"
+        }));
+    assert_eq!(
+        std::fs::read_dir(&out).unwrap().count(),
+        2,
+        "one file per cell"
+    );
+    // Again, as after a kill: the cells are read back, the table is the same.
+    let again = json(&lim(&args, &cache, &models));
+    assert!(
+        again["cells"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|c| c["seconds"] == 0.0)
+    );
+    assert_eq!(again["rows"], v["rows"]);
+    let bad = lim(
+        &["foundation", "eval", "--grid", "volume:5"],
+        &cache,
+        &models,
+    );
+    assert!(failure(&bad).contains("use rank, return or vol"));
+}

@@ -20,6 +20,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod device;
 pub mod error;
+pub mod eval;
 pub mod features;
 pub mod finetune;
 pub mod forecast;

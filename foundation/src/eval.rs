@@ -1,0 +1,324 @@
+//! The evaluation grid: targets × seeds of the transfer comparison ([`crate::transfer`]),
+//! each cell kept in a directory as it finishes, so a killed grid continues where it stopped;
+//! and the table over seeds: each arm's mean test score, its spread, and its paired difference
+//! from the scratch arm with a t-statistic.
+//!
+//! A cell is one target (kind and horizon) and one seed: every arm (scratch, target-only and
+//! cross-market pretraining, probe and full fine-tuning) and, for volatility, the simple
+//! forecasts (trailing, EWMA, HAR-RV), all on the same test samples.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::Target;
+use crate::error::{FoundationError, io};
+use crate::pretrain::StepReport;
+use crate::transfer::{self, TransferSpec};
+use burn::tensor::Device;
+
+/// One arm's test scores in one cell.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ArmScore {
+    /// The arm (`scratch`, `cross-market full`…) or simple forecast (`EWMA 0.94`…).
+    pub arm: String,
+    /// Test rank IC (per-date cross-sectional mean).
+    #[serde(with = "nan_as_null")]
+    pub rank_ic: f64,
+    /// Test IC (Pearson; NaN for the simple volatility forecasts).
+    #[serde(with = "nan_as_null")]
+    pub ic: f64,
+    /// Test QLIKE (volatility targets).
+    pub qlike: Option<f64>,
+}
+
+/// A number that may be NaN, written as `null` and read back as NaN.
+mod nan_as_null {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &f64, s: S) -> Result<S::Ok, S::Error> {
+        if v.is_finite() {
+            s.serialize_f64(*v)
+        } else {
+            s.serialize_none()
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+        Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN))
+    }
+}
+
+/// One target and seed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Cell {
+    /// The target kind.
+    pub kind: Target,
+    /// Its horizon in bars.
+    pub horizon: usize,
+    /// The seed.
+    pub seed: u64,
+    /// The arms, then the simple forecasts.
+    pub arms: Vec<ArmScore>,
+    /// Wall seconds it took (0 when read back).
+    pub seconds: f64,
+}
+
+/// The file name of a cell.
+pub fn cell_name(kind: Target, horizon: usize, seed: u64) -> String {
+    let k = match kind {
+        Target::Rank => "rank",
+        Target::ForwardReturn => "return",
+        Target::LogVol => "vol",
+    };
+    format!("{k}-h{horizon}-s{seed}.json")
+}
+
+/// Runs every cell of `targets` × `seeds` not already in `dir` (read back otherwise), with
+/// `base` for everything else, and returns all of them in grid order. `progress` hears which
+/// cell is training and how far.
+///
+/// # Errors
+/// A cell could not run (data, configuration), or `dir` cannot be written.
+pub fn run_grid(
+    data: &dyn lim_market::MarketData,
+    base: &TransferSpec,
+    targets: &[(Target, usize)],
+    seeds: &[u64],
+    device: &Device,
+    dir: &Path,
+    progress: &mut dyn FnMut(&str, &StepReport),
+) -> Result<Vec<Cell>, FoundationError> {
+    std::fs::create_dir_all(dir).map_err(io(dir))?;
+    let mut cells = Vec::new();
+    for &(kind, horizon) in targets {
+        for &seed in seeds {
+            let path = dir.join(cell_name(kind, horizon, seed));
+            if let Some(c) = read_cell(&path) {
+                cells.push(Cell { seconds: 0.0, ..c });
+                continue;
+            }
+            let mut spec = base.clone();
+            spec.target_kind = kind;
+            spec.horizon = horizon;
+            spec.seed = seed;
+            spec.pretrain.optim.seed = seed;
+            let started = Instant::now();
+            let name = cell_name(kind, horizon, seed);
+            let report = transfer::run(data, &spec, device, &mut |label, r| {
+                progress(&format!("{} {label}", name.trim_end_matches(".json")), r);
+            })?;
+            let mut arms: Vec<ArmScore> = report
+                .arms
+                .iter()
+                .map(|a| ArmScore {
+                    arm: a.name.clone(),
+                    rank_ic: a.test.rank_ic,
+                    ic: a.test.ic,
+                    qlike: a.vol.as_ref().map(|v| v.qlike),
+                })
+                .collect();
+            arms.extend(report.baselines.iter().map(|(name, v)| ArmScore {
+                arm: name.clone(),
+                rank_ic: v.rank_ic,
+                ic: f64::NAN,
+                qlike: Some(v.qlike),
+            }));
+            let cell = Cell {
+                kind,
+                horizon,
+                seed,
+                arms,
+                seconds: started.elapsed().as_secs_f64(),
+            };
+            write_cell(&path, &cell)?;
+            cells.push(cell);
+        }
+    }
+    Ok(cells)
+}
+
+/// A cell written by [`run_grid`]; `None` when missing or unreadable (it is then run again).
+fn read_cell(path: &Path) -> Option<Cell> {
+    serde_json::from_slice(&std::fs::read(path).ok()?).ok()
+}
+
+fn write_cell(path: &Path, cell: &Cell) -> Result<(), FoundationError> {
+    let tmp: PathBuf = path.with_extension("json.tmp");
+    let text = serde_json::to_vec_pretty(cell).map_err(|source| FoundationError::Json {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    std::fs::write(&tmp, text).map_err(io(&tmp))?;
+    std::fs::rename(&tmp, path).map_err(io(path))
+}
+
+/// One arm of one target over seeds.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Row {
+    /// The target, e.g. `vol h20`.
+    pub target: String,
+    /// The arm or simple forecast.
+    pub arm: String,
+    /// The score: `qlike` for volatility (lower is better), `rank_ic` otherwise.
+    pub metric: &'static str,
+    /// Seeds scored.
+    pub seeds: usize,
+    /// Mean over seeds.
+    pub mean: f64,
+    /// Standard deviation over seeds.
+    pub sd: f64,
+    /// Mean paired difference from the scratch arm (same seed), and its t-statistic; none for
+    /// scratch itself or with fewer than two seeds.
+    pub vs_scratch: Option<(f64, f64)>,
+}
+
+fn mean_sd(v: &[f64]) -> (f64, f64) {
+    let n = v.len() as f64;
+    let m = v.iter().sum::<f64>() / n;
+    let sd = if v.len() > 1 {
+        (v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (n - 1.0)).sqrt()
+    } else {
+        f64::NAN
+    };
+    (m, sd)
+}
+
+/// The table over seeds of `cells`, target by target in grid order, arms in cell order.
+pub fn summarize(cells: &[Cell]) -> Vec<Row> {
+    let mut targets: Vec<(Target, usize)> = Vec::new();
+    for c in cells {
+        if !targets.contains(&(c.kind, c.horizon)) {
+            targets.push((c.kind, c.horizon));
+        }
+    }
+    let mut rows = Vec::new();
+    for (kind, horizon) in targets {
+        let these: Vec<&Cell> = cells
+            .iter()
+            .filter(|c| c.kind == kind && c.horizon == horizon)
+            .collect();
+        let vol = kind == Target::LogVol;
+        let score = |a: &ArmScore| {
+            if vol {
+                a.qlike.unwrap_or(f64::NAN)
+            } else {
+                a.rank_ic
+            }
+        };
+        let scratch = |c: &Cell| c.arms.iter().find(|a| a.arm == "scratch").map(score);
+        let names: Vec<String> = these
+            .first()
+            .map(|c| c.arms.iter().map(|a| a.arm.clone()).collect())
+            .unwrap_or_default();
+        for name in names {
+            let pairs: Vec<(f64, Option<f64>)> = these
+                .iter()
+                .filter_map(|c| {
+                    c.arms
+                        .iter()
+                        .find(|a| a.arm == name)
+                        .map(|a| (score(a), scratch(c)))
+                })
+                .filter(|(s, _)| s.is_finite())
+                .collect();
+            let (mean, sd) = mean_sd(&pairs.iter().map(|p| p.0).collect::<Vec<_>>());
+            let diffs: Vec<f64> = pairs
+                .iter()
+                .filter_map(|(s, b)| b.map(|b| s - b))
+                .filter(|d| d.is_finite())
+                .collect();
+            let vs_scratch = (name != "scratch" && diffs.len() > 1).then(|| {
+                let (m, sd) = mean_sd(&diffs);
+                (m, m / (sd / (diffs.len() as f64).sqrt()))
+            });
+            rows.push(Row {
+                target: format!(
+                    "{} h{horizon}",
+                    match kind {
+                        Target::Rank => "rank",
+                        Target::ForwardReturn => "return",
+                        Target::LogVol => "vol",
+                    }
+                ),
+                arm: name,
+                metric: if vol { "qlike" } else { "rank_ic" },
+                seeds: pairs.len(),
+                mean,
+                sd,
+                vs_scratch,
+            });
+        }
+    }
+    rows
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cell(seed: u64, scratch: f64, cross: f64) -> Cell {
+        Cell {
+            kind: Target::LogVol,
+            horizon: 20,
+            seed,
+            arms: vec![
+                ArmScore {
+                    arm: "scratch".into(),
+                    rank_ic: 0.1,
+                    ic: 0.1,
+                    qlike: Some(scratch),
+                },
+                ArmScore {
+                    arm: "cross-market full".into(),
+                    rank_ic: 0.2,
+                    ic: 0.2,
+                    qlike: Some(cross),
+                },
+            ],
+            seconds: 1.0,
+        }
+    }
+
+    #[test]
+    fn rows_pair_each_arm_with_scratch_by_seed() {
+        let rows = summarize(&[
+            cell(1, 0.24, 0.20),
+            cell(2, 0.23, 0.21),
+            cell(3, 0.25, 0.20),
+        ]);
+        assert_eq!(rows.len(), 2);
+        assert_eq!(rows[0].arm, "scratch");
+        assert!(rows[0].vs_scratch.is_none());
+        let r = &rows[1];
+        assert_eq!(
+            (r.target.as_str(), r.metric, r.seeds),
+            ("vol h20", "qlike", 3)
+        );
+        assert!((r.mean - 0.61 / 3.0).abs() < 1e-12);
+        // Differences -0.04, -0.02, -0.05: mean -0.11/3, sd 0.01528, t = mean / (sd / sqrt 3).
+        let (d, t) = r.vs_scratch.unwrap();
+        assert!((d + 0.11 / 3.0).abs() < 1e-12);
+        let sd = ((0.04f64 - 0.11 / 3.0).powi(2)
+            + (0.02f64 - 0.11 / 3.0).powi(2)
+            + (0.05f64 - 0.11 / 3.0).powi(2))
+            / 2.0;
+        assert!((t - d / (sd.sqrt() / 3f64.sqrt())).abs() < 1e-9, "{t}");
+    }
+
+    #[test]
+    fn a_finished_cell_is_read_back_and_a_torn_one_is_run_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(cell_name(Target::LogVol, 20, 1));
+        let mut c = cell(1, 0.2, 0.1);
+        c.arms[0].ic = f64::NAN;
+        write_cell(&path, &c).unwrap();
+        let back = read_cell(&path).expect("a cell with a NaN reads back");
+        assert!(back.arms[0].ic.is_nan());
+        assert_eq!(back.arms[1], c.arms[1]);
+        std::fs::write(&path, "{\"kind\": \"log_vol\", \"hori").unwrap();
+        assert_eq!(read_cell(&path), None);
+        assert_eq!(cell_name(Target::Rank, 5, 7), "rank-h5-s7.json");
+    }
+}
