@@ -175,46 +175,13 @@ fn live(status: RunStatus, owner: Option<u32>) -> RunStatus {
     }
 }
 
-/// A row of the runs list.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct RunRow {
-    /// The run.
-    pub id: String,
-    /// When it was created (ms since the epoch).
-    pub created_ms: i64,
-    /// Its goal.
-    pub goal: String,
-    /// Where it stands now.
-    pub status: RunStatus,
-    /// Why it stopped.
-    pub stop_reason: Option<String>,
-    /// Strategies tried.
-    pub trials: usize,
-    /// Best robust fitness so far.
-    pub best_fitness: Option<f64>,
-    /// Journal records so far.
-    pub records: u64,
-    /// The node execution that wrote last.
-    pub last_exec: Option<String>,
-}
-
-fn rows(app: &App) -> Result<Vec<RunRow>, StoreError> {
-    Ok(app
-        .store
-        .overview()?
-        .into_iter()
-        .map(|o: RunOverview| RunRow {
-            status: live(o.status, o.owner),
-            id: o.id,
-            created_ms: o.created_ms,
-            goal: o.goal,
-            stop_reason: o.stop_reason,
-            trials: o.trials,
-            best_fitness: o.best_fitness,
-            records: o.records,
-            last_exec: o.last_exec,
-        })
-        .collect())
+/// The runs list, each run's status as it stands now (see [`live`]).
+fn rows(app: &App) -> Result<Vec<RunOverview>, StoreError> {
+    let mut rows = app.store.overview()?;
+    for r in &mut rows {
+        r.status = live(r.status, r.owner);
+    }
+    Ok(rows)
 }
 
 async fn index(State(app): State<Arc<App>>) -> Response {

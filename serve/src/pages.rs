@@ -9,7 +9,7 @@ use lim_pipelines::journal::{Kind, Record};
 use lim_pipelines::research::Summary;
 use lim_pipelines::store::{RunMeta, RunStatus};
 
-use crate::RunRow;
+use lim_pipelines::store::RunOverview;
 
 const STYLE: &str = "body{font:14px/1.45 system-ui,sans-serif;margin:0 auto;max-width:1200px;padding:0 16px 40px;color:#1d2430}\
 nav{padding:10px 0;border-bottom:1px solid #dde2ea;margin-bottom:12px}nav a{margin-right:14px}\
@@ -86,7 +86,7 @@ fn when(ms: i64) -> String {
     )
 }
 
-fn row_html(r: &RunRow) -> String {
+fn row_html(r: &RunOverview) -> String {
     format!(
         "<tr data-run=\"{id}\"><td><input type=\"radio\" name=\"a\" value=\"{id}\"> <input type=\"radio\" name=\"b\" value=\"{id}\"></td><td><a href=\"/runs/{id}\">{id}</a></td><td>{created}</td><td>{goal}</td><td class=\"status\">{status}</td><td class=\"n trials\">{trials}</td><td class=\"n best\">{best}</td><td class=\"progress\">{records} records, last <code>{last}</code> · <a href=\"/runs/{id}/journal\">journal</a></td><td>{why}</td></tr>",
         id = esc(&r.id),
@@ -104,7 +104,7 @@ fn row_html(r: &RunRow) -> String {
 }
 
 /// The runs, newest first; running runs' rows refresh every two seconds.
-pub(crate) fn index(runs: &[RunRow]) -> String {
+pub(crate) fn index(runs: &[RunOverview]) -> String {
     let mut b = format!(
         "<h1>Runs</h1><p>{} runs. Choose two (a and b) to <button id=\"compare\" type=\"button\">compare</button> them side by side.</p><table id=\"runs\"><thead><tr><th>a b</th><th>run</th><th>created (UTC)</th><th>goal</th><th>status</th><th>trials</th><th>best fitness</th><th>progress</th><th>stop reason</th></tr></thead><tbody>",
         runs.len()
@@ -174,17 +174,6 @@ pub(crate) fn unfinished(meta: &RunMeta, live: RunStatus, records: &[Record]) ->
     page(&format!("Run {}", meta.id), &b)
 }
 
-fn kind_name(k: Kind) -> &'static str {
-    match k {
-        Kind::Llm => "llm",
-        Kind::Tool => "tool",
-        Kind::Data => "data",
-        Kind::Clock => "clock",
-        Kind::Memory => "memory",
-        Kind::Node => "node",
-    }
-}
-
 /// Pretty JSON, at most `limit` characters of it.
 fn body(v: &serde_json::Value, limit: usize) -> String {
     let s = serde_json::to_string_pretty(v).unwrap_or_default();
@@ -213,7 +202,7 @@ pub(crate) fn journal(meta: &RunMeta, records: &[Record], exec: Option<&str>) ->
         *counts
             .entry(&r.exec)
             .or_default()
-            .entry(kind_name(r.kind))
+            .entry(r.kind.as_str())
             .or_default() += 1;
     }
     let mut b = format!(
@@ -251,7 +240,7 @@ pub(crate) fn journal(meta: &RunMeta, records: &[Record], exec: Option<&str>) ->
                 b,
                 "<h3>#{} {} {}</h3><pre>{}</pre>",
                 r.seq,
-                kind_name(r.kind),
+                r.kind.as_str(),
                 r.n,
                 body(&r.body, 20_000)
             );

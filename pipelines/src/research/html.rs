@@ -369,6 +369,72 @@ fn num(v: f64, digits: usize) -> String {
     )
 }
 
+/// What differs between the charts of a run's tearsheet and of a backtest's.
+struct Titles {
+    drawdown: &'static str,
+    /// Whose rank IC is drawn.
+    rank_ic_of: CurveKind,
+    /// The monthly table's heading, before the first curve's name.
+    months: &'static str,
+}
+
+/// The equity, drawdown, rolling Sharpe and rank IC charts of `c`, then returns by year and by
+/// month of its first non-baseline curve (the section's closing tag is the caller's).
+fn curve_sections(s: &mut String, c: &Curves, periods: f64, t: &Titles) {
+    let lines = |keep: &dyn Fn(&Curve) -> bool, values: &dyn Fn(&Curve) -> Vec<f64>| {
+        c.series
+            .iter()
+            .enumerate()
+            .filter(|(_, x)| keep(x))
+            .map(|(k, x)| Line {
+                name: x.name.clone(),
+                values: values(x),
+                color: k,
+                bold: x.kind == CurveKind::Combined,
+            })
+            .collect::<Vec<Line>>()
+    };
+    let all = |_: &Curve| true;
+    let ours = |x: &Curve| x.kind != CurveKind::Baseline;
+    s.push_str(&chart(
+        "equity",
+        "Equity (growth of 1, after costs)",
+        c,
+        &lines(&all, &|x| equity(&x.net)),
+        |v| format!("{v:.2}"),
+    ));
+    s.push_str(&chart(
+        "drawdown",
+        t.drawdown,
+        c,
+        &lines(&ours, &|x| drawdown(&equity(&x.net))),
+        pct,
+    ));
+    let w = (periods / 4.0).round().max(5.0) as usize;
+    s.push_str(&chart(
+        "rolling-sharpe",
+        &format!("Rolling Sharpe ratio ({w} bars)"),
+        c,
+        &lines(&ours, &|x| rolling_sharpe(&x.net, w, periods)),
+        |v| format!("{v:.1}"),
+    ));
+    s.push_str(&chart(
+        "rank-ic",
+        &format!("Rank IC against the next bar's return, {w}-bar mean"),
+        c,
+        &lines(&|x| x.kind == t.rank_ic_of, &|x| {
+            rolling_mean(&x.rank_ic, w)
+        }),
+        |v| format!("{v:.3}"),
+    ));
+    s.push_str("</section><section id=\"years\"><h2>Returns by year</h2>");
+    s.push_str(&years_table(c));
+    if let Some(first) = c.series.iter().find(|x| x.kind == CurveKind::Finalist) {
+        let _ = write!(s, "<h3>{} <code>{}</code></h3>", t.months, esc(&first.name));
+        s.push_str(&months_table(c, first));
+    }
+}
+
 /// The tearsheet of a run. `curves` is `None` for runs recorded before curves were written:
 /// the charts are then left out, and the page says so.
 pub fn tearsheet(summary: &Summary, curves: Option<&Curves>) -> String {
@@ -412,62 +478,16 @@ pub fn tearsheet(summary: &Summary, curves: Option<&Curves>) -> String {
         Some(c) if !c.series.is_empty() => {
             let periods = lim_market::Frequency::parse(&p.frequency)
                 .map_or(252.0, |f| f.periods_per_year(1.0));
-            let lines = |keep: &dyn Fn(&Curve) -> bool, values: &dyn Fn(&Curve) -> Vec<f64>| {
-                c.series
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, x)| keep(x))
-                    .map(|(k, x)| Line {
-                        name: x.name.clone(),
-                        values: values(x),
-                        color: k,
-                        bold: x.kind == CurveKind::Combined,
-                    })
-                    .collect::<Vec<Line>>()
-            };
-            let all = |_: &Curve| true;
-            let ours = |x: &Curve| x.kind != CurveKind::Baseline;
-            s.push_str(&chart(
-                "equity",
-                "Equity (growth of 1, after costs)",
+            curve_sections(
+                &mut s,
                 c,
-                &lines(&all, &|x| equity(&x.net)),
-                |v| format!("{v:.2}"),
-            ));
-            s.push_str(&chart(
-                "drawdown",
-                "Drawdown of the finalists and their combination",
-                c,
-                &lines(&ours, &|x| drawdown(&equity(&x.net))),
-                pct,
-            ));
-            let w = (periods / 4.0).round().max(5.0) as usize;
-            s.push_str(&chart(
-                "rolling-sharpe",
-                &format!("Rolling Sharpe ratio ({w} bars)"),
-                c,
-                &lines(&ours, &|x| rolling_sharpe(&x.net, w, periods)),
-                |v| format!("{v:.1}"),
-            ));
-            s.push_str(&chart(
-                "rank-ic",
-                &format!("Rank IC against the next bar's return, {w}-bar mean"),
-                c,
-                &lines(&|x| x.kind == CurveKind::Finalist, &|x| {
-                    rolling_mean(&x.rank_ic, w)
-                }),
-                |v| format!("{v:.3}"),
-            ));
-            s.push_str("</section><section id=\"years\"><h2>Returns by year</h2>");
-            s.push_str(&years_table(c));
-            if let Some(leader) = c.series.iter().find(|x| x.kind == CurveKind::Finalist) {
-                let _ = write!(
-                    s,
-                    "<h3>Monthly returns of the first finalist, <code>{}</code></h3>",
-                    esc(&leader.name)
-                );
-                s.push_str(&months_table(c, leader));
-            }
+                periods,
+                &Titles {
+                    drawdown: "Drawdown of the finalists and their combination",
+                    rank_ic_of: CurveKind::Finalist,
+                    months: "Monthly returns of the first finalist",
+                },
+            );
         }
         _ => s.push_str(
             "<p class=\"note\">This run was recorded before LIM kept its curves; the charts need a new run.</p>",
@@ -712,61 +732,16 @@ pub fn backtest_tearsheet(
         let _ = write!(s, "<tr><th>{}</th><td>{}</td></tr>", esc(k), esc(v));
     }
     s.push_str("</tbody></table></section><section id=\"curves\"><h2>Equity, drawdown and rolling Sharpe</h2>");
-    let lines = |keep: &dyn Fn(&Curve) -> bool, values: &dyn Fn(&Curve) -> Vec<f64>| {
-        curves
-            .series
-            .iter()
-            .enumerate()
-            .filter(|(_, x)| keep(x))
-            .map(|(k, x)| Line {
-                name: x.name.clone(),
-                values: values(x),
-                color: k,
-                bold: false,
-            })
-            .collect::<Vec<Line>>()
-    };
-    let all = |_: &Curve| true;
-    let ours = |x: &Curve| x.kind != CurveKind::Baseline;
-    let w = (periods / 4.0).round().max(5.0) as usize;
-    s.push_str(&chart(
-        "equity",
-        "Equity (growth of 1, after costs), strategies and baselines",
+    curve_sections(
+        &mut s,
         curves,
-        &lines(&all, &|x| equity(&x.net)),
-        |v| format!("{v:.2}"),
-    ));
-    s.push_str(&chart(
-        "drawdown",
-        "Drawdown of the strategies",
-        curves,
-        &lines(&ours, &|x| drawdown(&equity(&x.net))),
-        pct,
-    ));
-    s.push_str(&chart(
-        "rolling-sharpe",
-        &format!("Rolling Sharpe ratio ({w} bars)"),
-        curves,
-        &lines(&ours, &|x| rolling_sharpe(&x.net, w, periods)),
-        |v| format!("{v:.1}"),
-    ));
-    s.push_str(&chart(
-        "rank-ic",
-        &format!("Rank IC against the next bar's return, {w}-bar mean"),
-        curves,
-        &lines(&ours, &|x| rolling_mean(&x.rank_ic, w)),
-        |v| format!("{v:.3}"),
-    ));
-    s.push_str("</section><section id=\"years\"><h2>Returns by year</h2>");
-    s.push_str(&years_table(curves));
-    if let Some(first) = curves.series.iter().find(|x| x.kind == CurveKind::Finalist) {
-        let _ = write!(
-            s,
-            "<h3>Monthly returns of <code>{}</code></h3>",
-            esc(&first.name)
-        );
-        s.push_str(&months_table(curves, first));
-    }
+        periods,
+        &Titles {
+            drawdown: "Drawdown of the strategies",
+            rank_ic_of: CurveKind::Finalist,
+            months: "Monthly returns of",
+        },
+    );
     s.push_str("</section><section id=\"metrics\"><h2>Metrics by part</h2><table class=\"sortable\"><thead><tr><th>name</th><th>part</th><th>Sharpe</th><th>return</th><th>max DD</th><th>turnover</th><th>IC</th><th>ICIR</th><th>rank IC</th><th>rank ICIR</th><th>signal</th></tr></thead><tbody>");
     for r in rows {
         let m = &r.metrics;
