@@ -2,6 +2,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use clap::Args;
@@ -10,8 +11,6 @@ use lim_backtest::metrics::CoMove;
 use lim_backtest::session::{MultipleTesting, SplitInfo, StrategyResult};
 use lim_backtest::spec::{Portfolio, StrategySpec};
 use lim_market::Part;
-use lim_pipelines::cluster::slurm::{self, Slurm};
-use lim_pipelines::cluster::work::{self, BacktestShard, WorkDir, WorkUnit};
 use lim_tools::ChooseUniverseArgs;
 use serde::Serialize;
 use std::io::IsTerminal as _;
@@ -270,30 +269,11 @@ fn on_slurm(
     parts: &[Part],
     detail: bool,
 ) -> anyhow::Result<Vec<StrategyResult>> {
-    let config = args.cluster.slurm_config()?;
-    let wd = WorkDir::open(&args.work_dir)?;
-    let digests = work::shard(specs, config.shards)
-        .into_iter()
-        .map(|specs| {
-            wd.put(&WorkUnit::Backtest(BacktestShard {
-                universe: universe.clone(),
-                specs,
-                parts: parts.to_vec(),
-                detail,
-                selection_folds: false,
-            }))
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    let worker = cluster_args::worker_command(&args.data, args.data.data_dir().as_deref())?;
-    let slurm = Slurm {
-        config: config.clone(),
-        logs: wd.root().join("logs"),
-    };
     let interrupted = crate::interrupt_flag();
     let deadline = args
         .deadline
         .map(|m| std::time::Instant::now() + std::time::Duration::from_secs_f64(m * 60.0));
-    let stop = || {
+    let stop = Arc::new(move || {
         if interrupted.load(std::sync::atomic::Ordering::SeqCst) {
             Some("interrupted".to_string())
         } else if deadline.is_some_and(|d| std::time::Instant::now() >= d) {
@@ -301,22 +281,21 @@ fn on_slurm(
         } else {
             None
         }
-    };
+    });
     let tty = std::io::stderr().is_terminal();
-    let mut progress = cluster_args::progress_printer(tty);
-    let outputs = slurm::run_batch(
-        &wd,
-        &digests,
-        &slurm,
-        &config,
-        &worker,
-        &stop,
-        &mut progress,
-    );
+    let slurm = cluster_args::slurm_backtests(
+        &args.cluster,
+        &args.data,
+        args.data.data_dir().as_deref(),
+        &args.work_dir,
+        stop,
+        tty,
+    )?;
+    let results = slurm.run_specs(universe, specs, parts, detail, false);
     if tty {
         eprintln!();
     }
-    Ok(outputs?.into_iter().flat_map(|o| o.results).collect())
+    Ok(results?)
 }
 
 /// The tearsheet of `report` (see `lim_pipelines::research::backtest_tearsheet`).

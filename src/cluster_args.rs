@@ -112,8 +112,34 @@ pub fn progress_printer(tty: bool) -> impl FnMut(&Progress) + Send + 'static {
     }
 }
 
-/// The research run's backtests on Slurm, through `work` (the run's own directory), stopped by
-/// `stop`.
+/// Backtests on Slurm through the work directory `work`, stopped when `stop` names a reason.
+pub fn slurm_backtests(
+    cluster: &ClusterArgs,
+    data: &DataArgs,
+    data_dir: Option<&Path>,
+    work: &Path,
+    stop: Arc<dyn Fn() -> Option<String> + Send + Sync>,
+    tty: bool,
+) -> anyhow::Result<SlurmBacktests> {
+    let config = cluster.slurm_config()?;
+    let work = WorkDir::open(work)?;
+    let logs = work.root().join("logs");
+    let printer = std::sync::Mutex::new(progress_printer(tty));
+    Ok(SlurmBacktests {
+        work,
+        slurm: Slurm { config, logs },
+        worker: worker_command(data, data_dir)?,
+        stop,
+        progress: Arc::new(move |p: &Progress| {
+            if let Ok(mut f) = printer.lock() {
+                f(p);
+            }
+        }),
+    })
+}
+
+/// The research run's backtests on Slurm (`None` when they run here), through `work` (the
+/// run's own directory), stopped by `stop` (Ctrl-C).
 pub fn research_backtests(
     cluster: &ClusterArgs,
     data: &DataArgs,
@@ -125,22 +151,11 @@ pub fn research_backtests(
     if cluster.executor == Executor::Local {
         return Ok(None);
     }
-    let config = cluster.slurm_config()?;
-    let work = WorkDir::open(work)?;
-    let logs = work.root().join("logs");
-    let printer = std::sync::Mutex::new(progress_printer(tty));
-    Ok(Some(Arc::new(SlurmBacktests {
-        work,
-        slurm: Slurm { config, logs },
-        worker: worker_command(data, data_dir)?,
-        stop: Arc::new(move || {
-            stop.load(Ordering::SeqCst)
-                .then(|| "interrupted".to_string())
-        }),
-        progress: Arc::new(move |p: &Progress| {
-            if let Ok(mut f) = printer.lock() {
-                f(p);
-            }
-        }),
-    })))
+    let stop = Arc::new(move || {
+        stop.load(Ordering::SeqCst)
+            .then(|| "interrupted".to_string())
+    });
+    Ok(Some(Arc::new(slurm_backtests(
+        cluster, data, data_dir, work, stop, tty,
+    )?)))
 }

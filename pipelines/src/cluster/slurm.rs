@@ -538,13 +538,22 @@ impl std::fmt::Debug for SlurmBacktests {
     }
 }
 
-impl lim_tools::RemoteBacktests for SlurmBacktests {
-    fn run(
+impl SlurmBacktests {
+    /// Runs `specs` on the universe `recipe` loads as one batch of shards, measuring `parts`
+    /// (`detail`: years, walk-forward folds and IC decay; `selection_folds`: the fitness
+    /// folds), and returns one result per spec, in order, each with its book.
+    ///
+    /// # Errors
+    /// The work directory or the scheduler failed, a shard failed past the retry bound, or
+    /// the batch was stopped.
+    pub fn run_specs(
         &self,
         recipe: &lim_tools::ChooseUniverseArgs,
         specs: &[(String, lim_backtest::spec::StrategySpec)],
         parts: &[lim_market::Part],
-    ) -> Result<Vec<lim_backtest::session::StrategyResult>, String> {
+        detail: bool,
+        selection_folds: bool,
+    ) -> Result<Vec<lim_backtest::session::StrategyResult>, ClusterError> {
         let digests = super::work::shard(specs, self.slurm.config.shards)
             .into_iter()
             .map(|specs| {
@@ -553,16 +562,15 @@ impl lim_tools::RemoteBacktests for SlurmBacktests {
                         universe: recipe.clone(),
                         specs,
                         parts: parts.to_vec(),
-                        detail: false,
-                        selection_folds: true,
+                        detail,
+                        selection_folds,
                     },
                 ))
             })
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| e.to_string())?;
+            .collect::<Result<Vec<_>, _>>()?;
         let stop = || (self.stop)();
         let mut progress = |p: &Progress| (self.progress)(p);
-        run_batch(
+        Ok(run_batch(
             &self.work,
             &digests,
             &self.slurm,
@@ -570,8 +578,21 @@ impl lim_tools::RemoteBacktests for SlurmBacktests {
             &self.worker,
             &stop,
             &mut progress,
-        )
-        .map(|outputs| outputs.into_iter().flat_map(|o| o.results).collect())
-        .map_err(|e| e.to_string())
+        )?
+        .into_iter()
+        .flat_map(|o| o.results)
+        .collect())
+    }
+}
+
+impl lim_tools::RemoteBacktests for SlurmBacktests {
+    fn run(
+        &self,
+        recipe: &lim_tools::ChooseUniverseArgs,
+        specs: &[(String, lim_backtest::spec::StrategySpec)],
+        parts: &[lim_market::Part],
+    ) -> Result<Vec<lim_backtest::session::StrategyResult>, String> {
+        self.run_specs(recipe, specs, parts, false, true)
+            .map_err(|e| e.to_string())
     }
 }
