@@ -904,6 +904,7 @@ fn eval_cmd(a: EvalArgs) -> anyhow::Result<ExitCode> {
         "sd",
         "vs scratch",
         "t",
+        "NW t",
     ]);
     for r in &rows {
         table.row(vec![
@@ -919,12 +920,13 @@ fn eval_cmd(a: EvalArgs) -> anyhow::Result<ExitCode> {
             },
             r.vs_scratch.map_or("-".into(), |(d, _)| format!("{d:+.4}")),
             r.vs_scratch.map_or("-".into(), |(_, t)| format!("{t:+.1}")),
+            r.rank_ic_nw_t.map_or("-".into(), |t| format!("{t:+.1}")),
         ]);
     }
     print!("{}", table.render());
     let ran = cells.iter().filter(|c| c.seconds > 0.0).count();
     println!(
-        "{} cells ({ran} run now, {} read back from {}); QLIKE: lower is better; rank IC: higher is better; t is the paired t-statistic over seeds. {:.0}s.",
+        "{} cells ({ran} run now, {} read back from {}); QLIKE: lower is better; rank IC: higher is better; t is the paired t-statistic over seeds; NW t is the mean over seeds of the rank IC's Newey–West t. {:.0}s.",
         cells.len(),
         cells.len() - ran,
         a.out.display(),

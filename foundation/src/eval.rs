@@ -31,6 +31,13 @@ pub struct ArmScore {
     pub ic: f64,
     /// Test QLIKE (volatility targets).
     pub qlike: Option<f64>,
+    /// The test rank IC's Newey–West t-statistic (see [`crate::finetune::IcReport`]).
+    #[serde(with = "nan_as_null", default = "nan")]
+    pub rank_ic_nw_t: f64,
+}
+
+fn nan() -> f64 {
+    f64::NAN
 }
 
 /// A number that may be NaN, written as `null` and read back as NaN.
@@ -117,6 +124,7 @@ pub fn run_grid(
                     rank_ic: a.test.rank_ic,
                     ic: a.test.ic,
                     qlike: a.vol.as_ref().map(|v| v.qlike),
+                    rank_ic_nw_t: a.test.rank_ic_nw_t,
                 })
                 .collect();
             arms.extend(report.baselines.iter().map(|(name, v)| ArmScore {
@@ -124,6 +132,7 @@ pub fn run_grid(
                 rank_ic: v.rank_ic,
                 ic: f64::NAN,
                 qlike: Some(v.qlike),
+                rank_ic_nw_t: f64::NAN,
             }));
             let cell = Cell {
                 kind,
@@ -172,6 +181,8 @@ pub struct Row {
     /// Mean paired difference from the scratch arm (same seed), and its t-statistic; none for
     /// scratch itself or with fewer than two seeds.
     pub vs_scratch: Option<(f64, f64)>,
+    /// Return targets: the mean over seeds of the rank IC's Newey–West t-statistic.
+    pub rank_ic_nw_t: Option<f64>,
 }
 
 fn mean_sd(v: &[f64]) -> (f64, f64) {
@@ -233,6 +244,13 @@ pub fn summarize(cells: &[Cell]) -> Vec<Row> {
                 let (m, sd) = mean_sd(&diffs);
                 (m, m / (sd / (diffs.len() as f64).sqrt()))
             });
+            let nw: Vec<f64> = these
+                .iter()
+                .filter_map(|c| c.arms.iter().find(|a| a.arm == name))
+                .map(|a| a.rank_ic_nw_t)
+                .filter(|t| t.is_finite())
+                .collect();
+            let rank_ic_nw_t = (!vol && !nw.is_empty()).then(|| mean_sd(&nw).0);
             rows.push(Row {
                 target: format!(
                     "{} h{horizon}",
@@ -248,6 +266,7 @@ pub fn summarize(cells: &[Cell]) -> Vec<Row> {
                 mean,
                 sd,
                 vs_scratch,
+                rank_ic_nw_t,
             });
         }
     }
@@ -269,12 +288,14 @@ mod tests {
                     rank_ic: 0.1,
                     ic: 0.1,
                     qlike: Some(scratch),
+                    rank_ic_nw_t: f64::NAN,
                 },
                 ArmScore {
                     arm: "cross-market full".into(),
                     rank_ic: 0.2,
                     ic: 0.2,
                     qlike: Some(cross),
+                    rank_ic_nw_t: 1.5,
                 },
             ],
             seconds: 1.0,
