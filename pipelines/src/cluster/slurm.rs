@@ -337,6 +337,33 @@ fn quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', r"'\''"))
 }
 
+/// Reads the queue, riding out a scheduler that does not answer for a while (a controller
+/// restarting, a timeout under load): up to [`QUEUE_TRIES`] reads, `poll` apart and doubling
+/// up to 20 polls (at most 10 s), before the batch fails with the last error.
+fn active_patiently(
+    sched: &dyn Scheduler,
+    name: &str,
+    poll: Duration,
+) -> Result<Vec<Task>, ClusterError> {
+    let mut wait = poll;
+    let mut tries = 1;
+    loop {
+        match sched.active(name) {
+            Ok(a) => return Ok(a),
+            Err(e) if tries >= QUEUE_TRIES => return Err(e),
+            Err(_) => {
+                std::thread::sleep(wait);
+                wait = (wait * 2).min((poll * 20).min(Duration::from_secs(10)));
+                tries += 1;
+            }
+        }
+    }
+}
+
+/// Reads of the queue before an unanswering scheduler fails the batch (about a minute with
+/// the default poll).
+pub const QUEUE_TRIES: u32 = 10;
+
 /// Runs the units named by `digests` (stored in `wd`) on `sched` and returns their outputs in
 /// order. `stop` is asked between polls; when it names a reason the batch is cancelled.
 ///
@@ -395,7 +422,7 @@ pub fn run_batch(
             }
             return Err(ClusterError::Stopped(why));
         }
-        let active = sched.active(&name)?;
+        let active = active_patiently(sched, &name, poll)?;
         for (i, d) in digests.iter().enumerate() {
             if outputs[i].is_none() {
                 match wd.output(d) {

@@ -19,6 +19,8 @@ struct Fake {
     always_fail: Vec<usize>,
     cancelled: Mutex<bool>,
     never_run: bool,
+    /// Queue reads that fail before the queue answers again.
+    unanswered: Mutex<u32>,
 }
 
 impl Scheduler for Fake {
@@ -38,6 +40,16 @@ impl Scheduler for Fake {
     }
 
     fn active(&self, _: &str) -> Result<Vec<Task>, ClusterError> {
+        {
+            let mut u = self.unanswered.lock().unwrap();
+            if *u > 0 {
+                *u -= 1;
+                return Err(ClusterError::Scheduler {
+                    command: "squeue".into(),
+                    message: "Socket timed out on send/recv operation".into(),
+                });
+            }
+        }
         let mut q = self.queue.lock().unwrap();
         if !self.never_run && !q.is_empty() {
             let t = q.remove(0);
@@ -285,4 +297,46 @@ fn stopping_cancels_the_batch_and_leaves_nothing_queued() {
 fn array_specs_are_compact() {
     assert_eq!(array_spec(&[0, 1, 2, 5, 7, 8]), "0-2,5,7-8");
     assert_eq!(array_spec(&[3]), "3");
+}
+
+#[test]
+fn a_scheduler_that_stops_answering_for_a_while_does_not_fail_the_batch() {
+    let (_d, wd, digests) = setup(2);
+    let fake = Fake {
+        wd: Some(wd.clone()),
+        digests: digests.clone(),
+        unanswered: Mutex::new(QUEUE_TRIES - 1),
+        ..Fake::default()
+    };
+    let out = run_batch(
+        &wd,
+        &digests,
+        &fake,
+        &config(),
+        &worker(),
+        &|| None,
+        &mut |_| {},
+    )
+    .unwrap();
+    assert_eq!(out.len(), 2);
+    // One read too many, and the batch fails with the scheduler's own words.
+    let (_d, wd, digests) = setup(2);
+    let fake = Fake {
+        wd: Some(wd.clone()),
+        digests: digests.clone(),
+        unanswered: Mutex::new(QUEUE_TRIES),
+        ..Fake::default()
+    };
+    let e = run_batch(
+        &wd,
+        &digests,
+        &fake,
+        &config(),
+        &worker(),
+        &|| None,
+        &mut |_| {},
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("Socket timed out"), "{e}");
 }
