@@ -10,6 +10,7 @@ use lim_backtest::nonfinite::show;
 use lim_market::MarketData;
 use lim_pipelines::bench::{self, GoalResult};
 use lim_pipelines::journal::SystemClock;
+use lim_pipelines::research::NoLlm;
 use lim_pipelines::store::Store;
 
 /// The process's own CPU time, shared with the benchmark binaries.
@@ -40,6 +41,10 @@ pub struct ResearchBenchArgs {
     store: PathBuf,
     #[command(flatten)]
     data: DataArgs,
+    /// The strategist: offline (default) or any OpenAI-compatible endpoint (--llm openai
+    /// --base-url … --model …); runs of each strategist are separate runs in the store.
+    #[command(flatten)]
+    llm: crate::research_cmd::LlmArgs,
     /// Print JSON instead of tables.
     #[arg(long)]
     json: bool,
@@ -64,13 +69,26 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
         for &seed in &args.seeds {
             eprintln!("[{}/{total}] {goal} (seed {seed})", results.len() + 1);
             let cpu = proc_self::cpu_seconds();
-            let mut r = runtime.block_on(bench::run_goal(
-                market.clone(),
-                store.clone(),
-                Arc::new(SystemClock),
-                goal,
-                seed,
-            ))?;
+            let strategist = crate::research_cmd::strategist(&args.llm);
+            let run = (*goal, seed);
+            let (m, st, clock) = (market.clone(), store.clone(), Arc::new(SystemClock));
+            let mut r = match &strategist {
+                lim_pipelines::research::StrategistConfig::Offline => runtime.block_on(
+                    bench::run_goal(m, st, clock, run, &strategist, Arc::new(NoLlm)),
+                )?,
+                lim_pipelines::research::StrategistConfig::Llm { base_url, .. } => {
+                    let client =
+                        crate::research_cmd::openai_client(base_url, &args.llm.api_key_env, seed)?;
+                    runtime.block_on(bench::run_goal(
+                        m,
+                        st,
+                        clock,
+                        run,
+                        &strategist,
+                        Arc::new(client),
+                    ))?
+                }
+            };
             if r.seconds > 0.0 {
                 r.cpu_seconds = proc_self::cpu_seconds() - cpu;
             }
@@ -123,7 +141,7 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
     }
     print!("{}", t.render());
     println!(
-        "mean test Sharpe: finalists {}, combined {}, always long {}; {} of {} finalists beat always long; mean validation→test rank correlation {}; mean DSR {}; {:.0} s wall, {:.0} s CPU",
+        "mean test Sharpe: finalists {}, combined {}, always long {}; {} of {} finalists beat always long; mean validation→test rank correlation {}; mean DSR {}; {:.0} s wall, {:.0} s CPU; {} LLM tokens, ${:.4}",
         show(totals.mean_finalist_test_sharpe, 2, "-"),
         show(totals.mean_combined_test_sharpe, 2, "-"),
         show(totals.mean_always_long_test_sharpe, 2, "-"),
@@ -132,7 +150,9 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
         show(totals.mean_validation_test_rank_correlation, 2, "-"),
         show(totals.mean_dsr, 2, "-"),
         totals.seconds,
-        totals.cpu_seconds
+        totals.cpu_seconds,
+        totals.llm_tokens,
+        totals.llm_usd
     );
     Ok(ExitCode::SUCCESS)
 }

@@ -141,7 +141,7 @@ impl BudgetArgs {
 pub struct LlmArgs {
     /// Who proposes strategies.
     #[arg(long, value_enum, default_value = "offline")]
-    llm: LlmKind,
+    pub(crate) llm: LlmKind,
     /// Model name, with --llm openai.
     #[arg(long, default_value = "gpt-4o-mini")]
     model: String,
@@ -150,7 +150,7 @@ pub struct LlmArgs {
     base_url: String,
     /// Environment variable holding the API key (unset: no key, e.g. a local server).
     #[arg(long, default_value = "OPENAI_API_KEY")]
-    api_key_env: String,
+    pub(crate) api_key_env: String,
 }
 
 #[derive(Debug, Args)]
@@ -312,7 +312,7 @@ fn config_from(args: &ResearchArgs) -> ResearchConfig {
     c
 }
 
-fn strategist(llm: &LlmArgs) -> StrategistConfig {
+pub(crate) fn strategist(llm: &LlmArgs) -> StrategistConfig {
     match llm.llm {
         LlmKind::Offline => StrategistConfig::Offline,
         LlmKind::Openai => StrategistConfig::Llm {
@@ -452,6 +452,26 @@ pub fn resume(args: ResumeArgs) -> anyhow::Result<ExitCode> {
     )
 }
 
+/// An OpenAI-compatible client at `base_url` with a time limit per call and retries (seeded
+/// backoff); the key, if any, from the environment variable `api_key_env`.
+pub(crate) fn openai_client(
+    base_url: &str,
+    api_key_env: &str,
+    seed: u64,
+) -> anyhow::Result<impl LlmClient + 'static> {
+    // Only the CLI reads keys, and only from the named environment variable.
+    let api_key = std::env::var(api_key_env).ok().filter(|k| !k.is_empty());
+    let provider = OpenAi::new(OpenAiConfig {
+        base_url: base_url.to_string(),
+        api_key,
+    })?;
+    Ok(Retrying::new(
+        Timed::new(provider, Duration::from_secs(120)),
+        RetryPolicy::default(),
+        seed,
+    ))
+}
+
 fn drive(
     store: &Arc<Store>,
     ready: Ready,
@@ -463,20 +483,10 @@ fn drive(
     match &ready.config.strategist {
         StrategistConfig::Offline => run_with(store, ready, NoLlm, world, pause, json),
         StrategistConfig::Llm { base_url, .. } => {
-            // Only the CLI reads keys, and only from the named environment variable.
-            let api_key = std::env::var(api_key_env).ok().filter(|k| !k.is_empty());
-            let provider = OpenAi::new(OpenAiConfig {
-                base_url: base_url.clone(),
-                api_key,
-            })?;
             let budget = ready.config.llm_budget();
             let spent = spent_in(&ready.records, &budget, |_| true);
             let client = Budgeted::new(
-                Retrying::new(
-                    Timed::new(provider, Duration::from_secs(120)),
-                    RetryPolicy::default(),
-                    ready.config.seed,
-                ),
+                openai_client(base_url, api_key_env, ready.config.seed)?,
                 budget,
                 spent,
             );

@@ -702,3 +702,47 @@ fn snapshot_shape(v: &Value, path: &str) {
         path.display()
     );
 }
+
+/// The research benchmark with an LLM strategist at any OpenAI-compatible endpoint: its runs
+/// are other runs than the offline ones, and it counts the LLM's calls and tokens.
+#[test]
+fn the_research_benchmark_runs_an_llm_strategist_and_counts_its_tokens() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let brain = Brain::default();
+    let srv = server(&rt, &brain);
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().to_str().unwrap();
+    let base = format!("{}/v1", srv.uri());
+    let args = [
+        "bench",
+        "research",
+        "--goals",
+        "1",
+        "--seeds",
+        "1",
+        "--json",
+        "--store",
+        store,
+        "--llm",
+        "openai",
+        "--model",
+        "local",
+        "--base-url",
+        &base,
+    ];
+    let v: Value = serde_json::from_str(&ok(&lim().args(args).output().unwrap())).unwrap();
+    let run = &v["runs"][0];
+    assert!(run["llm_calls"].as_u64().unwrap() > 0, "{run}");
+    assert!(run["llm_tokens"].as_u64().unwrap() > 0);
+    assert_eq!(v["totals"]["llm_tokens"], run["llm_tokens"]);
+    let offline: Value = serde_json::from_str(&ok(&lim()
+        .args([
+            "bench", "research", "--goals", "1", "--seeds", "1", "--json", "--store", store,
+        ])
+        .output()
+        .unwrap()))
+    .unwrap();
+    assert_ne!(offline["runs"][0]["run"], run["run"], "another run");
+    assert_eq!(offline["runs"][0]["llm_calls"], 0);
+    drop(srv);
+}

@@ -16,8 +16,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::engine::Mode;
 use crate::journal::{Clock, Journal};
-use crate::research::{self, NoLlm, ResearchConfig, ResearchParts, Services, Summary};
+use crate::research::{self, ResearchConfig, ResearchParts, Services, StrategistConfig, Summary};
 use crate::store::{RunMeta, RunStatus, Store, StoreError, StoreSink};
+use lim_agents::client::LlmClient;
 
 /// The suite's goals: Chinese and US futures, US equities, crypto and equity indices. Goals
 /// whose market the data lacks run on what the keyword planner finds, and say so.
@@ -68,6 +69,15 @@ pub struct GoalResult {
     /// (0 when read back from the store).
     #[serde(default)]
     pub cpu_seconds: f64,
+    /// LLM calls of the run (answers read back on resume count: they were paid for once).
+    #[serde(default)]
+    pub llm_calls: u64,
+    /// LLM tokens of the run.
+    #[serde(default)]
+    pub llm_tokens: u64,
+    /// LLM dollars of the run, at the run's price (0 without one).
+    #[serde(default)]
+    pub llm_usd: f64,
 }
 
 /// The benchmark's totals over its runs (means skip what is not a number).
@@ -98,6 +108,10 @@ pub struct Totals {
     pub seconds: f64,
     /// CPU seconds spent running.
     pub cpu_seconds: f64,
+    /// LLM tokens over all runs.
+    pub llm_tokens: u64,
+    /// LLM dollars over all runs.
+    pub llm_usd: f64,
 }
 
 /// The totals of `results`.
@@ -122,6 +136,8 @@ pub fn totals(results: &[GoalResult]) -> Totals {
         mean_dsr: mean(&|r| r.dsr),
         seconds: results.iter().map(|r| r.seconds).sum(),
         cpu_seconds: results.iter().map(|r| r.cpu_seconds).sum(),
+        llm_tokens: results.iter().map(|r| r.llm_tokens).sum(),
+        llm_usd: results.iter().map(|r| r.llm_usd).sum(),
     }
 }
 
@@ -200,15 +216,17 @@ fn rank_correlation(
 ///
 /// # Errors
 /// The store, the data or the run failed.
-pub async fn run_goal(
+pub async fn run_goal<L: LlmClient + 'static>(
     market: Arc<dyn MarketData>,
     store: Arc<Store>,
     clock: Arc<dyn Clock>,
-    goal: &str,
-    seed: u64,
+    (goal, seed): (&str, u64),
+    strategist: &StrategistConfig,
+    llm: Arc<L>,
 ) -> Result<GoalResult, BenchError> {
     let mut config = ResearchConfig::new(goal);
     config.seed = seed;
+    config.strategist = strategist.clone();
     let manifest =
         research::manifest(market.as_ref()).map_err(|e| BenchError::Data(e.to_string()))?;
     let fingerprint = research::fingerprint(&config, &manifest);
@@ -238,8 +256,12 @@ pub async fn run_goal(
         }
     };
     let finished = store.run(&id)?.status == RunStatus::Finished;
-    let artifacts = if finished {
-        research::artifacts_of(&records)
+    let budget = config.llm_budget();
+    let (artifacts, spent) = if finished {
+        (
+            research::artifacts_of(&records),
+            crate::journal::spent_in(&records, &budget, |_| true),
+        )
     } else {
         let journal = Arc::new(Journal::new(
             records,
@@ -248,7 +270,7 @@ pub async fn run_goal(
         let exec = research::executor(ResearchParts {
             services: Services {
                 market: market.clone(),
-                llm: Arc::new(NoLlm),
+                llm,
                 clock,
                 foundation: None,
                 memory: Arc::new(lim_tools::NoMemory),
@@ -261,20 +283,23 @@ pub async fn run_goal(
             message: e.to_string(),
         })?;
         let state = exec
-            .run(journal, research::initial(&config), Mode::Resume, |_| {})
+            .run(
+                journal.clone(),
+                research::initial(&config),
+                Mode::Resume,
+                |_| {},
+            )
             .await
             .map_err(|e| BenchError::Run {
                 run: id.clone(),
                 message: e.to_string(),
             })?;
-        state.artifacts
+        (state.artifacts, journal.spent(&budget))
     };
     let (summary, _) =
-        research::summarize(&artifacts, &config, Default::default()).map_err(|e| {
-            BenchError::Run {
-                run: id.clone(),
-                message: e.to_string(),
-            }
+        research::summarize(&artifacts, &config, spent).map_err(|e| BenchError::Run {
+            run: id.clone(),
+            message: e.to_string(),
         })?;
     if !finished {
         store.set_status(&id, RunStatus::Finished, Some(&summary.stop_reason))?;
@@ -314,6 +339,9 @@ pub async fn run_goal(
             started.elapsed().as_secs_f64()
         },
         cpu_seconds: 0.0,
+        llm_calls: spent.calls,
+        llm_tokens: spent.tokens,
+        llm_usd: spent.usd,
     })
 }
 
