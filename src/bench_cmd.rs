@@ -114,6 +114,7 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
         "DSR",
         "PBO",
         "rho",
+        "rho.fit",
         "trials",
     ]);
     for r in &results {
@@ -136,18 +137,20 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
             show(r.dsr, 2, "-"),
             show(r.pbo, 2, "-"),
             show(r.validation_test_rank_correlation, 2, "-"),
+            show(r.fitness_test_rank_correlation, 2, "-"),
             r.trials.to_string(),
         ]);
     }
     print!("{}", t.render());
     println!(
-        "mean test Sharpe: finalists {}, combined {}, always long {}; {} of {} finalists beat always long; mean validation→test rank correlation {}; mean DSR {}; {:.0} s wall, {:.0} s CPU; {} LLM tokens, ${:.4}",
+        "mean test Sharpe: finalists {}, combined {}, always long {}; {} of {} finalists beat always long; mean validation→test rank correlation {} (fitness→test {}); mean DSR {}; {:.0} s wall, {:.0} s CPU; {} LLM tokens, ${:.4}",
         show(totals.mean_finalist_test_sharpe, 2, "-"),
         show(totals.mean_combined_test_sharpe, 2, "-"),
         show(totals.mean_always_long_test_sharpe, 2, "-"),
         totals.finalists_beating_always_long,
         totals.finalists,
         show(totals.mean_validation_test_rank_correlation, 2, "-"),
+        show(totals.mean_fitness_test_rank_correlation, 2, "-"),
         show(totals.mean_dsr, 2, "-"),
         totals.seconds,
         totals.cpu_seconds,

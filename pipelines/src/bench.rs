@@ -63,6 +63,10 @@ pub struct GoalResult {
     /// Spearman correlation of validation and test Sharpe over the leaderboard.
     #[serde(with = "lim_backtest::nonfinite")]
     pub validation_test_rank_correlation: f64,
+    /// Spearman correlation of robust fitness (what the search ranks by) and test Sharpe over
+    /// the leaderboard.
+    #[serde(with = "lim_backtest::nonfinite", default = "nan")]
+    pub fitness_test_rank_correlation: f64,
     /// Wall seconds of the run (0 when read back from the store).
     pub seconds: f64,
     /// CPU seconds (user and system, every thread) of the run, when the caller measured them
@@ -101,6 +105,9 @@ pub struct Totals {
     /// Mean validation→test rank correlation.
     #[serde(with = "lim_backtest::nonfinite")]
     pub mean_validation_test_rank_correlation: f64,
+    /// Mean fitness→test rank correlation.
+    #[serde(with = "lim_backtest::nonfinite")]
+    pub mean_fitness_test_rank_correlation: f64,
     /// Mean deflated Sharpe ratio.
     #[serde(with = "lim_backtest::nonfinite")]
     pub mean_dsr: f64,
@@ -112,6 +119,10 @@ pub struct Totals {
     pub llm_tokens: u64,
     /// LLM dollars over all runs.
     pub llm_usd: f64,
+}
+
+fn nan() -> f64 {
+    f64::NAN
 }
 
 /// The totals of `results`.
@@ -133,6 +144,7 @@ pub fn totals(results: &[GoalResult]) -> Totals {
             .sum(),
         finalists: results.iter().map(|r| r.finalists_test_sharpe.len()).sum(),
         mean_validation_test_rank_correlation: mean(&|r| r.validation_test_rank_correlation),
+        mean_fitness_test_rank_correlation: mean(&|r| r.fitness_test_rank_correlation),
         mean_dsr: mean(&|r| r.dsr),
         seconds: results.iter().map(|r| r.seconds).sum(),
         cpu_seconds: results.iter().map(|r| r.cpu_seconds).sum(),
@@ -175,12 +187,13 @@ fn spearman(a: &[f64], b: &[f64]) -> f64 {
     pearson(&finite_pairs(&ra, &rb))
 }
 
-/// Validation→test rank correlation of a finished run's leaderboard, re-run on its universe.
-fn rank_correlation(
+/// Rank correlations over a finished run's leaderboard, re-run on its universe: of validation
+/// Sharpe with test Sharpe, and of robust fitness (what the search ranked by) with test Sharpe.
+fn rank_correlations(
     summary: &Summary,
     config: &ResearchConfig,
     market: &dyn MarketData,
-) -> Result<f64, BenchError> {
+) -> Result<(f64, f64), BenchError> {
     let args = lim_tools::ChooseUniverseArgs {
         datasets: summary.plan.strategy.datasets.clone(),
         symbols: None,
@@ -202,14 +215,17 @@ fn rank_correlation(
         })
         .collect();
     let results = session.run(&specs, &[Part::Validation, Part::Test], false);
-    let (v, t): (Vec<f64>, Vec<f64>) = results
-        .iter()
-        .filter_map(|r| match r.metrics.as_slice() {
-            [(_, v), (_, t)] => Some((v.sharpe, t.sharpe)),
-            _ => None,
-        })
-        .unzip();
-    Ok(spearman(&v, &t))
+    let mut v = Vec::new();
+    let mut f = Vec::new();
+    let mut t = Vec::new();
+    for (r, e) in results.iter().zip(&summary.leaderboard) {
+        if let [(_, val), (_, test)] = r.metrics.as_slice() {
+            v.push(val.sharpe);
+            f.push(e.fitness);
+            t.push(test.sharpe);
+        }
+    }
+    Ok((spearman(&v, &t), spearman(&f, &t)))
 }
 
 /// Runs (or reads back, or resumes) `goal` with `seed` in `store` and measures it.
@@ -304,7 +320,7 @@ pub async fn run_goal<L: LlmClient + 'static>(
     if !finished {
         store.set_status(&id, RunStatus::Finished, Some(&summary.stop_reason))?;
     }
-    let rho = rank_correlation(&summary, &config, market.as_ref())?;
+    let (rho, fitness_rho) = rank_correlations(&summary, &config, market.as_ref())?;
     let base = summary
         .baselines
         .first()
@@ -333,6 +349,7 @@ pub async fn run_goal<L: LlmClient + 'static>(
             .and_then(|m| m.pbo)
             .unwrap_or(f64::NAN),
         validation_test_rank_correlation: rho,
+        fitness_test_rank_correlation: fitness_rho,
         seconds: if finished {
             0.0
         } else {
