@@ -708,22 +708,67 @@ fn live_status(store: &Store, m: &RunMeta) -> RunStatus {
     }
 }
 
+/// A run in `lim runs`, with where its cluster batches stand when it has any.
+#[derive(serde::Serialize)]
+struct RunRow {
+    #[serde(flatten)]
+    meta: RunMeta,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    cluster: Vec<lim_pipelines::cluster::slurm::BatchState>,
+}
+
 pub fn runs(args: RunsArgs) -> anyhow::Result<ExitCode> {
     let store = args.store.open()?;
-    let mut runs = store.runs()?;
-    for r in &mut runs {
-        r.status = live_status(&store, r);
-    }
+    // Batches of runs that used `--executor slurm`, with their queued tasks when Slurm answers.
+    let slurm = lim_pipelines::cluster::slurm::Slurm {
+        config: Default::default(),
+        logs: std::path::PathBuf::new(),
+    };
+    let rows: Vec<RunRow> = store
+        .runs()?
+        .into_iter()
+        .map(|mut r| {
+            r.status = live_status(&store, &r);
+            let work = args.store.dir().join(&r.id).join("work");
+            let cluster = if work.is_dir() {
+                lim_pipelines::cluster::slurm::batches(&work, Some(&slurm))
+            } else {
+                Vec::new()
+            };
+            RunRow { meta: r, cluster }
+        })
+        .collect();
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&runs)?);
+        println!("{}", serde_json::to_string_pretty(&rows)?);
         return Ok(ExitCode::SUCCESS);
     }
-    if runs.is_empty() {
+    if rows.is_empty() {
         println!("no runs yet; start one with `lim research \"GOAL\"`");
         return Ok(ExitCode::SUCCESS);
     }
-    let mut t = Table::new(&["run", "status", "started", "goal", "stopped because"]);
-    for r in &runs {
+    let mut t = Table::new(&[
+        "run",
+        "status",
+        "started",
+        "goal",
+        "stopped because",
+        "cluster",
+    ]);
+    for RunRow { meta: r, cluster } in &rows {
+        let jobs = if cluster.is_empty() {
+            String::new()
+        } else {
+            let queued: Option<usize> = cluster.iter().map(|b| b.queued).sum();
+            format!(
+                "{} batches{}{}",
+                cluster.len(),
+                queued.map_or(String::new(), |q| format!(", {q} tasks queued")),
+                match cluster.iter().map(|b| b.failures).sum::<usize>() {
+                    0 => String::new(),
+                    f => format!(", {f} retried"),
+                }
+            )
+        };
         t.row(vec![
             r.id.clone(),
             r.status.to_string(),
@@ -734,6 +779,7 @@ pub fn runs(args: RunsArgs) -> anyhow::Result<ExitCode> {
             } else {
                 short(r.stop_reason.as_deref().unwrap_or(""), 50)
             },
+            jobs,
         ]);
     }
     print!("{}", t.render());

@@ -370,6 +370,22 @@ fn backtests_on_slurm_match_local_survive_kills_and_stop_at_the_deadline() {
             "{name}: each shard once"
         );
     }
+    // `lim runs` says where the run's batches stand.
+    let runs: serde_json::Value =
+        serde_json::from_str(&ok(&Command::new(env!("CARGO_BIN_EXE_lim"))
+            .args(["runs", "--json", "--store", ss])
+            .env("SLURM_CONF", &cluster.conf)
+            .output()
+            .unwrap()))
+        .unwrap();
+    let batches = runs[0]["cluster"].as_array().unwrap();
+    assert_eq!(batches.len(), ledgers.len());
+    assert!(
+        batches
+            .iter()
+            .all(|b| b["queued"] == 0 && b["submissions"] == 1 && b["shards"].as_u64() > Some(0)),
+        "{runs}"
+    );
     eprintln!(
         "research: {} batches on Slurm, killed and resumed, report identical",
         ledgers.len()

@@ -315,6 +315,52 @@ fn append(path: &Path, e: &LedgerEntry) -> Result<(), WorkError> {
     f.sync_all().map_err(err)
 }
 
+/// Where one batch of a work directory stands (see [`batches`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BatchState {
+    /// Its job name.
+    pub name: String,
+    /// Its shards.
+    pub shards: usize,
+    /// Submissions recorded (1 plus resubmissions).
+    pub submissions: usize,
+    /// Shards that ended without an output, over all submissions.
+    pub failures: usize,
+    /// Its tasks still queued or running, when the scheduler answered.
+    pub queued: Option<usize>,
+}
+
+/// The batches recorded in the work directory `work` (a run's `work/`), in name order, each
+/// with its tasks in `sched`'s queue when one is given and answers.
+pub fn batches(work: &Path, sched: Option<&dyn Scheduler>) -> Vec<BatchState> {
+    let Ok(dir) = std::fs::read_dir(work.join("jobs")) else {
+        return Vec::new();
+    };
+    let mut names: Vec<String> = dir
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "ledger"))
+        .filter_map(|p| p.file_stem().map(|s| s.to_string_lossy().into_owned()))
+        .collect();
+    names.sort();
+    names
+        .into_iter()
+        .map(|name| {
+            let jobs = work.join("jobs");
+            let ledger = read_ledger(&jobs.join(format!("{name}.ledger")));
+            let count = |f: fn(&LedgerEntry) -> bool| ledger.iter().filter(|e| f(e)).count();
+            BatchState {
+                shards: std::fs::read_to_string(jobs.join(format!("{name}.list")))
+                    .map_or(0, |t| t.lines().count()),
+                submissions: count(|e| matches!(e, LedgerEntry::Submit { .. })),
+                failures: count(|e| matches!(e, LedgerEntry::Failed { .. })),
+                queued: sched.and_then(|s| s.active(&name).ok()).map(|a| a.len()),
+                name,
+            }
+        })
+        .collect()
+}
+
 /// The job name of a batch of inputs in a work directory: the same work in another directory
 /// (another run) is another batch, so runs never attach to, or cancel, each other's jobs.
 pub fn batch_name(work: &Path, digests: &[String]) -> String {

@@ -340,3 +340,32 @@ fn a_scheduler_that_stops_answering_for_a_while_does_not_fail_the_batch() {
     .to_string();
     assert!(e.contains("Socket timed out"), "{e}");
 }
+
+#[test]
+fn a_work_directory_says_where_its_batches_stand() {
+    let (_d, wd, digests) = setup(3);
+    assert!(batches(wd.root(), None).is_empty());
+    let fake = Fake {
+        wd: Some(wd.clone()),
+        digests: digests.clone(),
+        fail_once: Mutex::new(vec![1]),
+        ..Fake::default()
+    };
+    run_batch(
+        &wd,
+        &digests,
+        &fake,
+        &config(),
+        &worker(),
+        &|| None,
+        &mut |_| {},
+    )
+    .unwrap();
+    let b = batches(wd.root(), Some(&fake));
+    assert_eq!(b.len(), 1);
+    assert_eq!(b[0].name, batch_name(wd.root(), &digests));
+    assert_eq!(
+        (b[0].shards, b[0].submissions, b[0].failures, b[0].queued),
+        (3, 2, 1, Some(0))
+    );
+}
