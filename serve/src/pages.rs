@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 
 use lim_backtest::nonfinite::show;
 use lim_pipelines::journal::{Kind, Record};
-use lim_pipelines::research::Summary;
+use lim_pipelines::research::{Summary, escape_html as esc};
 use lim_pipelines::store::{RunMeta, RunStatus};
 
 use lim_pipelines::store::RunOverview;
@@ -18,21 +18,6 @@ th{background:#f4f6f9}td.n{text-align:right;font-variant-numeric:tabular-nums}co
 pre{background:#f6f8fa;padding:8px;overflow-x:auto;white-space:pre-wrap;max-height:480px;overflow-y:auto}\
 .st-running{color:#0b62c4}.st-finished{color:#18794e}.st-failed{color:#c4320a}.st-stopped,.st-interrupted{color:#9a6700}\
 .cols{display:grid;grid-template-columns:1fr 1fr;gap:18px}a{color:#0b62c4}";
-
-fn esc(s: &str) -> String {
-    let mut o = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '<' => o.push_str("&lt;"),
-            '>' => o.push_str("&gt;"),
-            '&' => o.push_str("&amp;"),
-            '"' => o.push_str("&quot;"),
-            '\'' => o.push_str("&#39;"),
-            c => o.push(c),
-        }
-    }
-    o
-}
 
 /// A URL query value.
 fn enc(s: &str) -> String {

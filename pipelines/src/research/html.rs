@@ -10,8 +10,8 @@ use lim_market::{Part, Timestamp};
 use super::{Curve, CurveKind, Curves, Summary};
 use lim_backtest::metrics::Metrics;
 
-/// Escapes text for HTML.
-fn esc(s: &str) -> String {
+/// Escapes text for HTML (text and attribute values alike); the run browser uses it too.
+pub fn esc(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         match c {
