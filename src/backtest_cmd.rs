@@ -83,6 +83,13 @@ pub struct BacktestArgs {
     /// returns by year and month, metrics by part, beside the baselines) to FILE.
     #[arg(long, value_name = "FILE")]
     html: Option<PathBuf>,
+    /// Also write the metrics of every strategy and baseline by part, and their returns bar by
+    /// bar, to DIR (`metrics` and `returns`, see --format).
+    #[arg(long, value_name = "DIR")]
+    export: Option<PathBuf>,
+    /// File format of --export.
+    #[arg(long, value_enum, default_value_t = crate::research_cmd::TableFormat::Parquet)]
+    format: crate::research_cmd::TableFormat,
     /// Print JSON instead of tables.
     #[arg(long)]
     json: bool,
@@ -243,6 +250,11 @@ pub fn run(args: BacktestArgs) -> anyhow::Result<ExitCode> {
         write_html(path, &report, &session, &parts)?;
         eprintln!("tearsheet: {}", path.display());
     }
+    if let Some(dir) = &args.export {
+        for path in export(dir, args.format.into(), &report, &session, &parts)? {
+            eprintln!("table: {}", path.display());
+        }
+    }
     let failed = report
         .strategies
         .iter()
@@ -298,6 +310,57 @@ fn on_slurm(
     Ok(results?)
 }
 
+/// Writes `report`'s metrics and returns tables to `dir`.
+fn export(
+    dir: &Path,
+    format: lim_market::parquet::Format,
+    report: &Report,
+    session: &lim_backtest::session::Session,
+    parts: &[Part],
+) -> anyhow::Result<Vec<PathBuf>> {
+    use lim_pipelines::research::export::{self, RowKind};
+    let rows = part_rows(report)
+        .into_iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let strategy = i < report.strategies.iter().map(|s| s.metrics.len()).sum();
+            let kind = if strategy {
+                RowKind::Strategy
+            } else {
+                RowKind::Baseline
+            };
+            (kind, r)
+        })
+        .collect::<Vec<_>>();
+    let curves =
+        lim_pipelines::research::curves_of(session, parts, &report.strategies, &report.baselines);
+    let tables = [
+        ("metrics", export::metrics_table(&rows)),
+        ("returns", export::returns_table(&curves)),
+    ];
+    export::write_tables(dir, &tables, format)
+        .with_context(|| format!("cannot export tables to '{}'", dir.display()))
+}
+
+/// Every strategy's, then every baseline's, metrics by part.
+fn part_rows(report: &Report) -> Vec<lim_pipelines::research::PartRow> {
+    report
+        .strategies
+        .iter()
+        .chain(&report.baselines)
+        .flat_map(|r| {
+            r.metrics
+                .iter()
+                .map(|(part, m)| lim_pipelines::research::PartRow {
+                    name: r.name.clone(),
+                    signal: r.spec.signal.clone(),
+                    part: *part,
+                    metrics: *m,
+                })
+        })
+        .collect()
+}
+
 /// The tearsheet of `report` (see `lim_pipelines::research::backtest_tearsheet`).
 fn write_html(
     path: &Path,
@@ -305,7 +368,7 @@ fn write_html(
     session: &lim_backtest::session::Session,
     parts: &[Part],
 ) -> anyhow::Result<()> {
-    use lim_pipelines::research::{PartRow, backtest_tearsheet, curves_of};
+    use lim_pipelines::research::{backtest_tearsheet, curves_of};
     let mut facts = vec![
         ("datasets".to_string(), report.datasets.join(", ")),
         ("instruments".to_string(), report.instruments.to_string()),
@@ -338,19 +401,7 @@ fn write_html(
             ),
         ));
     }
-    let rows: Vec<PartRow> = report
-        .strategies
-        .iter()
-        .chain(&report.baselines)
-        .flat_map(|r| {
-            r.metrics.iter().map(|(part, m)| PartRow {
-                name: r.name.clone(),
-                signal: r.spec.signal.clone(),
-                part: *part,
-                metrics: *m,
-            })
-        })
-        .collect();
+    let rows = part_rows(report);
     let curves = curves_of(session, parts, &report.strategies, &report.baselines);
     let html = backtest_tearsheet(&facts, &rows, &curves, session.periods());
     std::fs::write(path, html)

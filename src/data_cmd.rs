@@ -32,7 +32,7 @@ pub enum DataCommand {
     Show(ShowArgs),
     /// Validate a data file and report every problem (up to a cap). Exit code 1 if any.
     Check {
-        /// The file to check (`.csv` or `.csv.gz`).
+        /// The file to check (`.csv`, `.csv.gz` or `.parquet`).
         file: PathBuf,
         /// Report at most this many problems.
         #[arg(long, default_value_t = 50)]
@@ -43,6 +43,20 @@ pub enum DataCommand {
     },
     /// Build aligned panels and print their shape and last rows.
     Panel(PanelArgs),
+    /// Rewrite a data file as Parquet or CSV (by --out's extension), every row checked as a
+    /// load checks it; the copy loads to the same panels bit for bit.
+    Convert {
+        /// The file to convert (`.csv`, `.csv.gz` or `.parquet`).
+        file: PathBuf,
+        /// The file to write, NAME.parquet or NAME.csv (default: the dataset's name with
+        /// `.parquet`, or `.csv` for a Parquet input, in the current directory). Never
+        /// overwritten.
+        #[arg(short, long)]
+        out: Option<PathBuf>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -182,7 +196,44 @@ pub fn run(cmd: DataCommand) -> anyhow::Result<ExitCode> {
             json,
         } => check(&file, max_problems, json),
         DataCommand::Panel(args) => panel(args),
+        DataCommand::Convert { file, out, json } => convert(&file, out, json),
     }
+}
+
+fn convert(file: &std::path::Path, out: Option<PathBuf>, json: bool) -> anyhow::Result<ExitCode> {
+    let out = match out {
+        Some(o) => o,
+        None => {
+            let name = lim_market::source::dataset_name(file).with_context(|| {
+                format!(
+                    "'{}' is not a data file name, expected NAME.csv, NAME.csv.gz or NAME.parquet",
+                    file.display()
+                )
+            })?;
+            let ext = if lim_market::parquet::is_parquet_name(&file.to_string_lossy()) {
+                "csv"
+            } else {
+                "parquet"
+            };
+            PathBuf::from(format!("{name}.{ext}"))
+        }
+    };
+    let started = std::time::Instant::now();
+    let report = lim_market::convert(file, &out)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!(
+            "{} -> {}: {} rows, {} symbols, {:.1} MB in {:.1} s",
+            report.from,
+            report.to,
+            thousands(report.rows),
+            report.symbols,
+            report.bytes as f64 / 1e6,
+            started.elapsed().as_secs_f64()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn classes(meta: &DatasetMeta) -> String {

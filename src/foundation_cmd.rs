@@ -300,6 +300,10 @@ pub struct PredictArgs {
     /// Output directory (default: <models>/predictions).
     #[arg(long)]
     out: Option<PathBuf>,
+    /// Also write the panel in long form (ts, symbol, value) as Parquet or CSV beside the
+    /// panel LIM reads, for pandas, polars or DuckDB.
+    #[arg(long, value_enum)]
+    format: Option<crate::research_cmd::TableFormat>,
     #[command(flatten)]
     model: ModelArgs,
     #[command(flatten)]
@@ -732,6 +736,12 @@ fn predict(a: PredictArgs) -> anyhow::Result<ExitCode> {
         .clone()
         .unwrap_or_else(|| store.dir().join("predictions"));
     let path = panel.write(&dir)?;
+    if let Some(format) = a.format {
+        let format: lim_market::parquet::Format = format.into();
+        let long = dir.join(format!("{name}.long.{}", format.extension()));
+        panel.table().write(&long, format)?;
+        eprintln!("long form: {}", long.display());
+    }
     let filled = panel.values.iter().filter(|v| v.is_finite()).count();
     let secs = started.elapsed().as_secs_f64();
     if a.json {

@@ -235,6 +235,32 @@ pub struct ShowArgs {
     /// Write the run's HTML tearsheet (report.html in its directory) and print its path.
     #[arg(long)]
     html: bool,
+    /// Write the run's metrics (every strategy, finalist, baseline and part) and the daily
+    /// returns of its finalists, their combination and the baselines to DIR, for pandas,
+    /// polars or DuckDB (see --format); prints the paths.
+    #[arg(long, value_name = "DIR")]
+    export: Option<PathBuf>,
+    /// File format of --export.
+    #[arg(long, value_enum, default_value_t = TableFormat::Parquet)]
+    format: TableFormat,
+}
+
+/// The file format of exported tables.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum TableFormat {
+    /// Apache Parquet (zstd).
+    Parquet,
+    /// CSV with a header.
+    Csv,
+}
+
+impl From<TableFormat> for lim_market::parquet::Format {
+    fn from(f: TableFormat) -> Self {
+        match f {
+            TableFormat::Parquet => lim_market::parquet::Format::Parquet,
+            TableFormat::Csv => lim_market::parquet::Format::Csv,
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -410,6 +436,8 @@ pub fn resume(args: ResumeArgs) -> anyhow::Result<ExitCode> {
                 store: args.store,
                 json: args.json,
                 html: false,
+                export: None,
+                format: TableFormat::Parquet,
             });
         }
         Resumption::Forked {
@@ -824,6 +852,29 @@ pub fn show(args: ShowArgs) -> anyhow::Result<ExitCode> {
             &research::artifacts_of(&loaded.records),
         )?;
         println!("{}", path.display());
+        return Ok(ExitCode::SUCCESS);
+    }
+    if let Some(dir) = &args.export {
+        let Some((summary, _)) = &rebuilt else {
+            bail!(
+                "run {} has no report yet (it is {}); `lim resume {}` finishes it",
+                meta.id,
+                live_status(&store, &meta),
+                meta.id
+            );
+        };
+        let curves: Option<research::Curves> = research::artifacts_of(&loaded.records)
+            .get("curves")
+            .and_then(|c| serde_json::from_value(c.clone()).ok());
+        let tables = research::export::run_tables(summary, curves.as_ref());
+        let paths = research::export::write_tables(dir, &tables, args.format.into())?;
+        if args.json {
+            println!("{}", serde_json::to_string_pretty(&paths)?);
+        } else {
+            for p in paths {
+                println!("{}", p.display());
+            }
+        }
         return Ok(ExitCode::SUCCESS);
     }
     let report = rebuilt.map(|(_, r)| Value::String(r));

@@ -476,3 +476,63 @@ fn backtest_html_writes_a_tearsheet_that_agrees_with_the_json() {
         );
     }
 }
+
+/// `lim backtest --export` writes the metrics of every strategy and baseline by part and their
+/// returns bar by bar, as CSV or Parquet, with the JSON report's numbers.
+#[test]
+fn backtest_export_writes_tables_with_the_reports_numbers() {
+    let cache = tempfile::tempdir().unwrap();
+    let dir = cache.path().join("tables");
+    let run = |format: &str| {
+        json(&lim(
+            &[
+                "backtest",
+                "--expr",
+                "rank(-ts_sum(returns, 5))",
+                "--json",
+                "--export",
+                dir.to_str().unwrap(),
+                "--format",
+                format,
+            ],
+            cache.path(),
+        ))
+    };
+    let v = run("csv");
+    let metrics = std::fs::read_to_string(dir.join("metrics.csv")).unwrap();
+    let mut lines = metrics.lines();
+    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+    assert_eq!(header[..3], ["name", "kind", "part"]);
+    assert_eq!(header.last(), Some(&"signal"));
+    let col = |name: &str| header.iter().position(|h| *h == name).unwrap();
+    let rows: Vec<Vec<&str>> = lines.map(|l| l.split(',').collect()).collect();
+    let baselines = v["baselines"].as_array().unwrap().len();
+    assert_eq!(rows.len(), (1 + baselines) * 2, "{metrics}");
+    for (i, part) in ["train", "validation"].iter().enumerate() {
+        let m = &v["strategies"][0]["metrics"][i];
+        let row = rows
+            .iter()
+            .find(|r| r[0] == "expr" && r[2] == *part)
+            .unwrap();
+        assert_eq!(row[1], "strategy");
+        for name in ["sharpe", "max_dd", "rank_ic", "turnover"] {
+            let got: f64 = row[col(name)].parse().unwrap();
+            assert_eq!(got, m[1][name].as_f64().unwrap(), "{part} {name}");
+        }
+    }
+    let returns = std::fs::read_to_string(dir.join("returns.csv")).unwrap();
+    assert!(returns.starts_with("ts,part,name,kind,net_return,rank_ic\n"));
+    assert!(returns.lines().count() > 100, "{returns}");
+    assert!(
+        !returns.contains(",test,"),
+        "the sealed test leaked into the export"
+    );
+    run("parquet");
+    for t in ["metrics", "returns"] {
+        let bytes = std::fs::read(dir.join(format!("{t}.parquet"))).unwrap();
+        assert!(
+            bytes.starts_with(b"PAR1") && bytes.ends_with(b"PAR1"),
+            "{t}"
+        );
+    }
+}

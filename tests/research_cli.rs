@@ -253,6 +253,50 @@ fn the_readme_command_finishes_a_run_with_a_report_and_replays_exactly() {
     let v: Value = serde_json::from_str(&ok(&out)).unwrap();
     assert_eq!(v["identical"], true);
     assert_eq!(v["node_executions"], v["recorded_node_executions"]);
+
+    // Its metrics and daily returns as tables: the numbers are the report's.
+    let export = dir.path().join("export");
+    let paths = ok(&lim()
+        .args(["show", &id, "--format", "csv", "--export"])
+        .arg(&export)
+        .arg("--store")
+        .arg(&store)
+        .output()
+        .unwrap());
+    assert!(
+        paths.contains("metrics.csv") && paths.contains("returns.csv"),
+        "{paths}"
+    );
+    let s = summary(&store, &id);
+    let metrics = std::fs::read_to_string(export.join("metrics.csv")).unwrap();
+    let header: Vec<&str> = metrics.lines().next().unwrap().split(',').collect();
+    let col = |name: &str| header.iter().position(|h| *h == name).unwrap();
+    let finalist = metrics
+        .lines()
+        .map(|l| l.split(',').collect::<Vec<_>>())
+        .find(|r| r[1] == "finalist" && r[2] == "test")
+        .expect("a finalist's test row");
+    let sharpe: f64 = finalist[col("sharpe")].parse().unwrap();
+    assert_eq!(
+        sharpe,
+        s["finalists"][0]["test"]["sharpe"].as_f64().unwrap(),
+        "{metrics}"
+    );
+    let returns = std::fs::read_to_string(export.join("returns.csv")).unwrap();
+    assert!(returns.starts_with("ts,part,name,kind,net_return,rank_ic\n"));
+    for kind in [",strategy,", ",baseline,", ",combined,"] {
+        assert!(returns.contains(kind), "no {kind} rows");
+    }
+    assert!(returns.contains(",test,") && returns.contains(",train,"));
+    ok(&lim()
+        .args(["show", &id, "--export"])
+        .arg(&export)
+        .arg("--store")
+        .arg(&store)
+        .output()
+        .unwrap());
+    let head = std::fs::read(export.join("metrics.parquet")).unwrap();
+    assert_eq!(&head[..4], b"PAR1");
 }
 
 #[test]

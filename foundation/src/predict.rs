@@ -179,6 +179,32 @@ impl PredictionPanel {
         Ok(csv)
     }
 
+    /// The panel in long form (`ts, symbol, value`, one row per prediction made), for
+    /// pandas, polars or DuckDB.
+    pub fn table(&self) -> lim_market::parquet::Table {
+        use lim_market::parquet::{Column, Table};
+        let (mut ts, mut sym, mut val) = (Vec::new(), Vec::new(), Vec::new());
+        for (t, time) in self.times.iter().enumerate() {
+            for (s, name) in self.symbols.iter().enumerate() {
+                let v = self.get(t, s);
+                if v.is_finite() {
+                    ts.push(time.0);
+                    sym.push(name.clone());
+                    val.push(f64::from(v));
+                }
+            }
+        }
+        let form = if self.info.frequency == Frequency::Daily {
+            lim_market::reader::TsForm::Date
+        } else {
+            lim_market::reader::TsForm::DateTime
+        };
+        Table::default()
+            .with("ts", Column::Time(ts, form))
+            .with("symbol", Column::Text(sym))
+            .with("value", Column::Real(val))
+    }
+
     /// Reads a panel written by [`PredictionPanel::write`].
     ///
     /// # Errors

@@ -82,7 +82,7 @@ impl std::fmt::Debug for Catalog {
 }
 
 impl Catalog {
-    /// Scans a directory for `*.csv` and `*.csv.gz` files; `<stem>.meta.json` beside a file is
+    /// Scans a directory for `*.csv`, `*.csv.gz` and `*.parquet` files; `<stem>.meta.json` beside a file is
     /// its manifest. Nothing is parsed yet.
     ///
     /// # Errors
@@ -106,6 +106,17 @@ impl Catalog {
             let Some(name) = dataset_name(&path) else {
                 continue;
             };
+            if let Some(other) = entries.get(&name) {
+                let Entry { origin, .. } = other;
+                return Err(MarketError::Query(format!(
+                    "two files hold dataset '{name}': '{}' and '{}'; keep one of them in '{}' (move the other away)",
+                    origin.file_name(),
+                    path.file_name()
+                        .map(|f| f.to_string_lossy().into_owned())
+                        .unwrap_or_default(),
+                    dir.display()
+                )));
+            }
             let manifest = read_manifest(&dir.join(format!("{name}.meta.json")))?;
             entries.insert(
                 name,
@@ -147,11 +158,11 @@ impl Catalog {
     /// A catalog of one file, e.g. for `lim data check` or ad-hoc use.
     ///
     /// # Errors
-    /// The path has no `.csv` / `.csv.gz` name.
+    /// The path has no `.csv` / `.csv.gz` / `.parquet` name.
     pub fn single_file(path: &Path, cache: Option<Cache>) -> Result<Catalog, MarketError> {
         let name = dataset_name(path).ok_or_else(|| {
             MarketError::Query(format!(
-                "'{}' is not a data file name, expected NAME.csv or NAME.csv.gz",
+                "'{}' is not a data file name, expected NAME.csv, NAME.csv.gz or NAME.parquet",
                 path.display()
             ))
         })?;
@@ -296,7 +307,10 @@ impl Catalog {
             }
         }
 
-        let (input, total) = entry.origin.open()?;
+        let total = match &entry.origin {
+            Origin::File(p) => std::fs::metadata(p).map(|m| m.len()).unwrap_or(0),
+            Origin::Embedded { bytes, .. } => bytes.len() as u64,
+        };
         let file = entry.origin.file_name();
         let sink = self.progress.clone();
         let dataset = name.to_string();
@@ -309,13 +323,7 @@ impl Catalog {
                 });
             }
         };
-        let (mut raw, problems) = reader::read(
-            input,
-            &entry.origin.display(),
-            ReadOptions::LOAD,
-            entry.origin.decompressed_hint(),
-            Some(&report),
-        );
+        let (mut raw, problems) = read_origin(&entry.origin, ReadOptions::LOAD, Some(&report))?;
         if let Some(first) = problems.list.into_iter().next() {
             return Err(MarketError::Invalid {
                 file,
@@ -457,6 +465,85 @@ fn read_manifest(path: &Path) -> Result<Option<Manifest>, MarketError> {
     }
 }
 
+/// Reads a CSV or Parquet file into long form with the format's checks.
+///
+/// # Errors
+/// A CSV file cannot be opened (a Parquet file's open failure is a problem of the read).
+fn read_origin(
+    origin: &Origin,
+    opts: ReadOptions,
+    progress: Option<reader::ProgressFn<'_>>,
+) -> Result<(reader::RawData, reader::Problems), MarketError> {
+    if origin.is_parquet() {
+        return Ok(crate::parquet::read(origin, opts, progress));
+    }
+    let (input, _) = origin.open()?;
+    Ok(reader::read(
+        input,
+        &origin.display(),
+        opts,
+        origin.decompressed_hint(),
+        progress,
+    ))
+}
+
+/// What [`convert`] wrote.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ConvertReport {
+    /// The file read.
+    pub from: String,
+    /// The file written.
+    pub to: String,
+    /// Rows written.
+    pub rows: u64,
+    /// Symbols written.
+    pub symbols: usize,
+    /// The written file's size in bytes.
+    pub bytes: u64,
+}
+
+/// Rewrites a data file in the format of `out`'s name (`.parquet` or `.csv`), checking every
+/// row on the way as a load does. Never overwrites a file.
+///
+/// # Errors
+/// The input cannot be read or breaks the format (the first problem is named), `out` exists
+/// or has another extension, or cannot be written.
+pub fn convert(input: &Path, out: &Path) -> Result<ConvertReport, MarketError> {
+    let format = match out.file_name().and_then(|n| n.to_str()) {
+        Some(n) if n.ends_with(".parquet") => crate::parquet::Format::Parquet,
+        Some(n) if n.ends_with(".csv") => crate::parquet::Format::Csv,
+        _ => {
+            return Err(MarketError::Query(format!(
+                "'{}' is not a file name to convert to; name it NAME.parquet or NAME.csv",
+                out.display()
+            )));
+        }
+    };
+    if out.exists() {
+        return Err(MarketError::Query(format!(
+            "'{}' exists; remove it or name another output file",
+            out.display()
+        )));
+    }
+    let origin = Origin::File(input.to_path_buf());
+    let (raw, problems) = read_origin(&origin, ReadOptions::LOAD, None)?;
+    if let Some(first) = problems.list.into_iter().next() {
+        return Err(MarketError::Invalid {
+            file: origin.file_name(),
+            first: Box::new(first),
+            more: problems.total.saturating_sub(1),
+        });
+    }
+    crate::parquet::Table::of_raw(&raw).write(out, format)?;
+    Ok(ConvertReport {
+        from: origin.display(),
+        to: out.display().to_string(),
+        rows: raw.rows,
+        symbols: raw.symbols.len(),
+        bytes: std::fs::metadata(out).map(|m| m.len()).unwrap_or(0),
+    })
+}
+
 /// The outcome of checking one file.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct CheckReport {
@@ -482,15 +569,8 @@ pub struct CheckReport {
 /// The file cannot be opened.
 pub fn check_file(path: &Path, cap: usize) -> Result<CheckReport, MarketError> {
     let origin = Origin::File(PathBuf::from(path));
-    let (input, _) = origin.open()?;
     let display = origin.display();
-    let (raw, mut problems) = reader::read(
-        input,
-        &display,
-        ReadOptions::check(cap),
-        origin.decompressed_hint(),
-        None,
-    );
+    let (raw, mut problems) = read_origin(&origin, ReadOptions::check(cap), None)?;
     let frequency = match dataset::infer_frequency(&raw, &display) {
         Ok(f) => Some(f),
         Err(p) => {

@@ -1,6 +1,7 @@
 //! Market data for LIM.
 //!
-//! A data directory holds datasets, one file each, in the uniform CSV format (`docs/data.md`).
+//! A data directory holds datasets, one file each, in the uniform format (`docs/data.md`) as
+//! CSV (gzipped or not) or [`parquet`].
 //! A [`Catalog`] scans a directory (or the bundled [`sample`]) and loads a dataset on demand:
 //! the [`reader`] parses the file once into a dense [`Dataset`], and the [`cache`] keeps that
 //! as a binary file for fast reloads. A [`PanelQuery`], which always carries an [`AsOf`] time,
@@ -10,7 +11,8 @@
 //! train, validation and test parts with embargo gaps.
 //!
 //! Everything here is synchronous and deterministic. The only IO is reading data files and
-//! reading and writing cache files; data files are never written.
+//! reading and writing cache files; data files are never written (a [`convert`]ed copy is a new
+//! file, and [`parquet::Table`] writes result tables where it is told).
 //!
 //! [`MarketData`] is the seam through which the rest of LIM reads data, so that a trace layer
 //! can record and replay reads.
@@ -22,6 +24,7 @@ pub mod error;
 pub mod groups;
 pub mod instrument;
 pub mod panel;
+pub mod parquet;
 pub mod reader;
 pub mod roll;
 pub mod sample;
@@ -31,7 +34,9 @@ pub mod stats;
 pub mod time;
 
 pub use cache::Cache;
-pub use catalog::{Catalog, CheckReport, LoadSource, Progress, ProgressSink, check_file};
+pub use catalog::{
+    Catalog, CheckReport, ConvertReport, LoadSource, Progress, ProgressSink, check_file, convert,
+};
 pub use dataset::{Dataset, DatasetMeta, Field, SymbolMeta};
 pub use error::MarketError;
 pub use groups::GroupTable;

@@ -37,7 +37,7 @@ impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "data file '{}'", self.file)?;
         if self.line > 0 {
-            write!(f, " line {}", self.line)?;
+            write!(f, " {} {}", line_unit(&self.file), self.line)?;
         }
         if let Some(c) = self.column {
             write!(f, ", column {c}")?;
@@ -46,6 +46,16 @@ impl fmt::Display for Problem {
             write!(f, " ({field})")?;
         }
         write!(f, ": {}", self.message)
+    }
+}
+
+/// What a problem's `line` counts in a file: lines of a CSV file (the header is line 1),
+/// rows of a Parquet file (the first row is row 1).
+pub(crate) fn line_unit(file: &str) -> &'static str {
+    if file.ends_with(".parquet") {
+        "row"
+    } else {
+        "line"
     }
 }
 
@@ -109,7 +119,23 @@ pub struct Problems {
 }
 
 impl Problems {
-    fn push(&mut self, line: u64, column: Option<usize>, field: Option<&str>, message: String) {
+    pub(crate) fn new(file: &str, opts: ReadOptions) -> Problems {
+        Problems {
+            list: Vec::new(),
+            total: 0,
+            cap: opts.max_problems.max(1),
+            stop_at_cap: opts.stop_at_cap,
+            file: file.to_string(),
+        }
+    }
+
+    pub(crate) fn push(
+        &mut self,
+        line: u64,
+        column: Option<usize>,
+        field: Option<&str>,
+        message: String,
+    ) {
         self.total += 1;
         if self.list.len() < self.cap {
             self.list.push(Problem {
@@ -122,7 +148,7 @@ impl Problems {
         }
     }
 
-    fn should_stop(&self) -> bool {
+    pub(crate) fn should_stop(&self) -> bool {
         self.stop_at_cap && self.total >= self.cap
     }
 }
@@ -168,13 +194,7 @@ pub fn read(
     size_hint: Option<u64>,
     progress: Option<ProgressFn<'_>>,
 ) -> (RawData, Problems) {
-    let mut problems = Problems {
-        list: Vec::new(),
-        total: 0,
-        cap: opts.max_problems.max(1),
-        stop_at_cap: opts.stop_at_cap,
-        file: file.to_string(),
-    };
+    let mut problems = Problems::new(file, opts);
     let mut parser = Parser::new();
     let (tx, rx) = sync_channel::<io::Result<Vec<u8>>>(4);
     thread::scope(|scope| {
@@ -182,7 +202,7 @@ pub fn read(
         consume(rx, &mut parser, &mut problems, size_hint, progress);
     });
     parser.finish(&mut problems);
-    (parser.out, problems)
+    (parser.out.out, problems)
 }
 
 /// Sends decompressed chunks; stops quietly when the consumer hangs up.
@@ -289,11 +309,11 @@ fn consume(
             }
         }
         carry.extend_from_slice(&rest[complete..]);
-        if !reserved && parser.out.rows > 0 {
+        if !reserved && parser.out.out.rows > 0 {
             reserved = true;
             if let Some(total) = size_hint {
-                let per_row = consumed as f64 / parser.out.rows as f64;
-                parser.reserve((total as f64 / per_row * 1.02) as usize);
+                let per_row = consumed as f64 / parser.out.out.rows as f64;
+                parser.out.reserve((total as f64 / per_row * 1.02) as usize);
             }
         }
         if let Some(p) = progress {
@@ -306,45 +326,247 @@ fn consume(
 }
 
 struct Parser {
-    out: RawData,
+    out: Rows,
     line: u64,
     ncols: usize,
     header_seen: bool,
     aborted: bool,
+}
+
+/// The format's rules for rows, whatever file they come from: one timestamp form per file,
+/// rows grouped by symbol and sorted by `ts`, one row per (symbol, ts), positive prices and
+/// non-negative volumes. The CSV parser and the Parquet reader feed it rows in file order.
+pub(crate) struct Rows {
+    pub(crate) out: RawData,
     cur_symbol: Vec<u8>,
     symbol_last_line: u64,
     seen: std::collections::HashMap<Vec<u8>, u64>,
     last_ts: i64,
     last_ts_line: u64,
     first_form_line: u64,
+    unit: &'static str,
 }
 
-impl Parser {
-    fn new() -> Parser {
-        Parser {
+/// The numeric fields in stored order.
+pub(crate) const NUMBER_FIELDS: [&str; 6] =
+    ["open", "high", "low", "close", "volume", "open_interest"];
+
+impl Rows {
+    pub(crate) fn new(has_open_interest: bool, unit: &'static str) -> Rows {
+        Rows {
             out: RawData {
                 starts: vec![0],
+                has_open_interest,
                 ..RawData::default()
             },
-            line: 0,
-            ncols: 7,
-            header_seen: false,
-            aborted: false,
             cur_symbol: Vec::new(),
             symbol_last_line: 0,
             seen: std::collections::HashMap::new(),
             last_ts: i64::MIN,
             last_ts_line: 0,
             first_form_line: 0,
+            unit,
         }
     }
 
-    fn reserve(&mut self, rows: usize) {
+    pub(crate) fn reserve(&mut self, rows: usize) {
         let extra = rows.saturating_sub(self.out.ts.len());
         self.out.ts.reserve_exact(extra);
         let n = if self.out.has_open_interest { 6 } else { 5 };
         for c in &mut self.out.cols[..n] {
             c.reserve_exact(extra);
+        }
+    }
+
+    /// Checks that a row's timestamp form matches the file's; false (with a problem) if not.
+    pub(crate) fn form(
+        &mut self,
+        line: u64,
+        form: TsForm,
+        column: Option<usize>,
+        problems: &mut Problems,
+    ) -> bool {
+        match self.out.ts_form {
+            None => {
+                self.out.ts_form = Some(form);
+                self.first_form_line = line;
+                true
+            }
+            Some(f) if f != form => {
+                let (this, earlier) = match form {
+                    TsForm::Date => ("a date", "date-times"),
+                    TsForm::DateTime => ("a date-time", "dates"),
+                };
+                problems.push(
+                    line,
+                    column,
+                    Some("ts"),
+                    format!(
+                        "mixed frequencies: this row has {this} but rows from {} {} hold {earlier}; put each frequency in its own file",
+                        self.unit,
+                        self.first_form_line
+                    ),
+                );
+                false
+            }
+            Some(_) => true,
+        }
+    }
+
+    /// Checks a row's symbol and its place in the file's order: `Some(new_symbol)` when the
+    /// row may follow the rows before it, `None` (with a problem) when not. `shown_ts` is how
+    /// the row's timestamp reads, for messages.
+    pub(crate) fn order(
+        &mut self,
+        line: u64,
+        sym: &[u8],
+        ts: i64,
+        shown_ts: &dyn Fn() -> String,
+        columns: (Option<usize>, Option<usize>),
+        problems: &mut Problems,
+    ) -> Option<bool> {
+        let (ts_col, sym_col) = columns;
+        if sym.is_empty() || sym.iter().any(u8::is_ascii_whitespace) {
+            problems.push(
+                line,
+                sym_col,
+                Some("symbol"),
+                format!(
+                    "'{}' is not a symbol, expected a non-empty name without spaces",
+                    String::from_utf8_lossy(sym)
+                ),
+            );
+            return None;
+        }
+        let new_symbol = sym != self.cur_symbol.as_slice();
+        if new_symbol {
+            if let Some(&end) = self.seen.get(sym) {
+                problems.push(
+                    line,
+                    sym_col,
+                    Some("symbol"),
+                    format!(
+                        "rows of '{}' appear again after its block ended at {} {end}; rows must be grouped by symbol, then sorted by ts",
+                        String::from_utf8_lossy(sym),
+                        self.unit
+                    ),
+                );
+                return None;
+            }
+        } else if ts == self.last_ts {
+            problems.push(
+                line,
+                ts_col,
+                Some("ts"),
+                format!(
+                    "duplicate row for ({}, {}): the same bar is at {} {}; keep one row per (symbol, ts)",
+                    String::from_utf8_lossy(sym),
+                    shown_ts(),
+                    self.unit,
+                    self.last_ts_line
+                ),
+            );
+            return None;
+        } else if ts < self.last_ts {
+            problems.push(
+                line,
+                ts_col,
+                Some("ts"),
+                format!(
+                    "rows are not sorted: {} comes after a later bar at {} {}; sort rows by symbol, then ts",
+                    shown_ts(),
+                    self.unit,
+                    self.last_ts_line
+                ),
+            );
+            return None;
+        }
+        Some(new_symbol)
+    }
+
+    /// Checks numeric field `k` (an index into [`NUMBER_FIELDS`]) is in range; false (with a
+    /// problem) if not.
+    pub(crate) fn in_range(
+        line: u64,
+        k: usize,
+        v: f64,
+        column: Option<usize>,
+        problems: &mut Problems,
+    ) -> bool {
+        if (k < 4 && v <= 0.0) || v < 0.0 {
+            let expected = if k < 4 {
+                "a positive price (rows with non-positive prices must be dropped or fixed)"
+            } else {
+                "a non-negative number"
+            };
+            problems.push(
+                line,
+                column,
+                Some(NUMBER_FIELDS[k]),
+                format!("{v} is out of range, expected {expected}"),
+            );
+            return false;
+        }
+        true
+    }
+
+    /// Keeps a row that passed every check.
+    pub(crate) fn push(
+        &mut self,
+        line: u64,
+        sym: &[u8],
+        new_symbol: bool,
+        ts: i64,
+        vals: [f64; 6],
+    ) {
+        if new_symbol {
+            if !self.cur_symbol.is_empty() {
+                self.seen
+                    .insert(std::mem::take(&mut self.cur_symbol), self.symbol_last_line);
+                self.out.starts.push(self.out.ts.len());
+            }
+            self.cur_symbol = sym.to_vec();
+            self.out
+                .symbols
+                .push(String::from_utf8_lossy(sym).into_owned());
+        }
+        self.symbol_last_line = line;
+        self.last_ts = ts;
+        self.last_ts_line = line;
+
+        let [o, h, l, c, v, oi] = vals;
+        if h < o.max(c) || l > o.min(c) || h < l {
+            self.out.quirks.ohlc_inconsistent += 1;
+        }
+        if v == 0.0 {
+            self.out.quirks.zero_volume += 1;
+        }
+        self.out.ts.push(ts);
+        for (col, v) in self.out.cols.iter_mut().zip([o, h, l, c, v]) {
+            col.push(v);
+        }
+        if self.out.has_open_interest {
+            self.out.cols[5].push(oi);
+        }
+        self.out.rows += 1;
+    }
+
+    /// Closes the last symbol's run.
+    pub(crate) fn finish(&mut self) {
+        if !self.cur_symbol.is_empty() {
+            self.out.starts.push(self.out.ts.len());
+        }
+    }
+}
+
+impl Parser {
+    fn new() -> Parser {
+        Parser {
+            out: Rows::new(false, "line"),
+            line: 0,
+            ncols: 7,
+            header_seen: false,
+            aborted: false,
         }
     }
 
@@ -371,7 +593,7 @@ impl Parser {
             (true, 7) => {}
             (true, 8) if names[7] == "open_interest" => {
                 self.ncols = 8;
-                self.out.has_open_interest = true;
+                self.out.out.has_open_interest = true;
             }
             _ => {
                 let (column, which) = first_mismatch(&names);
@@ -436,88 +658,22 @@ impl Parser {
                 return;
             }
         };
-        match self.out.ts_form {
-            None => {
-                self.out.ts_form = Some(form);
-                self.first_form_line = self.line;
-            }
-            Some(f) if f != form => {
-                let (this, earlier) = match form {
-                    TsForm::Date => ("a date", "date-times"),
-                    TsForm::DateTime => ("a date-time", "dates"),
-                };
-                problems.push(
-                    self.line,
-                    col(0),
-                    Some("ts"),
-                    format!(
-                        "mixed frequencies: this row has {this} but rows from line {} hold {earlier}; put each frequency in its own file",
-                        self.first_form_line
-                    ),
-                );
-                return;
-            }
-            Some(_) => {}
+        if !self.out.form(self.line, form, col(0), problems) {
+            return;
         }
 
         // symbol: rows must come grouped by symbol, sorted by ts within each group.
         let sym = field(1);
-        if sym.is_empty() || sym.iter().any(u8::is_ascii_whitespace) {
-            problems.push(
-                self.line,
-                col(1),
-                Some("symbol"),
-                format!(
-                    "'{}' is not a symbol, expected a non-empty name without spaces",
-                    String::from_utf8_lossy(sym)
-                ),
-            );
+        let shown = || String::from_utf8_lossy(ts_bytes).into_owned();
+        let Some(new_symbol) =
+            self.out
+                .order(self.line, sym, ts, &shown, (col(0), col(1)), problems)
+        else {
             return;
-        }
-        let new_symbol = sym != self.cur_symbol.as_slice();
-        if new_symbol {
-            if let Some(&end) = self.seen.get(sym) {
-                problems.push(
-                    self.line,
-                    col(1),
-                    Some("symbol"),
-                    format!(
-                        "rows of '{}' appear again after its block ended at line {end}; rows must be grouped by symbol, then sorted by ts",
-                        String::from_utf8_lossy(sym)
-                    ),
-                );
-                return;
-            }
-        } else if ts == self.last_ts {
-            problems.push(
-                self.line,
-                col(0),
-                Some("ts"),
-                format!(
-                    "duplicate row for ({}, {}): the same bar is at line {}; keep one row per (symbol, ts)",
-                    String::from_utf8_lossy(sym),
-                    String::from_utf8_lossy(ts_bytes),
-                    self.last_ts_line
-                ),
-            );
-            return;
-        } else if ts < self.last_ts {
-            problems.push(
-                self.line,
-                col(0),
-                Some("ts"),
-                format!(
-                    "rows are not sorted: {} comes after a later bar at line {}; sort rows by symbol, then ts",
-                    String::from_utf8_lossy(ts_bytes),
-                    self.last_ts_line
-                ),
-            );
-            return;
-        }
+        };
 
         // Numbers: all parsed before anything is pushed, so a bad row leaves no trace.
         let mut vals = [f64::NAN; 6];
-        const NAMES: [&str; 6] = ["open", "high", "low", "close", "volume", "open_interest"];
         for k in 0..self.ncols - 2 {
             let b = field(k + 2);
             if k == 5 && b.is_empty() {
@@ -537,67 +693,24 @@ impl Parser {
                         format!("'{}'", String::from_utf8_lossy(b))
                     };
                     let msg = if b.is_empty() {
-                        format!("{} is {shown}, expected {expected}", NAMES[k])
+                        format!("{} is {shown}, expected {expected}", NUMBER_FIELDS[k])
                     } else {
                         format!("{shown} is not a number, expected {expected}")
                     };
-                    problems.push(self.line, col(k + 2), Some(NAMES[k]), msg);
+                    problems.push(self.line, col(k + 2), Some(NUMBER_FIELDS[k]), msg);
                     return;
                 }
             };
-            if (k < 4 && v <= 0.0) || v < 0.0 {
-                let expected = if k < 4 {
-                    "a positive price (rows with non-positive prices must be dropped or fixed)"
-                } else {
-                    "a non-negative number"
-                };
-                problems.push(
-                    self.line,
-                    col(k + 2),
-                    Some(NAMES[k]),
-                    format!("{v} is out of range, expected {expected}"),
-                );
+            if !Rows::in_range(self.line, k, v, col(k + 2), problems) {
                 return;
             }
             vals[k] = v;
         }
-
-        if new_symbol {
-            if !self.cur_symbol.is_empty() {
-                self.seen
-                    .insert(std::mem::take(&mut self.cur_symbol), self.symbol_last_line);
-                self.out.starts.push(self.out.ts.len());
-            }
-            self.cur_symbol = sym.to_vec();
-            self.out
-                .symbols
-                .push(String::from_utf8_lossy(sym).into_owned());
-        }
-        self.symbol_last_line = self.line;
-        self.last_ts = ts;
-        self.last_ts_line = self.line;
-
-        let [o, h, l, c, v, oi] = vals;
-        if h < o.max(c) || l > o.min(c) || h < l {
-            self.out.quirks.ohlc_inconsistent += 1;
-        }
-        if v == 0.0 {
-            self.out.quirks.zero_volume += 1;
-        }
-        self.out.ts.push(ts);
-        for (col, v) in self.out.cols.iter_mut().zip([o, h, l, c, v]) {
-            col.push(v);
-        }
-        if self.out.has_open_interest {
-            self.out.cols[5].push(oi);
-        }
-        self.out.rows += 1;
+        self.out.push(self.line, sym, new_symbol, ts, vals);
     }
 
     fn finish(&mut self, problems: &mut Problems) {
-        if !self.cur_symbol.is_empty() {
-            self.out.starts.push(self.out.ts.len());
-        }
+        self.out.finish();
         if self.aborted {
             return;
         }
@@ -608,7 +721,7 @@ impl Parser {
                 None,
                 format!("the file is empty, expected the header '{EXPECTED_HEADER}' and rows"),
             );
-        } else if self.out.rows == 0 && problems.total == 0 {
+        } else if self.out.out.rows == 0 && problems.total == 0 {
             problems.push(2, None, None, "no data rows after the header".to_string());
         }
     }

@@ -41,6 +41,11 @@ impl Origin {
         }
     }
 
+    /// Whether the bytes are a Parquet file (by name).
+    pub fn is_parquet(&self) -> bool {
+        crate::parquet::is_parquet_name(&self.file_name())
+    }
+
     /// The file name alone.
     pub fn file_name(&self) -> String {
         match self {
@@ -146,10 +151,11 @@ impl Origin {
     }
 }
 
-/// The dataset name of a data file: its name without `.csv.gz` or `.csv`.
+/// The dataset name of a data file: its name without `.csv.gz`, `.csv` or `.parquet`.
 pub fn dataset_name(path: &Path) -> Option<String> {
     let name = path.file_name()?.to_str()?;
     name.strip_suffix(".csv.gz")
         .or_else(|| name.strip_suffix(".csv"))
+        .or_else(|| name.strip_suffix(".parquet"))
         .map(str::to_string)
 }

@@ -38,8 +38,8 @@ fn main() -> anyhow::Result<()> {
     let file = file.context(
         "usage: bench-load [--mode parse|first|cached] [--reps N] [--cache-dir DIR] FILE",
     )?;
-    let name =
-        lim_market::source::dataset_name(&file).context("FILE must be NAME.csv or NAME.csv.gz")?;
+    let name = lim_market::source::dataset_name(&file)
+        .context("FILE must be NAME.csv, NAME.csv.gz or NAME.parquet")?;
     let scratch = tempfile::tempdir()?;
     let dir = dir.unwrap_or_else(|| scratch.path().to_path_buf());
     let fields = [Field::Close, Field::Volume];

@@ -39,6 +39,7 @@ use crate::{plan_check, workflow};
 mod baseline;
 mod config;
 mod data;
+pub mod export;
 mod finalize;
 mod html;
 mod plan;
