@@ -458,6 +458,7 @@ fn backtest_html_writes_a_tearsheet_that_agrees_with_the_json() {
         let fig = &html[at..at + html[at..].find("</figure>").unwrap()];
         assert!(fig.contains("data-points=\""), "chart {id} is empty");
     }
+    assert!(html.contains("id=\"ic-decay\""), "no IC decay");
     let rows = html.matches("<tr><td>").count();
     let baselines = v["baselines"].as_array().unwrap().len();
     assert!(

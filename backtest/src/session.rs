@@ -360,6 +360,34 @@ impl Session {
             .collect()
     }
 
+    /// The mean rank IC of `signal` against the return over the next `h` bars, for each of
+    /// `horizons`, on the bars of `part` (the IC decay a tearsheet draws).
+    ///
+    /// # Errors
+    /// The signal does not parse or uses a grouping the data lacks.
+    pub fn ic_decay(
+        &self,
+        signal: &str,
+        part: Part,
+        horizons: &[usize],
+    ) -> Result<Vec<(usize, f64)>, String> {
+        let names = self.frame.field_names();
+        let groups = self.frame.group_names();
+        let e = crate::expr::parse_with(signal, &names, &groups).map_err(|e| e.to_string())?;
+        self.check_groups(&e)?;
+        let Some(close) = self.frame.fields.get("close") else {
+            return Err("the panel has no close prices".into());
+        };
+        let eval = Evaluator::new(&self.frame, std::slice::from_ref(&e));
+        let values = eval.signal(&e);
+        Ok(metrics::ic_decay(
+            &values.values,
+            close,
+            horizons,
+            self.splits.range(part),
+        ))
+    }
+
     /// How each result's returns over `part` move with the always-long book of its own
     /// construction ([`crate::baseline::always_long`]): a correlation near ±1 is a position
     /// in the market, not a signal. Each distinct construction is run once.

@@ -1498,6 +1498,19 @@ fn the_tearsheet_holds_every_section_and_the_summarys_numbers_and_fetches_nothin
     for f in &s.finalists {
         assert!(html.contains(&format!("data-v=\"{}\"", f.test.sharpe)));
     }
+    // The finalists' IC decay on the sealed test, every horizon, as computed by the session.
+    assert_eq!(curves.ic_decay.len(), s.finalists.len());
+    assert!(html.contains("id=\"ic-decay\""));
+    for d in &curves.ic_decay {
+        let horizons: Vec<usize> = d.by_horizon.iter().map(|(h, _)| *h).collect();
+        assert_eq!(horizons, research::IC_DECAY_HORIZONS);
+        assert!(d.by_horizon.iter().any(|(_, v)| v.is_some()), "{d:?}");
+        for (_, v) in &d.by_horizon {
+            if let Some(v) = v {
+                assert!(html.contains(&format!("data-v=\"{v}\"")), "{v} not shown");
+            }
+        }
+    }
     let start = html.find("id=\"summary\">").unwrap() + "id=\"summary\">".len();
     let end = start + html[start..].find("</script>").unwrap();
     let embedded: Summary = serde_json::from_str(&html[start..end].replace("<\\/", "</")).unwrap();

@@ -139,6 +139,15 @@ pub fn test_finalists(
             })
             .collect(),
         series: Vec::new(),
+        ic_decay: finalists
+            .iter()
+            .filter_map(|(name, spec)| {
+                let pairs = session
+                    .ic_decay(&spec.signal, Part::Test, &IC_DECAY_HORIZONS)
+                    .ok()?;
+                Some(IcDecay::new(name, &pairs))
+            })
+            .collect(),
     };
     let curve = |name: &str, kind: CurveKind, book: &lim_backtest::topk::Book| Curve {
         name: name.to_string(),
@@ -302,7 +311,36 @@ pub struct Curves {
     pub parts: Vec<(Part, usize, usize)>,
     /// The curves.
     pub series: Vec<Curve>,
+    /// Each strategy's mean rank IC against the return over the next h bars, by horizon h
+    /// (finalists: on the sealed test; a backtest: over the parts shown).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ic_decay: Vec<IcDecay>,
 }
+
+/// One strategy's IC decay: mean rank IC by forward horizon in bars (`None`: undefined).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IcDecay {
+    /// The strategy.
+    pub name: String,
+    /// (horizon in bars, mean rank IC).
+    pub by_horizon: Vec<(usize, Option<f64>)>,
+}
+
+impl IcDecay {
+    /// From a backtest's `(horizon, mean rank IC)` pairs.
+    pub fn new(name: &str, pairs: &[(usize, f64)]) -> IcDecay {
+        IcDecay {
+            name: name.to_string(),
+            by_horizon: pairs
+                .iter()
+                .map(|&(h, v)| (h, v.is_finite().then_some(v)))
+                .collect(),
+        }
+    }
+}
+
+/// Horizons of the IC decay, in bars.
+pub const IC_DECAY_HORIZONS: [usize; 5] = [1, 2, 5, 10, 20];
 
 pub(super) struct Report {
     pub(super) config: ResearchConfig,

@@ -261,6 +261,50 @@ fn heat(v: f64) -> String {
     }
 }
 
+/// Mean rank IC by forward horizon, one row per strategy, heat-mapped: how fast a signal's
+/// information fades.
+fn ic_decay_table(c: &Curves) -> String {
+    let mut horizons: Vec<usize> = c
+        .ic_decay
+        .iter()
+        .flat_map(|d| d.by_horizon.iter().map(|(h, _)| *h))
+        .collect();
+    horizons.sort_unstable();
+    horizons.dedup();
+    let mut s = String::from(
+        "<h3 id=\"ic-decay\">IC decay: mean rank IC against the return over the next h bars</h3><table class=\"ic-decay\"><thead><tr><th>strategy</th>",
+    );
+    for h in &horizons {
+        let _ = write!(s, "<th>h = {h}</th>");
+    }
+    s.push_str("</tr></thead><tbody>");
+    for d in &c.ic_decay {
+        let _ = write!(s, "<tr><td>{}</td>", esc(&d.name));
+        for h in &horizons {
+            let v = d
+                .by_horizon
+                .iter()
+                .find(|(k, _)| k == h)
+                .and_then(|(_, v)| *v)
+                .unwrap_or(f64::NAN);
+            // Rank ICs are small: scale the colour so that 0.05 is strong.
+            let _ = write!(
+                s,
+                "<td data-v=\"{v}\"{}>{}</td>",
+                heat(v * 6.0),
+                if v.is_finite() {
+                    format!("{v:.4}")
+                } else {
+                    "–".into()
+                }
+            );
+        }
+        s.push_str("</tr>");
+    }
+    s.push_str("</tbody></table>");
+    s
+}
+
 /// Compounded return per calendar year of `c`.
 fn by_year(times: &[Timestamp], c: &Curve) -> Vec<(i32, f64)> {
     let mut out: Vec<(i32, f64)> = Vec::new();
@@ -427,6 +471,9 @@ fn curve_sections(s: &mut String, c: &Curves, periods: f64, t: &Titles) {
         }),
         |v| format!("{v:.3}"),
     ));
+    if !c.ic_decay.is_empty() {
+        s.push_str(&ic_decay_table(c));
+    }
     s.push_str("</section><section id=\"years\"><h2>Returns by year</h2>");
     s.push_str(&years_table(c));
     if let Some(first) = c.series.iter().find(|x| x.kind == CurveKind::Finalist) {
@@ -828,6 +875,11 @@ pub fn curves_of(
             })
             .collect(),
         series,
+        ic_decay: strategies
+            .iter()
+            .filter(|r| !r.ic_decay.is_empty())
+            .map(|r| super::finalize::IcDecay::new(&r.name, &r.ic_decay))
+            .collect(),
     }
 }
 

@@ -50,7 +50,10 @@ mod trial;
 pub use baseline::{Baseline, Combined, VersusBaseline, baselines};
 pub use config::{Budgets, ResearchConfig, StrategistConfig};
 pub use data::FORECAST;
-pub use finalize::{Curve, CurveKind, Curves, MAX_FINALIST_CORRELATION, diverse, test_finalists};
+pub use finalize::{
+    Curve, CurveKind, Curves, IC_DECAY_HORIZONS, IcDecay, MAX_FINALIST_CORRELATION, diverse,
+    test_finalists,
+};
 pub use html::{PartRow, backtest_tearsheet, curves_of, esc as escape_html, tearsheet};
 pub use report::{Entry, Rejected, Summary, artifacts_of, findings_of, summarize};
 
