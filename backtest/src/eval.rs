@@ -424,6 +424,14 @@ impl<'a> Evaluator<'a> {
             },
             _ => f64::NAN,
         };
+        // The optional minimum count follows the declared arguments (default: the window).
+        let min = |w: usize| match func(name).map(|f| f.args.len()) {
+            Some(k) if args.len() == k + 1 => match args.get(k) {
+                Some(Expr::Num(m)) => *m as usize,
+                _ => w,
+            },
+            _ => w,
+        };
         let kind = func(name).map(|f| f.kind);
         // Constants stay constants through element-wise functions.
         if kind == Some(Kind::Element) {
@@ -442,13 +450,21 @@ impl<'a> Evaluator<'a> {
                     }
                 })
             }
-            "ts_mean" => x.map_cols(|c, o| ops::move_mean(c, window(1), o)),
-            "ts_sum" => x.map_cols(|c, o| ops::move_sum(c, window(1), o)),
+            "ts_mean" => x.map_cols(|c, o| ops::move_mean_min(c, window(1), min(window(1)), o)),
+            "ts_sum" => x.map_cols(|c, o| ops::move_sum_min(c, window(1), min(window(1)), o)),
             "ts_product" => x.map_cols(|c, o| ops::move_product(c, window(1), o)),
-            "ts_std" => x.map_cols(|c, o| ops::move_var(c, window(1), 1, true, o)),
-            "ts_var" => x.map_cols(|c, o| ops::move_var(c, window(1), 1, false, o)),
-            "ts_min" => x.map_cols(|c, o| ops::move_extreme(c, window(1), Extreme::Min, false, o)),
-            "ts_max" => x.map_cols(|c, o| ops::move_extreme(c, window(1), Extreme::Max, false, o)),
+            "ts_std" => {
+                x.map_cols(|c, o| ops::move_var_min(c, window(1), min(window(1)), 1, true, o))
+            }
+            "ts_var" => {
+                x.map_cols(|c, o| ops::move_var_min(c, window(1), min(window(1)), 1, false, o))
+            }
+            "ts_min" => x.map_cols(|c, o| {
+                ops::move_extreme_min(c, window(1), min(window(1)), Extreme::Min, false, o)
+            }),
+            "ts_max" => x.map_cols(|c, o| {
+                ops::move_extreme_min(c, window(1), min(window(1)), Extreme::Max, false, o)
+            }),
             "ts_argmin" | "ts_argmax" => {
                 let d = window(1);
                 let which = if name == "ts_argmin" {
@@ -456,13 +472,18 @@ impl<'a> Evaluator<'a> {
                 } else {
                     Extreme::Max
                 };
+                let m = min(d);
                 x.map_cols(|c, o| {
-                    ops::move_extreme(c, d, which, true, o);
+                    ops::move_extreme_min(c, d, m, which, true, o);
                     // Bars since the extreme -> position in the window, 0 = oldest.
                     for v in o.iter_mut() {
                         *v = (d - 1) as f64 - *v;
                     }
                 })
+            }
+            "ts_rank" if min(window(1)) < window(1) => {
+                let d = window(1);
+                x.map_cols(|c, o| ops::move_rank_pct_min(c, d, min(d), o))
             }
             "ts_rank" => {
                 let d = window(1);
@@ -474,11 +495,11 @@ impl<'a> Evaluator<'a> {
                 })
             }
             "ts_zscore" => {
-                let d = window(1);
+                let (d, m) = (window(1), min(window(1)));
                 x.map_cols(|c, o| {
                     let mut sd = vec![0.0; c.len()];
-                    ops::move_mean(c, d, o);
-                    ops::move_var(c, d, 1, true, &mut sd);
+                    ops::move_mean_min(c, d, m, o);
+                    ops::move_var_min(c, d, m, 1, true, &mut sd);
                     for ((o, v), s) in o.iter_mut().zip(c).zip(&sd) {
                         *o = (v - *o) / s;
                     }
@@ -486,11 +507,14 @@ impl<'a> Evaluator<'a> {
             }
             "ts_corr" | "ts_cov" => {
                 let y = self.eval(&args[1]);
-                pair_moments(&x, &y, window(2), name == "ts_corr")
+                pair_moments(&x, &y, window(2), min(window(2)), name == "ts_corr")
             }
             "ts_skew" => x.map_cols(|c, o| ops::window_map(c, window(1), o, ops::skew)),
             "ts_kurt" => x.map_cols(|c, o| ops::window_map(c, window(1), o, ops::kurt)),
             "ts_ema" => x.map_cols(|c, o| ops::ema(c, window(1), o)),
+            "decay_linear" if min(window(1)) < window(1) => {
+                x.map_cols(|c, o| ops::decay_linear_min(c, window(1), min(window(1)), o))
+            }
             "decay_linear" => x.map_cols(|c, o| ops::decay_linear(c, window(1), o)),
             "ts_quantile" => {
                 let q = number(2);
@@ -580,7 +604,7 @@ fn group_apply(r: &[f64], o: &mut [f64], ids: &[u32], demean: bool, scratch: &mu
 
 /// Rolling covariance or correlation from moving means of x, y, xy (and x², y²), with a window
 /// NaN wherever either series is NaN, the reference's formulation.
-fn pair_moments(x: &Mat, y: &Mat, d: usize, corr: bool) -> Mat {
+fn pair_moments(x: &Mat, y: &Mat, d: usize, min: usize, corr: bool) -> Mat {
     let mut out = Mat::zeros(x.t, x.n);
     let t = x.t;
     if t == 0 {
@@ -589,7 +613,7 @@ fn pair_moments(x: &Mat, y: &Mat, d: usize, corr: bool) -> Mat {
     out.data
         .par_chunks_mut(t)
         .zip(x.data.par_chunks(t).zip(y.data.par_chunks(t)))
-        .for_each(|(o, (xc, yc))| ops::move_cov_corr(xc, yc, d, corr, o));
+        .for_each(|(o, (xc, yc))| ops::move_cov_corr_min(xc, yc, d, min, corr, o));
     out
 }
 

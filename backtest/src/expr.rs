@@ -86,6 +86,30 @@ impl BinOp {
     }
 }
 
+/// Window functions that take an optional last argument, `min_count`: a window needs at least
+/// that many numbers (bottleneck's `min_count`), and the statistic is over the numbers in it.
+/// Without it, a window needs all of its bars to be numbers.
+pub const MIN_COUNT_FUNCS: &[&str] = &[
+    "ts_sum",
+    "ts_mean",
+    "ts_std",
+    "ts_var",
+    "ts_zscore",
+    "ts_min",
+    "ts_max",
+    "ts_argmin",
+    "ts_argmax",
+    "ts_rank",
+    "ts_corr",
+    "ts_cov",
+    "decay_linear",
+];
+
+/// Whether `name` takes the optional `min_count` argument (see [`MIN_COUNT_FUNCS`]).
+pub fn takes_min_count(name: &str) -> bool {
+    MIN_COUNT_FUNCS.contains(&name)
+}
+
 /// What kind of argument a function takes in a position.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Arg {
@@ -917,16 +941,41 @@ impl Parser<'_> {
                 .collect();
             format!("{}({})", f.name, parts.join(", "))
         };
-        if args.len() != f.args.len() {
+        let optional = takes_min_count(&name);
+        if args.len() != f.args.len() && !(optional && args.len() == f.args.len() + 1) {
+            let extra = if optional {
+                ", then optionally min_count (how many numbers a window needs)"
+            } else {
+                ""
+            };
             return Err(self.err(
                 pos,
                 format!(
-                    "{name} takes {} argument(s), got {}: {}",
+                    "{name} takes {} argument(s), got {}: {}{extra}",
                     f.args.len(),
                     args.len(),
                     signature()
                 ),
             ));
+        }
+        if args.len() == f.args.len() + 1 {
+            let window = args.iter().zip(f.args).find_map(|(a, k)| match (a, k) {
+                (Expr::Num(d), Arg::Window) => Some(*d),
+                _ => None,
+            });
+            let apos = positions[args.len() - 1];
+            match (args.last(), window) {
+                (Some(Expr::Num(m)), Some(d)) if *m >= 1.0 && m.fract() == 0.0 && *m <= d => {}
+                _ => {
+                    return Err(self.err(
+                        apos,
+                        format!(
+                            "the minimum count of {name} must be an integer literal from 1 to its window: how many numbers a window needs (default: all of them), e.g. {}(x, 20, 10)",
+                            name
+                        ),
+                    ));
+                }
+            }
         }
         for ((a, kind), &apos) in args.iter().zip(f.args).zip(&positions) {
             match (kind, a) {

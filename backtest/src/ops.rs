@@ -51,6 +51,13 @@ pub fn shift(x: &[f64], d: usize, out: &mut [f64]) {
 
 /// Rolling sum over `w` bars; NaN unless all `w` are numbers.
 pub fn move_sum(x: &[f64], w: usize, out: &mut [f64]) {
+    move_sum_min(x, w, w, out);
+}
+
+/// Rolling sum over `w` bars of the numbers among them, where there are at least `m`
+/// (bottleneck's `min_count`; the first bars' shorter windows count too). `m = w` is
+/// [`move_sum`].
+pub fn move_sum_min(x: &[f64], w: usize, m: usize, out: &mut [f64]) {
     let (mut sum, mut count) = (0.0, 0usize);
     for t in 0..x.len() {
         let a = x[t];
@@ -74,11 +81,8 @@ pub fn move_sum(x: &[f64], w: usize, out: &mut [f64]) {
                 (true, true) => {}
             }
         }
-        out[t] = if t + 1 >= w && count >= w {
-            sum
-        } else {
-            f64::NAN
-        };
+        // `count <= t + 1`, so with `m = w` this is "the window is full of numbers".
+        out[t] = if count >= m { sum } else { f64::NAN };
     }
 }
 
@@ -101,7 +105,13 @@ pub fn move_product(x: &[f64], w: usize, out: &mut [f64]) {
 
 /// Rolling mean over `w` bars; NaN unless all `w` are numbers.
 pub fn move_mean(x: &[f64], w: usize, out: &mut [f64]) {
-    let mut m = MeanWindow::new(w);
+    move_mean_min(x, w, w, out);
+}
+
+/// Rolling mean over `w` bars of the numbers among them, where there are at least `min`
+/// (bottleneck's `min_count`). `min = w` is [`move_mean`].
+pub fn move_mean_min(x: &[f64], w: usize, min: usize, out: &mut [f64]) {
+    let mut m = MeanWindow::new(w, min);
     for t in 0..x.len() {
         out[t] = m.push(t, x[t], if t >= w { x[t - w] } else { f64::NAN });
     }
@@ -112,15 +122,18 @@ pub fn move_mean(x: &[f64], w: usize, out: &mut [f64]) {
 #[derive(Debug, Clone, Copy)]
 struct MeanWindow {
     w: usize,
+    /// Numbers needed in the window (`w`: all of them).
+    min: usize,
     sum: f64,
     count: usize,
     inv: f64,
 }
 
 impl MeanWindow {
-    fn new(w: usize) -> MeanWindow {
+    fn new(w: usize, min: usize) -> MeanWindow {
         MeanWindow {
             w,
+            min,
             sum: 0.0,
             count: 0,
             inv: 0.0,
@@ -128,7 +141,7 @@ impl MeanWindow {
     }
 
     /// Bar `t` with value `a`; `old` is the value leaving the window (bar `t - w`, ignored
-    /// before that). Returns the mean, NaN unless all `w` values are numbers.
+    /// before that). Returns the mean, NaN unless at least `min` values are numbers.
     #[inline(always)]
     fn push(&mut self, t: usize, a: f64, old: f64) -> f64 {
         let w = self.w;
@@ -137,7 +150,8 @@ impl MeanWindow {
                 self.sum += a;
                 self.count += 1;
             }
-            let out = if t + 1 == w && self.count >= w {
+            // `count <= t + 1`: with `min = w` only the first full window qualifies.
+            let out = if self.count >= self.min {
                 self.sum / self.count as f64
             } else {
                 f64::NAN
@@ -161,7 +175,7 @@ impl MeanWindow {
                 }
                 (true, true) => {}
             }
-            if self.count >= w {
+            if self.count >= self.min {
                 self.sum * self.inv
             } else {
                 f64::NAN
@@ -174,19 +188,31 @@ impl MeanWindow {
 /// series over `d` bars, the reference's formulation: moving means of x, y, xy, x² and y², with
 /// each series NaN wherever the other is. The five means advance together in one loop.
 pub fn move_cov_corr(x: &[f64], y: &[f64], d: usize, corr: bool, out: &mut [f64]) {
+    move_cov_corr_min(x, y, d, d, corr, out);
+}
+
+/// [`move_cov_corr`] over the bars of the window where both are numbers, where there are at
+/// least `min` (the covariance scaled by `n / (n - 1)` for those `n`).
+pub fn move_cov_corr_min(x: &[f64], y: &[f64], d: usize, min: usize, corr: bool, out: &mut [f64]) {
     let pick = |i: usize| {
         let a = x[i] + 0.0 * y[i];
         let b = y[i] + 0.0 * a;
         [a, b, a * b, a * a, b * b]
     };
-    let mut m = [MeanWindow::new(d); 5];
-    let f = d as f64 / (d as f64 - 1.0);
+    let mut m = [MeanWindow::new(d, min); 5];
+    let full = d as f64 / (d as f64 - 1.0);
     for (t, o) in out.iter_mut().enumerate().take(x.len()) {
         let v = pick(t);
         let old = if t >= d { pick(t - d) } else { [f64::NAN; 5] };
         let mx = m[0].push(t, v[0], old[0]);
         let my = m[1].push(t, v[1], old[1]);
         let mxy = m[2].push(t, v[2], old[2]);
+        let n = m[0].count;
+        let f = if n == d {
+            full
+        } else {
+            n as f64 / (n as f64 - 1.0)
+        };
         if !corr {
             *o = (mxy - mx * my) * f;
             continue;
@@ -201,6 +227,11 @@ pub fn move_cov_corr(x: &[f64], y: &[f64], d: usize, corr: bool, out: &mut [f64]
 
 /// Rolling variance (`sqrt = false`) or standard deviation over `w` bars with `ddof`.
 pub fn move_var(x: &[f64], w: usize, ddof: usize, sqrt: bool, out: &mut [f64]) {
+    move_var_min(x, w, w, ddof, sqrt, out);
+}
+
+/// [`move_var`] over the numbers of the window, where there are at least `min`.
+pub fn move_var_min(x: &[f64], w: usize, min: usize, ddof: usize, sqrt: bool, out: &mut [f64]) {
     let (mut mean, mut ssq, mut count) = (0.0f64, 0.0f64, 0usize);
     let (mut inv, mut ddof_inv) = (0.0, 0.0);
     let fin = |ssq: f64, div: f64| {
@@ -217,7 +248,7 @@ pub fn move_var(x: &[f64], w: usize, ddof: usize, sqrt: bool, out: &mut [f64]) {
                 ssq += delta * (a - mean);
             }
             if t + 1 == w {
-                out[t] = if count >= w {
+                out[t] = if count >= min {
                     if ssq < 0.0 {
                         ssq = 0.0;
                     }
@@ -229,7 +260,12 @@ pub fn move_var(x: &[f64], w: usize, ddof: usize, sqrt: bool, out: &mut [f64]) {
                 inv = 1.0 / count as f64;
                 ddof_inv = 1.0 / (count as f64 - ddof as f64);
             } else {
-                out[t] = f64::NAN;
+                // A shorter first window (only when `min < w`).
+                out[t] = if count >= min && count > ddof {
+                    fin(ssq, 1.0 / (count as f64 - ddof as f64))
+                } else {
+                    f64::NAN
+                };
             }
         } else {
             let mut old = x[t - w];
@@ -264,7 +300,7 @@ pub fn move_var(x: &[f64], w: usize, ddof: usize, sqrt: bool, out: &mut [f64]) {
                 }
                 (true, true) => {}
             }
-            if count >= w {
+            if count >= min && count > ddof {
                 if ssq < 0.0 {
                     ssq = 0.0;
                 }
@@ -288,20 +324,32 @@ pub enum Extreme {
 /// Rolling minimum or maximum (`arg = false`) or the bars since it (`arg = true`, 0 = now;
 /// the newest wins ties). NaN unless all `w` values are numbers.
 pub fn move_extreme(x: &[f64], w: usize, which: Extreme, arg: bool, out: &mut [f64]) {
+    move_extreme_min(x, w, w, which, arg, out);
+}
+
+/// [`move_extreme`] over the numbers of the window, where there are at least `min`.
+pub fn move_extreme_min(
+    x: &[f64],
+    w: usize,
+    min: usize,
+    which: Extreme,
+    arg: bool,
+    out: &mut [f64],
+) {
     if w == 0 {
         out.fill(f64::NAN);
         return;
     }
     // One copy of the loops per case, so that no comparison or output decides at run time.
     match (which, arg) {
-        (Extreme::Min, false) => extreme::<false, false>(x, w, out),
-        (Extreme::Min, true) => extreme::<false, true>(x, w, out),
-        (Extreme::Max, false) => extreme::<true, false>(x, w, out),
-        (Extreme::Max, true) => extreme::<true, true>(x, w, out),
+        (Extreme::Min, false) => extreme::<false, false>(x, w, min, out),
+        (Extreme::Min, true) => extreme::<false, true>(x, w, min, out),
+        (Extreme::Max, false) => extreme::<true, false>(x, w, min, out),
+        (Extreme::Max, true) => extreme::<true, true>(x, w, min, out),
     }
 }
 
-fn extreme<const MAX: bool, const ARG: bool>(x: &[f64], w: usize, out: &mut [f64]) {
+fn extreme<const MAX: bool, const ARG: bool>(x: &[f64], w: usize, min: usize, out: &mut [f64]) {
     let n = x.len();
     let big = if MAX {
         f64::NEG_INFINITY
@@ -330,8 +378,10 @@ fn extreme<const MAX: bool, const ARG: bool>(x: &[f64], w: usize, out: &mut [f64
             if t >= w && !x[t - w].is_nan() {
                 count -= 1;
             }
-            out[t] = if t + 1 >= w && count >= w {
-                let s = t + 1 - w;
+            // `count <= t + 1`; a shorter first window (only when `min < w`) lies in the
+            // first block, so its best is `g`.
+            out[t] = if count >= min {
+                let s = (t + 1).saturating_sub(w);
                 // `s < b`: the window reaches into the block before, at offset `s + w - b`.
                 let (value, best) = if s < b && better(hv[s + w - b], gv) {
                     (hv[s + w - b], hi[s + w - b])
@@ -382,6 +432,47 @@ pub fn move_rank(x: &[f64], w: usize, out: &mut [f64]) {
             let r = 0.5 * (g + e - 1.0) / (n as f64 - 1.0);
             2.0 * (r - 0.5)
         };
+    }
+}
+
+/// Percentile rank of the current value among the numbers of the last `w` bars, in (0, 1]
+/// (ties averaged), where there are at least `min` of them; NaN where the current value is.
+pub fn move_rank_pct_min(x: &[f64], w: usize, min: usize, out: &mut [f64]) {
+    for t in 0..x.len() {
+        let a = x[t];
+        if a.is_nan() {
+            out[t] = f64::NAN;
+            continue;
+        }
+        let (mut below, mut equal, mut n) = (0u32, 0u32, 0u32);
+        for &b in &x[(t + 1).saturating_sub(w)..=t] {
+            n += u32::from(!b.is_nan());
+            below += u32::from(b < a);
+            equal += u32::from(b == a);
+        }
+        out[t] = if (n as usize) < min {
+            f64::NAN
+        } else {
+            (f64::from(below) + 0.5 * (f64::from(equal) + 1.0)) / f64::from(n)
+        };
+    }
+}
+
+/// Linearly weighted mean of the numbers of the last `d` bars (newest weight `d`, the
+/// weights of missing bars left out), where there are at least `min`.
+pub fn decay_linear_min(x: &[f64], d: usize, min: usize, out: &mut [f64]) {
+    for t in 0..x.len() {
+        let (mut acc, mut total, mut n) = (0.0, 0.0, 0usize);
+        for i in 0..d.min(t + 1) {
+            let v = x[t - i];
+            if !v.is_nan() {
+                let wgt = (d - i) as f64;
+                acc += v * wgt;
+                total += wgt;
+                n += 1;
+            }
+        }
+        out[t] = if n >= min { acc / total } else { f64::NAN };
     }
 }
 
