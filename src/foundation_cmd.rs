@@ -1173,6 +1173,19 @@ fn print_transfer(r: &TransferReport, location: &str) {
         println!("volatility forecasts on the test samples (lower QLIKE and MSE are better):");
         print!("{}", t.render());
     }
+    if !r.return_baselines.is_empty() {
+        let mut t = Table::new(&["simple forecast", "test IC", "test rank IC", "NW t"]);
+        for (name, v) in &r.return_baselines {
+            t.row(vec![
+                name.clone(),
+                format!("{:+.4}", v.ic),
+                format!("{:+.4}", v.rank_ic),
+                format!("{:+.2}", v.rank_ic_nw_t),
+            ]);
+        }
+        println!("simple forecasts on the same test samples (linear: least squares on the training samples):");
+        print!("{}", t.render());
+    }
 }
 
 fn list(a: ListArgs) -> anyhow::Result<ExitCode> {

@@ -244,6 +244,15 @@ fn a_tiny_eval_grid_runs_and_resumes_from_its_cells() {
         vol.iter().any(|a| a.starts_with("HAR-RV")),
         "the simple forecasts are rows"
     );
+    let rank: Vec<&str> = rows
+        .iter()
+        .filter(|r| r["target"] == "rank h5")
+        .map(|r| r["arm"].as_str().unwrap())
+        .collect();
+    assert!(
+        rank.contains(&"linear (4 features)") && rank.contains(&"-reversal 5"),
+        "the return target's simple forecasts are rows: {rank:?}"
+    );
     assert!(rows.iter().all(|r| r["metric"]
         == if r["target"] == "vol h5" {
             "qlike"

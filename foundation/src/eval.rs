@@ -4,8 +4,9 @@
 //! from the scratch arm with a t-statistic.
 //!
 //! A cell is one target (kind and horizon) and one seed: every arm (scratch, target-only and
-//! cross-market pretraining, probe and full fine-tuning) and, for volatility, the simple
-//! forecasts (trailing, EWMA, HAR-RV), all on the same test samples.
+//! cross-market pretraining, probe and full fine-tuning) and the simple forecasts: for
+//! volatility trailing, EWMA and HAR-RV; for returns a linear model on four classic features
+//! and momentum and reversal alone; all on the same test samples.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -127,6 +128,13 @@ pub fn run_grid(
                     rank_ic_nw_t: a.test.rank_ic_nw_t,
                 })
                 .collect();
+            arms.extend(report.return_baselines.iter().map(|(name, r)| ArmScore {
+                arm: name.clone(),
+                rank_ic: r.rank_ic,
+                ic: r.ic,
+                qlike: None,
+                rank_ic_nw_t: r.rank_ic_nw_t,
+            }));
             arms.extend(report.baselines.iter().map(|(name, v)| ArmScore {
                 arm: name.clone(),
                 rank_ic: v.rank_ic,

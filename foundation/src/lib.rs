@@ -8,7 +8,7 @@
 //! full, beside the same head trained from scratch. A fine-tuned [`model::Predictor`] makes a
 //! `times × symbols` prediction panel strictly after everything it learned from
 //! ([`predict`]), which strategies can load as a field. [`transfer`] runs the whole
-//! comparison. [`checkpoint::Store`] keeps models with their configuration, training state and
+//! comparison, beside simple forecasts: [`vol`] for volatility, [`linear`] for returns. [`checkpoint::Store`] keeps models with their configuration, training state and
 //! data manifest.
 //!
 //! burn stays inside this crate: its outward API speaks in market types, prediction panels
@@ -24,6 +24,7 @@ pub mod eval;
 pub mod features;
 pub mod finetune;
 pub mod forecast;
+pub mod linear;
 pub mod memory;
 pub mod model;
 pub mod parallel;

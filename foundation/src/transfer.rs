@@ -101,6 +101,11 @@ pub struct TransferReport {
     /// the training samples).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub baselines: Vec<(String, VolReport)>,
+    /// For return targets, the linear model on classic features (fitted on the training
+    /// samples) and two of those features alone, on the same test samples (see
+    /// [`crate::linear`]).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub return_baselines: Vec<(String, IcReport)>,
 }
 
 /// A pretrained backbone, its final loss, seconds taken and series per dataset.
@@ -315,6 +320,11 @@ pub fn run(
             crate::vol::baselines(&train, &test, spec.model.window())
         } else {
             Vec::new()
+        },
+        return_baselines: if spec.target_kind == Target::LogVol {
+            Vec::new()
+        } else {
+            crate::linear::baselines(&train, &test)
         },
     })
 }

@@ -120,39 +120,18 @@ impl Har {
     /// Least squares on `train`'s samples (normal equations, Gaussian elimination with partial
     /// pivoting). `None` when the system is singular.
     pub fn fit(train: &SampleSet) -> Option<Har> {
-        let mut a = [[0.0f64; 5]; 4];
+        let (mut a, mut c) = ([[0.0f64; 4]; 4], [0.0f64; 4]);
         for s in &train.samples {
             let x = har_features(&train.universe.series[s.series], s.end);
             for i in 0..4 {
                 for j in 0..4 {
                     a[i][j] += x[i] * x[j];
                 }
-                a[i][4] += x[i] * s.ret;
-            }
-        }
-        for c in 0..4 {
-            let p = (c..4).max_by(|&i, &j| a[i][c].abs().total_cmp(&a[j][c].abs()))?;
-            if a[p][c].abs() < 1e-12 {
-                return None;
-            }
-            a.swap(c, p);
-            for r in 0..4 {
-                if r != c {
-                    let f = a[r][c] / a[c][c];
-                    let pivot = a[c];
-                    for (x, p) in a[r][c..].iter_mut().zip(&pivot[c..]) {
-                        *x -= f * p;
-                    }
-                }
+                c[i] += x[i] * s.ret;
             }
         }
         Some(Har {
-            coef: [
-                a[0][4] / a[0][0],
-                a[1][4] / a[1][1],
-                a[2][4] / a[2][2],
-                a[3][4] / a[3][3],
-            ],
+            coef: crate::linear::solve(a, c)?,
         })
     }
 
