@@ -1183,7 +1183,9 @@ fn print_transfer(r: &TransferReport, location: &str) {
                 format!("{:+.2}", v.rank_ic_nw_t),
             ]);
         }
-        println!("simple forecasts on the same test samples (linear: least squares on the training samples):");
+        println!(
+            "simple forecasts on the same test samples (linear: least squares on the training samples):"
+        );
         print!("{}", t.render());
     }
 }

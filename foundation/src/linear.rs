@@ -18,7 +18,12 @@ use crate::finetune::{IcReport, SampleSet, ic_report};
 const K: usize = 4;
 
 /// The feature names, in order.
-pub const NAMES: [&str; K] = ["momentum 60-5", "reversal 5", "volatility 20", "volume trend 5"];
+pub const NAMES: [&str; K] = [
+    "momentum 60-5",
+    "reversal 5",
+    "volatility 20",
+    "volume trend 5",
+];
 
 fn sum(x: &[f64]) -> f64 {
     x.iter().filter(|v| v.is_finite()).sum()
@@ -38,6 +43,7 @@ fn raw(s: &InstrumentSeries, end: usize) -> [f64; K] {
 }
 
 /// Standardised features of every sample of `set`, and the forward returns demeaned per date.
+#[allow(clippy::needless_range_loop)] // a feature index across the samples of a date
 fn design(set: &SampleSet) -> (Vec<[f64; K]>, Vec<f64>) {
     let mut x: Vec<[f64; K]> = set
         .samples
@@ -92,11 +98,7 @@ pub(crate) fn solve<const N: usize>(mut a: [[f64; N]; N], mut c: [f64; N]) -> Op
             }
         }
     }
-    let mut b = [0.0; N];
-    for i in 0..N {
-        b[i] = c[i] / a[i][i];
-    }
-    Some(b)
+    Some(std::array::from_fn(|i| c[i] / a[i][i]))
 }
 
 /// The linear model's weights, fitted on `train` (`None` when the features are collinear).
@@ -129,10 +131,7 @@ pub fn baselines(train: &SampleSet, test: &SampleSet) -> Vec<(String, IcReport)>
         let pred = score(&|xi| (0..K).map(|k| w[k] * xi[k]).sum());
         out.push(("linear (4 features)".to_string(), ic_report(test, &pred)));
     }
-    out.push((
-        NAMES[0].to_string(),
-        ic_report(test, &score(&|xi| xi[0])),
-    ));
+    out.push((NAMES[0].to_string(), ic_report(test, &score(&|xi| xi[0]))));
     out.push((
         format!("-{}", NAMES[1]),
         ic_report(test, &score(&|xi| -xi[1])),
