@@ -159,3 +159,159 @@ pub fn research_backtests(
         cluster, data, data_dir, work, stop, tty,
     )?)))
 }
+
+/// Where a training command runs, and what its Slurm job asks for (`lim foundation pretrain`
+/// and `finetune`; see docs/cluster.md).
+#[derive(Debug, Clone, Args)]
+pub struct JobArgs {
+    /// Where the training runs: here, or as one Slurm job (a `lim worker` on a node runs this
+    /// very command; checkpoints land in the models directory, which the nodes must share).
+    /// Run again after a crash, it attaches to the job instead of submitting it twice; a
+    /// failed job is resubmitted and continues from its last checkpoint.
+    #[arg(long, value_enum, default_value_t = Executor::Local)]
+    pub executor: Executor,
+    /// Slurm settings as TOML (as for `lim backtest`); the flags below override it.
+    #[arg(long, value_name = "FILE")]
+    pub slurm_config: Option<PathBuf>,
+    /// Slurm partition.
+    #[arg(long)]
+    pub partition: Option<String>,
+    /// Slurm account.
+    #[arg(long)]
+    pub account: Option<String>,
+    /// CPUs for the job (`--cpus-per-task`).
+    #[arg(long)]
+    pub cpus_per_task: Option<usize>,
+    /// Memory for the job (`--mem`, e.g. 8G).
+    #[arg(long)]
+    pub mem: Option<String>,
+    /// Generic resources (`--gres`, e.g. gpu:1; pair with --device cuda).
+    #[arg(long)]
+    pub gres: Option<String>,
+    /// Wall-time limit of the job (`--time`, e.g. 08:00:00).
+    #[arg(long, value_name = "LIMIT")]
+    pub time_limit: Option<String>,
+    /// Directory the coordinator and the job share: the unit, the job's log and its ledger.
+    #[arg(long, value_name = "DIR", default_value = "lim-work")]
+    pub job_dir: PathBuf,
+}
+
+/// The job flags of [`JobArgs`], which the job's own command line must not repeat.
+const JOB_FLAGS: [&str; 9] = [
+    "--executor",
+    "--slurm-config",
+    "--partition",
+    "--account",
+    "--cpus-per-task",
+    "--mem",
+    "--gres",
+    "--time-limit",
+    "--job-dir",
+];
+
+/// This process's arguments without the job flags and `replaced` (each takes a value), with
+/// `--json` and `extra` appended: the command a job runs.
+pub fn job_command_line(replaced: &[&str], extra: &[String]) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut args = std::env::args().skip(1);
+    let strip = |a: &str| JOB_FLAGS.contains(&a) || replaced.contains(&a);
+    while let Some(a) = args.next() {
+        if strip(&a) {
+            args.next();
+            continue;
+        }
+        if a.split_once('=').is_some_and(|(f, _)| strip(f)) {
+            continue;
+        }
+        out.push(a);
+    }
+    if !out.iter().any(|a| a == "--json") {
+        out.push("--json".to_string());
+    }
+    out.extend(extra.iter().cloned());
+    out
+}
+
+/// Runs `unit` as one Slurm job with `job`'s resources (attaching to it when it is already
+/// queued or done), and returns the command's `--json` summary.
+pub fn run_job(
+    job: &JobArgs,
+    data: &DataArgs,
+    unit: lim_pipelines::cluster::work::CommandUnit,
+) -> anyhow::Result<serde_json::Value> {
+    use lim_pipelines::cluster::slurm::run_batch;
+    use lim_pipelines::cluster::work::WorkUnit;
+    let mut config = ClusterArgs {
+        executor: Executor::Slurm,
+        slurm_config: job.slurm_config.clone(),
+        partition: job.partition.clone(),
+        account: job.account.clone(),
+        shards: Some(1),
+    }
+    .slurm_config()?;
+    if let Some(c) = job.cpus_per_task {
+        config.cpus_per_task = c;
+    }
+    for (field, flag) in [
+        (&mut config.mem, &job.mem),
+        (&mut config.gres, &job.gres),
+        (&mut config.time, &job.time_limit),
+    ] {
+        if flag.is_some() {
+            field.clone_from(flag);
+        }
+    }
+    let wd = WorkDir::open(&job.job_dir)?;
+    let digest = wd.put(&WorkUnit::Command(unit))?;
+    let worker = worker_command(data, data.data_dir().as_deref())?;
+    let interrupted = crate::interrupt_flag();
+    let stop = move || {
+        interrupted
+            .load(Ordering::SeqCst)
+            .then(|| "interrupted".to_string())
+    };
+    let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let mut last = String::new();
+    let mut progress = |p: &Progress| {
+        let state = if p.done == 1 {
+            "done"
+        } else if p.running == 1 {
+            "running"
+        } else if p.pending == 1 {
+            "queued"
+        } else {
+            "submitting"
+        };
+        let line = format!("slurm job {}: {state}, {} retries", p.name, p.retries);
+        if line != last {
+            if tty {
+                eprint!("\r\x1b[2K{line}");
+            } else {
+                eprintln!("{line}");
+            }
+            last = line;
+        }
+    };
+    let slurm = Slurm {
+        config: config.clone(),
+        logs: wd.root().join("logs"),
+    };
+    let out = run_batch(
+        &wd,
+        std::slice::from_ref(&digest),
+        &slurm,
+        &config,
+        &worker,
+        &stop,
+        &mut progress,
+    );
+    if tty {
+        eprintln!();
+    }
+    let out = out?;
+    Ok(out
+        .into_iter()
+        .next()
+        .and_then(|o| o.summary)
+        .unwrap_or(serde_json::Value::Null))
+}

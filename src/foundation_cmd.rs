@@ -180,6 +180,8 @@ pub struct PretrainArgs {
     #[arg(long)]
     resume: bool,
     #[command(flatten)]
+    job: crate::cluster_args::JobArgs,
+    #[command(flatten)]
     model: ModelArgs,
     #[command(flatten)]
     data: DataArgs,
@@ -268,6 +270,8 @@ pub struct FinetuneArgs {
     /// Continue the model's latest checkpoint (repeat the original command and add this).
     #[arg(long)]
     resume: bool,
+    #[command(flatten)]
+    job: crate::cluster_args::JobArgs,
     #[command(flatten)]
     model: ModelArgs,
     #[command(flatten)]
@@ -435,6 +439,9 @@ fn mixture(items: &[String], symbols: &Option<Vec<String>>) -> anyhow::Result<Ve
 
 fn pretrain(a: PretrainArgs) -> anyhow::Result<ExitCode> {
     let store = a.model.store();
+    if a.job.executor == crate::cluster_args::Executor::Slurm {
+        return on_slurm(&a.job, &a.data, &store, &a.name, a.json);
+    }
     let device = a.model.device()?.autodiff();
     let mut cfg = a.shape.config()?;
     if a.resume
@@ -549,6 +556,9 @@ fn pretrain(a: PretrainArgs) -> anyhow::Result<ExitCode> {
 
 fn finetune_cmd(a: FinetuneArgs) -> anyhow::Result<ExitCode> {
     let store = a.model.store();
+    if a.job.executor == crate::cluster_args::Executor::Slurm {
+        return on_slurm(&a.job, &a.data, &store, &a.name, a.json);
+    }
     let device = a.model.device()?.autodiff();
     let catalog = a.data.catalog()?;
     let mode = if a.scratch {
@@ -1251,5 +1261,42 @@ fn list(a: ListArgs) -> anyhow::Result<ExitCode> {
         ]);
     }
     print!("{}", t.render());
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Runs this training command as a Slurm job (see `JobArgs`): the same command line on a
+/// node, its checkpoints in the shared models directory, continued with `--resume` after a
+/// failed attempt; prints the job's summary.
+fn on_slurm(
+    job: &crate::cluster_args::JobArgs,
+    data: &DataArgs,
+    store: &lim_foundation::Store,
+    name: &str,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    use lim_pipelines::cluster::work::CommandUnit;
+    std::fs::create_dir_all(store.dir())
+        .with_context(|| format!("cannot create '{}'", store.dir().display()))?;
+    let models = store.dir().canonicalize()?;
+    let mut extra = vec!["--models-dir".to_string(), models.display().to_string()];
+    if let Some(d) = data.data_dir() {
+        let d = d.canonicalize().unwrap_or(d);
+        extra.extend(["--data".to_string(), d.display().to_string()]);
+    }
+    let unit = CommandUnit {
+        args: crate::cluster_args::job_command_line(&["--models-dir", "--data"], &extra),
+        resume_when: Some(models.join(name).join("LATEST")),
+        resume_args: vec!["--resume".to_string()],
+    };
+    let summary = crate::cluster_args::run_job(job, data, unit)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&summary)?);
+    } else {
+        println!(
+            "'{name}' trained as a Slurm job; its checkpoints are in {}: {}",
+            models.join(name).display(),
+            serde_json::to_string(&summary)?
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 use clap::Args;
-use lim_pipelines::cluster::work::WorkDir;
+use lim_pipelines::cluster::work::{CommandUnit, WorkDir, WorkUnit};
 
 use crate::DataArgs;
 
@@ -53,6 +53,9 @@ pub fn run(args: WorkerArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let unit = wd.get(&digest)?;
+    if let WorkUnit::Command(c) = &unit {
+        return run_command(&wd, &digest, c);
+    }
     let market = args.data.catalog()?;
     let started = std::time::Instant::now();
     let results = unit.execute(&market)?;
@@ -62,5 +65,31 @@ pub fn run(args: WorkerArgs) -> anyhow::Result<ExitCode> {
         results.len(),
         started.elapsed().as_secs_f64()
     );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Runs a command unit as a child `lim` (its progress goes to this task's log), and keeps its
+/// `--json` summary as the output once it succeeds.
+fn run_command(wd: &WorkDir, digest: &str, c: &CommandUnit) -> anyhow::Result<ExitCode> {
+    let args = c.args_now();
+    eprintln!("{digest}: lim {}", args.join(" "));
+    let started = std::time::Instant::now();
+    let out = std::process::Command::new(std::env::current_exe()?)
+        .args(&args)
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .context("cannot start lim for the command unit")?;
+    if !out.status.success() {
+        bail!(
+            "the command 'lim {}' failed: {}",
+            args.join(" "),
+            out.status
+        );
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let summary = serde_json::from_str(text.trim())
+        .unwrap_or_else(|_| serde_json::Value::String(text.trim().to_string()));
+    wd.put_summary(digest, summary)?;
+    eprintln!("{digest}: done in {:.1} s", started.elapsed().as_secs_f64());
     Ok(ExitCode::SUCCESS)
 }

@@ -1,7 +1,8 @@
 //! `lim backtest --executor slurm` against a real single-node Slurm cluster on 127.0.0.1
 //! (`tests/slurm/cluster.sh start DIR` prints the `SLURM_CONF` to give as
 //! `LIM_TEST_SLURM_CONF`; `.ci/run` does both and stops the cluster afterwards), and
-//! `lim research --executor slurm` killed and resumed. One test,
+//! `lim research --executor slurm` killed and resumed, and `lim foundation pretrain` as a
+//! Slurm job. One test,
 //! in stages, because the stages kill processes by name and must not see each other's.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests fail loudly
@@ -390,4 +391,68 @@ fn backtests_on_slurm_match_local_survive_kills_and_stop_at_the_deadline() {
         "research: {} batches on Slurm, killed and resumed, report identical",
         ledgers.len()
     );
+
+    // 6. Pretraining as a Slurm job with the resources asked: its checkpoints land in the
+    //    shared models directory; run again, it finds the finished job and submits nothing.
+    let (models, jobs) = (dir.path().join("models"), dir.path().join("jobs"));
+    let pretrain = || {
+        cluster
+            .lim(&[
+                "foundation",
+                "pretrain",
+                "--name",
+                "p",
+                "--datasets",
+                "cn_futures_daily",
+                "--cutoff",
+                "2015-12-31",
+                "--config",
+                "tiny",
+                "--steps",
+                "6",
+                "--batch",
+                "8",
+                "--checkpoint-every",
+                "3",
+                "--models-dir",
+                models.to_str().unwrap(),
+                "--executor",
+                "slurm",
+                "--cpus-per-task",
+                "1",
+                "--mem",
+                "700M",
+                "--job-dir",
+                jobs.to_str().unwrap(),
+                "--json",
+            ])
+            .output()
+            .unwrap()
+    };
+    let summary: serde_json::Value = serde_json::from_str(&ok(&pretrain())).unwrap();
+    assert_eq!(summary["name"], "p");
+    assert_eq!(summary["steps"], 6);
+    assert!(models.join("p").join("LATEST").is_file(), "no checkpoint");
+    let (name, text) = ledger(&jobs);
+    assert_eq!(text.matches("\"submit\"").count(), 1, "{text}");
+    let job = text
+        .lines()
+        .find_map(|l| l.split("\"job\":\"").nth(1))
+        .and_then(|r| r.split('"').next())
+        .unwrap()
+        .to_string();
+    let shown = cluster.slurm("scontrol", &["-o", "show", "job", &job]);
+    assert!(
+        shown.contains("MinMemoryNode=700M") && shown.contains("NumCPUs=1"),
+        "{shown}"
+    );
+    let again: serde_json::Value = serde_json::from_str(&ok(&pretrain())).unwrap();
+    assert_eq!(again, summary);
+    let (_, text) = ledger(&jobs);
+    assert_eq!(
+        text.matches("\"submit\"").count(),
+        1,
+        "submitted twice: {text}"
+    );
+    assert_eq!(cluster.completions(&name), 1);
 }

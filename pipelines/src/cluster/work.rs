@@ -26,6 +26,32 @@ pub const FORMAT: &str = "lim-work-output/1";
 pub enum WorkUnit {
     /// A shard of backtests on one universe and split.
     Backtest(BacktestShard),
+    /// A `lim` command whose work lands in directories the nodes share (a pretraining or
+    /// fine-tuning job and its checkpoints), run by `lim worker` as a child process.
+    Command(CommandUnit),
+}
+
+/// A `lim` command as a unit of work.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CommandUnit {
+    /// Its arguments after `lim` (e.g. `foundation pretrain --name m ... --json`).
+    pub args: Vec<String>,
+    /// When this path exists (a checkpoint left by an earlier attempt), `resume_args` are
+    /// added: a retried training job continues where the failed one stopped.
+    pub resume_when: Option<PathBuf>,
+    /// See `resume_when`.
+    pub resume_args: Vec<String>,
+}
+
+impl CommandUnit {
+    /// The arguments to run now.
+    pub fn args_now(&self) -> Vec<String> {
+        let mut args = self.args.clone();
+        if self.resume_when.as_ref().is_some_and(|p| p.exists()) {
+            args.extend(self.resume_args.iter().cloned());
+        }
+        args
+    }
 }
 
 /// Strategies to backtest on one universe: what `Session::run` is given.
@@ -74,6 +100,8 @@ pub struct WorkOutput {
     pub input: String,
     /// The results.
     pub results: Vec<StrategyResult>,
+    /// A command unit's summary (its `--json` output).
+    pub summary: Option<serde_json::Value>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -85,6 +113,9 @@ struct Header {
     results: Vec<StrategyResult>,
     /// Which results carry a book in the payload, in order.
     books: Vec<bool>,
+    /// A command unit's summary.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    summary: Option<serde_json::Value>,
 }
 
 fn hex64(bytes: &[u8]) -> String {
@@ -111,6 +142,9 @@ impl WorkUnit {
     /// The universe cannot be loaded.
     pub fn execute(&self, market: &dyn MarketData) -> Result<Vec<StrategyResult>, WorkError> {
         match self {
+            WorkUnit::Command(_) => Err(WorkError::Run(
+                "a command unit is run by `lim worker`, not here".into(),
+            )),
             WorkUnit::Backtest(shard) => {
                 let frequency = match shard.universe.frequency.as_deref() {
                     None => None,
@@ -221,6 +255,23 @@ impl WorkDir {
     /// # Errors
     /// It cannot be written.
     pub fn put_output(&self, digest: &str, results: &[StrategyResult]) -> Result<(), WorkError> {
+        self.put_output_with(digest, results, None)
+    }
+
+    /// Writes the output of a command unit: its summary.
+    ///
+    /// # Errors
+    /// It cannot be written.
+    pub fn put_summary(&self, digest: &str, summary: serde_json::Value) -> Result<(), WorkError> {
+        self.put_output_with(digest, &[], Some(summary))
+    }
+
+    fn put_output_with(
+        &self,
+        digest: &str,
+        results: &[StrategyResult],
+        summary: Option<serde_json::Value>,
+    ) -> Result<(), WorkError> {
         let mut payload = Vec::new();
         for r in results {
             if let Some(b) = &r.book {
@@ -233,6 +284,7 @@ impl WorkDir {
             checksum: hex64(&payload),
             results: results.to_vec(),
             books: results.iter().map(|r| r.book.is_some()).collect(),
+            summary,
         };
         let mut bytes = serde_json::to_vec(&header).map_err(|e| WorkError::Run(e.to_string()))?;
         bytes.push(b'\n');
@@ -293,6 +345,7 @@ impl WorkDir {
         Ok(Some(WorkOutput {
             input: digest.to_string(),
             results,
+            summary: header.summary,
         }))
     }
 }
