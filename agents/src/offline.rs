@@ -203,6 +203,9 @@ pub struct Evolution {
     known: Vec<String>,
     /// Every candidate proposed, in order: all of them count as trials.
     pub history: Vec<Candidate>,
+    /// The minimum count, as a share of each window, that proposals carry (see
+    /// [`Evolution::tolerate_gaps`]).
+    min_count: Option<f64>,
 }
 
 impl Evolution {
@@ -221,6 +224,7 @@ impl Evolution {
             fields: fields.into_iter().map(String::from).collect(),
             known: FIELDS.iter().map(|f| f.to_string()).collect(),
             history: Vec::new(),
+            min_count: None,
         }
     }
 
@@ -231,6 +235,14 @@ impl Evolution {
         e.seen = history.iter().map(|c| c.signal.clone()).collect();
         e.history = history;
         e
+    }
+
+    /// Makes every proposal's window operators need only `share` of their window to be numbers
+    /// (`None`: all of it, the default): for universes whose union calendar leaves holes, where
+    /// strict windows would be blank wherever one market was closed. The search itself works
+    /// on the strict forms, so the same seed explores the same expressions either way.
+    pub fn tolerate_gaps(&mut self, share: Option<f64>) {
+        self.min_count = share;
     }
 
     /// Lets signals use one more field (e.g. a model's predictions), and mutation introduce it.
@@ -306,9 +318,12 @@ impl Evolution {
             let a = elite[self.pick(elite.len())].clone();
             let (child, parents) = if self.rng.next_f64() < 0.3 && elite.len() > 1 {
                 let b = elite[self.pick(elite.len())].clone();
-                (self.crossover(&a, &b), vec![a, b])
+                (
+                    self.crossover(&self.strict(&a), &self.strict(&b)),
+                    vec![a, b],
+                )
             } else {
-                (self.mutate(&a), vec![a])
+                (self.mutate(&self.strict(&a)), vec![a])
             };
             let Some(mut child) = child else { continue };
             if wrap_rank && !child.starts_with("rank(") && !child.starts_with("-rank(") {
@@ -316,6 +331,7 @@ impl Evolution {
             }
             if let Ok(e) = parse(&child, &self.known())
                 && e.size() <= 40
+                && let e = e.with_min_count(self.min_count)
                 && !self.seen.contains(&e.to_string())
                 && !out
                     .iter()
@@ -326,6 +342,13 @@ impl Evolution {
         }
         let _ = generation;
         out
+    }
+
+    /// `signal` without minimum counts.
+    fn strict(&self, signal: &str) -> String {
+        parse(signal, &self.known())
+            .map(|e| e.with_min_count(None).to_string())
+            .unwrap_or_else(|_| signal.to_string())
     }
 
     fn mutate(&mut self, signal: &str) -> Option<String> {

@@ -460,6 +460,44 @@ impl Expr {
         }
     }
 
+    /// The expression with every window operator of [`MIN_COUNT_FUNCS`] given a minimum count
+    /// of `share` of its window (rounded up, at least 1), or, for `None`, with every minimum
+    /// count removed (the strict default). Applying it twice is applying it once.
+    #[must_use]
+    pub fn with_min_count(&self, share: Option<f64>) -> Expr {
+        match self {
+            Expr::Num(_) | Expr::Field(_) | Expr::Group(_) => self.clone(),
+            Expr::Neg(e) => Expr::Neg(Box::new(e.with_min_count(share))),
+            Expr::Not(e) => Expr::Not(Box::new(e.with_min_count(share))),
+            Expr::Bin(op, a, b) => Expr::Bin(
+                *op,
+                Box::new(a.with_min_count(share)),
+                Box::new(b.with_min_count(share)),
+            ),
+            Expr::Call(name, args) => {
+                let declared = func(name).map_or(args.len(), |f| f.args.len());
+                let mut out: Vec<Expr> = args
+                    .iter()
+                    .take(declared)
+                    .map(|a| a.with_min_count(share))
+                    .collect();
+                if takes_min_count(name)
+                    && let Some(s) = share
+                    && let Some(d) = out
+                        .iter()
+                        .zip(func(name).map_or(&[][..], |f| f.args))
+                        .find_map(|(a, k)| match (a, k) {
+                            (Expr::Num(d), Arg::Window) => Some(*d),
+                            _ => None,
+                        })
+                {
+                    out.push(Expr::Num((d * s).ceil().clamp(1.0, d)));
+                }
+                Expr::Call(name.clone(), out)
+            }
+        }
+    }
+
     /// The longest look-back in bars: how many bars pass before the first value can exist.
     pub fn warmup(&self) -> usize {
         match self {

@@ -360,6 +360,43 @@ impl Session {
             .collect()
     }
 
+    /// `signal` parsed against this session's fields and groupings.
+    ///
+    /// # Errors
+    /// It does not parse.
+    pub fn parse(&self, signal: &str) -> Result<Expr, String> {
+        let names = self.frame.field_names();
+        let groups = self.frame.group_names();
+        crate::expr::parse_with(signal, &names, &groups).map_err(|e| e.to_string())
+    }
+
+    /// The share of bars missing inside each instrument's trading life in the training part
+    /// (between its first and last close there): the holidays of a union calendar across
+    /// markets, which blank every strict window that spans one (see `Expr::with_min_count`).
+    pub fn calendar_gaps(&self) -> f64 {
+        let Some(close) = self.frame.fields.get("close") else {
+            return 0.0;
+        };
+        let train = self.splits.range(Part::Train);
+        let (mut missing, mut cells) = (0usize, 0usize);
+        for j in 0..close.n {
+            let c = &close.col(j)[train.clone()];
+            let (Some(first), Some(last)) = (
+                c.iter().position(|v| !v.is_nan()),
+                c.iter().rposition(|v| !v.is_nan()),
+            ) else {
+                continue;
+            };
+            cells += last + 1 - first;
+            missing += c[first..=last].iter().filter(|v| v.is_nan()).count();
+        }
+        if cells == 0 {
+            0.0
+        } else {
+            missing as f64 / cells as f64
+        }
+    }
+
     /// The mean rank IC of `signal` against the return over the next `h` bars, for each of
     /// `horizons`, on the bars of `part` (the IC decay a tearsheet draws).
     ///

@@ -242,3 +242,33 @@ fn a_bad_minimum_count_is_refused_with_the_fix() {
         assert!(e.contains(want), "{text}: {e}");
     }
 }
+
+/// `with_min_count` gives every window operator its share of the window, leaves the others
+/// alone, and strips them again with `None`.
+#[test]
+fn with_min_count_sets_and_strips_minimum_counts() {
+    let names = ["close", "volume", "returns"];
+    let e = parse(
+        "rank(ts_corr(rank(close), rank(volume), 10)) - delay(ts_mean(returns, 20), 5) + ts_skew(returns, 30)",
+        &names,
+    )
+    .unwrap();
+    let t = e.with_min_count(Some(0.75));
+    assert_eq!(
+        t.to_string(),
+        "rank(ts_corr(rank(close), rank(volume), 10, 8)) - delay(ts_mean(returns, 20, 15), 5) + ts_skew(returns, 30)"
+    );
+    assert_eq!(
+        t.with_min_count(Some(0.75)),
+        t,
+        "applied twice is applied once"
+    );
+    assert_eq!(t.with_min_count(None), e);
+    assert_eq!(
+        parse("ts_max(close, 3)", &names)
+            .unwrap()
+            .with_min_count(Some(0.1))
+            .to_string(),
+        "ts_max(close, 3, 1)"
+    );
+}

@@ -1525,3 +1525,90 @@ fn the_tearsheet_holds_every_section_and_the_summarys_numbers_and_fetches_nothin
     let bare = research::tearsheet(&s, None);
     assert!(bare.contains("recorded before LIM kept its curves") && !bare.contains("<svg"));
 }
+
+/// A union calendar with holes (two markets with different holidays): the offline strategist's
+/// windows and the baselines' signals need only 75 % of their bars, so the finalists trade in
+/// the sealed test; with strict windows every window spanning a holiday of either market
+/// would be blank.
+#[test]
+fn on_a_calendar_with_holes_the_search_and_the_baselines_tolerate_missing_bars() {
+    use std::fmt::Write as _;
+    let dir = tempfile::tempdir().unwrap();
+    let mut csv = String::from("ts,symbol,open,high,low,close,volume\n");
+    let (mut seed, day0) = (7u64, 10_957i64); // 2000-01-01
+    for (k, sym) in [
+        "XA:ONE", "XA:TWO", "XA:THREE", "XB:FOUR", "XB:FIVE", "XB:SIX",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let mut p = 100.0;
+        for i in 0..2_000i64 {
+            // Market A is shut every 25th day, market B every 31st (about 3 % of the union's
+            // bars each, as stock indices of three countries).
+            let shut = if k < 3 { i % 25 == 4 } else { i % 31 == 6 };
+            seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+            let u = (seed >> 11) as f64 / (1u64 << 53) as f64 - 0.5;
+            p *= 1.0 + 0.02 * u;
+            if shut {
+                continue;
+            }
+            let d = lim_market::Timestamp((day0 + i) * 86_400).date_string();
+            let _ = writeln!(csv, "{d},{sym},{p},{},{},{p},1000", p * 1.01, p * 0.99);
+        }
+    }
+    std::fs::write(dir.path().join("indices_daily.csv"), csv).unwrap();
+    let market: Arc<dyn MarketData> = Arc::new(Catalog::open_dir(dir.path(), None).unwrap());
+    let config = small("mean reversion in equity indices");
+    let artifacts = run_services(
+        &config,
+        Services {
+            market,
+            llm: Arc::new(NoLlm),
+            clock: Arc::new(FixedClock(0)),
+            foundation: None,
+            memory: Arc::new(lim_tools::NoMemory),
+            remote_backtests: None,
+        },
+        fresh(),
+        Mode::Resume,
+    )
+    .unwrap();
+    let s: Summary = serde_json::from_value(artifacts["summary"].clone()).unwrap();
+    assert!(!s.finalists.is_empty());
+    for f in &s.finalists {
+        assert!(
+            f.test.bars > 20,
+            "{} does not trade in the test: {:?}",
+            f.signal,
+            f.test
+        );
+    }
+    let windowed = s
+        .finalists
+        .iter()
+        .map(|f| f.signal.as_str())
+        .chain(s.baselines.iter().map(|b| b.signal.as_str()))
+        .filter(|sig| sig.contains("ts_"));
+    for sig in windowed {
+        let e = lim_backtest::parse(
+            sig,
+            &[
+                "close",
+                "returns",
+                "open",
+                "high",
+                "low",
+                "volume",
+                "vwap",
+                "dollar_volume",
+            ],
+        )
+        .unwrap();
+        assert_eq!(
+            e.with_min_count(Some(0.75)).to_string(),
+            sig,
+            "{sig} does not tolerate the calendar's holes"
+        );
+    }
+}

@@ -28,8 +28,17 @@ impl Node for Finalize {
                     .map(|&i| spec(&trials[i].signal))
                     .collect();
                 let chosen = diverse(&session, pool, finalists);
+                // Baselines tolerate a union calendar's holes as the search's windows did.
+                let tolerance = super::gap_tolerance(&session);
+                let bases: Vec<(String, StrategySpec)> = baselines(&plan)
+                    .into_iter()
+                    .map(|(name, mut spec)| {
+                        spec.signal = super::tolerant(Some(&session), &spec.signal, tolerance);
+                        (name, spec)
+                    })
+                    .collect();
                 let (finalists, baselines, combined, curves) =
-                    test_finalists(&session, &chosen, &baselines(&plan));
+                    test_finalists(&session, &chosen, &bases);
                 // Multiple testing over every trial of the run.
                 let all: Vec<(String, StrategySpec)> = trials
                     .iter()

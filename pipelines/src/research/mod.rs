@@ -48,6 +48,35 @@ mod search;
 mod trial;
 
 pub use baseline::{Baseline, Combined, VersusBaseline, baselines};
+
+/// Calendar holes beyond which the offline strategist's windows and the baselines tolerate
+/// missing bars (a share of the training part's bars inside instruments' lives).
+pub const GAP_THRESHOLD: f64 = 0.02;
+/// The share of each window that must hold numbers when they do.
+pub const GAP_MIN_SHARE: f64 = 0.75;
+
+/// The minimum-count share for a universe whose union calendar leaves holes (markets with
+/// different holidays): `Some(GAP_MIN_SHARE)` beyond [`GAP_THRESHOLD`], else `None`.
+pub fn gap_tolerance(session: &lim_backtest::session::Session) -> Option<f64> {
+    (session.calendar_gaps() > GAP_THRESHOLD).then_some(GAP_MIN_SHARE)
+}
+
+/// `signal` with window minimum counts of `share` (unchanged for `None` or when it does not
+/// parse against `session`).
+pub fn tolerant(
+    session: Option<&lim_backtest::session::Session>,
+    signal: &str,
+    share: Option<f64>,
+) -> String {
+    match (session, share) {
+        (Some(s), Some(_)) => s
+            .parse(signal)
+            .map(|e| e.with_min_count(share).to_string())
+            .unwrap_or_else(|_| signal.to_string()),
+        _ => signal.to_string(),
+    }
+}
+
 pub use config::{Budgets, ResearchConfig, StrategistConfig};
 pub use data::FORECAST;
 pub use finalize::{

@@ -64,6 +64,9 @@ impl<L: LlmClient + 'static> Node for Generate<L> {
             for f in &added {
                 evo.allow(f);
             }
+            let session = self.universe.current();
+            let tolerance = session.as_deref().and_then(super::gap_tolerance);
+            evo.tolerate_gaps(tolerance);
             let mut note = None;
             let mut activity = None;
             let mut foundation = None;
@@ -80,7 +83,15 @@ impl<L: LlmClient + 'static> Node for Generate<L> {
                         ]
                     });
                 }
-                seeds.into_iter().map(|s| (s, Vec::new())).collect()
+                seeds
+                    .into_iter()
+                    .map(|s| {
+                        (
+                            super::tolerant(session.as_deref(), &s, tolerance),
+                            Vec::new(),
+                        )
+                    })
+                    .collect()
             } else {
                 match &self.config.strategist {
                     StrategistConfig::Offline => {
