@@ -812,6 +812,7 @@ fn transfer_spec(a: &TransferArgs, catalog: &lim_market::Catalog) -> anyhow::Res
         target_kind: a.target_kind.into(),
         horizon: a.horizon,
         seed: a.seed,
+        train_bars: None,
     })
 }
 
@@ -849,6 +850,11 @@ pub struct EvalArgs {
     /// Directory of the grid's cells (one JSON file each); a cell found there is not run again.
     #[arg(long, value_name = "DIR", default_value = "lim-eval")]
     out: PathBuf,
+    /// Sample efficiency: fine-tune on only the last N bars of the target's training period,
+    /// for each N given (comma-separated; `all` for the whole period, the default), e.g.
+    /// 250,500,1000,all. Pretraining still reads everything up to the cutoff.
+    #[arg(long, value_delimiter = ',', value_name = "N")]
+    train_bars: Option<Vec<String>>,
     /// Everything else, as for `lim foundation transfer` (its --target-kind and --horizon are
     /// replaced by --grid; seeds are --seed, --seed + 1, …).
     #[command(flatten)]
@@ -892,14 +898,34 @@ fn eval_cmd(a: EvalArgs) -> anyhow::Result<ExitCode> {
     let seeds: Vec<u64> = (0..t.seeds.max(1) as u64)
         .map(|k| t.seed.wrapping_add(k))
         .collect();
+    let sizes = a
+        .train_bars
+        .clone()
+        .unwrap_or_else(|| vec!["all".into()])
+        .iter()
+        .map(|n| match n.trim() {
+            "all" => Ok(None),
+            n => n
+                .parse::<usize>()
+                .ok()
+                .filter(|n| *n >= 20)
+                .map(Some)
+                .with_context(|| {
+                    format!("--train-bars '{n}': give a number of bars of at least 20, or all")
+                }),
+        })
+        .collect::<anyhow::Result<Vec<Option<usize>>>>()?;
     let base = transfer_spec(t, &catalog)?;
     let started = Instant::now();
     let mut printer = step_printer();
     let cells = lim_foundation::eval::run_grid(
         &catalog,
         &base,
-        &targets,
-        &seeds,
+        &lim_foundation::eval::Grid {
+            targets: &targets,
+            train_bars: &sizes,
+            seeds: &seeds,
+        },
         &device,
         &a.out,
         &mut |label, r| printer(label, r),

@@ -67,23 +67,41 @@ pub struct Cell {
     pub horizon: usize,
     /// The seed.
     pub seed: u64,
+    /// Bars of target training history fine-tuned on (`None`: all of it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub train_bars: Option<usize>,
     /// The arms, then the simple forecasts.
     pub arms: Vec<ArmScore>,
     /// Wall seconds it took (0 when read back).
     pub seconds: f64,
 }
 
+/// The axes of an evaluation grid: every target × training size × seed is a cell.
+#[derive(Debug, Clone, Copy)]
+pub struct Grid<'a> {
+    /// Target kinds and horizons.
+    pub targets: &'a [(Target, usize)],
+    /// Bars of target training history (`None`: all; empty: all only).
+    pub train_bars: &'a [Option<usize>],
+    /// Seeds.
+    pub seeds: &'a [u64],
+}
+
 /// The file name of a cell.
-pub fn cell_name(kind: Target, horizon: usize, seed: u64) -> String {
-    let k = match kind {
+pub fn cell_name(kind: Target, horizon: usize, train_bars: Option<usize>, seed: u64) -> String {
+    let n = train_bars.map(|n| format!("-n{n}")).unwrap_or_default();
+    format!("{}-h{horizon}{n}-s{seed}.json", kind_name(kind))
+}
+
+fn kind_name(kind: Target) -> &'static str {
+    match kind {
         Target::Rank => "rank",
         Target::ForwardReturn => "return",
         Target::LogVol => "vol",
-    };
-    format!("{k}-h{horizon}-s{seed}.json")
+    }
 }
 
-/// Runs every cell of `targets` × `seeds` not already in `dir` (read back otherwise), with
+/// Runs every cell of the `grid` not already in `dir` (read back otherwise), with
 /// `base` for everything else, and returns all of them in grid order. `progress` hears which
 /// cell is training and how far.
 ///
@@ -92,65 +110,74 @@ pub fn cell_name(kind: Target, horizon: usize, seed: u64) -> String {
 pub fn run_grid(
     data: &dyn lim_market::MarketData,
     base: &TransferSpec,
-    targets: &[(Target, usize)],
-    seeds: &[u64],
+    grid: &Grid<'_>,
     device: &Device,
     dir: &Path,
     progress: &mut dyn FnMut(&str, &StepReport),
 ) -> Result<Vec<Cell>, FoundationError> {
     std::fs::create_dir_all(dir).map_err(io(dir))?;
     let mut cells = Vec::new();
-    for &(kind, horizon) in targets {
-        for &seed in seeds {
-            let path = dir.join(cell_name(kind, horizon, seed));
-            if let Some(c) = read_cell(&path) {
-                cells.push(Cell { seconds: 0.0, ..c });
-                continue;
+    let all = [None];
+    let sizes = if grid.train_bars.is_empty() {
+        &all[..]
+    } else {
+        grid.train_bars
+    };
+    for &(kind, horizon) in grid.targets {
+        for &bars in sizes {
+            for &seed in grid.seeds {
+                let path = dir.join(cell_name(kind, horizon, bars, seed));
+                if let Some(c) = read_cell(&path) {
+                    cells.push(Cell { seconds: 0.0, ..c });
+                    continue;
+                }
+                let mut spec = base.clone();
+                spec.target_kind = kind;
+                spec.horizon = horizon;
+                spec.seed = seed;
+                spec.train_bars = bars;
+                spec.pretrain.optim.seed = seed;
+                let started = Instant::now();
+                let name = cell_name(kind, horizon, bars, seed);
+                let report = transfer::run(data, &spec, device, &mut |label, r| {
+                    progress(&format!("{} {label}", name.trim_end_matches(".json")), r);
+                })?;
+                let mut arms: Vec<ArmScore> = report
+                    .arms
+                    .iter()
+                    .map(|a| ArmScore {
+                        arm: a.name.clone(),
+                        rank_ic: a.test.rank_ic,
+                        ic: a.test.ic,
+                        qlike: a.vol.as_ref().map(|v| v.qlike),
+                        rank_ic_nw_t: a.test.rank_ic_nw_t,
+                    })
+                    .collect();
+                arms.extend(report.return_baselines.iter().map(|(name, r)| ArmScore {
+                    arm: name.clone(),
+                    rank_ic: r.rank_ic,
+                    ic: r.ic,
+                    qlike: None,
+                    rank_ic_nw_t: r.rank_ic_nw_t,
+                }));
+                arms.extend(report.baselines.iter().map(|(name, v)| ArmScore {
+                    arm: name.clone(),
+                    rank_ic: v.rank_ic,
+                    ic: f64::NAN,
+                    qlike: Some(v.qlike),
+                    rank_ic_nw_t: f64::NAN,
+                }));
+                let cell = Cell {
+                    kind,
+                    horizon,
+                    seed,
+                    train_bars: bars,
+                    arms,
+                    seconds: started.elapsed().as_secs_f64(),
+                };
+                write_cell(&path, &cell)?;
+                cells.push(cell);
             }
-            let mut spec = base.clone();
-            spec.target_kind = kind;
-            spec.horizon = horizon;
-            spec.seed = seed;
-            spec.pretrain.optim.seed = seed;
-            let started = Instant::now();
-            let name = cell_name(kind, horizon, seed);
-            let report = transfer::run(data, &spec, device, &mut |label, r| {
-                progress(&format!("{} {label}", name.trim_end_matches(".json")), r);
-            })?;
-            let mut arms: Vec<ArmScore> = report
-                .arms
-                .iter()
-                .map(|a| ArmScore {
-                    arm: a.name.clone(),
-                    rank_ic: a.test.rank_ic,
-                    ic: a.test.ic,
-                    qlike: a.vol.as_ref().map(|v| v.qlike),
-                    rank_ic_nw_t: a.test.rank_ic_nw_t,
-                })
-                .collect();
-            arms.extend(report.return_baselines.iter().map(|(name, r)| ArmScore {
-                arm: name.clone(),
-                rank_ic: r.rank_ic,
-                ic: r.ic,
-                qlike: None,
-                rank_ic_nw_t: r.rank_ic_nw_t,
-            }));
-            arms.extend(report.baselines.iter().map(|(name, v)| ArmScore {
-                arm: name.clone(),
-                rank_ic: v.rank_ic,
-                ic: f64::NAN,
-                qlike: Some(v.qlike),
-                rank_ic_nw_t: f64::NAN,
-            }));
-            let cell = Cell {
-                kind,
-                horizon,
-                seed,
-                arms,
-                seconds: started.elapsed().as_secs_f64(),
-            };
-            write_cell(&path, &cell)?;
-            cells.push(cell);
         }
     }
     Ok(cells)
@@ -206,17 +233,17 @@ fn mean_sd(v: &[f64]) -> (f64, f64) {
 
 /// The table over seeds of `cells`, target by target in grid order, arms in cell order.
 pub fn summarize(cells: &[Cell]) -> Vec<Row> {
-    let mut targets: Vec<(Target, usize)> = Vec::new();
+    let mut targets: Vec<(Target, usize, Option<usize>)> = Vec::new();
     for c in cells {
-        if !targets.contains(&(c.kind, c.horizon)) {
-            targets.push((c.kind, c.horizon));
+        if !targets.contains(&(c.kind, c.horizon, c.train_bars)) {
+            targets.push((c.kind, c.horizon, c.train_bars));
         }
     }
     let mut rows = Vec::new();
-    for (kind, horizon) in targets {
+    for (kind, horizon, bars) in targets {
         let these: Vec<&Cell> = cells
             .iter()
-            .filter(|c| c.kind == kind && c.horizon == horizon)
+            .filter(|c| c.kind == kind && c.horizon == horizon && c.train_bars == bars)
             .collect();
         let vol = kind == Target::LogVol;
         let score = |a: &ArmScore| {
@@ -261,12 +288,9 @@ pub fn summarize(cells: &[Cell]) -> Vec<Row> {
             let rank_ic_nw_t = (!vol && !nw.is_empty()).then(|| mean_sd(&nw).0);
             rows.push(Row {
                 target: format!(
-                    "{} h{horizon}",
-                    match kind {
-                        Target::Rank => "rank",
-                        Target::ForwardReturn => "return",
-                        Target::LogVol => "vol",
-                    }
+                    "{} h{horizon}{}",
+                    kind_name(kind),
+                    bars.map(|n| format!(" n{n}")).unwrap_or_default()
                 ),
                 arm: name,
                 metric: if vol { "qlike" } else { "rank_ic" },
@@ -290,6 +314,7 @@ mod tests {
             kind: Target::LogVol,
             horizon: 20,
             seed,
+            train_bars: None,
             arms: vec![
                 ArmScore {
                     arm: "scratch".into(),
@@ -308,6 +333,23 @@ mod tests {
             ],
             seconds: 1.0,
         }
+    }
+
+    #[test]
+    fn each_training_size_is_its_own_target_and_file() {
+        let mut small = cell(1, 0.30, 0.25);
+        small.train_bars = Some(250);
+        let rows = summarize(&[cell(1, 0.24, 0.20), small]);
+        let targets: Vec<&str> = rows.iter().map(|r| r.target.as_str()).collect();
+        assert_eq!(
+            targets,
+            ["vol h20", "vol h20", "vol h20 n250", "vol h20 n250"]
+        );
+        assert_eq!(
+            cell_name(Target::Rank, 5, Some(250), 42),
+            "rank-h5-n250-s42.json"
+        );
+        assert_eq!(cell_name(Target::Rank, 5, None, 42), "rank-h5-s42.json");
     }
 
     #[test]
@@ -339,7 +381,7 @@ mod tests {
     #[test]
     fn a_finished_cell_is_read_back_and_a_torn_one_is_run_again() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join(cell_name(Target::LogVol, 20, 1));
+        let path = dir.path().join(cell_name(Target::LogVol, 20, None, 1));
         let mut c = cell(1, 0.2, 0.1);
         c.arms[0].ic = f64::NAN;
         write_cell(&path, &c).unwrap();
@@ -348,6 +390,6 @@ mod tests {
         assert_eq!(back.arms[1], c.arms[1]);
         std::fs::write(&path, "{\"kind\": \"log_vol\", \"hori").unwrap();
         assert_eq!(read_cell(&path), None);
-        assert_eq!(cell_name(Target::Rank, 5, 7), "rank-h5-s7.json");
+        assert_eq!(cell_name(Target::Rank, 5, None, 7), "rank-h5-s7.json");
     }
 }

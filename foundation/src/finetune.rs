@@ -47,6 +47,23 @@ pub struct SampleSet {
     pub samples: Vec<Sample>,
 }
 
+impl SampleSet {
+    /// The samples of the last `bars` dates of the set (all of them when it has fewer): a
+    /// training set cut to its most recent history, as a scarce target market would have. The
+    /// cut only drops samples, so nothing after the set's own end enters.
+    #[must_use]
+    pub fn last_bars(mut self, bars: usize) -> SampleSet {
+        let mut rows: Vec<usize> = self.samples.iter().map(|s| s.row).collect();
+        rows.sort_unstable();
+        rows.dedup();
+        if rows.len() > bars {
+            let first = rows[rows.len() - bars];
+            self.samples.retain(|s| s.row >= first);
+        }
+        self
+    }
+}
+
 /// Builds the samples whose window ends after `after` (if given) and whose forward return is
 /// complete by `until`; `universe` must have been loaded as of `until` or earlier.
 ///

@@ -54,6 +54,9 @@ pub struct TransferSpec {
     pub horizon: usize,
     /// Seed.
     pub seed: u64,
+    /// Fine-tune on only the last this many bars of the target's training period (all of it
+    /// when `None`): the sample-efficiency axis. Pretraining still reads up to `train_end`.
+    pub train_bars: Option<usize>,
 }
 
 /// One row of the comparison.
@@ -182,7 +185,7 @@ pub fn run(
     let base = ft(Mode::Full);
     let syms = spec.symbols.as_deref();
     let u = target_universe(data, &spec.target, syms, spec.valid_end)?;
-    let train: SampleSet = samples(
+    let mut train: SampleSet = samples(
         u.clone(),
         &spec.model,
         &base,
@@ -190,6 +193,9 @@ pub fn run(
         spec.train_end,
         "training",
     )?;
+    if let Some(bars) = spec.train_bars {
+        train = train.last_bars(bars);
+    }
     let valid = samples(
         u,
         &spec.model,

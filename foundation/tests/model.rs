@@ -637,3 +637,45 @@ fn checkpoints_of_the_exact_gelu_load_as_they_were_and_are_refused_for_another_a
     let e = err(store.load_pretrained("old", Some(&ModelConfig::tiny()), &dev)).to_string();
     assert!(e.contains("activation") && e.contains("gelu_tanh"), "{e}");
 }
+
+/// The sample-efficiency subsets are the most recent dates of the training samples: cut
+/// before the cutoff, never after it, every sample of a kept date kept.
+#[test]
+fn sample_efficiency_subsets_are_the_last_dates_before_the_cutoff() {
+    let dir = fixture(None);
+    let cfg = ModelConfig::tiny();
+    let mut ft = FinetuneConfig::new(Mode::Full, 30, 16, 3);
+    ft.horizon = 2;
+    let cat = catalog(dir.path());
+    let u = target_universe(&cat, "fut", None, date(300)).unwrap();
+    let all = samples(u, &cfg, &ft, None, date(200), "training").unwrap();
+    let cut = all.clone().last_bars(40);
+    let mut rows: Vec<usize> = all.samples.iter().map(|s| s.row).collect();
+    rows.sort_unstable();
+    rows.dedup();
+    let first = rows[rows.len() - 40];
+    let mut kept: Vec<usize> = cut.samples.iter().map(|s| s.row).collect();
+    kept.sort_unstable();
+    kept.dedup();
+    assert_eq!(kept.len(), 40, "forty dates");
+    assert!(cut.samples.iter().all(|s| s.row >= first));
+    assert_eq!(
+        cut.samples.len(),
+        all.samples.iter().filter(|s| s.row >= first).count(),
+        "every sample of a kept date"
+    );
+    // Nothing after the cutoff: the latest kept sample is the full set's latest.
+    assert_eq!(
+        cut.samples.iter().map(|s| s.row).max(),
+        all.samples.iter().map(|s| s.row).max()
+    );
+    let times = &all.universe.times;
+    for s in &cut.samples {
+        let series = &all.universe.series[s.series];
+        assert!(date(200).sees(times[series.rows[s.end + 2]], all.universe.frequency));
+    }
+    assert_eq!(
+        all.clone().last_bars(100_000).samples.len(),
+        all.samples.len()
+    );
+}
