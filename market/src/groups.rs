@@ -1,5 +1,6 @@
 //! Groupings from data: a table of symbol → group label per grouping (sector, industry,
-//! subindustry; any name), read from `groups.csv` (or `groups.csv.gz`) beside the datasets.
+//! subindustry; any name), read from `groups.csv` (or `groups.csv.gz`, or `groups.parquet`
+//! with text columns of the same names) beside the datasets.
 //!
 //! ```text
 //! symbol,sector,industry
@@ -18,7 +19,7 @@ use std::path::{Path, PathBuf};
 use crate::error::MarketError;
 
 /// The file names looked for in a data directory, in order.
-pub const FILES: [&str; 2] = ["groups.csv", "groups.csv.gz"];
+pub const FILES: [&str; 3] = ["groups.csv", "groups.csv.gz", "groups.parquet"];
 
 /// A symbol → label table per grouping.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,6 +66,28 @@ impl GroupTable {
             path: path.to_path_buf(),
             source,
         };
+        if path.extension().is_some_and(|e| e == "parquet") {
+            let (cols, cells) = crate::parquet::read_text_table(path)
+                .map_err(|message| invalid(path, 0, message))?;
+            let mut text = cols.join(",");
+            text.push('\n');
+            for row in cells {
+                let row: Vec<String> = row.into_iter().map(Option::unwrap_or_default).collect();
+                if row.iter().any(|c| c.contains(',')) {
+                    return Err(invalid(
+                        path,
+                        0,
+                        format!(
+                            "the label '{}' holds a comma, which is not supported",
+                            row.join(" / ")
+                        ),
+                    ));
+                }
+                text.push_str(&row.join(","));
+                text.push('\n');
+            }
+            return GroupTable::parse(path, &text);
+        }
         let file = std::fs::File::open(path).map_err(io)?;
         let mut text = String::new();
         if path.extension().is_some_and(|e| e == "gz") {
@@ -76,6 +99,11 @@ impl GroupTable {
                 .read_to_string(&mut text)
                 .map_err(io)?;
         }
+        GroupTable::parse(path, &text)
+    }
+
+    /// A groups table from its CSV text (see [`GroupTable::read`]).
+    fn parse(path: &Path, text: &str) -> Result<GroupTable, MarketError> {
         let mut lines = text
             .lines()
             .enumerate()

@@ -955,3 +955,51 @@ fn csv_field(s: &str) -> String {
         s.to_string()
     }
 }
+
+/// A Parquet file whose columns are all text (nulls allowed), as column names and rows: what a
+/// small reference table such as `groups.parquet` holds.
+///
+/// # Errors
+/// The file cannot be read, or a column is not text (named, with the fix).
+pub fn read_text_table(path: &Path) -> Result<(Vec<String>, Vec<Vec<Option<String>>>), String> {
+    let len = std::fs::metadata(path).map_err(|e| e.to_string())?.len();
+    let reader = SerializedFileReader::new(OwnHandles {
+        path: path.to_path_buf(),
+        len,
+    })
+    .map_err(|e| format!("not a readable Parquet file ({e})"))?;
+    let schema = reader.metadata().file_metadata().schema_descr_ptr();
+    let names: Vec<String> = schema
+        .columns()
+        .iter()
+        .map(|c| c.name().to_string())
+        .filter(|n| !n.starts_with("__index_level_"))
+        .collect();
+    let mut rows: Vec<Vec<Option<String>>> = Vec::new();
+    for g in 0..reader.num_row_groups() {
+        let group = reader.get_row_group(g).map_err(|e| e.to_string())?;
+        let n = usize::try_from(group.metadata().num_rows()).unwrap_or(0);
+        let mut cols = Vec::new();
+        for (i, c) in schema.columns().iter().enumerate() {
+            if c.name().starts_with("__index_level_") {
+                continue;
+            }
+            let col = group.get_column_reader(i).map_err(|e| e.to_string())?;
+            let mut d = Decoder::new(col, c, "symbol")
+                .map_err(|e| format!("column {} ({}) {e}", i + 1, c.name()))?;
+            match d.next(n)? {
+                Values::Text(v, p) => cols.push(
+                    v.iter()
+                        .zip(p)
+                        .map(|(b, p)| p.then(|| text(b)))
+                        .collect::<Vec<_>>(),
+                ),
+                _ => return Err(format!("column {} ({}) is not text", i + 1, c.name())),
+            }
+        }
+        for r in 0..n {
+            rows.push(cols.iter().map(|c| c[r].clone()).collect());
+        }
+    }
+    Ok((names, rows))
+}

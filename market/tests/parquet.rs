@@ -246,3 +246,34 @@ fn a_table_written_as_csv_is_the_uniform_format() {
 fn check(path: &Path) -> bool {
     lim_market::check_file(path, 10).unwrap().total_problems == 0
 }
+
+/// `groups.parquet` (text columns) is read like `groups.csv`, and is not taken for a dataset.
+#[test]
+fn groups_parquet_reads_like_groups_csv() {
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    std::fs::write(
+        a.path().join("groups.csv"),
+        "symbol,sector,industry\nA,Tech,Chips\nB,Energy,\n",
+    )
+    .unwrap();
+    Table::default()
+        .with("symbol", Column::Text(vec!["A".into(), "B".into()]))
+        .with("sector", Column::Text(vec!["Tech".into(), "Energy".into()]))
+        .with(
+            "industry",
+            Column::Text(vec!["Chips".into(), String::new()]),
+        )
+        .write(&b.path().join("groups.parquet"), Format::Parquet)
+        .unwrap();
+    for d in [&a, &b] {
+        good()
+            .write(&d.path().join("mine.parquet"), Format::Parquet)
+            .unwrap();
+    }
+    let csv = Catalog::open_dir(a.path(), None).unwrap();
+    let pq = Catalog::open_dir(b.path(), None).unwrap();
+    assert_eq!(pq.names().collect::<Vec<_>>(), ["mine"]);
+    let (x, y) = (csv.group_table().unwrap(), pq.group_table().unwrap());
+    assert_eq!((&x.names, &x.rows), (&y.names, &y.rows));
+    assert_eq!(y.rows["B"], [Some("Energy".to_string()), None]);
+}
