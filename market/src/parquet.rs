@@ -956,12 +956,15 @@ fn csv_field(s: &str) -> String {
     }
 }
 
+/// Column names, and rows of text cells (`None`: null).
+pub type TextTable = (Vec<String>, Vec<Vec<Option<String>>>);
+
 /// A Parquet file whose columns are all text (nulls allowed), as column names and rows: what a
 /// small reference table such as `groups.parquet` holds.
 ///
 /// # Errors
 /// The file cannot be read, or a column is not text (named, with the fix).
-pub fn read_text_table(path: &Path) -> Result<(Vec<String>, Vec<Vec<Option<String>>>), String> {
+pub fn read_text_table(path: &Path) -> Result<TextTable, String> {
     let len = std::fs::metadata(path).map_err(|e| e.to_string())?.len();
     let reader = SerializedFileReader::new(OwnHandles {
         path: path.to_path_buf(),
