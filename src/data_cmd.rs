@@ -367,6 +367,10 @@ struct ShowJson {
     first: String,
     last: String,
     quirks: lim_market::reader::Quirks,
+    /// Fields strategies can use: the file's columns, then those derived from them.
+    fields: Vec<&'static str>,
+    /// Groupings from the directory's groups file, beside `exchange` and `asset_class`.
+    groupings: Vec<String>,
     symbols: Vec<SymbolReport>,
 }
 
@@ -423,6 +427,15 @@ fn show(args: ShowArgs) -> anyhow::Result<ExitCode> {
         first: meta.first.display(meta.frequency),
         last: meta.last.display(meta.frequency),
         quirks: meta.quirks,
+        fields: Field::ALL
+            .into_iter()
+            .filter(|f| *f != Field::OpenInterest || meta.has_open_interest)
+            .map(Field::name)
+            .collect(),
+        groupings: catalog
+            .group_table()
+            .map(|g| g.names.clone())
+            .unwrap_or_default(),
         symbols,
     };
     if args.json {
@@ -447,6 +460,20 @@ fn show(args: ShowArgs) -> anyhow::Result<ExitCode> {
     {
         println!("{d}");
     }
+    let stored = Field::STORED
+        .into_iter()
+        .filter(|f| *f != Field::OpenInterest || meta.has_open_interest)
+        .count();
+    println!(
+        "fields: {} (from the file); {} (derived){}",
+        report.fields[..stored].join(", "),
+        report.fields[stored..].join(", "),
+        if report.groupings.is_empty() {
+            String::new()
+        } else {
+            format!("; groupings: {}", report.groupings.join(", "))
+        }
+    );
     println!(
         "quirks: {} OHLC-inconsistent rows kept, {} zero-volume rows",
         thousands(meta.quirks.ohlc_inconsistent),

@@ -82,6 +82,22 @@ fn data_show_reports_rolls_and_return_statistics_per_symbol() {
     );
     assert!(cu["returns"]["annual_vol"].as_f64().unwrap() > 0.05);
     assert_eq!(v["roll_policy"], "back_adjust");
+    // Which fields a strategy can use on it: the file's, then the derived ones.
+    assert_eq!(
+        v["fields"],
+        serde_json::json!([
+            "open",
+            "high",
+            "low",
+            "close",
+            "volume",
+            "open_interest",
+            "returns",
+            "log_returns",
+            "vwap",
+            "dollar_volume"
+        ])
+    );
     // As of a date, nothing later is shown.
     let v = json(&lim(
         &[
