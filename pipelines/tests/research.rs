@@ -1498,6 +1498,31 @@ fn the_tearsheet_holds_every_section_and_the_summarys_numbers_and_fetches_nothin
     for f in &s.finalists {
         assert!(html.contains(&format!("data-v=\"{}\"", f.test.sharpe)));
     }
+    // The leaderboard's family tree: every entry in it, each with its chain to a seed.
+    assert!(html.contains("id=\"family\""));
+    for e in &s.leaderboard {
+        assert!(
+            s.family.iter().any(|(sig, _)| *sig == e.signal),
+            "{}",
+            e.signal
+        );
+        let mut cur = Some(e.signal.clone());
+        let mut steps = 0;
+        while let Some(sig) = cur {
+            cur = s
+                .family
+                .iter()
+                .find(|(x, _)| *x == sig)
+                .and_then(|(_, p)| p.clone());
+            steps += 1;
+            assert!(steps < 50, "a cycle above {}", e.signal);
+        }
+        assert!(html.contains(&format!(
+            "<code>{}</code> <b>#{}</b>",
+            research::escape_html(&e.signal),
+            e.rank
+        )));
+    }
     // The finalists' IC decay on the sealed test, every horizon, as computed by the session.
     assert_eq!(curves.ic_decay.len(), s.finalists.len());
     assert!(html.contains("id=\"ic-decay\""));

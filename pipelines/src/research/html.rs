@@ -261,6 +261,53 @@ fn heat(v: f64) -> String {
     }
 }
 
+/// The leaderboard's family tree as nested lists, seeds outermost; leaderboard strategies
+/// carry their rank.
+fn family_tree(summary: &Summary) -> String {
+    let fam = &summary.family;
+    let known = |sig: &str| fam.iter().any(|(s, _)| s == sig);
+    let rank = |sig: &str| {
+        summary
+            .leaderboard
+            .iter()
+            .find(|e| e.signal == sig)
+            .map(|e| e.rank)
+    };
+    fn node(
+        s: &mut String,
+        sig: &str,
+        fam: &[(String, Option<String>)],
+        rank: &dyn Fn(&str) -> Option<usize>,
+        depth: usize,
+    ) {
+        let _ = write!(s, "<li><code>{}</code>", esc(sig));
+        if let Some(r) = rank(sig) {
+            let _ = write!(s, " <b>#{r}</b>");
+        }
+        let children: Vec<&str> = fam
+            .iter()
+            .filter(|(c, p)| p.as_deref() == Some(sig) && c != sig)
+            .map(|(c, _)| c.as_str())
+            .collect();
+        if !children.is_empty() && depth < 30 {
+            s.push_str("<ul>");
+            for c in children {
+                node(s, c, fam, rank, depth + 1);
+            }
+            s.push_str("</ul>");
+        }
+        s.push_str("</li>");
+    }
+    let mut s = String::from("<ul class=\"tree\">");
+    for (sig, parent) in fam {
+        if parent.as_deref().is_none_or(|p| !known(p)) {
+            node(&mut s, sig, fam, &rank, 0);
+        }
+    }
+    s.push_str("</ul>");
+    s
+}
+
 /// Mean rank IC by forward horizon, one row per strategy, heat-mapped: how fast a signal's
 /// information fades.
 fn ic_decay_table(c: &Curves) -> String {
@@ -648,6 +695,10 @@ pub fn tearsheet(summary: &Summary, curves: Option<&Curves>) -> String {
         let _ = write!(s, "<td><code>{}</code></td></tr>", esc(&e.signal));
     }
     s.push_str("</tbody></table>");
+    if !summary.family.is_empty() {
+        s.push_str("<h3 id=\"family\">Family tree of the leaderboard (by first parent; # is the rank)</h3>");
+        s.push_str(&family_tree(summary));
+    }
     if !summary.ancestry.is_empty() {
         s.push_str("<h3>The leader's lineage</h3>");
         for a in &summary.ancestry {

@@ -89,6 +89,10 @@ pub struct Summary {
     pub lineage: Vec<Critique>,
     /// The leader's ancestry: the leader, its first parent, that one's first parent, ….
     pub ancestry: Vec<String>,
+    /// The leaderboard's family tree: each leaderboard strategy and each of its ancestors by
+    /// first parent, with that parent (`None` for a seed), in the order first met.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub family: Vec<(String, Option<String>)>,
     /// What the foundation model trained and which fields it added, when it was used.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub foundation: Option<LabState>,
@@ -163,6 +167,22 @@ impl Summary {
                 ancestry.push(sig);
             }
         }
+        let mut family: Vec<(String, Option<String>)> = Vec::new();
+        for e in &leaderboard {
+            let e: &Entry = e;
+            let mut cur = Some(e.signal.clone());
+            while let Some(sig) = cur.take() {
+                if family.iter().any(|(s, _)| *s == sig) || family.len() > 200 {
+                    break;
+                }
+                let parent = trials
+                    .iter()
+                    .find(|t| t.signal == sig)
+                    .and_then(|t| t.parents.first().cloned());
+                family.push((sig, parent.clone()));
+                cur = parent;
+            }
+        }
         let stop_reason = lineage
             .last()
             .and_then(|c| c.stop.clone())
@@ -183,6 +203,7 @@ impl Summary {
             multiple_testing: serde_json::from_value(get("deflated"))?,
             lineage,
             ancestry,
+            family,
             foundation: a
                 .get("foundation")
                 .and_then(|f| serde_json::from_value::<LabState>(f.clone()).ok())
