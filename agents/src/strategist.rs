@@ -162,6 +162,9 @@ pub struct ProposeInput<'a> {
     /// fields its predictions have become so far (read when an answer is checked, so a field
     /// the agent adds while it works can be used in its answer).
     pub foundation: Option<FoundationOffer<'a>>,
+    /// The share of bars missing inside instruments' lives, in percent, when the universe's
+    /// calendar has holes (see `Session::calendar_gaps`); `None` otherwise.
+    pub calendar_gaps: Option<f64>,
 }
 
 /// The foundation model's tools, as offered to the strategist.
@@ -198,7 +201,8 @@ pub async fn propose_agent<L: LlmClient>(
     let system = prompt::render(
         "strategist_system",
         &serde_json::json!({"fields": input.fields, "cost_bps": input.plan.cost_bps, "tools": true,
-            "foundation_cpu_seconds": input.foundation.as_ref().map(|f| f.remaining_cpu_seconds.round() as i64)}),
+            "foundation_cpu_seconds": input.foundation.as_ref().map(|f| f.remaining_cpu_seconds.round() as i64),
+            "calendar_gaps": input.calendar_gaps.map(|g| (g * 10.0).round() / 10.0)}),
     )
     .map_err(prompt_error)?;
     let user = prompt::render(

@@ -23,7 +23,7 @@ fn strategist_system() {
         "strategist_system",
         &render(
             "strategist_system",
-            &json!({"fields": ["open", "close", "returns"], "cost_bps": 10, "tools": false, "foundation_cpu_seconds": null}),
+            &json!({"fields": ["open", "close", "returns"], "cost_bps": 10, "tools": false, "foundation_cpu_seconds": null, "calendar_gaps": null}),
         )
         .unwrap(),
     );
@@ -31,7 +31,7 @@ fn strategist_system() {
         "strategist_system_tools",
         &render(
             "strategist_system",
-            &json!({"fields": ["open", "close", "returns"], "cost_bps": 10, "tools": true, "foundation_cpu_seconds": null}),
+            &json!({"fields": ["open", "close", "returns"], "cost_bps": 10, "tools": true, "foundation_cpu_seconds": null, "calendar_gaps": 3.1}),
         )
         .unwrap(),
     );
@@ -39,7 +39,7 @@ fn strategist_system() {
         "strategist_system_foundation",
         &render(
             "strategist_system",
-            &json!({"fields": ["open", "close", "returns"], "cost_bps": 10, "tools": true, "foundation_cpu_seconds": 60}),
+            &json!({"fields": ["open", "close", "returns"], "cost_bps": 10, "tools": true, "foundation_cpu_seconds": 60, "calendar_gaps": null}),
         )
         .unwrap(),
     );

@@ -179,6 +179,9 @@ impl<L: LlmClient + 'static> Node for Generate<L> {
                                     remaining_cpu_seconds: remaining,
                                     fields: &lab_fields_now,
                                 }),
+                                calendar_gaps: tolerance
+                                    .and(session.as_deref())
+                                    .map(|s| s.calendar_gaps() * 100.0),
                             },
                             agent_limits(
                                 &self.config,
