@@ -836,15 +836,18 @@ pub fn show(args: ShowArgs) -> anyhow::Result<ExitCode> {
     let summary = rebuilt
         .as_ref()
         .and_then(|(s, _)| serde_json::to_value(s).ok());
+    // What --html and --export need: the finished run's summary.
+    let finished = || match &rebuilt {
+        Some((summary, _)) => Ok(summary),
+        None => Err(anyhow::anyhow!(
+            "run {} has no report yet (it is {}); `lim resume {}` finishes it",
+            meta.id,
+            live_status(&store, &meta),
+            meta.id
+        )),
+    };
     if args.html {
-        let Some((summary, _)) = &rebuilt else {
-            bail!(
-                "run {} has no report yet (it is {}); `lim resume {}` finishes it",
-                meta.id,
-                live_status(&store, &meta),
-                meta.id
-            );
-        };
+        let summary = finished()?;
         let path = lifecycle::write_tearsheet(
             &store,
             &meta.id,
@@ -855,14 +858,7 @@ pub fn show(args: ShowArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     if let Some(dir) = &args.export {
-        let Some((summary, _)) = &rebuilt else {
-            bail!(
-                "run {} has no report yet (it is {}); `lim resume {}` finishes it",
-                meta.id,
-                live_status(&store, &meta),
-                meta.id
-            );
-        };
+        let summary = finished()?;
         let curves: Option<research::Curves> = research::artifacts_of(&loaded.records)
             .get("curves")
             .and_then(|c| serde_json::from_value(c.clone()).ok());
