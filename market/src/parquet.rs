@@ -27,9 +27,7 @@ use parquet::file::writer::SerializedFileWriter;
 use parquet::schema::types::{ColumnDescriptor, Type as SchemaType};
 
 use crate::error::MarketError;
-use crate::reader::{
-    NUMBER_FIELDS, Problems, ProgressFn, RawData, ReadOptions, Rows, TsForm, line_unit,
-};
+use crate::reader::{NUMBER_FIELDS, Problems, ProgressFn, RawData, ReadOptions, Rows, TsForm};
 use crate::source::Origin;
 use crate::time::{DAY, ParsedTs, parse_ts};
 
@@ -560,19 +558,18 @@ fn per_second(unit: &TimeUnit) -> i64 {
 /// A batch's bar times in seconds and what the form of each is.
 struct Times {
     secs: Vec<i64>,
-    /// Text timestamps (each row's form is its own), else `None`.
+    /// Text timestamps (each row's form is its own, in `forms`), else `None`.
     text: Option<Vec<ByteArray>>,
+    /// Each text timestamp's form.
+    forms: Vec<TsForm>,
     /// The form of stored times: dates, or instants (daily or not is decided per file).
     stored: TsForm,
 }
 
 impl Times {
     fn form(&self, r: usize) -> TsForm {
-        match &self.text {
-            Some(t) => match parse_ts(t[r].data()) {
-                Some(ParsedTs::DateTime(_)) => TsForm::DateTime,
-                _ => TsForm::Date,
-            },
+        match self.forms.get(r) {
+            Some(f) => *f,
             // Instants are checked for a consistent form at the end (see `file_form`); a
             // day's rows may hold midnight and non-midnight instants alike.
             None => TsForm::Date,
@@ -613,7 +610,6 @@ fn times(
     forms: &mut Vec<TsForm>,
     problems: &mut Problems,
 ) -> Option<Times> {
-    let unit = line_unit(".parquet");
     let null = |problems: &mut Problems, r: usize| {
         problems.push(
             first_row + r as u64 + 1,
@@ -625,13 +621,21 @@ fn times(
     match ts {
         Values::Text(v, p) => {
             let mut secs = Vec::with_capacity(v.len());
+            let mut row_forms = Vec::with_capacity(v.len());
             for (r, (b, present)) in v.iter().zip(&p).enumerate() {
                 if !present {
                     null(problems, r);
                     return None;
                 }
                 match parse_ts(b.data()) {
-                    Some(ParsedTs::Date(t) | ParsedTs::DateTime(t)) => secs.push(t.0),
+                    Some(ParsedTs::Date(t)) => {
+                        secs.push(t.0);
+                        row_forms.push(TsForm::Date);
+                    }
+                    Some(ParsedTs::DateTime(t)) => {
+                        secs.push(t.0);
+                        row_forms.push(TsForm::DateTime);
+                    }
                     None => {
                         problems.push(
                             first_row + r as u64 + 1,
@@ -649,6 +653,7 @@ fn times(
             Some(Times {
                 secs,
                 text: Some(v),
+                forms: row_forms,
                 stored: TsForm::Date,
             })
         }
@@ -666,7 +671,7 @@ fn times(
                             column,
                             Some("ts"),
                             format!(
-                                "the timestamp at {unit} {} has a fraction of a second; bars start on whole seconds",
+                                "the timestamp at row {} has a fraction of a second; bars start on whole seconds",
                                 first_row + r as u64 + 1
                             ),
                         );
@@ -686,6 +691,7 @@ fn times(
             Some(Times {
                 secs,
                 text: None,
+                forms: Vec::new(),
                 stored,
             })
         }

@@ -277,3 +277,42 @@ fn groups_parquet_reads_like_groups_csv() {
     assert_eq!((&x.names, &x.rows), (&y.names, &y.rows));
     assert_eq!(y.rows["B"], [Some("Energy".to_string()), None]);
 }
+
+/// Timestamps written as text load like dates; a text file that mixes dates and date-times is
+/// refused as the CSV reader refuses it.
+#[test]
+fn text_timestamps_load_like_dates_and_mixed_forms_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    replace(
+        good(),
+        "ts",
+        Some(Column::Text(vec!["2022-01-08".into(), "2022-01-09".into()])),
+    )
+    .write(&dir.path().join("mine.parquet"), Format::Parquet)
+    .unwrap();
+    let (ds, _) = Catalog::open_dir(dir.path(), None)
+        .unwrap()
+        .load("mine", &[Field::Close])
+        .unwrap();
+    let (want, _) = {
+        let d = tempfile::tempdir().unwrap();
+        good()
+            .write(&d.path().join("mine.parquet"), Format::Parquet)
+            .unwrap();
+        Catalog::open_dir(d.path(), None)
+            .unwrap()
+            .load("mine", &[Field::Close])
+            .unwrap()
+    };
+    assert_eq!(ds.times, want.times);
+    assert_eq!(ds.meta.frequency, want.meta.frequency);
+    let e = load_error(&replace(
+        good(),
+        "ts",
+        Some(Column::Text(vec![
+            "2022-01-08".into(),
+            "2022-01-09T10:00:00Z".into(),
+        ])),
+    ));
+    assert!(e.contains("row 2, column 1 (ts): mixed frequencies"), "{e}");
+}
