@@ -318,20 +318,8 @@ fn export(
     session: &lim_backtest::session::Session,
     parts: &[Part],
 ) -> anyhow::Result<Vec<PathBuf>> {
-    use lim_pipelines::research::export::{self, RowKind};
-    let rows = part_rows(report)
-        .into_iter()
-        .enumerate()
-        .map(|(i, r)| {
-            let strategy = i < report.strategies.iter().map(|s| s.metrics.len()).sum();
-            let kind = if strategy {
-                RowKind::Strategy
-            } else {
-                RowKind::Baseline
-            };
-            (kind, r)
-        })
-        .collect::<Vec<_>>();
+    use lim_pipelines::research::export;
+    let rows = part_rows(report);
     let curves =
         lim_pipelines::research::curves_of(session, parts, &report.strategies, &report.baselines);
     let tables = [
@@ -342,21 +330,32 @@ fn export(
         .with_context(|| format!("cannot export tables to '{}'", dir.display()))
 }
 
-/// Every strategy's, then every baseline's, metrics by part.
-fn part_rows(report: &Report) -> Vec<lim_pipelines::research::PartRow> {
-    report
+/// Every strategy's, then every baseline's, metrics by part, each with what it is.
+fn part_rows(
+    report: &Report,
+) -> Vec<(
+    lim_pipelines::research::export::RowKind,
+    lim_pipelines::research::PartRow,
+)> {
+    use lim_pipelines::research::export::RowKind;
+    let tagged = report
         .strategies
         .iter()
-        .chain(&report.baselines)
-        .flat_map(|r| {
-            r.metrics
-                .iter()
-                .map(|(part, m)| lim_pipelines::research::PartRow {
-                    name: r.name.clone(),
-                    signal: r.spec.signal.clone(),
-                    part: *part,
-                    metrics: *m,
-                })
+        .map(|r| (RowKind::Strategy, r))
+        .chain(report.baselines.iter().map(|r| (RowKind::Baseline, r)));
+    tagged
+        .flat_map(|(kind, r)| {
+            r.metrics.iter().map(move |(part, m)| {
+                (
+                    kind,
+                    lim_pipelines::research::PartRow {
+                        name: r.name.clone(),
+                        signal: r.spec.signal.clone(),
+                        part: *part,
+                        metrics: *m,
+                    },
+                )
+            })
         })
         .collect()
 }
@@ -401,7 +400,7 @@ fn write_html(
             ),
         ));
     }
-    let rows = part_rows(report);
+    let rows: Vec<_> = part_rows(report).into_iter().map(|(_, r)| r).collect();
     let curves = curves_of(session, parts, &report.strategies, &report.baselines);
     let html = backtest_tearsheet(&facts, &rows, &curves, session.periods());
     std::fs::write(path, html)

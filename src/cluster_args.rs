@@ -27,8 +27,19 @@ pub struct ClusterArgs {
     /// `lim worker` (results are the same bit for bit).
     #[arg(long, value_enum, default_value_t = Executor::Local)]
     pub executor: Executor,
+    #[command(flatten)]
+    pub site: SlurmSite,
+    /// Array tasks a batch of backtests is cut into (default 8).
+    #[arg(long)]
+    pub shards: Option<usize>,
+}
+
+/// Which Slurm settings apply: a TOML file, then the partition and account flags. Shared by
+/// backtests ([`ClusterArgs`]) and training jobs ([`JobArgs`]).
+#[derive(Debug, Clone, Args)]
+pub struct SlurmSite {
     /// Slurm settings as TOML: partition, account, shards, cpus_per_task, mem, time, gres,
-    /// extra (#SBATCH lines), max_retries, poll_ms. The flags below override it.
+    /// extra (#SBATCH lines), max_retries, poll_ms. The flags override it.
     #[arg(long, value_name = "FILE")]
     pub slurm_config: Option<PathBuf>,
     /// Slurm partition.
@@ -37,14 +48,11 @@ pub struct ClusterArgs {
     /// Slurm account.
     #[arg(long)]
     pub account: Option<String>,
-    /// Array tasks a batch of backtests is cut into (default 8).
-    #[arg(long)]
-    pub shards: Option<usize>,
 }
 
-impl ClusterArgs {
+impl SlurmSite {
     /// The Slurm settings: the file's, then the flags'.
-    pub fn slurm_config(&self) -> anyhow::Result<SlurmConfig> {
+    pub fn config(&self) -> anyhow::Result<SlurmConfig> {
         let mut config = match &self.slurm_config {
             Some(path) => {
                 let text = std::fs::read_to_string(path).with_context(|| {
@@ -66,6 +74,14 @@ impl ClusterArgs {
         if self.account.is_some() {
             config.account.clone_from(&self.account);
         }
+        Ok(config)
+    }
+}
+
+impl ClusterArgs {
+    /// The Slurm settings: the file's, then the flags'.
+    pub fn slurm_config(&self) -> anyhow::Result<SlurmConfig> {
+        let mut config = self.site.config()?;
         if let Some(n) = self.shards {
             config.shards = n;
         }
@@ -170,15 +186,8 @@ pub struct JobArgs {
     /// failed job is resubmitted and continues from its last checkpoint.
     #[arg(long, value_enum, default_value_t = Executor::Local)]
     pub executor: Executor,
-    /// Slurm settings as TOML (as for `lim backtest`); the flags below override it.
-    #[arg(long, value_name = "FILE")]
-    pub slurm_config: Option<PathBuf>,
-    /// Slurm partition.
-    #[arg(long)]
-    pub partition: Option<String>,
-    /// Slurm account.
-    #[arg(long)]
-    pub account: Option<String>,
+    #[command(flatten)]
+    pub site: SlurmSite,
     /// CPUs for the job (`--cpus-per-task`).
     #[arg(long)]
     pub cpus_per_task: Option<usize>,
@@ -241,14 +250,7 @@ pub fn run_job(
 ) -> anyhow::Result<serde_json::Value> {
     use lim_pipelines::cluster::slurm::run_batch;
     use lim_pipelines::cluster::work::WorkUnit;
-    let mut config = ClusterArgs {
-        executor: Executor::Slurm,
-        slurm_config: job.slurm_config.clone(),
-        partition: job.partition.clone(),
-        account: job.account.clone(),
-        shards: Some(1),
-    }
-    .slurm_config()?;
+    let mut config = job.site.config()?;
     if let Some(c) = job.cpus_per_task {
         config.cpus_per_task = c;
     }
@@ -271,27 +273,7 @@ pub fn run_job(
             .then(|| "interrupted".to_string())
     };
     let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let mut last = String::new();
-    let mut progress = |p: &Progress| {
-        let state = if p.done == 1 {
-            "done"
-        } else if p.running == 1 {
-            "running"
-        } else if p.pending == 1 {
-            "queued"
-        } else {
-            "submitting"
-        };
-        let line = format!("slurm job {}: {state}, {} retries", p.name, p.retries);
-        if line != last {
-            if tty {
-                eprint!("\r\x1b[2K{line}");
-            } else {
-                eprintln!("{line}");
-            }
-            last = line;
-        }
-    };
+    let mut progress = progress_printer(tty);
     let slurm = Slurm {
         config: config.clone(),
         logs: wd.root().join("logs"),
