@@ -408,9 +408,7 @@ impl Session {
         part: Part,
         horizons: &[usize],
     ) -> Result<Vec<(usize, f64)>, String> {
-        let names = self.frame.field_names();
-        let groups = self.frame.group_names();
-        let e = crate::expr::parse_with(signal, &names, &groups).map_err(|e| e.to_string())?;
+        let e = self.parse(signal)?;
         self.check_groups(&e)?;
         let Some(close) = self.frame.fields.get("close") else {
             return Err("the panel has no close prices".into());
