@@ -427,9 +427,10 @@ fn show(args: ShowArgs) -> anyhow::Result<ExitCode> {
         first: meta.first.display(meta.frequency),
         last: meta.last.display(meta.frequency),
         quirks: meta.quirks,
-        fields: Field::ALL
+        fields: meta
+            .stored_fields()
             .into_iter()
-            .filter(|f| *f != Field::OpenInterest || meta.has_open_interest)
+            .chain(Field::ALL.into_iter().filter(|f| !f.is_stored()))
             .map(Field::name)
             .collect(),
         groupings: catalog
@@ -460,10 +461,7 @@ fn show(args: ShowArgs) -> anyhow::Result<ExitCode> {
     {
         println!("{d}");
     }
-    let stored = Field::STORED
-        .into_iter()
-        .filter(|f| *f != Field::OpenInterest || meta.has_open_interest)
-        .count();
+    let stored = meta.stored_fields().len();
     println!(
         "fields: {} (from the file); {} (derived){}",
         report.fields[..stored].join(", "),
@@ -571,14 +569,24 @@ struct PanelJson {
 fn panel(args: PanelArgs) -> anyhow::Result<ExitCode> {
     let catalog = args.data.catalog()?;
     let mut fields = Vec::new();
+    let mut extra: Vec<String> = Vec::new();
+    for d in &args.datasets {
+        for e in catalog.meta(d)?.extra_fields {
+            if !extra.contains(&e) {
+                extra.push(e);
+            }
+        }
+    }
     for f in &args.fields {
         match Field::parse(f) {
             Some(f) => fields.push(f),
+            None if extra.contains(f) => fields.push(Field::extra(f)),
             None => bail!(
                 "unknown field '{f}'; expected one of {}",
                 Field::ALL
                     .iter()
                     .map(|f| f.name())
+                    .chain(extra.iter().map(String::as_str))
                     .collect::<Vec<_>>()
                     .join(", ")
             ),

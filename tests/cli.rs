@@ -553,3 +553,84 @@ fn backtest_export_writes_tables_with_the_reports_numbers() {
         );
     }
 }
+
+/// Extra numeric columns of a user's file (`cap`) are fields: `lim data show` lists them and
+/// strategies use them (Alpha101's alpha 56 needs market cap); data without the column
+/// refuses the name.
+#[test]
+fn an_extra_column_such_as_cap_is_a_field_strategies_can_use() {
+    let data = tempfile::tempdir().unwrap();
+    let mut csv = String::from("ts,symbol,open,high,low,close,volume,cap\n");
+    for s in 0..10 {
+        let mut p = 50.0 + s as f64;
+        for d in 0..300 {
+            p *= 1.0 + 0.01 * (((d * (s + 3)) as f64) * 0.37).sin();
+            let day = 19_000 + d;
+            let (y, m, dd) = civil(day);
+            let cap = p * 2e6; // the same number of shares for all: ranks like close
+            csv.push_str(&format!(
+                "{y:04}-{m:02}-{dd:02},S{s},{p},{p},{p},{p},1000,{cap}\n"
+            ));
+        }
+    }
+    std::fs::write(data.path().join("stocks.csv"), csv).unwrap();
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_lim"))
+            .args(args)
+            .env("LIM_DATA", data.path())
+            .env("LIM_CACHE", data.path().join("cache"))
+            .output()
+            .unwrap()
+    };
+    let show = json(&run(&["data", "show", "stocks", "--json"]));
+    let fields: Vec<&str> = show["fields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f.as_str().unwrap())
+        .collect();
+    assert!(fields.contains(&"cap"), "{fields:?}");
+    let text = String::from_utf8_lossy(&run(&["data", "show", "stocks"]).stdout).into_owned();
+    assert!(
+        text.contains("fields: open, high, low, close, volume, cap (from the file)"),
+        "{text}"
+    );
+    let alpha56 =
+        "-(rank(ts_sum(returns, 10) / ts_sum(ts_sum(returns, 2), 3)) * rank(returns * cap))";
+    let sharpe = |expr: &str| {
+        let arg = format!("--expr={expr}");
+        let v = json(&run(&["backtest", "--dataset", "stocks", &arg, "--json"]));
+        v["strategies"][0]["metrics"][0][1]["sharpe"]
+            .as_f64()
+            .unwrap()
+    };
+    let a = sharpe(alpha56);
+    assert!(a.is_finite());
+    // The field carries the file's numbers: with equal share counts, cap ranks like close.
+    assert_eq!(sharpe("rank(cap)"), sharpe("rank(close)"));
+    assert_ne!(sharpe("rank(cap)"), sharpe("rank(-close)"));
+    let bundled = lim(&["backtest", "--expr", "rank(cap)", "--json"], data.path());
+    assert!(
+        !bundled.status.success(),
+        "a strategy that cannot run fails the exit code"
+    );
+    let bundled: serde_json::Value = serde_json::from_slice(&bundled.stdout).unwrap();
+    let err = bundled["strategies"][0]["error"].as_str().unwrap();
+    assert!(
+        err.contains("unknown field 'cap'; fields are close"),
+        "{err}"
+    );
+}
+
+/// Days since 1970-01-01 to (year, month, day).
+fn civil(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
+}

@@ -19,8 +19,8 @@ pub const FIELDS: [Field; 8] = [
     Field::OpenInterest,
 ];
 
-/// A frame over every field of [`FIELDS`] present in the panel set, plus groupings by
-/// exchange and asset class. The panels are copied; [`take_panels`] moves them instead.
+/// A frame over every field of [`FIELDS`] present in the panel set and its extra columns
+/// (`cap`, …), plus groupings by exchange and asset class and those of the data. The panels are copied; [`take_panels`] moves them instead.
 pub fn from_panels(set: &PanelSet) -> Frame {
     let mut copy = set.clone();
     take_panels(&mut copy)
@@ -34,7 +34,13 @@ pub const MISSING_GROUP: u32 = u32::MAX;
 pub fn take_panels(set: &mut PanelSet) -> Frame {
     let (t, n) = (set.times.len(), set.instruments.len());
     let mut fields = HashMap::new();
-    for f in FIELDS {
+    let extra: Vec<Field> = set
+        .panels
+        .keys()
+        .copied()
+        .filter(|f| matches!(f, Field::Extra(_)))
+        .collect();
+    for f in FIELDS.into_iter().chain(extra) {
         if let Some(p) = set.panels.remove(&f) {
             fields.insert(
                 f.name().to_string(),

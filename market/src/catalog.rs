@@ -268,12 +268,32 @@ impl Catalog {
     /// Unknown dataset, unreadable file, or a file that breaks the format (the error locates
     /// the first problem).
     pub fn load(&self, name: &str, fields: &[Field]) -> Result<(Dataset, LoadSource), MarketError> {
+        self.load_with(name, fields, false)
+    }
+
+    /// [`Catalog::load`], with every extra numeric column of the file as well when
+    /// `all_extra`.
+    ///
+    /// # Errors
+    /// As [`Catalog::load`].
+    pub fn load_with(
+        &self,
+        name: &str,
+        fields: &[Field],
+        all_extra: bool,
+    ) -> Result<(Dataset, LoadSource), MarketError> {
         let entry = self.entry(name)?;
         let fingerprint = entry.origin.fingerprint()?;
-        let wanted: Vec<Field> = Field::STORED
-            .into_iter()
-            .filter(|f| fields.contains(f))
-            .collect();
+        let mut wanted: Vec<Field> = fields.iter().copied().filter(|f| f.is_stored()).collect();
+        wanted.sort();
+        wanted.dedup();
+        let with_extra = |wanted: &mut Vec<Field>, extra: &[String]| {
+            if all_extra {
+                wanted.extend(extra.iter().map(|n| Field::extra(n)));
+                wanted.sort();
+                wanted.dedup();
+            }
+        };
 
         if let Some(cache) = &self.cache
             && let Some(mut file) = cache.open(name, &entry.origin, &fingerprint)
@@ -285,6 +305,8 @@ impl Catalog {
                     .map(crate::time::Timestamp)
                     .collect();
                 let mut out = BTreeMap::new();
+                let mut wanted = wanted.clone();
+                with_extra(&mut wanted, &file.meta().extra_fields);
                 for &f in &wanted {
                     if let Some(m) = file.field(f)? {
                         out.insert(f, m);
@@ -360,7 +382,9 @@ impl Catalog {
         let stored: Vec<Field> = Field::STORED
             .into_iter()
             .filter(|f| *f != Field::OpenInterest || raw.has_open_interest)
+            .chain(raw.extra_names.iter().map(|n| Field::extra(n)))
             .collect();
+        with_extra(&mut wanted, &raw.extra_names);
         let cached = self.cache.is_some();
         let mut order: Vec<Field> = stored
             .iter()
@@ -381,7 +405,13 @@ impl Catalog {
         };
         let mut lanes: [Vec<(Field, Vec<f64>)>; 2] = [Vec::new(), Vec::new()];
         for (i, f) in order.iter().enumerate() {
-            let col = std::mem::take(&mut raw.cols[f.stored_index().unwrap_or(0)]);
+            let col = match f {
+                Field::Extra(n) => {
+                    let j = raw.extra_names.iter().position(|e| e == n).unwrap_or(0);
+                    std::mem::take(&mut raw.extra[j])
+                }
+                f => std::mem::take(&mut raw.cols[f.stored_index().unwrap_or(0)]),
+            };
             lanes[i % 2].push((*f, col));
         }
         let (raw, pos, writer, wanted) = (&raw, &pos, writer_owned.as_ref(), &wanted);

@@ -13,9 +13,11 @@ use crate::instrument::{Instrument, Manifest, classify};
 use crate::reader::{Problem, Quirks, RawData, TsForm};
 use crate::time::{Frequency, Timestamp};
 
-/// A panel field. The first six are stored; the rest are derived when a panel is built.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+/// A panel field. The first six are stored; the next four are derived when a panel is built;
+/// [`Field::Extra`] is a further numeric column of a data file (e.g. `cap`), stored.
+///
+/// Serialized as its name (`"close"`, `"cap"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Field {
     /// Bar open.
     Open,
@@ -37,6 +39,37 @@ pub enum Field {
     Vwap,
     /// close × volume.
     DollarVolume,
+    /// A numeric column of the data file beyond the format's own (see [`Field::extra`]).
+    Extra(&'static str),
+}
+
+/// Names of extra columns, each leaked once so that [`Field`] stays `Copy`: a process meets a
+/// handful of them.
+fn intern(name: &str) -> &'static str {
+    static NAMES: std::sync::Mutex<std::collections::BTreeSet<&'static str>> =
+        std::sync::Mutex::new(std::collections::BTreeSet::new());
+    let mut names = NAMES
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some(n) = names.get(name) {
+        return n;
+    }
+    let n: &'static str = Box::leak(name.to_owned().into_boxed_str());
+    names.insert(n);
+    n
+}
+
+impl Serialize for Field {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.name())
+    }
+}
+
+impl<'de> Deserialize<'de> for Field {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Field, D::Error> {
+        let name = std::borrow::Cow::<'de, str>::deserialize(d)?;
+        Ok(Field::parse(&name).unwrap_or_else(|| Field::extra(&name)))
+    }
 }
 
 impl Field {
@@ -76,12 +109,23 @@ impl Field {
             Field::LogReturns => "log_returns",
             Field::Vwap => "vwap",
             Field::DollarVolume => "dollar_volume",
+            Field::Extra(name) => name,
         }
     }
 
-    /// Parses a field name.
+    /// Parses the name of one of the format's own fields ([`Field::ALL`]).
     pub fn parse(name: &str) -> Option<Field> {
         Field::ALL.into_iter().find(|f| f.name() == name)
+    }
+
+    /// The extra numeric column `name` (which should not be one of [`Field::ALL`]).
+    pub fn extra(name: &str) -> Field {
+        Field::Extra(intern(name))
+    }
+
+    /// Whether data files hold it (as opposed to deriving it).
+    pub fn is_stored(self) -> bool {
+        matches!(self, Field::Extra(_)) || self.stored_index().is_some()
     }
 
     /// Index into storage order, for stored fields.
@@ -90,17 +134,12 @@ impl Field {
     }
 
     /// Stored fields needed to compute this one.
-    pub fn inputs(self) -> &'static [Field] {
+    pub fn inputs(self) -> Vec<Field> {
         match self {
-            Field::Returns | Field::LogReturns => &[Field::Close],
-            Field::Vwap => &[Field::High, Field::Low, Field::Close],
-            Field::DollarVolume => &[Field::Close, Field::Volume],
-            Field::Open => &[Field::Open],
-            Field::High => &[Field::High],
-            Field::Low => &[Field::Low],
-            Field::Close => &[Field::Close],
-            Field::Volume => &[Field::Volume],
-            Field::OpenInterest => &[Field::OpenInterest],
+            Field::Returns | Field::LogReturns => vec![Field::Close],
+            Field::Vwap => vec![Field::High, Field::Low, Field::Close],
+            Field::DollarVolume => vec![Field::Close, Field::Volume],
+            stored => vec![stored],
         }
     }
 }
@@ -145,6 +184,21 @@ pub struct DatasetMeta {
     pub symbols: Vec<SymbolMeta>,
     /// The sidecar manifest, when there is one.
     pub manifest: Option<Manifest>,
+    /// Numeric columns beyond the format's own (e.g. `cap`), in file order: fields too.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub extra_fields: Vec<String>,
+}
+
+impl DatasetMeta {
+    /// The stored fields of the file: the format's own (open interest when it has a column)
+    /// and its extra columns.
+    pub fn stored_fields(&self) -> Vec<Field> {
+        Field::STORED
+            .into_iter()
+            .filter(|f| *f != Field::OpenInterest || self.has_open_interest)
+            .chain(self.extra_fields.iter().map(|n| Field::extra(n)))
+            .collect()
+    }
 }
 
 impl DatasetMeta {
@@ -330,5 +384,6 @@ pub(crate) fn summarize(
         quirks: raw.quirks,
         symbols,
         manifest,
+        extra_fields: raw.extra_names.clone(),
     }
 }

@@ -44,6 +44,10 @@ pub struct PanelQuery {
     pub frequency: Option<Frequency>,
     /// Fields to build.
     pub fields: Vec<Field>,
+    /// Also every extra numeric column of the datasets (e.g. `cap`), as [`Field::Extra`]
+    /// panels: NaN for instruments of a dataset without the column.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub extra_fields: bool,
     /// Futures roll treatment.
     pub roll: RollPolicy,
     /// Roll detector thresholds.
@@ -61,6 +65,7 @@ impl PanelQuery {
             end: None,
             frequency: None,
             fields: vec![Field::Close],
+            extra_fields: false,
             roll: RollPolicy::default(),
             roll_config: RollConfig::default(),
         }
@@ -69,6 +74,12 @@ impl PanelQuery {
     /// Sets the fields.
     pub fn fields(mut self, fields: impl IntoIterator<Item = Field>) -> PanelQuery {
         self.fields = fields.into_iter().collect();
+        self
+    }
+
+    /// Adds every extra numeric column of the datasets (see [`PanelQuery::extra_fields`]).
+    pub fn extra_fields(mut self, yes: bool) -> PanelQuery {
+        self.extra_fields = yes;
         self
     }
 
@@ -244,11 +255,7 @@ impl Catalog {
         if q.fields.is_empty() {
             return Err(MarketError::Query("no field selected".into()));
         }
-        let mut stored: Vec<Field> = q
-            .fields
-            .iter()
-            .flat_map(|f| f.inputs().iter().copied())
-            .collect();
+        let mut stored: Vec<Field> = q.fields.iter().flat_map(|f| f.inputs()).collect();
         if q.roll == RollPolicy::BackAdjust {
             stored.extend([
                 Field::Open,
@@ -272,8 +279,27 @@ impl Catalog {
         let mut plan: Vec<(usize, usize, Option<Series>)> = Vec::new();
         let mut times: Vec<Timestamp> = Vec::new();
         let mut frequency: Option<(Frequency, String)> = None;
+        // Extra columns asked for by name, and those of every dataset when the query says so.
+        let mut extra: Vec<Field> = q
+            .fields
+            .iter()
+            .copied()
+            .filter(|f| matches!(f, Field::Extra(_)))
+            .collect();
+        let mut stored_of: Vec<Vec<Field>> = Vec::new();
         for name in &q.datasets {
-            let (ds, _) = self.load(name, &stored)?;
+            let (ds, _) = self.load_with(name, &stored, q.extra_fields)?;
+            let mut stored = stored.clone();
+            if q.extra_fields {
+                for n in &ds.meta.extra_fields {
+                    let f = Field::extra(n);
+                    stored.push(f);
+                    if !extra.contains(&f) {
+                        extra.push(f);
+                    }
+                }
+            }
+            let stored = &stored;
             let native = ds.meta.frequency;
             let target = q.frequency.unwrap_or(native);
             check_resample(native, target, name)?;
@@ -285,18 +311,19 @@ impl Catalog {
                 }
                 _ => frequency = Some((target, name.clone())),
             }
+            stored_of.push(stored.clone());
             let cols = select_symbols(&ds, q.symbols.as_deref(), &q.datasets, self)?;
             let mut used = vec![false; ds.times.len()];
             for c in cols {
                 let futures = ds.meta.symbols[c].instrument.asset_class == AssetClass::Futures;
                 if target == native && !(futures && q.roll == RollPolicy::BackAdjust) {
-                    for t in present_rows(&ds, c, &stored, q.as_of) {
+                    for t in present_rows(&ds, c, stored, q.as_of) {
                         used[t] = true;
                     }
                     plan.push((loaded.len(), c, None));
                     continue;
                 }
-                let mut s = series_as_of(&ds, c, &stored, q.as_of);
+                let mut s = series_as_of(&ds, c, stored, q.as_of);
                 if target != native {
                     let session = session_of(&s.instrument, ds.meta.manifest.as_ref());
                     s = resample(s, target, session, q.as_of);
@@ -329,13 +356,19 @@ impl Catalog {
         let series = plan.into_iter().map(|(d, c, built)| {
             let (name, ds) = &loaded[d];
             let s = built.unwrap_or_else(|| {
-                let mut s = series_as_of(ds, c, &stored, q.as_of);
+                let mut s = series_as_of(ds, c, &stored_of[d], q.as_of);
                 derive(&mut s, q);
                 s
             });
             (name.clone(), s)
         });
-        let mut set = assemble(times, series, count, q, frequency);
+        let mut fields = q.fields.clone();
+        for f in extra {
+            if !fields.contains(&f) {
+                fields.push(f);
+            }
+        }
+        let mut set = assemble(times, series, count, q, &fields, frequency);
         if let Some(table) = &self.groups {
             let symbols: Vec<&str> = set.instruments.iter().map(|i| i.symbol.as_str()).collect();
             set.groups = table.labels(&symbols);
@@ -631,6 +664,7 @@ fn assemble(
     all: impl Iterator<Item = (String, Series)>,
     count: usize,
     q: &PanelQuery,
+    fields: &[Field],
     frequency: Frequency,
 ) -> PanelSet {
     let in_range = |t: &Timestamp| q.start.is_none_or(|s| *t >= s) && q.end.is_none_or(|e| *t <= e);
@@ -639,11 +673,8 @@ fn assemble(
     times.dedup();
     let index: HashMap<Timestamp, usize> = times.iter().enumerate().map(|(i, t)| (*t, i)).collect();
     let nt = times.len();
-    let mut panels: BTreeMap<Field, Panel> = q
-        .fields
-        .iter()
-        .map(|f| (*f, Panel::nan(nt, count)))
-        .collect();
+    let mut panels: BTreeMap<Field, Panel> =
+        fields.iter().map(|f| (*f, Panel::nan(nt, count))).collect();
     let mut rolls = BTreeMap::new();
     let mut stray = BTreeMap::new();
     let mut instruments = Vec::with_capacity(count);

@@ -100,10 +100,23 @@ impl ChunkReader for OwnHandles {
     }
 }
 
-/// Where each uniform column sits in the file, and how it is typed.
+/// Where each uniform column sits in the file.
 struct Layout {
-    /// Column index per field: ts, symbol, open..volume, open_interest.
-    index: [Option<usize>; 8],
+    /// Column index per field: ts, symbol, open..volume, open_interest, then the extra
+    /// numeric columns.
+    index: Vec<Option<usize>>,
+    /// Names of the extra numeric columns, in file order.
+    extra: Vec<String>,
+}
+
+impl Layout {
+    /// The name of field `f` (an index into [`Layout::index`]).
+    fn name(&self, f: usize) -> &str {
+        NAMES
+            .get(f)
+            .copied()
+            .unwrap_or_else(|| &self.extra[f - NAMES.len()])
+    }
 }
 
 const NAMES: [&str; 8] = [
@@ -141,6 +154,9 @@ fn read_from<R: ChunkReader + 'static>(
     let has_oi = layout.index[7].is_some();
     let col = |f: usize| layout.index[f].map(|i| i + 1);
     let mut rows = Rows::new(has_oi, "row");
+    rows.set_extra(layout.extra.clone());
+    let nfields = layout.index.len();
+    let mut extra_row = vec![f64::NAN; layout.extra.len()];
     let total_rows = usize::try_from(reader.metadata().file_metadata().num_rows()).unwrap_or(0);
     rows.reserve(total_rows);
     let total_bytes: i64 = reader
@@ -164,17 +180,18 @@ fn read_from<R: ChunkReader + 'static>(
         let n = usize::try_from(group.metadata().num_rows()).unwrap_or(0);
         // Two lanes of column decoders, one per core; symbol and ts lead them.
         let mut lanes: [Vec<(usize, Decoder)>; 2] = [Vec::new(), Vec::new()];
-        for (k, f) in [1, 0, 2, 3, 4, 5, 6, 7].into_iter().enumerate() {
+        let order = [1, 0].into_iter().chain(2..nfields);
+        for (k, f) in order.enumerate() {
             let Some(i) = layout.index[f] else { continue };
             let desc = schema.column(i);
             let decoder = group
                 .get_column_reader(i)
                 .map_err(|e| format!("cannot be read in row group {g}: {e}"))
-                .and_then(|c| Decoder::new(c, &desc, NAMES[f]));
+                .and_then(|c| Decoder::new(c, &desc, layout.name(f)));
             match decoder {
                 Ok(d) => lanes[k % 2].push((f, d)),
                 Err(message) => {
-                    problems.push(0, Some(i + 1), Some(NAMES[f]), message);
+                    problems.push(0, Some(i + 1), Some(layout.name(f)), message);
                     return None;
                 }
             }
@@ -197,7 +214,7 @@ fn read_from<R: ChunkReader + 'static>(
                 problems.push(0, None, None, "a column decoder failed".into());
                 return None;
             };
-            let mut values: [Option<Values>; 8] = Default::default();
+            let mut values: Vec<Option<Values>> = (0..nfields).map(|_| None).collect();
             for (f, v) in ra.into_iter().chain(rb) {
                 match v {
                     Ok(v) if v.len() == batch => values[f] = Some(v),
@@ -205,7 +222,7 @@ fn read_from<R: ChunkReader + 'static>(
                         problems.push(
                             0,
                             col(f),
-                            Some(NAMES[f]),
+                            Some(layout.name(f)),
                             format!(
                                 "holds {} values where its row group has {batch} more rows; the file is damaged",
                                 v.len()
@@ -214,13 +231,15 @@ fn read_from<R: ChunkReader + 'static>(
                         return None;
                     }
                     Err(message) => {
-                        problems.push(0, col(f), Some(NAMES[f]), message);
+                        problems.push(0, col(f), Some(layout.name(f)), message);
                         return None;
                     }
                 }
             }
-            let [ts, sym, nums @ ..] = values;
-            let (Some(ts), Some(Values::Text(sym, sym_present))) = (ts, sym) else {
+            let mut values = values.into_iter();
+            let (Some(Some(ts)), Some(Some(Values::Text(sym, sym_present)))) =
+                (values.next(), values.next())
+            else {
                 return None;
             };
             if let Some(r) = sym_present.iter().position(|p| !p) {
@@ -233,10 +252,8 @@ fn read_from<R: ChunkReader + 'static>(
                 return None;
             }
             let times = times(ts, col(0), row_number, &mut forms, problems)?;
-            let nums: Vec<Option<(Vec<f64>, Vec<bool>)>> = nums
-                .into_iter()
-                .map(|v| v.map(Values::into_numbers))
-                .collect();
+            let nums: Vec<Option<(Vec<f64>, Vec<bool>)>> =
+                values.map(|v| v.map(Values::into_numbers)).collect();
             for r in 0..batch {
                 if problems.should_stop() {
                     return None;
@@ -295,8 +312,25 @@ fn read_from<R: ChunkReader + 'static>(
                     }
                     *slot = x;
                 }
+                // Extra columns: any finite number; null for none.
+                for (j, slot) in extra_row.iter_mut().enumerate() {
+                    let k = 6 + j;
+                    let Some((v, present)) = &nums[k] else {
+                        continue;
+                    };
+                    *slot = if present[r] { v[r] } else { f64::NAN };
+                    if ok && slot.is_infinite() {
+                        problems.push(
+                            line,
+                            col(k + 2),
+                            Some(layout.name(k + 2)),
+                            format!("{slot} is not a finite number"),
+                        );
+                        ok = false;
+                    }
+                }
                 if ok {
-                    rows.push(line, sym[r].data(), new_symbol, t, vals);
+                    rows.push(line, sym[r].data(), new_symbol, t, vals, &extra_row);
                 }
             }
         }
@@ -321,7 +355,8 @@ const BATCH: usize = 1 << 18;
 
 /// Finds the uniform columns by name.
 fn layout(columns: &[Arc<ColumnDescriptor>], problems: &mut Problems) -> Option<Layout> {
-    let mut index = [None; 8];
+    let mut index = vec![None; NAMES.len()];
+    let mut extra = Vec::new();
     for (i, c) in columns.iter().enumerate() {
         let name = c.name();
         if name.starts_with("__index_level_") {
@@ -338,18 +373,16 @@ fn layout(columns: &[Arc<ColumnDescriptor>], problems: &mut Problems) -> Option<
         }
         match NAMES.iter().position(|n| *n == name) {
             Some(f) => index[f] = Some(i),
-            None => {
-                problems.push(
-                    0,
-                    Some(i + 1),
-                    Some(name),
-                    format!(
-                        "is not a column of the uniform format; expected {} (drop it before writing)",
-                        NAMES.join(", ")
-                    ),
-                );
-                return None;
-            }
+            None => match crate::reader::check_extra_name(name, &extra) {
+                Ok(()) => {
+                    extra.push(name.to_string());
+                    index.push(Some(i));
+                }
+                Err(message) => {
+                    problems.push(0, Some(i + 1), Some(name), message);
+                    return None;
+                }
+            },
         }
     }
     if let Some(f) = (0..7).find(|&f| index[f].is_none()) {
@@ -365,7 +398,7 @@ fn layout(columns: &[Arc<ColumnDescriptor>], problems: &mut Problems) -> Option<
         );
         return None;
     }
-    Some(Layout { index })
+    Some(Layout { index, extra })
 }
 
 /// A batch of one column, decoded, with a presence flag per row.
@@ -780,6 +813,9 @@ impl Table {
         let n = if raw.has_open_interest { 6 } else { 5 };
         for (k, name) in NUMBER_FIELDS.iter().enumerate().take(n) {
             t = t.with(name, Column::Real(raw.cols[k].clone()));
+        }
+        for (name, col) in raw.extra_names.iter().zip(&raw.extra) {
+            t = t.with(name, Column::Real(col.clone()));
         }
         t
     }

@@ -1,7 +1,8 @@
 //! The uniform CSV reader: one pass over a (possibly gzipped) file into per-symbol columns.
 //!
-//! The format (see `docs/data.md`): header `ts,symbol,open,high,low,close,volume[,open_interest]`,
-//! rows grouped by symbol and sorted by `ts` within a symbol, one row per (symbol, ts).
+//! The format (see `docs/data.md`): header `ts,symbol,open,high,low,close,volume[,open_interest]`
+//! then any extra numeric columns (e.g. `cap`), rows grouped by symbol and sorted by `ts` within
+//! a symbol, one row per (symbol, ts).
 //! Gzip input is decompressed on a second thread while this one parses, so the two cores
 //! overlap. Problems are collected as values with file, line, column and field, up to a cap.
 
@@ -15,7 +16,8 @@ use serde::{Deserialize, Serialize};
 use crate::time::{ParsedTs, parse_ts};
 
 const BASE_HEADER: [&str; 7] = ["ts", "symbol", "open", "high", "low", "close", "volume"];
-const EXPECTED_HEADER: &str = "ts,symbol,open,high,low,close,volume[,open_interest]";
+const EXPECTED_HEADER: &str =
+    "ts,symbol,open,high,low,close,volume[,open_interest][,extra numeric columns]";
 const CHUNK: usize = 1 << 20;
 
 /// One thing wrong with a data file, located as precisely as the reader can.
@@ -93,6 +95,10 @@ pub struct RawData {
     pub ts: Vec<i64>,
     /// open, high, low, close, volume, open_interest (the last empty when absent).
     pub cols: [Vec<f64>; 6],
+    /// Names of the numeric columns beyond the format's own, in file order.
+    pub extra_names: Vec<String>,
+    /// Their values, one column per name (NaN where a row leaves it empty).
+    pub extra: Vec<Vec<f64>>,
     /// Data rows read (kept).
     pub rows: u64,
     /// Kept-but-odd rows.
@@ -329,6 +335,12 @@ struct Parser {
     out: Rows,
     line: u64,
     ncols: usize,
+    /// Where the format's own columns end (7, or 8 with open interest).
+    nbase: usize,
+    /// Field spans of the current row, reused.
+    spans: Vec<(usize, usize)>,
+    /// Extra values of the current row, reused.
+    extra: Vec<f64>,
     header_seen: bool,
     aborted: bool,
 }
@@ -351,6 +363,39 @@ pub(crate) struct Rows {
 pub(crate) const NUMBER_FIELDS: [&str; 6] =
     ["open", "high", "low", "close", "volume", "open_interest"];
 
+/// Checks the name of an extra numeric column against the names already taken: a lowercase
+/// identifier (so that strategies can name it), not a field of the format or a derived one.
+/// The error says what is wrong and the fix.
+pub(crate) fn check_extra_name(name: &str, taken: &[String]) -> Result<(), String> {
+    let ident = name
+        .bytes()
+        .next()
+        .is_some_and(|b| b.is_ascii_lowercase() || b == b'_')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+    if !ident {
+        return Err(format!(
+            "extra column '{name}' is not a usable field name; name it in lowercase letters, digits and '_', starting with a letter (e.g. 'cap')"
+        ));
+    }
+    if name == "ts" || name == "symbol" || crate::dataset::Field::parse(name).is_some() {
+        return Err(format!(
+            "extra column '{name}' repeats or shadows a field of the format; rename or drop it"
+        ));
+    }
+    // A misspelt open interest would otherwise be read as an extra column of that name.
+    if crate::error::closest(name, ["open_interest"]).is_some() && name.len() > 2 {
+        return Err(format!(
+            "extra column '{name}' looks like 'open_interest'; spell it so, right after volume (or rename the column)"
+        ));
+    }
+    if taken.iter().any(|t| t == name) {
+        return Err(format!("column '{name}' appears twice; keep one"));
+    }
+    Ok(())
+}
+
 impl Rows {
     pub(crate) fn new(has_open_interest: bool, unit: &'static str) -> Rows {
         Rows {
@@ -369,12 +414,18 @@ impl Rows {
         }
     }
 
+    /// Declares the file's extra numeric columns (before any row).
+    pub(crate) fn set_extra(&mut self, names: Vec<String>) {
+        self.out.extra = vec![Vec::new(); names.len()];
+        self.out.extra_names = names;
+    }
+
     pub(crate) fn reserve(&mut self, rows: usize) {
-        let extra = rows.saturating_sub(self.out.ts.len());
-        self.out.ts.reserve_exact(extra);
+        let more = rows.saturating_sub(self.out.ts.len());
+        self.out.ts.reserve_exact(more);
         let n = if self.out.has_open_interest { 6 } else { 5 };
-        for c in &mut self.out.cols[..n] {
-            c.reserve_exact(extra);
+        for c in self.out.cols[..n].iter_mut().chain(&mut self.out.extra) {
+            c.reserve_exact(more);
         }
     }
 
@@ -518,6 +569,7 @@ impl Rows {
         new_symbol: bool,
         ts: i64,
         vals: [f64; 6],
+        extra: &[f64],
     ) {
         if new_symbol {
             if !self.cur_symbol.is_empty() {
@@ -548,6 +600,9 @@ impl Rows {
         if self.out.has_open_interest {
             self.out.cols[5].push(oi);
         }
+        for (col, v) in self.out.extra.iter_mut().zip(extra) {
+            col.push(*v);
+        }
         self.out.rows += 1;
     }
 
@@ -565,6 +620,9 @@ impl Parser {
             out: Rows::new(false, "line"),
             line: 0,
             ncols: 7,
+            nbase: 7,
+            spans: Vec::new(),
+            extra: Vec::new(),
             header_seen: false,
             aborted: false,
         }
@@ -589,46 +647,67 @@ impl Parser {
         let text = String::from_utf8_lossy(line);
         let names: Vec<&str> = text.split(',').map(str::trim).collect();
         let ok_base = names.len() >= 7 && names[..7] == BASE_HEADER;
-        match (ok_base, names.len()) {
-            (true, 7) => {}
-            (true, 8) if names[7] == "open_interest" => {
-                self.ncols = 8;
-                self.out.out.has_open_interest = true;
-            }
-            _ => {
-                let (column, which) = first_mismatch(&names);
-                let message = if text.is_empty() {
-                    format!("the header line is empty, expected '{EXPECTED_HEADER}'")
-                } else {
-                    format!("header is '{text}', expected '{EXPECTED_HEADER}' ({which})")
-                };
-                problems.push(1, column, None, message);
-                // Nothing below the header can be read with the wrong columns.
-                self.aborted = true;
-            }
+        if !ok_base {
+            let (column, which) = first_mismatch(&names);
+            let message = if text.is_empty() {
+                format!("the header line is empty, expected '{EXPECTED_HEADER}'")
+            } else {
+                format!("header is '{text}', expected '{EXPECTED_HEADER}' ({which})")
+            };
+            problems.push(1, column, None, message);
+            // Nothing below the header can be read with the wrong columns.
+            self.aborted = true;
+            return;
         }
+        let oi = names.get(7) == Some(&"open_interest");
+        self.nbase = if oi { 8 } else { 7 };
+        self.ncols = names.len();
+        self.out.out.has_open_interest = oi;
+        let mut extra: Vec<String> = Vec::new();
+        let mut column = names[..self.nbase]
+            .iter()
+            .map(|n| n.len() + 1)
+            .sum::<usize>()
+            + 1;
+        for name in &names[self.nbase..] {
+            if let Err(message) = check_extra_name(name, &extra) {
+                problems.push(1, Some(column), Some(name), message);
+                self.aborted = true;
+                return;
+            }
+            extra.push((*name).to_string());
+            column += name.len() + 1;
+        }
+        self.extra = vec![f64::NAN; extra.len()];
+        self.out.set_extra(extra);
     }
 
     fn row(&mut self, line: &[u8], problems: &mut Problems) {
         if self.aborted {
             return;
         }
-        let mut fields = [(0usize, 0usize); 8];
-        let mut n = 0;
+        let mut fields = std::mem::take(&mut self.spans);
+        fields.clear();
         let mut start = 0;
         for i in memchr::memchr_iter(b',', line).chain(std::iter::once(line.len())) {
-            if n < 8 {
-                fields[n] = (start, i);
-            }
-            n += 1;
+            fields.push((start, i));
             start = i + 1;
         }
+        self.row_fields(line, &fields, problems);
+        self.spans = fields;
+    }
+
+    fn row_fields(&mut self, line: &[u8], fields: &[(usize, usize)], problems: &mut Problems) {
+        let n = fields.len();
         if n != self.ncols {
-            let header = if self.ncols == 8 {
-                "ts,symbol,open,high,low,close,volume,open_interest"
-            } else {
-                "ts,symbol,open,high,low,close,volume"
-            };
+            let mut header = BASE_HEADER.join(",");
+            if self.out.out.has_open_interest {
+                header.push_str(",open_interest");
+            }
+            for e in &self.out.out.extra_names {
+                header.push(',');
+                header.push_str(e);
+            }
             problems.push(
                 self.line,
                 None,
@@ -674,7 +753,7 @@ impl Parser {
 
         // Numbers: all parsed before anything is pushed, so a bad row leaves no trace.
         let mut vals = [f64::NAN; 6];
-        for k in 0..self.ncols - 2 {
+        for k in 0..self.nbase - 2 {
             let b = field(k + 2);
             if k == 5 && b.is_empty() {
                 continue; // open interest may be missing
@@ -706,7 +785,32 @@ impl Parser {
             }
             vals[k] = v;
         }
-        self.out.push(self.line, sym, new_symbol, ts, vals);
+        // Extra columns: any finite number, or empty for none.
+        for (j, k) in (self.nbase..self.ncols).enumerate() {
+            let b = field(k);
+            self.extra[j] = if b.is_empty() {
+                f64::NAN
+            } else {
+                match fast_float2::parse::<f64, _>(b) {
+                    Ok(v) if v.is_finite() => v,
+                    _ => {
+                        let name = &self.out.out.extra_names[j];
+                        problems.push(
+                            self.line,
+                            col(k),
+                            Some(name),
+                            format!(
+                                "'{}' is not a number, expected a number or nothing (extra column '{name}')",
+                                String::from_utf8_lossy(b)
+                            ),
+                        );
+                        return;
+                    }
+                }
+            };
+        }
+        self.out
+            .push(self.line, sym, new_symbol, ts, vals, &self.extra);
     }
 
     fn finish(&mut self, problems: &mut Problems) {

@@ -145,10 +145,10 @@ fn a_missing_column_is_named() {
 }
 
 #[test]
-fn an_unknown_column_is_named_and_pandas_index_is_ignored() {
+fn a_column_shadowing_a_field_is_named_and_pandas_index_is_ignored() {
     let e = load_error(&good().with("vwap", Column::Real(vec![1.0, 1.0])));
     assert!(
-        e.contains("column 8 (vwap): is not a column of the uniform format"),
+        e.contains("column 8 (vwap): extra column 'vwap' repeats or shadows a field of the format; rename or drop it"),
         "{e}"
     );
     let dir = tempfile::tempdir().unwrap();

@@ -48,6 +48,7 @@ fn main() -> anyhow::Result<()> {
                 .into_iter()
                 .filter(|f| *f != Field::OpenInterest),
         )
+        .extra_fields(true)
         .roll(RollPolicy::None);
     let mut set = catalog.panels(&q)?;
     let stage = |what: &str| {

@@ -30,6 +30,9 @@ pub struct DatasetLine {
     pub asset_classes: Vec<String>,
     /// Whether open interest is present.
     pub open_interest: bool,
+    /// Numeric columns of the file beyond the format's own (e.g. `cap`), usable as fields.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub extra_fields: Vec<String>,
 }
 
 /// Lists the datasets available.
@@ -82,6 +85,7 @@ impl Tool for ListDatasets {
                     last: m.last.display(m.frequency),
                     asset_classes: classes,
                     open_interest: m.has_open_interest,
+                    extra_fields: m.extra_fields,
                     name: m.name,
                 }
             })

@@ -163,7 +163,9 @@ pub fn load_session(
     args: &ChooseUniverseArgs,
     frequency: Option<Frequency>,
 ) -> Result<Session, (FailureKind, String)> {
-    let mut q = PanelQuery::new(AsOf::LATEST, args.datasets.clone()).fields(frame::FIELDS);
+    let mut q = PanelQuery::new(AsOf::LATEST, args.datasets.clone())
+        .fields(frame::FIELDS)
+        .extra_fields(true);
     if let Some(s) = &args.symbols {
         q = q.symbols(s.clone());
     }
