@@ -58,6 +58,12 @@ pub fn move_sum(x: &[f64], w: usize, out: &mut [f64]) {
 /// (bottleneck's `min_count`; the first bars' shorter windows count too). `m = w` is
 /// [`move_sum`].
 pub fn move_sum_min(x: &[f64], w: usize, m: usize, out: &mut [f64]) {
+    if w == 1 {
+        // The value itself, exactly: a running sum would leave rounding residue (which
+        // breaks ties for a later rank).
+        out[..x.len()].copy_from_slice(x);
+        return;
+    }
     let (mut sum, mut count) = (0.0, 0usize);
     for t in 0..x.len() {
         let a = x[t];
@@ -111,6 +117,10 @@ pub fn move_mean(x: &[f64], w: usize, out: &mut [f64]) {
 /// Rolling mean over `w` bars of the numbers among them, where there are at least `min`
 /// (bottleneck's `min_count`). `min = w` is [`move_mean`].
 pub fn move_mean_min(x: &[f64], w: usize, min: usize, out: &mut [f64]) {
+    if w == 1 {
+        out[..x.len()].copy_from_slice(x); // exactly, as in `move_sum_min`
+        return;
+    }
     let mut m = MeanWindow::new(w, min);
     for t in 0..x.len() {
         out[t] = m.push(t, x[t], if t >= w { x[t - w] } else { f64::NAN });
@@ -947,6 +957,27 @@ pub fn nanmean_std(row: &[f64], ddof: usize) -> (f64, f64) {
 
 #[cfg(test)]
 mod tests {
+    /// A window of one bar is the value itself, bit for bit: Alpha101's alpha 29 ranks
+    /// `ts_sum(x, 1)`, where a running sum's residue would break the ties of `x`.
+    #[test]
+    fn a_one_bar_sum_or_mean_is_the_value_itself() {
+        let x: Vec<f64> = (0..200)
+            .map(|i| {
+                if i % 17 == 5 {
+                    f64::NAN
+                } else {
+                    (i as f64 * 0.37).sin() * 1e3 + 0.1
+                }
+            })
+            .collect();
+        let (mut s, mut m) = (vec![0.0; x.len()], vec![0.0; x.len()]);
+        super::move_sum_min(&x, 1, 1, &mut s);
+        super::move_mean_min(&x, 1, 1, &mut m);
+        let bits = |v: &[f64]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&s), bits(&x));
+        assert_eq!(bits(&m), bits(&x));
+    }
+
     use super::*;
 
     fn run(f: impl Fn(&[f64], &mut [f64]), x: &[f64]) -> Vec<f64> {

@@ -6,7 +6,10 @@
 //! set `RAYON_NUM_THREADS`), and prints one JSON line: CPU seconds per strategy, wall time,
 //! threads, peak RSS and the panel's bytes. `--out` writes per-alpha metrics as CSV.
 //! `--each` instead prints each expression's signal time alone (`NAME MS`, best of five), for
-//! `bench/ops.sh`.
+//! `bench/ops.sh`. `--values DIR` also writes each alpha's signal to `DIR/NAME.f64` (raw
+//! little-endian doubles, instrument by instrument, each instrument's bars in order), for
+//! `bench/alpha101.sh`'s agreement check. A `groups.csv` beside the panel gives its
+//! groupings (sector, industry, ...); extra numeric columns (cap) are fields.
 //! `LIM_BENCH_DETAIL=1` adds each alpha's CPU time and memory after loading;
 //! `LIM_BENCH_SPLIT=1` then times each signal on its own apart from its book.
 
@@ -19,20 +22,25 @@ use std::time::Instant;
 
 use anyhow::{Context, bail};
 use lim_backtest::topk::{self, TopK};
-use lim_backtest::{Evaluator, frame, parse};
+use lim_backtest::{Evaluator, frame, parse_with};
 use lim_market::{AsOf, Catalog, Field, PanelQuery, RollPolicy};
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let out = args
-        .iter()
-        .position(|a| a == "--out")
-        .and_then(|i| args.get(i + 1))
-        .map(PathBuf::from);
+    let flag = |name: &str| {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1))
+            .map(PathBuf::from)
+    };
+    let (out, values) = (flag("--out"), flag("--values"));
     let pos: Vec<&String> = args
         .iter()
         .enumerate()
-        .filter(|(i, a)| !a.starts_with("--") && (*i == 0 || args[i - 1] != "--out"))
+        .filter(|(i, a)| {
+            !a.starts_with("--")
+                && (*i == 0 || !matches!(args[i - 1].as_str(), "--out" | "--values"))
+        })
         .map(|(_, a)| a)
         .collect();
     let [panel, alphas] = pos.as_slice() else {
@@ -41,7 +49,13 @@ fn main() -> anyhow::Result<()> {
     let panel = PathBuf::from(panel);
     let name = lim_market::source::dataset_name(&panel).context("PANEL must be NAME.csv.gz")?;
     let cache = std::env::temp_dir().join("lim-bench-cache");
-    let catalog = Catalog::single_file(&panel, Some(lim_market::Cache::new(cache)))?;
+    let dir = panel.parent().unwrap_or(std::path::Path::new("."));
+    let cache = Some(lim_market::Cache::new(cache));
+    let catalog = if dir.join("groups.csv").exists() {
+        Catalog::open_dir(dir, cache)?
+    } else {
+        Catalog::single_file(&panel, cache)?
+    };
     let q = PanelQuery::new(AsOf::LATEST, [name])
         .fields(
             frame::FIELDS
@@ -86,10 +100,10 @@ fn main() -> anyhow::Result<()> {
                 .map(|(n, e)| (n.trim().to_string(), e.trim().to_string()))
         })
         .collect();
-    let names = frame.field_names();
+    let (names, groups) = (frame.field_names(), frame.group_names());
     let exprs = items
         .iter()
-        .map(|(_, e)| parse(e, &names))
+        .map(|(n, e)| parse_with(e, &names, &groups).with_context(|| format!("alpha {n}")))
         .collect::<Result<Vec<_>, _>>()?;
     let fwd = topk::Target::new(&frame.fields["close"]);
     stage("building the frame and the target");
@@ -144,6 +158,19 @@ fn main() -> anyhow::Result<()> {
         );
     }
 
+    if let Some(dir) = values {
+        std::fs::create_dir_all(&dir)?;
+        for (e, (name, _)) in exprs.iter().zip(&items) {
+            let sig = eval.signal(e);
+            let bytes: Vec<u8> = sig
+                .values
+                .data
+                .iter()
+                .flat_map(|v| v.to_le_bytes())
+                .collect();
+            std::fs::write(dir.join(format!("{name}.f64")), bytes)?;
+        }
+    }
     if let Some(path) = out {
         let mut f = std::io::BufWriter::new(std::fs::File::create(path)?);
         writeln!(f, "name,ann_return,sharpe,max_dd,turnover,ic_mean,ic_ir")?;
