@@ -48,7 +48,7 @@ def write_panel(out, n, t, seed):
     while len(days) < t:
         if d.astype("datetime64[D]").item().weekday() < 5:
             days.append(str(d))
-        d += 1
+        d += np.timedelta64(1, "D")
     with gzip.open(os.path.join(out, "a101.csv.gz"), "wt", compresslevel=1, newline="\n") as f:
         f.write("ts,symbol," + ",".join(fields) + "\n")
         cols = [p[k] for k in fields]
@@ -302,11 +302,7 @@ class Peer:
         raise NameError(f"no mapping for {name}")
 
 
-def peer(out, alphas_path, values_dir, json_path):
-    import alpha
-    from backtest import backtest_numpy, fwd_returns_numpy
-
-    z = np.load(os.path.join(out, "panel.npz"))
+def load_peer(alpha, z, aligned):
     T, N = z["close"].shape
     flat = lambda m: np.ascontiguousarray(m.T).ravel()
     close = z["close"]
@@ -317,9 +313,19 @@ def peer(out, alphas_path, values_dir, json_path):
     fields["vwap"] = (fields["high"] + fields["low"] + fields["close"]) / 3.0
     fields["returns"] = flat(returns)
     groups = {k: np.repeat(z[f"group_{k}"].astype(np.float64), T) for k in ["sector", "industry", "subindustry"]}
+    return Peer(alpha, fields, groups, N, T, aligned=aligned)
+
+
+def peer(out, alphas_path, values_dir, json_path):
+    import alpha
+    from backtest import backtest_numpy, fwd_returns_numpy
+
+    z = np.load(os.path.join(out, "panel.npz"))
+    T, N = z["close"].shape
+    close = z["close"]
     fwd = fwd_returns_numpy(close)
-    p = Peer(alpha, fields, groups, N, T)
-    aligned = Peer(alpha, fields, groups, N, T, aligned=True)
+    p = load_peer(alpha, z, aligned=False)
+    aligned = load_peer(alpha, z, aligned=True)
     items = []
     for line in open(alphas_path):
         line = line.strip()
@@ -360,6 +366,86 @@ def peer(out, alphas_path, values_dir, json_path):
     print(json.dumps({k: v for k, v in result.items() if k != "agreement"}))
 
 
+def show(e):
+    """An expression tree printed back in LIM's language, fully parenthesised."""
+    tag = e[0]
+    if tag == "num":
+        return repr(e[1])
+    if tag == "name":
+        return e[1]
+    if tag == "neg":
+        return f"-({show(e[1])})"
+    if tag == "not":
+        return f"!({show(e[1])})"
+    if tag == "bin":
+        return f"({show(e[2])} {e[1]} {show(e[3])})"
+    return f"{e[1]}({', '.join(show(a) for a in e[2])})"
+
+
+def nodes(e, out):
+    """The sub-expressions of e that compute something, children first."""
+    if e[0] in ("num", "name"):
+        return
+    for child in (e[1:] if e[0] != "call" else e[2]):
+        if isinstance(child, tuple):
+            nodes(child, out)
+    if show(e) not in out:
+        out.append(show(e))
+
+
+def write_nodes(alphas_path, names, out_path):
+    """Every sub-expression of the named alphas, as an alphas file (n0001 | expr, ...)."""
+    items = dict(tuple(s.strip() for s in l.split("|", 1)) for l in open(alphas_path)
+                 if l.strip() and not l.startswith("#"))
+    seen = []
+    for name in names:
+        nodes(parse(items[name]), seen)
+    with open(out_path, "w") as f:
+        for i, e in enumerate(seen):
+            f.write(f"n{i:04d} | {e}\n")
+
+
+def explain(out, alphas_path, nodes_path, values_dir, names):
+    """For each alpha that disagrees, the innermost sub-expression that does while its inputs
+    agree: where the two engines part."""
+    import alpha
+    z = np.load(os.path.join(out, "panel.npz"))
+    T, N = z["close"].shape
+    p = load_peer(alpha, z, aligned=True)
+    node_names = {}
+    for l in open(nodes_path):
+        k, e = (s.strip() for s in l.split("|", 1))
+        node_names[e] = k
+    verdict = {}
+    def ok(e):
+        key = show(e)
+        if e[0] in ("num", "name") or key not in node_names:
+            return True, None
+        if key not in verdict:
+            lim = np.fromfile(os.path.join(values_dir, f"{node_names[key]}.f64"), dtype="<f8")
+            va = np.asarray(p.eval(e, {}), dtype=np.float64) * np.ones(N * T)
+            verdict[key] = compare(key, lim, va)
+        return verdict[key]["agree"] >= 0.999, verdict[key]
+    def first(e):
+        children = [c for c in (e[1:] if e[0] != "call" else e[2]) if isinstance(c, tuple)]
+        for c in children:
+            found = first(c)
+            if found:
+                return found
+        good, v = ok(e)
+        return None if good else (show(e), v)
+    items = [tuple(s.strip() for s in l.split("|", 1)) for l in open(alphas_path)
+             if l.strip() and not l.startswith("#")]
+    for name, expr in items:
+        if name not in names:
+            continue
+        found = first(parse(expr))
+        if found:
+            text, v = found
+            text = text if len(text) <= 110 else text[:107] + "..."
+            print(f"  {name}: first differs at {text}: {100 * v['agree']:.1f}% of its cells agree")
+
+
 def compare(name, lim, peer_values, rtol=1e-6):
     """Cells where LIM has a value: the share where py-alpha-lib has one and it agrees."""
     l_ok, p_ok = np.isfinite(lim), np.isfinite(peer_values)
@@ -389,8 +475,22 @@ if __name__ == "__main__":
     pp.add_argument("alphas")
     pp.add_argument("--values")
     pp.add_argument("--json")
+    pn = sub.add_parser("nodes")
+    pn.add_argument("alphas")
+    pn.add_argument("out")
+    pn.add_argument("names", nargs="+")
+    px = sub.add_parser("explain")
+    px.add_argument("out")
+    px.add_argument("alphas")
+    px.add_argument("nodes")
+    px.add_argument("values")
+    px.add_argument("names", nargs="+")
     a = ap.parse_args()
     if a.cmd == "panel":
         write_panel(a.out, a.n, a.t, a.seed)
-    else:
+    elif a.cmd == "peer":
         peer(a.out, a.alphas, a.values, a.json)
+    elif a.cmd == "nodes":
+        write_nodes(a.alphas, a.names, a.out)
+    else:
+        explain(a.out, a.alphas, a.nodes, a.values, a.names)

@@ -53,4 +53,17 @@ for a in good:
         same += 1
 print(f"of those, the top-50 books' six metrics agree within 1e-6 for {same}"
       " (LIM's book beside the numpy book of py-alpha-lib's values)")
+open(f"{work}/differ.txt", "w").write(" ".join(a["name"] for a in ag if a["agree"] < 0.999))
 PY
+# Where the two part: every sub-expression of the alphas that differ, evaluated by both; the
+# innermost one that differs while its inputs agree.
+differ=$(cat "$work/differ.txt")
+if [ -n "$differ" ]; then
+  echo "where they part (the innermost sub-expression that differs; its inputs agree):"
+  # shellcheck disable=SC2086
+  "$py" bench/alpha101.py nodes bench/alpha101.txt "$work/nodes.txt" $differ
+  ./target/release/bench-alphas "$work/a101.csv.gz" "$work/nodes.txt" --values "$work/nodes" > /dev/null
+  # shellcheck disable=SC2086
+  "$py" -W ignore bench/alpha101.py explain "$work" bench/alpha101.txt "$work/nodes.txt" "$work/nodes" $differ
+  rm -rf "$work/nodes"
+fi
