@@ -155,21 +155,34 @@ pub fn slurm_backtests(
 }
 
 /// The research run's backtests on Slurm (`None` when they run here), through `work` (the
-/// run's own directory), stopped by `stop` (Ctrl-C).
+/// run's own directory), stopped by `stop` (Ctrl-C) or once the wall clock passes
+/// `deadline_ms` (ms since the epoch: the run's creation plus its `--deadline`). A batch in
+/// flight then is cancelled (`scancel`) and the backtest tool reports why; the run's stop
+/// rule, reading its journaled clock, ends the run for its deadline at the next check. Replay
+/// never comes here: it reads the tool's journaled answer.
 pub fn research_backtests(
     cluster: &ClusterArgs,
     data: &DataArgs,
     data_dir: Option<&Path>,
     work: &Path,
-    stop: Arc<AtomicBool>,
+    (stop, deadline_ms): (Arc<AtomicBool>, Option<i64>),
     tty: bool,
 ) -> anyhow::Result<Option<Arc<dyn lim_tools::RemoteBacktests>>> {
     if cluster.executor == Executor::Local {
         return Ok(None);
     }
     let stop = Arc::new(move || {
-        stop.load(Ordering::SeqCst)
-            .then(|| "interrupted".to_string())
+        if stop.load(Ordering::SeqCst) {
+            return Some("interrupted".to_string());
+        }
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(i64::MAX, |d| {
+                i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+            });
+        deadline_ms
+            .is_some_and(|d| now_ms >= d)
+            .then(|| "the run's deadline passed".to_string())
     });
     Ok(Some(Arc::new(slurm_backtests(
         cluster, data, data_dir, work, stop, tty,

@@ -585,7 +585,14 @@ fn run_with<L: LlmClient + 'static>(
         &remote.data,
         remote.data_dir.as_deref(),
         &store.run_dir(&id)?.join("work"),
-        interrupted,
+        (
+            interrupted,
+            ready
+                .config
+                .budgets
+                .deadline_minutes
+                .map(|m| ready.meta.created_ms + (m * 60_000.0) as i64),
+        ),
         tty,
     )?;
     let parts = Execution {

@@ -455,4 +455,45 @@ fn backtests_on_slurm_match_local_survive_kills_and_stop_at_the_deadline() {
         "submitted twice: {text}"
     );
     assert_eq!(cluster.completions(&name), 1);
+
+    // 7. A research run's deadline passing while its batch is out (held in the queue by
+    //    `--begin`): the batch is cancelled, nothing is left in the queue, and the run ends
+    //    for its deadline with a report.
+    let held = dir.path().join("held.toml");
+    std::fs::write(&held, "extra = [\"--begin=now+600\"]\nshards = 2\n").unwrap();
+    let store7 = dir.path().join("runs-deadline");
+    let t = Instant::now();
+    let out = cluster
+        .lim(&[
+            "research",
+            goal,
+            "--json",
+            "--store",
+            store7.to_str().unwrap(),
+            "--executor",
+            "slurm",
+            "--slurm-config",
+            held.to_str().unwrap(),
+            "--deadline",
+            "20s",
+        ])
+        .output()
+        .unwrap();
+    let run: serde_json::Value = serde_json::from_str(&ok(&out)).unwrap();
+    let took = t.elapsed();
+    assert_eq!(run["summary"]["stop_reason"], "deadline reached", "{run}");
+    assert!(
+        took < Duration::from_secs(90),
+        "the run overran its 20 s deadline by far: {took:?}"
+    );
+    let id = run["run"].as_str().unwrap();
+    let (name7, text) = ledger(&store7.join(id).join("work"));
+    assert_eq!(text.matches("\"submit\"").count(), 1, "{text}");
+    assert_eq!(
+        cluster.queued(&name7),
+        0,
+        "the held batch is still in the queue after the deadline"
+    );
+    assert_eq!(outputs(&store7.join(id).join("work")), 0, "a held task ran");
+    eprintln!("research deadline: batch held, cancelled, run ended in {took:?}");
 }
