@@ -312,6 +312,10 @@ pub struct PredictArgs {
     model: ModelArgs,
     #[command(flatten)]
     data: DataArgs,
+    /// Where the prediction runs (here, or as one Slurm job writing to the shared output
+    /// directory; run again, it finds the finished job) and with what resources.
+    #[command(flatten)]
+    job: crate::cluster_args::JobArgs,
     /// Print a JSON summary.
     #[arg(long)]
     json: bool,
@@ -440,7 +444,7 @@ fn mixture(items: &[String], symbols: &Option<Vec<String>>) -> anyhow::Result<Ve
 fn pretrain(a: PretrainArgs) -> anyhow::Result<ExitCode> {
     let store = a.model.store();
     if a.job.executor == crate::cluster_args::Executor::Slurm {
-        return on_slurm(&a.job, &a.data, &store, &a.name, a.json);
+        return trained_on_slurm(&a.job, &a.data, &store, &a.name, a.json);
     }
     let device = a.model.device()?.autodiff();
     let mut cfg = a.shape.config()?;
@@ -557,7 +561,7 @@ fn pretrain(a: PretrainArgs) -> anyhow::Result<ExitCode> {
 fn finetune_cmd(a: FinetuneArgs) -> anyhow::Result<ExitCode> {
     let store = a.model.store();
     if a.job.executor == crate::cluster_args::Executor::Slurm {
-        return on_slurm(&a.job, &a.data, &store, &a.name, a.json);
+        return trained_on_slurm(&a.job, &a.data, &store, &a.name, a.json);
     }
     let device = a.model.device()?.autodiff();
     let catalog = a.data.catalog()?;
@@ -719,6 +723,26 @@ fn finetune_cmd(a: FinetuneArgs) -> anyhow::Result<ExitCode> {
 
 fn predict(a: PredictArgs) -> anyhow::Result<ExitCode> {
     let store = a.model.store();
+    if a.job.executor == crate::cluster_args::Executor::Slurm {
+        let out = a
+            .out
+            .clone()
+            .unwrap_or_else(|| store.dir().join("predictions"));
+        std::fs::create_dir_all(&out)
+            .with_context(|| format!("cannot create '{}'", out.display()))?;
+        let out = out.canonicalize()?;
+        let summary = on_slurm(&a.job, &a.data, &store, ("--out", &out), None)?;
+        if a.json {
+            println!("{}", serde_json::to_string_pretty(&summary)?);
+        } else {
+            println!(
+                "predicted as a Slurm job into {}: {}",
+                out.display(),
+                serde_json::to_string(&summary)?
+            );
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
     let device = a.model.device()?;
     let (meta, model) = store.load_predictor(&a.model_name, &device)?;
     let catalog = a.data.catalog()?;
@@ -1293,28 +1317,22 @@ fn list(a: ListArgs) -> anyhow::Result<ExitCode> {
 /// Runs this training command as a Slurm job (see `JobArgs`): the same command line on a
 /// node, its checkpoints in the shared models directory, continued with `--resume` after a
 /// failed attempt; prints the job's summary.
-fn on_slurm(
+fn trained_on_slurm(
     job: &crate::cluster_args::JobArgs,
     data: &DataArgs,
     store: &lim_foundation::Store,
     name: &str,
     json: bool,
 ) -> anyhow::Result<ExitCode> {
-    use lim_pipelines::cluster::work::CommandUnit;
-    std::fs::create_dir_all(store.dir())
-        .with_context(|| format!("cannot create '{}'", store.dir().display()))?;
+    let latest = store.dir().join(name).join("LATEST");
+    let summary = on_slurm(
+        job,
+        data,
+        store,
+        ("--models-dir", store.dir()),
+        Some(latest),
+    )?;
     let models = store.dir().canonicalize()?;
-    let mut extra = vec!["--models-dir".to_string(), models.display().to_string()];
-    if let Some(d) = data.data_dir() {
-        let d = d.canonicalize().unwrap_or(d);
-        extra.extend(["--data".to_string(), d.display().to_string()]);
-    }
-    let unit = CommandUnit {
-        args: crate::cluster_args::job_command_line(&["--models-dir", "--data"], &extra),
-        resume_when: Some(models.join(name).join("LATEST")),
-        resume_args: vec!["--resume".to_string()],
-    };
-    let summary = crate::cluster_args::run_job(job, data, unit)?;
     if json {
         println!("{}", serde_json::to_string_pretty(&summary)?);
     } else {
@@ -1325,4 +1343,50 @@ fn on_slurm(
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Runs this command as one Slurm job (see `JobArgs`): the same command line on a node, with
+/// the models directory, the data directory and `shared` (a flag and the directory the job
+/// writes, made absolute: the nodes must see it) in place of the user's; continued with
+/// `--resume` after a failed attempt when `resume_when` exists. Returns the job's `--json`
+/// summary.
+fn on_slurm(
+    job: &crate::cluster_args::JobArgs,
+    data: &DataArgs,
+    store: &lim_foundation::Store,
+    shared: (&str, &std::path::Path),
+    resume_when: Option<PathBuf>,
+) -> anyhow::Result<serde_json::Value> {
+    use lim_pipelines::cluster::work::CommandUnit;
+    std::fs::create_dir_all(store.dir())
+        .with_context(|| format!("cannot create '{}'", store.dir().display()))?;
+    let models = store.dir().canonicalize()?;
+    let mut extra = vec!["--models-dir".to_string(), models.display().to_string()];
+    let mut replaced = vec!["--models-dir", "--data"];
+    if shared.0 != "--models-dir" {
+        let dir = shared
+            .1
+            .canonicalize()
+            .unwrap_or_else(|_| shared.1.to_path_buf());
+        extra.extend([shared.0.to_string(), dir.display().to_string()]);
+        replaced.push(shared.0);
+    }
+    if let Some(d) = data.data_dir() {
+        let d = d.canonicalize().unwrap_or(d);
+        extra.extend(["--data".to_string(), d.display().to_string()]);
+    }
+    let resume_when = resume_when.map(|p| match p.strip_prefix(store.dir()) {
+        Ok(rel) => models.join(rel),
+        Err(_) => p,
+    });
+    let unit = CommandUnit {
+        args: crate::cluster_args::job_command_line(&replaced, &extra),
+        resume_args: if resume_when.is_some() {
+            vec!["--resume".to_string()]
+        } else {
+            Vec::new()
+        },
+        resume_when,
+    };
+    crate::cluster_args::run_job(job, data, unit)
 }

@@ -456,6 +456,77 @@ fn backtests_on_slurm_match_local_survive_kills_and_stop_at_the_deadline() {
     );
     assert_eq!(cluster.completions(&name), 1);
 
+    // 8. Predictions as a Slurm job: the panel the node writes into the shared directory is
+    //    the local one, byte for byte; run again, it submits nothing.
+    let m = models.to_str().unwrap();
+    ok(&cluster
+        .lim(&[
+            "foundation",
+            "finetune",
+            "--name",
+            "f",
+            "--from",
+            "p",
+            "--dataset",
+            "cn_futures_daily",
+            "--train-end",
+            "2014-12-31",
+            "--valid-end",
+            "2015-12-31",
+            "--steps",
+            "4",
+            "--batch",
+            "8",
+            "--models-dir",
+            m,
+            "--json",
+        ])
+        .output()
+        .unwrap());
+    let jobs = dir.path().join("predict-jobs");
+    let predict = |out: &Path, slurm: bool| {
+        let mut args = vec![
+            "foundation",
+            "predict",
+            "--model-name",
+            "f",
+            "--start",
+            "2016-01-04",
+            "--end",
+            "2016-06-30",
+            "--models-dir",
+            m,
+            "--out",
+            out.to_str().unwrap(),
+            "--json",
+        ];
+        if slurm {
+            args.extend(["--executor", "slurm", "--job-dir", jobs.to_str().unwrap()]);
+        }
+        let v: serde_json::Value =
+            serde_json::from_str(&ok(&cluster.lim(&args).output().unwrap())).unwrap();
+        v
+    };
+    let (here, there) = (dir.path().join("pred-local"), dir.path().join("pred-slurm"));
+    let a = predict(&here, false);
+    let b = predict(&there, true);
+    assert_eq!(
+        (a["times"].clone(), a["predictions"].clone()),
+        (b["times"].clone(), b["predictions"].clone())
+    );
+    assert_eq!(
+        std::fs::read(here.join("f.csv")).unwrap(),
+        std::fs::read(there.join("f.csv")).unwrap(),
+        "the Slurm job's predictions differ from the local ones"
+    );
+    predict(&there, true);
+    let (_, text) = ledger(&jobs);
+    assert_eq!(
+        text.matches("\"submit\"").count(),
+        1,
+        "submitted twice: {text}"
+    );
+
     // 7. A research run's deadline passing while its batch is out (held in the queue by
     //    `--begin`): the batch is cancelled, nothing is left in the queue, and the run ends
     //    for its deadline with a report.
