@@ -88,6 +88,11 @@ enum Preset {
     Small,
     /// d_model 64, 2 layers, 4 heads, 32 patches of 16 (the benchmark's reference).
     Reference,
+    /// d_model 128, 4 layers, 8 heads, 32 patches of 16: pretrains overnight on 2 cores
+    /// (docs/foundation.md: steps that fit 8 hours).
+    Base,
+    /// d_model 256, 6 layers, 8 heads, 32 patches of 16: for a GPU (`--device cuda`).
+    Large,
 }
 
 /// The model's shape: a preset with overrides.
@@ -122,6 +127,8 @@ impl ShapeArgs {
             Preset::Tiny => ModelConfig::tiny(),
             Preset::Small => ModelConfig::small(),
             Preset::Reference => ModelConfig::reference(),
+            Preset::Base => ModelConfig::base(),
+            Preset::Large => ModelConfig::large(),
         };
         if let Some(v) = self.d_model {
             c.d_model = v;

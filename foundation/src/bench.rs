@@ -59,6 +59,12 @@ fn synthetic(cfg: &ModelConfig, b: usize, rng: &mut Rng, device: &Device) -> Pre
     }
 }
 
+/// Trainable parameters of `cfg`'s pretraining model (backbone and heads).
+pub fn parameters(cfg: &ModelConfig) -> usize {
+    use burn::module::Module;
+    Pretrainer::new(cfg, 0, &Device::flex().autodiff()).num_params()
+}
+
 impl StepBench {
     /// A bench of `cfg` at `batch` windows per step cut into `shards` shards (see
     /// [`crate::parallel`]) on the CPU device, with `n` batches.

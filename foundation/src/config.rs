@@ -66,6 +66,46 @@ impl ModelConfig {
         }
     }
 
+    /// The overnight CPU preset: d_model 128, 4 layers, 8 heads, 32 patches of 16 bars (a
+    /// 512-bar window). Sized so that pretraining fits 8 hours on 2 cores (docs/foundation.md
+    /// gives its measured throughput and the steps that fit).
+    pub fn base() -> ModelConfig {
+        ModelConfig {
+            d_model: 128,
+            n_layers: 4,
+            n_heads: 8,
+            d_ff: 512,
+            ..ModelConfig::reference()
+        }
+    }
+
+    /// The GPU preset: d_model 256, 6 layers, 8 heads, 32 patches of 16 bars. On 2 CPU cores
+    /// its pretraining takes days; on a GPU (`--device cuda`) hours.
+    pub fn large() -> ModelConfig {
+        ModelConfig {
+            d_model: 256,
+            n_layers: 6,
+            n_heads: 8,
+            d_ff: 1024,
+            ..ModelConfig::reference()
+        }
+    }
+
+    /// The presets by name, smallest first.
+    pub const PRESETS: [&'static str; 5] = ["tiny", "small", "reference", "base", "large"];
+
+    /// A preset by name (see [`ModelConfig::PRESETS`]).
+    pub fn preset(name: &str) -> Option<ModelConfig> {
+        Some(match name {
+            "tiny" => ModelConfig::tiny(),
+            "small" => ModelConfig::small(),
+            "reference" => ModelConfig::reference(),
+            "base" => ModelConfig::base(),
+            "large" => ModelConfig::large(),
+            _ => return None,
+        })
+    }
+
     /// A small configuration that trains in seconds on a CPU (the transfer default on the
     /// bundled sample): a 64-bar window of 8 patches.
     pub fn small() -> ModelConfig {

@@ -9,6 +9,10 @@
 //! backward and the AdamW update, with the loss read back (the JAX peer blocks on its loss the
 //! same way). `--activation gelu` times the exact GELU instead of the configuration's.
 //!
+//! `bench-foundation --presets [--steps N]` times pretraining steps of every preset (tiny,
+//! small, reference, base, large) at 64 windows a step and prints, per preset, its parameters,
+//! window, median step, windows per second, the steps that fit 8 hours and the peak RSS.
+//!
 //! `bench-foundation --predict DIR [--dataset cn_futures_daily]` times a prediction panel of
 //! every symbol and every bar of a dataset with the reference configuration (untrained
 //! weights: the cost does not depend on their values) and prints seconds and peak RSS.
@@ -50,6 +54,40 @@ fn summary(
         walls.len(),
         peak_rss_mb()
     )
+}
+
+/// Pretraining throughput of every preset at 64 windows a step: windows per second, peak RSS
+/// and the steps that fit 8 hours, one JSON line per preset.
+fn presets_bench(steps: usize, shards: usize) {
+    for name in ModelConfig::PRESETS {
+        let Some(cfg) = ModelConfig::preset(name) else {
+            continue;
+        };
+        let mut bench = StepBench::new(Objective::Pretrain, &cfg, 64, shards, steps + 2);
+        for _ in 0..2 {
+            bench.step();
+        }
+        let mut walls = Vec::new();
+        let c0 = cpu_seconds();
+        for _ in 0..steps {
+            let t0 = Instant::now();
+            std::hint::black_box(bench.step());
+            walls.push(t0.elapsed().as_secs_f64());
+        }
+        let cpu = cpu_seconds() - c0;
+        walls.sort_by(f64::total_cmp);
+        let median = walls[walls.len() / 2];
+        println!(
+            "{{\"preset\":\"{name}\",\"parameters\":{},\"window_bars\":{},\"shards\":{shards},\"step_ms_median\":{:.1},\"cpu_ms_per_step\":{:.1},\"windows_per_s\":{:.0},\"steps_in_8h\":{},\"peak_rss_mb\":{:.0}}}",
+            lim_foundation::bench::parameters(&cfg),
+            cfg.window(),
+            median * 1e3,
+            cpu / steps as f64 * 1e3,
+            64.0 / median,
+            (8.0 * 3600.0 / median) as u64,
+            peak_rss_mb()
+        );
+    }
 }
 
 fn train_bench(steps: usize, shards: usize, activation: Option<Activation>) {
@@ -143,6 +181,10 @@ fn main() -> anyhow::Result<()> {
         .map(|a| serde_json::from_value(serde_json::Value::String(a)))
         .transpose()
         .context("--activation: gelu or gelu_tanh")?;
+    if args.iter().any(|a| a == "--presets") {
+        presets_bench(steps.max(1), shards.max(1));
+        return Ok(());
+    }
     train_bench(steps.max(1), shards.max(1), activation);
     Ok(())
 }
