@@ -183,6 +183,10 @@ pub struct PretrainArgs {
     /// Steps between checkpoints.
     #[arg(long, default_value_t = 100)]
     checkpoint_every: usize,
+    /// Keep an exponential moving average of the weights with this decay (e.g. 0.999): the
+    /// average is the checkpointed model that fine-tuning starts from.
+    #[arg(long, value_parser = parse_decay)]
+    ema: Option<f64>,
     /// Continue the model's latest checkpoint (same configuration and data).
     #[arg(long)]
     resume: bool,
@@ -365,6 +369,10 @@ pub struct TransferArgs {
     /// machine, so a seed gives the same model everywhere). Results are reproducible for a seed and a shard count.
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..=64))]
     shards: Option<u64>,
+    /// Pretrain with an exponential moving average of the weights (decay, e.g. 0.999), whose
+    /// average the arms fine-tune from.
+    #[arg(long, value_parser = parse_decay)]
+    ema: Option<f64>,
     /// What the heads predict.
     #[arg(long, value_enum, default_value = "rank")]
     target_kind: TargetArg,
@@ -463,13 +471,14 @@ fn pretrain(a: PretrainArgs) -> anyhow::Result<ExitCode> {
     }
     let mut p = PretrainConfig::new(a.steps, a.batch, a.seed);
     p.optim.lr = a.lr;
+    p.ema = a.ema;
     p.optim.shards = a.shards.map_or(p.optim.shards, |s| s as usize);
     p.checkpoint_every = a.checkpoint_every;
     p.optim.validate()?;
     let mix = mixture(&a.datasets, &a.symbols)?;
     let catalog = a.data.catalog()?;
     let (run, cfg, p, mix, cutoff) = if a.resume {
-        let (meta, model, optim) = store.load_pretrained(&a.name, Some(&cfg), &device)?;
+        let (meta, model, current, optim) = store.load_pretrained(&a.name, Some(&cfg), &device)?;
         let p = meta
             .pretrain
             .clone()
@@ -488,8 +497,15 @@ fn pretrain(a: PretrainArgs) -> anyhow::Result<ExitCode> {
                 .join(","),
             meta.manifest.cutoff
         );
+        // With a moving average, the checkpoint's model is the average and `current` the
+        // weights being optimised.
+        let (model, ema) = match current {
+            Some(current) => (current, Some(model)),
+            None => (model, None),
+        };
         let run = Run {
             model,
+            ema,
             optim,
             state: meta.state.clone(),
         };
@@ -530,7 +546,10 @@ fn pretrain(a: PretrainArgs) -> anyhow::Result<ExitCode> {
             finetune_progress: None,
             checksums: Default::default(),
         };
-        saved = store.save(&meta, &r.model, Some(&r.optim), None)?;
+        // With a moving average, the average is the model to use and the optimised weights
+        // are kept beside it to continue.
+        let current = r.ema.as_ref().map(|_| &r.model);
+        saved = store.save(&meta, r.weights(), Some(&r.optim), current)?;
         Ok(())
     })?;
     #[derive(Serialize)]
@@ -828,6 +847,7 @@ fn transfer_spec(a: &TransferArgs, catalog: &lim_market::Catalog) -> anyhow::Res
         a.seed,
     );
     pretrain.checkpoint_every = 0;
+    pretrain.ema = a.ema;
     pretrain.optim.shards = a.shards.map_or(pretrain.optim.shards, |s| s as usize);
     Ok(TransferSpec {
         target: a.target.clone(),
@@ -1319,6 +1339,16 @@ fn list(a: ListArgs) -> anyhow::Result<ExitCode> {
     }
     print!("{}", t.render());
     Ok(ExitCode::SUCCESS)
+}
+
+/// A moving-average decay: a number in (0, 1).
+fn parse_decay(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(d) if d > 0.0 && d < 1.0 => Ok(d),
+        _ => Err(format!(
+            "'{s}' is not a decay; give a number between 0 and 1, such as 0.999"
+        )),
+    }
 }
 
 /// Runs this training command as a Slurm job (see `JobArgs`): the same command line on a

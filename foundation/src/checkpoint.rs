@@ -358,11 +358,33 @@ impl Store {
         name: &str,
         cfg: Option<&ModelConfig>,
         device: &Device,
-    ) -> Result<(Meta, Pretrainer, Option<ModuleOptimizer>), FoundationError> {
+    ) -> Result<
+        (
+            Meta,
+            Pretrainer,
+            Option<Pretrainer>,
+            Option<ModuleOptimizer>,
+        ),
+        FoundationError,
+    > {
         let (dir, meta) = self.meta(name)?;
         Store::expect(&dir, &meta, Kind::Pretrained, cfg)?;
         let fresh = Pretrainer::new(&meta.model, 0, device);
         let model = Store::load_into(&dir, &meta, fresh)?;
+        // With a moving average, `model.bpk` holds it and `current.bpk` the optimised weights.
+        let current = if meta.checksums.contains_key("current.bpk") {
+            let cp = Store::verified(&dir, &meta, "current.bpk")?;
+            Some(
+                Pretrainer::new(&meta.model, 0, device)
+                    .try_load_file(&cp)
+                    .map_err(|e| FoundationError::Corrupt {
+                        path: cp,
+                        detail: format!("burn could not load it ({e})"),
+                    })?,
+            )
+        } else {
+            None
+        };
         let optim = match (&meta.pretrain, meta.checksums.contains_key("optim.bpk")) {
             (Some(p), true) => {
                 let op = Store::verified(&dir, &meta, "optim.bpk")?;
@@ -377,7 +399,7 @@ impl Store {
             }
             _ => None,
         };
-        Ok((meta, model, optim))
+        Ok((meta, model, current, optim))
     }
 
     /// Loads a pretrained backbone.

@@ -310,6 +310,11 @@ pub struct PretrainConfig {
     pub forecast_weight: f64,
     /// Steps between checkpoints (0: only at the end).
     pub checkpoint_every: usize,
+    /// Decay of an exponential moving average of the weights, updated after every step
+    /// (e.g. 0.999): the averaged weights are the ones checkpointed for use and fine-tuned
+    /// from; the optimised ones are kept beside them to continue. `None`: no average.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ema: Option<f64>,
 }
 
 impl PretrainConfig {
@@ -330,6 +335,7 @@ impl PretrainConfig {
             mask_ratio: 0.4,
             forecast_weight: 1.0,
             checkpoint_every: 0,
+            ema: None,
         }
     }
 }

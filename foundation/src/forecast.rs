@@ -60,7 +60,7 @@ pub fn pretrain_backbone(
     let pd = PretrainData::load(data, mixture, cutoff, model)?;
     let mut run = Run::new(model, p, device);
     run.train(&pd, model, p, device, &mut |_| {}, &mut |_| Ok(()))?;
-    Ok(run.model.backbone)
+    Ok(run.into_weights().backbone)
 }
 
 /// An untrained backbone, seeded: the scratch arm.

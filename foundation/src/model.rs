@@ -339,6 +339,12 @@ impl SeededInit {
     }
 }
 
+/// `m` with every weight drawn again from `seed`, its parameter ids kept.
+#[cfg(test)]
+pub(crate) fn reseeded<M: Module>(m: M, seed: u64) -> M {
+    m.map(&mut SeededInit::new(seed))
+}
+
 impl ModuleMapper for SeededInit {
     fn enter_module(&mut self, name: &str, _container_type: &str) {
         self.path.push(name.to_string());

@@ -216,10 +216,57 @@ pub fn optimizer(o: &OptimConfig) -> ModuleOptimizer {
 pub struct Run {
     /// The model.
     pub model: Pretrainer,
+    /// The exponential moving average of its weights, with [`PretrainConfig::ema`].
+    pub ema: Option<Pretrainer>,
     /// The optimizer with its moments.
     pub optim: ModuleOptimizer,
     /// Step, generator, losses.
     pub state: TrainState,
+}
+
+/// `ema` moved towards `model` by `1 − decay`: each weight becomes
+/// `decay · ema + (1 − decay) · model`. Both are the same module (the same parameter ids);
+/// the average is not differentiated.
+pub fn ema_update<M: Module>(ema: M, model: &M, decay: f64) -> M {
+    use burn::module::{ModuleMapper, ModuleVisitor, Param, ParamId};
+    use std::collections::HashMap;
+    struct Collect(HashMap<ParamId, Tensor<1>>);
+    impl ModuleVisitor for Collect {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            let t = param.val().detach();
+            let n = t.dims().iter().product::<usize>();
+            self.0.insert(param.id, t.reshape([n]));
+        }
+    }
+    struct Blend {
+        current: HashMap<ParamId, Tensor<1>>,
+        decay: f64,
+    }
+    impl ModuleMapper for Blend {
+        fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+            let Some(current) = self.current.remove(&param.id) else {
+                return param;
+            };
+            let d = self.decay;
+            param.map(|t| {
+                let grad = t.is_require_grad();
+                let dims = t.dims();
+                // A new leaf: the average is not part of any graph.
+                let v = t
+                    .detach()
+                    .mul_scalar(d)
+                    .add(current.reshape(dims).mul_scalar(1.0 - d))
+                    .detach();
+                if grad { v.require_grad() } else { v }
+            })
+        }
+    }
+    let mut c = Collect(HashMap::new());
+    model.visit(&mut c);
+    ema.map(&mut Blend {
+        current: c.0,
+        decay,
+    })
 }
 
 impl std::fmt::Debug for Run {
@@ -233,8 +280,10 @@ impl std::fmt::Debug for Run {
 impl Run {
     /// A new run: a seeded model on `device` (an autodiff device) and a fresh optimizer.
     pub fn new(cfg: &ModelConfig, p: &PretrainConfig, device: &Device) -> Run {
+        let model = Pretrainer::new(cfg, p.optim.seed, device);
         Run {
-            model: Pretrainer::new(cfg, p.optim.seed, device),
+            ema: p.ema.map(|_| model.clone()),
+            model,
             optim: optimizer(&p.optim),
             state: TrainState {
                 step: 0,
@@ -263,6 +312,9 @@ impl Run {
         let lr = p.optim.lr_at(self.state.step);
         let model = self.model.clone();
         self.model = self.optim.step(lr, model, grads);
+        if let (Some(decay), Some(ema)) = (p.ema, self.ema.take()) {
+            self.ema = Some(ema_update(ema, &self.model, decay));
+        }
         self.state.step += 1;
         self.state
             .losses
@@ -309,9 +361,19 @@ impl Run {
         checkpoint(self)
     }
 
-    /// The model without autodiff, for inference or export.
+    /// The weights to use: the moving average when there is one, else the model.
+    pub fn weights(&self) -> &Pretrainer {
+        self.ema.as_ref().unwrap_or(&self.model)
+    }
+
+    /// [`Run::weights`], taken.
+    pub fn into_weights(self) -> Pretrainer {
+        self.ema.unwrap_or(self.model)
+    }
+
+    /// The weights to use without autodiff, for inference or export.
     pub fn inference_model(&self) -> Pretrainer {
-        self.model.valid()
+        self.weights().valid()
     }
 }
 
@@ -351,6 +413,47 @@ mod tests {
             self.worst = self.worst.max(diff / scale);
             self.params += 1;
         }
+    }
+
+    /// Every weight, flattened, in visiting order.
+    struct Weights(Vec<Vec<f32>>);
+
+    impl ModuleVisitor for Weights {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            self.0.push(
+                param
+                    .val()
+                    .into_data()
+                    .try_to_vec::<f32>()
+                    .unwrap_or_default(),
+            );
+        }
+    }
+
+    fn weights(m: &Pretrainer) -> Vec<Vec<f32>> {
+        let mut w = Weights(Vec::new());
+        m.visit(&mut w);
+        w.0
+    }
+
+    #[test]
+    fn the_moving_average_blends_every_weight_by_its_decay() {
+        let cfg = ModelConfig::tiny();
+        let device = Device::flex().autodiff();
+        let a = Pretrainer::new(&cfg, 1, &device);
+        // The same module (parameter ids) with other values: one optimiser step away.
+        let b = crate::model::reseeded(a.clone(), 2);
+        let (wa, wb) = (weights(&a), weights(&b));
+        let blended = weights(&ema_update(a, &b, 0.75));
+        assert_eq!(blended.len(), wa.len());
+        let mut changed = 0;
+        for ((x, y), z) in wa.iter().zip(&wb).zip(&blended) {
+            for ((x, y), z) in x.iter().zip(y).zip(z) {
+                assert!((z - (0.75 * x + 0.25 * y)).abs() <= 1e-6 * (1.0 + x.abs() + y.abs()));
+                changed += usize::from(x != y);
+            }
+        }
+        assert!(changed > 100, "the two models should differ");
     }
 
     #[test]

@@ -151,7 +151,7 @@ fn pretrain(
         .collect();
     let loss = tail.iter().sum::<f32>() / tail.len().max(1) as f32;
     Ok((
-        run.model.backbone,
+        run.into_weights().backbone,
         loss,
         started.elapsed().as_secs_f64(),
         series,

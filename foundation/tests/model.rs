@@ -179,6 +179,18 @@ fn same_seed_same_model_other_seed_other_model() {
 
 #[test]
 fn resumed_training_equals_uninterrupted() {
+    resumed_equals_uninterrupted(None);
+}
+
+/// With a moving average of the weights, the checkpoint holds the average as its model and the
+/// optimised weights beside it; a resumed run continues both and ends where an uninterrupted
+/// one does, and the average differs from the optimised weights.
+#[test]
+fn resumed_training_with_a_moving_average_equals_uninterrupted() {
+    resumed_equals_uninterrupted(Some(0.9));
+}
+
+fn resumed_equals_uninterrupted(ema: Option<f64>) {
     let dir = fixture(None);
     let models = tempfile::tempdir().unwrap();
     let store = Store::new(models.path());
@@ -187,6 +199,7 @@ fn resumed_training_equals_uninterrupted() {
     let dev = cpu().autodiff();
     let mut p = pretrain_cfg(16);
     p.checkpoint_every = 6;
+    p.ema = ema;
     // Batches of 8 cut into 3 shards on 3 threads, whatever the machine's cores.
     p.optim.shards = 3;
 
@@ -216,14 +229,21 @@ fn resumed_training_equals_uninterrupted() {
     };
     let mut first = Run::new(&cfg, &p, &dev);
     let killed = first.train(&data, &cfg, &p, &dev, &mut |_| {}, &mut |run| {
-        store.save(&meta(run), &run.model, Some(&run.optim), None)?;
+        let current = run.ema.as_ref().map(|_| &run.model);
+        store.save(&meta(run), run.weights(), Some(&run.optim), current)?;
         Err(FoundationError::Config("killed".into()))
     });
     assert!(killed.is_err());
-    let (m, model, optim) = store.load_pretrained("m", Some(&cfg), &dev).unwrap();
+    let (m, model, current, optim) = store.load_pretrained("m", Some(&cfg), &dev).unwrap();
     assert_eq!(m.state.step, 6);
+    assert_eq!(current.is_some(), ema.is_some());
+    let (model, average) = match current {
+        Some(c) => (c, Some(model)),
+        None => (model, None),
+    };
     let mut resumed = Run {
         model,
+        ema: average,
         optim: optim.unwrap(),
         state: m.state,
     };
@@ -235,6 +255,15 @@ fn resumed_training_equals_uninterrupted() {
     assert_eq!(
         fingerprint(&resumed.model, &data, &cfg),
         fingerprint(&whole.model, &data, &cfg)
+    );
+    assert_eq!(
+        fingerprint(resumed.weights(), &data, &cfg),
+        fingerprint(whole.weights(), &data, &cfg)
+    );
+    assert_eq!(
+        fingerprint(whole.weights(), &data, &cfg) == fingerprint(&whole.model, &data, &cfg),
+        ema.is_none(),
+        "the average should differ from the optimised weights exactly when there is one"
     );
 }
 
@@ -622,7 +651,7 @@ fn checkpoints_of_the_exact_gelu_load_as_they_were_and_are_refused_for_another_a
         checksums: Default::default(),
     };
     store.save(&meta, &model, None, None).unwrap();
-    let (m, loaded, _) = store.load_pretrained("old", None, &dev).unwrap();
+    let (m, loaded, _, _) = store.load_pretrained("old", None, &dev).unwrap();
     assert_eq!(m.model.activation, Activation::Gelu);
     let exact = fingerprint(&loaded, &data, &old);
     assert_eq!(exact, fingerprint(&model, &data, &old));
