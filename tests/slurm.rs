@@ -558,10 +558,26 @@ fn backtests_on_slurm_match_local_survive_kills_and_stop_at_the_deadline() {
         "the run overran its 20 s deadline by far: {took:?}"
     );
     let id = run["run"].as_str().unwrap();
-    let (name7, text) = ledger(&store7.join(id).join("work"));
+    // The held batch, and no other: the final evaluator, past the deadline, ran here.
+    let jobs7 = store7.join(id).join("work").join("jobs");
+    let ledgers: Vec<(String, String)> = std::fs::read_dir(&jobs7)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "ledger"))
+        .map(|p| {
+            let name = p.file_stem().unwrap().to_string_lossy().into_owned();
+            (name, std::fs::read_to_string(&p).unwrap())
+        })
+        .collect();
+    let submitted: Vec<&(String, String)> = ledgers
+        .iter()
+        .filter(|(_, t)| t.contains("\"submit\""))
+        .collect();
+    assert_eq!(submitted.len(), 1, "{ledgers:?}");
+    let (name7, text) = submitted[0];
     assert_eq!(text.matches("\"submit\"").count(), 1, "{text}");
     assert_eq!(
-        cluster.queued(&name7),
+        cluster.queued(name7),
         0,
         "the held batch is still in the queue after the deadline"
     );

@@ -6,6 +6,8 @@ use super::*;
 pub(super) struct Finalize {
     pub(super) universe: Arc<Universe>,
     pub(super) config: ResearchConfig,
+    /// Where the re-run of every trial goes when backtests run elsewhere (a Slurm array job).
+    pub(super) remote: Option<Arc<dyn lim_tools::RemoteBacktests>>,
 }
 
 impl Node for Finalize {
@@ -18,6 +20,7 @@ impl Node for Finalize {
                 NodeError::Missing("no universe: the data node did not run".into())
             })?;
             let finalists = self.config.finalists;
+            let remote = self.remote.clone().zip(self.universe.recipe());
             let work = tokio::task::spawn_blocking(move || {
                 let ranked = leaderboard(&trials);
                 let spec = |s: &str| (s.to_string(), offline::spec_for(&plan.strategy, s));
@@ -45,7 +48,13 @@ impl Node for Finalize {
                     .filter(|t| t.error.is_none())
                     .map(|t| spec(&t.signal))
                     .collect();
-                let books = session.run(&all, &[Part::Train, Part::Validation], false);
+                // The largest batch of the run: on the cluster when the search's backtests ran
+                // there (the same books bit for bit), here when it cannot be done there (the
+                // deadline has passed, Ctrl-C).
+                let parts = [Part::Train, Part::Validation];
+                let books = remote
+                    .and_then(|(r, recipe)| r.run(&recipe, &all, &parts).ok())
+                    .unwrap_or_else(|| session.run(&all, &parts, false));
                 let mt: Option<MultipleTesting> = session.multiple_testing(&books);
                 (ranked, finalists, baselines, combined, mt, curves)
             });

@@ -257,6 +257,7 @@ pub fn executor<L: LlmClient + 'static>(
 ) -> Result<Executor, workflow::BuildError> {
     let ResearchParts { services, config } = parts;
     let universe = Arc::new(Universe::new(None));
+    let remote = services.remote_backtests.clone();
     // The endpoint's tool-calling protocol, found by the first agent and kept for the run.
     let protocol = Arc::new(ProtocolMemo::new(Protocol::Auto));
     let wf = workflow::research(config.budgets.max_iterations.max(1))?;
@@ -316,6 +317,7 @@ pub fn executor<L: LlmClient + 'static>(
             Finalize {
                 universe,
                 config: config.clone(),
+                remote,
             },
         )
         .node("report", Report { config })
