@@ -250,7 +250,11 @@ fn a_tiny_eval_grid_runs_and_resumes_from_its_cells() {
         .map(|r| r["arm"].as_str().unwrap())
         .collect();
     assert!(
-        rank.contains(&"linear (4 features)") && rank.contains(&"-reversal 5"),
+        rank.contains(&"linear (4 features)")
+            && rank.contains(&"-reversal 5")
+            && rank
+                .iter()
+                .any(|a| a.starts_with("best single factor on training (")),
         "the return target's simple forecasts are rows: {rank:?}"
     );
     assert!(rows.iter().all(|r| r["metric"]
