@@ -566,7 +566,7 @@ fn an_extra_column_such_as_cap_is_a_field_strategies_can_use() {
         for d in 0..300 {
             p *= 1.0 + 0.01 * (((d * (s + 3)) as f64) * 0.37).sin();
             let day = 19_000 + d;
-            let (y, m, dd) = civil(day);
+            let (y, m, dd) = lim_market::time::civil_from_days(day);
             let cap = p * 2e6; // the same number of shares for all: ranks like close
             csv.push_str(&format!(
                 "{y:04}-{m:02}-{dd:02},S{s},{p},{p},{p},{p},1000,{cap}\n"
@@ -620,17 +620,4 @@ fn an_extra_column_such_as_cap_is_a_field_strategies_can_use() {
         err.contains("unknown field 'cap'; fields are close"),
         "{err}"
     );
-}
-
-/// Days since 1970-01-01 to (year, month, day).
-fn civil(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (yoe + era * 400 + i64::from(m <= 2), m, d)
 }
