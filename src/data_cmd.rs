@@ -330,6 +330,13 @@ fn list(data: &DataArgs, json: bool) -> anyhow::Result<ExitCode> {
         ]);
     }
     print!("{}", t.render());
+    for m in metas.iter().filter(|m| !m.extra_fields.is_empty()) {
+        println!(
+            "extra fields of {}: {} (strategies use them by name)",
+            m.name,
+            m.extra_fields.join(", ")
+        );
+    }
     if let Some(g) = catalog.group_table() {
         println!(
             "groupings for group_* functions: exchange, asset_class, {} ({}, {} symbols)",

@@ -590,6 +590,8 @@ fn an_extra_column_such_as_cap_is_a_field_strategies_can_use() {
         .map(|f| f.as_str().unwrap())
         .collect();
     assert!(fields.contains(&"cap"), "{fields:?}");
+    let list = String::from_utf8_lossy(&run(&["data", "list"]).stdout).into_owned();
+    assert!(list.contains("extra fields of stocks: cap"), "{list}");
     let text = String::from_utf8_lossy(&run(&["data", "show", "stocks"]).stdout).into_owned();
     assert!(
         text.contains("fields: open, high, low, close, volume, cap (from the file)"),
