@@ -2,7 +2,6 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use clap::Args;
@@ -281,19 +280,10 @@ fn on_slurm(
     parts: &[Part],
     detail: bool,
 ) -> anyhow::Result<Vec<StrategyResult>> {
-    let interrupted = crate::interrupt_flag();
     let deadline = args
         .deadline
-        .map(|m| std::time::Instant::now() + std::time::Duration::from_secs_f64(m * 60.0));
-    let stop = Arc::new(move || {
-        if interrupted.load(std::sync::atomic::Ordering::SeqCst) {
-            Some("interrupted".to_string())
-        } else if deadline.is_some_and(|d| std::time::Instant::now() >= d) {
-            Some("the deadline passed".to_string())
-        } else {
-            None
-        }
-    });
+        .map(|m| std::time::SystemTime::now() + std::time::Duration::from_secs_f64(m * 60.0));
+    let stop = cluster_args::stop_when(crate::interrupt_flag(), deadline, "the deadline passed");
     let tty = std::io::stderr().is_terminal();
     let slurm = cluster_args::slurm_backtests(
         &args.cluster,

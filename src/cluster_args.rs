@@ -154,6 +154,24 @@ pub fn slurm_backtests(
     })
 }
 
+/// What stops a batch on the cluster: Ctrl-C (`interrupted`), or the wall clock passing
+/// `deadline`, reported as `why`.
+pub fn stop_when(
+    interrupted: Arc<AtomicBool>,
+    deadline: Option<std::time::SystemTime>,
+    why: &'static str,
+) -> Arc<dyn Fn() -> Option<String> + Send + Sync> {
+    Arc::new(move || {
+        if interrupted.load(Ordering::SeqCst) {
+            Some("interrupted".to_string())
+        } else if deadline.is_some_and(|d| std::time::SystemTime::now() >= d) {
+            Some(why.to_string())
+        } else {
+            None
+        }
+    })
+}
+
 /// The research run's backtests on Slurm (`None` when they run here), through `work` (the
 /// run's own directory), stopped by `stop` (Ctrl-C) or once the wall clock passes
 /// `deadline_ms` (ms since the epoch: the run's creation plus its `--deadline`). A batch in
@@ -171,19 +189,10 @@ pub fn research_backtests(
     if cluster.executor == Executor::Local {
         return Ok(None);
     }
-    let stop = Arc::new(move || {
-        if stop.load(Ordering::SeqCst) {
-            return Some("interrupted".to_string());
-        }
-        let now_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(i64::MAX, |d| {
-                i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
-            });
-        deadline_ms
-            .is_some_and(|d| now_ms >= d)
-            .then(|| "the run's deadline passed".to_string())
+    let deadline = deadline_ms.map(|ms| {
+        std::time::UNIX_EPOCH + std::time::Duration::from_millis(u64::try_from(ms).unwrap_or(0))
     });
+    let stop = stop_when(stop, deadline, "the run's deadline passed");
     Ok(Some(Arc::new(slurm_backtests(
         cluster, data, data_dir, work, stop, tty,
     )?)))
