@@ -144,29 +144,35 @@ impl ChatRequest {
         format!("{:016x}", xxhash_rust::xxh3::xxh3_64(json.as_bytes()))
     }
 
-    /// A rough count of the prompt's tokens (4 characters a token), for budgeting before a
-    /// call; the provider's own count replaces it afterwards.
+    /// A cautious count of the prompt's tokens, for budgeting before a call; the provider's
+    /// own count replaces it afterwards. Three bytes a token for text (JSON: schemas,
+    /// arguments, tool results tokenise denser than prose) and one token for every digit
+    /// (many tokenisers, SmolLM2's and Llama's among them, split numbers digit by digit, and
+    /// prompts carrying metrics are full of them): a budget must not be overrun by an
+    /// estimate that is too low.
     pub fn estimated_prompt_tokens(&self) -> u64 {
-        let chars: usize = self
+        fn tokens(text: &str) -> u64 {
+            let digits = text.bytes().filter(u8::is_ascii_digit).count() as u64;
+            digits + (text.len() as u64 - digits).div_ceil(3)
+        }
+        let messages: u64 = self
             .messages
             .iter()
             .map(|m| {
-                m.content.len()
-                    + 8
+                // A message's role and the template's markers around it.
+                3 + tokens(&m.content)
                     + m.tool_calls
                         .iter()
-                        .map(|c| c.name.len() + c.arguments.len() + 16)
-                        .sum::<usize>()
+                        .map(|c| 6 + tokens(&c.name) + tokens(&c.arguments))
+                        .sum::<u64>()
             })
-            .sum::<usize>()
-            + self
-                .tools
-                .iter()
-                .map(|t| t.description.len() + t.parameters.to_string().len())
-                .sum::<usize>();
-        // Three characters a token: JSON (schemas, arguments, tool results) tokenises denser
-        // than prose, and a budget must not be overrun by an estimate that is too low.
-        (chars as u64).div_ceil(3)
+            .sum();
+        let tools: u64 = self
+            .tools
+            .iter()
+            .map(|t| tokens(&t.description) + tokens(&t.parameters.to_string()))
+            .sum();
+        messages + tools
     }
 }
 

@@ -209,11 +209,17 @@ pub struct Spent {
 
 /// Refuses, before sending, any call whose worst case (estimated prompt plus `max_tokens` of
 /// completion) would take spending past the budget; counts what each reply actually used.
+///
+/// The prompt estimate learns from the provider: once a reply reports more prompt tokens than
+/// its request was estimated at, later estimates are scaled up by the largest such ratio seen,
+/// so a tokeniser denser than the estimate's assumption cannot walk the run past its budget.
 #[derive(Debug)]
 pub struct Budgeted<L> {
     inner: L,
     budget: Budget,
     spent: Mutex<Spent>,
+    /// Largest ratio of reported to estimated prompt tokens so far (at least 1).
+    prompt_scale: Mutex<f64>,
 }
 
 impl<L> Budgeted<L> {
@@ -223,6 +229,7 @@ impl<L> Budgeted<L> {
             inner,
             budget,
             spent: Mutex::new(already),
+            prompt_scale: Mutex::new(1.0),
         }
     }
 
@@ -237,9 +244,15 @@ impl<L> Budgeted<L> {
         })
     }
 
+    /// The request's prompt estimate, scaled by what the provider has reported so far.
+    fn estimated_prompt(&self, req: &ChatRequest) -> u64 {
+        let scale = self.prompt_scale.lock().map(|s| *s).unwrap_or(1.0);
+        (req.estimated_prompt_tokens() as f64 * scale).ceil() as u64
+    }
+
     fn check(&self, req: &ChatRequest) -> Result<(), LlmError> {
         let spent = self.spent();
-        let prompt = req.estimated_prompt_tokens();
+        let prompt = self.estimated_prompt(req);
         let worst = prompt + u64::from(req.max_tokens);
         if let Some(limit) = self.budget.max_tokens
             && spent.tokens + worst > limit
@@ -271,6 +284,12 @@ impl<L: LlmClient> LlmClient for Budgeted<L> {
         self.check(req)?;
         let r = self.inner.complete(req).await?;
         let usd = self.usd(&req.model, r.usage.prompt_tokens, r.usage.completion_tokens);
+        let estimate = req.estimated_prompt_tokens();
+        if estimate > 0
+            && let Ok(mut scale) = self.prompt_scale.lock()
+        {
+            *scale = scale.max(r.usage.prompt_tokens as f64 / estimate as f64);
+        }
         if let Ok(mut s) = self.spent.lock() {
             s.tokens += r.usage.total();
             s.usd += usd;

@@ -48,6 +48,50 @@ async fn a_token_budget_refuses_the_seventh_1500_token_call_before_sending_it() 
 }
 
 #[tokio::test]
+async fn a_tokeniser_denser_than_the_estimate_does_not_walk_the_run_past_its_token_budget() {
+    // The provider counts 1,000 prompt tokens for a prompt estimated at about ten: after the
+    // first reply the estimate is scaled to what the provider reports.
+    let script = ScriptedLlm::new(
+        (0..10).map(|i| Turn::Text(format!("reply {i}"))),
+        Usage {
+            prompt_tokens: 1_000,
+            completion_tokens: 0,
+        },
+    );
+    let budget = Budget {
+        max_tokens: Some(4_500),
+        ..Budget::default()
+    };
+    let client = Budgeted::new(script, budget, Spent::default());
+    let short = |i: usize| ChatRequest::new("gpt-test", vec![Message::user(format!("go {i}"))], 10);
+    let mut done = 0;
+    while client.complete(&short(done)).await.is_ok() {
+        done += 1;
+    }
+    assert_eq!(done, 4, "a fifth call would have spent 5,000 tokens");
+    assert!(client.spent().tokens <= 4_500, "{:?}", client.spent());
+}
+
+#[test]
+fn the_prompt_estimate_counts_every_digit_as_a_token() {
+    // SmolLM2's tokeniser splits numbers digit by digit: a table of metrics is a token a digit.
+    let digits = "0123456789".repeat(90);
+    let r = ChatRequest::new("m", vec![Message::user(digits)], 1);
+    assert!(
+        r.estimated_prompt_tokens() >= 900,
+        "{}",
+        r.estimated_prompt_tokens()
+    );
+    let prose = "a".repeat(900);
+    let r = ChatRequest::new("m", vec![Message::user(prose)], 1);
+    assert!(
+        r.estimated_prompt_tokens() >= 300,
+        "{}",
+        r.estimated_prompt_tokens()
+    );
+}
+
+#[tokio::test]
 async fn a_dollar_budget_uses_the_price_table() {
     let script = ScriptedLlm::new(
         (0..10).map(|i| Turn::Text(format!("reply {i}"))),
