@@ -110,9 +110,14 @@ impl Mat {
                     f(row, res, scratch);
                     row.copy_from_slice(res);
                 }
-                for (j, col) in cols.iter_mut().enumerate() {
-                    for (r, o) in col.iter_mut().enumerate() {
-                        *o = rows[r * n + j];
+                // Eight columns at a time, each row's eight values read from one cache line.
+                const TILE: usize = 8;
+                for (c, tile) in cols.chunks_mut(TILE).enumerate() {
+                    let j0 = c * TILE;
+                    for (r, row) in rows.chunks_exact(n).enumerate() {
+                        for (k, col) in tile.iter_mut().enumerate() {
+                            col[r] = row[j0 + k];
+                        }
                     }
                 }
             },
@@ -185,7 +190,21 @@ impl Mat {
         let (t, n, len) = (self.t, self.n, range.len());
         // Every cell is written below: old contents need no clearing.
         rows.resize(len * n, 0.0);
-        for j in 0..n {
+        // Eight instruments at a time: each row's eight values fill one cache line, written
+        // whole before the next eight are read.
+        const TILE: usize = 8;
+        let whole = n - n % TILE;
+        for j0 in (0..whole).step_by(TILE) {
+            let src: [&[f64]; TILE] =
+                std::array::from_fn(|k| &self.data[(j0 + k) * t + range.start..][..len]);
+            for (r, dst) in rows.chunks_exact_mut(n).enumerate() {
+                let dst = &mut dst[j0..j0 + TILE];
+                for k in 0..TILE {
+                    dst[k] = src[k][r];
+                }
+            }
+        }
+        for j in whole..n {
             let src = &self.data[j * t + range.start..j * t + range.end];
             for (r, v) in src.iter().enumerate() {
                 rows[r * n + j] = *v;
@@ -906,6 +925,50 @@ fn zip3(a: &Value, b: &Value, c: &Value, f: impl Fn(f64, f64, f64) -> f64 + Sync
                 .map(|k| f(at(a, k), at(b, k), at(c, k)))
                 .collect();
             Value::Panel(Arc::new(Mat { t, n, data }))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Mat;
+
+    /// Gathering bars into rows and scattering results back go eight instruments at a time:
+    /// shapes that are not multiples of eight, nor of a block of bars, keep every cell.
+    #[test]
+    fn rows_and_row_maps_keep_every_cell_of_awkward_shapes() {
+        for (t, n) in [(1, 1), (5, 7), (33, 8), (70, 19), (64, 16)] {
+            let m = Mat {
+                t,
+                n,
+                data: (0..t * n).map(|k| k as f64).collect(),
+            };
+            let mut rows = Vec::new();
+            m.rows_into(3.min(t - 1)..t, &mut rows);
+            for (r, row) in rows.chunks(n).enumerate() {
+                for (j, v) in row.iter().enumerate() {
+                    assert_eq!(
+                        *v,
+                        m.at(3.min(t - 1) + r, j),
+                        "{t}x{n} bar {r} instrument {j}"
+                    );
+                }
+            }
+            // Each row's values, reversed across instruments and plus its bar's first value.
+            let out = m.map_rows(|row, o, _| {
+                for (j, x) in o.iter_mut().enumerate() {
+                    *x = row[row.len() - 1 - j] + row[0];
+                }
+            });
+            for i in 0..t {
+                for j in 0..n {
+                    assert_eq!(
+                        out.at(i, j),
+                        m.at(i, n - 1 - j) + m.at(i, 0),
+                        "{t}x{n} ({i}, {j})"
+                    );
+                }
+            }
         }
     }
 }
