@@ -407,11 +407,15 @@ fn describe(spec: &StrategySpec) -> String {
         Portfolio::SignThreshold {
             threshold,
             target_vol,
+            vol_forecast,
             ..
         } => {
             format!(
-                "sign beyond ±{threshold}, {:.0}% vol target",
-                target_vol * 100.0
+                "sign beyond ±{threshold}, {:.0}% vol target{}",
+                target_vol * 100.0,
+                vol_forecast
+                    .as_ref()
+                    .map_or(String::new(), |f| format!(" (sized by the forecast '{f}')"))
             )
         }
     };

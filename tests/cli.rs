@@ -338,8 +338,33 @@ fn a_spec_file_sets_the_book_and_a_bad_one_names_the_field() {
             .unwrap()
             .contains("execution_lag")
     );
+    // A sign book sized by a forecast the universe does not hold is refused by name.
+    std::fs::write(
+        &spec,
+        r#"{"signal": "close", "portfolio": {"kind": "sign_threshold", "threshold": 0, "target_vol": 0.1, "vol_window": 20, "vol_forecast": "fvol"}}"#,
+    )
+    .unwrap();
+    let out = lim(
+        &[
+            "backtest",
+            "--spec",
+            spec.to_str().unwrap(),
+            "--dataset",
+            "cn_futures_daily",
+            "--json",
+        ],
+        dir.path(),
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let e = v["strategies"][0]["error"].as_str().unwrap();
+    assert!(
+        e.contains("portfolio.vol_forecast") && e.contains("'fvol'") && e.contains("--predictions"),
+        "{e}"
+    );
     let schema = lim(&["backtest", "--print-schema"], dir.path());
-    assert!(String::from_utf8_lossy(&schema.stdout).contains("\"sign_threshold\""));
+    let schema = String::from_utf8_lossy(&schema.stdout);
+    assert!(schema.contains("\"sign_threshold\"") && schema.contains("vol_forecast"));
 }
 
 #[test]

@@ -96,6 +96,7 @@ pub fn plan(goal: &str, available: &[String]) -> Plan {
             threshold: 0.0,
             target_vol: 0.10,
             vol_window: 60,
+            vol_forecast: None,
         }
     } else {
         Portfolio::TopK { k: 10 }

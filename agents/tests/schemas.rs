@@ -11,6 +11,9 @@ fn check(name: &str, schema: serde_json::Value) {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join(format!("tests/snapshots/{name}.schema.json"));
     let got = serde_json::to_string_pretty(&schema).unwrap() + "\n";
+    if std::env::var_os("LIM_UPDATE_SNAPSHOTS").is_some() {
+        std::fs::write(&path, &got).unwrap();
+    }
     let want = std::fs::read_to_string(&path).unwrap_or_default();
     assert!(
         got == want,

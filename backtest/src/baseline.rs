@@ -39,6 +39,7 @@ pub fn baselines(template: &StrategySpec) -> Vec<(String, StrategySpec)> {
         threshold: 0.0,
         target_vol: 0.10,
         vol_window: 60,
+        vol_forecast: None,
     };
     let sign_limits = Limits {
         max_weight: None,

@@ -19,9 +19,13 @@ pub fn run(
         || spec.universe.top_liquid.is_some())
     .then(|| average_dollar_volume(frame))
     .flatten();
-    let vol = match spec.portfolio {
+    let vol = match &spec.portfolio {
+        Portfolio::SignThreshold {
+            vol_forecast: Some(field),
+            ..
+        } => frame.fields.get(field).map(|f| Rows::from_mat(f)),
         Portfolio::SignThreshold { vol_window, .. } => frame.fields.get("returns").map(|r| {
-            let sd = r.map_cols(|c, o| ops::move_var(c, vol_window, 1, true, o));
+            let sd = r.map_cols(|c, o| ops::move_var(c, *vol_window, 1, true, o));
             Rows::from_mat(&sd)
         }),
         _ => None,
@@ -230,6 +234,7 @@ mod tests {
                 threshold: 0.25,
                 target_vol: 0.1,
                 vol_window: 20,
+                vol_forecast: None,
             },
             &row,
         );
@@ -303,6 +308,50 @@ mod tests {
         let bc = run(&spec, &signal, &frame, &target, 252.0);
         // Entering the book turns over 1 unit at 15 bps; then nothing changes.
         assert!((bc.net[3] - (0.01 - 0.0015)).abs() < 1e-12 && (bc.net[4] - 0.01).abs() < 1e-12);
+    }
+
+    #[test]
+    fn a_sign_book_sizes_by_a_volatility_forecast_field_where_it_has_one() {
+        let (mut frame, signal, target) = tiny();
+        // The forecast: 2 % a bar for the first instrument from bar 4 on, nothing before.
+        let t = frame.t;
+        let forecast = Mat {
+            t,
+            n: 2,
+            data: (0..2 * t)
+                .map(|k| if k < t && k >= 4 { 0.02 } else { f64::NAN })
+                .collect(),
+        };
+        frame.fields.insert("fvol".into(), Arc::new(forecast));
+        let mut spec = StrategySpec::new("close");
+        spec.portfolio = Portfolio::SignThreshold {
+            threshold: 0.5,
+            target_vol: 0.1,
+            vol_window: 20,
+            vol_forecast: Some("fvol".into()),
+        };
+        spec.costs.bps = 0.0;
+        let b = run(&spec, &signal, &frame, &target, 252.0);
+        // Held from the bar after the forecast starts: 10 % / (2 % x sqrt(252)), the only
+        // active instrument; it earns 1 % a bar.
+        let size = 0.1 / (0.02 * 252f64.sqrt());
+        for i in 0..5 {
+            assert!(
+                b.net[i].is_nan() || b.net[i] == 0.0,
+                "bar {i}: {}",
+                b.net[i]
+            );
+        }
+        assert!((b.net[5] - size * 0.01).abs() < 1e-12, "{}", b.net[5]);
+        // Sized by the trailing 20 bars instead, it would never trade in 12 bars.
+        spec.portfolio = Portfolio::SignThreshold {
+            threshold: 0.5,
+            target_vol: 0.1,
+            vol_window: 20,
+            vol_forecast: None,
+        };
+        let trailing = run(&spec, &signal, &frame, &target, 252.0);
+        assert!(trailing.net.iter().all(|v| v.is_nan() || *v == 0.0));
     }
 }
 

@@ -299,6 +299,7 @@ impl Session {
                             .map_err(|e| e.to_string())
                     })
                     .and_then(|e| self.check_groups(&e).map(|()| e))
+                    .and_then(|e| check_vol_forecast(s, &names).map(|()| e))
             })
             .collect();
         let good: Vec<Expr> = parsed
@@ -534,5 +535,19 @@ impl Session {
             pbo: pbo.as_ref().map(|p| p.pbo),
             pbo_splits: pbo.map_or(0, |p| p.splits),
         })
+    }
+}
+
+/// A sign book sized by a forecast (`vol_forecast`) needs that field in the universe.
+fn check_vol_forecast(spec: &StrategySpec, fields: &[&str]) -> Result<(), String> {
+    match &spec.portfolio {
+        crate::spec::Portfolio::SignThreshold {
+            vol_forecast: Some(f),
+            ..
+        } if !fields.contains(&f.as_str()) => Err(format!(
+            "strategy spec field 'portfolio.vol_forecast': this universe has no field '{f}' (its fields: {}); load a volatility model's prediction panel under that name (lim backtest --predictions NAME), or leave vol_forecast out to size by trailing volatility",
+            fields.join(", ")
+        )),
+        _ => Ok(()),
     }
 }

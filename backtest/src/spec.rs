@@ -66,7 +66,8 @@ pub enum Portfolio {
     Proportional,
     /// Per instrument: long above `threshold`, short below `-threshold`, flat in between, each
     /// position sized to `target_vol` annualised volatility from its trailing `vol_window`
-    /// bars of returns, divided by the number of instruments (the futures trend case).
+    /// bars of returns (or from a volatility forecast, `vol_forecast`), divided by the number
+    /// of instruments (the futures trend case).
     SignThreshold {
         /// Dead band around zero.
         threshold: f64,
@@ -74,6 +75,12 @@ pub enum Portfolio {
         target_vol: f64,
         /// Bars of returns for the volatility estimate.
         vol_window: usize,
+        /// Size by this field instead of the trailing estimate: each instrument's forecast of
+        /// its volatility per bar (e.g. a volatility model's prediction panel, `lim foundation
+        /// predict` of a `--target-kind vol` model). An instrument without a forecast on a bar
+        /// is not held on it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        vol_forecast: Option<String>,
     },
 }
 
@@ -161,6 +168,7 @@ impl StrategySpec {
                 threshold,
                 target_vol,
                 vol_window,
+                ..
             } if !(*threshold >= 0.0 && *target_vol > 0.0 && *vol_window >= 2) => {
                 return bad(
                     "portfolio",

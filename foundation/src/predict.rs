@@ -6,7 +6,10 @@
 //! `ts,<symbol 1>,<symbol 2>,...`, one row per bar time (`YYYY-MM-DD` for daily bars, else
 //! `YYYY-MM-DDTHH:MM:SSZ`), empty cells where there is no prediction (too little history or
 //! no bar); and a JSON sidecar with the model, its data cutoff, the dataset, frequency, target
-//! and horizon.
+//! and horizon. A volatility model's panel (`--target-kind vol`) holds the forecast realised
+//! volatility per bar over its horizon (root mean square of log returns, not annualised), which
+//! a sign book can size positions by (`vol_forecast`); other models' panels hold the head's
+//! score.
 
 use std::fs;
 use std::io::Write;
@@ -370,10 +373,19 @@ pub fn predict_with(
         write_window(&universe.series[si], e, cfg, patches);
         ids.extend_from_slice(&universe.series[si].ids);
     })?;
-    for (&(si, _, t), v) in jobs.iter().zip(predicted) {
-        values[si * nt + t] = v;
-    }
     let ft = about.finetune;
+    // A volatility model's head says how much busier the next bars will be than the window
+    // was (in logs); the panel holds the forecast itself, the realised volatility per bar
+    // (root mean square of log returns), ready to size positions with.
+    let vol = ft.is_some_and(|f| f.target == Target::LogVol);
+    for (&(si, e, t), v) in jobs.iter().zip(predicted) {
+        values[si * nt + t] = if vol {
+            let base = crate::finetune::window_log_vol(&universe.series[si], e, w);
+            (f64::from(v) + base).exp() as f32
+        } else {
+            v
+        };
+    }
     Ok(PredictionPanel {
         info: PanelInfo {
             name: name.to_string(),

@@ -276,11 +276,25 @@ fn finetuned(
     FinetuneConfig,
     lim_foundation::finetune::SampleSet,
 ) {
+    finetuned_on(dir, mode, lim_foundation::config::Target::Rank)
+}
+
+fn finetuned_on(
+    dir: &Path,
+    mode: Mode,
+    target: lim_foundation::config::Target,
+) -> (
+    Predictor,
+    ModelConfig,
+    FinetuneConfig,
+    lim_foundation::finetune::SampleSet,
+) {
     let cfg = ModelConfig::tiny();
     let cat = catalog(dir);
     let dev = cpu().autodiff();
     let mut ft = FinetuneConfig::new(mode, 30, 16, 3);
     ft.horizon = 2;
+    ft.target = target;
     let u = target_universe(&cat, "fut", None, date(300)).unwrap();
     let train = samples(u.clone(), &cfg, &ft, None, date(200), "training").unwrap();
     let valid = samples(u, &cfg, &ft, Some(date(200)), date(300), "validation").unwrap();
@@ -296,6 +310,54 @@ fn finetuned(
     )
     .unwrap();
     (out.model, cfg, ft, valid)
+}
+
+/// A volatility model's panel holds the forecast volatility per bar, ready to size a book
+/// with: the head's output (how much busier than the window) added to the window's own log
+/// volatility, exponentiated.
+#[test]
+fn a_volatility_models_panel_holds_the_forecast_volatility_per_bar() {
+    use lim_foundation::config::Target;
+    use lim_foundation::predict::{About, predict_with};
+    let dir = fixture(None);
+    let (model, cfg, ft, _) = finetuned_on(dir.path(), Mode::Full, Target::LogVol);
+    let cat = catalog(dir.path());
+    let u = target_universe(&cat, "fut", None, date(399)).unwrap();
+    let about = About {
+        model: "vol",
+        cfg: &cfg,
+        cutoff: date(300),
+        finetune: Some(&ft),
+    };
+    let start = Timestamp(date(300).0.0 + DAY);
+    let panel = predict_with("v", &model, &about, &u, start, date(399).0, &cpu()).unwrap();
+    // The same windows as samples (which carry the window's log volatility as their scale).
+    let set = samples(u, &cfg, &ft, Some(date(300)), date(399), "after").unwrap();
+    let head = predict_samples(&model, &set, &cfg, &cpu()).unwrap();
+    let first = panel.times[0];
+    let mut checked = 0;
+    for (s, h) in set.samples.iter().zip(&head) {
+        let time = set.universe.times[s.row];
+        if time < first {
+            continue;
+        }
+        let t = panel.times.iter().position(|x| *x == time).unwrap();
+        let got = panel.get(t, s.series);
+        let want = (f64::from(*h) + s.scale).exp() as f32;
+        assert_eq!(got, want, "series {} bar {}", s.series, s.end);
+        checked += 1;
+    }
+    assert!(checked > 50, "{checked}");
+    // The fixture's bars move about 1 % a day: forecasts are on that scale.
+    let mut v: Vec<f32> = panel
+        .values
+        .iter()
+        .copied()
+        .filter(|x| x.is_finite())
+        .collect();
+    v.sort_by(f32::total_cmp);
+    let median = v[v.len() / 2];
+    assert!(v[0] > 0.0 && (0.003..0.03).contains(&median), "{median}");
 }
 
 #[test]

@@ -716,6 +716,7 @@ fn plan_with(datasets: &[&str], max_drawdown: Option<f64>) -> lim_agents::offlin
         threshold: 0.2,
         target_vol: 0.1,
         vol_window: 60,
+        vol_forecast: None,
     };
     p
 }

@@ -47,6 +47,9 @@ fn registry() -> Registry {
 fn tool_definitions_are_stable() {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/snapshots/tools.json");
     let got = serde_json::to_string_pretty(&registry().specs()).unwrap() + "\n";
+    if std::env::var_os("LIM_UPDATE_SNAPSHOTS").is_some() {
+        std::fs::write(&path, &got).unwrap();
+    }
     let want = std::fs::read_to_string(&path).unwrap_or_default();
     assert!(
         got == want,
