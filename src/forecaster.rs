@@ -242,3 +242,67 @@ impl FoundationModel for FoundationForecaster {
         Ok(out)
     }
 }
+
+/// The strategy language's classic factors as candidates for the foundation grid's baseline
+/// "the best single factor chosen on training": the offline strategist's seeds of every family,
+/// in their per-instrument form (a cross-sectional rank would not change a rank IC), evaluated
+/// on the target's panel as of the test's end (every expression looks back only).
+pub struct SeedFactors<'a> {
+    /// Where the panels come from.
+    pub market: &'a dyn MarketData,
+}
+
+impl std::fmt::Debug for SeedFactors<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SeedFactors").finish_non_exhaustive()
+    }
+}
+
+impl SeedFactors<'_> {
+    /// The candidate expressions, each once, in the seeds' order.
+    pub fn expressions() -> Vec<String> {
+        use lim_agents::offline::{Family, seeds};
+        let mut out: Vec<String> = Vec::new();
+        for family in [Family::Trend, Family::Reversal, Family::Mixed] {
+            for s in seeds(family, false) {
+                if !out.contains(&s) {
+                    out.push(s);
+                }
+            }
+        }
+        out
+    }
+}
+
+impl lim_foundation::linear::FactorSource for SeedFactors<'_> {
+    fn factors(
+        &self,
+        dataset: &str,
+        symbols: Option<&[String]>,
+        until: AsOf,
+    ) -> Result<Vec<lim_foundation::linear::FactorPanel>, String> {
+        let mut q = lim_market::PanelQuery::new(until, [dataset.to_string()])
+            .fields(lim_backtest::frame::FIELDS);
+        if let Some(s) = symbols {
+            q = q.symbols(s.to_vec());
+        }
+        let mut set = self.market.panels(&q).map_err(|e| e.to_string())?;
+        let session = lim_backtest::session::Session::new(&mut set, Default::default())
+            .map_err(|e| e.to_string())?;
+        let exprs = Self::expressions();
+        session
+            .signal_values(&exprs)
+            .into_iter()
+            .zip(exprs)
+            .map(|(m, name)| {
+                let m = m.map_err(|e| format!("{name}: {e}"))?;
+                Ok(lim_foundation::linear::FactorPanel {
+                    name,
+                    times: session.times().to_vec(),
+                    symbols: session.symbols().to_vec(),
+                    values: m.data.clone(),
+                })
+            })
+            .collect()
+    }
+}

@@ -976,6 +976,7 @@ fn eval_cmd(a: EvalArgs) -> anyhow::Result<ExitCode> {
             targets: &targets,
             train_bars: &sizes,
             seeds: &seeds,
+            factors: Some(&crate::forecaster::SeedFactors { market: &catalog }),
         },
         &device,
         &a.out,
@@ -1044,9 +1045,11 @@ fn transfer_cmd(a: TransferArgs) -> anyhow::Result<ExitCode> {
         let mut spec = spec.clone();
         spec.seed = a.seed.wrapping_add(k as u64);
         spec.pretrain.optim.seed = spec.seed;
-        let report = transfer::run(&catalog, &spec, &device, &mut |label, r| {
-            printer(&format!("seed {}: {label}", spec.seed), r);
-        })?;
+        let factors = crate::forecaster::SeedFactors { market: &catalog };
+        let report =
+            transfer::run_with(&catalog, &spec, Some(&factors), &device, &mut |label, r| {
+                printer(&format!("seed {}: {label}", spec.seed), r);
+            })?;
         reports.push(report);
     }
     if tty {

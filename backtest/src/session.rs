@@ -1,6 +1,8 @@
 //! A backtesting session: one panel set, one split, any number of strategies. The command
 //! line and the agents' backtest tool both run strategies through it.
 
+use std::sync::Arc;
+
 use lim_market::{PanelSet, Part, SplitSpec, Splits, Timestamp};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -358,6 +360,19 @@ impl Session {
                 out.book = Some(book);
                 out
             })
+            .collect()
+    }
+
+    /// The values of `signals` over the whole session, each a `times × instruments` matrix,
+    /// evaluated as one batch (shared sub-expressions computed once); a signal that does not
+    /// parse gets its error.
+    pub fn signal_values(&self, signals: &[String]) -> Vec<Result<Arc<Mat>, String>> {
+        let parsed: Vec<Result<Expr, String>> = signals.iter().map(|s| self.parse(s)).collect();
+        let good: Vec<Expr> = parsed.iter().filter_map(|p| p.clone().ok()).collect();
+        let eval = Evaluator::new(&self.frame, &good);
+        parsed
+            .into_iter()
+            .map(|p| p.map(|e| eval.signal(&e).values))
             .collect()
     }
 

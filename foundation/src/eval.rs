@@ -85,6 +85,9 @@ pub struct Grid<'a> {
     pub train_bars: &'a [Option<usize>],
     /// Seeds.
     pub seeds: &'a [u64],
+    /// Candidates for one more return baseline, the best of them on training (none: no such
+    /// baseline).
+    pub factors: Option<&'a dyn crate::linear::FactorSource>,
 }
 
 /// The file name of a cell.
@@ -139,9 +142,10 @@ pub fn run_grid(
                 spec.pretrain.optim.seed = seed;
                 let started = Instant::now();
                 let name = cell_name(kind, horizon, bars, seed);
-                let report = transfer::run(data, &spec, device, &mut |label, r| {
-                    progress(&format!("{} {label}", name.trim_end_matches(".json")), r);
-                })?;
+                let report =
+                    transfer::run_with(data, &spec, grid.factors, device, &mut |label, r| {
+                        progress(&format!("{} {label}", name.trim_end_matches(".json")), r);
+                    })?;
                 let mut arms: Vec<ArmScore> = report
                     .arms
                     .iter()

@@ -288,6 +288,10 @@ pub fn newey_west_lags(n: usize) -> usize {
 pub fn ic_report(set: &SampleSet, pred: &[f32]) -> IcReport {
     let mut by_row: BTreeMap<usize, (Vec<f64>, Vec<f64>)> = BTreeMap::new();
     for (s, p) in set.samples.iter().zip(pred) {
+        // A forecaster without a value for a sample (a factor's warm-up) is not scored there.
+        if !p.is_finite() {
+            continue;
+        }
         let e = by_row.entry(s.row).or_default();
         e.0.push(f64::from(*p) + s.scale);
         e.1.push(s.ret);

@@ -1,5 +1,7 @@
-//! The simple baselines of return targets: a linear model on four classic features, and two
-//! of those features alone, scored like the model's arms on the same test samples.
+//! The simple baselines of return targets: a linear model on four classic features, two of
+//! those features alone, the best of them on training, and the best of a set of outside
+//! factors on training ([`FactorSource`]: the binary supplies LIM's strategy-language seeds),
+//! scored like the model's arms on the same test samples.
 //!
 //! Features of a sample (its window's last bar `end`, nothing after it): momentum, the log
 //! return over bars `end-59 ..= end-5` (the last week skipped); short-term reversal, the log
@@ -9,7 +11,9 @@
 //! the forward return is demeaned across them; least squares on the training samples gives
 //! the weights. Nothing about the test period enters the fit.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+
+use lim_market::{AsOf, Timestamp};
 
 use crate::features::InstrumentSeries;
 use crate::finetune::{IcReport, SampleSet, ic_report};
@@ -167,6 +171,90 @@ pub fn best_single(train: &SampleSet) -> (String, usize, f64) {
     (best.0, best.1, best.2)
 }
 
+/// Causal scores of every instrument at every bar, from outside this crate: candidates for the
+/// baseline "the best single factor chosen on training" (the binary evaluates strategy-language
+/// expressions; this crate knows nothing of the language).
+pub trait FactorSource: Sync + std::fmt::Debug {
+    /// Every candidate over `dataset` (only `symbols` when given), from bars up to `until`.
+    ///
+    /// # Errors
+    /// The data could not be loaded or the factors evaluated, in words.
+    fn factors(
+        &self,
+        dataset: &str,
+        symbols: Option<&[String]>,
+        until: AsOf,
+    ) -> Result<Vec<FactorPanel>, String>;
+}
+
+/// One factor's values, `times × symbols`, column-major (NaN where it has none).
+#[derive(Debug, Clone, PartialEq)]
+pub struct FactorPanel {
+    /// The factor (e.g. its expression).
+    pub name: String,
+    /// Bar times, ascending.
+    pub times: Vec<Timestamp>,
+    /// Symbols.
+    pub symbols: Vec<String>,
+    /// Values, symbol by symbol.
+    pub values: Vec<f64>,
+}
+
+impl FactorPanel {
+    /// The factor at each sample of `set` (its window's last bar), NaN where it has none.
+    fn at_samples(&self, set: &SampleSet) -> Vec<f64> {
+        let column: HashMap<&str, usize> = self
+            .symbols
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.as_str(), i))
+            .collect();
+        let nt = self.times.len();
+        set.samples
+            .iter()
+            .map(|s| {
+                let sym = set.universe.series[s.series].symbol.as_str();
+                let time = set.universe.times[s.row];
+                match (column.get(sym), self.times.binary_search(&time)) {
+                    (Some(&j), Ok(t)) => self.values[j * nt + t],
+                    _ => f64::NAN,
+                }
+            })
+            .collect()
+    }
+}
+
+/// The factor of `panels`, either way round, with the best mean rank IC on `train`, and its
+/// scores on `test`: `(name, test scores)`, the name saying when it was reversed. `None`
+/// without a factor that scores on training.
+pub fn best_factor(
+    train: &SampleSet,
+    test: &SampleSet,
+    panels: &[FactorPanel],
+) -> Option<(String, IcReport)> {
+    #[allow(clippy::cast_possible_truncation)]
+    let scores =
+        |v: &[f64], sign: f64| -> Vec<f32> { v.iter().map(|x| (sign * x) as f32).collect() };
+    let mut best: Option<(usize, f64, f64)> = None;
+    for (k, p) in panels.iter().enumerate() {
+        let v = p.at_samples(train);
+        for sign in [1.0, -1.0] {
+            let ic = ic_report(train, &scores(&v, sign)).rank_ic;
+            if ic.is_finite() && best.is_none_or(|b| ic > b.2) {
+                best = Some((k, sign, ic));
+            }
+        }
+    }
+    let (k, sign, _) = best?;
+    let p = &panels[k];
+    let name = if sign > 0.0 {
+        p.name.clone()
+    } else {
+        format!("{}, reversed", p.name)
+    };
+    Some((name, ic_report(test, &scores(&p.at_samples(test), sign))))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -181,5 +269,70 @@ mod tests {
             assert!((g - w).abs() < 1e-12, "{got:?}");
         }
         assert!(solve([[1.0, 2.0], [2.0, 4.0]], [1.0, 2.0]).is_none());
+    }
+
+    /// Four instruments over 40 dates; the forward return is the instrument's index, reversed
+    /// in the second half (the "test"). One factor ranks by the index, one is noise, one has
+    /// no value on training: the first is chosen (either way round) on training, and its test
+    /// score is what it earns there.
+    #[test]
+    fn the_best_factor_is_chosen_on_training_and_scored_on_the_test() {
+        use crate::features::{InstrumentSeries, Universe};
+        use crate::finetune::Sample;
+        let (n, t) = (4usize, 40usize);
+        let times: Vec<Timestamp> = (0..t as i64).map(|d| Timestamp(d * 86_400)).collect();
+        let series = (0..n)
+            .map(|j| InstrumentSeries {
+                symbol: format!("S{j}"),
+                dataset: "d".into(),
+                ids: [1, 0, 1],
+                rows: (0..t).collect(),
+                feats: vec![[0.0; crate::features::FEATURES]; t],
+                logret: vec![0.0; t],
+            })
+            .collect();
+        let universe = Universe {
+            dataset: "d".into(),
+            frequency: lim_market::Frequency::Daily,
+            times: times.clone(),
+            series,
+        };
+        let set = |rows: std::ops::Range<usize>, sign: f64| SampleSet {
+            universe: universe.clone(),
+            samples: rows
+                .flat_map(|r| {
+                    (0..n).map(move |j| Sample {
+                        series: j,
+                        end: r,
+                        row: r,
+                        target: 0.0,
+                        ret: sign * j as f64,
+                        scale: 0.0,
+                    })
+                })
+                .collect(),
+        };
+        let (train, test) = (set(0..20, -1.0), set(20..40, 1.0));
+        let panel = |name: &str, f: &dyn Fn(usize, usize) -> f64| FactorPanel {
+            name: name.into(),
+            times: times.clone(),
+            // Columns in another order than the universe's series: looked up by symbol.
+            symbols: (0..n).rev().map(|j| format!("S{j}")).collect(),
+            values: (0..n)
+                .rev()
+                .flat_map(|j| (0..t).map(move |r| (j, r)))
+                .map(|(j, r)| f(j, r))
+                .collect(),
+        };
+        let panels = [
+            panel("noise", &|j, r| ((j * 7 + r * 3) % 5) as f64),
+            panel("index", &|j, _| j as f64),
+            panel("late", &|j, r| if r < 20 { f64::NAN } else { -(j as f64) }),
+        ];
+        let (name, report) = best_factor(&train, &test, &panels).unwrap();
+        // On training the return falls with the index: the index factor, reversed.
+        assert_eq!(name, "index, reversed");
+        assert!((report.rank_ic + 1.0).abs() < 1e-12, "{report:?}");
+        assert_eq!(report.dates, 20);
     }
 }

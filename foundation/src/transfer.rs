@@ -168,6 +168,21 @@ pub fn run(
     device: &Device,
     progress: &mut dyn FnMut(&str, &StepReport),
 ) -> Result<TransferReport, FoundationError> {
+    run_with(data, spec, None, device, progress)
+}
+
+/// [`run`], with `factors` to choose one more return baseline from: the best of them on the
+/// training samples, either way round ([`crate::linear::best_factor`]).
+///
+/// # Errors
+/// As [`run`], and factors that could not be computed.
+pub fn run_with(
+    data: &dyn MarketData,
+    spec: &TransferSpec,
+    factors: Option<&dyn crate::linear::FactorSource>,
+    device: &Device,
+    progress: &mut dyn FnMut(&str, &StepReport),
+) -> Result<TransferReport, FoundationError> {
     spec.model.validate()?;
     if !(spec.train_end < spec.valid_end && spec.valid_end < spec.test_end) {
         return Err(FoundationError::Config(
@@ -330,7 +345,19 @@ pub fn run(
         return_baselines: if spec.target_kind == Target::LogVol {
             Vec::new()
         } else {
-            crate::linear::baselines(&train, &test)
+            let mut b = crate::linear::baselines(&train, &test);
+            if let Some(f) = factors {
+                let panels = f
+                    .factors(&spec.target, spec.symbols.as_deref(), spec.test_end)
+                    .map_err(|m| FoundationError::Config(format!("factor baselines: {m}")))?;
+                if let Some((name, r)) = crate::linear::best_factor(&train, &test, &panels) {
+                    b.push((
+                        format!("best of {} factors on training ({name})", panels.len()),
+                        r,
+                    ));
+                }
+            }
+            b
         },
     })
 }
