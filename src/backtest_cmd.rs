@@ -261,6 +261,13 @@ pub fn run(args: BacktestArgs) -> anyhow::Result<ExitCode> {
         .count();
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
+    } else if failed == report.strategies.len() {
+        // Nothing ran: the tables would only show the baselines; the errors are the answer.
+        for s in &report.strategies {
+            if let Some(e) = &s.error {
+                eprintln!("error in {}: {e}", s.name);
+            }
+        }
     } else {
         print_report(&report, frequency);
     }

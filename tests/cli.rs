@@ -301,6 +301,15 @@ fn a_bad_strategy_in_a_batch_is_reported_and_the_rest_still_run() {
     assert_eq!(mt["trials"], 2);
     let dsr = mt["deflated"]["dsr"].as_f64().unwrap();
     assert!((0.0..=1.0).contains(&dsr));
+    // A lone strategy that cannot run gets its error and no tables of baselines.
+    let out = lim(&["backtest", "--expr", "delay(returns, -1)"], dir.path());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        out.stdout.is_empty() && err.contains("a negative lag would read the future"),
+        "{}\n{err}",
+        String::from_utf8_lossy(&out.stdout)
+    );
 }
 
 #[test]
