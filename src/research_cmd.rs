@@ -517,7 +517,8 @@ fn drive(
                 openai_client(base_url, api_key_env, ready.config.seed)?,
                 budget,
                 spent,
-            );
+            )
+            .with_prompt_scale(lim_pipelines::journal::prompt_scale_in(&ready.records));
             run_with(store, ready, client, world, pause, json)
         }
     }

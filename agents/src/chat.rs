@@ -147,9 +147,9 @@ impl ChatRequest {
     /// A cautious count of the prompt's tokens, for budgeting before a call; the provider's
     /// own count replaces it afterwards. Three bytes a token for text (JSON: schemas,
     /// arguments, tool results tokenise denser than prose) and one token for every digit
-    /// (many tokenisers, SmolLM2's and Llama's among them, split numbers digit by digit, and
-    /// prompts carrying metrics are full of them): a budget must not be overrun by an
-    /// estimate that is too low.
+    /// (some tokenisers, SmolLM2's among them, split numbers digit by digit, and prompts
+    /// carrying metrics are full of them): a budget must not be overrun by an estimate that
+    /// is too low.
     pub fn estimated_prompt_tokens(&self) -> u64 {
         fn tokens(text: &str) -> u64 {
             let digits = text.bytes().filter(u8::is_ascii_digit).count() as u64;

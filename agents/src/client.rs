@@ -211,8 +211,9 @@ pub struct Spent {
 /// completion) would take spending past the budget; counts what each reply actually used.
 ///
 /// The prompt estimate learns from the provider: once a reply reports more prompt tokens than
-/// its request was estimated at, later estimates are scaled up by the largest such ratio seen,
-/// so a tokeniser denser than the estimate's assumption cannot walk the run past its budget.
+/// its request was estimated at (of requests estimated at [`LEARN_FROM_TOKENS`] or more), later
+/// estimates are scaled up by the largest such ratio seen, so a tokeniser denser than the
+/// estimate's assumption cannot walk the run past its budget.
 #[derive(Debug)]
 pub struct Budgeted<L> {
     inner: L,
@@ -231,6 +232,15 @@ impl<L> Budgeted<L> {
             spent: Mutex::new(already),
             prompt_scale: Mutex::new(1.0),
         }
+    }
+
+    /// Starts the prompt estimate's scale at `scale` (at least 1): what the provider's replies
+    /// already journaled taught a run being resumed (see [`prompt_ratio`]).
+    pub fn with_prompt_scale(self, scale: f64) -> Budgeted<L> {
+        if let Ok(mut s) = self.prompt_scale.lock() {
+            *s = s.max(scale);
+        }
+        self
     }
 
     /// Spending so far.
@@ -284,11 +294,10 @@ impl<L: LlmClient> LlmClient for Budgeted<L> {
         self.check(req)?;
         let r = self.inner.complete(req).await?;
         let usd = self.usd(&req.model, r.usage.prompt_tokens, r.usage.completion_tokens);
-        let estimate = req.estimated_prompt_tokens();
-        if estimate > 0
+        if let Some(ratio) = prompt_ratio(req, r.usage.prompt_tokens)
             && let Ok(mut scale) = self.prompt_scale.lock()
         {
-            *scale = scale.max(r.usage.prompt_tokens as f64 / estimate as f64);
+            *scale = scale.max(ratio);
         }
         if let Ok(mut s) = self.spent.lock() {
             s.tokens += r.usage.total();
@@ -297,6 +306,17 @@ impl<L: LlmClient> LlmClient for Budgeted<L> {
         }
         Ok(r)
     }
+}
+
+/// Prompts estimated below this many tokens teach the estimate nothing: a chat template's fixed
+/// overhead would make a short prompt's ratio large and every later estimate too cautious.
+pub const LEARN_FROM_TOKENS: u64 = 100;
+
+/// How many times its estimate a request's prompt turned out to be, as the provider counted
+/// it (`None` for prompts too short to learn from, see [`LEARN_FROM_TOKENS`]).
+pub fn prompt_ratio(req: &ChatRequest, prompt_tokens: u64) -> Option<f64> {
+    let estimate = req.estimated_prompt_tokens();
+    (estimate >= LEARN_FROM_TOKENS).then(|| prompt_tokens as f64 / estimate as f64)
 }
 
 /// One planned turn of a [`ScriptedLlm`].

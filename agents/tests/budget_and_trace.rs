@@ -49,27 +49,50 @@ async fn a_token_budget_refuses_the_seventh_1500_token_call_before_sending_it() 
 
 #[tokio::test]
 async fn a_tokeniser_denser_than_the_estimate_does_not_walk_the_run_past_its_token_budget() {
-    // The provider counts 1,000 prompt tokens for a prompt estimated at about ten: after the
+    // The provider counts 2,000 prompt tokens for a prompt estimated at about 200: after the
     // first reply the estimate is scaled to what the provider reports.
-    let script = ScriptedLlm::new(
-        (0..10).map(|i| Turn::Text(format!("reply {i}"))),
-        Usage {
-            prompt_tokens: 1_000,
-            completion_tokens: 0,
-        },
-    );
+    let script = || {
+        ScriptedLlm::new(
+            (0..10).map(|i| Turn::Text(format!("reply {i}"))),
+            Usage {
+                prompt_tokens: 2_000,
+                completion_tokens: 0,
+            },
+        )
+    };
     let budget = Budget {
-        max_tokens: Some(4_500),
+        max_tokens: Some(9_000),
         ..Budget::default()
     };
-    let client = Budgeted::new(script, budget, Spent::default());
-    let short = |i: usize| ChatRequest::new("gpt-test", vec![Message::user(format!("go {i}"))], 10);
+    let prompt = |i: usize| {
+        ChatRequest::new(
+            "gpt-test",
+            vec![Message::user(format!("{} {i}", "x".repeat(600)))],
+            10,
+        )
+    };
+    let client = Budgeted::new(script(), budget.clone(), Spent::default());
     let mut done = 0;
-    while client.complete(&short(done)).await.is_ok() {
+    while client.complete(&prompt(done)).await.is_ok() {
         done += 1;
     }
-    assert_eq!(done, 4, "a fifth call would have spent 5,000 tokens");
-    assert!(client.spent().tokens <= 4_500, "{:?}", client.spent());
+    assert_eq!(done, 4, "a fifth call would have spent 10,000 tokens");
+    assert!(client.spent().tokens <= 9_000, "{:?}", client.spent());
+    // A resumed run starts from what its journaled replies taught it: 6,000 spent, one call
+    // left, and the estimate already scaled.
+    let ratio = lim_agents::client::prompt_ratio(&prompt(0), 2_000).unwrap();
+    let resumed = Budgeted::new(
+        script(),
+        budget,
+        Spent {
+            tokens: 6_000,
+            ..Spent::default()
+        },
+    )
+    .with_prompt_scale(ratio);
+    assert!(resumed.complete(&prompt(9)).await.is_ok());
+    assert!(resumed.complete(&prompt(10)).await.is_err());
+    assert_eq!(resumed.spent().tokens, 8_000);
 }
 
 #[test]

@@ -77,7 +77,7 @@ pub enum Portfolio {
         vol_window: usize,
         /// Size by this field instead of the trailing estimate: each instrument's forecast of
         /// its volatility per bar (e.g. a volatility model's prediction panel, `lim foundation
-        /// predict` of a `--target-kind vol` model). An instrument without a forecast on a bar
+        /// predict` of a model fine-tuned with `--target vol`). An instrument without a forecast on a bar
         /// is not held on it.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         vol_forecast: Option<String>,

@@ -90,6 +90,9 @@ pub struct Grid<'a> {
     pub factors: Option<&'a dyn crate::linear::FactorSource>,
 }
 
+/// How the row of the best outside factor on training begins (see `transfer::run_with`).
+pub const FACTOR_ARM: &str = "best of ";
+
 /// The file name of a cell.
 pub fn cell_name(kind: Target, horizon: usize, train_bars: Option<usize>, seed: u64) -> String {
     let n = train_bars.map(|n| format!("-n{n}")).unwrap_or_default();
@@ -130,7 +133,14 @@ pub fn run_grid(
         for &bars in sizes {
             for &seed in grid.seeds {
                 let path = dir.join(cell_name(kind, horizon, bars, seed));
-                if let Some(c) = read_cell(&path) {
+                // A return cell written before factor baselines existed lacks that row: it is
+                // run again rather than mixed with cells that have it.
+                let lacks_factors = |c: &Cell| {
+                    grid.factors.is_some()
+                        && kind != Target::LogVol
+                        && !c.arms.iter().any(|a| a.arm.starts_with(FACTOR_ARM))
+                };
+                if let Some(c) = read_cell(&path).filter(|c| !lacks_factors(c)) {
                     cells.push(Cell { seconds: 0.0, ..c });
                     continue;
                 }

@@ -170,7 +170,7 @@ pub fn samples(
 }
 
 /// Floor of a volatility before its log: a window or a horizon with no movement at all.
-const MIN_VOL: f64 = 1e-6;
+pub(crate) const MIN_VOL: f64 = 1e-6;
 
 /// The log of the realised volatility of the `h` bars after `end` (root mean square of their
 /// log returns), if they exist: only bars after the window.

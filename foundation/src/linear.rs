@@ -1,7 +1,8 @@
 //! The simple baselines of return targets: a linear model on four classic features, two of
 //! those features alone, the best of them on training, and the best of a set of outside
 //! factors on training ([`FactorSource`]: the binary supplies LIM's strategy-language seeds),
-//! scored like the model's arms on the same test samples.
+//! scored like the model's arms on the same test samples (an outside factor on those where it
+//! has a value).
 //!
 //! Features of a sample (its window's last bar `end`, nothing after it): momentum, the log
 //! return over bars `end-59 ..= end-5` (the last week skipped); short-term reversal, the log
@@ -224,35 +225,41 @@ impl FactorPanel {
     }
 }
 
-/// The factor of `panels`, either way round, with the best mean rank IC on `train`, and its
-/// scores on `test`: `(name, test scores)`, the name saying when it was reversed. `None`
-/// without a factor that scores on training.
+/// The factor, either way round, with the best mean rank IC on `train` (of `chosen_on`,
+/// computed from data no later than the training samples' universe, so that nothing of the
+/// test period shapes the choice, not even through the market layer's whole-history checks
+/// such as a futures roll rule), and its scores on `test` (of `scored_on`, the same factors
+/// computed up to the test's end, in the same order): `(name, test scores)`, the name saying
+/// when it was reversed. `None` without a factor that scores on training dates, or without
+/// test dates where it has values.
 pub fn best_factor(
     train: &SampleSet,
     test: &SampleSet,
-    panels: &[FactorPanel],
+    chosen_on: &[FactorPanel],
+    scored_on: &[FactorPanel],
 ) -> Option<(String, IcReport)> {
     #[allow(clippy::cast_possible_truncation)]
     let scores =
         |v: &[f64], sign: f64| -> Vec<f32> { v.iter().map(|x| (sign * x) as f32).collect() };
     let mut best: Option<(usize, f64, f64)> = None;
-    for (k, p) in panels.iter().enumerate() {
+    for (k, p) in chosen_on.iter().enumerate() {
         let v = p.at_samples(train);
         for sign in [1.0, -1.0] {
-            let ic = ic_report(train, &scores(&v, sign)).rank_ic;
-            if ic.is_finite() && best.is_none_or(|b| ic > b.2) {
-                best = Some((k, sign, ic));
+            let r = ic_report(train, &scores(&v, sign));
+            if r.dates > 0 && r.rank_ic.is_finite() && best.is_none_or(|b| r.rank_ic > b.2) {
+                best = Some((k, sign, r.rank_ic));
             }
         }
     }
     let (k, sign, _) = best?;
-    let p = &panels[k];
+    let p = scored_on.iter().find(|p| p.name == chosen_on[k].name)?;
     let name = if sign > 0.0 {
         p.name.clone()
     } else {
         format!("{}, reversed", p.name)
     };
-    Some((name, ic_report(test, &scores(&p.at_samples(test), sign))))
+    let report = ic_report(test, &scores(&p.at_samples(test), sign));
+    (report.dates > 0).then_some((name, report))
 }
 
 #[cfg(test)]
@@ -329,7 +336,13 @@ mod tests {
             panel("index", &|j, _| j as f64),
             panel("late", &|j, r| if r < 20 { f64::NAN } else { -(j as f64) }),
         ];
-        let (name, report) = best_factor(&train, &test, &panels).unwrap();
+        let (name, report) = best_factor(&train, &test, &panels, &panels).unwrap();
+        // A factor with no value on any training date is never chosen; nothing to choose from
+        // gives no baseline.
+        let only_late = [panel("late", &|j, r| {
+            if r < 20 { f64::NAN } else { j as f64 }
+        })];
+        assert!(best_factor(&train, &test, &only_late, &only_late).is_none());
         // On training the return falls with the index: the index factor, reversed.
         assert_eq!(name, "index, reversed");
         assert!((report.rank_ic + 1.0).abs() < 1e-12, "{report:?}");

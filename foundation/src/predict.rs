@@ -6,7 +6,7 @@
 //! `ts,<symbol 1>,<symbol 2>,...`, one row per bar time (`YYYY-MM-DD` for daily bars, else
 //! `YYYY-MM-DDTHH:MM:SSZ`), empty cells where there is no prediction (too little history or
 //! no bar); and a JSON sidecar with the model, its data cutoff, the dataset, frequency, target
-//! and horizon. A volatility model's panel (`--target-kind vol`) holds the forecast realised
+//! and horizon. A volatility model's panel (`--target vol`) holds the forecast realised
 //! volatility per bar over its horizon (root mean square of log returns, not annualised), which
 //! a sign book can size positions by (`vol_forecast`); other models' panels hold the head's
 //! score.
@@ -381,7 +381,13 @@ pub fn predict_with(
     for (&(si, e, t), v) in jobs.iter().zip(predicted) {
         values[si * nt + t] = if vol {
             let base = crate::finetune::window_log_vol(&universe.series[si], e, w);
-            (f64::from(v) + base).exp() as f32
+            // A window without movement (a halted or stale series) has no volatility to scale:
+            // no forecast, rather than one that would size a position thousands of times over.
+            if base <= crate::finetune::MIN_VOL.ln() {
+                f32::NAN
+            } else {
+                (f64::from(v) + base).exp() as f32
+            }
         } else {
             v
         };

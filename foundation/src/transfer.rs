@@ -347,12 +347,22 @@ pub fn run_with(
         } else {
             let mut b = crate::linear::baselines(&train, &test);
             if let Some(f) = factors {
-                let panels = f
-                    .factors(&spec.target, spec.symbols.as_deref(), spec.test_end)
-                    .map_err(|m| FoundationError::Config(format!("factor baselines: {m}")))?;
-                if let Some((name, r)) = crate::linear::best_factor(&train, &test, &panels) {
+                let load = |until| {
+                    f.factors(&spec.target, spec.symbols.as_deref(), until)
+                        .map_err(|m| FoundationError::Config(format!("factor baselines: {m}")))
+                };
+                // Chosen on data up to the validation's end, as the training samples were cut
+                // from; scored on data up to the test's end.
+                let (chosen_on, scored_on) = (load(spec.valid_end)?, load(spec.test_end)?);
+                if let Some((name, r)) =
+                    crate::linear::best_factor(&train, &test, &chosen_on, &scored_on)
+                {
                     b.push((
-                        format!("best of {} factors on training ({name})", panels.len()),
+                        format!(
+                            "{}{} factors on training ({name})",
+                            crate::eval::FACTOR_ARM,
+                            chosen_on.len()
+                        ),
                         r,
                     ));
                 }

@@ -310,6 +310,25 @@ impl Journal {
     }
 }
 
+/// The largest ratio of the provider's prompt tokens to LIM's estimate among the answered LLM
+/// calls of `records` (1 when none teaches anything): where a resumed run's token budget takes
+/// up its estimate (`Budgeted::with_prompt_scale`).
+pub fn prompt_scale_in(records: &[Record]) -> f64 {
+    records
+        .iter()
+        .filter(|r| r.kind == Kind::Llm)
+        .filter_map(|r| {
+            let req: lim_agents::ChatRequest =
+                serde_json::from_value(r.body.get("request")?.clone()).ok()?;
+            let prompt = r
+                .body
+                .pointer("/outcome/Ok/usage/prompt_tokens")
+                .and_then(Value::as_u64)?;
+            lim_agents::client::prompt_ratio(&req, prompt)
+        })
+        .fold(1.0, f64::max)
+}
+
 /// Tokens, dollars and calls spent on the LLM calls among `records` of the node executions
 /// `include` accepts (what [`Journal::spent_where`] counts, for records not in a journal).
 pub fn spent_in(records: &[Record], budget: &Budget, include: impl Fn(&str) -> bool) -> Spent {
@@ -805,5 +824,35 @@ impl lim_tools::Memory for JournaledMemory {
             .append(vec![(self.exec.clone(), Kind::Memory, n, body)])
             .map_err(|e| e.to_string())?;
         Ok(found)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn llm(n: u32, prompt: &str, prompt_tokens: u64) -> Record {
+        let req = lim_agents::ChatRequest::new("m", vec![lim_agents::Message::user(prompt)], 10);
+        Record {
+            seq: u64::from(n) + 1,
+            exec: "plan#1".into(),
+            kind: Kind::Llm,
+            n,
+            body: serde_json::json!({
+                "request": req,
+                "outcome": {"Ok": {"usage": {"prompt_tokens": prompt_tokens, "completion_tokens": 5}}},
+            }),
+        }
+    }
+
+    /// A resumed run's budget takes up what the journaled replies taught its estimate; short
+    /// prompts teach nothing.
+    #[test]
+    fn the_prompt_scale_comes_back_from_the_journal() {
+        assert_eq!(prompt_scale_in(&[]), 1.0);
+        let long = "x".repeat(600); // estimated at 203 tokens
+        let records = [llm(0, "hi", 900), llm(1, &long, 406), llm(2, &long, 300)];
+        let scale = prompt_scale_in(&records);
+        assert!((scale - 2.0).abs() < 1e-12, "{scale}");
     }
 }
