@@ -102,6 +102,16 @@ pub struct Totals {
     pub finalists_beating_always_long: usize,
     /// Finalists in all.
     pub finalists: usize,
+    /// Goals (over all their seeds) where more than half the finalists beat always long, and
+    /// goals in all: the research issue's first criterion.
+    pub goals_where_most_finalists_beat_always_long: usize,
+    /// Goals in all.
+    pub goals: usize,
+    /// Runs whose combined book's test Sharpe is at least its median finalist's (runs with
+    /// finalists and a combined book): the research issue's third criterion.
+    pub runs_combined_at_least_median_finalist: usize,
+    /// Runs with finalists and a combined book.
+    pub runs_with_combination: usize,
     /// Mean validation→test rank correlation.
     #[serde(with = "lim_backtest::nonfinite")]
     pub mean_validation_test_rank_correlation: f64,
@@ -131,6 +141,36 @@ pub fn totals(results: &[GoalResult]) -> Totals {
         let v: Vec<f64> = results.iter().map(f).filter(|x| x.is_finite()).collect();
         v.iter().sum::<f64>() / v.len() as f64
     };
+    // Per goal: finalists beating always long, finalists.
+    let mut goals: std::collections::BTreeMap<&str, (usize, usize)> = Default::default();
+    for r in results {
+        let g = goals.entry(r.goal.as_str()).or_default();
+        g.0 += r.finalists_beating_always_long;
+        g.1 += r.finalists_test_sharpe.len();
+    }
+    // Per run with finalists and a combination: (combined, median finalist).
+    let combined: Vec<(f64, f64)> = results
+        .iter()
+        .filter_map(|r| {
+            let mut s: Vec<f64> = r
+                .finalists_test_sharpe
+                .iter()
+                .copied()
+                .filter(|x| x.is_finite())
+                .collect();
+            if s.is_empty() || !r.combined_test_sharpe.is_finite() {
+                return None;
+            }
+            s.sort_by(f64::total_cmp);
+            let m = s.len() / 2;
+            let median = if s.len() % 2 == 1 {
+                s[m]
+            } else {
+                (s[m - 1] + s[m]) / 2.0
+            };
+            Some((r.combined_test_sharpe, median))
+        })
+        .collect();
     Totals {
         runs: results.len(),
         mean_finalist_test_sharpe: mean(&|r| {
@@ -143,6 +183,13 @@ pub fn totals(results: &[GoalResult]) -> Totals {
             .map(|r| r.finalists_beating_always_long)
             .sum(),
         finalists: results.iter().map(|r| r.finalists_test_sharpe.len()).sum(),
+        goals_where_most_finalists_beat_always_long: goals
+            .values()
+            .filter(|(beat, all)| 2 * beat > *all)
+            .count(),
+        goals: goals.len(),
+        runs_combined_at_least_median_finalist: combined.iter().filter(|(c, m)| c >= m).count(),
+        runs_with_combination: combined.len(),
         mean_validation_test_rank_correlation: mean(&|r| r.validation_test_rank_correlation),
         mean_fitness_test_rank_correlation: mean(&|r| r.fitness_test_rank_correlation),
         mean_dsr: mean(&|r| r.dsr),
@@ -375,5 +422,51 @@ mod tests {
         assert!((super::spearman(&a, &b) - 1.0).abs() < 1e-12);
         let c: Vec<f64> = a.iter().map(|x| -x).collect();
         assert!((super::spearman(&a, &c) + 1.0).abs() < 1e-12);
+    }
+
+    /// The totals state the research issue's criteria: goals where most finalists beat always
+    /// long (over all their seeds), and runs whose combination is at least its median finalist.
+    #[test]
+    fn totals_count_the_goals_and_runs_that_meet_the_criteria() {
+        let run = |goal: &str, finalists: &[f64], combined: f64, beat: usize| super::GoalResult {
+            goal: goal.into(),
+            seed: 1,
+            run: "r".into(),
+            datasets: Vec::new(),
+            trials: 10,
+            finalists_test_sharpe: finalists.to_vec(),
+            combined_test_sharpe: combined,
+            always_long_test_sharpe: 0.5,
+            finalists_beating_always_long: beat,
+            dsr: 0.5,
+            pbo: 0.5,
+            validation_test_rank_correlation: 0.0,
+            fitness_test_rank_correlation: 0.0,
+            seconds: 0.0,
+            cpu_seconds: 0.0,
+            llm_calls: 0,
+            llm_tokens: 0,
+            llm_usd: 0.0,
+        };
+        let t = super::totals(&[
+            // Goal a: 2 + 1 of 6 beat (not most); medians 0.6 and 0.2.
+            run("a", &[0.6, 0.7, 0.1], 0.6, 2),
+            run("a", &[0.1, 0.2, 0.3, 0.9], 0.1, 1),
+            // Goal b: 3 of 3 beat; median 0.8, combination 0.9.
+            run("b", &[0.7, 0.8, 0.9], 0.9, 3),
+            // No combination: not counted among runs with one.
+            run("c", &[], f64::NAN, 0),
+        ]);
+        assert_eq!(
+            (t.goals_where_most_finalists_beat_always_long, t.goals),
+            (1, 3)
+        );
+        assert_eq!(
+            (
+                t.runs_combined_at_least_median_finalist,
+                t.runs_with_combination
+            ),
+            (2, 3)
+        );
     }
 }
