@@ -152,7 +152,7 @@ pub fn totals(results: &[GoalResult]) -> Totals {
     let combined: Vec<(f64, f64)> = results
         .iter()
         .filter_map(|r| {
-            let mut s: Vec<f64> = r
+            let s: Vec<f64> = r
                 .finalists_test_sharpe
                 .iter()
                 .copied()
@@ -161,13 +161,7 @@ pub fn totals(results: &[GoalResult]) -> Totals {
             if s.is_empty() || !r.combined_test_sharpe.is_finite() {
                 return None;
             }
-            s.sort_by(f64::total_cmp);
-            let m = s.len() / 2;
-            let median = if s.len() % 2 == 1 {
-                s[m]
-            } else {
-                (s[m - 1] + s[m]) / 2.0
-            };
+            let median = lim_backtest::ops::quantile(&s, 0.5);
             Some((r.combined_test_sharpe, median))
         })
         .collect();
