@@ -210,9 +210,14 @@ pub struct JobArgs {
     pub executor: Executor,
     #[command(flatten)]
     pub site: SlurmSite,
-    /// CPUs for the job (`--cpus-per-task`).
+    /// CPUs for the job (`--cpus-per-task`; per process with --ntasks).
     #[arg(long)]
     pub cpus_per_task: Option<usize>,
+    /// Processes of a data-parallel pretraining job, started by `srun` (add `--nodes=N` or a
+    /// GPU per task through the Slurm config's extra lines); they find each other through the
+    /// models directory and train the model one process trains with the same --shards.
+    #[arg(long, value_name = "N")]
+    pub ntasks: Option<usize>,
     /// Memory for the job (`--mem`, e.g. 8G).
     #[arg(long)]
     pub mem: Option<String>,
@@ -227,9 +232,22 @@ pub struct JobArgs {
     pub job_dir: PathBuf,
 }
 
+impl JobArgs {
+    /// Refuses `--ntasks` above 1 for `command`, which runs as one process.
+    pub fn one_process(&self, command: &str) -> anyhow::Result<()> {
+        match self.ntasks {
+            Some(n) if n > 1 => anyhow::bail!(
+                "--ntasks {n}: {command} runs as one process; only `lim foundation pretrain` trains as a group of processes"
+            ),
+            _ => Ok(()),
+        }
+    }
+}
+
 /// The job flags of [`JobArgs`], which the job's own command line must not repeat.
-const JOB_FLAGS: [&str; 9] = [
+const JOB_FLAGS: [&str; 10] = [
     "--executor",
+    "--ntasks",
     "--slurm-config",
     "--partition",
     "--account",
@@ -275,6 +293,9 @@ pub fn run_job(
     let mut config = job.site.config()?;
     if let Some(c) = job.cpus_per_task {
         config.cpus_per_task = c;
+    }
+    if let Some(n) = job.ntasks {
+        config.ntasks = n.max(1);
     }
     for (field, flag) in [
         (&mut config.mem, &job.mem),

@@ -147,6 +147,116 @@ impl ShapeArgs {
     }
 }
 
+/// Pretraining as one process of a data-parallel group (see docs/cluster.md).
+#[derive(Debug, Args)]
+pub struct GroupArgs {
+    /// Train as one of this many processes (on one node or several): each differentiates its
+    /// share of every step's --shards, and together they train the very model one process
+    /// trains with the same --shards, bit for bit. Under `srun`, Slurm's task count and rank
+    /// are used unless given.
+    #[arg(long, requires = "rank", value_parser = clap::value_parser!(u64).range(1..=1024))]
+    world: Option<u64>,
+    /// This process's place in the group, from 0 (rank 0 writes the checkpoints).
+    #[arg(long, requires = "world")]
+    rank: Option<u64>,
+    /// The file through which the processes find rank 0: in a directory they all see, unique to
+    /// the launch. Default: <models>/<name>/rendezvous (under srun, with the job and step ids).
+    #[arg(long, value_name = "FILE")]
+    rendezvous: Option<PathBuf>,
+    /// Address rank 0 listens on. 127.0.0.1:0 keeps the group on one node; across nodes, give
+    /// an address of the cluster network, or 0.0.0.0:0 to be reached by the node's name.
+    #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:0")]
+    group_bind: String,
+    /// Seconds to wait for the others to join, and for any one step's gradients.
+    #[arg(long, value_name = "SECONDS", default_value_t = 600)]
+    group_timeout: u64,
+}
+
+/// What Slurm tells a process `srun` started: its rank, the step's task count, the job and
+/// step ids, and the node's name. `None` outside an `srun` step of more than one task.
+fn srun_task() -> Option<(u64, u64, String, Option<String>)> {
+    let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    let tasks: u64 = var("SLURM_STEP_NUM_TASKS")?.parse().ok()?;
+    let rank: u64 = var("SLURM_PROCID")?.parse().ok()?;
+    if tasks < 2 {
+        return None;
+    }
+    let id = format!(
+        "{}.{}",
+        var("SLURM_JOB_ID").unwrap_or_default(),
+        var("SLURM_STEP_ID").unwrap_or_default()
+    );
+    Some((rank, tasks, id, var("SLURMD_NODENAME")))
+}
+
+impl GroupArgs {
+    /// This process's group: `(rank, world, rendezvous)`, or `None` when it trains alone.
+    fn resolve(
+        &self,
+        models: &std::path::Path,
+        name: &str,
+    ) -> anyhow::Result<Option<(usize, usize, lim_pipelines::cluster::group::Rendezvous)>> {
+        let srun = srun_task();
+        let (rank, world, id, node) = match (self.rank, self.world, srun) {
+            (Some(r), Some(w), srun) => (r, w, None, srun.and_then(|s| s.3)),
+            (_, _, Some((r, w, id, node))) => (r, w, Some(id), node),
+            _ => return Ok(None),
+        };
+        if rank >= world {
+            anyhow::bail!(
+                "--rank {rank} is outside a group of --world {world}; ranks run from 0 to {}",
+                world - 1
+            );
+        }
+        if world == 1 {
+            return Ok(None);
+        }
+        let file = match (&self.rendezvous, id) {
+            (Some(f), _) => f.clone(),
+            (None, Some(id)) => models.join(name).join(format!("rendezvous-{id}")),
+            (None, None) => models.join(name).join("rendezvous"),
+        };
+        let wildcard = self
+            .group_bind
+            .parse::<std::net::SocketAddr>()
+            .is_ok_and(|a| a.ip().is_unspecified());
+        let advertise = if wildcard {
+            Some(node.or_else(|| {
+                std::fs::read_to_string("/proc/sys/kernel/hostname")
+                    .ok()
+                    .map(|h| h.trim().to_string())
+            }).context("--group-bind is a wildcard address and this node's name is unknown; give the address the others should reach instead")?)
+        } else {
+            None
+        };
+        Ok(Some((
+            rank as usize,
+            world as usize,
+            lim_pipelines::cluster::group::Rendezvous {
+                file,
+                bind: self.group_bind.clone(),
+                advertise,
+                timeout: std::time::Duration::from_secs(self.group_timeout.max(1)),
+            },
+        )))
+    }
+}
+
+/// The TCP group as the foundation model's [`lim_foundation::parallel::Exchange`].
+struct TcpExchange(lim_pipelines::cluster::group::TcpGroup);
+
+impl lim_foundation::parallel::Exchange for TcpExchange {
+    fn rank(&self) -> usize {
+        self.0.rank()
+    }
+    fn world(&self) -> usize {
+        self.0.world()
+    }
+    fn all_gather(&mut self, mine: Vec<u8>) -> Result<Vec<Vec<u8>>, String> {
+        self.0.all_gather(mine).map_err(|e| e.to_string())
+    }
+}
+
 #[derive(Debug, Args)]
 pub struct PretrainArgs {
     /// Model name (a directory under the models directory).
@@ -190,6 +300,8 @@ pub struct PretrainArgs {
     /// Continue the model's latest checkpoint (same configuration and data).
     #[arg(long)]
     resume: bool,
+    #[command(flatten)]
+    group: GroupArgs,
     #[command(flatten)]
     job: crate::cluster_args::JobArgs,
     #[command(flatten)]
@@ -459,6 +571,21 @@ fn mixture(items: &[String], symbols: &Option<Vec<String>>) -> anyhow::Result<Ve
 fn pretrain(a: PretrainArgs) -> anyhow::Result<ExitCode> {
     let store = a.model.store();
     if a.job.executor == crate::cluster_args::Executor::Slurm {
+        let shards = a
+            .shards
+            .map_or(lim_foundation::parallel::DEFAULT_SHARDS, |s| s as usize);
+        if a.job.ntasks.is_some_and(|n| n > shards) {
+            anyhow::bail!(
+                "--ntasks {} is more than --shards {shards}: each process needs a shard of every step; give --shards {} or more",
+                a.job.ntasks.unwrap_or(1),
+                a.job.ntasks.unwrap_or(1)
+            );
+        }
+        if a.group.world.is_some() {
+            anyhow::bail!(
+                "--world and --rank are for a process started by hand; with --executor slurm, give --ntasks"
+            );
+        }
         return trained_on_slurm(&a.job, &a.data, &store, &a.name, a.json);
     }
     let device = a.model.device()?.autodiff();
@@ -477,6 +604,16 @@ fn pretrain(a: PretrainArgs) -> anyhow::Result<ExitCode> {
     p.optim.validate()?;
     let mix = mixture(&a.datasets, &a.symbols)?;
     let catalog = a.data.catalog()?;
+    let group = a.group.resolve(store.dir(), &a.name)?;
+    let rank = group.as_ref().map_or(0, |g| g.0);
+    if let Some((_, world, _)) = &group
+        && p.optim.shards < *world
+    {
+        anyhow::bail!(
+            "--shards {} is fewer than the group's {world} processes: each process needs a shard of every step; give --shards {world} or more",
+            p.optim.shards
+        );
+    }
     let (run, cfg, p, mix, cutoff) = if a.resume {
         let (meta, model, current, optim) = store.load_pretrained(&a.name, Some(&cfg), &device)?;
         let p = meta
@@ -517,10 +654,24 @@ fn pretrain(a: PretrainArgs) -> anyhow::Result<ExitCode> {
             meta.manifest.cutoff,
         )
     } else {
-        store.check_new(&a.name)?;
+        if rank == 0 {
+            store.check_new(&a.name)?;
+        }
         (Run::new(&cfg, &p, &device), cfg, p, mix, a.cutoff)
     };
     let data = PretrainData::load(&catalog, &mix, cutoff, &cfg)?;
+    let mut exchange: Box<dyn lim_foundation::parallel::Exchange> = match &group {
+        Some((rank, world, rv)) => {
+            eprintln!(
+                "pretrain: rank {rank} of {world}, meeting through {}",
+                rv.file.display()
+            );
+            Box::new(TcpExchange(lim_pipelines::cluster::group::TcpGroup::join(
+                *rank, *world, rv,
+            )?))
+        }
+        None => Box::new(lim_foundation::parallel::Solo),
+    };
     let manifest = DataManifest {
         datasets: mix.clone(),
         symbols: data.symbols().into_iter().collect(),
@@ -533,25 +684,36 @@ fn pretrain(a: PretrainArgs) -> anyhow::Result<ExitCode> {
     let mut report = progress("pretrain");
     let name = a.name.clone();
     let mut saved = PathBuf::new();
-    run.train(&data, &cfg, &p, &device, &mut report, &mut |r| {
-        let meta = Meta {
-            name: name.clone(),
-            kind: Kind::Pretrained,
-            model: cfg.clone(),
-            pretrain: Some(p.clone()),
-            finetune: None,
-            manifest: manifest.clone(),
-            state: r.state.clone(),
-            results: Default::default(),
-            finetune_progress: None,
-            checksums: Default::default(),
-        };
-        // With a moving average, the average is the model to use and the optimised weights
-        // are kept beside it to continue.
-        let current = r.ema.as_ref().map(|_| &r.model);
-        saved = store.save(&meta, r.weights(), Some(&r.optim), current)?;
-        Ok(())
-    })?;
+    run.train_in(
+        &data,
+        &cfg,
+        &p,
+        &device,
+        exchange.as_mut(),
+        &mut report,
+        &mut |r| {
+            if rank != 0 {
+                return Ok(());
+            }
+            let meta = Meta {
+                name: name.clone(),
+                kind: Kind::Pretrained,
+                model: cfg.clone(),
+                pretrain: Some(p.clone()),
+                finetune: None,
+                manifest: manifest.clone(),
+                state: r.state.clone(),
+                results: Default::default(),
+                finetune_progress: None,
+                checksums: Default::default(),
+            };
+            // With a moving average, the average is the model to use and the optimised weights
+            // are kept beside it to continue.
+            let current = r.ema.as_ref().map(|_| &r.model);
+            saved = store.save(&meta, r.weights(), Some(&r.optim), current)?;
+            Ok(())
+        },
+    )?;
     #[derive(Serialize)]
     struct Out<'a> {
         name: &'a str,
@@ -586,6 +748,7 @@ fn pretrain(a: PretrainArgs) -> anyhow::Result<ExitCode> {
 
 fn finetune_cmd(a: FinetuneArgs) -> anyhow::Result<ExitCode> {
     let store = a.model.store();
+    a.job.one_process("lim foundation finetune")?;
     if a.job.executor == crate::cluster_args::Executor::Slurm {
         return trained_on_slurm(&a.job, &a.data, &store, &a.name, a.json);
     }
@@ -749,6 +912,7 @@ fn finetune_cmd(a: FinetuneArgs) -> anyhow::Result<ExitCode> {
 
 fn predict(a: PredictArgs) -> anyhow::Result<ExitCode> {
     let store = a.model.store();
+    a.job.one_process("lim foundation predict")?;
     if a.job.executor == crate::cluster_args::Executor::Slurm {
         let out = a
             .out

@@ -86,6 +86,18 @@ fn run_command(wd: &WorkDir, digest: &str, c: &CommandUnit) -> anyhow::Result<Ex
             out.status
         );
     }
+    // In a group started by `srun`, rank 0 speaks for the job.
+    let rank = std::env::var("SLURM_PROCID")
+        .ok()
+        .and_then(|r| r.parse::<u64>().ok());
+    if rank.is_some_and(|r| r > 0) {
+        eprintln!(
+            "{digest}: rank {} done in {:.1} s",
+            rank.unwrap_or(0),
+            started.elapsed().as_secs_f64()
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
     let text = String::from_utf8_lossy(&out.stdout);
     let summary = serde_json::from_str(text.trim())
         .unwrap_or_else(|_| serde_json::Value::String(text.trim().to_string()));

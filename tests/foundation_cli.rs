@@ -285,3 +285,119 @@ fn a_tiny_eval_grid_runs_and_resumes_from_its_cells() {
     );
     assert!(failure(&bad).contains("use rank, return or vol"));
 }
+
+/// The losses of every step of a model's latest checkpoint, as written.
+fn losses(models: &Path, name: &str) -> serde_json::Value {
+    let latest = std::fs::read_to_string(models.join(name).join("LATEST")).unwrap();
+    let meta: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(models.join(name).join(latest.trim()).join("meta.json")).unwrap(),
+    )
+    .unwrap();
+    meta["state"]["losses"].clone()
+}
+
+#[test]
+fn two_processes_pretrain_the_model_one_process_pretrains() {
+    let cache = tempfile::tempdir().unwrap();
+    let models = tempfile::tempdir().unwrap();
+    let (c, m) = (cache.path(), models.path());
+    let args = |name: &'static str, shards: &'static str| {
+        vec![
+            "foundation",
+            "pretrain",
+            "--name",
+            name,
+            "--datasets",
+            "cn_futures_daily:2,us_futures_daily",
+            "--cutoff",
+            "2015-12-31",
+            "--config",
+            "tiny",
+            "--steps",
+            "6",
+            "--batch",
+            "16",
+            "--shards",
+            shards,
+            "--checkpoint-every",
+            "3",
+            "--json",
+        ]
+    };
+    json(&lim(&args("solo", "4"), c, m));
+    json(&lim(&args("other", "1"), c, m));
+    let rv = m.join("rv");
+    let member = |rank: &'static str| {
+        let mut a = args("group", "4");
+        a.extend([
+            "--world",
+            "2",
+            "--rank",
+            rank,
+            "--rendezvous",
+            rv.to_str().unwrap(),
+        ]);
+        a.iter().map(|s| s.to_string()).collect::<Vec<_>>()
+    };
+    let (c2, m2, one) = (c.to_path_buf(), m.to_path_buf(), member("1"));
+    let follower = std::thread::spawn(move || {
+        let a: Vec<&str> = one.iter().map(String::as_str).collect();
+        lim(&a, &c2, &m2)
+    });
+    let a = member("0");
+    let a: Vec<&str> = a.iter().map(String::as_str).collect();
+    let lead = json(&lim(&a, c, m));
+    assert!(follower.join().unwrap().status.success());
+    assert_eq!(lead["steps"], 6);
+    let solo = losses(m, "solo");
+    assert_eq!(solo.as_array().unwrap().len(), 6);
+    assert_eq!(losses(m, "group"), solo, "every step's loss, bit for bit");
+    assert_ne!(
+        losses(m, "other"),
+        solo,
+        "another shard count is told apart"
+    );
+    assert!(!rv.exists(), "the rendezvous file is removed");
+
+    // Fewer shards than processes, and a rank whose partner never comes, are refused.
+    let mut a = args("g2", "1");
+    a.extend(["--world", "2", "--rank", "0"]);
+    let err = failure(&lim(&a, c, m));
+    assert!(
+        err.contains("--shards 1 is fewer than the group's 2 processes"),
+        "{err}"
+    );
+    let mut a = args("g3", "2");
+    a.extend(["--world", "2", "--rank", "0", "--group-timeout", "1"]);
+    let err = failure(&lim(&a, c, m));
+    assert!(
+        err.contains("rank(s) 1 of 2 did not join within 1s"),
+        "{err}"
+    );
+    let err = failure(&lim(
+        &[
+            "foundation",
+            "finetune",
+            "--name",
+            "x",
+            "--from",
+            "solo",
+            "--dataset",
+            "cn_futures_daily",
+            "--train-end",
+            "2015-12-31",
+            "--valid-end",
+            "2016-12-31",
+            "--executor",
+            "slurm",
+            "--ntasks",
+            "2",
+        ],
+        c,
+        m,
+    ));
+    assert!(
+        err.contains("only `lim foundation pretrain` trains as a group"),
+        "{err}"
+    );
+}

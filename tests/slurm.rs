@@ -456,6 +456,78 @@ fn backtests_on_slurm_match_local_survive_kills_and_stop_at_the_deadline() {
     );
     assert_eq!(cluster.completions(&name), 1);
 
+    // 9. Data-parallel pretraining: a job of two processes started by `srun`, which meet
+    //    through the models directory and exchange gradients over loopback, trains the model
+    //    one local process trains with the same shards (every step's loss, bit for bit).
+    let dp = |name: &str, slurm: bool| {
+        let mut args = vec![
+            "foundation",
+            "pretrain",
+            "--name",
+            name,
+            "--datasets",
+            "cn_futures_daily:2,us_futures_daily",
+            "--cutoff",
+            "2015-12-31",
+            "--config",
+            "tiny",
+            "--steps",
+            "6",
+            "--batch",
+            "16",
+            "--shards",
+            "2",
+            "--models-dir",
+            models.to_str().unwrap(),
+            "--json",
+        ];
+        let jobs = dir.path().join("dp-jobs");
+        let jobs = jobs.to_str().unwrap().to_string();
+        if slurm {
+            args.extend([
+                "--executor",
+                "slurm",
+                "--ntasks",
+                "2",
+                "--cpus-per-task",
+                "1",
+            ]);
+            args.extend(["--job-dir", jobs.as_str()]);
+        }
+        ok(&cluster.lim(&args).output().unwrap())
+    };
+    dp("dp-local", false);
+    let summary: serde_json::Value = serde_json::from_str(&dp("dp", true)).unwrap();
+    assert_eq!(summary["steps"], 6, "{summary}");
+    let step_losses = |name: &str| {
+        let latest = std::fs::read_to_string(models.join(name).join("LATEST")).unwrap();
+        let meta: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(models.join(name).join(latest.trim()).join("meta.json"))
+                .unwrap(),
+        )
+        .unwrap();
+        meta["state"]["losses"].clone()
+    };
+    assert_eq!(step_losses("dp"), step_losses("dp-local"));
+    let (_, text) = ledger(&dir.path().join("dp-jobs"));
+    let job = text
+        .lines()
+        .find_map(|l| l.split("\"job\":\"").nth(1))
+        .and_then(|r| r.split('"').next())
+        .unwrap()
+        .to_string();
+    let shown = cluster.slurm("scontrol", &["-o", "show", "job", &job]);
+    assert!(shown.contains("NumTasks=2"), "{shown}");
+    let log = std::fs::read_dir(dir.path().join("dp-jobs").join("logs"))
+        .unwrap()
+        .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
+        .collect::<String>();
+    assert!(
+        log.contains("rank 0 of 2") && log.contains("rank 1 of 2"),
+        "both processes trained: {log}"
+    );
+    eprintln!("data-parallel pretraining: 2 srun tasks, losses equal to one process's");
+
     // 8. Predictions as a Slurm job: the panel the node writes into the shared directory is
     //    the local one, byte for byte; run again, it submits nothing.
     let m = models.to_str().unwrap();

@@ -112,6 +112,9 @@ pub enum FoundationError {
     /// A tensor could not be read back.
     #[error("reading a tensor back failed: {0}")]
     Tensor(String),
+    /// The processes training one model together lost each other or disagree.
+    #[error("data-parallel group: {0}")]
+    Group(String),
 }
 
 /// Wraps an IO error with its path.

@@ -15,7 +15,7 @@ use crate::config::{MixtureEntry, ModelConfig, OptimConfig, PretrainConfig};
 use crate::error::FoundationError;
 use crate::features::{InstrumentSeries, forward_return, load_universe, scaled, write_window};
 use crate::model::{PretrainBatch, PretrainLoss, Pretrainer};
-use crate::parallel::{shard_ranges, sharded_gradients};
+use crate::parallel::{Exchange, Solo, group_gradients, shard_ranges};
 use crate::rng::Rng;
 
 /// The windows pretraining may draw from: every dataset of the mixture cut at the cutoff.
@@ -160,20 +160,37 @@ pub(crate) fn pretrain_gradients(
     batch: PretrainBatch,
     p: &PretrainConfig,
 ) -> ((f32, f32, f32), GradientsParams) {
+    match pretrain_gradients_in(model, batch, p, &mut Solo) {
+        Ok(r) => r,
+        // A group of one never fails.
+        Err(e) => unreachable!("{e}"),
+    }
+}
+
+/// [`pretrain_gradients`] with the shards spread over `group` (the same in every process).
+fn pretrain_gradients_in(
+    model: &Pretrainer,
+    batch: PretrainBatch,
+    p: &PretrainConfig,
+    group: &mut dyn Exchange,
+) -> Result<((f32, f32, f32), GradientsParams), FoundationError> {
     let fw = p.forecast_weight;
     let parts = |l: PretrainLoss| vec![l.total, l.recon, l.forecast];
     let ranges = shard_ranges(batch.len(), p.optim.shards);
     let (v, grads) = if ranges.len() == 1 {
-        sharded_gradients(model, vec![batch], |m, b| parts(m.loss(&b, fw)))
+        group_gradients(model, vec![batch], |m, b| parts(m.loss(&b, fw)), group)?
     } else {
         let (masked, windows) = (batch.masked(), batch.len());
         let shards = ranges.into_iter().map(|r| batch.rows(r)).collect();
-        sharded_gradients(model, shards, |m, b| {
-            parts(m.shard_loss(&b, fw, masked, windows))
-        })
+        group_gradients(
+            model,
+            shards,
+            |m, b| parts(m.shard_loss(&b, fw, masked, windows)),
+            group,
+        )?
     };
     let at = |i: usize| v.get(i).copied().unwrap_or(f32::NAN);
-    ((at(0), at(1), at(2)), grads)
+    Ok(((at(0), at(1), at(2)), grads))
 }
 
 /// Where a training run stands: enough to continue it exactly.
@@ -301,6 +318,25 @@ impl Run {
         p: &PretrainConfig,
         device: &Device,
     ) -> (f32, f32, f32) {
+        match self.step_in(data, cfg, p, device, &mut Solo) {
+            Ok(v) => v,
+            Err(e) => unreachable!("{e}"),
+        }
+    }
+
+    /// One optimisation step with the step's shards spread over `group`: every process of the
+    /// group draws the same batch, and all take the same step (see [`crate::parallel`]).
+    ///
+    /// # Errors
+    /// The group failed.
+    pub fn step_in(
+        &mut self,
+        data: &PretrainData,
+        cfg: &ModelConfig,
+        p: &PretrainConfig,
+        device: &Device,
+        group: &mut dyn Exchange,
+    ) -> Result<(f32, f32, f32), FoundationError> {
         let batch = data.batch(
             cfg,
             p.optim.batch,
@@ -308,7 +344,7 @@ impl Run {
             &mut self.state.rng,
             device,
         );
-        let (values, grads) = pretrain_gradients(&self.model, batch, p);
+        let (values, grads) = pretrain_gradients_in(&self.model, batch, p, group)?;
         let lr = p.optim.lr_at(self.state.step);
         let model = self.model.clone();
         self.model = self.optim.step(lr, model, grads);
@@ -319,7 +355,7 @@ impl Run {
         self.state
             .losses
             .push((self.state.step, values.0, values.1, values.2));
-        values
+        Ok(values)
     }
 
     /// Trains until `p.optim.steps`, calling `report` after every step and `checkpoint` every
@@ -336,11 +372,31 @@ impl Run {
         report: &mut dyn FnMut(&StepReport),
         checkpoint: &mut dyn FnMut(&Run) -> Result<(), FoundationError>,
     ) -> Result<(), FoundationError> {
+        self.train_in(data, cfg, p, device, &mut Solo, report, checkpoint)
+    }
+
+    /// [`Run::train`] as one process of `group`: every step's shards are spread over the
+    /// group's processes, which all train the same model; `checkpoint` is called in every
+    /// process (one of them, usually rank 0, should write).
+    ///
+    /// # Errors
+    /// Whatever `checkpoint` returns; the group failed.
+    #[allow(clippy::too_many_arguments)]
+    pub fn train_in(
+        &mut self,
+        data: &PretrainData,
+        cfg: &ModelConfig,
+        p: &PretrainConfig,
+        device: &Device,
+        group: &mut dyn Exchange,
+        report: &mut dyn FnMut(&StepReport),
+        checkpoint: &mut dyn FnMut(&Run) -> Result<(), FoundationError>,
+    ) -> Result<(), FoundationError> {
         let started = Instant::now();
         let first = self.state.step;
         while self.state.step < p.optim.steps {
             let lr = p.optim.lr_at(self.state.step);
-            let (loss, _, _) = self.step(data, cfg, p, device);
+            let (loss, _, _) = self.step_in(data, cfg, p, device, group)?;
             let done = self.state.step - first;
             let rate = (done * p.optim.batch) as f64 / started.elapsed().as_secs_f64().max(1e-9);
             report(&StepReport {

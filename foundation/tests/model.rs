@@ -770,3 +770,153 @@ fn sample_efficiency_subsets_are_the_last_dates_before_the_cutoff() {
         all.samples.len()
     );
 }
+
+/// Processes of a data-parallel group played by threads: a channel from every member to every
+/// other, so a member that is a round ahead cannot be mistaken for one that is not.
+struct ThreadGroup {
+    rank: usize,
+    to: Vec<Option<std::sync::mpsc::Sender<Vec<u8>>>>,
+    from: Vec<Option<std::sync::mpsc::Receiver<Vec<u8>>>>,
+}
+
+fn thread_group(world: usize) -> Vec<ThreadGroup> {
+    let mut groups: Vec<ThreadGroup> = (0..world)
+        .map(|rank| ThreadGroup {
+            rank,
+            to: (0..world).map(|_| None).collect(),
+            from: (0..world).map(|_| None).collect(),
+        })
+        .collect();
+    for a in 0..world {
+        for b in 0..world {
+            if a != b {
+                let (tx, rx) = std::sync::mpsc::channel();
+                groups[a].to[b] = Some(tx);
+                groups[b].from[a] = Some(rx);
+            }
+        }
+    }
+    groups
+}
+
+impl lim_foundation::parallel::Exchange for ThreadGroup {
+    fn rank(&self) -> usize {
+        self.rank
+    }
+    fn world(&self) -> usize {
+        self.to.len()
+    }
+    fn all_gather(&mut self, mine: Vec<u8>) -> Result<Vec<Vec<u8>>, String> {
+        for tx in self.to.iter().flatten() {
+            tx.send(mine.clone()).map_err(|e| e.to_string())?;
+        }
+        let mut all = Vec::with_capacity(self.to.len());
+        for (r, rx) in self.from.iter().enumerate() {
+            match rx {
+                Some(rx) => all.push(
+                    rx.recv_timeout(std::time::Duration::from_secs(120))
+                        .map_err(|e| format!("rank {r}: {e}"))?,
+                ),
+                None => all.push(mine.clone()),
+            }
+        }
+        Ok(all)
+    }
+}
+
+/// Every weight of a model, as bits.
+fn weight_bits(m: &Pretrainer) -> Vec<u32> {
+    use burn::module::{Module, ModuleVisitor, Param};
+    struct W(Vec<u32>);
+    impl ModuleVisitor for W {
+        fn visit_float<const D: usize>(&mut self, param: &Param<burn::tensor::Tensor<D>>) {
+            let v = param.val().into_data().try_to_vec::<f32>().unwrap();
+            self.0.extend(v.into_iter().map(f32::to_bits));
+        }
+    }
+    let mut w = W(Vec::new());
+    m.visit(&mut w);
+    w.0
+}
+
+#[test]
+fn a_group_of_processes_trains_the_model_one_process_trains_bit_for_bit() {
+    let dir = fixture(None);
+    let cfg = ModelConfig::tiny();
+    let data = PretrainData::load(&catalog(dir.path()), &mixture(), date(300), &cfg).unwrap();
+    let dev = cpu().autodiff();
+    let mut p = pretrain_cfg(5);
+    p.optim.shards = 4;
+    p.ema = Some(0.9);
+    let alone = {
+        let mut run = Run::new(&cfg, &p, &dev);
+        run.train(&data, &cfg, &p, &dev, &mut |_| {}, &mut |_| Ok(()))
+            .unwrap();
+        (
+            run.state.losses.clone(),
+            weight_bits(&run.model),
+            weight_bits(run.weights()),
+        )
+    };
+    for world in [2, 3] {
+        let results: Vec<_> = std::thread::scope(|s| {
+            let handles: Vec<_> = thread_group(world)
+                .into_iter()
+                .map(|mut g| {
+                    let (data, cfg, p) = (&data, &cfg, &p);
+                    s.spawn(move || {
+                        let dev = cpu().autodiff();
+                        let mut run = Run::new(cfg, p, &dev);
+                        let mut saved = 0;
+                        run.train_in(data, cfg, p, &dev, &mut g, &mut |_| {}, &mut |_| {
+                            saved += 1;
+                            Ok(())
+                        })
+                        .unwrap();
+                        assert_eq!(saved, 1);
+                        (
+                            run.state.losses.clone(),
+                            weight_bits(&run.model),
+                            weight_bits(run.weights()),
+                        )
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        for (rank, r) in results.iter().enumerate() {
+            assert_eq!(r.0, alone.0, "losses of rank {rank} of {world}");
+            assert!(r.1 == alone.1, "weights of rank {rank} of {world} differ");
+            assert!(
+                r.2 == alone.2,
+                "averaged weights of rank {rank} of {world} differ"
+            );
+        }
+    }
+    // Another shard count adds in another order: the test can tell models apart.
+    let mut p2 = p.clone();
+    p2.optim.shards = 1;
+    let mut other = Run::new(&cfg, &p2, &dev);
+    other
+        .train(&data, &cfg, &p2, &dev, &mut |_| {}, &mut |_| Ok(()))
+        .unwrap();
+    assert!(weight_bits(&other.model) != alone.1);
+}
+
+#[test]
+fn a_group_member_that_leaves_fails_the_others_with_a_clear_error() {
+    let dir = fixture(None);
+    let cfg = ModelConfig::tiny();
+    let data = PretrainData::load(&catalog(dir.path()), &mixture(), date(300), &cfg).unwrap();
+    let dev = cpu().autodiff();
+    let mut p = pretrain_cfg(3);
+    p.optim.shards = 2;
+    let mut group = thread_group(2);
+    drop(group.pop());
+    let mut g = group.pop().unwrap();
+    let mut run = Run::new(&cfg, &p, &dev);
+    let e = run
+        .train_in(&data, &cfg, &p, &dev, &mut g, &mut |_| {}, &mut |_| Ok(()))
+        .unwrap_err();
+    assert!(e.to_string().starts_with("data-parallel group: "), "{e}");
+}

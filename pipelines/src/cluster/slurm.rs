@@ -33,6 +33,9 @@ pub struct SlurmConfig {
     pub shards: usize,
     /// CPUs per task (`--cpus-per-task`); the worker uses as many threads.
     pub cpus_per_task: usize,
+    /// Processes per job (`--ntasks`), started by `srun`: the members of a data-parallel
+    /// training group. 1 for everything else.
+    pub ntasks: usize,
     /// Memory per task (`--mem`, e.g. "2G").
     pub mem: Option<String>,
     /// Time limit per task (`--time`, e.g. "00:30:00").
@@ -54,6 +57,7 @@ impl Default for SlurmConfig {
             account: None,
             shards: 8,
             cpus_per_task: 1,
+            ntasks: 1,
             mem: None,
             time: None,
             gres: None,
@@ -190,6 +194,9 @@ impl Scheduler for Slurm {
                 self.logs.join("%A_%a.log").display()
             ))
             .arg(format!("--cpus-per-task={}", c.cpus_per_task.max(1)));
+        if c.ntasks > 1 {
+            cmd.arg(format!("--ntasks={}", c.ntasks));
+        }
         for (flag, v) in [
             ("partition", &c.partition),
             ("account", &c.account),
@@ -440,7 +447,13 @@ pub fn run_batch(
     }
     let _ = writeln!(
         sh,
-        "export RAYON_NUM_THREADS=\"${{SLURM_CPUS_PER_TASK:-1}}\"\nexec {} worker --work-dir {} --list {} --index \"$SLURM_ARRAY_TASK_ID\" {}",
+        "export RAYON_NUM_THREADS=\"${{SLURM_CPUS_PER_TASK:-1}}\"\nexec {}{} worker --work-dir {} --list {} --index \"$SLURM_ARRAY_TASK_ID\" {}",
+        // A group's processes: one worker per task; one failing stops the others.
+        if config.ntasks > 1 {
+            "srun --kill-on-bad-exit=1 "
+        } else {
+            ""
+        },
         quote(&worker.program.display().to_string()),
         quote(&wd.root().display().to_string()),
         quote(&list.display().to_string()),
