@@ -45,6 +45,14 @@ pub struct ResearchBenchArgs {
     /// --base-url … --model …); runs of each strategist are separate runs in the store.
     #[command(flatten)]
     llm: crate::research_cmd::LlmArgs,
+    /// Also re-run each sign-threshold book's finalists on the test sized by a volatility
+    /// forecast of the foundation model (pretrained and fine-tuned per run through the agents'
+    /// tools) instead of trailing volatility, and compare.
+    #[arg(long)]
+    vol_sizing: bool,
+    /// Steps of the volatility model's pretraining and of its fine-tuning, each.
+    #[arg(long, default_value_t = 300, requires = "vol_sizing")]
+    vol_model_steps: usize,
     /// Print JSON instead of tables.
     #[arg(long)]
     json: bool,
@@ -64,6 +72,10 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
         .unwrap_or(bench::GOALS.len())
         .min(bench::GOALS.len())];
     let total = goals.len() * args.seeds.len();
+    let vol_model = args.vol_sizing.then(|| bench::VolModel {
+        model: Arc::new(crate::forecaster::FoundationForecaster::new(market.clone())),
+        steps: args.vol_model_steps,
+    });
     let mut results: Vec<GoalResult> = Vec::new();
     for goal in goals {
         for &seed in &args.seeds {
@@ -73,9 +85,17 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
             let run = (*goal, seed);
             let (m, st, clock) = (market.clone(), store.clone(), Arc::new(SystemClock));
             let mut r = match &strategist {
-                lim_pipelines::research::StrategistConfig::Offline => runtime.block_on(
-                    bench::run_goal(m, st, clock, run, &strategist, Arc::new(NoLlm)),
-                )?,
+                lim_pipelines::research::StrategistConfig::Offline => {
+                    runtime.block_on(bench::run_goal(
+                        m,
+                        st,
+                        clock,
+                        run,
+                        &strategist,
+                        Arc::new(NoLlm),
+                        vol_model.clone(),
+                    ))?
+                }
                 lim_pipelines::research::StrategistConfig::Llm { base_url, .. } => {
                     let client =
                         crate::research_cmd::openai_client(base_url, &args.llm.api_key_env, seed)?;
@@ -86,6 +106,7 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
                         run,
                         &strategist,
                         Arc::new(client),
+                        vol_model.clone(),
                     ))?
                 }
             };
@@ -142,6 +163,42 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
         ]);
     }
     print!("{}", t.render());
+    let sized: Vec<&GoalResult> = results.iter().filter(|r| r.vol_sizing.is_some()).collect();
+    if !sized.is_empty() {
+        let mut v = Table::new(&["goal", "seed", "vol model", "IC", "trailing", "forecast"]);
+        for r in sized {
+            let Some(z) = &r.vol_sizing else { continue };
+            let list = |x: &[f64]| {
+                x.iter()
+                    .map(|s| show(*s, 2, "-"))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            };
+            v.row(vec![
+                r.goal.chars().take(34).collect(),
+                r.seed.to_string(),
+                z.model.clone(),
+                show(z.holdout_rank_ic, 2, "-"),
+                list(&z.trailing_test_sharpe),
+                list(&z.forecast_test_sharpe),
+            ]);
+        }
+        println!(
+            "\nfinalists' test Sharpe sized by trailing volatility and by the model's forecast:"
+        );
+        print!("{}", v.render());
+        if let (Some(better), Some(n), Some((a, b))) = (
+            totals.vol_sizing_finalists_better,
+            totals.vol_sizing_finalists,
+            totals.vol_sizing_mean_test_sharpe,
+        ) {
+            println!(
+                "sized by the forecast, {better} of {n} finalists do better; mean test Sharpe {} trailing, {} forecast\n",
+                show(a, 2, "-"),
+                show(b, 2, "-")
+            );
+        }
+    }
     println!(
         "mean test Sharpe: finalists {}, combined {}, always long {}; {} of {} finalists beat always long (most of a goal's finalists in {} of {} goals); the combination is at least its median finalist in {} of {} runs; mean validation→test rank correlation {} (fitness→test {}); mean DSR {}; {:.0} s wall, {:.0} s CPU; {} LLM tokens, ${:.4}",
         show(totals.mean_finalist_test_sharpe, 2, "-"),

@@ -157,7 +157,11 @@ impl FoundationForecaster {
             (TuneMode::Full, Some(_)) => Mode::Full,
             (TuneMode::Full, None) => Mode::Scratch,
         };
-        let ft = FinetuneConfig::new(mode, f.steps, BATCH, f.seed);
+        let mut ft = FinetuneConfig::new(mode, f.steps, BATCH, f.seed);
+        if f.target.is_volatility() {
+            ft.target = lim_foundation::Target::LogVol;
+        }
+        ft.horizon = f.target.horizon();
         let done = finetune_target(
             self.market.as_ref(),
             &t.spec,

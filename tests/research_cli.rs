@@ -790,3 +790,42 @@ fn the_research_benchmark_runs_an_llm_strategist_and_counts_its_tokens() {
     assert_eq!(offline["runs"][0]["llm_calls"], 0);
     drop(srv);
 }
+
+/// With `--vol-sizing`, a sign-threshold book's finalists are re-run on the test sized by the
+/// foundation model's volatility forecast: the trailing arm reproduces the report's finalists,
+/// the forecast arm changes them, and the JSON keeps its shape.
+#[test]
+fn the_research_benchmark_sizes_finalists_by_a_volatility_forecast() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().to_str().unwrap();
+    let args = [
+        "bench",
+        "research",
+        "--goals",
+        "1",
+        "--seeds",
+        "1",
+        "--json",
+        "--store",
+        store,
+        "--vol-sizing",
+        "--vol-model-steps",
+        "8",
+    ];
+    let v: Value = serde_json::from_str(&ok(&lim().args(args).output().unwrap())).unwrap();
+    snapshot_shape(&v, "tests/snapshots/bench_research_vol_sizing.json");
+    let run = &v["runs"][0];
+    let sized = &run["vol_sizing"];
+    assert_eq!(sized["model"], "pre8s1.full8s1v5", "{sized}");
+    assert_eq!(sized["trailing_test_sharpe"], run["finalists_test_sharpe"]);
+    let (a, b) = (
+        sized["trailing_test_sharpe"].as_array().unwrap(),
+        sized["forecast_test_sharpe"].as_array().unwrap(),
+    );
+    assert_eq!(a.len(), b.len());
+    assert!(
+        a.iter().zip(b).any(|(x, y)| x != y),
+        "sizing by the forecast changed nothing: {sized}"
+    );
+    assert_eq!(v["totals"]["vol_sizing_finalists"], a.len());
+}

@@ -10,6 +10,7 @@
 
 use std::sync::Arc;
 
+use lim_backtest::session::Session;
 use lim_backtest::spec::StrategySpec;
 use lim_market::{MarketData, Part};
 use serde::{Deserialize, Serialize};
@@ -82,6 +83,27 @@ pub struct GoalResult {
     /// LLM dollars of the run, at the run's price (0 without one).
     #[serde(default)]
     pub llm_usd: f64,
+    /// With `--vol-sizing`, for a sign-threshold book: its finalists on the test sized by
+    /// trailing volatility and by the foundation model's volatility forecast.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vol_sizing: Option<VolSizing>,
+}
+
+/// The finalists of a sign-threshold book re-run on the sealed test twice, the signals fixed:
+/// positions sized by the book's trailing volatility, and by a volatility forecast of the
+/// foundation model (fine-tuned on the universe's bars before the middle of the training
+/// part, predicting the next 5 bars' realised volatility). Does forecasting volatility pay?
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VolSizing {
+    /// The volatility model (its recipe).
+    pub model: String,
+    /// Its rank IC with realised volatility on its holdout (before the training part's middle).
+    #[serde(with = "lim_backtest::nonfinite")]
+    pub holdout_rank_ic: f64,
+    /// Test Sharpe of each finalist sized by trailing volatility.
+    pub trailing_test_sharpe: Vec<f64>,
+    /// Test Sharpe of each finalist sized by the forecast.
+    pub forecast_test_sharpe: Vec<f64>,
 }
 
 /// The benchmark's totals over its runs (means skip what is not a number).
@@ -129,6 +151,16 @@ pub struct Totals {
     pub llm_tokens: u64,
     /// LLM dollars over all runs.
     pub llm_usd: f64,
+    /// With `--vol-sizing`: finalists whose test Sharpe is higher sized by the forecast than
+    /// by trailing volatility …
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vol_sizing_finalists_better: Option<usize>,
+    /// … finalists compared …
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vol_sizing_finalists: Option<usize>,
+    /// … and the mean test Sharpe of each sizing over those finalists: (trailing, forecast).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vol_sizing_mean_test_sharpe: Option<(f64, f64)>,
 }
 
 fn nan() -> f64 {
@@ -165,7 +197,28 @@ pub fn totals(results: &[GoalResult]) -> Totals {
             Some((r.combined_test_sharpe, median))
         })
         .collect();
+    let pairs: Vec<(f64, f64)> = results
+        .iter()
+        .filter_map(|r| r.vol_sizing.as_ref())
+        .flat_map(|v| {
+            v.trailing_test_sharpe
+                .iter()
+                .copied()
+                .zip(v.forecast_test_sharpe.iter().copied())
+        })
+        .filter(|(a, b)| a.is_finite() && b.is_finite())
+        .collect();
+    let sized = results.iter().any(|r| r.vol_sizing.is_some());
+    let n = pairs.len() as f64;
     Totals {
+        vol_sizing_finalists_better: sized.then(|| pairs.iter().filter(|(a, b)| b > a).count()),
+        vol_sizing_finalists: sized.then_some(pairs.len()),
+        vol_sizing_mean_test_sharpe: (sized && !pairs.is_empty()).then(|| {
+            (
+                pairs.iter().map(|p| p.0).sum::<f64>() / n,
+                pairs.iter().map(|p| p.1).sum::<f64>() / n,
+            )
+        }),
         runs: results.len(),
         mean_finalist_test_sharpe: mean(&|r| {
             r.finalists_test_sharpe.iter().sum::<f64>() / r.finalists_test_sharpe.len() as f64
@@ -230,21 +283,7 @@ fn spearman(a: &[f64], b: &[f64]) -> f64 {
 
 /// Rank correlations over a finished run's leaderboard, re-run on its universe: of validation
 /// Sharpe with test Sharpe, and of robust fitness (what the search ranked by) with test Sharpe.
-fn rank_correlations(
-    summary: &Summary,
-    config: &ResearchConfig,
-    market: &dyn MarketData,
-) -> Result<(f64, f64), BenchError> {
-    let args = lim_tools::ChooseUniverseArgs {
-        datasets: summary.plan.strategy.datasets.clone(),
-        symbols: None,
-        frequency: None,
-        train: config.train,
-        valid: config.valid,
-        embargo: config.embargo,
-    };
-    let session =
-        lim_tools::load_session(market, &args, None).map_err(|(_, m)| BenchError::Data(m))?;
+fn rank_correlations(summary: &Summary, session: &Session) -> Result<(f64, f64), BenchError> {
     let specs: Vec<(String, StrategySpec)> = summary
         .leaderboard
         .iter()
@@ -280,6 +319,7 @@ pub async fn run_goal<L: LlmClient + 'static>(
     (goal, seed): (&str, u64),
     strategist: &StrategistConfig,
     llm: Arc<L>,
+    vol_model: Option<VolModel>,
 ) -> Result<GoalResult, BenchError> {
     let mut config = ResearchConfig::new(goal);
     config.seed = seed;
@@ -361,7 +401,23 @@ pub async fn run_goal<L: LlmClient + 'static>(
     if !finished {
         store.set_status(&id, RunStatus::Finished, Some(&summary.stop_reason))?;
     }
-    let (rho, fitness_rho) = rank_correlations(&summary, &config, market.as_ref())?;
+    let args = lim_tools::ChooseUniverseArgs {
+        datasets: summary.plan.strategy.datasets.clone(),
+        symbols: None,
+        frequency: None,
+        train: config.train,
+        valid: config.valid,
+        embargo: config.embargo,
+    };
+    let session = Arc::new(
+        lim_tools::load_session(market.as_ref(), &args, None)
+            .map_err(|(_, m)| BenchError::Data(m))?,
+    );
+    let (rho, fitness_rho) = rank_correlations(&summary, &session)?;
+    let vol_sizing = match vol_model {
+        Some(model) => vol_sizing(&summary, session, model, seed).await?,
+        None => None,
+    };
     let base = summary
         .baselines
         .first()
@@ -400,7 +456,105 @@ pub async fn run_goal<L: LlmClient + 'static>(
         llm_calls: spent.calls,
         llm_tokens: spent.tokens,
         llm_usd: spent.usd,
+        vol_sizing,
     })
+}
+
+/// The volatility model of [`VolSizing`]: the foundation model, and the steps of its
+/// pretraining and of its fine-tuning.
+#[derive(Debug, Clone)]
+pub struct VolModel {
+    /// The foundation model.
+    pub model: Arc<dyn lim_tools::FoundationModel>,
+    /// Steps of each stage (300 in the benchmark's figures).
+    pub steps: usize,
+}
+
+/// The field the volatility forecast becomes.
+const FORECAST_VOL: &str = "forecast_vol";
+
+/// [`VolSizing`] for `summary`'s finalists on `session` (`None` unless the book sizes by
+/// volatility and there are finalists). The model is pretrained and fine-tuned through the
+/// agents' own tools, so it learns only from bars before the middle of the training part.
+async fn vol_sizing(
+    summary: &Summary,
+    session: Arc<Session>,
+    VolModel { model, steps }: VolModel,
+    seed: u64,
+) -> Result<Option<VolSizing>, BenchError> {
+    use lim_backtest::spec::Portfolio;
+    use lim_tools::{FinetuneTarget, Tool, ToolOutcome, TuneMode};
+    let plan = &summary.plan.strategy;
+    if !matches!(plan.portfolio, Portfolio::SignThreshold { .. }) || summary.finalists.is_empty() {
+        return Ok(None);
+    }
+    let universe = Arc::new(lim_tools::Universe::new(Some(session)));
+    let lab = Arc::new(lim_tools::Lab::new(
+        model,
+        universe.clone(),
+        lim_tools::LabState::new(f64::INFINITY),
+    ));
+    let failed = |what: &str, message: String| BenchError::Data(format!("{what}: {message}"));
+    let pre = match (lim_tools::Pretrain { lab: lab.clone() })
+        .call(lim_tools::PretrainArgs { steps, seed })
+        .await
+    {
+        ToolOutcome::Done { result } => result.model,
+        ToolOutcome::Failed { message, .. } => return Err(failed("pretraining", message)),
+    };
+    let tuned = match (lim_tools::Finetune { lab: lab.clone() })
+        .call(lim_tools::FinetuneArgs {
+            model: pre,
+            mode: TuneMode::Full,
+            steps,
+            seed,
+            target: FinetuneTarget::Volatility5,
+        })
+        .await
+    {
+        ToolOutcome::Done { result } => result,
+        ToolOutcome::Failed { message, .. } => return Err(failed("fine-tuning", message)),
+    };
+    if let ToolOutcome::Failed { message, .. } = (lim_tools::Predict { lab: lab.clone() })
+        .call(lim_tools::PredictArgs {
+            model: tuned.model.clone(),
+            name: FORECAST_VOL.into(),
+            why: "the benchmark sizes the finalists by it".into(),
+        })
+        .await
+    {
+        return Err(failed("predicting", message));
+    }
+    let Some(session) = universe.current() else {
+        return Ok(None);
+    };
+    let mut specs = Vec::new();
+    for f in &summary.finalists {
+        let trailing = lim_agents::offline::spec_for(plan, &f.signal);
+        let mut forecast = trailing.clone();
+        if let Portfolio::SignThreshold { vol_forecast, .. } = &mut forecast.portfolio {
+            *vol_forecast = Some(FORECAST_VOL.into());
+        }
+        specs.push((f.signal.clone(), trailing));
+        specs.push((f.signal.clone(), forecast));
+    }
+    let results = session.run(&specs, &[Part::Test], false);
+    let sharpe = |i: usize| {
+        results
+            .get(i)
+            .and_then(|r| r.metrics.first())
+            .map_or(f64::NAN, |(_, m)| m.sharpe)
+    };
+    Ok(Some(VolSizing {
+        model: tuned.model,
+        holdout_rank_ic: tuned.details.holdout_rank_ic,
+        trailing_test_sharpe: (0..summary.finalists.len())
+            .map(|i| sharpe(2 * i))
+            .collect(),
+        forecast_test_sharpe: (0..summary.finalists.len())
+            .map(|i| sharpe(2 * i + 1))
+            .collect(),
+    }))
 }
 
 #[cfg(test)]
@@ -441,6 +595,7 @@ mod tests {
             llm_calls: 0,
             llm_tokens: 0,
             llm_usd: 0.0,
+            vol_sizing: None,
         };
         let t = super::totals(&[
             // Goal a: 2 + 1 of 6 beat (not most); medians 0.6 and 0.2.
@@ -461,6 +616,28 @@ mod tests {
                 t.runs_with_combination
             ),
             (2, 3)
+        );
+        assert_eq!(
+            t.vol_sizing_finalists, None,
+            "no run was sized by a forecast"
+        );
+        // Sized by a forecast: pairs with a number on both sides are compared.
+        let mut sized = run("a", &[0.1, 0.2, 0.3], 0.2, 0);
+        sized.vol_sizing = Some(super::VolSizing {
+            model: "m".into(),
+            holdout_rank_ic: 0.5,
+            trailing_test_sharpe: vec![0.1, 0.2, 0.3],
+            forecast_test_sharpe: vec![0.4, 0.1, f64::NAN],
+        });
+        let t = super::totals(&[sized, run("b", &[0.5], 0.5, 0)]);
+        assert_eq!(
+            (t.vol_sizing_finalists_better, t.vol_sizing_finalists),
+            (Some(1), Some(2))
+        );
+        let (a, b) = t.vol_sizing_mean_test_sharpe.unwrap();
+        assert!(
+            (a - 0.15).abs() < 1e-12 && (b - 0.25).abs() < 1e-12,
+            "{a} {b}"
         );
     }
 }

@@ -57,7 +57,38 @@ pub enum TuneMode {
     Full,
 }
 
-/// Fine-tuning: mode, steps and seed.
+/// What a fine-tuned head predicts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+pub enum FinetuneTarget {
+    /// The cross-sectional rank of the forward 5-bar return: a field to trade on.
+    #[default]
+    #[serde(rename = "return_rank_5")]
+    ReturnRank5,
+    /// The realised volatility of the next 5 bars (per bar, like `ts_std(returns, n)`): a
+    /// field to size positions by.
+    #[serde(rename = "volatility_5")]
+    Volatility5,
+    /// The realised volatility of the next 20 bars (per bar).
+    #[serde(rename = "volatility_20")]
+    Volatility20,
+}
+
+impl FinetuneTarget {
+    /// The forward horizon in bars.
+    pub fn horizon(self) -> usize {
+        match self {
+            FinetuneTarget::ReturnRank5 | FinetuneTarget::Volatility5 => 5,
+            FinetuneTarget::Volatility20 => 20,
+        }
+    }
+
+    /// Whether it predicts volatility.
+    pub fn is_volatility(self) -> bool {
+        !matches!(self, FinetuneTarget::ReturnRank5)
+    }
+}
+
+/// Fine-tuning: mode, steps, seed and target.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FinetuneStep {
     /// What is trained.
@@ -66,10 +97,14 @@ pub struct FinetuneStep {
     pub steps: usize,
     /// Seed of the head.
     pub seed: u64,
+    /// What the head predicts.
+    #[serde(default)]
+    pub target: FinetuneTarget,
 }
 
 /// A model named by how it was made: `scratch` or `pre{steps}s{seed}` for the backbone,
-/// followed by `.probe{steps}s{seed}` or `.full{steps}s{seed}` once fine-tuned.
+/// followed by `.probe{steps}s{seed}` or `.full{steps}s{seed}` once fine-tuned, and `v{bars}`
+/// when the head predicts volatility (`pre300s1.full200s1v5`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Recipe {
     /// The backbone's pretraining; `None` for an untrained (scratch) backbone.
@@ -109,6 +144,9 @@ impl fmt::Display for Recipe {
                 TuneMode::Full => "full",
             };
             write!(f, ".{mode}{}s{}", t.steps, t.seed)?;
+            if t.target.is_volatility() {
+                write!(f, "v{}", t.target.horizon())?;
+            }
         }
         Ok(())
     }
@@ -126,7 +164,7 @@ impl FromStr for Recipe {
     fn from_str(s: &str) -> Result<Recipe, String> {
         let bad = || {
             format!(
-                "'{s}' is not a model name; names look like 'pre300s1' (pretrained), 'pre300s1.full200s1' or 'scratch.probe200s1' (fine-tuned)"
+                "'{s}' is not a model name; names look like 'pre300s1' (pretrained), 'pre300s1.full200s1' or 'scratch.probe200s1' (fine-tuned), 'pre300s1.full200s1v5' (fine-tuned on volatility)"
             )
         };
         let (base, tune) = match s.split_once('.') {
@@ -152,8 +190,19 @@ impl FromStr for Recipe {
                 } else {
                     return Err(bad());
                 };
+                let (rest, target) = match rest.split_once('v') {
+                    None => (rest, FinetuneTarget::ReturnRank5),
+                    Some((r, "5")) => (r, FinetuneTarget::Volatility5),
+                    Some((r, "20")) => (r, FinetuneTarget::Volatility20),
+                    Some(_) => return Err(bad()),
+                };
                 let (steps, seed) = steps_seed(rest).ok_or_else(bad)?;
-                Some(FinetuneStep { mode, steps, seed })
+                Some(FinetuneStep {
+                    mode,
+                    steps,
+                    seed,
+                    target,
+                })
             }
         };
         Ok(Recipe { pretrain, finetune })
@@ -610,9 +659,15 @@ pub struct FinetuneArgs {
     /// Seed of the head.
     #[serde(default)]
     pub seed: u64,
+    /// What the head learns: `return_rank_5` (default; a field to trade on), or
+    /// `volatility_5` / `volatility_20` (the next bars' realised volatility per bar, a field to
+    /// size a sign_threshold book by: its `vol_forecast`).
+    #[serde(default)]
+    pub target: FinetuneTarget,
 }
 
-/// `finetune`: a head learns the universe's forward 5-bar return ranks.
+/// `finetune`: a head learns the universe's forward 5-bar return ranks, or its next bars'
+/// volatility.
 #[derive(Debug, Clone)]
 pub struct Finetune {
     /// The lab.
@@ -627,7 +682,7 @@ impl Tool for Finetune {
 
     fn description(&self) -> String {
         format!(
-            "Fine-tune a backbone (from pretrain, or \"scratch\") to predict the universe's forward 5-bar return ranks from bars before the middle of the training period; reports the rank IC on the last quarter of those bars, which it did not train on. About {:.3} CPU-seconds per step. Returns the model's name for predict.",
+            "Fine-tune a backbone (from pretrain, or \"scratch\") on bars before the middle of the training period to predict the universe's forward 5-bar return ranks (target return_rank_5), or its realised volatility over the next 5 or 20 bars (volatility_5, volatility_20: a field to size a sign_threshold book by, as its vol_forecast); reports the rank IC on the last quarter of those bars, which it did not train on. About {:.3} CPU-seconds per step. Returns the model's name for predict.",
             self.lab.model.seconds_per_step()
         )
     }
@@ -658,6 +713,7 @@ impl Tool for Finetune {
                     mode: args.mode,
                     steps: args.steps,
                     seed: args.seed,
+                    target: args.target,
                 }),
                 ..base
             };
@@ -763,11 +819,26 @@ mod tests {
             "pre300s1.full200s2",
             "scratch.probe50s0",
             "scratch",
+            "pre300s1.full200s2v5",
+            "scratch.probe50s0v20",
         ] {
             let r: Recipe = s.parse().unwrap();
             assert_eq!(r.to_string(), s);
         }
-        for bad in ["pre300", "pre.full", "prex1s2", "pre1s1.half2s1", ""] {
+        let v: Recipe = "pre300s1.full200s2v20".parse().unwrap();
+        assert_eq!(
+            v.finetune.map(|f| f.target),
+            Some(FinetuneTarget::Volatility20)
+        );
+        for bad in [
+            "pre300",
+            "pre.full",
+            "prex1s2",
+            "pre1s1.half2s1",
+            "pre1s1.full2s1v7",
+            "pre1s1.full2s1v",
+            "",
+        ] {
             let e = bad.parse::<Recipe>().unwrap_err();
             assert!(e.contains("is not a model name"), "{bad}: {e}");
         }

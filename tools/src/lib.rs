@@ -27,9 +27,9 @@ pub use backtest::{ALWAYS_LONG, BacktestArgs, BacktestTool, RemoteBacktests, alw
 pub use data::{DescribeDataset, DescribeDatasetArgs, ListDatasets, NoArgs};
 pub use diagnose::{Diagnose, DiagnoseArgs, DiagnoseReport, Diagnosis};
 pub use foundation::{
-    FieldRecord, Finetune, FinetuneArgs, FinetuneStep, Finetuned, FoundationModel, Lab, LabState,
-    ModelRequest, Predict, PredictArgs, Pretrain, PretrainArgs, PretrainStep, Pretrained, Recipe,
-    TrainReport, TrainedRecord, TuneMode,
+    FieldRecord, Finetune, FinetuneArgs, FinetuneStep, FinetuneTarget, Finetuned, FoundationModel,
+    Lab, LabState, ModelRequest, Predict, PredictArgs, Pretrain, PretrainArgs, PretrainStep,
+    Pretrained, Recipe, TrainReport, TrainedRecord, TuneMode,
 };
 pub use memory::{Finding, Memory, NoMemory, PastFindings, PastFindingsArgs};
 pub use research::{
