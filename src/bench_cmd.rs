@@ -53,6 +53,9 @@ pub struct ResearchBenchArgs {
     /// Steps of the volatility model's pretraining and of its fine-tuning, each.
     #[arg(long, default_value_t = 300, requires = "vol_sizing")]
     vol_model_steps: usize,
+    /// Bars the volatility model forecasts: 5 or 20.
+    #[arg(long, default_value = "5", requires = "vol_sizing", value_parser = ["5", "20"])]
+    vol_horizon: String,
     /// Print JSON instead of tables.
     #[arg(long)]
     json: bool,
@@ -75,6 +78,11 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
     let vol_model = args.vol_sizing.then(|| bench::VolModel {
         model: Arc::new(crate::forecaster::FoundationForecaster::new(market.clone())),
         steps: args.vol_model_steps,
+        target: if args.vol_horizon == "20" {
+            lim_tools::FinetuneTarget::Volatility20
+        } else {
+            lim_tools::FinetuneTarget::Volatility5
+        },
     });
     let mut results: Vec<GoalResult> = Vec::new();
     for goal in goals {

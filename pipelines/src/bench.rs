@@ -92,7 +92,8 @@ pub struct GoalResult {
 /// The finalists of a sign-threshold book re-run on the sealed test twice, the signals fixed:
 /// positions sized by the book's trailing volatility, and by a volatility forecast of the
 /// foundation model (fine-tuned on the universe's bars before the middle of the training
-/// part, predicting the next 5 bars' realised volatility). Does forecasting volatility pay?
+/// part, predicting the next 5 or 20 bars' realised volatility). Does forecasting volatility
+/// pay?
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct VolSizing {
     /// The volatility model (its recipe).
@@ -468,6 +469,8 @@ pub struct VolModel {
     pub model: Arc<dyn lim_tools::FoundationModel>,
     /// Steps of each stage (300 in the benchmark's figures).
     pub steps: usize,
+    /// What it forecasts: the next 5 or 20 bars' volatility.
+    pub target: lim_tools::FinetuneTarget,
 }
 
 /// The field the volatility forecast becomes.
@@ -479,11 +482,15 @@ const FORECAST_VOL: &str = "forecast_vol";
 async fn vol_sizing(
     summary: &Summary,
     session: Arc<Session>,
-    VolModel { model, steps }: VolModel,
+    VolModel {
+        model,
+        steps,
+        target,
+    }: VolModel,
     seed: u64,
 ) -> Result<Option<VolSizing>, BenchError> {
     use lim_backtest::spec::Portfolio;
-    use lim_tools::{FinetuneTarget, Tool, ToolOutcome, TuneMode};
+    use lim_tools::{Tool, ToolOutcome, TuneMode};
     let plan = &summary.plan.strategy;
     if !matches!(plan.portfolio, Portfolio::SignThreshold { .. }) || summary.finalists.is_empty() {
         return Ok(None);
@@ -508,7 +515,7 @@ async fn vol_sizing(
             mode: TuneMode::Full,
             steps,
             seed,
-            target: FinetuneTarget::Volatility5,
+            target,
         })
         .await
     {
