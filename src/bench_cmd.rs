@@ -200,10 +200,17 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
             totals.vol_sizing_finalists,
             totals.vol_sizing_mean_test_sharpe,
         ) {
+            let pair = |p: Option<(f64, f64)>, d: usize| {
+                p.map_or("-".to_string(), |(a, b)| {
+                    format!("{} trailing, {} forecast", show(a, d, "-"), show(b, d, "-"))
+                })
+            };
             println!(
-                "sized by the forecast, {better} of {n} finalists do better; mean test Sharpe {} trailing, {} forecast\n",
+                "sized by the forecast, {better} of {n} finalists do better; mean test Sharpe {} trailing, {} forecast; before costs {}; turnover {}\n",
                 show(a, 2, "-"),
-                show(b, 2, "-")
+                show(b, 2, "-"),
+                pair(totals.vol_sizing_mean_gross_test_sharpe, 2),
+                pair(totals.vol_sizing_mean_test_turnover, 3)
             );
         }
     }

@@ -828,4 +828,25 @@ fn the_research_benchmark_sizes_finalists_by_a_volatility_forecast() {
         "sizing by the forecast changed nothing: {sized}"
     );
     assert_eq!(v["totals"]["vol_sizing_finalists"], a.len());
+    // Before costs every book does at least as well, and sizing by the forecast trades.
+    let num = |k: &str| -> Vec<f64> {
+        sized[k]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap_or(f64::NAN))
+            .collect()
+    };
+    for (net, gross) in [
+        ("trailing_test_sharpe", "trailing_gross_test_sharpe"),
+        ("forecast_test_sharpe", "forecast_gross_test_sharpe"),
+    ] {
+        for (n, g) in num(net).iter().zip(num(gross)) {
+            assert!(g >= *n, "{gross} {g} below {net} {n}: {sized}");
+        }
+    }
+    assert!(
+        num("forecast_test_turnover").iter().all(|t| *t > 0.0),
+        "{sized}"
+    );
 }

@@ -105,6 +105,18 @@ pub struct VolSizing {
     pub trailing_test_sharpe: Vec<f64>,
     /// Test Sharpe of each finalist sized by the forecast.
     pub forecast_test_sharpe: Vec<f64>,
+    /// The same before costs: sized by trailing volatility …
+    #[serde(default)]
+    pub trailing_gross_test_sharpe: Vec<f64>,
+    /// … and by the forecast.
+    #[serde(default)]
+    pub forecast_gross_test_sharpe: Vec<f64>,
+    /// Test turnover of each finalist sized by trailing volatility …
+    #[serde(default)]
+    pub trailing_test_turnover: Vec<f64>,
+    /// … and by the forecast.
+    #[serde(default)]
+    pub forecast_test_turnover: Vec<f64>,
 }
 
 /// The benchmark's totals over its runs (means skip what is not a number).
@@ -162,6 +174,12 @@ pub struct Totals {
     /// … and the mean test Sharpe of each sizing over those finalists: (trailing, forecast).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vol_sizing_mean_test_sharpe: Option<(f64, f64)>,
+    /// The same before costs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vol_sizing_mean_gross_test_sharpe: Option<(f64, f64)>,
+    /// Mean test turnover of each sizing: (trailing, forecast).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vol_sizing_mean_test_turnover: Option<(f64, f64)>,
 }
 
 fn nan() -> f64 {
@@ -198,28 +216,39 @@ pub fn totals(results: &[GoalResult]) -> Totals {
             Some((r.combined_test_sharpe, median))
         })
         .collect();
-    let pairs: Vec<(f64, f64)> = results
-        .iter()
-        .filter_map(|r| r.vol_sizing.as_ref())
-        .flat_map(|v| {
-            v.trailing_test_sharpe
-                .iter()
-                .copied()
-                .zip(v.forecast_test_sharpe.iter().copied())
+    // Finalists with both numbers of a pair of `VolSizing` fields, and their means.
+    let paired = |f: fn(&VolSizing) -> (&Vec<f64>, &Vec<f64>)| -> Vec<(f64, f64)> {
+        results
+            .iter()
+            .filter_map(|r| r.vol_sizing.as_ref())
+            .flat_map(|v| {
+                let (a, b) = f(v);
+                a.iter().copied().zip(b.iter().copied()).collect::<Vec<_>>()
+            })
+            .filter(|(a, b)| a.is_finite() && b.is_finite())
+            .collect()
+    };
+    let means = |p: &[(f64, f64)]| {
+        let n = p.len() as f64;
+        (!p.is_empty()).then(|| {
+            (
+                p.iter().map(|x| x.0).sum::<f64>() / n,
+                p.iter().map(|x| x.1).sum::<f64>() / n,
+            )
         })
-        .filter(|(a, b)| a.is_finite() && b.is_finite())
-        .collect();
+    };
+    let pairs = paired(|v| (&v.trailing_test_sharpe, &v.forecast_test_sharpe));
     let sized = results.iter().any(|r| r.vol_sizing.is_some());
-    let n = pairs.len() as f64;
     Totals {
         vol_sizing_finalists_better: sized.then(|| pairs.iter().filter(|(a, b)| b > a).count()),
         vol_sizing_finalists: sized.then_some(pairs.len()),
-        vol_sizing_mean_test_sharpe: (sized && !pairs.is_empty()).then(|| {
-            (
-                pairs.iter().map(|p| p.0).sum::<f64>() / n,
-                pairs.iter().map(|p| p.1).sum::<f64>() / n,
-            )
-        }),
+        vol_sizing_mean_test_sharpe: means(&pairs),
+        vol_sizing_mean_gross_test_sharpe: means(&paired(|v| {
+            (&v.trailing_gross_test_sharpe, &v.forecast_gross_test_sharpe)
+        })),
+        vol_sizing_mean_test_turnover: means(&paired(|v| {
+            (&v.trailing_test_turnover, &v.forecast_test_turnover)
+        })),
         runs: results.len(),
         mean_finalist_test_sharpe: mean(&|r| {
             r.finalists_test_sharpe.iter().sum::<f64>() / r.finalists_test_sharpe.len() as f64
@@ -535,6 +564,7 @@ async fn vol_sizing(
     let Some(session) = universe.current() else {
         return Ok(None);
     };
+    // Per finalist: trailing, forecast, and both again without costs.
     let mut specs = Vec::new();
     for f in &summary.finalists {
         let trailing = lim_agents::offline::spec_for(plan, &f.signal);
@@ -542,25 +572,36 @@ async fn vol_sizing(
         if let Portfolio::SignThreshold { vol_forecast, .. } = &mut forecast.portfolio {
             *vol_forecast = Some(FORECAST_VOL.into());
         }
-        specs.push((f.signal.clone(), trailing));
-        specs.push((f.signal.clone(), forecast));
+        for (k, mut spec) in [trailing.clone(), forecast.clone(), trailing, forecast]
+            .into_iter()
+            .enumerate()
+        {
+            if k >= 2 {
+                spec.costs.bps = 0.0;
+            }
+            specs.push((f.signal.clone(), spec));
+        }
     }
     let results = session.run(&specs, &[Part::Test], false);
-    let sharpe = |i: usize| {
-        results
-            .get(i)
-            .and_then(|r| r.metrics.first())
-            .map_or(f64::NAN, |(_, m)| m.sharpe)
+    let metric = |arm: usize, f: fn(&lim_backtest::metrics::Metrics) -> f64| -> Vec<f64> {
+        (0..summary.finalists.len())
+            .map(|i| {
+                results
+                    .get(4 * i + arm)
+                    .and_then(|r| r.metrics.first())
+                    .map_or(f64::NAN, |(_, m)| f(m))
+            })
+            .collect()
     };
     Ok(Some(VolSizing {
         model: tuned.model,
         holdout_rank_ic: tuned.details.holdout_rank_ic,
-        trailing_test_sharpe: (0..summary.finalists.len())
-            .map(|i| sharpe(2 * i))
-            .collect(),
-        forecast_test_sharpe: (0..summary.finalists.len())
-            .map(|i| sharpe(2 * i + 1))
-            .collect(),
+        trailing_test_sharpe: metric(0, |m| m.sharpe),
+        forecast_test_sharpe: metric(1, |m| m.sharpe),
+        trailing_gross_test_sharpe: metric(2, |m| m.sharpe),
+        forecast_gross_test_sharpe: metric(3, |m| m.sharpe),
+        trailing_test_turnover: metric(0, |m| m.turnover),
+        forecast_test_turnover: metric(1, |m| m.turnover),
     }))
 }
 
@@ -635,6 +676,10 @@ mod tests {
             holdout_rank_ic: 0.5,
             trailing_test_sharpe: vec![0.1, 0.2, 0.3],
             forecast_test_sharpe: vec![0.4, 0.1, f64::NAN],
+            trailing_gross_test_sharpe: vec![0.2, 0.3, 0.4],
+            forecast_gross_test_sharpe: vec![0.6, 0.3, 0.1],
+            trailing_test_turnover: vec![1.0, 2.0, 3.0],
+            forecast_test_turnover: vec![2.0, 2.0, 5.0],
         });
         let t = super::totals(&[sized, run("b", &[0.5], 0.5, 0)]);
         assert_eq!(
@@ -646,5 +691,11 @@ mod tests {
             (a - 0.15).abs() < 1e-12 && (b - 0.25).abs() < 1e-12,
             "{a} {b}"
         );
+        let (a, b) = t.vol_sizing_mean_gross_test_sharpe.unwrap();
+        assert!(
+            (a - 0.3).abs() < 1e-12 && (b - 1.0 / 3.0).abs() < 1e-12,
+            "{a} {b}"
+        );
+        assert_eq!(t.vol_sizing_mean_test_turnover, Some((2.0, 3.0)));
     }
 }
