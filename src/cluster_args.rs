@@ -288,6 +288,20 @@ pub fn run_job(
     data: &DataArgs,
     unit: lim_pipelines::cluster::work::CommandUnit,
 ) -> anyhow::Result<serde_json::Value> {
+    Ok(run_jobs(job, data, vec![unit])?
+        .into_iter()
+        .next()
+        .unwrap_or(serde_json::Value::Null))
+}
+
+/// Runs `units` as one Slurm array job (one task each) with `job`'s resources per task,
+/// attaching to it when it is already queued or done; returns each command's `--json`
+/// summary, in order.
+pub fn run_jobs(
+    job: &JobArgs,
+    data: &DataArgs,
+    units: Vec<lim_pipelines::cluster::work::CommandUnit>,
+) -> anyhow::Result<Vec<serde_json::Value>> {
     use lim_pipelines::cluster::slurm::run_batch;
     use lim_pipelines::cluster::work::WorkUnit;
     let mut config = job.site.config()?;
@@ -307,7 +321,10 @@ pub fn run_job(
         }
     }
     let wd = WorkDir::open(&job.job_dir)?;
-    let digest = wd.put(&WorkUnit::Command(unit))?;
+    let digests = units
+        .into_iter()
+        .map(|u| wd.put(&WorkUnit::Command(u)))
+        .collect::<Result<Vec<_>, _>>()?;
     let worker = worker_command(data, data.data_dir().as_deref())?;
     let interrupted = crate::interrupt_flag();
     let stop = move || {
@@ -323,7 +340,7 @@ pub fn run_job(
     };
     let out = run_batch(
         &wd,
-        std::slice::from_ref(&digest),
+        &digests,
         &slurm,
         &config,
         &worker,
@@ -333,10 +350,8 @@ pub fn run_job(
     if tty {
         eprintln!();
     }
-    let out = out?;
-    Ok(out
+    Ok(out?
         .into_iter()
-        .next()
-        .and_then(|o| o.summary)
-        .unwrap_or(serde_json::Value::Null))
+        .map(|o| o.summary.unwrap_or(serde_json::Value::Null))
+        .collect())
 }

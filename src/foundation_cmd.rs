@@ -38,7 +38,7 @@ pub enum FoundationCommand {
     /// The evaluation grid: targets × seeds of the transfer comparison, each cell kept in --out
     /// as it finishes (a killed grid continues where it stopped), then a table over seeds with
     /// each arm's paired difference from scratch and its t-statistic.
-    Eval(EvalArgs),
+    Eval(Box<EvalArgs>),
     /// List models with their data manifests and lineage.
     List(ListArgs),
 }
@@ -552,7 +552,7 @@ pub fn run(cmd: FoundationCommand) -> anyhow::Result<ExitCode> {
         FoundationCommand::Finetune(a) => finetune_cmd(a),
         FoundationCommand::Predict(a) => predict(a),
         FoundationCommand::Transfer(a) => transfer_cmd(a),
-        FoundationCommand::Eval(a) => eval_cmd(a),
+        FoundationCommand::Eval(a) => eval_cmd(*a),
         FoundationCommand::List(a) => list(a),
     }
 }
@@ -1074,6 +1074,11 @@ pub struct EvalArgs {
     /// replaced by --grid; seeds are --seed, --seed + 1, …).
     #[command(flatten)]
     transfer: TransferArgs,
+    /// Where the grid runs: here, or as a Slurm array job of one task per seed, each writing
+    /// its cells into --out (which the nodes must share); the table is then made here from
+    /// the cells. Run again, it finds the finished tasks.
+    #[command(flatten)]
+    job: crate::cluster_args::JobArgs,
 }
 
 fn parse_target(s: &str) -> anyhow::Result<(lim_foundation::config::Target, usize)> {
@@ -1132,6 +1137,9 @@ fn eval_cmd(a: EvalArgs) -> anyhow::Result<ExitCode> {
         .collect::<anyhow::Result<Vec<Option<usize>>>>()?;
     let base = transfer_spec(t, &catalog)?;
     let started = Instant::now();
+    if a.job.executor == crate::cluster_args::Executor::Slurm {
+        grid_on_slurm(&a, &seeds)?;
+    }
     let mut printer = step_printer();
     let cells = lim_foundation::eval::run_grid(
         &catalog,
@@ -1195,6 +1203,55 @@ fn eval_cmd(a: EvalArgs) -> anyhow::Result<ExitCode> {
         started.elapsed().as_secs_f64()
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// Runs the grid of `a` on Slurm, one array task per seed: each task is this command for its
+/// seed alone, with the output, models and data directories made absolute (the nodes must see
+/// them), and writes its cells into the shared output directory.
+fn grid_on_slurm(a: &EvalArgs, seeds: &[u64]) -> anyhow::Result<()> {
+    use lim_pipelines::cluster::work::CommandUnit;
+    a.job.one_process("lim foundation eval")?;
+    std::fs::create_dir_all(&a.out)
+        .with_context(|| format!("cannot create '{}'", a.out.display()))?;
+    let out = a.out.canonicalize()?;
+    let store = a.transfer.model.store();
+    std::fs::create_dir_all(store.dir())
+        .with_context(|| format!("cannot create '{}'", store.dir().display()))?;
+    let models = store.dir().canonicalize()?;
+    let mut shared = vec![
+        "--out".to_string(),
+        out.display().to_string(),
+        "--models-dir".to_string(),
+        models.display().to_string(),
+        "--seeds".to_string(),
+        "1".to_string(),
+    ];
+    if let Some(d) = a.transfer.data.data_dir() {
+        let d = d.canonicalize().unwrap_or(d);
+        shared.extend(["--data".to_string(), d.display().to_string()]);
+    }
+    let units: Vec<CommandUnit> = seeds
+        .iter()
+        .map(|seed| {
+            let mut extra = shared.clone();
+            extra.extend(["--seed".to_string(), seed.to_string()]);
+            CommandUnit {
+                args: crate::cluster_args::job_command_line(
+                    &["--out", "--models-dir", "--seeds", "--seed", "--data"],
+                    &extra,
+                ),
+                resume_args: Vec::new(),
+                resume_when: None,
+            }
+        })
+        .collect();
+    eprintln!(
+        "eval: {} seeds as a Slurm array job; cells into {}",
+        units.len(),
+        out.display()
+    );
+    crate::cluster_args::run_jobs(&a.job, &a.transfer.data, units)?;
+    Ok(())
 }
 
 fn transfer_cmd(a: TransferArgs) -> anyhow::Result<ExitCode> {

@@ -528,6 +528,69 @@ fn backtests_on_slurm_match_local_survive_kills_and_stop_at_the_deadline() {
     );
     eprintln!("data-parallel pretraining: 2 srun tasks, losses equal to one process's");
 
+    // 10. The foundation evaluation grid as an array job, one task per seed: the cells land in
+    //     the shared output directory, the table equals a local run's, and run again it
+    //     submits nothing.
+    let eval = |out: &str, slurm: bool| {
+        let out = dir.path().join(out);
+        let jobs = dir.path().join("eval-jobs");
+        let mut args = vec![
+            "foundation",
+            "eval",
+            "--grid",
+            "vol:5",
+            "--seeds",
+            "2",
+            "--config",
+            "tiny",
+            "--pretrain-steps",
+            "8",
+            "--finetune-steps",
+            "4",
+            "--batch",
+            "16",
+            "--models-dir",
+            models.to_str().unwrap(),
+            "--json",
+            "--out",
+            out.to_str().unwrap(),
+        ];
+        let jobs = jobs.to_str().unwrap().to_string();
+        if slurm {
+            args.extend(["--executor", "slurm", "--job-dir", jobs.as_str()]);
+        }
+        let v: serde_json::Value =
+            serde_json::from_str(&ok(&cluster.lim(&args).output().unwrap())).unwrap();
+        v
+    };
+    let here = eval("eval-local", false);
+    let there = eval("eval-slurm", true);
+    assert_eq!(
+        there["rows"], here["rows"],
+        "the grid on Slurm differs from the local one"
+    );
+    assert!(
+        there["cells"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|c| c["seconds"] == 0.0),
+        "every cell was computed on the cluster and read back here"
+    );
+    eval("eval-slurm", true);
+    let (name, text) = ledger(&dir.path().join("eval-jobs"));
+    assert_eq!(
+        text.matches("\"submit\"").count(),
+        1,
+        "submitted twice: {text}"
+    );
+    assert!(
+        text.contains("\"indices\":[0,1]"),
+        "one task per seed: {text}"
+    );
+    assert_eq!(cluster.completions(&name), 2);
+    eprintln!("foundation eval: 2 seeds as 2 array tasks, table equal to the local one");
+
     // 8. Predictions as a Slurm job: the panel the node writes into the shared directory is
     //    the local one, byte for byte; run again, it submits nothing.
     let m = models.to_str().unwrap();
