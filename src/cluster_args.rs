@@ -38,8 +38,9 @@ pub struct ClusterArgs {
 /// backtests ([`ClusterArgs`]) and training jobs ([`JobArgs`]).
 #[derive(Debug, Clone, Args)]
 pub struct SlurmSite {
-    /// Slurm settings as TOML: partition, account, shards, cpus_per_task, mem, time, gres,
-    /// extra (#SBATCH lines), max_retries, poll_ms. The flags override it.
+    /// Slurm settings as TOML: partition, account, shards, cpus_per_task, ntasks (pretraining
+    /// only), mem, time, gres, extra (#SBATCH lines), max_retries, poll_ms. The flags override
+    /// it.
     #[arg(long, value_name = "FILE")]
     pub slurm_config: Option<PathBuf>,
     /// Slurm partition.
@@ -60,7 +61,7 @@ impl SlurmSite {
                 })?;
                 toml::from_str::<SlurmConfig>(&text).map_err(|e| {
                     anyhow::anyhow!(
-                        "Slurm config '{}': {}; keys are partition, account, shards, cpus_per_task, mem, time, gres, extra, max_retries, poll_ms",
+                        "Slurm config '{}': {}; keys are partition, account, shards, cpus_per_task, ntasks, mem, time, gres, extra, max_retries, poll_ms",
                         path.display(),
                         e.message().trim()
                     )
@@ -79,9 +80,19 @@ impl SlurmSite {
 }
 
 impl ClusterArgs {
-    /// The Slurm settings: the file's, then the flags'.
+    /// The Slurm settings: the file's, then the flags'. Backtests run one process per task.
     pub fn slurm_config(&self) -> anyhow::Result<SlurmConfig> {
         let mut config = self.site.config()?;
+        if config.ntasks > 1 {
+            anyhow::bail!(
+                "Slurm config '{}': ntasks = {}: a batch of backtests runs one process per task; ntasks is for `lim foundation pretrain` (remove it from this file)",
+                self.site
+                    .slurm_config
+                    .as_deref()
+                    .map_or_else(String::new, |p| p.display().to_string()),
+                config.ntasks
+            );
+        }
         if let Some(n) = self.shards {
             config.shards = n;
         }
@@ -233,14 +244,25 @@ pub struct JobArgs {
 }
 
 impl JobArgs {
-    /// Refuses `--ntasks` above 1 for `command`, which runs as one process.
+    /// Processes per task: `--ntasks`, else the Slurm config's `ntasks` (on Slurm), else 1.
+    pub fn processes(&self) -> anyhow::Result<usize> {
+        Ok(match self.ntasks {
+            Some(n) => n,
+            None if self.executor == Executor::Slurm => self.site.config()?.ntasks,
+            None => 1,
+        })
+    }
+
+    /// Refuses more than one process per task (`--ntasks`, or `ntasks` in the Slurm config)
+    /// for `command`, which runs as one process.
     pub fn one_process(&self, command: &str) -> anyhow::Result<()> {
-        match self.ntasks {
-            Some(n) if n > 1 => anyhow::bail!(
-                "--ntasks {n}: {command} runs as one process; only `lim foundation pretrain` trains as a group of processes"
-            ),
-            _ => Ok(()),
+        let n = self.processes()?;
+        if n > 1 {
+            anyhow::bail!(
+                "ntasks {n}: {command} runs as one process; only `lim foundation pretrain` trains as a group of processes (drop --ntasks, or ntasks from the Slurm config)"
+            );
         }
+        Ok(())
     }
 }
 

@@ -574,11 +574,10 @@ fn pretrain(a: PretrainArgs) -> anyhow::Result<ExitCode> {
         let shards = a
             .shards
             .map_or(lim_foundation::parallel::DEFAULT_SHARDS, |s| s as usize);
-        if a.job.ntasks.is_some_and(|n| n > shards) {
+        let n = a.job.processes()?;
+        if n > shards {
             anyhow::bail!(
-                "--ntasks {} is more than --shards {shards}: each process needs a shard of every step; give --shards {} or more",
-                a.job.ntasks.unwrap_or(1),
-                a.job.ntasks.unwrap_or(1)
+                "ntasks {n} is more than --shards {shards}: each process needs a shard of every step; give --shards {n} or more"
             );
         }
         if a.group.world.is_some() {

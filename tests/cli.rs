@@ -477,6 +477,29 @@ fn a_bad_slurm_config_names_the_file_the_key_and_the_keys_there_are() {
         !cache.path().join("work").exists(),
         "nothing written before the config is read"
     );
+    // A group of processes per task is for pretraining, not for a batch of backtests.
+    std::fs::write(&conf, "ntasks = 2\n").unwrap();
+    let out = lim(
+        &[
+            "backtest",
+            "--expr",
+            "rank(returns)",
+            "--executor",
+            "slurm",
+            "--work-dir",
+            cache.path().join("work").to_str().unwrap(),
+            "--slurm-config",
+            conf.to_str().unwrap(),
+        ],
+        cache.path(),
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("slurm.toml") && err.contains("ntasks is for `lim foundation pretrain`"),
+        "{err}"
+    );
+    assert!(!cache.path().join("work").exists());
 }
 
 /// `lim backtest --html` writes one self-contained tearsheet: charts with data, the metrics of
