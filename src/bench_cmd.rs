@@ -215,7 +215,7 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
         }
     }
     println!(
-        "mean test Sharpe: finalists {}, combined {}, always long {}; {} of {} finalists beat always long (most of a goal's finalists in {} of {} goals); the combination is at least its median finalist in {} of {} runs; mean validation→test rank correlation {} (fitness→test {}); mean DSR {}; {:.0} s wall, {:.0} s CPU; {} LLM tokens, ${:.4}",
+        "mean test Sharpe: finalists {}, combined {}, always long {}; {} of {} finalists beat always long (most of a goal's finalists in {} of {} goals); the combination is at least its median finalist in {} of {} runs; mean validation→test rank correlation {} (t {} across runs; fitness→test {}); mean DSR {}; {:.0} s wall, {:.0} s CPU; {} LLM tokens, ${:.4}",
         show(totals.mean_finalist_test_sharpe, 2, "-"),
         show(totals.mean_combined_test_sharpe, 2, "-"),
         show(totals.mean_always_long_test_sharpe, 2, "-"),
@@ -226,6 +226,7 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
         totals.runs_combined_at_least_median_finalist,
         totals.runs_with_combination,
         show(totals.mean_validation_test_rank_correlation, 2, "-"),
+        show(totals.validation_test_rank_correlation_t, 1, "-"),
         show(totals.mean_fitness_test_rank_correlation, 2, "-"),
         show(totals.mean_dsr, 2, "-"),
         totals.seconds,

@@ -150,6 +150,9 @@ pub struct Totals {
     /// Mean validation→test rank correlation.
     #[serde(with = "lim_backtest::nonfinite")]
     pub mean_validation_test_rank_correlation: f64,
+    /// Its t-statistic across runs (mean over its standard error): how clearly positive it is.
+    #[serde(with = "lim_backtest::nonfinite", default = "nan")]
+    pub validation_test_rank_correlation_t: f64,
     /// Mean fitness→test rank correlation.
     #[serde(with = "lim_backtest::nonfinite")]
     pub mean_fitness_test_rank_correlation: f64,
@@ -268,6 +271,21 @@ pub fn totals(results: &[GoalResult]) -> Totals {
         runs_combined_at_least_median_finalist: combined.iter().filter(|(c, m)| c >= m).count(),
         runs_with_combination: combined.len(),
         mean_validation_test_rank_correlation: mean(&|r| r.validation_test_rank_correlation),
+        validation_test_rank_correlation_t: {
+            let v: Vec<f64> = results
+                .iter()
+                .map(|r| r.validation_test_rank_correlation)
+                .filter(|x| x.is_finite())
+                .collect();
+            let n = v.len() as f64;
+            let m = v.iter().sum::<f64>() / n;
+            let var = v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (n - 1.0);
+            if v.len() < 2 || var <= 0.0 {
+                f64::NAN
+            } else {
+                m / (var / n).sqrt()
+            }
+        },
         mean_fitness_test_rank_correlation: mean(&|r| r.fitness_test_rank_correlation),
         mean_dsr: mean(&|r| r.dsr),
         seconds: results.iter().map(|r| r.seconds).sum(),
@@ -669,6 +687,16 @@ mod tests {
             t.vol_sizing_finalists, None,
             "no run was sized by a forecast"
         );
+        // The four runs' correlations are all 0: no spread, no t.
+        assert!(t.validation_test_rank_correlation_t.is_nan());
+        let with_rho = |rho: f64| {
+            let mut r = run("a", &[0.1], 0.1, 0);
+            r.validation_test_rank_correlation = rho;
+            r
+        };
+        let t2 = super::totals(&[with_rho(0.1), with_rho(0.3), with_rho(f64::NAN)]);
+        // Mean 0.2, standard deviation 0.1414, standard error 0.1: t = 2.
+        assert!((t2.validation_test_rank_correlation_t - 2.0).abs() < 1e-9);
         // Sized by a forecast: pairs with a number on both sides are compared.
         let mut sized = run("a", &[0.1, 0.2, 0.3], 0.2, 0);
         sized.vol_sizing = Some(super::VolSizing {
