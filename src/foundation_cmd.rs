@@ -163,10 +163,11 @@ pub struct GroupArgs {
     /// the launch. Default: <models>/<name>/rendezvous (under srun, with the job and step ids).
     #[arg(long, value_name = "FILE")]
     rendezvous: Option<PathBuf>,
-    /// Address rank 0 listens on. 127.0.0.1:0 keeps the group on one node; across nodes, give
-    /// an address of the cluster network, or 0.0.0.0:0 to be reached by the node's name.
-    #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:0")]
-    group_bind: String,
+    /// Address rank 0 listens on: an address of the cluster network, or 0.0.0.0:0 to be
+    /// reached by the node's name. Default: 127.0.0.1:0 (one node); under an `srun` step over
+    /// several nodes, 0.0.0.0:0.
+    #[arg(long, value_name = "HOST:PORT")]
+    group_bind: Option<String>,
     /// Seconds to wait for the others to join, and for any one step's gradients.
     #[arg(long, value_name = "SECONDS", default_value_t = 600)]
     group_timeout: u64,
@@ -187,6 +188,14 @@ fn srun_task() -> Option<(u64, u64, String, Option<String>)> {
         var("SLURM_STEP_ID").unwrap_or_default()
     );
     Some((rank, tasks, id, var("SLURMD_NODENAME")))
+}
+
+/// Nodes of the `srun` step this process belongs to (1 outside one).
+fn srun_nodes() -> u64 {
+    std::env::var("SLURM_STEP_NUM_NODES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1)
 }
 
 impl GroupArgs {
@@ -211,13 +220,18 @@ impl GroupArgs {
         if world == 1 {
             return Ok(None);
         }
-        let file = match (&self.rendezvous, id) {
+        let file = match (&self.rendezvous, &id) {
             (Some(f), _) => f.clone(),
             (None, Some(id)) => models.join(name).join(format!("rendezvous-{id}")),
             (None, None) => models.join(name).join("rendezvous"),
         };
-        let wildcard = self
-            .group_bind
+        let bind = match &self.group_bind {
+            Some(b) => b.clone(),
+            // Several nodes: every interface, reached by the node's name.
+            None if id.is_some() && srun_nodes() > 1 => "0.0.0.0:0".to_string(),
+            None => "127.0.0.1:0".to_string(),
+        };
+        let wildcard = bind
             .parse::<std::net::SocketAddr>()
             .is_ok_and(|a| a.ip().is_unspecified());
         let advertise = if wildcard {
@@ -234,7 +248,7 @@ impl GroupArgs {
             world as usize,
             lim_pipelines::cluster::group::Rendezvous {
                 file,
-                bind: self.group_bind.clone(),
+                bind,
                 advertise,
                 timeout: std::time::Duration::from_secs(self.group_timeout.max(1)),
             },
@@ -603,16 +617,13 @@ fn pretrain(a: PretrainArgs) -> anyhow::Result<ExitCode> {
     p.optim.validate()?;
     let mix = mixture(&a.datasets, &a.symbols)?;
     let catalog = a.data.catalog()?;
-    let group = a.group.resolve(store.dir(), &a.name)?;
-    let rank = group.as_ref().map_or(0, |g| g.0);
-    if let Some((_, world, _)) = &group
-        && p.optim.shards < *world
-    {
+    if a.job.ntasks.is_some() {
         anyhow::bail!(
-            "--shards {} is fewer than the group's {world} processes: each process needs a shard of every step; give --shards {world} or more",
-            p.optim.shards
+            "--ntasks is for --executor slurm (srun starts the processes); to start a group by hand, give each process --world and --rank"
         );
     }
+    let group = a.group.resolve(store.dir(), &a.name)?;
+    let rank = group.as_ref().map_or(0, |g| g.0);
     let (run, cfg, p, mix, cutoff) = if a.resume {
         let (meta, model, current, optim) = store.load_pretrained(&a.name, Some(&cfg), &device)?;
         let p = meta
@@ -658,6 +669,14 @@ fn pretrain(a: PretrainArgs) -> anyhow::Result<ExitCode> {
         }
         (Run::new(&cfg, &p, &device), cfg, p, mix, a.cutoff)
     };
+    if let Some((_, world, _)) = &group
+        && p.optim.shards < *world
+    {
+        anyhow::bail!(
+            "--shards {} is fewer than the group's {world} processes: each process needs a shard of every step; give --shards {world} or more (a resumed run keeps the shards it started with)",
+            p.optim.shards
+        );
+    }
     let data = PretrainData::load(&catalog, &mix, cutoff, &cfg)?;
     let mut exchange: Box<dyn lim_foundation::parallel::Exchange> = match &group {
         Some((rank, world, rv)) => {

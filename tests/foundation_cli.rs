@@ -374,6 +374,10 @@ fn two_processes_pretrain_the_model_one_process_pretrains() {
         err.contains("rank(s) 1 of 2 did not join within 1s"),
         "{err}"
     );
+    let mut a = args("g4", "2");
+    a.extend(["--ntasks", "2"]);
+    let err = failure(&lim(&a, c, m));
+    assert!(err.contains("--ntasks is for --executor slurm"), "{err}");
     let err = failure(&lim(
         &[
             "foundation",

@@ -219,39 +219,45 @@ pub fn totals(results: &[GoalResult]) -> Totals {
             Some((r.combined_test_sharpe, median))
         })
         .collect();
-    // Finalists with both numbers of a pair of `VolSizing` fields, and their means.
-    let paired = |f: fn(&VolSizing) -> (&Vec<f64>, &Vec<f64>)| -> Vec<(f64, f64)> {
-        results
-            .iter()
-            .filter_map(|r| r.vol_sizing.as_ref())
-            .flat_map(|v| {
-                let (a, b) = f(v);
-                a.iter().copied().zip(b.iter().copied()).collect::<Vec<_>>()
+    // Per finalist sized both ways: (trailing, forecast) after costs, before costs and
+    // turnover; only finalists with all six numbers count, so every figure covers the same.
+    let sized_finalists: Vec<[(f64, f64); 3]> = results
+        .iter()
+        .filter_map(|r| r.vol_sizing.as_ref())
+        .flat_map(|v| {
+            (0..v.trailing_test_sharpe.len()).filter_map(move |i| {
+                let at = |x: &Vec<f64>| x.get(i).copied().unwrap_or(f64::NAN);
+                let row = [
+                    (at(&v.trailing_test_sharpe), at(&v.forecast_test_sharpe)),
+                    (
+                        at(&v.trailing_gross_test_sharpe),
+                        at(&v.forecast_gross_test_sharpe),
+                    ),
+                    (at(&v.trailing_test_turnover), at(&v.forecast_test_turnover)),
+                ];
+                row.iter()
+                    .all(|(a, b)| a.is_finite() && b.is_finite())
+                    .then_some(row)
             })
-            .filter(|(a, b)| a.is_finite() && b.is_finite())
-            .collect()
-    };
-    let means = |p: &[(f64, f64)]| {
-        let n = p.len() as f64;
-        (!p.is_empty()).then(|| {
+        })
+        .collect();
+    let means = |k: usize| {
+        let n = sized_finalists.len() as f64;
+        (!sized_finalists.is_empty()).then(|| {
             (
-                p.iter().map(|x| x.0).sum::<f64>() / n,
-                p.iter().map(|x| x.1).sum::<f64>() / n,
+                sized_finalists.iter().map(|r| r[k].0).sum::<f64>() / n,
+                sized_finalists.iter().map(|r| r[k].1).sum::<f64>() / n,
             )
         })
     };
-    let pairs = paired(|v| (&v.trailing_test_sharpe, &v.forecast_test_sharpe));
     let sized = results.iter().any(|r| r.vol_sizing.is_some());
     Totals {
-        vol_sizing_finalists_better: sized.then(|| pairs.iter().filter(|(a, b)| b > a).count()),
-        vol_sizing_finalists: sized.then_some(pairs.len()),
-        vol_sizing_mean_test_sharpe: means(&pairs),
-        vol_sizing_mean_gross_test_sharpe: means(&paired(|v| {
-            (&v.trailing_gross_test_sharpe, &v.forecast_gross_test_sharpe)
-        })),
-        vol_sizing_mean_test_turnover: means(&paired(|v| {
-            (&v.trailing_test_turnover, &v.forecast_test_turnover)
-        })),
+        vol_sizing_finalists_better: sized
+            .then(|| sized_finalists.iter().filter(|r| r[0].1 > r[0].0).count()),
+        vol_sizing_finalists: sized.then_some(sized_finalists.len()),
+        vol_sizing_mean_test_sharpe: means(0),
+        vol_sizing_mean_gross_test_sharpe: means(1),
+        vol_sizing_mean_test_turnover: means(2),
         runs: results.len(),
         mean_finalist_test_sharpe: mean(&|r| {
             r.finalists_test_sharpe.iter().sum::<f64>() / r.finalists_test_sharpe.len() as f64
@@ -719,11 +725,12 @@ mod tests {
             (a - 0.15).abs() < 1e-12 && (b - 0.25).abs() < 1e-12,
             "{a} {b}"
         );
+        // The third finalist lacks a number, so no figure counts it.
         let (a, b) = t.vol_sizing_mean_gross_test_sharpe.unwrap();
         assert!(
-            (a - 0.3).abs() < 1e-12 && (b - 1.0 / 3.0).abs() < 1e-12,
+            (a - 0.25).abs() < 1e-12 && (b - 0.45).abs() < 1e-12,
             "{a} {b}"
         );
-        assert_eq!(t.vol_sizing_mean_test_turnover, Some((2.0, 3.0)));
+        assert_eq!(t.vol_sizing_mean_test_turnover, Some((1.5, 2.0)));
     }
 }

@@ -7,8 +7,10 @@
 //! later job cannot read a stale address. Each round, every other process sends its message
 //! to rank 0, and rank 0 sends each of them everyone else's: a star, which is plenty for the
 //! few processes of a job and keeps the order of every sum in the hands of the receiver.
-//! Frames are a round number, a length and the bytes; a process that leaves, or one that is
-//! a round ahead or behind, fails the others with an error naming it.
+//! Frames are a round number, a length and the bytes. A process that leaves, or one that is a
+//! round ahead or behind, fails the group: rank 0's error names it; the others, which talk
+//! only to rank 0, report losing rank 0. A connection that does not introduce itself as a
+//! member is ignored.
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -155,6 +157,14 @@ fn lead(world: usize, rv: &Rendezvous) -> Result<Vec<TcpStream>, GroupError> {
         None => addr.ip().to_string(),
     };
     write_atomic(&rv.file, format!("{host}:{}\n", addr.port()).as_bytes())?;
+    // The file goes once everyone has joined, and on every way out.
+    struct Remove<'a>(&'a Path);
+    impl Drop for Remove<'_> {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(self.0);
+        }
+    }
+    let _remove = Remove(&rv.file);
     listener
         .set_nonblocking(true)
         .map_err(io("a non-blocking listener"))?;
@@ -165,10 +175,13 @@ fn lead(world: usize, rv: &Rendezvous) -> Result<Vec<TcpStream>, GroupError> {
         match listener.accept() {
             Ok((mut s, from)) => {
                 s.set_nonblocking(false).map_err(io("a blocking stream"))?;
-                s.set_read_timeout(Some(rv.timeout))
+                // A member introduces itself at once; a silent connection is not one.
+                s.set_read_timeout(Some(rv.timeout.min(Duration::from_secs(5))))
                     .map_err(io("read timeout"))?;
-                let (r, w) = read_hello(&mut s)
-                    .map_err(|e| GroupError::Protocol(format!("a process from {from}: {e}")))?;
+                // Something that is not one of the group (a probe of the port): ignore it.
+                let Ok((r, w)) = read_hello(&mut s) else {
+                    continue;
+                };
                 if w != world || r == 0 || r >= world || peers[r - 1].is_some() {
                     return Err(GroupError::Protocol(format!(
                         "a process from {from} joined as rank {r} of {w}, in a group of {world} that has {}",
@@ -190,7 +203,6 @@ fn lead(world: usize, rv: &Rendezvous) -> Result<Vec<TcpStream>, GroupError> {
                         .filter(|(_, p)| p.is_none())
                         .map(|(i, _)| (i + 1).to_string())
                         .collect();
-                    let _ = std::fs::remove_file(&rv.file);
                     return Err(GroupError::Protocol(format!(
                         "rank(s) {} of {world} did not join within {:?} (rendezvous {})",
                         missing.join(", "),
@@ -203,7 +215,6 @@ fn lead(world: usize, rv: &Rendezvous) -> Result<Vec<TcpStream>, GroupError> {
             Err(e) => return Err(io("accepting a process")(e)),
         }
     }
-    let _ = std::fs::remove_file(&rv.file);
     Ok(peers.into_iter().flatten().collect())
 }
 
@@ -228,7 +239,7 @@ fn follow(rank: usize, world: usize, rv: &Rendezvous) -> Result<TcpStream, Group
         }
         if Instant::now() >= deadline {
             return Err(GroupError::Protocol(format!(
-                "rank {rank} found no rank 0 within {:?} through {} ({last})",
+                "rank {rank} found no rank 0 within {:?} through {} ({last}); is rank 0 running, and on another node, did it listen on an address this node can reach (--group-bind)?",
                 rv.timeout,
                 rv.file.display()
             )));
@@ -342,6 +353,37 @@ mod tests {
             !rv.file.exists(),
             "the rendezvous file is removed once all joined"
         );
+    }
+
+    #[test]
+    fn a_connection_that_is_not_a_member_is_ignored() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let rv = rv(dir.path(), 10_000);
+        let got = std::thread::scope(|s| {
+            let rv1 = rv.clone();
+            let follower = s.spawn(move || {
+                // A stranger connects first and says something else.
+                let addr = loop {
+                    if let Ok(a) = std::fs::read_to_string(&rv1.file) {
+                        break a.trim().to_string();
+                    }
+                    std::thread::sleep(Duration::from_millis(10));
+                };
+                let mut stranger = TcpStream::connect(&addr).unwrap_or_else(|e| panic!("{e}"));
+                let _ = stranger.write_all(b"GET / HTTP/1.0\r\n\r\n");
+                drop(stranger);
+                let mut g = TcpGroup::join(1, 2, &rv1).unwrap_or_else(|e| panic!("{e}"));
+                g.all_gather(vec![1]).unwrap_or_else(|e| panic!("{e}"))
+            });
+            let mut g = TcpGroup::join(0, 2, &rv).unwrap_or_else(|e| panic!("{e}"));
+            let mine = g.all_gather(vec![0]).unwrap_or_else(|e| panic!("{e}"));
+            let theirs = follower
+                .join()
+                .unwrap_or_else(|_| panic!("rank 1 panicked"));
+            (mine, theirs)
+        });
+        assert_eq!(got.0, vec![vec![0], vec![1]]);
+        assert_eq!(got.1, vec![vec![0], vec![1]]);
     }
 
     #[test]

@@ -450,7 +450,7 @@ pub fn run_batch(
         "export RAYON_NUM_THREADS=\"${{SLURM_CPUS_PER_TASK:-1}}\"\nexec {}{} worker --work-dir {} --list {} --index \"$SLURM_ARRAY_TASK_ID\" {}",
         // A group's processes: one worker per task; one failing stops the others.
         if config.ntasks > 1 {
-            "srun --kill-on-bad-exit=1 "
+            "srun --kill-on-bad-exit=1 --cpus-per-task=\"${SLURM_CPUS_PER_TASK:-1}\" "
         } else {
             ""
         },
