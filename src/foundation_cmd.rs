@@ -1232,32 +1232,20 @@ fn grid_on_slurm(a: &EvalArgs, seeds: &[u64]) -> anyhow::Result<()> {
     std::fs::create_dir_all(&a.out)
         .with_context(|| format!("cannot create '{}'", a.out.display()))?;
     let out = a.out.canonicalize()?;
-    let store = a.transfer.model.store();
-    std::fs::create_dir_all(store.dir())
-        .with_context(|| format!("cannot create '{}'", store.dir().display()))?;
-    let models = store.dir().canonicalize()?;
-    let mut shared = vec![
-        "--out".to_string(),
-        out.display().to_string(),
-        "--models-dir".to_string(),
-        models.display().to_string(),
-        "--seeds".to_string(),
-        "1".to_string(),
-    ];
-    if let Some(d) = a.transfer.data.data_dir() {
-        let d = d.canonicalize().unwrap_or(d);
-        shared.extend(["--data".to_string(), d.display().to_string()]);
-    }
+    let (mut replaced, mut shared) = node_paths(
+        &a.transfer.model.store(),
+        &a.transfer.data,
+        &[("--out", &out)],
+    )?;
+    replaced.extend(["--seeds", "--seed"]);
+    shared.extend(["--seeds".to_string(), "1".to_string()]);
     let units: Vec<CommandUnit> = seeds
         .iter()
         .map(|seed| {
             let mut extra = shared.clone();
             extra.extend(["--seed".to_string(), seed.to_string()]);
             CommandUnit {
-                args: crate::cluster_args::job_command_line(
-                    &["--out", "--models-dir", "--seeds", "--seed", "--data"],
-                    &extra,
-                ),
+                args: crate::cluster_args::job_command_line(&replaced, &extra),
                 resume_args: Vec::new(),
                 resume_when: None,
             }
@@ -1633,27 +1621,17 @@ fn on_slurm(
     job: &crate::cluster_args::JobArgs,
     data: &DataArgs,
     store: &lim_foundation::Store,
-    shared: (&str, &std::path::Path),
+    shared: (&'static str, &std::path::Path),
     resume_when: Option<PathBuf>,
 ) -> anyhow::Result<serde_json::Value> {
     use lim_pipelines::cluster::work::CommandUnit;
-    std::fs::create_dir_all(store.dir())
-        .with_context(|| format!("cannot create '{}'", store.dir().display()))?;
+    let shared: &[(&'static str, &std::path::Path)] = if shared.0 == "--models-dir" {
+        &[]
+    } else {
+        &[shared]
+    };
+    let (replaced, extra) = node_paths(store, data, shared)?;
     let models = store.dir().canonicalize()?;
-    let mut extra = vec!["--models-dir".to_string(), models.display().to_string()];
-    let mut replaced = vec!["--models-dir", "--data"];
-    if shared.0 != "--models-dir" {
-        let dir = shared
-            .1
-            .canonicalize()
-            .unwrap_or_else(|_| shared.1.to_path_buf());
-        extra.extend([shared.0.to_string(), dir.display().to_string()]);
-        replaced.push(shared.0);
-    }
-    if let Some(d) = data.data_dir() {
-        let d = d.canonicalize().unwrap_or(d);
-        extra.extend(["--data".to_string(), d.display().to_string()]);
-    }
     let resume_when = resume_when.map(|p| match p.strip_prefix(store.dir()) {
         Ok(rel) => models.join(rel),
         Err(_) => p,
@@ -1668,4 +1646,30 @@ fn on_slurm(
         resume_when,
     };
     crate::cluster_args::run_job(job, data, unit)
+}
+
+/// The flags a job's command line gets in place of the user's, so that a node finds what the
+/// job reads and writes: the models directory (created here), each of `shared` (a flag and
+/// its directory) and the data directory, made absolute. Returns the flags replaced and the
+/// arguments to append.
+fn node_paths(
+    store: &lim_foundation::Store,
+    data: &DataArgs,
+    shared: &[(&'static str, &std::path::Path)],
+) -> anyhow::Result<(Vec<&'static str>, Vec<String>)> {
+    std::fs::create_dir_all(store.dir())
+        .with_context(|| format!("cannot create '{}'", store.dir().display()))?;
+    let models = store.dir().canonicalize()?;
+    let mut extra = vec!["--models-dir".to_string(), models.display().to_string()];
+    let mut replaced = vec!["--models-dir", "--data"];
+    for (flag, dir) in shared {
+        let dir = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
+        extra.extend([flag.to_string(), dir.display().to_string()]);
+        replaced.push(flag);
+    }
+    if let Some(d) = data.data_dir() {
+        let d = d.canonicalize().unwrap_or(d);
+        extra.extend(["--data".to_string(), d.display().to_string()]);
+    }
+    Ok((replaced, extra))
 }
