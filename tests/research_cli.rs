@@ -523,9 +523,10 @@ fn with_the_foundation_model_strategies_get_an_out_of_sample_forecast_field() {
     let v: Value = serde_json::from_str(&ok(&out)).unwrap();
     let lab = &v["summary"]["foundation"];
     let f = &lab["fields"][0];
-    assert_eq!(f["name"], "forecast", "{v}");
-    // Pretrained, then fine-tuned from that backbone, both paid from the budget.
-    assert_eq!(lab["trained"].as_array().unwrap().len(), 2, "{lab}");
+    assert_eq!(f["name"], "forecast_ret_5", "{v}");
+    assert_eq!(lab["fields"][1]["name"], "forecast_vol_5", "{v}");
+    // Pretrained, then fine-tuned twice from that backbone, all paid from the budget.
+    assert_eq!(lab["trained"].as_array().unwrap().len(), 3, "{lab}");
     assert!(f["model"].as_str().unwrap().starts_with("pre300s"), "{f}");
     assert!(lab["spent_cpu_seconds"].as_f64().unwrap() > 0.0, "{lab}");
     assert!(

@@ -656,17 +656,21 @@ fn the_foundation_field_is_out_of_sample_usable_resumable_and_replayable() {
     assert!(s.plan.foundation_model);
     assert!(s.notes.is_empty(), "{:?}", s.notes);
     let lab = s.foundation.clone().unwrap();
-    // Pretrained and fine-tuned 300 steps each at 0.01 CPU-seconds a step.
-    assert_eq!(lab.trained.len(), 2, "{lab:?}");
-    assert!((lab.spent_cpu_seconds - 6.0).abs() < 1e-9, "{lab:?}");
+    // Pretrained once and fine-tuned twice (return ranks, volatility), 300 steps each at 0.01
+    // CPU-seconds a step.
+    assert_eq!(lab.trained.len(), 3, "{lab:?}");
+    assert!((lab.spent_cpu_seconds - 9.0).abs() < 1e-9, "{lab:?}");
+    let names: Vec<&str> = lab.fields.iter().map(|f| f.name.as_str()).collect();
+    assert_eq!(names, ["forecast_ret_5", "forecast_vol_5"]);
+    assert!(lab.fields[1].model.ends_with("v5"), "{lab:?}");
     let field = &lab.fields[0];
-    assert_eq!(field.name, "forecast");
     assert!(field.model.starts_with("pre300s") && field.model.contains(".full300s"));
     // Every value the pattern gave at or before the cutoff (mid-training) was dropped.
     assert!(field.dropped_in_sample > 1000, "{field:?}");
     assert_eq!(field.coverage[1].1, 1.0);
     let report = s.markdown();
-    assert!(report.contains("Field `forecast`"), "{report}");
+    assert!(report.contains("Field `forecast_ret_5`"), "{report}");
+    assert!(report.contains("Field `forecast_vol_5`"), "{report}");
     let tried = j
         .records()
         .iter()
@@ -677,7 +681,7 @@ fn the_foundation_field_is_out_of_sample_usable_resumable_and_replayable() {
         .as_array()
         .unwrap()
         .iter()
-        .filter(|t| t["signal"].as_str().unwrap().contains("forecast"))
+        .filter(|t| t["signal"].as_str().unwrap().contains("forecast_ret_5"))
         .collect();
     assert!(with_forecast.len() >= 3, "{tried}");
     assert!(
@@ -705,6 +709,24 @@ fn the_foundation_field_is_out_of_sample_usable_resumable_and_replayable() {
     assert_eq!(
         serde_json::to_string(&resumed).unwrap(),
         serde_json::to_string(&s).unwrap()
+    );
+}
+
+#[test]
+fn a_foundation_head_the_budget_cannot_pay_costs_only_its_field() {
+    let mut config = small(GOAL);
+    config.foundation = true;
+    // Pretraining and the return head cost 6 CPU-seconds; the volatility head's 3 do not fit.
+    config.budgets.foundation_cpu_seconds = 7.5;
+    let s = run_with_forecaster(&config, fresh(), Mode::Resume);
+    let lab = s.foundation.clone().unwrap();
+    let names: Vec<&str> = lab.fields.iter().map(|f| f.name.as_str()).collect();
+    assert_eq!(names, ["forecast_ret_5"], "{lab:?}");
+    assert_eq!(s.notes.len(), 1, "{:?}", s.notes);
+    assert!(
+        s.notes[0].contains("the foundation model gave only forecast_ret_5 (forecast_vol_5: finetune: 300 steps cost"),
+        "{:?}",
+        s.notes
     );
 }
 

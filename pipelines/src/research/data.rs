@@ -67,8 +67,11 @@ impl Node for DataNode {
     }
 }
 
-/// The name of the field the forced foundation model's predictions become.
-pub const FORECAST: &str = "forecast";
+/// The fields the plan's foundation step makes, named by target and horizon: the forward
+/// 5-bar return rank, and the realised volatility of the next 5 bars (per bar).
+pub const FORECAST_RET: &str = "forecast_ret_5";
+/// See [`FORECAST_RET`].
+pub const FORECAST_VOL: &str = "forecast_vol_5";
 
 /// The run's foundation state: the latest artifact, or a fresh one with the budget.
 pub(super) fn lab_state(cx: &Cx, config: &ResearchConfig) -> Result<LabState, NodeError> {
@@ -153,42 +156,62 @@ impl Node for Foundation {
                 &cx.exec,
             );
             let seed = cx.seed % 1_000_000;
-            // pretrain → finetune → predict, each step's model named by the one before.
-            let steps = [
-                ("pretrain", json!({"steps": FORCED_STEPS, "seed": seed})),
-                (
-                    "finetune",
-                    json!({"mode": "full", "steps": FORCED_STEPS, "seed": seed}),
-                ),
-                (
-                    "predict",
-                    json!({"name": FORECAST, "why": "the plan asked for the foundation model"}),
-                ),
-            ];
-            let mut model_name: Option<Value> = None;
-            let mut failure = None;
-            for (tool, mut args) in steps {
-                if let (Some(m), Some(obj)) = (&model_name, args.as_object_mut()) {
-                    obj.insert("model".into(), m.clone());
-                }
-                let r = tools.call(tool, &args).await?;
-                if r.get("status").and_then(Value::as_str) != Some("done") {
-                    failure = Some(format!("{tool}: {}", crate::trace::field(&r, "/message")));
-                    break;
-                }
-                model_name = r.pointer("/result/model").cloned();
-            }
-            let mut outputs = vec![("foundation", to_value(&lab.state())?)];
-            if let Some(why) = failure {
-                outputs.push((
-                    "notes",
-                    notes_with(
-                        &cx,
-                        Some(format!(
-                            "the foundation model gave no predictions ({why}); strategies use price and volume fields only"
-                        )),
-                    )?,
+            let why = "the plan asked for the foundation model";
+            // One backbone, then a head per field: pretrain → (finetune → predict) × 2, each
+            // step's model named by the one before. A head that fails costs only its field.
+            let mut failures = Vec::new();
+            let backbone = tools
+                .call("pretrain", &json!({"steps": FORCED_STEPS, "seed": seed}))
+                .await?;
+            if backbone.get("status").and_then(Value::as_str) != Some("done") {
+                failures.push(format!(
+                    "pretrain: {}",
+                    crate::trace::field(&backbone, "/message")
                 ));
+            } else {
+                let backbone = backbone.pointer("/result/model").cloned();
+                for (target, name) in [
+                    ("return_rank_5", FORECAST_RET),
+                    ("volatility_5", FORECAST_VOL),
+                ] {
+                    let steps = [
+                        (
+                            "finetune",
+                            json!({"model": backbone, "mode": "full", "steps": FORCED_STEPS,
+                                   "seed": seed, "target": target}),
+                        ),
+                        ("predict", json!({"name": name, "why": why})),
+                    ];
+                    let mut model_name: Option<Value> = None;
+                    for (tool, mut args) in steps {
+                        if let (Some(m), Some(obj)) = (&model_name, args.as_object_mut()) {
+                            obj.insert("model".into(), m.clone());
+                        }
+                        let r = tools.call(tool, &args).await?;
+                        if r.get("status").and_then(Value::as_str) != Some("done") {
+                            failures.push(format!(
+                                "{name}: {tool}: {}",
+                                crate::trace::field(&r, "/message")
+                            ));
+                            break;
+                        }
+                        model_name = r.pointer("/result/model").cloned();
+                    }
+                }
+            }
+            let state = lab.state();
+            let mut outputs = vec![("foundation", to_value(&state)?)];
+            if !failures.is_empty() {
+                let why = failures.join("; ");
+                let note = if state.fields.is_empty() {
+                    format!(
+                        "the foundation model gave no predictions ({why}); strategies use price and volume fields only"
+                    )
+                } else {
+                    let made: Vec<&str> = state.fields.iter().map(|f| f.name.as_str()).collect();
+                    format!("the foundation model gave only {} ({why})", made.join(", "))
+                };
+                outputs.push(("notes", notes_with(&cx, Some(note))?));
             }
             Ok(out(outputs))
         })

@@ -78,7 +78,7 @@ pub fn tolerant(
 }
 
 pub use config::{Budgets, ResearchConfig, StrategistConfig};
-pub use data::FORECAST;
+pub use data::{FORECAST_RET, FORECAST_VOL};
 pub use finalize::{
     Curve, CurveKind, Curves, IC_DECAY_HORIZONS, IcDecay, MAX_FINALIST_CORRELATION, diverse,
     test_finalists,

@@ -73,7 +73,15 @@ impl<L: LlmClient + 'static> Node for Generate<L> {
             let proposals: Vec<(String, Vec<String>)> = if generation == 0 {
                 let mut seeds = offline::seeds(plan.strategy.family, cs);
                 for f in &added {
-                    seeds.extend(if cs {
+                    seeds.extend(if f == super::FORECAST_VOL {
+                        // Low volatility ranks (the low-volatility anomaly); under a sign book a
+                        // volatility is always positive: beta, not a signal, so no seed.
+                        if cs {
+                            vec![format!("rank(-{f})"), format!("rank(-ts_mean({f}, 5))")]
+                        } else {
+                            Vec::new()
+                        }
+                    } else if cs {
                         vec![format!("rank({f})"), format!("rank(ts_mean({f}, 5))")]
                     } else {
                         vec![
