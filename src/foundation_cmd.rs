@@ -119,6 +119,10 @@ pub struct ShapeArgs {
     /// Patches per window.
     #[arg(long)]
     patches: Option<usize>,
+    /// Pretraining also forecasts the log realised volatility of the next bars at every
+    /// horizon, relative to the window's own, beside the returns (docs/foundation.md)
+    #[arg(long)]
+    vol_targets: bool,
 }
 
 impl ShapeArgs {
@@ -142,6 +146,7 @@ impl ShapeArgs {
         }
         c.stride = self.stride.unwrap_or(c.stride);
         c.n_patches = self.patches.unwrap_or(c.n_patches);
+        c.vol_targets = self.vol_targets;
         c.validate()?;
         Ok(c)
     }

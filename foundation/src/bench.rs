@@ -49,7 +49,7 @@ fn synthetic(cfg: &ModelConfig, b: usize, rng: &mut Rng, device: &Device) -> Pre
     let ids: Vec<i64> = (0..b)
         .flat_map(|i| [1 + (i % 5) as i64, (i % 7) as i64, 1])
         .collect();
-    let nh = cfg.horizons.len();
+    let nh = cfg.forecast_outputs();
     let targets: Vec<f32> = (0..b * nh).map(|_| rng.normal() as f32).collect();
     PretrainBatch {
         patches: Tensor::from_data(TensorData::new(patches, [b, p, cfg.patch_dim()]), device),

@@ -34,6 +34,11 @@ pub struct ModelConfig {
     /// used the exact GELU.
     #[serde(default)]
     pub activation: Activation,
+    /// Pretraining also forecasts the log realised volatility of the next bars at every
+    /// horizon, relative to the window's own (the forecast head's second half). Off in
+    /// checkpoints written before the setting existed.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub vol_targets: bool,
 }
 
 /// The activation of the encoder's feed-forward blocks.
@@ -63,6 +68,7 @@ impl ModelConfig {
             dropout: 0.0,
             horizons: vec![1, 5, 20],
             activation: Activation::GeluTanh,
+            vol_targets: false,
         }
     }
 
@@ -120,6 +126,7 @@ impl ModelConfig {
             dropout: 0.0,
             horizons: vec![1, 5, 20],
             activation: Activation::GeluTanh,
+            vol_targets: false,
         }
     }
 
@@ -136,6 +143,7 @@ impl ModelConfig {
             dropout: 0.0,
             horizons: vec![1, 3],
             activation: Activation::GeluTanh,
+            vol_targets: false,
         }
     }
 
@@ -147,6 +155,12 @@ impl ModelConfig {
     /// Values per patch token (`patch_len` bars × features).
     pub fn patch_dim(&self) -> usize {
         self.patch_len * FEATURES
+    }
+
+    /// Outputs of the pretraining forecast head: a scaled return per horizon, and with
+    /// [`ModelConfig::vol_targets`] a log volatility ratio per horizon after them.
+    pub fn forecast_outputs(&self) -> usize {
+        self.horizons.len() * if self.vol_targets { 2 } else { 1 }
     }
 
     /// The longest pretraining horizon.
@@ -192,8 +206,14 @@ impl ModelConfig {
     /// from the requested one, if any.
     pub fn difference(&self, requested: &ModelConfig) -> Option<String> {
         let other = requested;
-        let a = serde_json::to_value(self).ok()?;
-        let b = serde_json::to_value(other).ok()?;
+        let mut a = serde_json::to_value(self).ok()?;
+        let mut b = serde_json::to_value(other).ok()?;
+        // Settings left out of the JSON when off are compared too.
+        for (v, c) in [(&mut a, self), (&mut b, other)] {
+            if let Some(o) = v.as_object_mut() {
+                o.insert("vol_targets".into(), c.vol_targets.into());
+            }
+        }
         let (a, b) = (a.as_object()?, b.as_object()?);
         a.iter().find(|(k, v)| b.get(*k) != Some(*v)).map(|(k, v)| {
             let theirs = b.get(k).map_or("nothing".to_string(), ToString::to_string);

@@ -164,7 +164,8 @@ pub struct PretrainBatch {
     pub mask: Tensor<2>,
     /// `[B, 3]` embedding ids.
     pub ids: Tensor<2, Int>,
-    /// `[B, horizons]` scaled forward returns.
+    /// `[B, outputs]` scaled forward returns per horizon, then (with the model's `vol_targets`)
+    /// forward log volatility relative to the window's, per horizon.
     pub targets: Tensor<2>,
 }
 
@@ -214,7 +215,7 @@ impl Pretrainer {
         let m = Pretrainer {
             backbone: Backbone::new(cfg, device),
             recon: LinearConfig::new(d, cfg.patch_dim()).init(device),
-            forecast: LinearConfig::new(2 * d, cfg.horizons.len()).init(device),
+            forecast: LinearConfig::new(2 * d, cfg.forecast_outputs()).init(device),
         };
         m.map(&mut SeededInit::new(seed))
     }

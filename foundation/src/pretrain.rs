@@ -13,7 +13,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::{MixtureEntry, ModelConfig, OptimConfig, PretrainConfig};
 use crate::error::FoundationError;
-use crate::features::{InstrumentSeries, forward_return, load_universe, scaled, write_window};
+use crate::features::{
+    CLIP, InstrumentSeries, forward_return, load_universe, scaled, write_window,
+};
+use crate::finetune::{forward_log_vol, window_log_vol};
 use crate::model::{PretrainBatch, PretrainLoss, Pretrainer};
 use crate::parallel::{Exchange, Solo, group_gradients, shard_ranges};
 use crate::rng::Rng;
@@ -104,7 +107,7 @@ impl PretrainData {
         device: &Device,
     ) -> PretrainBatch {
         let total: f64 = self.sets.iter().map(|(e, _)| e.weight).sum();
-        let (w, p, nh) = (cfg.window(), cfg.n_patches, cfg.horizons.len());
+        let (w, p, nh) = (cfg.window(), cfg.n_patches, cfg.forecast_outputs());
         let mut patches = Vec::with_capacity(batch * p * cfg.patch_dim());
         let mut mask = Vec::with_capacity(batch * p);
         let mut ids = Vec::with_capacity(batch * 3);
@@ -126,6 +129,13 @@ impl PretrainData {
             for &h in &cfg.horizons {
                 let r = forward_return(s, end, h).unwrap_or(0.0);
                 targets.push(scaled(r, sd, h));
+            }
+            if cfg.vol_targets {
+                let own = window_log_vol(s, end, w);
+                for &h in &cfg.horizons {
+                    let v = forward_log_vol(s, end, h).map_or(0.0, |v| v - own);
+                    targets.push((v as f32).clamp(-CLIP, CLIP));
+                }
             }
             ids.extend_from_slice(&s.ids);
             let before = mask.len();

@@ -125,6 +125,39 @@ fn shapes() {
     assert_eq!(h.dims(), [5, cfg.n_patches, cfg.d_model]);
     let p = Predictor::new(m.backbone, cfg.d_model, 1, &dev);
     assert_eq!(p.forward(b.patches, b.ids, false).dims(), [5]);
+
+    // With volatility targets the same windows are drawn, their return targets come first, and
+    // a log volatility ratio per horizon follows; the head has an output for each.
+    let vcfg = ModelConfig {
+        vol_targets: true,
+        ..cfg.clone()
+    };
+    let mut rng = Rng::new(1, 1);
+    let v = data.batch(&vcfg, 5, 0.4, &mut rng, &dev);
+    let nh = cfg.horizons.len();
+    assert_eq!(v.targets.dims(), [5, 2 * nh]);
+    let (plain, both) = (
+        b.targets.to_data().try_to_vec::<f32>().unwrap(),
+        v.targets.to_data().try_to_vec::<f32>().unwrap(),
+    );
+    for row in 0..5 {
+        assert_eq!(
+            plain[row * nh..(row + 1) * nh],
+            both[row * 2 * nh..row * 2 * nh + nh]
+        );
+        let vols = &both[row * 2 * nh + nh..(row + 1) * 2 * nh];
+        assert!(
+            vols.iter().all(|x| x.is_finite() && x.abs() <= 10.0),
+            "{vols:?}"
+        );
+    }
+    assert!(both.iter().skip(nh).step_by(2 * nh).any(|x| *x != 0.0));
+    let vm = Pretrainer::new(&vcfg, 1, &dev);
+    assert!(vm.loss(&v, 1.0).forecast.into_scalar::<f32>().is_finite());
+    assert_eq!(
+        cfg.difference(&vcfg).as_deref(),
+        Some("vol_targets is false in the checkpoint, true requested")
+    );
 }
 
 #[test]
@@ -480,7 +513,11 @@ fn nothing_after_the_cutoff_changes_the_model() {
     let (a, b) = (fixture(None), fixture(Some(300)));
     let cfg = ModelConfig::tiny();
     let dev = cpu().autodiff();
-    let pretrained = |dir: &Path| {
+    let pretrained = |dir: &Path, vol_targets: bool| {
+        let cfg = ModelConfig {
+            vol_targets,
+            ..cfg.clone()
+        };
         let data = PretrainData::load(&catalog(dir), &mixture(), date(300), &cfg).unwrap();
         let p = pretrain_cfg(10);
         let mut run = Run::new(&cfg, &p, &dev);
@@ -494,7 +531,11 @@ fn nothing_after_the_cutoff_changes_the_model() {
                 .collect::<Vec<_>>(),
         )
     };
-    assert_eq!(pretrained(a.path()), pretrained(b.path()));
+    // With volatility targets too: the next bars' volatility is read only before the cutoff.
+    for vol in [false, true] {
+        assert_eq!(pretrained(a.path(), vol), pretrained(b.path(), vol));
+    }
+    assert_ne!(pretrained(a.path(), false), pretrained(a.path(), true));
     // The data really differ after the cutoff.
     let late = |dir: &Path| {
         PretrainData::load(&catalog(dir), &mixture(), date(420), &cfg)
