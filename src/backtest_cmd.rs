@@ -228,10 +228,15 @@ pub fn run(args: BacktestArgs) -> anyhow::Result<ExitCode> {
         parts.push(Part::Test);
     }
     let detail = specs.len() == 1;
-    let strategies = match args.cluster.executor {
+    let mut strategies = match args.cluster.executor {
         Executor::Local => session.run(&specs, &parts, detail),
         Executor::Slurm => on_slurm(&args, &universe, &specs, &parts, detail)?,
     };
+    // Results from the cluster carry no books: their price-level check is not made here.
+    let level = session.level_dependent(&strategies);
+    for (s, l) in strategies.iter_mut().zip(level) {
+        s.level_dependent = l;
+    }
     let baselines = specs
         .first()
         .map(|(_, s)| session.run(&baseline::baselines(s), &parts, false))
@@ -532,6 +537,12 @@ fn print_report(r: &Report, freq: lim_market::Frequency) {
                 s.name, c.correlation, c.beta
             );
         }
+    }
+    for s in r.strategies.iter().filter(|s| s.level_dependent) {
+        println!(
+            "looks ahead: {}'s positions depend on the instruments' price levels (multiplying an instrument's prices by a constant changes them); a back-adjusted price level is set by later splits, dividends and rolls: use returns or ratios of prices",
+            s.name
+        );
     }
     for s in &r.strategies {
         if let Some(e) = &s.error {

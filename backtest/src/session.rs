@@ -53,6 +53,10 @@ pub struct StrategyResult {
     /// folds of training and validation.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub selection_folds: Vec<metrics::Fold>,
+    /// With folds: its positions depend on the instruments' price levels (see
+    /// [`Session::level_dependent`]).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub level_dependent: bool,
     /// Nodes in the signal's expression tree, and its nesting depth (0 when it did not parse).
     pub nodes: usize,
     /// Nesting depth of the signal's expression.
@@ -87,6 +91,12 @@ pub struct MultipleTesting {
     pub pbo: Option<f64>,
     /// CSCV splits evaluated.
     pub pbo_splits: usize,
+}
+
+/// The price-level check's factor for instrument `j`: a power of four, so that multiplying by
+/// it (and taking square roots) is exact, different for neighbouring instruments.
+fn level_scale(j: usize) -> f64 {
+    4f64.powi([-3, 2, -1, 3, 1, -2, 4][j % 7])
 }
 
 /// Blocks that training and validation are cut into for a robust fitness: five, so that each
@@ -244,7 +254,80 @@ impl Session {
                 r.selection_folds = metrics::on_folds(book, &folds, self.periods);
             }
         }
+        let level = self.level_dependent(&results);
+        for (r, l) in results.iter_mut().zip(level) {
+            r.level_dependent = l;
+        }
         results
+    }
+
+    /// For each result, whether its book's positions depend on the instruments' price levels:
+    /// the signal is evaluated again with each instrument's open, high, low, close and vwap
+    /// multiplied by its own power of four (exact in floating point), and the book built on it
+    /// (liquidity and volatility as before) must give the same net returns and turnover over
+    /// training and validation, to 1e-9. Back-adjusted prices (splits and dividends, LIM's own
+    /// futures roll adjustment) set a past price level from later events, so a book that reads
+    /// the level (`rank(-low)` buys the stocks that will split most) looks ahead. A signal that
+    /// reads no price field, or did not run, is not checked.
+    pub fn level_dependent(&self, results: &[StrategyResult]) -> Vec<bool> {
+        const PRICES: [&str; 5] = ["open", "high", "low", "close", "vwap"];
+        let parsed: Vec<Option<Expr>> = results
+            .iter()
+            .map(|r| {
+                r.book.as_ref()?;
+                let e = self.parse(&r.spec.signal).ok()?;
+                let mut reads = false;
+                e.visit(&mut |x| {
+                    if let Expr::Field(f) = x {
+                        reads |= PRICES.contains(&f.as_str());
+                    }
+                });
+                reads.then_some(e)
+            })
+            .collect();
+        if parsed.iter().all(Option::is_none) {
+            return vec![false; results.len()];
+        }
+        let mut scaled = self.frame.clone();
+        for name in PRICES {
+            if let Some(m) = self.frame.fields.get(name) {
+                let mut data = m.data.clone();
+                for (j, col) in data.chunks_mut(m.t.max(1)).enumerate() {
+                    let s = level_scale(j);
+                    col.iter_mut().for_each(|v| *v *= s);
+                }
+                scaled.fields.insert(
+                    name.to_string(),
+                    Arc::new(Mat {
+                        t: m.t,
+                        n: m.n,
+                        data,
+                    }),
+                );
+            }
+        }
+        let good: Vec<Expr> = parsed.iter().flatten().cloned().collect();
+        let eval = Evaluator::new(&scaled, &good);
+        let bars = self.splits.train.start..self.splits.valid.end;
+        parsed
+            .par_iter()
+            .zip(results)
+            .map(|(e, r)| {
+                let (Some(e), Some(book)) = (e, &r.book) else {
+                    return false;
+                };
+                let signal = eval.signal(e);
+                let other =
+                    portfolio::run(&r.spec, &signal, &self.frame, &self.target, self.periods);
+                let differ = |a: &[f64], b: &[f64]| {
+                    a[bars.clone()]
+                        .iter()
+                        .zip(&b[bars.clone()])
+                        .any(|(x, y)| x.is_nan() != y.is_nan() || (x - y).abs() > 1e-9)
+                };
+                differ(&book.net, &other.net) || differ(&book.turnover, &other.turnover)
+            })
+            .collect()
     }
 
     /// Refuses an expression that groups by a grouping from the data which has no label for
@@ -331,6 +414,7 @@ impl Session {
                     depth: p.as_ref().map_or(0, Expr::depth),
                     ic_decay: Vec::new(),
                     infinite_signal_cells: 0,
+                    level_dependent: false,
                     book: None,
                 };
                 let Ok(e) = p else { return out };

@@ -158,3 +158,50 @@ fn short_term_reversal_holds_the_worst_five_bar_loser_in_a_top_one_book() {
     // The pick changes along the way, so turnover was exercised.
     assert!((7..T - 1).any(|t| pick(t - 1) != pick(t - 2)));
 }
+
+/// A book that reads the instruments' price levels is flagged: on back-adjusted prices the level
+/// of a past bar is set by later splits, dividends and rolls, so such a book looks ahead.
+/// Scale-free signals, and signs of signals that scale with the price, are not.
+#[test]
+fn books_that_read_price_levels_are_flagged() {
+    let s = session("levels");
+    let sign = Portfolio::SignThreshold {
+        threshold: 0.0,
+        target_vol: 0.1,
+        vol_window: 5,
+        vol_forecast: None,
+    };
+    let cases: [(&str, Option<&Portfolio>, bool); 9] = [
+        ("rank(-low)", None, true),
+        ("rank(-ts_sum(low, 5))", None, true),
+        ("rank(-(close + 1))", None, true),
+        ("rank(-ts_sum(returns, 5))", None, false),
+        ("rank(close / delay(close, 5))", None, false),
+        ("rank(ts_zscore(close, 10))", None, false),
+        ("close - delay(close, 5)", Some(&sign), false),
+        ("close - 30", Some(&sign), true),
+        ("ts_std(close, 10) - ts_std(close, 20)", Some(&sign), false),
+    ];
+    let specs: Vec<(String, StrategySpec)> = cases
+        .iter()
+        .map(|(signal, book, _)| {
+            let mut spec = StrategySpec::new(*signal);
+            spec.portfolio = book.cloned().unwrap_or(Portfolio::TopK { k: 1 });
+            (signal.to_string(), spec)
+        })
+        .collect();
+    let results = s.run_with_folds(&specs, &[Part::Train, Part::Validation]);
+    for ((signal, _, expected), r) in cases.iter().zip(&results) {
+        assert!(r.error.is_none(), "{signal}: {:?}", r.error);
+        assert_eq!(r.level_dependent, *expected, "{signal}");
+    }
+    // The flag travels with the result (and is left out when false).
+    let json = serde_json::to_value(&results[0]).unwrap();
+    assert_eq!(json["level_dependent"], true);
+    assert!(
+        serde_json::to_value(&results[3])
+            .unwrap()
+            .get("level_dependent")
+            .is_none()
+    );
+}

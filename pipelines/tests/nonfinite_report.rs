@@ -93,6 +93,7 @@ proptest! {
             always_long_correlation: None,
             folds: Vec::new(),
             nodes: 0,
+            level_dependent: false,
         };
         trial.score(&p.strategy);
         // No evidence, no fitness: a part without enough active bars is rejected, with a reason.

@@ -1660,3 +1660,30 @@ fn on_a_calendar_with_holes_the_search_and_the_baselines_tolerate_missing_bars()
         );
     }
 }
+
+/// On back-adjusted US equities, a book that reads price levels (the search's mutations make
+/// them: `rank(-low)`) is rejected as looking ahead and never reaches the leaderboard.
+#[test]
+fn strategies_that_read_price_levels_are_rejected_as_looking_ahead() {
+    let mut config = small("short-term reversal in US stocks");
+    config.budgets.max_iterations = 6;
+    let s = run(&config, NoLlm, fresh(), Mode::Resume).unwrap();
+    let level: Vec<&str> = s
+        .rejected
+        .iter()
+        .filter(|r| r.reason == research::LEVEL_DEPENDENT)
+        .map(|r| r.signal.as_str())
+        .collect();
+    assert!(!level.is_empty(), "{:?}", s.rejected);
+    let levels = ["open", "high", "low", "close", "vwap"];
+    for e in &s.leaderboard {
+        // Every leader reads prices only through returns or ratios the check accepted.
+        assert!(!level.contains(&e.signal.as_str()), "{}", e.signal);
+    }
+    assert!(
+        level
+            .iter()
+            .all(|sig| levels.iter().any(|f| sig.contains(f))),
+        "{level:?}"
+    );
+}

@@ -76,7 +76,9 @@ impl Tool for BacktestTool {
     fn description(&self) -> String {
         "Backtest strategy specs (signal expression, universe, portfolio, rebalancing, lag, costs, limits) and return \
          their metrics on the training and validation periods, with the Sharpe ratio on each of five consecutive \
-         folds of them (`selection_folds`). The test period is sealed."
+         folds of them (`selection_folds`). The test period is sealed. `level_dependent: true` means the \
+         positions depend on the instruments' price levels, which back-adjustment sets from later events: such a \
+         strategy looks ahead and is rejected; use returns or ratios of prices."
             .into()
     }
 
@@ -116,7 +118,8 @@ impl Tool for BacktestTool {
                 Some((r, recipe)) => r.run(recipe, &specs, &parts)?,
                 None => session.run_with_folds(&specs, &parts),
             };
-            for r in &results {
+            // A book that reads price levels looks ahead: not a trial to show as a leader.
+            for r in results.iter().filter(|r| !r.level_dependent) {
                 if let [(_, train), (_, validation)] = r.metrics.as_slice() {
                     log.record(crate::Trial {
                         signal: r.spec.signal.clone(),

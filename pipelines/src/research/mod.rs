@@ -87,8 +87,8 @@ pub use html::{PartRow, backtest_tearsheet, curves_of, esc as escape_html, tears
 pub use report::{Entry, Rejected, Summary, artifacts_of, findings_of, summarize};
 
 pub use trial::{
-    AgentActivity, Critique, ExperimentPlan, Finalist, MAX_ALWAYS_LONG_CORRELATION,
-    MIN_ACTIVE_BARS, Trial, approximate_dsr, fitness, leaderboard,
+    AgentActivity, Critique, ExperimentPlan, Finalist, LEVEL_DEPENDENT,
+    MAX_ALWAYS_LONG_CORRELATION, MIN_ACTIVE_BARS, Trial, approximate_dsr, fitness, leaderboard,
 };
 
 use data::{DataNode, Foundation, lab_fields, lab_state, lab_tools, restore_lab};

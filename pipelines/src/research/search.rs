@@ -325,6 +325,10 @@ impl Node for Backtest {
                                     .get("nodes")
                                     .and_then(Value::as_u64)
                                     .map_or(0, |n| n as usize),
+                                level_dependent: res
+                                    .get("level_dependent")
+                                    .and_then(Value::as_bool)
+                                    .unwrap_or(false),
                             };
                             trial.score(&plan.strategy);
                             trials.push(trial);
@@ -345,6 +349,7 @@ impl Node for Backtest {
                             always_long_correlation: None,
                             folds: Vec::new(),
                             nodes: 0,
+                            level_dependent: false,
                         }));
                     }
                 }

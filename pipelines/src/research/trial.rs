@@ -79,7 +79,15 @@ pub struct Trial {
     /// Nodes in its expression tree (0 in runs recorded before it was kept: no penalty).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub nodes: usize,
+    /// Its positions depend on the instruments' price levels
+    /// ([`lim_backtest::session::Session::level_dependent`]); false in runs recorded before
+    /// the check.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub level_dependent: bool,
 }
+
+/// Why a book that reads price levels is rejected.
+pub const LEVEL_DEPENDENT: &str = "looks ahead: its positions depend on the instruments' price levels (multiplying an instrument's prices by a constant changes them), and a back-adjusted price level is set by later splits, dividends and rolls; use returns or ratios of prices";
 
 fn is_zero(n: &usize) -> bool {
     *n == 0
@@ -91,6 +99,9 @@ impl Trial {
     /// by today's rules.
     pub fn score(&mut self, plan: &Plan) {
         (self.fitness, self.rejected) = match (&self.train, &self.validation, &self.error) {
+            (Some(_), Some(_), None) if self.level_dependent => {
+                (None, Some(LEVEL_DEPENDENT.to_string()))
+            }
             (Some(t), Some(v), None) => match fitness(plan, t, v, &self.folds, self.nodes) {
                 // A long-only top-k book moves with the market by construction; its value is
                 // in its excess over always-long, which the report shows. A book that can take
