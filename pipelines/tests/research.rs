@@ -1432,7 +1432,7 @@ fn the_deadline_stops_an_agent_loop_before_its_next_reply() {
 
 /// Finalists are chosen for diversity: a leader whose training and validation returns move
 /// with an earlier finalist's gives way to the next one; too few different ones, and the best
-/// of the rest fill the places.
+/// of the rest that are not copies fill the places.
 #[test]
 fn finalists_that_are_the_same_bet_give_way_to_different_ones() {
     let session = lim_tools::load_session(
@@ -1461,6 +1461,40 @@ fn finalists_that_are_the_same_bet_give_way_to_different_ones() {
         ["ts_sum(returns, 60)", "-ts_sum(returns, 5)"]
     );
     assert_eq!(names(research::diverse(&session, pool, 3)).len(), 3);
+    // When the top of the leaderboard is copies of one book (8 = 2 finalists × 4 leaders), the
+    // second finalist is the best different book further down, not a copy.
+    let copies = [
+        "ts_sum(returns, 60)",
+        "ts_mean(returns, 60)",
+        "ts_sum(returns, 60) * 2",
+        "ts_mean(returns, 60) * 3",
+        "ts_sum(returns, 60) / 2",
+        "2 * ts_mean(returns, 60)",
+        "ts_sum(returns, 60) + 0",
+        "ts_mean(returns, 60) * 5",
+    ];
+    let mut pool: Vec<_> = copies.iter().map(|s| spec(s)).collect();
+    pool.push(spec("-ts_sum(returns, 5)"));
+    pool.push(spec("ts_sum(returns, 20)"));
+    assert_eq!(
+        names(research::diverse(&session, pool, 2)),
+        ["ts_sum(returns, 60)", "-ts_sum(returns, 5)"]
+    );
+    // Beyond the top 8, a different book only fills a place that no non-copy of the top takes:
+    // a near relative (55 bars against 60) at the top comes before it.
+    let mut pool: Vec<_> = copies[..7].iter().map(|s| spec(s)).collect();
+    pool.push(spec("ts_sum(returns, 55)"));
+    pool.push(spec("-ts_sum(returns, 5)"));
+    assert_eq!(
+        names(research::diverse(&session, pool, 2)),
+        ["ts_sum(returns, 60)", "ts_sum(returns, 55)"]
+    );
+    // Copies only when nothing else is left.
+    let pool: Vec<_> = copies[..3].iter().map(|s| spec(s)).collect();
+    assert_eq!(
+        names(research::diverse(&session, pool, 2)),
+        ["ts_sum(returns, 60)", "ts_mean(returns, 60)"]
+    );
 }
 
 /// The tearsheet is one self-contained page: every section, four charts drawn from the

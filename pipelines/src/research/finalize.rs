@@ -27,7 +27,6 @@ impl Node for Finalize {
                 let pool: Vec<(String, StrategySpec)> = ranked
                     .iter()
                     .filter(|&&i| trials[i].fitness.is_some_and(f64::is_finite))
-                    .take(finalists * DIVERSITY_POOL)
                     .map(|&i| spec(&trials[i].signal))
                     .collect();
                 let chosen = diverse(&session, pool, finalists);
@@ -88,10 +87,15 @@ const DIVERSITY_POOL: usize = 4;
 /// finalist's: above it, the two are one bet, and the later one gives way to the next leader.
 pub const MAX_FINALIST_CORRELATION: f64 = 0.7;
 
-/// Up to `n` finalists from `pool` (best first): each in turn unless its returns over the
-/// training and validation parts (never the test) correlate above
-/// [`MAX_FINALIST_CORRELATION`] with one already chosen; when too few are that different, the
-/// best of the rest fill the places.
+/// Correlation of training and validation returns above which two strategies are one book
+/// (`rank(rank(x))` and `rank(x)`, a sum and a mean over the same window under a sign book).
+pub const SAME_BOOK_CORRELATION: f64 = 0.999;
+
+/// Up to `n` finalists from `pool`, the scored leaderboard (best first). First, down the top
+/// `n` × [`DIVERSITY_POOL`], each in turn unless its returns over the training and validation
+/// parts (never the test) correlate above [`MAX_FINALIST_CORRELATION`] with one already
+/// chosen; when too few are that different, the best of the whole leaderboard that is not the
+/// same book as one chosen ([`SAME_BOOK_CORRELATION`]); copies only when nothing else is left.
 pub fn diverse(
     session: &lim_backtest::session::Session,
     pool: Vec<(String, StrategySpec)>,
@@ -107,28 +111,29 @@ pub fn diverse(
         .iter()
         .map(|r| r.book.as_ref().map(|b| &b.net[seen.clone()]))
         .collect();
-    let mut chosen: Vec<usize> = Vec::new();
-    for (i, net) in nets.iter().enumerate() {
-        if chosen.len() == n {
-            break;
-        }
-        let apart = chosen.iter().all(|&j| match (net, nets[j]) {
+    let apart = |i: usize, chosen: &[usize], limit: f64| {
+        chosen.iter().all(|&j| match (nets[i], nets[j]) {
             (Some(a), Some(b)) => {
                 let r = lim_backtest::metrics::pearson(&lim_backtest::metrics::finite_pairs(a, b));
-                r.is_nan() || r <= MAX_FINALIST_CORRELATION
+                r.is_nan() || r <= limit
             }
             _ => true,
-        });
-        if apart {
-            chosen.push(i);
-        }
-    }
-    for i in 0..pool.len() {
-        if chosen.len() == n {
-            break;
-        }
-        if !chosen.contains(&i) {
-            chosen.push(i);
+        })
+    };
+    let head = (n * DIVERSITY_POOL).min(pool.len());
+    let mut chosen: Vec<usize> = Vec::new();
+    for (range, limit) in [
+        (0..head, MAX_FINALIST_CORRELATION),
+        (0..pool.len(), SAME_BOOK_CORRELATION),
+        (0..pool.len(), f64::INFINITY),
+    ] {
+        for i in range {
+            if chosen.len() == n {
+                break;
+            }
+            if !chosen.contains(&i) && apart(i, &chosen, limit) {
+                chosen.push(i);
+            }
         }
     }
     chosen.sort_unstable();
