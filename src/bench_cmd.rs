@@ -56,6 +56,12 @@ pub struct ResearchBenchArgs {
     /// Bars the volatility model forecasts: 5 or 20.
     #[arg(long, default_value = "5", requires = "vol_sizing", value_parser = ["5", "20"])]
     vol_horizon: String,
+    /// Run every goal with the foundation model as the plan's first step (`lim research
+    /// --foundation`: the fields forecast_ret_5 and forecast_vol_5, from models trained per
+    /// run on bars before the middle of the training part); these are other runs in the store,
+    /// so the benchmark with and without compares them
+    #[arg(long)]
+    foundation: bool,
     /// Print JSON instead of tables.
     #[arg(long)]
     json: bool,
@@ -84,6 +90,10 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
             lim_tools::FinetuneTarget::Volatility5
         },
     });
+    let foundation: Option<Arc<dyn lim_tools::FoundationModel>> = args.foundation.then(|| {
+        Arc::new(crate::forecaster::FoundationForecaster::new(market.clone()))
+            as Arc<dyn lim_tools::FoundationModel>
+    });
     let mut results: Vec<GoalResult> = Vec::new();
     for goal in goals {
         for &seed in &args.seeds {
@@ -102,6 +112,7 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
                         &strategist,
                         Arc::new(NoLlm),
                         vol_model.clone(),
+                        foundation.clone(),
                     ))?
                 }
                 lim_pipelines::research::StrategistConfig::Llm { base_url, .. } => {
@@ -115,6 +126,7 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
                         &strategist,
                         Arc::new(client),
                         vol_model.clone(),
+                        foundation.clone(),
                     ))?
                 }
             };
@@ -171,6 +183,18 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
         ]);
     }
     print!("{}", t.render());
+    if let Some(n) = totals.foundation_finalists_reading {
+        let reading: Vec<String> = results
+            .iter()
+            .filter_map(|r| r.foundation.as_ref())
+            .map(|f| format!("{}/{}", f.leaderboard_reading, f.leaderboard))
+            .collect();
+        println!(
+            "foundation fields: {n} of {} finalists read one; leaderboard strategies reading one, per run: {}",
+            totals.finalists,
+            reading.join(" ")
+        );
+    }
     let sized: Vec<&GoalResult> = results.iter().filter(|r| r.vol_sizing.is_some()).collect();
     if !sized.is_empty() {
         let mut v = Table::new(&["goal", "seed", "vol model", "IC", "trailing", "forecast"]);

@@ -792,6 +792,39 @@ fn the_research_benchmark_runs_an_llm_strategist_and_counts_its_tokens() {
     drop(srv);
 }
 
+/// With `--foundation`, every goal runs with the plan's foundation step: its two fields are in
+/// the JSON with the count of strategies that read them, and the runs are other runs than
+/// without.
+#[test]
+fn the_research_benchmark_runs_with_the_foundation_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().to_str().unwrap();
+    let base = [
+        "bench", "research", "--goals", "1", "--seeds", "1", "--json", "--store", store,
+    ];
+    let with: Value =
+        serde_json::from_str(&ok(&lim().args(base).arg("--foundation").output().unwrap())).unwrap();
+    snapshot_shape(&with, "tests/snapshots/bench_research_foundation.json");
+    let run = &with["runs"][0];
+    let used = &run["foundation"];
+    assert_eq!(
+        used["fields"],
+        json!(["forecast_ret_5", "forecast_vol_5"]),
+        "{run}"
+    );
+    // The fields were rebuilt for the re-runs (or the benchmark would have failed), and the
+    // counts are of this run's leaderboard.
+    assert!(used["leaderboard_reading"].as_u64().unwrap() <= used["leaderboard"].as_u64().unwrap());
+    assert!(used["leaderboard"].as_u64().unwrap() > 0, "{used}");
+    assert_eq!(
+        with["totals"]["foundation_finalists_reading"],
+        used["finalists_reading"]
+    );
+    let without: Value = serde_json::from_str(&ok(&lim().args(base).output().unwrap())).unwrap();
+    assert!(without["runs"][0].get("foundation").is_none());
+    assert_ne!(without["runs"][0]["run"], run["run"]);
+}
+
 /// With `--vol-sizing`, a sign-threshold book's finalists are re-run on the test sized by the
 /// foundation model's volatility forecast: the trailing arm reproduces the report's finalists,
 /// the forecast arm changes them, and the JSON keeps its shape.

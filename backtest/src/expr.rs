@@ -522,6 +522,13 @@ impl Expr {
         }
     }
 
+    /// Whether the expression reads the field `name`.
+    pub fn reads(&self, name: &str) -> bool {
+        let mut found = false;
+        self.visit(&mut |e| found |= matches!(e, Expr::Field(f) if f == name));
+        found
+    }
+
     pub(crate) fn visit(&self, f: &mut impl FnMut(&Expr)) {
         f(self);
         match self {

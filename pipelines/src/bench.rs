@@ -87,6 +87,23 @@ pub struct GoalResult {
     /// trailing volatility and by the foundation model's volatility forecast.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vol_sizing: Option<VolSizing>,
+    /// With `--foundation`: the fields the plan's foundation step made, and how many
+    /// strategies read them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub foundation: Option<FoundationUse>,
+}
+
+/// What a run with the foundation model made of it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FoundationUse {
+    /// The fields its predictions became.
+    pub fields: Vec<String>,
+    /// Leaderboard strategies whose signal reads one of them …
+    pub leaderboard_reading: usize,
+    /// … of this many.
+    pub leaderboard: usize,
+    /// Finalists whose signal reads one of them.
+    pub finalists_reading: usize,
 }
 
 /// The finalists of a sign-threshold book re-run on the sealed test twice, the signals fixed:
@@ -183,6 +200,9 @@ pub struct Totals {
     /// Mean test turnover of each sizing: (trailing, forecast).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vol_sizing_mean_test_turnover: Option<(f64, f64)>,
+    /// With `--foundation`: finalists whose signal reads a foundation field.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub foundation_finalists_reading: Option<usize>,
 }
 
 fn nan() -> f64 {
@@ -251,7 +271,15 @@ pub fn totals(results: &[GoalResult]) -> Totals {
         })
     };
     let sized = results.iter().any(|r| r.vol_sizing.is_some());
+    let with_model = results.iter().any(|r| r.foundation.is_some());
     Totals {
+        foundation_finalists_reading: with_model.then(|| {
+            results
+                .iter()
+                .filter_map(|r| r.foundation.as_ref())
+                .map(|f| f.finalists_reading)
+                .sum()
+        }),
         vol_sizing_finalists_better: sized
             .then(|| sized_finalists.iter().filter(|r| r[0].1 > r[0].0).count()),
         vol_sizing_finalists: sized.then_some(sized_finalists.len()),
@@ -374,10 +402,12 @@ pub async fn run_goal<L: LlmClient + 'static>(
     strategist: &StrategistConfig,
     llm: Arc<L>,
     vol_model: Option<VolModel>,
+    foundation: Option<Arc<dyn lim_tools::FoundationModel>>,
 ) -> Result<GoalResult, BenchError> {
     let mut config = ResearchConfig::new(goal);
     config.seed = seed;
     config.strategist = strategist.clone();
+    config.foundation = foundation.is_some();
     let manifest =
         research::manifest(market.as_ref()).map_err(|e| BenchError::Data(e.to_string()))?;
     let fingerprint = research::fingerprint(&config, &manifest);
@@ -423,7 +453,7 @@ pub async fn run_goal<L: LlmClient + 'static>(
                 market: market.clone(),
                 llm,
                 clock,
-                foundation: None,
+                foundation: foundation.clone(),
                 memory: Arc::new(lim_tools::NoMemory),
                 remote_backtests: None,
             },
@@ -463,10 +493,54 @@ pub async fn run_goal<L: LlmClient + 'static>(
         valid: config.valid,
         embargo: config.embargo,
     };
-    let session = Arc::new(
+    let mut session = Arc::new(
         lim_tools::load_session(market.as_ref(), &args, None)
             .map_err(|(_, m)| BenchError::Data(m))?,
     );
+    // The foundation fields, rebuilt from their models' names, so that strategies reading
+    // them can be re-run.
+    let used = match (&foundation, &summary.foundation) {
+        (Some(model), Some(state)) => {
+            let universe = Arc::new(lim_tools::Universe::new(Some(session.clone())));
+            lim_tools::Lab::new(
+                model.clone(),
+                universe.clone(),
+                lim_tools::LabState::default(),
+            )
+            .restore_fields(state)
+            .map_err(|m| BenchError::Data(format!("rebuilding the foundation fields: {m}")))?;
+            if let Some(s) = universe.current() {
+                session = s;
+            }
+            let fields: Vec<String> = state.fields.iter().map(|f| f.name.clone()).collect();
+            let reads = |signal: &str| {
+                session
+                    .parse(signal)
+                    .is_ok_and(|e| fields.iter().any(|f| e.reads(f)))
+            };
+            Some(FoundationUse {
+                leaderboard_reading: summary
+                    .leaderboard
+                    .iter()
+                    .filter(|e| reads(&e.signal))
+                    .count(),
+                leaderboard: summary.leaderboard.len(),
+                finalists_reading: summary
+                    .finalists
+                    .iter()
+                    .filter(|f| reads(&f.signal))
+                    .count(),
+                fields,
+            })
+        }
+        (Some(_), None) => Some(FoundationUse {
+            fields: Vec::new(),
+            leaderboard_reading: 0,
+            leaderboard: summary.leaderboard.len(),
+            finalists_reading: 0,
+        }),
+        _ => None,
+    };
     let (rho, fitness_rho) = rank_correlations(&summary, &session)?;
     let vol_sizing = match vol_model {
         Some(model) => vol_sizing(&summary, session, model, seed).await?,
@@ -511,6 +585,7 @@ pub async fn run_goal<L: LlmClient + 'static>(
         llm_tokens: spent.tokens,
         llm_usd: spent.usd,
         vol_sizing,
+        foundation: used,
     })
 }
 
