@@ -111,8 +111,10 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
                         run,
                         &strategist,
                         Arc::new(NoLlm),
-                        vol_model.clone(),
-                        foundation.clone(),
+                        bench::Models {
+                            vol_model: vol_model.clone(),
+                            foundation: foundation.clone(),
+                        },
                     ))?
                 }
                 lim_pipelines::research::StrategistConfig::Llm { base_url, .. } => {
@@ -125,8 +127,10 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
                         run,
                         &strategist,
                         Arc::new(client),
-                        vol_model.clone(),
-                        foundation.clone(),
+                        bench::Models {
+                            vol_model: vol_model.clone(),
+                            foundation: foundation.clone(),
+                        },
                     ))?
                 }
             };

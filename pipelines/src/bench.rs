@@ -401,8 +401,10 @@ pub async fn run_goal<L: LlmClient + 'static>(
     (goal, seed): (&str, u64),
     strategist: &StrategistConfig,
     llm: Arc<L>,
-    vol_model: Option<VolModel>,
-    foundation: Option<Arc<dyn lim_tools::FoundationModel>>,
+    Models {
+        vol_model,
+        foundation,
+    }: Models,
 ) -> Result<GoalResult, BenchError> {
     let mut config = ResearchConfig::new(goal);
     config.seed = seed;
@@ -589,6 +591,15 @@ pub async fn run_goal<L: LlmClient + 'static>(
     })
 }
 
+/// The foundation models a benchmark run uses besides its search.
+#[derive(Debug, Clone, Default)]
+pub struct Models {
+    /// With `--vol-sizing`: the volatility model that re-sizes the finalists.
+    pub vol_model: Option<VolModel>,
+    /// With `--foundation`: the model of the plan's foundation step.
+    pub foundation: Option<Arc<dyn lim_tools::FoundationModel>>,
+}
+
 /// The volatility model of [`VolSizing`]: the foundation model, and the steps of its
 /// pretraining and of its fine-tuning.
 #[derive(Debug, Clone)]
@@ -743,6 +754,7 @@ mod tests {
             llm_tokens: 0,
             llm_usd: 0.0,
             vol_sizing: None,
+            foundation: None,
         };
         let t = super::totals(&[
             // Goal a: 2 + 1 of 6 beat (not most); medians 0.6 and 0.2.
