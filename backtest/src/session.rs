@@ -115,6 +115,9 @@ pub struct Session {
     periods: f64,
     frequency: lim_market::Frequency,
     instruments: usize,
+    /// Per instrument: whether its prices may be adjusted by later events (shares and funds
+    /// by splits and dividends, futures by rolls; an unknown kind is assumed to be).
+    adjustable: Vec<bool>,
 }
 
 impl Session {
@@ -137,6 +140,14 @@ impl Session {
             symbols: set.instruments.iter().map(|i| i.symbol.clone()).collect(),
             sources: set.sources.clone(),
             instruments: set.instruments.len(),
+            adjustable: set
+                .instruments
+                .iter()
+                .map(|i| {
+                    use lim_market::AssetClass as A;
+                    matches!(i.asset_class, A::Equity | A::Futures | A::Unknown)
+                })
+                .collect(),
             frame,
             splits,
             target,
@@ -261,14 +272,16 @@ impl Session {
         results
     }
 
-    /// For each result, whether its book's positions depend on the instruments' price levels:
-    /// the signal is evaluated again with each instrument's open, high, low, close and vwap
-    /// multiplied by its own power of four (exact in floating point), and the book built on it
-    /// (liquidity and volatility as before) must give the same net returns and turnover over
-    /// training and validation, to 1e-9. Back-adjusted prices (splits and dividends, LIM's own
-    /// futures roll adjustment) set a past price level from later events, so a book that reads
-    /// the level (`rank(-low)` buys the stocks that will split most) looks ahead. A signal that
-    /// reads no price field, or did not run, is not checked.
+    /// For each result, whether its book's positions depend on the price levels of instruments
+    /// whose prices may be adjusted (shares, funds, futures): the signal is evaluated again
+    /// with each such instrument's open, high, low, close and vwap multiplied by its own power
+    /// of four (exact in floating point), and the book built on it (liquidity and volatility as
+    /// before) must give the same net returns and turnover over training and validation, to
+    /// 1e-9. Back-adjusted prices (splits and dividends, LIM's own futures roll adjustment)
+    /// set a past price level from later events, so a book that reads the level (`rank(-low)`
+    /// buys the stocks that will split most) looks ahead. Indices, crypto and currencies have
+    /// no such adjustment: their levels are as of their bars, and they are not checked; nor is
+    /// a signal that reads no price field, or did not run.
     pub fn level_dependent(&self, results: &[StrategyResult]) -> Vec<bool> {
         const PRICES: [&str; 5] = ["open", "high", "low", "close", "vwap"];
         let parsed: Vec<Option<Expr>> = results
@@ -285,7 +298,7 @@ impl Session {
                 reads.then_some(e)
             })
             .collect();
-        if parsed.iter().all(Option::is_none) {
+        if parsed.iter().all(Option::is_none) || !self.adjustable.contains(&true) {
             return vec![false; results.len()];
         }
         let mut scaled = self.frame.clone();
@@ -293,8 +306,10 @@ impl Session {
             if let Some(m) = self.frame.fields.get(name) {
                 let mut data = m.data.clone();
                 for (j, col) in data.chunks_mut(m.t.max(1)).enumerate() {
-                    let s = level_scale(j);
-                    col.iter_mut().for_each(|v| *v *= s);
+                    if self.adjustable.get(j).copied().unwrap_or(true) {
+                        let s = level_scale(j);
+                        col.iter_mut().for_each(|v| *v *= s);
+                    }
                 }
                 scaled.fields.insert(
                     name.to_string(),

@@ -26,13 +26,18 @@ fn closes() -> Vec<[f64; N]> {
 }
 
 fn session(name: &str) -> Session {
+    session_in(name, "tiny")
+}
+
+/// [`session`] from a data file named `stem` (its name says the instruments' kind).
+fn session_in(name: &str, stem: &str) -> Session {
     let dir = std::env::temp_dir().join(format!(
         "lim-baselines-{}-{}",
         std::process::id(),
         name.replace(' ', "-")
     ));
     std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("tiny.csv");
+    let path = dir.join(format!("{stem}.csv"));
     let mut csv = String::from("ts,symbol,open,high,low,close,volume\n");
     let c = closes();
     for i in 0..N {
@@ -44,7 +49,7 @@ fn session(name: &str) -> Session {
     }
     std::fs::write(&path, csv).unwrap();
     let catalog = Catalog::single_file(&path, None).unwrap();
-    let q = PanelQuery::new(AsOf::LATEST, ["tiny"])
+    let q = PanelQuery::new(AsOf::LATEST, [stem])
         .fields(
             lim_backtest::frame::FIELDS
                 .into_iter()
@@ -195,6 +200,15 @@ fn books_that_read_price_levels_are_flagged() {
         assert!(r.error.is_none(), "{signal}: {:?}", r.error);
         assert_eq!(r.level_dependent, *expected, "{signal}");
     }
+    // Crypto prices are not adjusted: their levels are as of their bars, and nothing is flagged.
+    let crypto = session_in("levels-crypto", "crypto_tiny");
+    let results = crypto.run_with_folds(&specs, &[Part::Train, Part::Validation]);
+    assert!(
+        results
+            .iter()
+            .all(|r| r.error.is_none() && !r.level_dependent)
+    );
+    let results = s.run_with_folds(&specs, &[Part::Train, Part::Validation]);
     // The flag travels with the result (and is left out when false).
     let json = serde_json::to_value(&results[0]).unwrap();
     assert_eq!(json["level_dependent"], true);
