@@ -111,6 +111,7 @@ proptest! {
                     co_move: lim_backtest::metrics::co_move(&b.net, &b.net),
                     information_ratio: lim_backtest::metrics::information_ratio(&b.net, &b.net, 252.0),
                 }),
+                closest_baseline: None,
             }]).unwrap()),
             ("baselines", serde_json::to_value(vec![research::Baseline {
                 name: "always long, equal weight".into(), signal: "1".into(),

@@ -1497,6 +1497,50 @@ fn finalists_that_are_the_same_bet_give_way_to_different_ones() {
     );
 }
 
+/// A finalist that is a baseline found again is named as such: its closest baseline and their
+/// correlation over training and validation are kept, and the report says it is not new.
+#[test]
+fn a_finalist_that_is_a_baseline_found_again_is_named() {
+    let session = lim_tools::load_session(
+        market().as_ref(),
+        &serde_json::from_value(
+            json!({"datasets": ["cn_futures_daily"], "train": 0.6, "valid": 0.2, "embargo": 5}),
+        )
+        .unwrap(),
+        None,
+    )
+    .unwrap();
+    let run = run(&small(GOAL), NoLlm, fresh(), Mode::Resume).unwrap();
+    let spec = |s: &str| {
+        (
+            s.to_string(),
+            lim_agents::offline::spec_for(&run.plan.strategy, s),
+        )
+    };
+    let bases = research::baselines(&run.plan);
+    // 12-1 momentum written another way, and a short reversal that is no baseline.
+    let finalists = [
+        spec("ts_sum(returns, 252) - ts_sum(returns, 21) + 0"),
+        spec("-ts_sum(returns, 3)"),
+    ];
+    let (f, _, _, _) = research::test_finalists(&session, &finalists, &bases);
+    let (name, c) = f[0].closest_baseline.clone().unwrap();
+    assert_eq!(name, "time-series momentum, 12-1 months");
+    assert!(c > 0.99, "{c}");
+    let (_, c) = f[1].closest_baseline.clone().unwrap();
+    assert!(c.abs() < research::MAX_BASELINE_CORRELATION, "{c}");
+    let mut s = run.clone();
+    s.finalists = f;
+    let report = s.markdown();
+    assert!(
+        report.contains("`ts_sum(returns, 252) - ts_sum(returns, 21) + 0` is the baseline time-series momentum, 12-1 months found again (correlation 1.00 over training and validation): not a new signal."),
+        "{report}"
+    );
+    assert!(!report.contains("`-ts_sum(returns, 3)` is the baseline"));
+    let page = research::tearsheet(&s, None);
+    assert!(page.contains("is the baseline time-series momentum, 12-1 months found again"));
+}
+
 /// The tearsheet is one self-contained page: every section, four charts drawn from the
 /// curves, the finalists' numbers as in the JSON summary, the summary itself embedded, and
 /// nothing to fetch.

@@ -209,6 +209,23 @@ pub fn test_finalists(
             .unwrap_or_default()
     };
     let reference = b.first().map(|r| (net(r), r.metrics.clone()));
+    // Returns over training and validation (what the search saw), to compare with baselines.
+    let seen = splits.range(Part::Train).start..splits.range(Part::Validation).end;
+    let seen_net = |r: &lim_backtest::session::StrategyResult| -> Option<Vec<f64>> {
+        r.book.as_ref().map(|b| b.net[seen.clone()].to_vec())
+    };
+    let closest = |r: &lim_backtest::session::StrategyResult| -> Option<(String, f64)> {
+        let own = seen_net(r)?;
+        b.iter()
+            .filter_map(|base| {
+                let c = lim_backtest::metrics::pearson(&lim_backtest::metrics::finite_pairs(
+                    &own,
+                    &seen_net(base)?,
+                ));
+                c.is_finite().then(|| (base.name.clone(), c))
+            })
+            .max_by(|x, y| x.1.abs().total_cmp(&y.1.abs()))
+    };
     // The finalists held together with equal risk: weights inverse to their validation
     // volatility (known before the test), measured once on validation and test.
     let members: Vec<(
@@ -257,6 +274,7 @@ pub fn test_finalists(
                         ),
                     })
                 }),
+                closest_baseline: closest(r),
             }),
             _ => None,
         })

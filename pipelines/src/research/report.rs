@@ -453,6 +453,20 @@ impl Summary {
             }
         }
         for f in &self.finalists {
+            if let Some((name, c)) = f
+                .closest_baseline
+                .as_ref()
+                .filter(|(_, c)| c.abs() > super::MAX_BASELINE_CORRELATION)
+            {
+                let _ = writeln!(
+                    s,
+                    "
+`{}` is the baseline {name} found again (correlation {c:.2} over training and validation): not a new signal.",
+                    f.signal
+                );
+            }
+        }
+        for f in &self.finalists {
             if let Some(r) = self.rejected.iter().find(|r| r.signal == f.signal) {
                 let _ = writeln!(
                     s,

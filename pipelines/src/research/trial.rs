@@ -183,7 +183,15 @@ pub struct Finalist {
     /// Against the always-long (equal weight) baseline on the test part.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vs_always_long: Option<VersusBaseline>,
+    /// The baseline whose training and validation returns its own correlate with most (either
+    /// way), and that correlation; the report flags one beyond [`MAX_BASELINE_CORRELATION`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub closest_baseline: Option<(String, f64)>,
 }
+
+/// A finalist whose training and validation returns correlate with a baseline's beyond this
+/// (either way) is that baseline found again, not a new signal; the report says so.
+pub const MAX_BASELINE_CORRELATION: f64 = 0.9;
 
 /// A strategy whose validation returns correlate with the always-long book of its own
 /// construction beyond this (either way) is holding the market, not following a signal (e.g. a
