@@ -232,7 +232,7 @@ pub fn run(args: BacktestArgs) -> anyhow::Result<ExitCode> {
         Executor::Local => session.run(&specs, &parts, detail),
         Executor::Slurm => on_slurm(&args, &universe, &specs, &parts, detail)?,
     };
-    // Results from the cluster carry no books: their price-level check is not made here.
+    // Results from the cluster come back with their books, so the check is the same here.
     let level = session.level_dependent(&strategies);
     for (s, l) in strategies.iter_mut().zip(level) {
         s.level_dependent = l;
