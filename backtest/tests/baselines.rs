@@ -176,7 +176,7 @@ fn books_that_read_price_levels_are_flagged() {
         vol_window: 5,
         vol_forecast: None,
     };
-    let cases: [(&str, Option<&Portfolio>, bool); 9] = [
+    let cases: [(&str, Option<&Portfolio>, bool); 10] = [
         ("rank(-low)", None, true),
         ("rank(-ts_sum(low, 5))", None, true),
         ("rank(-(close + 1))", None, true),
@@ -186,6 +186,8 @@ fn books_that_read_price_levels_are_flagged() {
         ("close - delay(close, 5)", Some(&sign), false),
         ("close - 30", Some(&sign), true),
         ("ts_std(close, 10) - ts_std(close, 20)", Some(&sign), false),
+        // Logarithms round after rescaling, but the book does not change.
+        ("rank(log(close) - delay(log(close), 3))", None, false),
     ];
     let specs: Vec<(String, StrategySpec)> = cases
         .iter()

@@ -1522,6 +1522,7 @@ fn a_finalist_that_is_a_baseline_found_again_is_named() {
     let finalists = [
         spec("ts_sum(returns, 252) - ts_sum(returns, 21) + 0"),
         spec("-ts_sum(returns, 3)"),
+        spec("ts_sum(returns, 21) - ts_sum(returns, 252)"),
     ];
     let (f, _, _, _) = research::test_finalists(&session, &finalists, &bases);
     let (name, c) = f[0].closest_baseline.clone().unwrap();
@@ -1537,6 +1538,10 @@ fn a_finalist_that_is_a_baseline_found_again_is_named() {
         "{report}"
     );
     assert!(!report.contains("`-ts_sum(returns, 3)` is the baseline"));
+    assert!(
+        report.contains("`ts_sum(returns, 21) - ts_sum(returns, 252)` is the baseline time-series momentum, 12-1 months reversed found again (correlation -1.00"),
+        "{report}"
+    );
     let page = research::tearsheet(&s, None);
     assert!(page.contains("is the baseline time-series momentum, 12-1 months found again"));
 }

@@ -118,8 +118,9 @@ impl Tool for BacktestTool {
                 Some((r, recipe)) => r.run(recipe, &specs, &parts)?,
                 None => session.run_with_folds(&specs, &parts),
             };
-            // A book that reads price levels looks ahead: not a trial to show as a leader.
-            for r in results.iter().filter(|r| !r.level_dependent) {
+            // Every result is tried (the deflated statistics count it); one that reads adjusted
+            // price levels is kept out of the leaderboard by its flag.
+            for r in &results {
                 if let [(_, train), (_, validation)] = r.metrics.as_slice() {
                     log.record(crate::Trial {
                         signal: r.spec.signal.clone(),
@@ -127,6 +128,7 @@ impl Tool for BacktestTool {
                         parents: Vec::new(),
                         train: *train,
                         validation: *validation,
+                        level_dependent: r.level_dependent,
                     });
                 }
             }

@@ -204,6 +204,10 @@ pub struct Trial {
     pub train: Metrics,
     /// Validation metrics.
     pub validation: Metrics,
+    /// Its positions depend on adjusted price levels: it looks ahead, and the `leaderboard`
+    /// leaves it out (it still counts as tried).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub level_dependent: bool,
 }
 
 /// Everything tried in a run, in order.
@@ -259,11 +263,13 @@ impl Tool for Leaderboard {
     type Output = Vec<Trial>;
 
     fn description(&self) -> String {
-        "The best strategies tried so far in this run, by validation Sharpe, with training and validation metrics.".into()
+        "The best strategies tried so far in this run, by validation Sharpe, with training and validation metrics (strategies that look ahead by reading adjusted price levels are left out).".into()
     }
 
     async fn call(&self, args: LeaderboardArgs) -> ToolOutcome<Vec<Trial>> {
         let mut t = self.log.trials();
+        // A book that reads adjusted price levels looks ahead: not a leader.
+        t.retain(|t| !t.level_dependent);
         // A strategy without a validation Sharpe (no trades) has no evidence: it ranks last.
         let key = |t: &Trial| {
             let s = t.validation.sharpe;

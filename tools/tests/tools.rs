@@ -165,6 +165,35 @@ async fn choosing_a_universe_changes_what_backtests_run_on_and_the_log_remembers
     assert_eq!(none["kind"], "not_found");
 }
 
+/// A strategy that reads adjusted price levels is flagged in the backtest's result, counts as
+/// tried (its lineage is there), and never appears on the leaderboard.
+#[tokio::test]
+async fn strategies_reading_adjusted_price_levels_are_tried_but_never_leaders() {
+    let r = registry();
+    let spec = r#"{"strategies": [
+        {"signal": "rank(-low)", "portfolio": {"kind": "top_k", "k": 5}},
+        {"signal": "rank(-ts_sum(returns, 5))", "portfolio": {"kind": "top_k", "k": 5}}
+    ]}"#;
+    let b = r.call("backtest", spec).await;
+    assert_eq!(b["status"], "done", "{b}");
+    assert_eq!(b["result"]["strategies"][0]["level_dependent"], true, "{b}");
+    assert!(
+        b["result"]["strategies"][1]
+            .get("level_dependent")
+            .is_none()
+    );
+    let lb = r.call("leaderboard", r#"{"top": 5}"#).await;
+    let shown: Vec<&str> = lb["result"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["signal"].as_str().unwrap())
+        .collect();
+    assert_eq!(shown, ["rank(-ts_sum(returns, 5))"], "{lb}");
+    let lin = r.call("lineage", r#"{"signal": "rank(-low)"}"#).await;
+    assert_eq!(lin["status"], "done", "{lin}");
+}
+
 /// Servers that turn a schema into a grammar (llama.cpp) cannot follow references: every
 /// tool's parameters are self-contained.
 #[test]

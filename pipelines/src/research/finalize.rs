@@ -106,13 +106,19 @@ pub fn diverse(
     }
     let seen =
         session.splits().range(Part::Train).start..session.splits().range(Part::Validation).end;
-    let results = session.run(&pool, &[Part::Train, Part::Validation], false);
-    let nets: Vec<Option<&[f64]>> = results
-        .iter()
-        .map(|r| r.book.as_ref().map(|b| &b.net[seen.clone()]))
-        .collect();
-    let apart = |i: usize, chosen: &[usize], limit: f64| {
-        chosen.iter().all(|&j| match (nets[i], nets[j]) {
+    let parts = [Part::Train, Part::Validation];
+    let head = (n * DIVERSITY_POOL).min(pool.len());
+    // Returns over training and validation of the top first; of the rest only if needed.
+    let nets_of = |specs: &[(String, StrategySpec)]| -> Vec<Option<Vec<f64>>> {
+        session
+            .run(specs, &parts, false)
+            .into_iter()
+            .map(|r| r.book.map(|b| b.net[seen.clone()].to_vec()))
+            .collect()
+    };
+    let mut nets = nets_of(&pool[..head]);
+    let apart = |nets: &[Option<Vec<f64>>], i: usize, chosen: &[usize], limit: f64| {
+        chosen.iter().all(|&j| match (&nets[i], &nets[j]) {
             (Some(a), Some(b)) => {
                 let r = lim_backtest::metrics::pearson(&lim_backtest::metrics::finite_pairs(a, b));
                 r.is_nan() || r <= limit
@@ -120,18 +126,20 @@ pub fn diverse(
             _ => true,
         })
     };
-    let head = (n * DIVERSITY_POOL).min(pool.len());
     let mut chosen: Vec<usize> = Vec::new();
-    for (range, limit) in [
-        (0..head, MAX_FINALIST_CORRELATION),
-        (0..pool.len(), SAME_BOOK_CORRELATION),
-        (0..pool.len(), f64::INFINITY),
+    for (whole, limit) in [
+        (false, MAX_FINALIST_CORRELATION),
+        (true, SAME_BOOK_CORRELATION),
+        (true, f64::INFINITY),
     ] {
-        for i in range {
+        if whole && chosen.len() < n && nets.len() < pool.len() {
+            nets.extend(nets_of(&pool[head..]));
+        }
+        for i in 0..if whole { pool.len() } else { head } {
             if chosen.len() == n {
                 break;
             }
-            if !chosen.contains(&i) && apart(i, &chosen, limit) {
+            if !chosen.contains(&i) && apart(&nets, i, &chosen, limit) {
                 chosen.push(i);
             }
         }
@@ -214,9 +222,13 @@ pub fn test_finalists(
     let seen_net = |r: &lim_backtest::session::StrategyResult| -> Option<Vec<f64>> {
         r.book.as_ref().map(|b| b.net[seen.clone()].to_vec())
     };
+    // A long-only top-k book moves with the market by construction (the degenerate rule
+    // exempts it): its closest baseline is sought among the others.
     let closest = |r: &lim_backtest::session::StrategyResult| -> Option<(String, f64)> {
         let own = seen_net(r)?;
+        let top_k = matches!(r.spec.portfolio, lim_backtest::spec::Portfolio::TopK { .. });
         b.iter()
+            .filter(|base| !(top_k && base.name.starts_with("always long")))
             .filter_map(|base| {
                 let c = lim_backtest::metrics::pearson(&lim_backtest::metrics::finite_pairs(
                     &own,

@@ -646,9 +646,10 @@ pub fn tearsheet(summary: &Summary, curves: Option<&Curves>) -> String {
         {
             let _ = write!(
                 s,
-                "<p><code>{}</code> is the baseline {} found again (correlation {c:.2} over training and validation): not a new signal.</p>",
+                "<p><code>{}</code> is the baseline {}{} found again (correlation {c:.2} over training and validation): not a new signal.</p>",
                 esc(&f.signal),
-                esc(name)
+                esc(name),
+                if *c < 0.0 { " reversed" } else { "" }
             );
         }
     }

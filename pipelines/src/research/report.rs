@@ -460,9 +460,9 @@ impl Summary {
             {
                 let _ = writeln!(
                     s,
-                    "
-`{}` is the baseline {name} found again (correlation {c:.2} over training and validation): not a new signal.",
-                    f.signal
+                    "\n`{}` is the baseline {name}{} found again (correlation {c:.2} over training and validation): not a new signal.",
+                    f.signal,
+                    if *c < 0.0 { " reversed" } else { "" }
                 );
             }
         }

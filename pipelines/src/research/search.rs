@@ -22,6 +22,7 @@ fn tool_trials(trials: &[Trial]) -> Vec<lim_tools::Trial> {
                 parents: t.parents.clone(),
                 train: t.train?,
                 validation: t.validation?,
+                level_dependent: t.level_dependent,
             })
         })
         .collect()
