@@ -1430,12 +1430,9 @@ fn the_deadline_stops_an_agent_loop_before_its_next_reply() {
     assert_eq!(replayed["summary"], artifacts["summary"]);
 }
 
-/// Finalists are chosen for diversity: a leader whose training and validation returns move
-/// with an earlier finalist's gives way to the next one; too few different ones, and the best
-/// of the rest that are not copies fill the places.
-#[test]
-fn finalists_that_are_the_same_bet_give_way_to_different_ones() {
-    let session = lim_tools::load_session(
+/// The bundled Chinese futures, split as the research runs split them.
+fn cn_futures_session() -> lim_backtest::session::Session {
+    lim_tools::load_session(
         market().as_ref(),
         &serde_json::from_value(
             json!({"datasets": ["cn_futures_daily"], "train": 0.6, "valid": 0.2, "embargo": 5}),
@@ -1443,7 +1440,15 @@ fn finalists_that_are_the_same_bet_give_way_to_different_ones() {
         .unwrap(),
         None,
     )
-    .unwrap();
+    .unwrap()
+}
+
+/// Finalists are chosen for diversity: a leader whose training and validation returns move
+/// with an earlier finalist's gives way to the next one; too few different ones, and the best
+/// of the rest that are not copies fill the places.
+#[test]
+fn finalists_that_are_the_same_bet_give_way_to_different_ones() {
+    let session = cn_futures_session();
     // The keyword plan's book: the signal's sign, volatility-targeted.
     let plan = lim_agents::offline::plan(GOAL, &["cn_futures_daily".to_string()]);
     let spec = |s: &str| (s.to_string(), lim_agents::offline::spec_for(&plan, s));
@@ -1501,15 +1506,7 @@ fn finalists_that_are_the_same_bet_give_way_to_different_ones() {
 /// correlation over training and validation are kept, and the report says it is not new.
 #[test]
 fn a_finalist_that_is_a_baseline_found_again_is_named() {
-    let session = lim_tools::load_session(
-        market().as_ref(),
-        &serde_json::from_value(
-            json!({"datasets": ["cn_futures_daily"], "train": 0.6, "valid": 0.2, "embargo": 5}),
-        )
-        .unwrap(),
-        None,
-    )
-    .unwrap();
+    let session = cn_futures_session();
     let run = run(&small(GOAL), NoLlm, fresh(), Mode::Resume).unwrap();
     let spec = |s: &str| {
         (

@@ -639,18 +639,8 @@ pub fn tearsheet(summary: &Summary, curves: Option<&Curves>) -> String {
         s.push_str("</tbody></table>");
     }
     for f in &summary.finalists {
-        if let Some((name, c)) = f
-            .closest_baseline
-            .as_ref()
-            .filter(|(_, c)| c.abs() > super::MAX_BASELINE_CORRELATION)
-        {
-            let _ = write!(
-                s,
-                "<p><code>{}</code> is the baseline {}{} found again (correlation {c:.2} over training and validation): not a new signal.</p>",
-                esc(&f.signal),
-                esc(name),
-                if *c < 0.0 { " reversed" } else { "" }
-            );
+        if let Some(said) = f.rediscovered() {
+            let _ = write!(s, "<p><code>{}</code> {}</p>", esc(&f.signal), esc(&said));
         }
     }
     s.push_str("</section>");

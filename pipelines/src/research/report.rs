@@ -453,17 +453,8 @@ impl Summary {
             }
         }
         for f in &self.finalists {
-            if let Some((name, c)) = f
-                .closest_baseline
-                .as_ref()
-                .filter(|(_, c)| c.abs() > super::MAX_BASELINE_CORRELATION)
-            {
-                let _ = writeln!(
-                    s,
-                    "\n`{}` is the baseline {name}{} found again (correlation {c:.2} over training and validation): not a new signal.",
-                    f.signal,
-                    if *c < 0.0 { " reversed" } else { "" }
-                );
+            if let Some(said) = f.rediscovered() {
+                let _ = writeln!(s, "\n`{}` {said}", f.signal);
             }
         }
         for f in &self.finalists {

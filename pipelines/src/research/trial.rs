@@ -193,6 +193,20 @@ pub struct Finalist {
 /// (either way) is that baseline found again, not a new signal; the report says so.
 pub const MAX_BASELINE_CORRELATION: f64 = 0.9;
 
+impl Finalist {
+    /// The sentence saying this finalist is a baseline found again, if it is one.
+    pub fn rediscovered(&self) -> Option<String> {
+        let (name, c) = self
+            .closest_baseline
+            .as_ref()
+            .filter(|(_, c)| c.abs() > MAX_BASELINE_CORRELATION)?;
+        Some(format!(
+            "is the baseline {name}{} found again (correlation {c:.2} over training and validation): not a new signal.",
+            if *c < 0.0 { " reversed" } else { "" }
+        ))
+    }
+}
+
 /// A strategy whose validation returns correlate with the always-long book of its own
 /// construction beyond this (either way) is holding the market, not following a signal (e.g. a
 /// signal that is always positive under a sign book): it is rejected, except in long-only
