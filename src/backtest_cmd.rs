@@ -233,10 +233,7 @@ pub fn run(args: BacktestArgs) -> anyhow::Result<ExitCode> {
         Executor::Slurm => on_slurm(&args, &universe, &specs, &parts, detail)?,
     };
     // Results from the cluster come back with their books, so the check is the same here.
-    let level = session.level_dependent(&strategies);
-    for (s, l) in strategies.iter_mut().zip(level) {
-        s.level_dependent = l;
-    }
+    session.mark_level_dependent(&mut strategies);
     let baselines = specs
         .first()
         .map(|(_, s)| session.run(&baseline::baselines(s), &parts, false))

@@ -451,20 +451,23 @@ fn a_bad_slurm_config_names_the_file_the_key_and_the_keys_there_are() {
     let cache = tempfile::tempdir().unwrap();
     let conf = cache.path().join("slurm.toml");
     std::fs::write(&conf, "partiton = \"short\"\nshards = 4\n").unwrap();
-    let out = lim(
-        &[
-            "backtest",
-            "--expr",
-            "rank(returns)",
-            "--executor",
-            "slurm",
-            "--work-dir",
-            cache.path().join("work").to_str().unwrap(),
-            "--slurm-config",
-            conf.to_str().unwrap(),
-        ],
-        cache.path(),
-    );
+    let submit = || {
+        lim(
+            &[
+                "backtest",
+                "--expr",
+                "rank(returns)",
+                "--executor",
+                "slurm",
+                "--work-dir",
+                cache.path().join("work").to_str().unwrap(),
+                "--slurm-config",
+                conf.to_str().unwrap(),
+            ],
+            cache.path(),
+        )
+    };
+    let out = submit();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -479,20 +482,7 @@ fn a_bad_slurm_config_names_the_file_the_key_and_the_keys_there_are() {
     );
     // A group of processes per task is for pretraining, not for a batch of backtests.
     std::fs::write(&conf, "ntasks = 2\n").unwrap();
-    let out = lim(
-        &[
-            "backtest",
-            "--expr",
-            "rank(returns)",
-            "--executor",
-            "slurm",
-            "--work-dir",
-            cache.path().join("work").to_str().unwrap(),
-            "--slurm-config",
-            conf.to_str().unwrap(),
-        ],
-        cache.path(),
-    );
+    let out = submit();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(

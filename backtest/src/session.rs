@@ -269,11 +269,16 @@ impl Session {
                 r.selection_folds = metrics::on_folds(book, &folds, self.periods);
             }
         }
-        let level = self.level_dependent(&results);
+        self.mark_level_dependent(&mut results);
+        results
+    }
+
+    /// Sets every result's `level_dependent` by [`Session::level_dependent`].
+    pub fn mark_level_dependent(&self, results: &mut [StrategyResult]) {
+        let level = self.level_dependent(results);
         for (r, l) in results.iter_mut().zip(level) {
             r.level_dependent = l;
         }
-        results
     }
 
     /// For each result, whether its book's positions depend on the price levels of instruments
