@@ -504,6 +504,17 @@ pub struct TransferArgs {
     /// average the arms fine-tune from.
     #[arg(long, value_parser = parse_decay)]
     ema: Option<f64>,
+    /// Fine-tune the cross-market arms from this model of the models directory, pretrained
+    /// beforehand (`lim foundation pretrain`, e.g. the `base` preset overnight), instead of
+    /// pretraining one per run. Its cutoff must not be after --train-end, and its shape must
+    /// be the one asked for (same --config). Give such a grid its own --out.
+    #[arg(long, value_name = "MODEL")]
+    cross_from: Option<String>,
+    /// Only these arms, comma-separated: scratch, target-only-probe, target-only-full,
+    /// cross-market-probe, cross-market-full (default: all). A pretraining no chosen arm needs
+    /// is skipped. Give such a grid its own --out.
+    #[arg(long, value_delimiter = ',', value_name = "ARM")]
+    arms: Option<Vec<String>>,
     /// What the heads predict.
     #[arg(long, value_enum, default_value = "rank")]
     target_kind: TargetArg,
@@ -1051,6 +1062,22 @@ fn transfer_spec(a: &TransferArgs, catalog: &lim_market::Catalog) -> anyhow::Res
         horizon: a.horizon,
         seed: a.seed,
         train_bars: None,
+        cross_from: a
+            .cross_from
+            .as_ref()
+            .map(|name| (models_dir(a.model.models_dir.clone()), name.clone())),
+        arms: a
+            .arms
+            .iter()
+            .flatten()
+            .map(|arm| {
+                // Written with hyphens on the command line: cross-market-full.
+                lim_foundation::transfer::ARMS
+                    .iter()
+                    .find(|a| a.replace(' ', "-") == *arm)
+                    .map_or(arm.clone(), |a| a.to_string())
+            })
+            .collect(),
     })
 }
 

@@ -286,6 +286,94 @@ fn a_tiny_eval_grid_runs_and_resumes_from_its_cells() {
     assert!(failure(&bad).contains("use rank, return or vol"));
 }
 
+/// An evaluation grid fine-tunes its cross-market arms from a model pretrained beforehand (one
+/// long pretraining for every cell), runs only the arms asked for, and refuses a model that
+/// learned from data after the fine-tuning cutoff or has another shape.
+#[test]
+fn an_eval_grid_fine_tunes_from_a_model_pretrained_beforehand() {
+    let dir = tempfile::tempdir().unwrap();
+    let (c, m) = (&dir.path().join("c"), &dir.path().join("m"));
+    let pretrain = |name: &str, cutoff: &str, config: &str| {
+        let out = lim(
+            &[
+                "foundation",
+                "pretrain",
+                "--name",
+                name,
+                "--datasets",
+                "cn_futures_daily,us_futures_daily",
+                "--cutoff",
+                cutoff,
+                "--config",
+                config,
+                "--steps",
+                "4",
+                "--batch",
+                "8",
+                "--json",
+            ],
+            c,
+            m,
+        );
+        assert!(out.status.success(), "{}", failure(&out));
+    };
+    pretrain("early", "2019-12-31", "small");
+    pretrain("late", "2020-06-30", "small");
+    pretrain("tiny", "2019-12-31", "tiny");
+    let eval = |model: &str, out: &str| {
+        lim(
+            &[
+                "foundation",
+                "eval",
+                "--grid",
+                "vol:5",
+                "--cross-from",
+                model,
+                "--arms",
+                "scratch,cross-market-full",
+                "--finetune-steps",
+                "4",
+                "--batch",
+                "16",
+                "--json",
+                "--out",
+                dir.path().join(out).to_str().unwrap(),
+            ],
+            c,
+            m,
+        )
+    };
+    let v = json(&eval("early", "e1"));
+    let arms: Vec<&str> = v["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["arm"].as_str().unwrap())
+        .filter(|a| !a.starts_with("HAR") && !a.starts_with("EWMA") && !a.starts_with("trailing"))
+        .collect();
+    assert_eq!(arms, ["scratch", "cross-market full"], "{v}");
+    let cell = &v["cells"][0]["arms"];
+    assert!(
+        cell.as_array().unwrap().len() > 2,
+        "the simple forecasts stay: {cell}"
+    );
+
+    let late = failure(&eval("late", "e2"));
+    assert!(
+        late.contains("model 'late' learned from data up to 2020-07-01")
+            && late.contains("no later than --train-end"),
+        "{late}"
+    );
+    let shape = failure(&eval("tiny", "e3"));
+    assert!(shape.contains("another shape"), "{shape}");
+    let arm = failure(&lim(
+        &["foundation", "eval", "--arms", "scratch,everything"],
+        c,
+        m,
+    ));
+    assert!(arm.contains("unknown arm 'everything'"), "{arm}");
+}
+
 /// The losses of every step of a model's latest checkpoint, as written.
 fn losses(models: &Path, name: &str) -> serde_json::Value {
     let latest = std::fs::read_to_string(models.join(name).join("LATEST")).unwrap();

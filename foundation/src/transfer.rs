@@ -10,6 +10,7 @@
 //! for a volatility target also by QLIKE and the MSE of the log volatility, beside the simple
 //! forecasts of [`crate::vol`].
 
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use burn::tensor::Device;
@@ -57,7 +58,25 @@ pub struct TransferSpec {
     /// Fine-tune on only the last this many bars of the target's training period (all of it
     /// when `None`): the sample-efficiency axis. Pretraining still reads up to `train_end`.
     pub train_bars: Option<usize>,
+    /// A model pretrained beforehand (models directory, name; `lim foundation pretrain`)
+    /// stands in for the cross-market pretraining: one long pretraining serves every cell of
+    /// a grid. Its cutoff must not be after `train_end`, and its shape must be `model`'s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cross_from: Option<(PathBuf, String)>,
+    /// Only these arms (names of [`ARMS`]; all when empty). A pretraining no chosen arm needs
+    /// is not run.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub arms: Vec<String>,
 }
+
+/// The arms of a comparison, in order.
+pub const ARMS: [&str; 5] = [
+    "scratch",
+    "target-only probe",
+    "target-only full",
+    "cross-market probe",
+    "cross-market full",
+];
 
 /// One row of the comparison.
 #[derive(Debug, Clone, Serialize)]
@@ -158,6 +177,44 @@ fn pretrain(
     ))
 }
 
+/// The backbone of the model `name` in the models directory `dir`, pretrained beforehand, its
+/// final loss (mean of its last 10 logged steps), no seconds (spent elsewhere) and its datasets.
+fn pretrained_elsewhere(
+    dir: &Path,
+    name: &str,
+    spec: &TransferSpec,
+    device: &Device,
+) -> Result<(Backbone, f32, f64, Vec<String>), FoundationError> {
+    let (meta, backbone) = crate::checkpoint::Store::new(dir).load_backbone(name, device)?;
+    if meta.manifest.cutoff > spec.train_end {
+        return Err(FoundationError::Config(format!(
+            "model '{name}' learned from data up to {}, after the fine-tuning cutoff {}: its cross-market arms would have seen the validation period; pretrain with a --cutoff no later than --train-end",
+            meta.manifest.cutoff, spec.train_end
+        )));
+    }
+    if let Some(d) = meta.model.difference(&spec.model) {
+        return Err(FoundationError::Config(format!(
+            "model '{name}' has another shape than the one asked for ({d}); give the same --config and shape options it was pretrained with"
+        )));
+    }
+    let tail: Vec<f32> = meta
+        .state
+        .losses
+        .iter()
+        .rev()
+        .take(10)
+        .map(|l| l.1)
+        .collect();
+    let loss = tail.iter().sum::<f32>() / tail.len().max(1) as f32;
+    let names = meta
+        .manifest
+        .datasets
+        .iter()
+        .map(|e| e.dataset.clone())
+        .collect();
+    Ok((backbone, loss, 0.0, names))
+}
+
 /// Runs the comparison. `device` is the plain device; training uses its autodiff twin.
 ///
 /// # Errors
@@ -229,62 +286,71 @@ pub fn run_with(
         "test",
     )?;
 
+    if let Some(bad) = spec.arms.iter().find(|a| !ARMS.contains(&a.as_str())) {
+        return Err(FoundationError::Config(format!(
+            "unknown arm '{bad}': the arms are {}",
+            ARMS.join(", ")
+        )));
+    }
+    let wanted = |name: &str| spec.arms.is_empty() || spec.arms.iter().any(|a| a == name);
+    let wants = |prefix: &str| ARMS.iter().any(|a| a.starts_with(prefix) && wanted(a));
     let target_mix = vec![MixtureEntry {
         dataset: spec.target.clone(),
         weight: 1.0,
         symbols: spec.symbols.clone(),
     }];
-    let (own, own_loss, own_s, mut series) = pretrain(
-        data,
-        &target_mix,
-        spec,
-        &ad,
-        "pretrain target-only",
-        progress,
-    )?;
-    let (cross, cross_loss, cross_s, cross_series) = pretrain(
-        data,
-        &spec.cross,
-        spec,
-        &ad,
-        "pretrain cross-market",
-        progress,
-    )?;
-    series.extend(cross_series);
-
-    let cross_names: Vec<String> = spec.cross.iter().map(|e| e.dataset.clone()).collect();
-    let scratch = Pretrainer::new(&spec.model, spec.seed.wrapping_add(1), &ad).backbone;
-    let plans: Vec<Plan> = vec![
-        ("scratch", scratch, vec![], Mode::Scratch, None),
-        (
-            "target-only probe",
-            own.clone(),
-            vec![spec.target.clone()],
-            Mode::Probe,
-            Some(own_loss),
-        ),
-        (
-            "target-only full",
-            own,
-            vec![spec.target.clone()],
-            Mode::Full,
-            Some(own_loss),
-        ),
-        (
-            "cross-market probe",
-            cross.clone(),
-            cross_names.clone(),
-            Mode::Probe,
-            Some(cross_loss),
-        ),
-        (
-            "cross-market full",
-            cross,
-            cross_names,
-            Mode::Full,
-            Some(cross_loss),
-        ),
-    ];
+    let mut series = Vec::new();
+    let own = if wants("target-only") {
+        let (b, loss, s, ser) = pretrain(
+            data,
+            &target_mix,
+            spec,
+            &ad,
+            "pretrain target-only",
+            progress,
+        )?;
+        series.extend(ser);
+        Some((b, loss, s, vec![spec.target.clone()]))
+    } else {
+        None
+    };
+    let cross = match (&spec.cross_from, wants("cross-market")) {
+        (_, false) => None,
+        (Some((dir, name)), true) => Some(pretrained_elsewhere(dir, name, spec, &ad)?),
+        (None, true) => {
+            let (b, loss, s, ser) = pretrain(
+                data,
+                &spec.cross,
+                spec,
+                &ad,
+                "pretrain cross-market",
+                progress,
+            )?;
+            series.extend(ser);
+            let names = spec.cross.iter().map(|e| e.dataset.clone()).collect();
+            Some((b, loss, s, names))
+        }
+    };
+    let (own_s, cross_s) = (
+        own.as_ref().map_or(0.0, |o| o.2),
+        cross.as_ref().map_or(0.0, |c| c.2),
+    );
+    let mut plans: Vec<Plan> = Vec::new();
+    if wanted(ARMS[0]) {
+        let scratch = Pretrainer::new(&spec.model, spec.seed.wrapping_add(1), &ad).backbone;
+        plans.push((ARMS[0], scratch, vec![], Mode::Scratch, None));
+    }
+    for (pretrained, probe, full) in [(own, ARMS[1], ARMS[2]), (cross, ARMS[3], ARMS[4])] {
+        let Some((backbone, loss, _, on)) = pretrained else {
+            continue;
+        };
+        if wanted(probe) {
+            plans.push((probe, backbone.clone(), on.clone(), Mode::Probe, Some(loss)));
+        }
+        if wanted(full) {
+            plans.push((full, backbone, on, Mode::Full, Some(loss)));
+        }
+    }
     let mut arms = Vec::new();
     for (name, backbone, on, mode, loss) in plans {
         let started = Instant::now();
