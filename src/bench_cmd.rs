@@ -62,6 +62,10 @@ pub struct ResearchBenchArgs {
     /// so the benchmark with and without compares them
     #[arg(long)]
     foundation: bool,
+    /// Run every goal with this research setting (`lim research --baseline-penalty`); these
+    /// are other runs in the store.
+    #[arg(long, default_value_t = 0.0, value_parser = crate::research_cmd::parse_penalty)]
+    baseline_penalty: f64,
     /// Print JSON instead of tables.
     #[arg(long)]
     json: bool,
@@ -111,7 +115,8 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
                         run,
                         &strategist,
                         Arc::new(NoLlm),
-                        bench::Models {
+                        bench::Variant {
+                            baseline_penalty: args.baseline_penalty,
                             vol_model: vol_model.clone(),
                             foundation: foundation.clone(),
                         },
@@ -127,7 +132,8 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
                         run,
                         &strategist,
                         Arc::new(client),
-                        bench::Models {
+                        bench::Variant {
+                            baseline_penalty: args.baseline_penalty,
                             vol_model: vol_model.clone(),
                             foundation: foundation.clone(),
                         },

@@ -173,9 +173,15 @@ pub struct ResearchArgs {
     #[arg(long, default_value_t = 1)]
     seed: u64,
     /// Train the foundation model on the first half of the training period and offer its
-    /// out-of-sample predictions to strategies as the field `forecast`.
+    /// out-of-sample predictions to strategies as the fields `forecast_ret_5` and
+    /// `forecast_vol_5`.
     #[arg(long)]
     foundation: bool,
+    /// Fitness a strategy loses per unit of correlation with its closest baseline beyond 0.9,
+    /// either way (e.g. 2.5: a copy of 12-1 momentum pays 0.25). Off by default: on the
+    /// research benchmark it lowered the finalists' test Sharpe (docs/research.md).
+    #[arg(long, default_value_t = 0.0, value_parser = parse_penalty)]
+    baseline_penalty: f64,
     #[command(flatten)]
     data: DataArgs,
     #[command(flatten)]
@@ -334,6 +340,7 @@ fn config_from(args: &ResearchArgs) -> ResearchConfig {
     c.finalists = args.finalists;
     c.strategist = strategist(&args.llm);
     c.foundation = args.foundation;
+    c.baseline_penalty = args.baseline_penalty;
     args.budgets.apply(&mut c);
     c
 }
@@ -1097,4 +1104,14 @@ pub fn memory(args: MemoryArgs) -> anyhow::Result<ExitCode> {
     }
     print!("{}", t.render());
     Ok(ExitCode::SUCCESS)
+}
+
+/// A `--baseline-penalty`: a finite number, at least 0.
+pub fn parse_penalty(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && v >= 0.0 => Ok(v),
+        _ => Err(format!(
+            "'{s}' is not a penalty: give a number of at least 0 (e.g. 2.5)"
+        )),
+    }
 }

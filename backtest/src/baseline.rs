@@ -90,3 +90,26 @@ pub fn baselines(template: &StrategySpec) -> Vec<(String, StrategySpec)> {
     }
     out
 }
+
+/// Correlation (either way) beyond which a strategy's returns are a baseline's found again
+/// rather than a new signal: the research fitness charges for it, and reports say so.
+pub const MAX_BASELINE_CORRELATION: f64 = 0.9;
+
+/// The baseline whose returns `own` correlates with most, either way, and that correlation,
+/// over the bars where both are known. `baselines` are (name, signal, returns over the same
+/// bars). A long-only top-k book (`top_k`) is not compared with always-long: it moves with the
+/// market by construction. `None` when no correlation is defined.
+pub fn closest(
+    own: &[f64],
+    top_k: bool,
+    baselines: &[(&str, &str, &[f64])],
+) -> Option<(String, f64)> {
+    baselines
+        .iter()
+        .filter(|(_, signal, _)| !(top_k && *signal == ALWAYS_LONG))
+        .filter_map(|(name, _, returns)| {
+            let c = crate::metrics::pearson(&crate::metrics::finite_pairs(own, returns));
+            c.is_finite().then(|| (name.to_string(), c))
+        })
+        .max_by(|x, y| x.1.abs().total_cmp(&y.1.abs()))
+}

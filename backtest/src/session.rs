@@ -122,7 +122,15 @@ pub struct Session {
     /// Per instrument: whether its prices may be adjusted by later events (shares and funds
     /// by splits and dividends, futures by rolls; an unknown kind is assumed to be).
     adjustable: Vec<bool>,
+    /// Baselines' net returns over training and validation, by spec, as
+    /// [`Session::closest_baselines`] ran them: every backtest call of a research run compares
+    /// with the same few. Shared with the sessions [`Session::with_field`] makes, whose added
+    /// fields no baseline reads.
+    baseline_nets: BaselineNets,
 }
+
+/// See `Session::baseline_nets`.
+type BaselineNets = std::sync::Arc<std::sync::Mutex<Vec<(StrategySpec, std::sync::Arc<Vec<f64>>)>>>;
 
 impl Session {
     /// Takes the panels of `set` (which keeps its times and instruments) and splits its bars.
@@ -157,6 +165,7 @@ impl Session {
             target,
             periods,
             frequency: set.frequency,
+            baseline_nets: BaselineNets::default(),
         })
     }
 
@@ -594,6 +603,80 @@ impl Session {
             .zip(&which)
             .map(|(r, &i)| {
                 crate::metrics::co_move(&net(r), &books.get(i).map(net).unwrap_or_default())
+            })
+            .collect()
+    }
+
+    /// Per result, its closest baseline over training and validation (see
+    /// [`crate::baseline::closest`]) among the baselines of its own construction
+    /// ([`crate::baseline::baselines`]), each distinct baseline run once; `None` for a result
+    /// without a book.
+    pub fn closest_baselines(&self, results: &[StrategyResult]) -> Vec<Option<(String, f64)>> {
+        let mut bases: Vec<(String, StrategySpec)> = Vec::new();
+        let which: Vec<Vec<(String, usize)>> = results
+            .iter()
+            .map(|r| {
+                crate::baseline::baselines(&r.spec)
+                    .into_iter()
+                    .map(|(name, spec)| {
+                        let i = match bases.iter().position(|(_, s)| *s == spec) {
+                            Some(i) => i,
+                            None => {
+                                bases.push((format!("b{}", bases.len() + 1), spec));
+                                bases.len() - 1
+                            }
+                        };
+                        (name, i)
+                    })
+                    .collect()
+            })
+            .collect();
+        let seen = self.splits.train.start..self.splits.valid.end;
+        let net = |r: &StrategyResult| -> Option<Vec<f64>> {
+            r.book.as_ref().map(|b| b.net[seen.clone()].to_vec())
+        };
+        let cached = |spec: &StrategySpec| -> Option<std::sync::Arc<Vec<f64>>> {
+            let nets = self.baseline_nets.lock().ok()?;
+            nets.iter().find(|(s, _)| s == spec).map(|(_, n)| n.clone())
+        };
+        let missing: Vec<(String, StrategySpec)> = if results.iter().any(|r| r.book.is_some()) {
+            bases
+                .iter()
+                .filter(|(_, s)| cached(s).is_none())
+                .cloned()
+                .collect()
+        } else {
+            Vec::new()
+        };
+        if !missing.is_empty() {
+            let ran = self.run(&missing, &[Part::Train, Part::Validation], false);
+            if let Ok(mut nets) = self.baseline_nets.lock() {
+                for ((_, spec), r) in missing.into_iter().zip(&ran) {
+                    if let Some(n) = net(r) {
+                        nets.push((spec, std::sync::Arc::new(n)));
+                    }
+                }
+            }
+        }
+        let base_net: Vec<Option<std::sync::Arc<Vec<f64>>>> =
+            bases.iter().map(|(_, s)| cached(s)).collect();
+        results
+            .iter()
+            .zip(&which)
+            .map(|(r, names)| {
+                let own = net(r)?;
+                let top_k = matches!(r.spec.portfolio, crate::spec::Portfolio::TopK { .. });
+                let candidates: Vec<(&str, &str, &[f64])> = names
+                    .iter()
+                    .filter_map(|(name, i)| {
+                        Some((
+                            name.as_str(),
+                            bases[*i].1.signal.as_str(),
+                            base_net.get(*i)?.as_deref()?.as_slice(),
+                        ))
+                    })
+                    .collect();
+                crate::baseline::closest(&own, top_k, &candidates)
             })
             .collect()
     }

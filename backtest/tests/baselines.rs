@@ -221,3 +221,25 @@ fn books_that_read_price_levels_are_flagged() {
             .is_none()
     );
 }
+
+/// A strategy built like a baseline is that baseline found again (correlation 1 over training
+/// and validation), a long-only top-k book is never compared with always-long, and asking again
+/// (the second call reads the baselines' returns back) gives the same answer.
+#[test]
+fn a_strategy_that_is_a_baseline_is_named_as_its_closest() {
+    let s = session("closest");
+    let mut copy = StrategySpec::new("-rank(ts_sum(returns, 5))");
+    copy.portfolio = Portfolio::TopK { k: 1 };
+    let mut other = copy.clone();
+    other.signal = "rank(ts_sum(returns, 3))".into();
+    let specs = [("a".to_string(), copy), ("b".to_string(), other)];
+    let results = s.run(&specs, &[Part::Train, Part::Validation], false);
+    let closest = s.closest_baselines(&results);
+    let (name, c) = closest[0].clone().unwrap();
+    assert_eq!(name, "short-term reversal, 5 days");
+    assert!((c - 1.0).abs() < 1e-12, "{c}");
+    let (name, c) = closest[1].clone().unwrap();
+    assert!(!name.starts_with("always long"), "{name}");
+    assert!(c.abs() < 0.999, "{name} {c}");
+    assert_eq!(s.closest_baselines(&results), closest);
+}

@@ -401,15 +401,17 @@ pub async fn run_goal<L: LlmClient + 'static>(
     (goal, seed): (&str, u64),
     strategist: &StrategistConfig,
     llm: Arc<L>,
-    Models {
+    Variant {
+        baseline_penalty,
         vol_model,
         foundation,
-    }: Models,
+    }: Variant,
 ) -> Result<GoalResult, BenchError> {
     let mut config = ResearchConfig::new(goal);
     config.seed = seed;
     config.strategist = strategist.clone();
     config.foundation = foundation.is_some();
+    config.baseline_penalty = baseline_penalty;
     let manifest =
         research::manifest(market.as_ref()).map_err(|e| BenchError::Data(e.to_string()))?;
     let fingerprint = research::fingerprint(&config, &manifest);
@@ -591,9 +593,12 @@ pub async fn run_goal<L: LlmClient + 'static>(
     })
 }
 
-/// The foundation models a benchmark run uses besides its search.
+/// What a benchmark run varies besides goal and seed: a research setting, and the foundation
+/// models it uses besides its search.
 #[derive(Debug, Clone, Default)]
-pub struct Models {
+pub struct Variant {
+    /// With `--baseline-penalty`: the research setting of that name (0: none).
+    pub baseline_penalty: f64,
     /// With `--vol-sizing`: the volatility model that re-sizes the finalists.
     pub vol_model: Option<VolModel>,
     /// With `--foundation`: the model of the plan's foundation step.

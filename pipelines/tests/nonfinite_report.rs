@@ -59,6 +59,7 @@ fn plan() -> ExperimentPlan {
         budgets: config.budgets.clone(),
         foundation_model: false,
         review: String::new(),
+        baseline_penalty: 0.0,
     }
 }
 
@@ -94,8 +95,9 @@ proptest! {
             folds: Vec::new(),
             nodes: 0,
             level_dependent: false,
+            closest_baseline: None,
         };
-        trial.score(&p.strategy);
+        trial.score(&p);
         // No evidence, no fitness: a part without enough active bars is rejected, with a reason.
         if valid.bars < research::MIN_ACTIVE_BARS || !valid.sharpe.is_finite() {
             prop_assert!(trial.fitness.is_none() && trial.rejected.is_some());

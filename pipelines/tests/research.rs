@@ -100,11 +100,45 @@ fn an_offline_run_ends_with_a_sealed_test_and_statistics_over_every_trial() {
     assert_eq!(s.lineage.len(), 3);
     assert_eq!(s.stop_reason, "iteration budget reached (3 iterations)");
     assert_eq!(s.finalists.len(), 3);
-    // The finalists are the top of the leaderboard, in order.
-    for (f, e) in s.finalists.iter().zip(&s.leaderboard) {
-        assert_eq!(f.signal, e.signal);
-        assert_eq!(f.validation.sharpe, e.validation.sharpe);
-    }
+    // The finalists come from the leaderboard, its best first, in its order (one too like a
+    // finalist already taken is skipped).
+    assert_eq!(s.finalists[0].signal, s.leaderboard[0].signal);
+    let ranks: Vec<usize> = s
+        .finalists
+        .iter()
+        .map(|f| {
+            let e = s.leaderboard.iter().find(|e| e.signal == f.signal).unwrap();
+            assert_eq!(f.validation.sharpe, e.validation.sharpe);
+            e.rank
+        })
+        .collect();
+    assert!(ranks.windows(2).all(|w| w[0] < w[1]), "{ranks:?}");
+    // A 60-day sum of returns under a sign book is the 63-day momentum baseline found again:
+    // the leaderboard says so; by default its fitness does not pay for it, and with
+    // --baseline-penalty it does.
+    let again = |s: &Summary| {
+        s.leaderboard
+            .iter()
+            .find(|e| e.signal == "ts_sum(returns, 60)")
+            .expect("ts_sum(returns, 60) is scored")
+            .clone()
+    };
+    let (name, c) = again(&s).closest_baseline.unwrap();
+    assert_eq!(name, "time-series momentum, 63 days");
+    assert!(c > 0.9, "{c}");
+    let md = s.markdown();
+    assert!(
+        md.contains("is time-series momentum, 63 days (correlation"),
+        "{md}"
+    );
+    assert!(!md.contains("fitness −"), "{md}");
+    let mut charged = config.clone();
+    charged.baseline_penalty = 2.5;
+    let p = run(&charged, NoLlm, fresh(), Mode::Resume).unwrap();
+    assert!(p.plan.objective.contains("2.5 per unit of correlation"));
+    let paid = again(&s).fitness - again(&p).fitness;
+    assert!((paid - 2.5 * (c - 0.9)).abs() < 1e-9, "{paid} {c}");
+    assert!(p.markdown().contains(&format!("fitness −{paid:.2}")));
     // A seed that is always short under the sign book holds the market, not a signal.
     let degenerate = s
         .rejected

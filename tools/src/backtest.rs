@@ -35,6 +35,19 @@ pub struct BacktestReport {
     /// Per strategy, how its validation returns move with the always-long book of the same
     /// construction and costs: a correlation near 1 is beta dressed as a signal.
     pub always_long: Vec<CoMove>,
+    /// Per strategy, the baseline its training and validation returns correlate with most
+    /// (either way); beyond 0.9 it is that baseline found again, and the research fitness
+    /// charges for it. Null for a strategy that did not run.
+    pub closest_baseline: Vec<Option<ClosestBaseline>>,
+}
+
+/// A strategy's closest baseline (see [`lim_backtest::baseline::closest`]).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ClosestBaseline {
+    /// The baseline's name.
+    pub baseline: String,
+    /// The correlation of the returns (negative: the baseline reversed).
+    pub correlation: f64,
 }
 
 pub use lim_backtest::baseline::{ALWAYS_LONG, always_long};
@@ -78,7 +91,9 @@ impl Tool for BacktestTool {
          their metrics on the training and validation periods, with the Sharpe ratio on each of five consecutive \
          folds of them (`selection_folds`). The test period is sealed. `level_dependent: true` means the \
          positions depend on the instruments' price levels, which back-adjustment sets from later events: such a \
-         strategy looks ahead and is rejected; use returns or ratios of prices."
+         strategy looks ahead and is rejected; use returns or ratios of prices. `closest_baseline` names the \
+         simple baseline (momentum, reversal, always long) each strategy's returns correlate with most: beyond 0.9 \
+         it is that baseline found again, not a new idea, and ranks lower."
             .into()
     }
 
@@ -134,11 +149,22 @@ impl Tool for BacktestTool {
             }
             let mt = session.multiple_testing(&results);
             let always_long = session.always_long_co_move(&results, Part::Validation);
+            let closest_baseline = session
+                .closest_baselines(&results)
+                .into_iter()
+                .map(|c| {
+                    c.map(|(baseline, correlation)| ClosestBaseline {
+                        baseline,
+                        correlation,
+                    })
+                })
+                .collect();
             Ok::<_, String>(BacktestReport {
                 splits: session.split_info(&parts),
                 strategies: results,
                 multiple_testing: mt,
                 always_long,
+                closest_baseline,
             })
         });
         match work.await {

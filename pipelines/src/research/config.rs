@@ -93,6 +93,16 @@ pub struct ResearchConfig {
     /// Ask for the foundation model's predictions as a field (also when the goal says so).
     #[serde(default)]
     pub foundation: bool,
+    /// Fitness lost per unit of correlation with the closest baseline beyond
+    /// [`super::MAX_BASELINE_CORRELATION`] (see [`super::baseline_penalty`]); 0, the default,
+    /// only reports it. Left out of the fingerprint when 0, so runs recorded before it keep
+    /// theirs.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub baseline_penalty: f64,
+}
+
+fn is_zero(v: &f64) -> bool {
+    *v == 0.0
 }
 
 impl ResearchConfig {
@@ -109,6 +119,7 @@ impl ResearchConfig {
             embargo: 5,
             budgets: Budgets::default(),
             foundation: false,
+            baseline_penalty: 0.0,
         }
     }
 

@@ -15,7 +15,7 @@ impl Node for Finalize {
         Box::pin(async move {
             let plan: ExperimentPlan = cx.input("plan")?;
             let mut trials: Vec<Trial> = cx.input("trials")?;
-            trials.iter_mut().for_each(|t| t.score(&plan.strategy));
+            trials.iter_mut().for_each(|t| t.score(&plan));
             let session = self.universe.current().ok_or_else(|| {
                 NodeError::Missing("no universe: the data node did not run".into())
             })?;
@@ -222,21 +222,23 @@ pub fn test_finalists(
     let seen_net = |r: &lim_backtest::session::StrategyResult| -> Option<Vec<f64>> {
         r.book.as_ref().map(|b| b.net[seen.clone()].to_vec())
     };
-    // A long-only top-k book moves with the market by construction (the degenerate rule
-    // exempts it): its closest baseline is sought among the others.
+    let base_seen: Vec<(&str, &str, Vec<f64>)> = b
+        .iter()
+        .filter_map(|base| {
+            Some((
+                base.name.as_str(),
+                base.spec.signal.as_str(),
+                seen_net(base)?,
+            ))
+        })
+        .collect();
+    let base_seen: Vec<(&str, &str, &[f64])> = base_seen
+        .iter()
+        .map(|(n, s, r)| (*n, *s, r.as_slice()))
+        .collect();
     let closest = |r: &lim_backtest::session::StrategyResult| -> Option<(String, f64)> {
-        let own = seen_net(r)?;
         let top_k = matches!(r.spec.portfolio, lim_backtest::spec::Portfolio::TopK { .. });
-        b.iter()
-            .filter(|base| !(top_k && base.name.starts_with("always long")))
-            .filter_map(|base| {
-                let c = lim_backtest::metrics::pearson(&lim_backtest::metrics::finite_pairs(
-                    &own,
-                    &seen_net(base)?,
-                ));
-                c.is_finite().then(|| (base.name.clone(), c))
-            })
-            .max_by(|x, y| x.1.abs().total_cmp(&y.1.abs()))
+        lim_backtest::baseline::closest(&seen_net(r)?, top_k, &base_seen)
     };
     // The finalists held together with equal risk: weights inverse to their validation
     // volatility (known before the test), measured once on validation and test.

@@ -185,12 +185,23 @@ impl<L: LlmClient + 'static> Node for PlanNode<L> {
                     (1.0 - c.train - c.valid) * 100.0,
                     c.embargo
                 ),
-                objective: "robust Sharpe: a lower bound (mean less one standard error) of the Sharpe ratio over five consecutive folds of training and validation, less 5× any validation drawdown beyond the limit and 0.01 per expression node beyond 8".into(),
+                objective: format!(
+                    "robust Sharpe: a lower bound (mean less one standard error) of the Sharpe ratio over five consecutive folds of training and validation, less 5× any validation drawdown beyond the limit and 0.01 per expression node beyond 8{}",
+                    if c.baseline_penalty > 0.0 {
+                        format!(
+                            ", and {} per unit of correlation with the closest baseline beyond {MAX_BASELINE_CORRELATION}",
+                            c.baseline_penalty
+                        )
+                    } else {
+                        String::new()
+                    }
+                ),
                 constraints,
                 budgets: c.budgets.clone(),
                 foundation_model,
                 strategy: plan,
                 review,
+                baseline_penalty: c.baseline_penalty,
             };
             let mut outputs = vec![("plan", to_value(&ep)?), ("notes", notes_with(&cx, note)?)];
             outputs.extend(activity.map(|a| ("agents", a)));

@@ -20,6 +20,10 @@ pub struct Entry {
     pub train: Metrics,
     /// Validation metrics.
     pub validation: Metrics,
+    /// Its closest baseline and their correlation over training and validation (see
+    /// [`baseline_penalty`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub closest_baseline: Option<(String, f64)>,
 }
 
 /// A strategy that ran but could not be scored.
@@ -121,7 +125,7 @@ impl Summary {
         let de = |k: &str| -> Result<Value, NodeError> { Ok(get(k)) };
         let plan: ExperimentPlan = serde_json::from_value(de("plan")?)?;
         let mut trials: Vec<Trial> = serde_json::from_value(de("trials")?)?;
-        trials.iter_mut().for_each(|t| t.score(&plan.strategy));
+        trials.iter_mut().for_each(|t| t.score(&plan));
         let rejected = trials
             .iter()
             .filter_map(|t| {
@@ -148,6 +152,7 @@ impl Summary {
                 fitness,
                 train,
                 validation,
+                closest_baseline: t.closest_baseline.clone(),
             })
             .collect();
         let mut ancestry: Vec<String> = Vec::new();
@@ -332,6 +337,41 @@ impl Summary {
                 s,
                 "| – | – | – | – | – | – | – | – | no strategy had enough active bars in both parts to be scored |"
             );
+        }
+        let per_unit = self.plan.baseline_penalty;
+        let found_again: Vec<(&Entry, &str, f64)> = self
+            .leaderboard
+            .iter()
+            .filter_map(|e| {
+                let (name, c) = e.closest_baseline.as_ref()?;
+                (c.abs() > MAX_BASELINE_CORRELATION).then_some((e, name.as_str(), *c))
+            })
+            .collect();
+        if !found_again.is_empty() {
+            let _ = writeln!(
+                s,
+                "\nBaselines found again (correlation beyond {MAX_BASELINE_CORRELATION} over training and validation: nothing the baselines do not already hold){}:\n",
+                if per_unit > 0.0 {
+                    format!("; the fitness pays {per_unit} per unit of correlation beyond it")
+                } else {
+                    String::new()
+                }
+            );
+            for (e, name, c) in found_again {
+                let paid = baseline_penalty(per_unit, e.closest_baseline.as_ref());
+                let _ = writeln!(
+                    s,
+                    "- #{} `{}` is {name}{} (correlation {c:.2}){}",
+                    e.rank,
+                    e.signal,
+                    if c < 0.0 { " reversed" } else { "" },
+                    if paid > 0.0 {
+                        format!(": fitness −{paid:.2}")
+                    } else {
+                        String::new()
+                    }
+                );
+            }
         }
         if !self.rejected.is_empty() {
             let _ = writeln!(

@@ -330,8 +330,16 @@ impl Node for Backtest {
                                     .get("level_dependent")
                                     .and_then(Value::as_bool)
                                     .unwrap_or(false),
+                                closest_baseline: r
+                                    .pointer(&format!("/result/closest_baseline/{i}"))
+                                    .and_then(|c| {
+                                        Some((
+                                            c.get("baseline")?.as_str()?.to_string(),
+                                            c.get("correlation")?.as_f64()?,
+                                        ))
+                                    }),
                             };
-                            trial.score(&plan.strategy);
+                            trial.score(&plan);
                             trials.push(trial);
                         }
                     }
@@ -351,6 +359,7 @@ impl Node for Backtest {
                             folds: Vec::new(),
                             nodes: 0,
                             level_dependent: false,
+                            closest_baseline: None,
                         }));
                     }
                 }

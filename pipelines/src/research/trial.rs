@@ -26,6 +26,14 @@ pub struct ExperimentPlan {
     /// Whose plan this is and what the checks of [`crate::plan_check`] found.
     #[serde(default)]
     pub review: String,
+    /// Fitness lost per unit of correlation with the closest baseline beyond
+    /// [`MAX_BASELINE_CORRELATION`] (see [`baseline_penalty`]); 0 in plans recorded before.
+    #[serde(default, skip_serializing_if = "is_zero_f64")]
+    pub baseline_penalty: f64,
+}
+
+fn is_zero_f64(v: &f64) -> bool {
+    *v == 0.0
 }
 
 impl ExperimentPlan {
@@ -84,6 +92,10 @@ pub struct Trial {
     /// the check.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub level_dependent: bool,
+    /// The baseline its training and validation returns correlate with most (either way), and
+    /// that correlation (see [`baseline_penalty`]); absent in runs recorded before it was kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub closest_baseline: Option<(String, f64)>,
 }
 
 /// Why a book that reads price levels is rejected.
@@ -94,10 +106,12 @@ fn is_zero(n: &usize) -> bool {
 }
 
 impl Trial {
-    /// Sets `fitness` and `rejected` from the metrics, by [`fitness`]. Reports and the final
+    /// Sets `fitness` and `rejected` from the metrics, by [`fitness`] less the plan's
+    /// [`baseline_penalty`]. Reports and the final
     /// evaluator call it again on journaled trials, so a run recorded by older code is ranked
     /// by today's rules.
-    pub fn score(&mut self, plan: &Plan) {
+    pub fn score(&mut self, experiment: &ExperimentPlan) {
+        let plan = &experiment.strategy;
         (self.fitness, self.rejected) = match (&self.train, &self.validation, &self.error) {
             (Some(_), Some(_), None) if self.level_dependent => {
                 (None, Some(LEVEL_DEPENDENT.to_string()))
@@ -120,7 +134,15 @@ impl Trial {
                         )),
                     )
                 }
-                Ok(f) => (Some(f), None),
+                Ok(f) => (
+                    Some(
+                        f - baseline_penalty(
+                            experiment.baseline_penalty,
+                            self.closest_baseline.as_ref(),
+                        ),
+                    ),
+                    None,
+                ),
                 Err(why) => (None, Some(why)),
             },
             _ => (None, None),
@@ -189,9 +211,21 @@ pub struct Finalist {
     pub closest_baseline: Option<(String, f64)>,
 }
 
-/// A finalist whose training and validation returns correlate with a baseline's beyond this
-/// (either way) is that baseline found again, not a new signal; the report says so.
-pub const MAX_BASELINE_CORRELATION: f64 = 0.9;
+/// A strategy whose training and validation returns correlate with a baseline's beyond this
+/// (either way) is that baseline found again, not a new signal: the fitness charges
+/// [`BASELINE_PENALTY`] for it, and the report says so of a finalist.
+pub use lim_backtest::baseline::MAX_BASELINE_CORRELATION;
+
+/// The fitness a trial loses for being its closest baseline found again, at `per_unit` of
+/// fitness per unit of correlation beyond [`MAX_BASELINE_CORRELATION`] (either way): at 2.5, a
+/// copy of 12-1 momentum (correlation 1) pays 0.25 and one at 0.95 pays 0.125. What it found
+/// is real, but nothing the baselines do not already hold; between two strategies that earn
+/// alike, the new one ranks first. 0 when the correlation is unknown.
+pub fn baseline_penalty(per_unit: f64, closest: Option<&(String, f64)>) -> f64 {
+    closest.map_or(0.0, |(_, c)| {
+        per_unit * (c.abs() - MAX_BASELINE_CORRELATION).max(0.0)
+    })
+}
 
 impl Finalist {
     /// The sentence saying this finalist is a baseline found again, if it is one.
@@ -219,7 +253,8 @@ pub const MIN_ACTIVE_BARS: usize = 20;
 
 /// Robustness first: a lower confidence bound of the Sharpe ratio across the selection folds
 /// (see [`fold_lower_bound`]), less 5× any validation drawdown beyond the plan's limit, less
-/// the [`complexity_penalty`] of its `nodes`. A trial recorded without folds is scored by the
+/// the [`complexity_penalty`] of its `nodes` ([`Trial::score`] also takes the
+/// [`baseline_penalty`]). A trial recorded without folds is scored by the
 /// worse of its training and validation Sharpe ratios. Turnover is not penalised again: its
 /// costs are in every return.
 ///
@@ -372,6 +407,55 @@ mod tests {
 
     fn plan() -> Plan {
         lim_agents::offline::plan("trend in Chinese commodity futures", &[])
+    }
+
+    fn experiment(baseline_penalty: f64) -> ExperimentPlan {
+        ExperimentPlan {
+            strategy: plan(),
+            frequency: "1d".into(),
+            instruments: 30,
+            horizon: "next bar".into(),
+            splits: "60/20/20".into(),
+            objective: "robust Sharpe".into(),
+            constraints: Vec::new(),
+            budgets: Budgets::default(),
+            foundation_model: false,
+            review: String::new(),
+            baseline_penalty,
+        }
+    }
+
+    #[test]
+    fn a_baseline_found_again_ranks_below_a_new_signal_that_earns_alike() {
+        let trial = |closest: Option<(&str, f64)>, per_unit: f64| {
+            let mut t = Trial {
+                signal: "ts_sum(returns, 60)".into(),
+                generation: 1,
+                parents: Vec::new(),
+                fitness: None,
+                train: Some(metrics(1.0, -0.05)),
+                validation: Some(metrics(1.0, -0.05)),
+                error: None,
+                rejected: None,
+                always_long_correlation: Some(0.2),
+                folds: folds(&[0.8, 0.9, 1.0, 0.9, 0.8]),
+                nodes: 3,
+                level_dependent: false,
+                closest_baseline: closest.map(|(n, c)| (n.to_string(), c)),
+            };
+            t.score(&experiment(per_unit));
+            t.fitness.unwrap()
+        };
+        let new = trial(Some(("time-series momentum, 63 days", 0.6)), 2.5);
+        assert_eq!(new, trial(None, 2.5), "below 0.9 costs nothing");
+        let copy = trial(Some(("time-series momentum, 63 days", 1.0)), 2.5);
+        assert!((new - copy - 0.25).abs() < 1e-12, "{new} {copy}");
+        let near = trial(Some(("time-series momentum, 63 days", 0.95)), 2.5);
+        assert!((new - near - 0.125).abs() < 1e-12, "{new} {near}");
+        let reversed = trial(Some(("short-term reversal, 5 days", -0.95)), 2.5);
+        assert_eq!(near, reversed, "either way");
+        let off = trial(Some(("time-series momentum, 63 days", 1.0)), 0.0);
+        assert_eq!(off, new, "the default only reports it");
     }
 
     #[test]
