@@ -160,21 +160,19 @@ fn pretrain(
         &mut |r| progress(label, r),
         &mut |_| Ok(()),
     )?;
-    let tail: Vec<f32> = run
-        .state
-        .losses
-        .iter()
-        .rev()
-        .take(10)
-        .map(|l| l.1)
-        .collect();
-    let loss = tail.iter().sum::<f32>() / tail.len().max(1) as f32;
+    let loss = final_loss(&run.state.losses);
     Ok((
         run.into_weights().backbone,
         loss,
         started.elapsed().as_secs_f64(),
         series,
     ))
+}
+
+/// A pretraining's final loss: the mean total of its last 10 logged steps.
+fn final_loss(losses: &[(usize, f32, f32, f32)]) -> f32 {
+    let tail: Vec<f32> = losses.iter().rev().take(10).map(|l| l.1).collect();
+    tail.iter().sum::<f32>() / tail.len().max(1) as f32
 }
 
 /// The backbone of the model `name` in the models directory `dir`, pretrained beforehand, its
@@ -197,15 +195,7 @@ fn pretrained_elsewhere(
             "model '{name}' has another shape than the one asked for ({d}); give the same --config and shape options it was pretrained with"
         )));
     }
-    let tail: Vec<f32> = meta
-        .state
-        .losses
-        .iter()
-        .rev()
-        .take(10)
-        .map(|l| l.1)
-        .collect();
-    let loss = tail.iter().sum::<f32>() / tail.len().max(1) as f32;
+    let loss = final_loss(&meta.state.losses);
     let names = meta
         .manifest
         .datasets
