@@ -92,7 +92,7 @@ pub fn baselines(template: &StrategySpec) -> Vec<(String, StrategySpec)> {
 }
 
 /// Correlation (either way) beyond which a strategy's returns are a baseline's found again
-/// rather than a new signal: the research fitness charges for it, and reports say so.
+/// rather than a new signal: reports say so, and a research run can charge for it in the fitness.
 pub const MAX_BASELINE_CORRELATION: f64 = 0.9;
 
 /// The baseline whose returns `own` correlates with most, either way, and that correlation,

@@ -36,8 +36,8 @@ pub struct BacktestReport {
     /// construction and costs: a correlation near 1 is beta dressed as a signal.
     pub always_long: Vec<CoMove>,
     /// Per strategy, the baseline its training and validation returns correlate with most
-    /// (either way); beyond 0.9 it is that baseline found again, and the research fitness
-    /// charges for it. Null for a strategy that did not run.
+    /// (either way); beyond 0.9 it is that baseline found again, which reports say (and a
+    /// research run can charge for in the fitness). Null for a strategy that did not run.
     pub closest_baseline: Vec<Option<ClosestBaseline>>,
 }
 
@@ -93,7 +93,7 @@ impl Tool for BacktestTool {
          positions depend on the instruments' price levels, which back-adjustment sets from later events: such a \
          strategy looks ahead and is rejected; use returns or ratios of prices. `closest_baseline` names the \
          simple baseline (momentum, reversal, always long) each strategy's returns correlate with most: beyond 0.9 \
-         it is that baseline found again, not a new idea, and ranks lower."
+         it is that baseline found again, not a new idea."
             .into()
     }
 

@@ -212,8 +212,8 @@ pub struct Finalist {
 }
 
 /// A strategy whose training and validation returns correlate with a baseline's beyond this
-/// (either way) is that baseline found again, not a new signal: the fitness charges
-/// [`BASELINE_PENALTY`] for it, and the report says so of a finalist.
+/// (either way) is that baseline found again, not a new signal: the report says so, and the
+/// fitness charges for it when the plan asks (see [`baseline_penalty`]).
 pub use lim_backtest::baseline::MAX_BASELINE_CORRELATION;
 
 /// The fitness a trial loses for being its closest baseline found again, at `per_unit` of
