@@ -379,6 +379,7 @@ pub fn combine(books: &[&Book], weights: &[f64]) -> Book {
         ic: vec![f64::NAN; bars],
         ic_pearson: vec![f64::NAN; bars],
         nonfinite_signal_cells: 0,
+        tradable: vec![0; bars],
     }
 }
 
@@ -395,6 +396,7 @@ mod combine_tests {
             ic: vec![f64::NAN; n],
             ic_pearson: vec![f64::NAN; n],
             nonfinite_signal_cells: 0,
+            tradable: vec![0; n],
         }
     }
 

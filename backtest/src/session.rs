@@ -107,6 +107,10 @@ fn level_scale(j: usize) -> f64 {
 /// is long enough (about a sixth of the bars) for its Sharpe ratio to mean something.
 pub const SELECTION_FOLDS: usize = 5;
 
+/// A top-k book has a choice on a bar when it can leave out at least as many candidates as it
+/// holds: `CHOICE_FACTOR × k` of them (see [`Session::selection_folds_of`]).
+pub const CHOICE_FACTOR: usize = 2;
+
 /// A panel set ready for backtests.
 #[derive(Debug, Clone)]
 pub struct Session {
@@ -265,16 +269,58 @@ impl Session {
         )
     }
 
-    /// [`Session::run`], each result with its Sharpe ratio on every selection fold.
+    /// The first bar of training and validation on which a book is judged: the start of
+    /// training, except for a top-k book, judged only from the first bar on which at least
+    /// [`CHOICE_FACTOR`] × k instruments of its universe trade ([`Book::tradable`]). Before that
+    /// (a universe whose instruments started trading at different times: equity indices from
+    /// 1971 with one name, say), a book of k names holds all or nearly all of what trades
+    /// whatever its signal says, so those bars say nothing about the signal: every top-k
+    /// strategy of the run earns the same there. When no bar of training and validation offers
+    /// such a choice, the start of training. What trades does not depend on the signal, so a
+    /// signal's own warm-up (a 250-bar window) does not move it.
+    pub fn judged_from(&self, spec: &StrategySpec, book: &Book) -> usize {
+        let seen = self.splits.train.start..self.splits.valid.end;
+        let crate::spec::Portfolio::TopK { k } = spec.portfolio else {
+            return seen.start;
+        };
+        let need = u32::try_from(k.saturating_mul(CHOICE_FACTOR)).unwrap_or(u32::MAX);
+        [self.splits.train.clone(), self.splits.valid.clone()]
+            .into_iter()
+            .flatten()
+            .find(|&i| book.tradable.get(i).is_some_and(|c| *c >= need))
+            .unwrap_or(seen.start)
+    }
+
+    /// The selection folds of one strategy's book: [`Session::selection_folds`], cut over the
+    /// bars from [`Session::judged_from`] on when that is later than the start of training.
+    pub fn selection_folds_of(
+        &self,
+        spec: &StrategySpec,
+        book: &Book,
+    ) -> Vec<Vec<std::ops::Range<usize>>> {
+        let from = self.judged_from(spec, book);
+        if from <= self.splits.train.start {
+            return self.selection_folds();
+        }
+        let parts: Vec<_> = [self.splits.train.clone(), self.splits.valid.clone()]
+            .into_iter()
+            .map(|p| p.start.max(from)..p.end)
+            .filter(|p| !p.is_empty())
+            .collect();
+        crate::folds::blocks(&parts, SELECTION_FOLDS, self.splits.embargo)
+    }
+
+    /// [`Session::run`], each result with its Sharpe ratio on every selection fold (its own:
+    /// see [`Session::selection_folds_of`]).
     pub fn run_with_folds(
         &self,
         specs: &[(String, StrategySpec)],
         parts: &[Part],
     ) -> Vec<StrategyResult> {
-        let folds = self.selection_folds();
         let mut results = self.run(specs, parts, false);
         for r in &mut results {
             if let Some(book) = &r.book {
+                let folds = self.selection_folds_of(&r.spec, book);
                 r.selection_folds = metrics::on_folds(book, &folds, self.periods);
             }
         }
@@ -607,8 +653,9 @@ impl Session {
             .collect()
     }
 
-    /// Per result, its closest baseline over training and validation (see
-    /// [`crate::baseline::closest`]) among the baselines of its own construction
+    /// Per result, its closest baseline over training and validation from the bar its book is
+    /// judged from ([`Session::judged_from`]; see [`crate::baseline::closest`]) among the
+    /// baselines of its own construction
     /// ([`crate::baseline::baselines`]), each distinct baseline run once; `None` for a result
     /// without a book.
     pub fn closest_baselines(&self, results: &[StrategyResult]) -> Vec<Option<(String, f64)>> {
@@ -665,6 +712,12 @@ impl Session {
             .zip(&which)
             .map(|(r, names)| {
                 let own = net(r)?;
+                // Over the bars the book is judged on: a top-k book's returns are every other
+                // top-k book's where it had no choice.
+                let skip = r
+                    .book
+                    .as_ref()
+                    .map_or(0, |b| self.judged_from(&r.spec, b) - seen.start);
                 let top_k = matches!(r.spec.portfolio, crate::spec::Portfolio::TopK { .. });
                 let candidates: Vec<(&str, &str, &[f64])> = names
                     .iter()
@@ -672,11 +725,11 @@ impl Session {
                         Some((
                             name.as_str(),
                             bases[*i].1.signal.as_str(),
-                            base_net.get(*i)?.as_deref()?.as_slice(),
+                            base_net.get(*i)?.as_deref()?.get(skip..)?,
                         ))
                     })
                     .collect();
-                crate::baseline::closest(&own, top_k, &candidates)
+                crate::baseline::closest(own.get(skip..)?, top_k, &candidates)
             })
             .collect()
     }

@@ -481,6 +481,10 @@ pub struct Book {
     pub exposure: Vec<f64>,
     /// Signal cells that were infinite and so treated as missing: counted, never silently used.
     pub nonfinite_signal_cells: usize,
+    /// Per bar, the instruments inside the universe with a known return: what a book could
+    /// choose among. A top-k book with no more than k of them holds them all, whatever its
+    /// signal says (see [`crate::session::Session::selection_folds_of`]).
+    pub tradable: Vec<u32>,
 }
 
 /// Runs the reference book on a signal.
@@ -491,8 +495,8 @@ pub fn run(signal: &Signal, target: &Target, cfg: &TopK) -> Book {
 }
 
 /// What a block of bars contributes to a [`Book`]: per bar the net return, turnover,
-/// exposure, the two ICs, and the count of infinite signal cells.
-type BarResult = (f64, f64, f64, f64, f64, usize);
+/// exposure, the two ICs, the count of infinite signal cells and the tradable instruments.
+type BarResult = (f64, f64, f64, f64, f64, usize, u32);
 
 /// Blanks instruments of a bar's row: `mask(bar, row)`.
 pub(crate) type Mask<'a> = dyn Fn(usize, &mut [f64]) + Sync + 'a;
@@ -522,7 +526,8 @@ pub(crate) fn book(
     let ranks = signal.ranks && mask.is_none();
     let (t, n) = (sig.t, sig.n);
     let (every, lag) = (every.max(1), lag.max(1));
-    let mut bars: Vec<BarResult> = vec![(f64::NAN, f64::NAN, f64::NAN, f64::NAN, f64::NAN, 0); t];
+    let mut bars: Vec<BarResult> =
+        vec![(f64::NAN, f64::NAN, f64::NAN, f64::NAN, f64::NAN, 0, 0); t];
     if n > 0 {
         let rebalance = |r: usize| r - r % every;
         // What is held before the first trade.
@@ -537,9 +542,10 @@ pub(crate) fn book(
                         Selection::default(),
                         Vec::new(),
                         ops::RankScratch::default(),
+                        Vec::new(),
                     )
                 },
-                |(rows, weights, sel, buf, scratch), (blk, out)| {
+                |(rows, weights, sel, buf, scratch, known_row), (blk, out)| {
                     let a = blk * crate::eval::ROW_BLOCK;
                     let b = a + out.len();
                     // Weights are needed for bars w0..w1 (traded at bars a..b and the one before).
@@ -579,10 +585,21 @@ pub(crate) fn book(
                             (held_at(i), if i == 0 { &zero[..] } else { held_at(i - 1) });
                         let f = target.fwd.row(i);
                         let (gross, turn, expo, known) = pnl(held, prev, f);
+                        // Instruments inside the universe with a known return.
+                        let tradable = match mask {
+                            Some(mask) => {
+                                known_row.clear();
+                                known_row.extend_from_slice(f);
+                                mask(i, known_row);
+                                known_row.iter().filter(|v| v.is_finite()).count()
+                            }
+                            None => f.iter().filter(|v| v.is_finite()).count(),
+                        };
+                        let cand = u32::try_from(tradable).unwrap_or(u32::MAX);
                         *o = if expo > 0.0 && known {
-                            (gross - cost * turn, turn, expo, ic, icp, inf)
+                            (gross - cost * turn, turn, expo, ic, icp, inf, cand)
                         } else {
-                            (f64::NAN, f64::NAN, f64::NAN, ic, icp, inf)
+                            (f64::NAN, f64::NAN, f64::NAN, ic, icp, inf, cand)
                         };
                     }
                 },
@@ -595,6 +612,7 @@ pub(crate) fn book(
         ic: bars.iter().map(|b| b.3).collect(),
         ic_pearson: bars.iter().map(|b| b.4).collect(),
         nonfinite_signal_cells: bars.iter().map(|b| b.5).sum(),
+        tradable: bars.iter().map(|b| b.6).collect(),
     }
 }
 
@@ -634,10 +652,11 @@ fn pnl(held: &[f64], prev: &[f64], f: &[f64]) -> (f64, f64, f64, bool) {
 impl Book {
     /// The book as bytes, every value bit for bit (NaN payloads included): the bar count and the
     /// infinite-cell count as little-endian `u64`, then `net`, `turnover`, `ic`, `ic_pearson`
-    /// and `exposure` as little-endian `f64`. For carrying books between processes.
+    /// and `exposure` as little-endian `f64`, then `tradable` as little-endian `u32` (0 where
+    /// the book has none). For carrying books between processes.
     pub fn to_bytes(&self) -> Vec<u8> {
         let t = self.net.len();
-        let mut out = Vec::with_capacity(16 + 5 * 8 * t);
+        let mut out = Vec::with_capacity(16 + 5 * 8 * t + 4 * t);
         out.extend_from_slice(&(t as u64).to_le_bytes());
         out.extend_from_slice(&(self.nonfinite_signal_cells as u64).to_le_bytes());
         for v in [
@@ -650,6 +669,10 @@ impl Book {
             for x in v {
                 out.extend_from_slice(&x.to_bits().to_le_bytes());
             }
+        }
+        for i in 0..t {
+            let c = self.tradable.get(i).copied().unwrap_or(0);
+            out.extend_from_slice(&c.to_le_bytes());
         }
         out
     }
@@ -667,7 +690,7 @@ impl Book {
             return Err("a book needs at least 16 bytes of header".into());
         };
         let t = usize::try_from(t).map_err(|_| "a book's bar count does not fit".to_string())?;
-        let need = 16 + 5 * 8 * t;
+        let need = 16 + 5 * 8 * t + 4 * t;
         if bytes.len() < need {
             return Err(format!(
                 "a book of {t} bars needs {need} bytes, {} are left",
@@ -687,6 +710,12 @@ impl Book {
                 ic_pearson: column(3),
                 exposure: column(4),
                 nonfinite_signal_cells: usize::try_from(cells).unwrap_or(usize::MAX),
+                tradable: (0..t)
+                    .map(|i| {
+                        let at = 16 + 5 * 8 * t + 4 * i;
+                        u32::from_le_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]])
+                    })
+                    .collect(),
             },
             need,
         ))
@@ -766,6 +795,7 @@ mod tests {
             ic_pearson: vec![-0.0, 0.2, 0.3],
             exposure: vec![f64::NAN, 1.0, 1.0],
             nonfinite_signal_cells: 7,
+            tradable: vec![0, 3, 10],
         };
         let mut bytes = b.to_bytes();
         bytes.extend_from_slice(b"rest");
@@ -776,10 +806,11 @@ mod tests {
         assert_eq!(bits(&back.ic), bits(&b.ic));
         assert_eq!(bits(&back.ic_pearson), bits(&b.ic_pearson));
         assert_eq!(back.nonfinite_signal_cells, 7);
+        assert_eq!(back.tradable, b.tradable);
         assert!(
             Book::from_bytes(&bytes[..30])
                 .unwrap_err()
-                .contains("needs 136 bytes")
+                .contains("needs 148 bytes")
         );
     }
 

@@ -103,6 +103,7 @@ fn metrics_by_hand() {
         ic_pearson: vec![f64::NAN, 0.2, 0.0, 0.1, f64::NAN],
         exposure: vec![f64::NAN, 1.0, 1.0, 1.0, 1.0],
         nonfinite_signal_cells: 0,
+        tradable: vec![1; 5],
     };
     let m = Metrics::of(&book, 0..5, 4.0);
     assert_eq!((m.bars, m.inactive_bars, m.max_dd_bars), (4, 1, 3));

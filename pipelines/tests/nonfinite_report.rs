@@ -31,6 +31,7 @@ fn book(n: usize) -> impl Strategy<Value = Book> {
             ic_pearson: ic.clone(),
             net,
             turnover,
+            tradable: vec![1; ic.len()],
             ic,
             nonfinite_signal_cells: 0,
         })

@@ -89,7 +89,8 @@ impl Tool for BacktestTool {
     fn description(&self) -> String {
         "Backtest strategy specs (signal expression, universe, portfolio, rebalancing, lag, costs, limits) and return \
          their metrics on the training and validation periods, with the Sharpe ratio on each of five consecutive \
-         folds of them (`selection_folds`). The test period is sealed. `level_dependent: true` means the \
+         folds of them (`selection_folds`; a top-k book's folds start where at least twice k instruments of its \
+         universe trade). The test period is sealed. `level_dependent: true` means the \
          positions depend on the instruments' price levels, which back-adjustment sets from later events: such a \
          strategy looks ahead and is rejected; use returns or ratios of prices. `closest_baseline` names the \
          simple baseline (momentum, reversal, always long) each strategy's returns correlate with most: beyond 0.9 \

@@ -18,7 +18,7 @@ use lim_tools::ChooseUniverseArgs;
 use serde::{Deserialize, Serialize};
 
 /// The output format's name and version, first in every header.
-pub const FORMAT: &str = "lim-work-output/1";
+pub const FORMAT: &str = "lim-work-output/2";
 
 /// One unit of work.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -416,11 +416,13 @@ mod tests {
             ic_pearson: vec![0.0, 0.2],
             exposure: vec![f64::NAN, 1.0],
             nonfinite_signal_cells: 0,
+            tradable: vec![3, 4],
         });
         wd.put_output(d, &[r.clone(), r.clone()]).unwrap();
         let back = wd.output(d).unwrap().unwrap();
         assert_eq!(back.results.len(), 2);
         assert_eq!(back.results[1].book.as_ref().unwrap().net[1], 0.5);
+        assert_eq!(back.results[1].book.as_ref().unwrap().tradable, [3, 4]);
         let path = wd.output_path(d);
         let mut bytes = std::fs::read(&path).unwrap();
         let last = bytes.len() - 1;

@@ -1,0 +1,162 @@
+//! A top-k book is judged on the bars where it had a choice. Before enough of its universe
+//! trades (equity indices: one name in 1971, ten by 2019), a book of k names holds whatever
+//! trades, so every signal earns the same there; those bars must not make up a selection fold.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests fail loudly
+
+use lim_backtest::metrics;
+use lim_backtest::session::{CHOICE_FACTOR, Session};
+use lim_backtest::spec::{Portfolio, StrategySpec};
+use lim_market::{AsOf, Catalog, Field, PanelQuery, Part, RollPolicy, SplitSpec};
+
+const T: usize = 200;
+/// When the three later instruments start trading.
+const JOIN: usize = 80;
+
+/// 2020-01-01 plus `t` days, as text (2020 is a leap year; `t` < 366).
+fn day(t: usize) -> String {
+    let mut d = t + 1;
+    for (m, len) in [31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31]
+        .into_iter()
+        .enumerate()
+    {
+        if d <= len {
+            return format!("2020-{:02}-{d:02}", m + 1);
+        }
+        d -= len;
+    }
+    panic!("day {t} is not in 2020")
+}
+
+/// S0 trades from the first bar and rises steadily; S1 to S3 join at bar [`JOIN`] and wander.
+fn session() -> Session {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("late.csv");
+    let mut csv = String::from("ts,symbol,open,high,low,close,volume\n");
+    for i in 0..4usize {
+        let mut p = 100.0;
+        for t in 0..T {
+            p *= if i == 0 {
+                1.0 + 0.002 + 0.01 * (0.9 * t as f64).sin()
+            } else {
+                1.0 + 0.02 * (1.3 * (t * (i + 1)) as f64 + i as f64).sin()
+            };
+            if i == 0 || t >= JOIN {
+                csv.push_str(&format!("{},S{i},{p},{p},{p},{p},1000\n", day(t)));
+            }
+        }
+    }
+    std::fs::write(&path, csv).unwrap();
+    let catalog = Catalog::single_file(&path, None).unwrap();
+    let q = PanelQuery::new(AsOf::LATEST, ["late"])
+        .fields(
+            lim_backtest::frame::FIELDS
+                .into_iter()
+                .filter(|f| *f != Field::OpenInterest),
+        )
+        .roll(RollPolicy::None);
+    let mut set = catalog.panels(&q).unwrap();
+    Session::new(
+        &mut set,
+        SplitSpec::Fractions {
+            train: 0.6,
+            valid: 0.2,
+            embargo: 2,
+        },
+    )
+    .unwrap()
+}
+
+#[test]
+fn a_top_k_book_is_judged_from_where_it_had_a_choice() {
+    let s = session();
+    let top1 = |signal: &str| {
+        let mut spec = StrategySpec::new(signal);
+        spec.portfolio = Portfolio::TopK { k: 1 };
+        (signal.to_string(), spec)
+    };
+    let mut sign = StrategySpec::new("ts_sum(returns, 5)");
+    sign.portfolio = Portfolio::SignThreshold {
+        threshold: 0.0,
+        target_vol: 0.1,
+        vol_window: 10,
+        vol_forecast: None,
+    };
+    // A universe of the single most liquid instrument never offers a choice.
+    let mut narrow = top1("rank(ts_sum(returns, 5))");
+    narrow.1.universe.top_liquid = Some(1);
+    let specs = vec![
+        top1("rank(ts_sum(returns, 5))"),
+        top1("rank(-ts_sum(returns, 5))"),
+        ("sign".to_string(), sign),
+        narrow,
+    ];
+    let results = s.run_with_folds(&specs, &[Part::Train, Part::Validation]);
+    let session_folds = s.selection_folds();
+    assert_eq!(
+        session_folds[0][0].start, 0,
+        "the session's folds start at bar 0"
+    );
+
+    for r in &results[..2] {
+        assert!(r.error.is_none(), "{}: {:?}", r.name, r.error);
+        let book = r.book.as_ref().unwrap();
+        // What trades: S0 alone, then all four from the others' first bar.
+        let first = book
+            .tradable
+            .iter()
+            .position(|c| *c as usize >= CHOICE_FACTOR)
+            .unwrap();
+        assert_eq!(first, JOIN, "{}", r.name);
+        assert!(
+            book.tradable[..JOIN].iter().all(|c| *c == 1),
+            "S0 alone before"
+        );
+        assert_eq!(book.tradable[JOIN], 4);
+        let folds = s.selection_folds_of(&r.spec, book);
+        assert_eq!(folds.len(), session_folds.len());
+        assert_eq!(folds[0][0].start, first, "{}", r.name);
+        assert!(folds.iter().flatten().all(|b| b.start >= first));
+        assert_eq!(
+            r.selection_folds,
+            metrics::on_folds(book, &folds, s.periods())
+        );
+    }
+    // On the session's first fold both books held S0 alone: the same returns, whatever the
+    // signal. On their own folds the two opposite signals are told apart in every fold.
+    let on_session = |i: usize| {
+        metrics::on_folds(
+            results[i].book.as_ref().unwrap(),
+            &session_folds,
+            s.periods(),
+        )
+    };
+    assert_eq!(on_session(0)[0], on_session(1)[0]);
+    for (a, b) in results[0]
+        .selection_folds
+        .iter()
+        .zip(&results[1].selection_folds)
+    {
+        assert!(a.sharpe != b.sharpe, "{a:?} {b:?}");
+    }
+    // A sign book trades each instrument on its own: its folds are the session's. So are the
+    // folds of a book whose universe never offers a choice: there is no better period to judge.
+    for r in &results[2..] {
+        let book = r.book.as_ref().unwrap();
+        assert_eq!(
+            s.selection_folds_of(&r.spec, book),
+            session_folds,
+            "{}",
+            r.name
+        );
+    }
+    assert!(
+        results[3]
+            .book
+            .as_ref()
+            .unwrap()
+            .tradable
+            .iter()
+            .all(|c| *c <= 1)
+    );
+}
