@@ -515,6 +515,11 @@ pub struct TransferArgs {
     /// is skipped. Give such a grid its own --out.
     #[arg(long, value_delimiter = ',', value_name = "ARM")]
     arms: Option<Vec<String>>,
+    /// Fine-tune the pretrained full arms in two stages (LP-FT): the head alone on the frozen
+    /// backbone first (as the probe arm), then everything from there. Give such a grid its own
+    /// --out.
+    #[arg(long)]
+    lp_ft: bool,
     /// What the heads predict.
     #[arg(long, value_enum, default_value = "rank")]
     target_kind: TargetArg,
@@ -1078,6 +1083,7 @@ fn transfer_spec(a: &TransferArgs, catalog: &lim_market::Catalog) -> anyhow::Res
                     .map_or(arm.clone(), |a| a.to_string())
             })
             .collect(),
+        lp_ft: a.lp_ft,
     })
 }
 

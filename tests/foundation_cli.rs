@@ -372,6 +372,46 @@ fn an_eval_grid_fine_tunes_from_a_model_pretrained_beforehand() {
         m,
     ));
     assert!(arm.contains("unknown arm 'everything'"), "{arm}");
+
+    // LP-FT: the full arm starts from the probe stage's model; the probe arm is untouched.
+    let pair = |out: &str, lp_ft: bool| {
+        let o = dir.path().join(out);
+        let mut args = vec![
+            "foundation",
+            "eval",
+            "--grid",
+            "vol:5",
+            "--cross-from",
+            "early",
+            "--arms",
+            "cross-market-probe,cross-market-full",
+            "--finetune-steps",
+            "4",
+            "--batch",
+            "16",
+            "--json",
+            "--out",
+            o.to_str().unwrap(),
+        ];
+        if lp_ft {
+            args.push("--lp-ft");
+        }
+        let v = json(&lim(&args, c, m));
+        let q = |arm: &str| {
+            v["cells"][0]["arms"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|a| a["arm"] == arm)
+                .unwrap_or_else(|| panic!("{arm} in {v}"))["qlike"]
+                .as_f64()
+                .unwrap()
+        };
+        (q("cross-market probe"), q("cross-market full"))
+    };
+    let (plain, lp_ft) = (pair("p1", false), pair("p2", true));
+    assert_eq!(plain.0, lp_ft.0, "the probe arm does not change");
+    assert_ne!(plain.1, lp_ft.1, "the full arm starts elsewhere");
 }
 
 /// The losses of every step of a model's latest checkpoint, as written.

@@ -67,6 +67,11 @@ pub struct TransferSpec {
     /// is not run.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub arms: Vec<String>,
+    /// The full arms fine-tune in two stages (LP-FT, Kumar et al. 2022): first the head alone
+    /// on the frozen pretrained backbone, as the probe arm does, then everything from there,
+    /// so that a random head's first gradients do not distort the pretrained features.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub lp_ft: bool,
 }
 
 /// The arms of a comparison, in order.
@@ -344,8 +349,23 @@ pub fn run_with(
     let mut arms = Vec::new();
     for (name, backbone, on, mode, loss) in plans {
         let started = Instant::now();
-        let model = Predictor::new(backbone, spec.model.d_model, spec.seed, &ad);
+        let mut model = Predictor::new(backbone, spec.model.d_model, spec.seed, &ad);
         let label = format!("finetune {name}");
+        if spec.lp_ft && mode == Mode::Full {
+            // The probe stage: the same fine-tuning as the probe arm's, whose best model (head
+            // trained, backbone as pretrained) is where the full stage starts.
+            let probe_label = format!("finetune {name}, probe stage");
+            model = finetune(
+                model,
+                &train,
+                &valid,
+                &spec.model,
+                &ft(Mode::Probe),
+                &ad,
+                &mut |r| progress(&probe_label, r),
+            )?
+            .model;
+        }
         let out = finetune(
             model,
             &train,
