@@ -537,7 +537,7 @@ fn print_report(r: &Report, freq: lim_market::Frequency) {
     }
     for s in r.strategies.iter().filter(|s| s.level_dependent) {
         println!(
-            "looks ahead: {}'s positions depend on the instruments' price levels (multiplying an instrument's prices by a constant changes them); a back-adjusted price level is set by later splits, dividends and rolls: use returns or ratios of prices",
+            "looks ahead: {}'s positions depend on the instruments' price levels (multiplying an instrument's prices by a constant changes them); a back-adjusted price level is set by later splits, dividends and rolls: use returns or ratios of prices, and no dollar-volume universe filter (min_dollar_volume, top_liquid) on adjusted prices",
             s.name
         );
     }

@@ -339,7 +339,9 @@ impl Session {
     /// For each result, whether its book's positions depend on the price levels of instruments
     /// whose prices may be adjusted (shares, funds, futures): the signal is evaluated again
     /// with each such instrument's open, high, low, close and vwap multiplied by its own power
-    /// of four, and the book built on it (liquidity and volatility as before) must give the
+    /// of four, and the book built on it (its universe's dollar volumes from the rescaled
+    /// closes, so a `min_dollar_volume` or `top_liquid` filter is checked too: an adjusted
+    /// close times the traded volume is not what traded) must give the
     /// same net returns and turnover, to 1e-9, on all but [`LEVEL_TOLERANCE`] of the bars of
     /// training and validation. Multiplying by a power of four is exact, and so are sums,
     /// products, ratios and square roots of the results; logarithms and powers round, which
@@ -347,7 +349,8 @@ impl Session {
     /// set a past price level from later events, so a book that reads the level (`rank(-low)`
     /// buys the stocks that will split most) looks ahead. Indices, crypto and currencies have
     /// no such adjustment: their levels are as of their bars, and they are not checked; nor is
-    /// a signal that reads no price field, or did not run.
+    /// a strategy whose signal reads no price field and whose universe has no liquidity
+    /// filter, or one that did not run.
     pub fn level_dependent(&self, results: &[StrategyResult]) -> Vec<bool> {
         const PRICES: [&str; 5] = ["open", "high", "low", "close", "vwap"];
         let parsed: Vec<Option<Expr>> = results
@@ -355,7 +358,8 @@ impl Session {
             .map(|r| {
                 r.book.as_ref()?;
                 let e = self.parse(&r.spec.signal).ok()?;
-                let mut reads = false;
+                let u = &r.spec.universe;
+                let mut reads = u.min_dollar_volume.is_some() || u.top_liquid.is_some();
                 e.visit(&mut |x| {
                     if let Expr::Field(f) = x {
                         reads |= PRICES.contains(&f.as_str());
@@ -398,8 +402,7 @@ impl Session {
                     return false;
                 };
                 let signal = eval.signal(e);
-                let other =
-                    portfolio::run(&r.spec, &signal, &self.frame, &self.target, self.periods);
+                let other = portfolio::run(&r.spec, &signal, &scaled, &self.target, self.periods);
                 let apart = |x: &f64, y: &f64| x.is_nan() != y.is_nan() || (x - y).abs() > 1e-9;
                 // A book of another length (from another process's data) is not compared.
                 let (Some(net), Some(net2), Some(turn), Some(turn2)) = (

@@ -222,6 +222,35 @@ fn books_that_read_price_levels_are_flagged() {
     );
 }
 
+/// A universe chosen by dollar volume reads price levels too: on adjusted prices a past close
+/// times the volume traded is not what traded (a later split divides the close, not the
+/// volume), so which names pass depends on later events. Flagged where it changes the book.
+#[test]
+fn a_liquidity_filter_on_adjusted_prices_is_flagged() {
+    let s = session("liquidity");
+    let spec = |top: usize| {
+        let mut spec = StrategySpec::new("rank(-ts_sum(returns, 5))");
+        spec.portfolio = Portfolio::TopK { k: 1 };
+        spec.universe.top_liquid = Some(top);
+        (format!("top {top}"), spec)
+    };
+    // The most liquid name alone: which one it is depends on the level. All three: it does not.
+    let specs = [spec(1), spec(3)];
+    let flags: Vec<bool> = s
+        .run_with_folds(&specs, &[Part::Train, Part::Validation])
+        .iter()
+        .map(|r| r.level_dependent)
+        .collect();
+    assert_eq!(flags, [true, false]);
+    let crypto = session_in("liquidity-crypto", "crypto_tiny");
+    let results = crypto.run_with_folds(&specs, &[Part::Train, Part::Validation]);
+    assert!(
+        results
+            .iter()
+            .all(|r| r.error.is_none() && !r.level_dependent)
+    );
+}
+
 /// A strategy built like a baseline is that baseline found again (correlation 1 over training
 /// and validation), a long-only top-k book is never compared with always-long, and asking again
 /// (the second call reads the baselines' returns back) gives the same answer.

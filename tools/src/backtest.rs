@@ -92,7 +92,8 @@ impl Tool for BacktestTool {
          folds of them (`selection_folds`; a top-k book's folds start where at least twice k instruments of its \
          universe trade). The test period is sealed. `level_dependent: true` means the \
          positions depend on the instruments' price levels, which back-adjustment sets from later events: such a \
-         strategy looks ahead and is rejected; use returns or ratios of prices. `closest_baseline` names the \
+         strategy looks ahead and is rejected; use returns or ratios of prices, and no dollar-volume universe filter \
+         on adjusted prices. `closest_baseline` names the \
          simple baseline (momentum, reversal, always long) each strategy's returns correlate with most: beyond 0.9 \
          it is that baseline found again, not a new idea."
             .into()

@@ -99,7 +99,7 @@ pub struct Trial {
 }
 
 /// Why a book that reads price levels is rejected.
-pub const LEVEL_DEPENDENT: &str = "looks ahead: its positions depend on the instruments' price levels (multiplying an instrument's prices by a constant changes them), and a back-adjusted price level is set by later splits, dividends and rolls; use returns or ratios of prices";
+pub const LEVEL_DEPENDENT: &str = "looks ahead: its positions depend on the instruments' price levels (multiplying an instrument's prices by a constant changes them), and a back-adjusted price level is set by later splits, dividends and rolls; use returns or ratios of prices, and no dollar-volume universe filter (min_dollar_volume, top_liquid) on adjusted prices";
 
 fn is_zero(n: &usize) -> bool {
     *n == 0
