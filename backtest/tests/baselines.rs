@@ -7,7 +7,9 @@
 use lim_backtest::baseline::baselines;
 use lim_backtest::session::Session;
 use lim_backtest::spec::{Portfolio, StrategySpec};
-use lim_market::{AsOf, Catalog, Field, PanelQuery, Part, RollPolicy, SplitSpec};
+use lim_market::{Part, SplitSpec};
+
+mod common;
 
 const T: usize = 40;
 const N: usize = 3;
@@ -48,15 +50,7 @@ fn session_in(name: &str, stem: &str) -> Session {
         }
     }
     std::fs::write(&path, csv).unwrap();
-    let catalog = Catalog::single_file(&path, None).unwrap();
-    let q = PanelQuery::new(AsOf::LATEST, [stem])
-        .fields(
-            lim_backtest::frame::FIELDS
-                .into_iter()
-                .filter(|f| *f != Field::OpenInterest),
-        )
-        .roll(RollPolicy::None);
-    let mut set = catalog.panels(&q).unwrap();
+    let mut set = common::panels(&path);
     std::fs::remove_dir_all(&dir).ok();
     Session::new(
         &mut set,

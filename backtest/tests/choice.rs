@@ -7,7 +7,9 @@
 use lim_backtest::metrics;
 use lim_backtest::session::{CHOICE_FACTOR, Session};
 use lim_backtest::spec::{Portfolio, StrategySpec};
-use lim_market::{AsOf, Catalog, Field, PanelQuery, Part, RollPolicy, SplitSpec};
+use lim_market::{Part, SplitSpec};
+
+mod common;
 
 const T: usize = 200;
 /// When the three later instruments start trading.
@@ -47,15 +49,7 @@ fn session() -> Session {
         }
     }
     std::fs::write(&path, csv).unwrap();
-    let catalog = Catalog::single_file(&path, None).unwrap();
-    let q = PanelQuery::new(AsOf::LATEST, ["late"])
-        .fields(
-            lim_backtest::frame::FIELDS
-                .into_iter()
-                .filter(|f| *f != Field::OpenInterest),
-        )
-        .roll(RollPolicy::None);
-    let mut set = catalog.panels(&q).unwrap();
+    let mut set = common::panels(&path);
     Session::new(
         &mut set,
         SplitSpec::Fractions {

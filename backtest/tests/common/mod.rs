@@ -1,4 +1,7 @@
-//! The reference fixture, shared by the tests that compare against it.
+//! The reference fixture, shared by the tests that compare against it, and panels of a data
+//! file a test writes.
+
+#![allow(dead_code)] // each test crate uses a part
 
 use std::path::{Path, PathBuf};
 
@@ -12,16 +15,22 @@ pub fn fixtures() -> PathBuf {
 
 /// The seeded 100 x 400 reference panel as panels and as an evaluation frame.
 pub fn reference_panel() -> (PanelSet, Frame) {
-    let catalog = Catalog::single_file(&fixtures().join("reference_panel.csv.gz"), None)
-        .expect("fixture loads");
-    let q = PanelQuery::new(AsOf::LATEST, ["reference_panel"])
+    let set = panels(&fixtures().join("reference_panel.csv.gz"));
+    let frame = frame::from_panels(&set);
+    (set, frame)
+}
+
+/// Every instrument of one data file in the uniform format (named by its stem), as of now,
+/// with the backtester's fields (no open interest) and no roll adjustment.
+pub fn panels(path: &Path) -> PanelSet {
+    let catalog = Catalog::single_file(path, None).expect("data file loads");
+    let name = catalog.names().next().expect("one dataset").to_string();
+    let q = PanelQuery::new(AsOf::LATEST, [name])
         .fields(
             frame::FIELDS
                 .into_iter()
                 .filter(|f| *f != Field::OpenInterest),
         )
         .roll(RollPolicy::None);
-    let set = catalog.panels(&q).expect("fixture panels");
-    let frame = frame::from_panels(&set);
-    (set, frame)
+    catalog.panels(&q).expect("panels load")
 }
