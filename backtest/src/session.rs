@@ -619,7 +619,8 @@ impl Session {
 
     /// How each result's returns over `part` move with the always-long book of its own
     /// construction ([`crate::baseline::always_long`]): a correlation near ±1 is a position
-    /// in the market, not a signal. Each distinct construction is run once.
+    /// in the market, not a signal. Each distinct construction is run once per session (its
+    /// returns kept with the closest baselines'; the sealed test's are run each time).
     pub fn always_long_co_move(
         &self,
         results: &[StrategyResult],
@@ -639,7 +640,6 @@ impl Session {
                 }
             })
             .collect();
-        let books = self.run(&bases, &[part], false);
         let range = self.splits.range(part);
         let net = |r: &StrategyResult| -> Vec<f64> {
             r.book
@@ -647,12 +647,24 @@ impl Session {
                 .map(|b| b.net[range.clone()].to_vec())
                 .unwrap_or_default()
         };
+        // Training and validation from the kept baseline returns; the sealed test is run.
+        let base: Vec<Vec<f64>> = if part == Part::Test {
+            self.run(&bases, &[part], false).iter().map(net).collect()
+        } else {
+            let from = range.start - self.splits.train.start;
+            let specs: Vec<StrategySpec> = bases.iter().map(|(_, s)| s.clone()).collect();
+            self.baseline_returns(&specs)
+                .into_iter()
+                .map(|n| {
+                    n.and_then(|n| n.get(from..from + range.len()).map(<[f64]>::to_vec))
+                        .unwrap_or_default()
+                })
+                .collect()
+        };
         results
             .iter()
             .zip(&which)
-            .map(|(r, &i)| {
-                crate::metrics::co_move(&net(r), &books.get(i).map(net).unwrap_or_default())
-            })
+            .map(|(r, &i)| crate::metrics::co_move(&net(r), base.get(i).map_or(&[], Vec::as_slice)))
             .collect()
     }
 
@@ -685,31 +697,12 @@ impl Session {
         let net = |r: &StrategyResult| -> Option<Vec<f64>> {
             r.book.as_ref().map(|b| b.net[seen.clone()].to_vec())
         };
-        let cached = |spec: &StrategySpec| -> Option<std::sync::Arc<Vec<f64>>> {
-            let nets = self.baseline_nets.lock().ok()?;
-            nets.iter().find(|(s, _)| s == spec).map(|(_, n)| n.clone())
-        };
-        let missing: Vec<(String, StrategySpec)> = if results.iter().any(|r| r.book.is_some()) {
-            bases
-                .iter()
-                .filter(|(_, s)| cached(s).is_none())
-                .cloned()
-                .collect()
+        let base_net = if results.iter().any(|r| r.book.is_some()) {
+            let specs: Vec<StrategySpec> = bases.iter().map(|(_, s)| s.clone()).collect();
+            self.baseline_returns(&specs)
         } else {
             Vec::new()
         };
-        if !missing.is_empty() {
-            let ran = self.run(&missing, &[Part::Train, Part::Validation], false);
-            if let Ok(mut nets) = self.baseline_nets.lock() {
-                for ((_, spec), r) in missing.into_iter().zip(&ran) {
-                    if let Some(n) = net(r) {
-                        nets.push((spec, std::sync::Arc::new(n)));
-                    }
-                }
-            }
-        }
-        let base_net: Vec<Option<std::sync::Arc<Vec<f64>>>> =
-            bases.iter().map(|(_, s)| cached(s)).collect();
         results
             .iter()
             .zip(&which)
@@ -735,6 +728,33 @@ impl Session {
                 crate::baseline::closest(own.get(skip..)?, top_k, &candidates)
             })
             .collect()
+    }
+
+    /// The net returns over training and validation of each of `specs` (baselines), each run
+    /// once per session and kept: every round of a run compares with the same few.
+    fn baseline_returns(&self, specs: &[StrategySpec]) -> Vec<Option<Arc<Vec<f64>>>> {
+        let seen = self.splits.train.start..self.splits.valid.end;
+        let cached = |spec: &StrategySpec| -> Option<Arc<Vec<f64>>> {
+            let nets = self.baseline_nets.lock().ok()?;
+            nets.iter().find(|(s, _)| s == spec).map(|(_, n)| n.clone())
+        };
+        let mut missing: Vec<(String, StrategySpec)> = Vec::new();
+        for spec in specs {
+            if cached(spec).is_none() && !missing.iter().any(|(_, s)| s == spec) {
+                missing.push((format!("b{}", missing.len() + 1), spec.clone()));
+            }
+        }
+        if !missing.is_empty() {
+            let ran = self.run(&missing, &[Part::Train, Part::Validation], false);
+            if let Ok(mut nets) = self.baseline_nets.lock() {
+                for ((_, spec), r) in missing.into_iter().zip(&ran) {
+                    if let Some(b) = &r.book {
+                        nets.push((spec, Arc::new(b.net[seen.clone()].to_vec())));
+                    }
+                }
+            }
+        }
+        specs.iter().map(cached).collect()
     }
 
     /// The deflated Sharpe ratio of the best validation Sharpe given every strategy that ran,

@@ -1,6 +1,7 @@
-//! A top-k book is judged on the bars where it had a choice. Before enough of its universe
-//! trades (equity indices: one name in 1971, ten by 2019), a book of k names holds whatever
-//! trades, so every signal earns the same there; those bars must not make up a selection fold.
+//! What a book is judged on. A top-k book: the bars where it had a choice (before enough of its
+//! universe trades, as with equity indices, one name in 1971 and ten by 2019, a book of k names
+//! holds whatever trades, so every signal earns the same there and those bars must not make up
+//! a selection fold). Any book: its co-movement with always-long, kept or run alike.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests fail loudly
 
@@ -153,4 +154,47 @@ fn a_top_k_book_is_judged_from_where_it_had_a_choice() {
             .iter()
             .all(|c| *c <= 1)
     );
+}
+
+/// A book's co-movement with always-long of its construction: on training and validation from
+/// the baseline returns the session keeps, on the sealed test from a run; both as a fresh
+/// session computes them, and always-long itself moves with itself.
+#[test]
+fn always_long_co_movement_is_the_same_kept_or_run() {
+    let mut spec = StrategySpec::new(lim_backtest::baseline::ALWAYS_LONG);
+    spec.portfolio = Portfolio::SignThreshold {
+        threshold: 0.0,
+        target_vol: 0.1,
+        vol_window: 10,
+        vol_forecast: None,
+    };
+    let mut other = spec.clone();
+    other.signal = "ts_sum(returns, 5)".into();
+    let specs = vec![
+        ("always long".to_string(), spec),
+        ("trend".to_string(), other),
+    ];
+    let s = session();
+    let results = s.run_with_folds(&specs, &[Part::Train, Part::Validation]);
+    for part in [Part::Validation, Part::Train, Part::Test] {
+        let first = s.always_long_co_move(&results, part);
+        // The second call reads the kept returns; a fresh session runs them.
+        assert_eq!(s.always_long_co_move(&results, part), first, "{part:?}");
+        assert_eq!(
+            session().always_long_co_move(&results, part),
+            first,
+            "{part:?}"
+        );
+        assert!(
+            (first[0].correlation - 1.0).abs() < 1e-12,
+            "{part:?}: {:?}",
+            first[0]
+        );
+        assert!((first[0].beta - 1.0).abs() < 1e-12);
+        assert!(
+            first[1].correlation.abs() < 0.99 && first[1].bars > 20,
+            "{:?}",
+            first[1]
+        );
+    }
 }
