@@ -279,16 +279,16 @@ impl Session {
     /// such a choice, the start of training. What trades does not depend on the signal, so a
     /// signal's own warm-up (a 250-bar window) does not move it.
     pub fn judged_from(&self, spec: &StrategySpec, book: &Book) -> usize {
-        let seen = self.splits.train.start..self.splits.valid.end;
+        let start = self.splits.train.start;
         let crate::spec::Portfolio::TopK { k } = spec.portfolio else {
-            return seen.start;
+            return start;
         };
         let need = u32::try_from(k.saturating_mul(CHOICE_FACTOR)).unwrap_or(u32::MAX);
         [self.splits.train.clone(), self.splits.valid.clone()]
             .into_iter()
             .flatten()
             .find(|&i| book.tradable.get(i).is_some_and(|c| *c >= need))
-            .unwrap_or(seen.start)
+            .unwrap_or(start)
     }
 
     /// The selection folds of one strategy's book: [`Session::selection_folds`], cut over the

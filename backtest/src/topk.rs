@@ -595,11 +595,11 @@ pub(crate) fn book(
                             }
                             None => f.iter().filter(|v| v.is_finite()).count(),
                         };
-                        let cand = u32::try_from(tradable).unwrap_or(u32::MAX);
+                        let tradable = u32::try_from(tradable).unwrap_or(u32::MAX);
                         *o = if expo > 0.0 && known {
-                            (gross - cost * turn, turn, expo, ic, icp, inf, cand)
+                            (gross - cost * turn, turn, expo, ic, icp, inf, tradable)
                         } else {
-                            (f64::NAN, f64::NAN, f64::NAN, ic, icp, inf, cand)
+                            (f64::NAN, f64::NAN, f64::NAN, ic, icp, inf, tradable)
                         };
                     }
                 },
