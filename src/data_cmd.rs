@@ -393,10 +393,7 @@ fn show(args: ShowArgs) -> anyhow::Result<ExitCode> {
     let set = catalog.panels(&q)?;
     let ret = set.panel(Field::Returns).context("returns panel missing")?;
     // Intraday statistics are annualised by the bars in a typical trading day of this data.
-    let mut days: Vec<i64> = set.times.iter().map(|t| t.0.div_euclid(86_400)).collect();
-    days.dedup();
-    let bars_per_day = set.times.len() as f64 / days.len().max(1) as f64;
-    let periods = meta.frequency.periods_per_year(bars_per_day);
+    let periods = meta.frequency.periods_per_year_of(&set.times);
     let mut symbols = Vec::new();
     for (c, inst) in set.instruments.iter().enumerate() {
         let Some(sm) = meta

@@ -144,7 +144,7 @@ impl Session {
     pub fn new(set: &mut PanelSet, split: SplitSpec) -> Result<Session, BacktestError> {
         let splits =
             Splits::new(&set.times, split).map_err(|e| BacktestError::Input(e.to_string()))?;
-        let periods = set.frequency.periods_per_year(1.0);
+        let periods = set.frequency.periods_per_year_of(&set.times);
         let frame = frame::take_panels(set);
         let close = frame
             .fields

@@ -175,6 +175,28 @@ impl Frequency {
         }
     }
 
+    /// Bars per year of a time axis at this frequency, for annualising statistics: 252 for
+    /// daily bars; for intraday bars, 252 times the axis's bars per trading day (its bars over
+    /// the days it has bars on), so that a 24-hour market and a 6¼-hour session are each
+    /// annualised by their own day.
+    pub fn periods_per_year_of(self, times: &[Timestamp]) -> f64 {
+        match self {
+            Frequency::Daily => 252.0,
+            Frequency::Intraday(_) => {
+                let mut days = 0usize;
+                let mut last = None;
+                for t in times {
+                    let day = t.0.div_euclid(DAY);
+                    if last != Some(day) {
+                        days += 1;
+                        last = Some(day);
+                    }
+                }
+                self.periods_per_year(times.len() as f64 / days.max(1) as f64)
+            }
+        }
+    }
+
     /// Parses `1d`, `1h`, `5min`, `15m`, `30s`.
     pub fn parse(text: &str) -> Option<Frequency> {
         let t = text.trim().to_ascii_lowercase();
@@ -310,6 +332,20 @@ pub fn civil_from_days(z: i64) -> (i32, u32, u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn intraday_bars_are_annualised_by_their_own_day() {
+        // Two days of a 24-hour market, hourly; and two 6-bar sessions.
+        let hours: Vec<Timestamp> = (0..48).map(|h| Timestamp(10 * DAY + h * 3600)).collect();
+        assert_eq!(Frequency::HOUR.periods_per_year_of(&hours), 252.0 * 24.0);
+        let session: Vec<Timestamp> = [3, 4]
+            .iter()
+            .flat_map(|d| (0..6).map(move |h| Timestamp(d * DAY + 10 * 3600 + h * 3600)))
+            .collect();
+        assert_eq!(Frequency::HOUR.periods_per_year_of(&session), 252.0 * 6.0);
+        assert_eq!(Frequency::Daily.periods_per_year_of(&hours), 252.0);
+        assert_eq!(Frequency::HOUR.periods_per_year_of(&[]), 252.0);
+    }
 
     #[test]
     fn civil_round_trip_over_centuries() {

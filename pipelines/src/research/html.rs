@@ -571,7 +571,7 @@ pub fn tearsheet(summary: &Summary, curves: Option<&Curves>) -> String {
     match curves {
         Some(c) if !c.series.is_empty() => {
             let periods = lim_market::Frequency::parse(&p.frequency)
-                .map_or(252.0, |f| f.periods_per_year(1.0));
+                .map_or(252.0, |f| f.periods_per_year_of(&c.times));
             curve_sections(
                 &mut s,
                 c,

@@ -453,7 +453,9 @@ impl<L: LlmClient + 'static> Node for CritiqueNode<L> {
                             "validation_sharpe": v.sharpe, "validation_dd": v.max_dd, "turnover": v.turnover, "rank_ic": v.rank_ic}))
                     })
                     .collect();
-                let dsr = approximate_dsr(&trials, &cx.input::<ExperimentPlan>("plan")?.frequency);
+                // Without a universe no strategy has run, and the statistic is undefined anyway.
+                let periods = self.universe.current().map_or(252.0, |s| s.periods());
+                let dsr = approximate_dsr(&trials, periods);
                 let ctx = json!({"results": results, "trials": trials.len(), "best": best_signal,
                     "dsr": dsr.is_finite().then_some(dsr)});
                 let llm =

@@ -343,9 +343,9 @@ pub fn fold_lower_bound(folds: &[Fold]) -> f64 {
 /// The deflated Sharpe ratio of the best validation Sharpe among `trials`, from their Sharpe
 /// ratios alone (returns taken as normal): what the critic sees during the loop. The report
 /// uses the exact statistic over every trial's returns, computed by the final evaluator.
-pub fn approximate_dsr(trials: &[Trial], frequency: &str) -> f64 {
-    let periods =
-        lim_market::Frequency::parse(frequency).map_or(252.0, |f| f.periods_per_year(1.0));
+/// `periods` is the bars a year the Sharpe ratios were annualised with (the universe's
+/// [`lim_backtest::session::Session::periods`]).
+pub fn approximate_dsr(trials: &[Trial], periods: f64) -> f64 {
     let srs: Vec<(f64, usize)> = trials
         .iter()
         .filter_map(|t| t.validation)

@@ -1,0 +1,60 @@
+//! Annualised figures of intraday data: a bar is an hour or five minutes, and a year has as
+//! many of them as the market trades in a day, 252 times over.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly
+
+use lim_backtest::session::Session;
+use lim_backtest::spec::{Portfolio, StrategySpec};
+use lim_market::{Part, SplitSpec};
+
+mod common;
+
+/// One instrument whose price moves ±1 % every hour, `hours` bars a day (the last hours of each), over 40
+/// days: per bar a return volatility of 1 %.
+fn session(hours: usize) -> Session {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("hourly.csv");
+    let mut csv = String::from("ts,symbol,open,high,low,close,volume\n");
+    let mut p = 100.0;
+    let mut bar = 0;
+    for d in 1..=40 {
+        for h in 0..hours {
+            p *= if bar % 2 == 0 { 1.01 } else { 0.99 };
+            bar += 1;
+            let (day, hour) = ((d - 1) % 28 + 1, 24 - hours + h);
+            let month = if d <= 28 { 2 } else { 3 };
+            csv.push_str(&format!(
+                "2021-{month:02}-{day:02}T{hour:02}:00:00Z,S,{p},{p},{p},{p},1000\n"
+            ));
+        }
+    }
+    std::fs::write(&path, csv).unwrap();
+    let mut set = common::panels(&path);
+    Session::new(
+        &mut set,
+        SplitSpec::Fractions {
+            train: 0.6,
+            valid: 0.2,
+            embargo: 2,
+        },
+    )
+    .unwrap()
+}
+
+#[test]
+fn intraday_volatility_is_annualised_by_the_bars_of_a_trading_day() {
+    for hours in [24, 6] {
+        let s = session(hours);
+        let mut spec = StrategySpec::new("abs(returns) * 0 + 1");
+        spec.portfolio = Portfolio::TopK { k: 1 };
+        spec.costs.bps = 0.0;
+        let r = s.run(&[("long".into(), spec)], &[Part::Validation], false);
+        let m = r[0].metrics[0].1;
+        let want = 0.01 * (252.0 * hours as f64).sqrt();
+        assert!(
+            (m.ann_vol / want - 1.0).abs() < 0.03,
+            "{hours} bars a day: annual volatility {} where {want} was due",
+            m.ann_vol
+        );
+    }
+}
