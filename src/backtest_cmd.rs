@@ -7,7 +7,9 @@ use anyhow::{Context, bail};
 use clap::Args;
 use lim_backtest::baseline;
 use lim_backtest::metrics::CoMove;
-use lim_backtest::session::{MultipleTesting, SplitInfo, StrategyResult};
+use lim_backtest::session::{
+    MIN_HOLDING_CHANGES_PER_YEAR, MultipleTesting, SplitInfo, StrategyResult,
+};
 use lim_backtest::spec::{Portfolio, StrategySpec};
 use lim_market::Part;
 use lim_tools::ChooseUniverseArgs;
@@ -233,7 +235,7 @@ pub fn run(args: BacktestArgs) -> anyhow::Result<ExitCode> {
         Executor::Slurm => on_slurm(&args, &universe, &specs, &parts, detail)?,
     };
     // Results from the cluster come back with their books, so the check is the same here.
-    session.mark_level_dependent(&mut strategies);
+    session.mark_checks(&mut strategies);
     let baselines = specs
         .first()
         .map(|(_, s)| session.run(&baseline::baselines(s), &parts, false))
@@ -532,6 +534,17 @@ fn print_report(r: &Report, freq: lim_market::Frequency) {
             println!(
                 "degenerate: {}'s validation returns move with the always-long book of its construction (correlation {:.2}, beta {:.2}): beta, not a signal",
                 s.name, c.correlation, c.beta
+            );
+        }
+    }
+    for s in &r.strategies {
+        if let Some(c) = s
+            .holding_changes_per_year
+            .filter(|c| *c < MIN_HOLDING_CHANGES_PER_YEAR)
+        {
+            println!(
+                "degenerate: {} is a fixed allocation: its holdings changed {c:.1} times a year over training and validation; what it earned is what those names earned, not a signal",
+                s.name
             );
         }
     }

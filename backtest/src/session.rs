@@ -57,6 +57,12 @@ pub struct StrategyResult {
     /// [`Session::level_dependent`]).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub level_dependent: bool,
+    /// With folds, for a book of equal weights on the names its signal ranks first (top-k,
+    /// quantile long-short): how many times a year its holdings changed over the bars it is
+    /// judged on (see [`Session::holding_changes_per_year`]); below
+    /// [`MIN_HOLDING_CHANGES_PER_YEAR`] it is a fixed allocation, not a signal.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub holding_changes_per_year: Option<f64>,
     /// Nodes in the signal's expression tree, and its nesting depth (0 when it did not parse).
     pub nodes: usize,
     /// Nesting depth of the signal's expression.
@@ -102,6 +108,13 @@ pub const LEVEL_TOLERANCE: f64 = 0.01;
 fn level_scale(j: usize) -> f64 {
     4f64.powi([-3, 2, -1, 3, 1, -2, 4][j % 7])
 }
+
+/// A ranked book (top-k, quantile long-short) whose holdings change fewer times a year than
+/// this over the bars it is judged on is a fixed allocation: what it earned is what those few
+/// names earned, and each selection fold (some three years of daily bars) holds at most a
+/// decision or two of its signal. Ranking index levels (`rank(high)`: always the two indices
+/// quoted highest) is one; so is ranking anything that barely moves across instruments.
+pub const MIN_HOLDING_CHANGES_PER_YEAR: f64 = 1.0;
 
 /// Blocks that training and validation are cut into for a robust fitness: five, so that each
 /// is long enough (about a sixth of the bars) for its Sharpe ratio to mean something.
@@ -324,12 +337,52 @@ impl Session {
                 r.selection_folds = metrics::on_folds(book, &folds, self.periods);
             }
         }
-        self.mark_level_dependent(&mut results);
+        self.mark_checks(&mut results);
         results
     }
 
+    /// For a book of equal weights on the names its signal ranks first (top-k, quantile
+    /// long-short), the times a year its holdings changed (bars on which it traded while it held
+    /// something, per year of its active bars) from [`Session::judged_from`] to the end of validation; `None` for
+    /// other books (a sign or proportional book's weights move with every value) and for one
+    /// that never held anything there.
+    pub fn holding_changes_per_year(&self, spec: &StrategySpec, book: &Book) -> Option<f64> {
+        use crate::spec::Portfolio;
+        if !matches!(
+            spec.portfolio,
+            Portfolio::TopK { .. } | Portfolio::QuantileLongShort { .. }
+        ) {
+            return None;
+        }
+        let bars = self.judged_from(spec, book)..self.splits.valid.end;
+        let (turnover, exposure) = (book.turnover.get(bars.clone())?, book.exposure.get(bars)?);
+        let active = turnover.iter().filter(|v| v.is_finite()).count();
+        // A trade on a bar after one that held something: taking the first positions is not
+        // a change of mind.
+        let changes = turnover
+            .iter()
+            .skip(1)
+            .zip(exposure)
+            .filter(|(t, held)| **t > 1e-12 && **held > 0.0)
+            .count();
+        (active > 0).then(|| changes as f64 * self.periods / active as f64)
+    }
+
+    /// Sets every result's `level_dependent` (see [`Session::level_dependent`]) and
+    /// `holding_changes_per_year` (see [`Session::holding_changes_per_year`]): the checks a
+    /// report and a research run's fitness read, for results run here or on a cluster.
+    pub fn mark_checks(&self, results: &mut [StrategyResult]) {
+        self.mark_level_dependent(results);
+        for r in results.iter_mut() {
+            r.holding_changes_per_year = r
+                .book
+                .as_ref()
+                .and_then(|b| self.holding_changes_per_year(&r.spec, b));
+        }
+    }
+
     /// Sets every result's `level_dependent` by [`Session::level_dependent`].
-    pub fn mark_level_dependent(&self, results: &mut [StrategyResult]) {
+    fn mark_level_dependent(&self, results: &mut [StrategyResult]) {
         let level = self.level_dependent(results);
         for (r, l) in results.iter_mut().zip(level) {
             r.level_dependent = l;
@@ -509,6 +562,7 @@ impl Session {
                     ic_decay: Vec::new(),
                     infinite_signal_cells: 0,
                     level_dependent: false,
+                    holding_changes_per_year: None,
                     book: None,
                 };
                 let Ok(e) = p else { return out };

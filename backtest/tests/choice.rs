@@ -1,12 +1,13 @@
 //! What a book is judged on. A top-k book: the bars where it had a choice (before enough of its
 //! universe trades, as with equity indices, one name in 1971 and ten by 2019, a book of k names
 //! holds whatever trades, so every signal earns the same there and those bars must not make up
-//! a selection fold). Any book: its co-movement with always-long, kept or run alike.
+//! a selection fold). A ranked book that holds the same names throughout is an allocation, not a
+//! signal. Any book: its co-movement with always-long, kept or run alike.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests fail loudly
 
 use lim_backtest::metrics;
-use lim_backtest::session::{CHOICE_FACTOR, Session};
+use lim_backtest::session::{CHOICE_FACTOR, MIN_HOLDING_CHANGES_PER_YEAR, Session};
 use lim_backtest::spec::{Portfolio, StrategySpec};
 use lim_market::{Part, SplitSpec};
 
@@ -32,6 +33,7 @@ fn day(t: usize) -> String {
 }
 
 /// S0 trades from the first bar and rises steadily; S1 to S3 join at bar [`JOIN`] and wander.
+/// Each trades the same volume every day, S0 the most.
 fn session() -> Session {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("late.csv");
@@ -45,7 +47,9 @@ fn session() -> Session {
                 1.0 + 0.02 * (1.3 * (t * (i + 1)) as f64 + i as f64).sin()
             };
             if i == 0 || t >= JOIN {
-                csv.push_str(&format!("{},S{i},{p},{p},{p},{p},1000\n", day(t)));
+                // S0 trades the most, S3 the least.
+                let volume = 1000 * (4 - i);
+                csv.push_str(&format!("{},S{i},{p},{p},{p},{p},{volume}\n", day(t)));
             }
         }
     }
@@ -153,6 +157,49 @@ fn a_top_k_book_is_judged_from_where_it_had_a_choice() {
             .tradable
             .iter()
             .all(|c| *c <= 1)
+    );
+}
+
+/// A top-k book that ranks what never changes across instruments (here the volume each trades
+/// every day) holds the same name throughout: a fixed allocation. One that ranks recent
+/// returns changes its names often. A sign book is not counted: its weights move with every
+/// value of its signal.
+#[test]
+fn a_ranked_book_that_keeps_its_names_is_a_fixed_allocation() {
+    let s = session();
+    let top1 = |signal: &str| {
+        let mut spec = StrategySpec::new(signal);
+        spec.portfolio = Portfolio::TopK { k: 1 };
+        (signal.to_string(), spec)
+    };
+    let mut sign = StrategySpec::new("ts_sum(returns, 5)");
+    sign.portfolio = Portfolio::SignThreshold {
+        threshold: 0.0,
+        target_vol: 0.1,
+        vol_window: 10,
+        vol_forecast: None,
+    };
+    let specs = vec![
+        top1("rank(volume)"),
+        top1("rank(ts_sum(returns, 5))"),
+        ("sign".to_string(), sign),
+    ];
+    let results = s.run_with_folds(&specs, &[Part::Train, Part::Validation]);
+    let changes: Vec<Option<f64>> = results.iter().map(|r| r.holding_changes_per_year).collect();
+    assert_eq!(changes[0], Some(0.0), "{changes:?}");
+    assert!(
+        changes[1].is_some_and(|c| c > 10.0 * MIN_HOLDING_CHANGES_PER_YEAR),
+        "{changes:?}"
+    );
+    assert_eq!(changes[2], None);
+    // It travels with the result, as the `backtest` tool and a cluster worker give it.
+    let json = serde_json::to_value(&results[0]).unwrap();
+    assert_eq!(json["holding_changes_per_year"], 0.0);
+    assert!(
+        serde_json::to_value(&results[2])
+            .unwrap()
+            .get("holding_changes_per_year")
+            .is_none()
     );
 }
 

@@ -96,6 +96,7 @@ proptest! {
             folds: Vec::new(),
             nodes: 0,
             level_dependent: false,
+            holding_changes_per_year: None,
             closest_baseline: None,
         };
         trial.score(&p);

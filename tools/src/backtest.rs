@@ -93,7 +93,9 @@ impl Tool for BacktestTool {
          universe trade). The test period is sealed. `level_dependent: true` means the \
          positions depend on the instruments' price levels, which back-adjustment sets from later events: such a \
          strategy looks ahead and is rejected; use returns or ratios of prices, and no dollar-volume universe filter \
-         on adjusted prices. `closest_baseline` names the \
+         on adjusted prices. `holding_changes_per_year` counts how often a ranked book's holdings changed: below 1 \
+         it is a fixed allocation (e.g. ranking price levels across instruments), not a signal, and is rejected. \
+         `closest_baseline` names the \
          simple baseline (momentum, reversal, always long) each strategy's returns correlate with most: beyond 0.9 \
          it is that baseline found again, not a new idea."
             .into()

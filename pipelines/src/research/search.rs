@@ -330,6 +330,9 @@ impl Node for Backtest {
                                     .get("level_dependent")
                                     .and_then(Value::as_bool)
                                     .unwrap_or(false),
+                                holding_changes_per_year: res
+                                    .get("holding_changes_per_year")
+                                    .and_then(Value::as_f64),
                                 closest_baseline: r
                                     .pointer(&format!("/result/closest_baseline/{i}"))
                                     .and_then(|c| {
@@ -360,6 +363,7 @@ impl Node for Backtest {
                             nodes: 0,
                             level_dependent: false,
                             closest_baseline: None,
+                            holding_changes_per_year: None,
                         }));
                     }
                 }

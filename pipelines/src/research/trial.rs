@@ -96,6 +96,11 @@ pub struct Trial {
     /// that correlation (see [`baseline_penalty`]); absent in runs recorded before it was kept.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub closest_baseline: Option<(String, f64)>,
+    /// For a ranked book, how many times a year its holdings changed over training and
+    /// validation ([`lim_backtest::session::Session::holding_changes_per_year`]); absent for
+    /// other books and in runs recorded before it was kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub holding_changes_per_year: Option<f64>,
 }
 
 /// Why a book that reads price levels is rejected.
@@ -131,6 +136,19 @@ impl Trial {
                         Some(format!(
                             "degenerate: its validation returns move with the always-long book (correlation {:.2}); beta, not a signal",
                             self.always_long_correlation.unwrap_or(f64::NAN)
+                        )),
+                    )
+                }
+                Ok(_)
+                    if self
+                        .holding_changes_per_year
+                        .is_some_and(|c| c < MIN_HOLDING_CHANGES_PER_YEAR) =>
+                {
+                    (
+                        None,
+                        Some(format!(
+                            "degenerate: a fixed allocation, its holdings changed {:.1} times a year over training and validation; what it earned is what those names earned, not a signal",
+                            self.holding_changes_per_year.unwrap_or(f64::NAN)
                         )),
                     )
                 }
@@ -240,6 +258,10 @@ impl Finalist {
         ))
     }
 }
+
+/// A ranked book whose holdings change fewer times a year than this is a fixed allocation: it
+/// is rejected like any degenerate signal.
+pub use lim_backtest::session::MIN_HOLDING_CHANGES_PER_YEAR;
 
 /// A strategy whose validation returns correlate with the always-long book of its own
 /// construction beyond this (either way) is holding the market, not following a signal (e.g. a
@@ -441,6 +463,7 @@ mod tests {
                 folds: folds(&[0.8, 0.9, 1.0, 0.9, 0.8]),
                 nodes: 3,
                 level_dependent: false,
+                holding_changes_per_year: None,
                 closest_baseline: closest.map(|(n, c)| (n.to_string(), c)),
             };
             t.score(&experiment(per_unit));
@@ -456,6 +479,50 @@ mod tests {
         assert_eq!(near, reversed, "either way");
         let off = trial(Some(("time-series momentum, 63 days", 1.0)), 0.0);
         assert_eq!(off, new, "the default only reports it");
+    }
+
+    #[test]
+    fn a_fixed_allocation_is_rejected_and_a_slow_signal_is_not() {
+        let trial = |changes: Option<f64>| {
+            let mut t = Trial {
+                signal: "rank(ts_sum(high, 250))".into(),
+                generation: 1,
+                parents: Vec::new(),
+                fitness: None,
+                train: Some(metrics(1.0, -0.05)),
+                validation: Some(metrics(1.0, -0.05)),
+                error: None,
+                rejected: None,
+                always_long_correlation: Some(0.95),
+                folds: folds(&[0.8, 0.9, 1.0, 0.9, 0.8]),
+                nodes: 5,
+                level_dependent: false,
+                holding_changes_per_year: changes,
+                closest_baseline: None,
+            };
+            let mut e = experiment(0.0);
+            e.strategy.portfolio = Portfolio::TopK { k: 2 };
+            t.score(&e);
+            t
+        };
+        let fixed = trial(Some(0.4));
+        assert_eq!(fixed.fitness, None);
+        assert!(
+            fixed
+                .rejected
+                .as_deref()
+                .is_some_and(|r| r.contains("fixed allocation") && r.contains("0.4 times a year")),
+            "{:?}",
+            fixed.rejected
+        );
+        // Twice a year is slow, not fixed; a run recorded before the count is not judged by it.
+        for changes in [Some(2.0), None] {
+            let t = trial(changes);
+            assert!(
+                t.fitness.is_some() && t.rejected.is_none(),
+                "{changes:?}: {t:?}"
+            );
+        }
     }
 
     #[test]
