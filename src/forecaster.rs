@@ -154,10 +154,14 @@ impl FoundationForecaster {
         let backbone = self.backbone(t, recipe)?;
         let mode = match (f.mode, recipe.pretrain) {
             (TuneMode::Probe, _) => Mode::Probe,
-            (TuneMode::Full, Some(_)) => Mode::Full,
+            (TuneMode::Full | TuneMode::LpFt, Some(_)) => Mode::Full,
             (TuneMode::Full, None) => Mode::Scratch,
+            (TuneMode::LpFt, None) => {
+                return Err(format!("'{recipe}': LP-FT needs a pretrained backbone"));
+            }
         };
         let mut ft = FinetuneConfig::new(mode, f.steps, BATCH, f.seed);
+        ft.lp_ft = f.mode == TuneMode::LpFt;
         if f.target.is_volatility() {
             ft.target = lim_foundation::Target::LogVol;
         }

@@ -386,6 +386,11 @@ pub struct FinetuneArgs {
     /// Probe (frozen backbone) or full fine-tuning.
     #[arg(long, value_enum, default_value = "full")]
     mode: ModeArg,
+    /// Full fine-tuning in two stages (LP-FT): the head alone on the frozen backbone first (as
+    /// --mode probe, with the same steps), then everything from that stage's best model. Only
+    /// the second stage is checkpointed: a run stopped in the first starts over.
+    #[arg(long, conflicts_with = "scratch")]
+    lp_ft: bool,
     /// What the head predicts.
     #[arg(long, value_enum, default_value = "rank")]
     target: TargetArg,
@@ -801,10 +806,16 @@ fn finetune_cmd(a: FinetuneArgs) -> anyhow::Result<ExitCode> {
             ModeArg::Full => Mode::Full,
         }
     };
+    if a.lp_ft && mode != Mode::Full {
+        anyhow::bail!(
+            "--lp-ft is a way of full fine-tuning: drop --mode probe, or drop --lp-ft for a probe"
+        );
+    }
     let mut ft = FinetuneConfig::new(mode, a.steps, a.batch, a.seed);
     ft.target = a.target.into();
     ft.horizon = a.horizon;
     ft.optim.shards = a.shards.map_or(ft.optim.shards, |s| s as usize);
+    ft.lp_ft = a.lp_ft;
     ft.optim.validate()?;
     if a.train_end >= a.valid_end {
         anyhow::bail!("--train-end must be before --valid-end");
@@ -818,7 +829,7 @@ fn finetune_cmd(a: FinetuneArgs) -> anyhow::Result<ExitCode> {
         }
         if meta.finetune.as_ref() != Some(&ft) {
             anyhow::bail!(
-                "model '{}' was fine-tuned with other settings (mode, target, horizon, steps, batch or seed); repeat its original command with --resume",
+                "model '{}' was fine-tuned with other settings (mode, --lp-ft, target, horizon, steps, batch or seed); repeat its original command with --resume",
                 a.name
             );
         }
@@ -894,6 +905,21 @@ fn finetune_cmd(a: FinetuneArgs) -> anyhow::Result<ExitCode> {
     };
     let mut path = PathBuf::new();
     let mut run = run;
+    if ft.lp_ft && !a.resume {
+        // The probe stage (not checkpointed); the full stage, checkpointed as any run, starts
+        // from its best model. A resumed run is always in the full stage.
+        let mut probe_report = progress("finetune, probe stage");
+        let probed = lim_foundation::finetune::finetune(
+            run.model,
+            &train,
+            &valid,
+            &cfg,
+            &ft.probe_stage(),
+            &device,
+            &mut probe_report,
+        )?;
+        run = FinetuneRun::new(probed.model, &ft);
+    }
     run.train(&train, &valid, &cfg, &ft, &device, &mut report, &mut |r| {
         let mut results = std::collections::BTreeMap::new();
         if let Some((_, step, v)) = &r.progress.best {

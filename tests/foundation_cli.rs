@@ -96,6 +96,40 @@ fn pretrain_finetune_predict_list_on_the_sample() {
     assert_eq!(ft2["best_step"], ft["best_step"]);
     assert_eq!(ft2["valid"], ft["valid"]);
 
+    // Full fine-tuning, plain and in two stages (LP-FT): the second starts from the probe
+    // stage's head, so it ends elsewhere; it resumes only as it was started.
+    let full = |name: &'static str, lp_ft: bool| {
+        let mut args = ft_args.to_vec();
+        args[3] = name;
+        let at = args.iter().position(|a| *a == "probe").unwrap();
+        args[at] = "full";
+        if lp_ft {
+            args.push("--lp-ft");
+        }
+        args
+    };
+    let plain = json(&lim(&full("plain", false), c, m));
+    let two = json(&lim(&full("two", true), c, m));
+    assert_ne!(plain["valid"], two["valid"], "{plain} {two}");
+    let mut again = full("two", true);
+    again.push("--resume");
+    assert_eq!(json(&lim(&again, c, m))["valid"], two["valid"]);
+    let mut other = full("two", false);
+    other.push("--resume");
+    let err = failure(&lim(&other, c, m));
+    assert!(
+        err.contains("--lp-ft") && err.contains("other settings"),
+        "{err}"
+    );
+    let mut probe = ft_args.to_vec();
+    probe[3] = "three";
+    probe.push("--lp-ft");
+    let err = failure(&lim(&probe, c, m));
+    assert!(
+        err.contains("--lp-ft") && err.contains("--mode probe"),
+        "{err}"
+    );
+
     let err = failure(&lim(
         &[
             "foundation",
@@ -176,7 +210,10 @@ fn pretrain_finetune_predict_list_on_the_sample() {
         .iter()
         .map(|x| x["name"].as_str().unwrap())
         .collect();
-    assert_eq!(names, ["base", "base-cn"]);
+    assert_eq!(names, ["base", "base-cn", "plain", "two"]);
+    // The two-stage run says so in its settings.
+    assert_eq!(list[3]["finetune"]["lp_ft"], true, "{}", list[3]);
+    assert!(list[2]["finetune"].get("lp_ft").is_none());
     assert_eq!(list[1]["manifest"]["parent"]["name"], "base");
     let text = lim(&["foundation", "list"], c, m);
     assert!(String::from_utf8_lossy(&text.stdout).contains("base@6"));

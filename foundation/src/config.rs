@@ -412,6 +412,12 @@ pub struct FinetuneConfig {
     pub eval_every: usize,
     /// Evaluations without improvement before stopping.
     pub patience: usize,
+    /// Full fine-tuning in two stages (LP-FT, Kumar et al. 2022): first the head alone on the
+    /// frozen backbone ([`FinetuneConfig::probe_stage`]), then everything from that stage's
+    /// best model, so that a random head's first gradients do not distort the pretrained
+    /// features. Each stage has the step budget and early stopping. Only for [`Mode::Full`].
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub lp_ft: bool,
 }
 
 impl FinetuneConfig {
@@ -434,7 +440,23 @@ impl FinetuneConfig {
             mode,
             eval_every: (steps / 10).max(1),
             patience: 4,
+            lp_ft: false,
         }
+    }
+
+    /// The first stage of an [`FinetuneConfig::lp_ft`] run: a probe with this run's steps,
+    /// batch, seed, target, horizon and shards.
+    pub fn probe_stage(&self) -> FinetuneConfig {
+        let mut p = FinetuneConfig::new(
+            Mode::Probe,
+            self.optim.steps,
+            self.optim.batch,
+            self.optim.seed,
+        );
+        p.target = self.target;
+        p.horizon = self.horizon;
+        p.optim.shards = self.optim.shards;
+        p
     }
 }
 

@@ -575,7 +575,9 @@ fn criterion(set: &SampleSet, pred: &[f32], r: &IcReport, target: Target) -> f64
     }
 }
 
-/// Fine-tunes `model` without checkpoints (see [`FinetuneRun::train`]).
+/// Fine-tunes `model` without checkpoints (see [`FinetuneRun::train`]); with
+/// [`FinetuneConfig::lp_ft`], its probe stage first (reported as step reports like the rest),
+/// and the returned figures are the full stage's.
 ///
 /// # Errors
 /// A tensor that cannot be read back.
@@ -588,6 +590,11 @@ pub fn finetune(
     device: &Device,
     report: &mut dyn FnMut(&StepReport),
 ) -> Result<Finetuned, FoundationError> {
+    let model = if ft.lp_ft && ft.mode == Mode::Full {
+        finetune(model, train, valid, cfg, &ft.probe_stage(), device, report)?.model
+    } else {
+        model
+    };
     let mut run = FinetuneRun::new(model, ft);
     run.train(train, valid, cfg, ft, device, report, &mut |_| Ok(()))?;
     run.finish(valid, cfg, device)

@@ -349,32 +349,15 @@ pub fn run_with(
     let mut arms = Vec::new();
     for (name, backbone, on, mode, loss) in plans {
         let started = Instant::now();
-        let mut model = Predictor::new(backbone, spec.model.d_model, spec.seed, &ad);
+        let model = Predictor::new(backbone, spec.model.d_model, spec.seed, &ad);
         let label = format!("finetune {name}");
-        if spec.lp_ft && mode == Mode::Full {
-            // The probe stage: the same fine-tuning as the probe arm's, whose best model (head
-            // trained, backbone as pretrained) is where the full stage starts.
-            let probe_label = format!("finetune {name}, probe stage");
-            model = finetune(
-                model,
-                &train,
-                &valid,
-                &spec.model,
-                &ft(Mode::Probe),
-                &ad,
-                &mut |r| progress(&probe_label, r),
-            )?
-            .model;
-        }
-        let out = finetune(
-            model,
-            &train,
-            &valid,
-            &spec.model,
-            &ft(mode),
-            &ad,
-            &mut |r| progress(&label, r),
-        )?;
+        // With LP-FT the full arms first run the probe arm's fine-tuning, whose best model
+        // (head trained, backbone as pretrained) is where the full stage starts.
+        let mut tune = ft(mode);
+        tune.lp_ft = spec.lp_ft && mode == Mode::Full;
+        let out = finetune(model, &train, &valid, &spec.model, &tune, &ad, &mut |r| {
+            progress(&label, r)
+        })?;
         let pred = predict_samples(&out.model, &test, &spec.model, &ad)?;
         let vol = if spec.target_kind == Target::LogVol {
             // A forecast of the log is a median: half the validation residuals' variance

@@ -55,6 +55,9 @@ pub enum TuneMode {
     Probe,
     /// Head and backbone.
     Full,
+    /// Head and backbone in two stages (LP-FT): the head alone first, then everything from
+    /// there, each stage with the steps asked for. Needs a pretrained backbone.
+    LpFt,
 }
 
 /// What a fine-tuned head predicts.
@@ -103,7 +106,8 @@ pub struct FinetuneStep {
 }
 
 /// A model named by how it was made: `scratch` or `pre{steps}s{seed}` for the backbone,
-/// followed by `.probe{steps}s{seed}` or `.full{steps}s{seed}` once fine-tuned, and `v{bars}`
+/// followed by `.probe{steps}s{seed}`, `.full{steps}s{seed}` or `.lpft{steps}s{seed}` once
+/// fine-tuned, and `v{bars}`
 /// when the head predicts volatility (`pre300s1.full200s1v5`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Recipe {
@@ -122,9 +126,10 @@ impl Recipe {
         }
     }
 
-    /// Training steps of this recipe's last stage.
+    /// Training steps of this recipe's last stage (both stages of LP-FT).
     fn own_steps(&self) -> usize {
         match (self.pretrain, self.finetune) {
+            (_, Some(f)) if f.mode == TuneMode::LpFt => 2 * f.steps,
             (_, Some(f)) => f.steps,
             (Some(p), None) => p.steps,
             (None, None) => 0,
@@ -142,6 +147,7 @@ impl fmt::Display for Recipe {
             let mode = match t.mode {
                 TuneMode::Probe => "probe",
                 TuneMode::Full => "full",
+                TuneMode::LpFt => "lpft",
             };
             write!(f, ".{mode}{}s{}", t.steps, t.seed)?;
             if t.target.is_volatility() {
@@ -164,7 +170,7 @@ impl FromStr for Recipe {
     fn from_str(s: &str) -> Result<Recipe, String> {
         let bad = || {
             format!(
-                "'{s}' is not a model name; names look like 'pre300s1' (pretrained), 'pre300s1.full200s1' or 'scratch.probe200s1' (fine-tuned), 'pre300s1.full200s1v5' (fine-tuned on volatility)"
+                "'{s}' is not a model name; names look like 'pre300s1' (pretrained), 'pre300s1.full200s1', 'pre300s1.lpft200s1' or 'scratch.probe200s1' (fine-tuned), 'pre300s1.full200s1v5' (fine-tuned on volatility)"
             )
         };
         let (base, tune) = match s.split_once('.') {
@@ -187,6 +193,8 @@ impl FromStr for Recipe {
                     (TuneMode::Probe, r)
                 } else if let Some(r) = t.strip_prefix("full") {
                     (TuneMode::Full, r)
+                } else if let Some(r) = t.strip_prefix("lpft") {
+                    (TuneMode::LpFt, r)
                 } else {
                     return Err(bad());
                 };
@@ -652,7 +660,10 @@ impl Tool for Pretrain {
 pub struct FinetuneArgs {
     /// The backbone: a name `pretrain` returned, or "scratch" for an untrained one.
     pub model: String,
-    /// `probe` trains the head only; `full` trains the backbone too.
+    /// `probe` trains the head only; `full` trains the backbone too; `lp_ft` does the probe
+    /// first and then the full fine-tuning from it (each with `steps`, so it costs twice), which
+    /// kept pretrained features better in LIM's volatility tests. `lp_ft` needs a pretrained
+    /// backbone.
     pub mode: TuneMode,
     /// Optimiser steps at most (it stops early when its holdout stops improving), 1 to 100000.
     pub steps: usize,
@@ -707,6 +718,11 @@ impl Tool for Finetune {
             }
             if base.pretrain.is_some() {
                 lab.trained_before(&base, "pretrained")?;
+            } else if args.mode == TuneMode::LpFt {
+                return Err((
+                    FailureKind::InvalidArguments,
+                    "lp_ft keeps a pretrained backbone's features, and \"scratch\" has none: use mode full, or pretrain first".into(),
+                ));
             }
             let recipe = Recipe {
                 finetune: Some(FinetuneStep {
@@ -821,10 +837,24 @@ mod tests {
             "scratch",
             "pre300s1.full200s2v5",
             "scratch.probe50s0v20",
+            "pre300s1.lpft200s2",
+            "pre300s1.lpft200s2v5",
         ] {
             let r: Recipe = s.parse().unwrap();
             assert_eq!(r.to_string(), s);
         }
+        // LP-FT runs both of its stages with the steps asked for, and is charged for both.
+        let lp: Recipe = "pre300s1.lpft200s2".parse().unwrap();
+        assert_eq!(lp.finetune.map(|f| f.mode), Some(TuneMode::LpFt));
+        assert_eq!(lp.own_steps(), 400);
+        assert_eq!(
+            "pre300s1.full200s2".parse::<Recipe>().unwrap().own_steps(),
+            200
+        );
+        assert_eq!(
+            serde_json::to_value(TuneMode::LpFt).unwrap(),
+            serde_json::json!("lp_ft")
+        );
         let v: Recipe = "pre300s1.full200s2v20".parse().unwrap();
         assert_eq!(
             v.finetune.map(|f| f.target),
