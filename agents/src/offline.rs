@@ -275,7 +275,8 @@ impl Evolution {
             let Ok(e) = parse(&signal, &self.known()) else {
                 continue;
             };
-            let canonical = e.to_string();
+            // `rank(rank(x))` is `rank(x)` tried again.
+            let canonical = e.without_repeated_ranks().to_string();
             if self.seen.insert(canonical.clone()) {
                 added.push(self.history.len());
                 self.history.push(Candidate {
@@ -332,7 +333,7 @@ impl Evolution {
             }
             if let Ok(e) = parse(&child, &self.known())
                 && e.size() <= 40
-                && let e = e.with_min_count(self.min_count)
+                && let e = e.with_min_count(self.min_count).without_repeated_ranks()
                 && !self.seen.contains(&e.to_string())
                 && !out
                     .iter()
@@ -565,6 +566,23 @@ mod tests {
         assert!(a.len() >= 10);
         for (s, parents) in &a {
             assert!(parse(s, FIELDS).is_ok() && !parents.is_empty(), "{s}");
+        }
+    }
+
+    #[test]
+    fn a_rank_of_ranks_is_the_rank_tried_already() {
+        let mut ev = Evolution::new(1, true);
+        let one = |s: &str| vec![(s.to_string(), Vec::new())];
+        assert_eq!(ev.add(one("rank(ts_sum(returns, 5))"), 0), [0]);
+        assert!(ev.add(one("rank(rank(ts_sum(returns, 5)))"), 1).is_empty());
+        // A new idea under two ranks is kept, once, as its single rank.
+        assert_eq!(ev.add(one("rank(rank(ts_std(returns, 20)))"), 1), [1]);
+        assert_eq!(ev.history[1].signal, "rank(ts_std(returns, 20))");
+        for c in ev.history.iter_mut() {
+            c.fitness = Some(1.0);
+        }
+        for (s, _) in ev.propose(30, 2, true) {
+            assert!(!s.contains("rank(rank("), "{s}");
         }
     }
 }

@@ -460,6 +460,32 @@ impl Expr {
         }
     }
 
+    /// The expression with every `rank(rank(x))` written `rank(x)`: ranking ranks changes
+    /// nothing (the order and the ties are the same, so are the count and so the percentiles),
+    /// so the two are one strategy, which a search should try once.
+    #[must_use]
+    pub fn without_repeated_ranks(&self) -> Expr {
+        match self {
+            Expr::Num(_) | Expr::Field(_) | Expr::Group(_) => self.clone(),
+            Expr::Neg(e) => Expr::Neg(Box::new(e.without_repeated_ranks())),
+            Expr::Not(e) => Expr::Not(Box::new(e.without_repeated_ranks())),
+            Expr::Bin(op, a, b) => Expr::Bin(
+                *op,
+                Box::new(a.without_repeated_ranks()),
+                Box::new(b.without_repeated_ranks()),
+            ),
+            Expr::Call(name, args) => {
+                let inner: Vec<Expr> = args.iter().map(Expr::without_repeated_ranks).collect();
+                match inner.as_slice() {
+                    [arg @ Expr::Call(n, a)] if name == "rank" && n == "rank" && a.len() == 1 => {
+                        arg.clone()
+                    }
+                    _ => Expr::Call(name.clone(), inner),
+                }
+            }
+        }
+    }
+
     /// The expression with every window operator of [`MIN_COUNT_FUNCS`] given a minimum count
     /// of `share` of its window (rounded up, at least 1), or, for `None`, with every minimum
     /// count removed (the strict default). Applying it twice is applying it once.

@@ -162,3 +162,30 @@ fn row_statistics_equal_their_arithmetic_along_each_row_bit_for_bit() {
         }
     }
 }
+
+/// Ranking ranks changes nothing, bit for bit, even on a row of NaN, signed zeros, ties and
+/// infinities: the search may take `rank(rank(x))` for the `rank(x)` it is.
+#[test]
+fn ranking_ranks_changes_nothing() {
+    for x in ["close", "-close", "close * 0", "abs(close) - 2.5"] {
+        let once = format!("rank({x})");
+        let twice = format!("rank(rank({x}))");
+        assert!(
+            same(&eval(&twice), &eval(&once)),
+            "{x}: {:?} {:?}",
+            eval(&twice),
+            eval(&once)
+        );
+        let e = parse(
+            &format!("ts_mean({twice}, 5) + rank(rank(rank(close)))"),
+            &["close"],
+        )
+        .unwrap();
+        assert_eq!(
+            e.without_repeated_ranks().to_string(),
+            parse(&format!("ts_mean({once}, 5) + rank(close)"), &["close"])
+                .unwrap()
+                .to_string()
+        );
+    }
+}
