@@ -238,7 +238,13 @@ pub fn run(args: BacktestArgs) -> anyhow::Result<ExitCode> {
     session.mark_checks(&mut strategies);
     let baselines = specs
         .first()
-        .map(|(_, s)| session.run(&baseline::baselines(s), &parts, false))
+        .map(|(_, s)| {
+            session.run(
+                &baseline::baselines(s, session.bars_per_day()),
+                &parts,
+                false,
+            )
+        })
         .unwrap_or_default();
     let report = Report {
         datasets: args.datasets.clone(),

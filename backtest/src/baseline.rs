@@ -25,8 +25,11 @@ pub fn always_long(spec: &StrategySpec) -> StrategySpec {
 /// kept): always long with equal weights and volatility-targeted, time-series momentum over 63
 /// days and 12-1 months (sign books, volatility-targeted, rebalanced every 5 bars), and, when
 /// `template`'s book is cross-sectional, cross-sectional momentum (12-1) and 5-day reversal in
-/// its own book. The first is the one strategies are compared with.
-pub fn baselines(template: &StrategySpec) -> Vec<(String, StrategySpec)> {
+/// its own book. The first is the one strategies are compared with. Their windows are in
+/// trading days of `bars_per_day` bars (1 for daily data; 24 for hourly crypto, whose 63 days
+/// are 1,512 bars: see [`crate::session::Session::bars_per_day`]).
+pub fn baselines(template: &StrategySpec, bars_per_day: usize) -> Vec<(String, StrategySpec)> {
+    let days = |n: usize| n * bars_per_day.max(1);
     let like = |signal: &str, portfolio: Portfolio, rebalance_every: usize, limits: Limits| {
         let mut s = template.clone();
         s.signal = signal.to_string();
@@ -61,12 +64,21 @@ pub fn baselines(template: &StrategySpec) -> Vec<(String, StrategySpec)> {
         ),
         (
             "time-series momentum, 63 days".to_string(),
-            like("ts_sum(returns, 63)", sign(), 5, sign_limits.clone()),
+            like(
+                &format!("ts_sum(returns, {})", days(63)),
+                sign(),
+                5,
+                sign_limits.clone(),
+            ),
         ),
         (
             "time-series momentum, 12-1 months".to_string(),
             like(
-                "ts_sum(returns, 252) - ts_sum(returns, 21)",
+                &format!(
+                    "ts_sum(returns, {}) - ts_sum(returns, {})",
+                    days(252),
+                    days(21)
+                ),
                 sign(),
                 5,
                 sign_limits,
@@ -81,11 +93,15 @@ pub fn baselines(template: &StrategySpec) -> Vec<(String, StrategySpec)> {
         };
         out.push((
             "cross-sectional momentum, 12-1 months".to_string(),
-            own("rank(ts_sum(returns, 252) - ts_sum(returns, 21))"),
+            own(&format!(
+                "rank(ts_sum(returns, {}) - ts_sum(returns, {}))",
+                days(252),
+                days(21)
+            )),
         ));
         out.push((
             "short-term reversal, 5 days".to_string(),
-            own("-rank(ts_sum(returns, 5))"),
+            own(&format!("-rank(ts_sum(returns, {}))", days(5))),
         ));
     }
     out

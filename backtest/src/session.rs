@@ -251,6 +251,12 @@ impl Session {
         self.periods
     }
 
+    /// Bars in a trading day: 1 for daily bars, for intraday bars the data's own (see
+    /// [`lim_market::Frequency::periods_per_year_of`]); what turns a baseline's days into bars.
+    pub fn bars_per_day(&self) -> usize {
+        (self.periods / 252.0).round().max(1.0) as usize
+    }
+
     /// The split.
     pub fn splits(&self) -> &Splits {
         &self.splits
@@ -732,7 +738,7 @@ impl Session {
         let which: Vec<Vec<(String, usize)>> = results
             .iter()
             .map(|r| {
-                crate::baseline::baselines(&r.spec)
+                crate::baseline::baselines(&r.spec, self.bars_per_day())
                     .into_iter()
                     .map(|(name, spec)| {
                         let i = match bases.iter().position(|(_, s)| *s == spec) {

@@ -1,8 +1,9 @@
-//! Annualised figures of intraday data: a bar is an hour or five minutes, and a year has as
-//! many of them as the market trades in a day, 252 times over.
+//! Intraday data: a bar is an hour or five minutes, a year has as many of them as the market
+//! trades in a day, 252 times over, and a baseline's days are that many bars each.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly
 
+use lim_backtest::baseline::baselines;
 use lim_backtest::session::Session;
 use lim_backtest::spec::{Portfolio, StrategySpec};
 use lim_market::{Part, SplitSpec};
@@ -57,4 +58,28 @@ fn intraday_volatility_is_annualised_by_the_bars_of_a_trading_day() {
             m.ann_vol
         );
     }
+}
+
+#[test]
+fn a_baselines_days_are_the_data_s_trading_days() {
+    let mut spec = StrategySpec::new("rank(returns)");
+    spec.portfolio = Portfolio::TopK { k: 1 };
+    for (hours, momentum, reversal) in [
+        (24, "ts_sum(returns, 1512)", "-rank(ts_sum(returns, 120))"),
+        (6, "ts_sum(returns, 378)", "-rank(ts_sum(returns, 30))"),
+    ] {
+        let s = session(hours);
+        assert_eq!(s.bars_per_day(), hours);
+        let b = baselines(&spec, s.bars_per_day());
+        let signal = |name: &str| &b.iter().find(|(n, _)| n == name).unwrap().1.signal;
+        assert_eq!(signal("time-series momentum, 63 days"), momentum);
+        assert_eq!(signal("short-term reversal, 5 days"), reversal);
+    }
+    // Daily bars: the windows as written.
+    let daily = baselines(&spec, 1);
+    assert!(
+        daily
+            .iter()
+            .any(|(_, b)| b.signal == "ts_sum(returns, 252) - ts_sum(returns, 21)")
+    );
 }

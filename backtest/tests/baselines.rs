@@ -82,7 +82,7 @@ fn fwd(c: &[[f64; N]], t: usize, i: usize) -> f64 {
 
 fn net_of(name: &str, template: &StrategySpec) -> Vec<f64> {
     let s = session(name);
-    let specs: Vec<_> = baselines(template)
+    let specs: Vec<_> = baselines(template, 1)
         .into_iter()
         .filter(|(n, _)| n == name)
         .collect();

@@ -1548,7 +1548,7 @@ fn a_finalist_that_is_a_baseline_found_again_is_named() {
             lim_agents::offline::spec_for(&run.plan.strategy, s),
         )
     };
-    let bases = research::baselines(&run.plan);
+    let bases = research::baselines(&run.plan, 1);
     // 12-1 momentum written another way, and a short reversal that is no baseline.
     let finalists = [
         spec("ts_sum(returns, 252) - ts_sum(returns, 21) + 0"),

@@ -4,9 +4,13 @@
 use super::*;
 
 /// The baselines of a plan (see [`lim_backtest::baseline::baselines`]), with the plan's
-/// costs and lag.
-pub fn baselines(plan: &ExperimentPlan) -> Vec<(String, StrategySpec)> {
-    lim_backtest::baseline::baselines(&offline::spec_for(&plan.strategy, lim_tools::ALWAYS_LONG))
+/// costs and lag, their windows in days of `bars_per_day` bars (the universe's
+/// [`lim_backtest::session::Session::bars_per_day`]).
+pub fn baselines(plan: &ExperimentPlan, bars_per_day: usize) -> Vec<(String, StrategySpec)> {
+    lim_backtest::baseline::baselines(
+        &offline::spec_for(&plan.strategy, lim_tools::ALWAYS_LONG),
+        bars_per_day,
+    )
 }
 
 /// A baseline's validation and sealed-test metrics.

@@ -32,7 +32,7 @@ impl Node for Finalize {
                 let chosen = diverse(&session, pool, finalists);
                 // Baselines tolerate a union calendar's holes as the search's windows did.
                 let tolerance = super::gap_tolerance(&session);
-                let bases: Vec<(String, StrategySpec)> = baselines(&plan)
+                let bases: Vec<(String, StrategySpec)> = baselines(&plan, session.bars_per_day())
                     .into_iter()
                     .map(|(name, mut spec)| {
                         spec.signal = super::tolerant(Some(&session), &spec.signal, tolerance);
