@@ -92,12 +92,7 @@ pub fn plan(goal: &str, available: &[String]) -> Plan {
         Family::Mixed
     };
     let portfolio = if dataset.contains("futures") {
-        Portfolio::SignThreshold {
-            threshold: 0.0,
-            target_vol: 0.10,
-            vol_window: 60,
-            vol_forecast: None,
-        }
+        sign_book()
     } else {
         Portfolio::TopK { k: 10 }
     };
@@ -109,6 +104,18 @@ pub fn plan(goal: &str, available: &[String]) -> Plan {
         max_drawdown: goal_drawdown(goal),
         cost_bps: 10.0,
         author: DISCLAIMER.to_string(),
+    }
+}
+
+/// The per-instrument book of the keyword plans: long a positive signal and short a negative
+/// one, each position sized to 10 % annualised volatility from 60 bars, over the count (the
+/// futures trend case, and any universe too small to rank).
+pub fn sign_book() -> Portfolio {
+    Portfolio::SignThreshold {
+        threshold: 0.0,
+        target_vol: 0.10,
+        vol_window: 60,
+        vol_forecast: None,
     }
 }
 

@@ -266,6 +266,12 @@ pub fn check_goal(plan: &Plan, goal: &str, datasets: &[DatasetMeta]) -> Result<(
             .filter(|d| plan.datasets.contains(&d.name))
             .map(|d| d.symbols.len())
             .sum();
+        if n > 0 && n < 3 {
+            return Err(PlanError::Book(format!(
+                "k: a top-k book of {n} instrument{} always holds half of the universe or more, close to always long; use a sign_threshold book, which trades each instrument on its own signal",
+                if n == 1 { "" } else { "s" }
+            )));
+        }
         if n > 0 && 2 * k >= n {
             return Err(PlanError::Book(format!(
                 "k: {k} of {n} instruments holds half of the universe or more, close to always long; use at most {}",
@@ -277,14 +283,20 @@ pub fn check_goal(plan: &Plan, goal: &str, datasets: &[DatasetMeta]) -> Result<(
 }
 
 /// The keyword plan's top-k sized to its universe: a fifth of the instruments, between 1 and 10.
+/// A universe of one or two instruments leaves a top-k book no choice (one name of one is
+/// always long), so it gets the per-instrument sign book ([`offline::sign_book`]) instead.
 pub fn size_book(plan: &mut Plan, datasets: &[DatasetMeta]) {
+    let n: usize = datasets
+        .iter()
+        .filter(|d| plan.datasets.contains(&d.name))
+        .map(|d| d.symbols.len())
+        .sum();
     if let Portfolio::TopK { k } = &mut plan.portfolio {
-        let n: usize = datasets
-            .iter()
-            .filter(|d| plan.datasets.contains(&d.name))
-            .map(|d| d.symbols.len())
-            .sum();
-        *k = (n / 5).clamp(1, 10);
+        if (1..3).contains(&n) {
+            plan.portfolio = offline::sign_book();
+        } else {
+            *k = (n / 5).clamp(1, 10);
+        }
     }
 }
 

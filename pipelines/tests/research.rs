@@ -852,6 +852,29 @@ fn plans_outside_the_goal_with_absurd_limits_or_untradable_parts_are_refused_by_
         lim_backtest::spec::Portfolio::TopK { k: 1 }
     );
     check_goal(&sized, "reversal in Indian stocks", &metas).unwrap();
+    // One instrument (a currency pair, say) leaves a top-k book no choice: the keyword plan
+    // trades it with the sign book, and a top-k plan is refused with that advice.
+    let mut one = metas.clone();
+    for d in &mut one {
+        d.symbols.truncate(1);
+    }
+    let mut single = sized.clone();
+    lim_pipelines::plan_check::size_book(&mut single, &one);
+    assert!(
+        matches!(
+            single.portfolio,
+            lim_backtest::spec::Portfolio::SignThreshold { .. }
+        ),
+        "{:?}",
+        single.portfolio
+    );
+    check_goal(&single, "reversal in Indian stocks", &one).unwrap();
+    let e = check_goal(&sized, "reversal in Indian stocks", &one).unwrap_err();
+    assert!(
+        e.to_string().contains("of 1 instrument always holds")
+            && e.to_string().contains("use a sign_threshold book"),
+        "{e}"
+    );
     // The keyword plan of the README's goal trades.
     let keyword = lim_agents::offline::plan(
         GOAL,
