@@ -6,7 +6,7 @@
 use lim_backtest::baseline::baselines;
 use lim_backtest::session::Session;
 use lim_backtest::spec::{Portfolio, StrategySpec};
-use lim_market::{Part, SplitSpec};
+use lim_market::Part;
 
 mod common;
 
@@ -30,16 +30,7 @@ fn session(hours: usize) -> Session {
         }
     }
     std::fs::write(&path, csv).unwrap();
-    let mut set = common::panels(&path);
-    Session::new(
-        &mut set,
-        SplitSpec::Fractions {
-            train: 0.6,
-            valid: 0.2,
-            embargo: 2,
-        },
-    )
-    .unwrap()
+    common::session(&path)
 }
 
 #[test]

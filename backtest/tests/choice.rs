@@ -9,7 +9,7 @@
 use lim_backtest::metrics;
 use lim_backtest::session::{CHOICE_FACTOR, MIN_HOLDING_CHANGES_PER_YEAR, Session};
 use lim_backtest::spec::{Portfolio, StrategySpec};
-use lim_market::{Part, SplitSpec};
+use lim_market::Part;
 
 mod common;
 
@@ -54,33 +54,32 @@ fn session() -> Session {
         }
     }
     std::fs::write(&path, csv).unwrap();
-    let mut set = common::panels(&path);
-    Session::new(
-        &mut set,
-        SplitSpec::Fractions {
-            train: 0.6,
-            valid: 0.2,
-            embargo: 2,
-        },
-    )
-    .unwrap()
+    common::session(&path)
 }
 
-#[test]
-fn a_top_k_book_is_judged_from_where_it_had_a_choice() {
-    let s = session();
-    let top1 = |signal: &str| {
-        let mut spec = StrategySpec::new(signal);
-        spec.portfolio = Portfolio::TopK { k: 1 };
-        (signal.to_string(), spec)
-    };
-    let mut sign = StrategySpec::new("ts_sum(returns, 5)");
-    sign.portfolio = Portfolio::SignThreshold {
+/// A top-1 book of `signal`, named by it.
+fn top1(signal: &str) -> (String, StrategySpec) {
+    let mut spec = StrategySpec::new(signal);
+    spec.portfolio = Portfolio::TopK { k: 1 };
+    (signal.to_string(), spec)
+}
+
+/// A sign book of `signal`, sized by 10 bars of volatility.
+fn sign_book(signal: &str) -> StrategySpec {
+    let mut spec = StrategySpec::new(signal);
+    spec.portfolio = Portfolio::SignThreshold {
         threshold: 0.0,
         target_vol: 0.1,
         vol_window: 10,
         vol_forecast: None,
     };
+    spec
+}
+
+#[test]
+fn a_top_k_book_is_judged_from_where_it_had_a_choice() {
+    let s = session();
+    let sign = sign_book("ts_sum(returns, 5)");
     // A universe of the single most liquid instrument never offers a choice.
     let mut narrow = top1("rank(ts_sum(returns, 5))");
     narrow.1.universe.top_liquid = Some(1);
@@ -167,18 +166,7 @@ fn a_top_k_book_is_judged_from_where_it_had_a_choice() {
 #[test]
 fn a_ranked_book_that_keeps_its_names_is_a_fixed_allocation() {
     let s = session();
-    let top1 = |signal: &str| {
-        let mut spec = StrategySpec::new(signal);
-        spec.portfolio = Portfolio::TopK { k: 1 };
-        (signal.to_string(), spec)
-    };
-    let mut sign = StrategySpec::new("ts_sum(returns, 5)");
-    sign.portfolio = Portfolio::SignThreshold {
-        threshold: 0.0,
-        target_vol: 0.1,
-        vol_window: 10,
-        vol_forecast: None,
-    };
+    let sign = sign_book("ts_sum(returns, 5)");
     let specs = vec![
         top1("rank(volume)"),
         top1("rank(ts_sum(returns, 5))"),
@@ -208,15 +196,8 @@ fn a_ranked_book_that_keeps_its_names_is_a_fixed_allocation() {
 /// session computes them, and always-long itself moves with itself.
 #[test]
 fn always_long_co_movement_is_the_same_kept_or_run() {
-    let mut spec = StrategySpec::new(lim_backtest::baseline::ALWAYS_LONG);
-    spec.portfolio = Portfolio::SignThreshold {
-        threshold: 0.0,
-        target_vol: 0.1,
-        vol_window: 10,
-        vol_forecast: None,
-    };
-    let mut other = spec.clone();
-    other.signal = "ts_sum(returns, 5)".into();
+    let spec = sign_book(lim_backtest::baseline::ALWAYS_LONG);
+    let other = sign_book("ts_sum(returns, 5)");
     let specs = vec![
         ("always long".to_string(), spec),
         ("trend".to_string(), other),

@@ -5,8 +5,9 @@
 
 use std::path::{Path, PathBuf};
 
+use lim_backtest::session::Session;
 use lim_backtest::{Frame, frame};
-use lim_market::{AsOf, Catalog, Field, PanelQuery, PanelSet, RollPolicy};
+use lim_market::{AsOf, Catalog, Field, PanelQuery, PanelSet, RollPolicy, SplitSpec};
 
 /// The fixture directory.
 pub fn fixtures() -> PathBuf {
@@ -33,4 +34,19 @@ pub fn panels(path: &Path) -> PanelSet {
         )
         .roll(RollPolicy::None);
     catalog.panels(&q).expect("panels load")
+}
+
+/// A session of one data file, split 60 % training, 20 % validation and the rest sealed test,
+/// two bars of embargo between parts.
+pub fn session(path: &Path) -> Session {
+    let mut set = panels(path);
+    Session::new(
+        &mut set,
+        SplitSpec::Fractions {
+            train: 0.6,
+            valid: 0.2,
+            embargo: 2,
+        },
+    )
+    .expect("the split leaves every part some bars")
 }

@@ -447,25 +447,31 @@ mod tests {
         }
     }
 
+    /// An unscored trial of `signal` that earned a Sharpe ratio of about 0.9 in every fold.
+    fn steady(signal: &str, always_long_correlation: Option<f64>) -> Trial {
+        Trial {
+            signal: signal.into(),
+            generation: 1,
+            parents: Vec::new(),
+            fitness: None,
+            train: Some(metrics(1.0, -0.05)),
+            validation: Some(metrics(1.0, -0.05)),
+            error: None,
+            rejected: None,
+            always_long_correlation,
+            folds: folds(&[0.8, 0.9, 1.0, 0.9, 0.8]),
+            nodes: 3,
+            level_dependent: false,
+            holding_changes_per_year: None,
+            closest_baseline: None,
+        }
+    }
+
     #[test]
     fn a_baseline_found_again_ranks_below_a_new_signal_that_earns_alike() {
         let trial = |closest: Option<(&str, f64)>, per_unit: f64| {
-            let mut t = Trial {
-                signal: "ts_sum(returns, 60)".into(),
-                generation: 1,
-                parents: Vec::new(),
-                fitness: None,
-                train: Some(metrics(1.0, -0.05)),
-                validation: Some(metrics(1.0, -0.05)),
-                error: None,
-                rejected: None,
-                always_long_correlation: Some(0.2),
-                folds: folds(&[0.8, 0.9, 1.0, 0.9, 0.8]),
-                nodes: 3,
-                level_dependent: false,
-                holding_changes_per_year: None,
-                closest_baseline: closest.map(|(n, c)| (n.to_string(), c)),
-            };
+            let mut t = steady("ts_sum(returns, 60)", Some(0.2));
+            t.closest_baseline = closest.map(|(n, c)| (n.to_string(), c));
             t.score(&experiment(per_unit));
             t.fitness.unwrap()
         };
@@ -484,22 +490,8 @@ mod tests {
     #[test]
     fn a_fixed_allocation_is_rejected_and_a_slow_signal_is_not() {
         let trial = |changes: Option<f64>| {
-            let mut t = Trial {
-                signal: "rank(ts_sum(high, 250))".into(),
-                generation: 1,
-                parents: Vec::new(),
-                fitness: None,
-                train: Some(metrics(1.0, -0.05)),
-                validation: Some(metrics(1.0, -0.05)),
-                error: None,
-                rejected: None,
-                always_long_correlation: Some(0.95),
-                folds: folds(&[0.8, 0.9, 1.0, 0.9, 0.8]),
-                nodes: 5,
-                level_dependent: false,
-                holding_changes_per_year: changes,
-                closest_baseline: None,
-            };
+            let mut t = steady("rank(ts_sum(high, 250))", Some(0.95));
+            t.holding_changes_per_year = changes;
             let mut e = experiment(0.0);
             e.strategy.portfolio = Portfolio::TopK { k: 2 };
             t.score(&e);
