@@ -56,6 +56,10 @@ pub struct ResearchBenchArgs {
     /// Bars the volatility model forecasts: 5 or 20.
     #[arg(long, default_value = "5", requires = "vol_sizing", value_parser = ["5", "20"])]
     vol_horizon: String,
+    /// Fine-tune the volatility model in two stages (LP-FT: the head alone first, then
+    /// everything), each with --vol-model-steps.
+    #[arg(long, requires = "vol_sizing")]
+    vol_model_lp_ft: bool,
     /// Run every goal with the foundation model as the plan's first step (`lim research
     /// --foundation`: the fields forecast_ret_5 and forecast_vol_5, from models trained per
     /// run on bars before the middle of the training part); these are other runs in the store,
@@ -92,6 +96,11 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
             lim_tools::FinetuneTarget::Volatility20
         } else {
             lim_tools::FinetuneTarget::Volatility5
+        },
+        mode: if args.vol_model_lp_ft {
+            lim_tools::TuneMode::LpFt
+        } else {
+            lim_tools::TuneMode::Full
         },
     });
     let foundation: Option<Arc<dyn lim_tools::FoundationModel>> = args.foundation.then(|| {

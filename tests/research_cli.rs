@@ -883,4 +883,12 @@ fn the_research_benchmark_sizes_finalists_by_a_volatility_forecast() {
         num("forecast_test_turnover").iter().all(|t| *t > 0.0),
         "{sized}"
     );
+    // Fine-tuned in two stages, the model is another (the run itself is read back).
+    let mut lp_ft = args.to_vec();
+    lp_ft.push("--vol-model-lp-ft");
+    let w: Value = serde_json::from_str(&ok(&lim().args(&lp_ft).output().unwrap())).unwrap();
+    let other = &w["runs"][0]["vol_sizing"];
+    assert_eq!(other["model"], "pre8s1.lpft8s1v5", "{other}");
+    assert_eq!(other["trailing_test_sharpe"], sized["trailing_test_sharpe"]);
+    assert_ne!(other["forecast_test_sharpe"], sized["forecast_test_sharpe"]);
 }

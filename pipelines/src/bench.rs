@@ -615,6 +615,8 @@ pub struct VolModel {
     pub steps: usize,
     /// What it forecasts: the next 5 or 20 bars' volatility.
     pub target: lim_tools::FinetuneTarget,
+    /// How it is fine-tuned: `Full`, or `LpFt` (both stages with `steps`).
+    pub mode: lim_tools::TuneMode,
 }
 
 /// The field the volatility forecast becomes.
@@ -630,11 +632,12 @@ async fn vol_sizing(
         model,
         steps,
         target,
+        mode,
     }: VolModel,
     seed: u64,
 ) -> Result<Option<VolSizing>, BenchError> {
     use lim_backtest::spec::Portfolio;
-    use lim_tools::{Tool, ToolOutcome, TuneMode};
+    use lim_tools::{Tool, ToolOutcome};
     let plan = &summary.plan.strategy;
     if !matches!(plan.portfolio, Portfolio::SignThreshold { .. }) || summary.finalists.is_empty() {
         return Ok(None);
@@ -656,7 +659,7 @@ async fn vol_sizing(
     let tuned = match (lim_tools::Finetune { lab: lab.clone() })
         .call(lim_tools::FinetuneArgs {
             model: pre,
-            mode: TuneMode::Full,
+            mode,
             steps,
             seed,
             target,
