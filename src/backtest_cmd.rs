@@ -549,7 +549,7 @@ fn print_report(r: &Report, freq: lim_market::Frequency) {
             .filter(|c| *c < MIN_HOLDING_CHANGES_PER_YEAR)
         {
             println!(
-                "degenerate: {} is a fixed allocation: its holdings changed {c:.1} times a year over training and validation; what it earned is what those names earned, not a signal",
+                "degenerate: {} is a fixed allocation (its names changed {c:.1} times a year), not a signal",
                 s.name
             );
         }

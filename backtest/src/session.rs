@@ -348,10 +348,10 @@ impl Session {
     }
 
     /// For a book of equal weights on the names its signal ranks first (top-k, quantile
-    /// long-short), the times a year its holdings changed (bars on which it traded while it held
-    /// something, per year of its active bars) from [`Session::judged_from`] to the end of validation; `None` for
-    /// other books (a sign or proportional book's weights move with every value) and for one
-    /// that never held anything there.
+    /// long-short), the times a year its holdings changed (bars on which it traded while it
+    /// held something, per year of its active bars) from [`Session::judged_from`] to the end
+    /// of validation; `None` for other books (a sign or proportional book's weights move with
+    /// every value) and for one that never held anything there.
     pub fn holding_changes_per_year(&self, spec: &StrategySpec, book: &Book) -> Option<f64> {
         use crate::spec::Portfolio;
         if !matches!(
