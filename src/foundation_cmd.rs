@@ -906,19 +906,19 @@ fn finetune_cmd(a: FinetuneArgs) -> anyhow::Result<ExitCode> {
     let mut path = PathBuf::new();
     let mut run = run;
     if ft.lp_ft && !a.resume {
-        // The probe stage (not checkpointed); the full stage, checkpointed as any run, starts
-        // from its best model. A resumed run is always in the full stage.
+        // The full stage, checkpointed as any run, starts from the probe stage's best model;
+        // a resumed run is always in the full stage.
         let mut probe_report = progress("finetune, probe stage");
-        let probed = lim_foundation::finetune::finetune(
+        let probed = lim_foundation::finetune::probe_stage(
             run.model,
             &train,
             &valid,
             &cfg,
-            &ft.probe_stage(),
+            &ft,
             &device,
             &mut probe_report,
         )?;
-        run = FinetuneRun::new(probed.model, &ft);
+        run = FinetuneRun::new(probed, &ft);
     }
     run.train(&train, &valid, &cfg, &ft, &device, &mut report, &mut |r| {
         let mut results = std::collections::BTreeMap::new();

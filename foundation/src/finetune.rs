@@ -590,14 +590,31 @@ pub fn finetune(
     device: &Device,
     report: &mut dyn FnMut(&StepReport),
 ) -> Result<Finetuned, FoundationError> {
-    let model = if ft.lp_ft && ft.mode == Mode::Full {
-        finetune(model, train, valid, cfg, &ft.probe_stage(), device, report)?.model
-    } else {
-        model
-    };
+    let model = probe_stage(model, train, valid, cfg, ft, device, report)?;
     let mut run = FinetuneRun::new(model, ft);
     run.train(train, valid, cfg, ft, device, report, &mut |_| Ok(()))?;
     run.finish(valid, cfg, device)
+}
+
+/// The first stage of an [`FinetuneConfig::lp_ft`] run: `model` after a probe
+/// ([`FinetuneConfig::probe_stage`], not checkpointed), where the full stage starts; `model`
+/// itself for any other run.
+///
+/// # Errors
+/// A tensor that cannot be read back.
+pub fn probe_stage(
+    model: Predictor,
+    train: &SampleSet,
+    valid: &SampleSet,
+    cfg: &ModelConfig,
+    ft: &FinetuneConfig,
+    device: &Device,
+    report: &mut dyn FnMut(&StepReport),
+) -> Result<Predictor, FoundationError> {
+    if !(ft.lp_ft && ft.mode == Mode::Full) {
+        return Ok(model);
+    }
+    Ok(finetune(model, train, valid, cfg, &ft.probe_stage(), device, report)?.model)
 }
 
 /// Loads the target universe as of `until` (nothing later is read).
