@@ -319,6 +319,12 @@ pub struct PretrainArgs {
     /// Continue the model's latest checkpoint (same configuration and data).
     #[arg(long)]
     resume: bool,
+    /// Stream the mixture from disk instead of holding it in memory: each dataset is loaded
+    /// alone and written beside the model's checkpoints (28 bytes a bar, removed when the run
+    /// ends), and every window is read when it is drawn. The same batches, bit for bit; memory
+    /// no longer grows with the mixture.
+    #[arg(long)]
+    stream: bool,
     #[command(flatten)]
     group: GroupArgs,
     #[command(flatten)]
@@ -703,7 +709,13 @@ fn pretrain(a: PretrainArgs) -> anyhow::Result<ExitCode> {
             p.optim.shards
         );
     }
-    let data = PretrainData::load(&catalog, &mix, cutoff, &cfg)?;
+    let streamed = a
+        .stream
+        .then(|| store.dir().join(&a.name).join(format!("stream-{rank}")));
+    let data = match &streamed {
+        Some(dir) => PretrainData::load_streamed(&catalog, &mix, cutoff, &cfg, dir)?,
+        None => PretrainData::load(&catalog, &mix, cutoff, &cfg)?,
+    };
     let mut exchange: Box<dyn lim_foundation::parallel::Exchange> = match &group {
         Some((rank, world, rv)) => {
             eprintln!(
@@ -779,6 +791,11 @@ fn pretrain(a: PretrainArgs) -> anyhow::Result<ExitCode> {
             .map(|(e, s)| (e.dataset.clone(), s.len()))
             .collect(),
     };
+    drop(data);
+    if let Some(dir) = &streamed {
+        std::fs::remove_dir_all(dir)
+            .with_context(|| format!("removing the streamed mixture in {}", dir.display()))?;
+    }
     if a.json {
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else {

@@ -522,6 +522,12 @@ fn two_processes_pretrain_the_model_one_process_pretrains() {
         solo,
         "another shard count is told apart"
     );
+    // Streamed from disk, the same steps; the files go when the run ends.
+    let mut streamed = args("streamed", "4");
+    streamed.push("--stream");
+    json(&lim(&streamed, c, m));
+    assert_eq!(losses(m, "streamed"), solo, "streamed, bit for bit");
+    assert!(!m.join("streamed").join("stream-0").exists());
     assert!(!rv.exists(), "the rendezvous file is removed");
 
     // Fewer shards than processes, and a rank whose partner never comes, are refused.

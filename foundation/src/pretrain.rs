@@ -1,7 +1,12 @@
-//! Pretraining: windows drawn from a weighted mixture of datasets up to a cutoff,
+//! Pretraining: windows drawn from a weighted mixture of datasets up to a cutoff (in memory,
+//! or streamed from files a window at a time),
 //! masked-patch reconstruction plus multi-horizon return forecasting, AdamW with warm-up and
 //! cosine decay, per-parameter gradient-norm clipping, resumable from a checkpoint.
 
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Instant;
 
 use burn::grad_clipping::GradientClippingConfig;
@@ -12,9 +17,9 @@ use lim_market::{AsOf, MarketData};
 use serde::{Deserialize, Serialize};
 
 use crate::config::{MixtureEntry, ModelConfig, OptimConfig, PretrainConfig};
-use crate::error::FoundationError;
+use crate::error::{FoundationError, io};
 use crate::features::{
-    CLIP, InstrumentSeries, forward_return, load_universe, scaled, write_window,
+    CLIP, FEATURES, InstrumentSeries, forward_return, load_universe, scaled, write_window,
 };
 use crate::finetune::{forward_log_vol, window_log_vol};
 use crate::model::{PretrainBatch, PretrainLoss, Pretrainer};
@@ -27,11 +32,176 @@ pub struct PretrainData {
     /// The cutoff every series was cut at.
     pub cutoff: AsOf,
     /// Per dataset: its mixture entry and the series long enough for one window plus targets.
-    pub sets: Vec<(MixtureEntry, Vec<InstrumentSeries>)>,
+    pub sets: Vec<(MixtureEntry, Bars)>,
+}
+
+/// Where one dataset's series are kept while pretraining draws windows from them.
+#[derive(Debug, Clone)]
+pub enum Bars {
+    /// In memory: [`PretrainData::load`].
+    Memory(Vec<InstrumentSeries>),
+    /// In a file, read a window at a time: [`PretrainData::load_streamed`].
+    Disk(SpilledSet),
+}
+
+impl Bars {
+    /// Series held.
+    pub fn len(&self) -> usize {
+        match self {
+            Bars::Memory(v) => v.len(),
+            Bars::Disk(d) => d.series.len(),
+        }
+    }
+
+    /// Whether no series is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Bars of series `i`.
+    pub fn bars(&self, i: usize) -> usize {
+        match self {
+            Bars::Memory(v) => v[i].len(),
+            Bars::Disk(d) => d.series[i].len,
+        }
+    }
+
+    /// Bars of every series together.
+    pub fn total_bars(&self) -> usize {
+        (0..self.len()).map(|i| self.bars(i)).sum()
+    }
+
+    /// Symbols, in order.
+    pub fn symbols(&self) -> Vec<String> {
+        match self {
+            Bars::Memory(v) => v.iter().map(|x| x.symbol.clone()).collect(),
+            Bars::Disk(d) => d.series.iter().map(|x| x.symbol.clone()).collect(),
+        }
+    }
+
+    /// The series in memory, if they are.
+    pub fn in_memory(&self) -> Option<&[InstrumentSeries]> {
+        match self {
+            Bars::Memory(v) => Some(v),
+            Bars::Disk(_) => None,
+        }
+    }
+}
+
+/// Bytes a bar takes in a spilled file: its features (f32) and its log return (f64), little
+/// endian, so what is read back is bit for bit what was written.
+const SPILLED_BAR: usize = FEATURES * 4 + 8;
+
+/// One dataset's series written to a file ([`PretrainData::load_streamed`]): only their names,
+/// ids and places stay in memory, and a window is read when it is drawn.
+#[derive(Debug, Clone)]
+pub struct SpilledSet {
+    path: PathBuf,
+    file: Arc<File>,
+    series: Vec<SpilledSeries>,
+}
+
+#[derive(Debug, Clone)]
+struct SpilledSeries {
+    symbol: String,
+    dataset: String,
+    ids: [i64; 3],
+    len: usize,
+    /// Byte offset of its first bar.
+    offset: u64,
+}
+
+impl SpilledSet {
+    /// Writes `series` to `path` (replacing it) and opens it for reading.
+    fn write(path: &Path, series: &[InstrumentSeries]) -> Result<SpilledSet, FoundationError> {
+        let mut out = BufWriter::new(File::create(path).map_err(io(path))?);
+        let mut index = Vec::with_capacity(series.len());
+        let mut offset = 0u64;
+        for s in series {
+            for (f, r) in s.feats.iter().zip(&s.logret) {
+                let mut rec = [0u8; SPILLED_BAR];
+                for (k, v) in f.iter().enumerate() {
+                    rec[k * 4..k * 4 + 4].copy_from_slice(&v.to_le_bytes());
+                }
+                rec[FEATURES * 4..].copy_from_slice(&r.to_le_bytes());
+                out.write_all(&rec).map_err(io(path))?;
+            }
+            index.push(SpilledSeries {
+                symbol: s.symbol.clone(),
+                dataset: s.dataset.clone(),
+                ids: s.ids,
+                len: s.len(),
+                offset,
+            });
+            offset += (s.len() * SPILLED_BAR) as u64;
+        }
+        out.into_inner()
+            .map_err(|e| io(path)(e.into_error()))?
+            .sync_all()
+            .map_err(io(path))?;
+        Ok(SpilledSet {
+            path: path.to_path_buf(),
+            file: Arc::new(File::open(path).map_err(io(path))?),
+            series: index,
+        })
+    }
+
+    /// Reads `n` bars of series `i` from bar `first` into `into` (its rows left empty).
+    fn read(
+        &self,
+        i: usize,
+        first: usize,
+        n: usize,
+        buf: &mut Vec<u8>,
+        into: &mut InstrumentSeries,
+    ) -> Result<(), FoundationError> {
+        let s = &self.series[i];
+        buf.resize(n * SPILLED_BAR, 0);
+        read_at(&self.file, buf, s.offset + (first * SPILLED_BAR) as u64)
+            .map_err(io(&self.path))?;
+        into.symbol.clone_from(&s.symbol);
+        into.dataset.clone_from(&s.dataset);
+        into.ids = s.ids;
+        into.rows.clear();
+        into.feats.clear();
+        into.logret.clear();
+        for rec in buf.chunks_exact(SPILLED_BAR) {
+            let mut f = [0f32; FEATURES];
+            for (k, v) in f.iter_mut().enumerate() {
+                let mut b = [0u8; 4];
+                b.copy_from_slice(&rec[k * 4..k * 4 + 4]);
+                *v = f32::from_le_bytes(b);
+            }
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&rec[FEATURES * 4..]);
+            into.feats.push(f);
+            into.logret.push(f64::from_le_bytes(b));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(unix)]
+fn read_at(file: &File, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+    std::os::unix::fs::FileExt::read_exact_at(file, buf, offset)
+}
+
+#[cfg(windows)]
+fn read_at(file: &File, mut buf: &mut [u8], mut offset: u64) -> std::io::Result<()> {
+    while !buf.is_empty() {
+        match std::os::windows::fs::FileExt::seek_read(file, buf, offset)? {
+            0 => return Err(std::io::ErrorKind::UnexpectedEof.into()),
+            n => {
+                buf = &mut buf[n..];
+                offset += n as u64;
+            }
+        }
+    }
+    Ok(())
 }
 
 impl PretrainData {
-    /// Loads the mixture as of `cutoff`.
+    /// Loads the mixture as of `cutoff`, every dataset's series in memory.
     ///
     /// # Errors
     /// An unknown dataset or symbol; a cutoff that leaves no window of `cfg.window()` bars plus
@@ -42,6 +212,35 @@ impl PretrainData {
         cutoff: AsOf,
         cfg: &ModelConfig,
     ) -> Result<PretrainData, FoundationError> {
+        PretrainData::load_into(data, mixture, cutoff, cfg, None)
+    }
+
+    /// [`PretrainData::load`], streamed: each dataset is loaded on its own, written to a file
+    /// in `dir` (created if need be) and dropped, and batches read their windows from the
+    /// files. Memory holds one dataset while loading and a batch's windows while training,
+    /// whatever the mixture's size; the batches are bit for bit those of
+    /// [`PretrainData::load`]. The files are the caller's to remove.
+    ///
+    /// # Errors
+    /// As [`PretrainData::load`]; `dir` cannot be written.
+    pub fn load_streamed(
+        data: &dyn MarketData,
+        mixture: &[MixtureEntry],
+        cutoff: AsOf,
+        cfg: &ModelConfig,
+        dir: &Path,
+    ) -> Result<PretrainData, FoundationError> {
+        std::fs::create_dir_all(dir).map_err(io(dir))?;
+        PretrainData::load_into(data, mixture, cutoff, cfg, Some(dir))
+    }
+
+    fn load_into(
+        data: &dyn MarketData,
+        mixture: &[MixtureEntry],
+        cutoff: AsOf,
+        cfg: &ModelConfig,
+        spill: Option<&Path>,
+    ) -> Result<PretrainData, FoundationError> {
         if mixture.is_empty() {
             return Err(FoundationError::Config(
                 "no pretraining dataset; name at least one with --datasets".into(),
@@ -50,7 +249,7 @@ impl PretrainData {
         let need = cfg.window() + cfg.max_horizon();
         let mut sets = Vec::new();
         let mut longest = 0;
-        for entry in mixture {
+        for (k, entry) in mixture.iter().enumerate() {
             let u = load_universe(data, &entry.dataset, entry.symbols.as_deref(), cutoff)?;
             longest = longest.max(
                 u.series
@@ -61,9 +260,19 @@ impl PretrainData {
             );
             let usable: Vec<InstrumentSeries> =
                 u.series.into_iter().filter(|s| s.len() >= need).collect();
-            if !usable.is_empty() {
-                sets.push((entry.clone(), usable));
+            if usable.is_empty() {
+                continue;
             }
+            let bars = match spill {
+                None => Bars::Memory(usable),
+                // The entry's place in the mixture names the file: a dataset may be listed
+                // twice, with other symbols.
+                Some(dir) => Bars::Disk(SpilledSet::write(
+                    &dir.join(format!("{k:02}-{}.bars", entry.dataset)),
+                    &usable,
+                )?),
+            };
+            sets.push((entry.clone(), bars));
         }
         let names: Vec<&str> = mixture.iter().map(|m| m.dataset.as_str()).collect();
         if longest == 0 {
@@ -88,16 +297,14 @@ impl PretrainData {
     pub fn symbols(&self) -> Vec<(String, Vec<String>)> {
         self.sets
             .iter()
-            .map(|(e, s)| {
-                (
-                    e.dataset.clone(),
-                    s.iter().map(|x| x.symbol.clone()).collect(),
-                )
-            })
+            .map(|(e, s)| (e.dataset.clone(), s.symbols()))
             .collect()
     }
 
     /// Draws one batch: a dataset by weight, a series uniformly, a window end uniformly.
+    ///
+    /// # Errors
+    /// A streamed dataset's file cannot be read.
     pub fn batch(
         &self,
         cfg: &ModelConfig,
@@ -105,13 +312,23 @@ impl PretrainData {
         mask_ratio: f64,
         rng: &mut Rng,
         device: &Device,
-    ) -> PretrainBatch {
+    ) -> Result<PretrainBatch, FoundationError> {
         let total: f64 = self.sets.iter().map(|(e, _)| e.weight).sum();
         let (w, p, nh) = (cfg.window(), cfg.n_patches, cfg.forecast_outputs());
         let mut patches = Vec::with_capacity(batch * p * cfg.patch_dim());
         let mut mask = Vec::with_capacity(batch * p);
         let mut ids = Vec::with_capacity(batch * 3);
         let mut targets = Vec::with_capacity(batch * nh);
+        // A streamed window, read into these.
+        let mut buf = Vec::new();
+        let mut read = InstrumentSeries {
+            symbol: String::new(),
+            dataset: String::new(),
+            ids: [0; 3],
+            rows: Vec::new(),
+            feats: Vec::with_capacity(w + cfg.max_horizon()),
+            logret: Vec::with_capacity(w + cfg.max_horizon()),
+        };
         for _ in 0..batch {
             let mut pick = rng.uniform() * total;
             let mut set = &self.sets[self.sets.len() - 1].1;
@@ -122,9 +339,17 @@ impl PretrainData {
                 }
                 pick -= e.weight;
             }
-            let s = &set[rng.below(set.len())];
-            let span = s.len() - w - cfg.max_horizon() + 1;
+            let i = rng.below(set.len());
+            let span = set.bars(i) - w - cfg.max_horizon() + 1;
             let end = w - 1 + rng.below(span);
+            // The window and its targets; a streamed one is read from its file alone.
+            let (s, end) = match set {
+                Bars::Memory(v) => (&v[i], end),
+                Bars::Disk(d) => {
+                    d.read(i, end + 1 - w, w + cfg.max_horizon(), &mut buf, &mut read)?;
+                    (&read, w - 1)
+                }
+            };
             let sd = write_window(s, end, cfg, &mut patches);
             for &h in &cfg.horizons {
                 let r = forward_return(s, end, h).unwrap_or(0.0);
@@ -151,7 +376,7 @@ impl PretrainData {
                 mask[before + rng.below(p)] = 1.0;
             }
         }
-        PretrainBatch {
+        Ok(PretrainBatch {
             patches: Tensor::from_data(
                 TensorData::new(patches, [batch, p, cfg.patch_dim()]),
                 device,
@@ -159,7 +384,7 @@ impl PretrainData {
             mask: Tensor::from_data(TensorData::new(mask, [batch, p]), device),
             ids: Tensor::<2, Int>::from_data(TensorData::new(ids, [batch, 3]), device),
             targets: Tensor::from_data(TensorData::new(targets, [batch, nh]), device),
-        }
+        })
     }
 }
 
@@ -321,17 +546,17 @@ impl Run {
     }
 
     /// One optimisation step; returns the losses.
+    ///
+    /// # Errors
+    /// A streamed dataset's file cannot be read.
     pub fn step(
         &mut self,
         data: &PretrainData,
         cfg: &ModelConfig,
         p: &PretrainConfig,
         device: &Device,
-    ) -> (f32, f32, f32) {
-        match self.step_in(data, cfg, p, device, &mut Solo) {
-            Ok(v) => v,
-            Err(e) => unreachable!("{e}"),
-        }
+    ) -> Result<(f32, f32, f32), FoundationError> {
+        self.step_in(data, cfg, p, device, &mut Solo)
     }
 
     /// One optimisation step with the step's shards spread over `group`: every process of the
@@ -353,7 +578,7 @@ impl Run {
             p.mask_ratio,
             &mut self.state.rng,
             device,
-        );
+        )?;
         let (values, grads) = pretrain_gradients_in(&self.model, batch, p, group)?;
         let lr = p.optim.lr_at(self.state.step);
         let model = self.model.clone();

@@ -104,7 +104,7 @@ fn pretrain_cfg(steps: usize) -> PretrainConfig {
 fn fingerprint(model: &Pretrainer, data: &PretrainData, cfg: &ModelConfig) -> f32 {
     let mut rng = Rng::new(5, 5);
     let dev = cpu().autodiff();
-    let b = data.batch(cfg, 16, 0.4, &mut rng, &dev);
+    let b = data.batch(cfg, 16, 0.4, &mut rng, &dev).unwrap();
     model.loss(&b, 1.0).total.into_scalar::<f32>()
 }
 
@@ -115,7 +115,7 @@ fn shapes() {
     let data = PretrainData::load(&catalog(dir.path()), &mixture(), date(200), &cfg).unwrap();
     let dev = cpu().autodiff();
     let mut rng = Rng::new(1, 1);
-    let b = data.batch(&cfg, 5, 0.4, &mut rng, &dev);
+    let b = data.batch(&cfg, 5, 0.4, &mut rng, &dev).unwrap();
     assert_eq!(b.patches.dims(), [5, cfg.n_patches, cfg.patch_dim()]);
     assert_eq!(b.targets.dims(), [5, cfg.horizons.len()]);
     let m = Pretrainer::new(&cfg, 1, &dev);
@@ -133,7 +133,7 @@ fn shapes() {
         ..cfg.clone()
     };
     let mut rng = Rng::new(1, 1);
-    let v = data.batch(&vcfg, 5, 0.4, &mut rng, &dev);
+    let v = data.batch(&vcfg, 5, 0.4, &mut rng, &dev).unwrap();
     let nh = cfg.horizons.len();
     assert_eq!(v.targets.dims(), [5, 2 * nh]);
     let (plain, both) = (
@@ -167,7 +167,7 @@ fn overfits_one_batch() {
     let data = PretrainData::load(&catalog(dir.path()), &mixture(), date(300), &cfg).unwrap();
     let dev = cpu().autodiff();
     let mut rng = Rng::new(3, 3);
-    let batch = data.batch(&cfg, 4, 0.4, &mut rng, &dev);
+    let batch = data.batch(&cfg, 4, 0.4, &mut rng, &dev).unwrap();
     let mut p = pretrain_cfg(300);
     p.optim.warmup = 1;
     p.optim.weight_decay = 0.0;
@@ -186,6 +186,55 @@ fn overfits_one_batch() {
         last < 0.1 * first,
         "loss {first} -> {last}: did not overfit one batch"
     );
+}
+
+/// A streamed mixture draws the very batches of the one in memory, reading each window from
+/// its dataset's file; a file gone missing is an error naming it.
+#[test]
+fn a_streamed_mixture_trains_bit_for_bit_as_the_one_in_memory() {
+    let dir = fixture(None);
+    let spill = tempfile::tempdir().unwrap();
+    let cfg = ModelConfig {
+        vol_targets: true,
+        ..ModelConfig::tiny()
+    };
+    let cat = catalog(dir.path());
+    let memory = PretrainData::load(&cat, &mixture(), date(300), &cfg).unwrap();
+    let streamed =
+        PretrainData::load_streamed(&cat, &mixture(), date(300), &cfg, spill.path()).unwrap();
+    assert!(streamed.sets.iter().all(|(_, b)| b.in_memory().is_none()));
+    assert_eq!(memory.symbols(), streamed.symbols());
+    let files = std::fs::read_dir(spill.path()).unwrap().count();
+    assert_eq!(files, 2, "one file per dataset");
+    let dev = cpu().autodiff();
+    let values = |b: &lim_foundation::model::PretrainBatch| {
+        (
+            b.patches.to_data().try_to_vec::<f32>().unwrap(),
+            b.mask.to_data().try_to_vec::<f32>().unwrap(),
+            b.ids.to_data().try_to_vec::<i32>().unwrap(),
+            b.targets.to_data().try_to_vec::<f32>().unwrap(),
+        )
+    };
+    let (mut ra, mut rb) = (Rng::new(5, 1), Rng::new(5, 1));
+    for _ in 0..5 {
+        let a = memory.batch(&cfg, 16, 0.4, &mut ra, &dev).unwrap();
+        let b = streamed.batch(&cfg, 16, 0.4, &mut rb, &dev).unwrap();
+        assert_eq!(values(&a), values(&b));
+    }
+    let losses = |data: &PretrainData| {
+        let p = pretrain_cfg(6);
+        let mut run = Run::new(&cfg, &p, &dev);
+        run.train(data, &cfg, &p, &dev, &mut |_| {}, &mut |_| Ok(()))
+            .unwrap();
+        run.state.losses
+    };
+    assert_eq!(losses(&memory), losses(&streamed));
+    // The files are read as windows are drawn: take them away and the next batch says so.
+    for f in std::fs::read_dir(spill.path()).unwrap() {
+        std::fs::write(f.unwrap().path(), b"").unwrap();
+    }
+    let e = err(streamed.batch(&cfg, 16, 0.4, &mut rb, &dev));
+    assert!(e.to_string().contains(".bars"), "{e}");
 }
 
 #[test]
@@ -527,7 +576,7 @@ fn nothing_after_the_cutoff_changes_the_model() {
             run.state.losses.clone(),
             data.sets
                 .iter()
-                .map(|(_, s)| s.iter().map(|x| x.len()).sum::<usize>())
+                .map(|(_, s)| s.total_bars())
                 .collect::<Vec<_>>(),
         )
     };
@@ -541,7 +590,9 @@ fn nothing_after_the_cutoff_changes_the_model() {
         PretrainData::load(&catalog(dir), &mixture(), date(420), &cfg)
             .unwrap()
             .sets[0]
-            .1[0]
+            .1
+            .in_memory()
+            .unwrap()[0]
             .feats
             .clone()
     };
@@ -604,7 +655,7 @@ fn probe_trains_only_the_head() {
     let b = {
         let mut rng = Rng::new(1, 2);
         let data = PretrainData::load(&catalog(dir.path()), &mixture(), date(300), &cfg).unwrap();
-        data.batch(&cfg, 4, 0.0, &mut rng, &dev)
+        data.batch(&cfg, 4, 0.0, &mut rng, &dev).unwrap()
     };
     let h1 = probe
         .backbone
