@@ -100,6 +100,9 @@ pub struct BacktestArgs {
 struct Report {
     datasets: Vec<String>,
     instruments: usize,
+    /// Instruments left out as another's series (see `lim_market::same_series`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    same_series: Vec<lim_market::SameSeries>,
     splits: Vec<SplitInfo>,
     strategies: Vec<StrategyResult>,
     /// Over every strategy that ran, on the validation part.
@@ -177,8 +180,8 @@ pub fn run(args: BacktestArgs) -> anyhow::Result<ExitCode> {
         valid: args.valid,
         embargo: args.embargo,
     };
-    let mut session =
-        lim_tools::load_session(&catalog, &universe, None).map_err(|(_, m)| anyhow::anyhow!(m))?;
+    let (mut session, same_series) =
+        lim_tools::load_universe(&catalog, &universe, None).map_err(|(_, m)| anyhow::anyhow!(m))?;
     let frequency = session.frequency();
     if args.cluster.executor == Executor::Slurm && !args.predictions.is_empty() {
         bail!(
@@ -249,6 +252,7 @@ pub fn run(args: BacktestArgs) -> anyhow::Result<ExitCode> {
     let report = Report {
         datasets: args.datasets.clone(),
         instruments: session.instruments(),
+        same_series,
         splits: session.split_info(&parts),
         multiple_testing: session.multiple_testing(&strategies),
         always_long: session.always_long_co_move(&strategies, Part::Validation),
@@ -446,6 +450,9 @@ fn describe(spec: &StrategySpec) -> String {
 
 fn print_report(r: &Report, freq: lim_market::Frequency) {
     println!("{} instruments of {}", r.instruments, r.datasets.join(", "));
+    for same in &r.same_series {
+        println!("  {same}");
+    }
     if let Some(s) = r.strategies.first() {
         println!("book: {}", describe(&s.spec));
     }

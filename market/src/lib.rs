@@ -27,6 +27,7 @@ pub mod panel;
 pub mod parquet;
 pub mod reader;
 pub mod roll;
+pub mod same;
 pub mod sample;
 pub mod source;
 pub mod split;
@@ -44,6 +45,7 @@ pub use instrument::{AssetClass, Instrument, Manifest, Session};
 pub use panel::{Panel, PanelQuery, PanelSet, RollPolicy};
 pub use reader::Problem;
 pub use roll::{Roll, RollConfig};
+pub use same::{SameSeries, same_series};
 pub use split::{Part, SplitSpec, Splits};
 pub use time::{AsOf, Frequency, Timestamp};
 

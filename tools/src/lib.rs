@@ -34,7 +34,7 @@ pub use foundation::{
 pub use memory::{Finding, Memory, NoMemory, PastFindings, PastFindingsArgs};
 pub use research::{
     ChooseUniverse, ChooseUniverseArgs, Leaderboard, LeaderboardArgs, Lineage, LineageArgs,
-    ResearchLog, Trial, Universe, load_session,
+    ResearchLog, Trial, Universe, load_session, load_universe,
 };
 
 /// What the model is told about a tool.

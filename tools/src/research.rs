@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use lim_backtest::frame;
 use lim_backtest::metrics::Metrics;
 use lim_backtest::session::{Session, SplitInfo};
-use lim_market::{AsOf, Frequency, MarketData, PanelQuery, Part, SplitSpec};
+use lim_market::{AsOf, Frequency, MarketData, PanelQuery, Part, SameSeries, SplitSpec, Splits};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -97,6 +97,9 @@ pub struct UniverseReport {
     pub instruments: usize,
     /// Training and validation parts (the test part is sealed and not described).
     pub splits: Vec<SplitInfo>,
+    /// Instruments left out as another's series (the same index from two sources, say).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub same_series: Vec<SameSeries>,
 }
 
 /// Chooses the datasets, symbols, frequency and split that backtests use.
@@ -136,10 +139,11 @@ impl Tool for ChooseUniverse {
         let (market, universe) = (self.market.clone(), self.universe.clone());
         let work = tokio::task::spawn_blocking(
             move || -> Result<UniverseReport, (FailureKind, String)> {
-                let session = load_session(market.as_ref(), &args, frequency)?;
+                let (session, same_series) = load_universe(market.as_ref(), &args, frequency)?;
                 let report = UniverseReport {
                     instruments: session.instruments(),
                     splits: session.split_info(&[Part::Train, Part::Validation]),
+                    same_series,
                 };
                 universe.set_loaded(Arc::new(session), Some(args));
                 Ok(report)
@@ -155,6 +159,8 @@ impl Tool for ChooseUniverse {
 
 /// Loads the panels `args` name and splits them: the session `choose_universe` sets (the
 /// research workflow's plan check loads one the same way to see whether a plan can trade).
+/// An instrument that is another's series over training and validation is left out (see
+/// [`load_universe`]).
 ///
 /// # Errors
 /// Unknown datasets or symbols, or a split that does not fit the data, as the tool reports them.
@@ -163,6 +169,20 @@ pub fn load_session(
     args: &ChooseUniverseArgs,
     frequency: Option<Frequency>,
 ) -> Result<Session, (FailureKind, String)> {
+    load_universe(market, args, frequency).map(|(s, _)| s)
+}
+
+/// [`load_session`], with the instruments left out as another's series
+/// ([`lim_market::same_series`], judged on training and validation bars only, so the sealed
+/// test plays no part; the split is the one of the universe as asked, time axis and all).
+///
+/// # Errors
+/// As [`load_session`].
+pub fn load_universe(
+    market: &dyn MarketData,
+    args: &ChooseUniverseArgs,
+    frequency: Option<Frequency>,
+) -> Result<(Session, Vec<SameSeries>), (FailureKind, String)> {
     let mut q = PanelQuery::new(AsOf::LATEST, args.datasets.clone())
         .fields(frame::FIELDS)
         .extra_fields(true);
@@ -180,15 +200,20 @@ pub fn load_session(
         };
         (kind, e.to_string())
     })?;
-    Session::new(
-        &mut set,
-        SplitSpec::Fractions {
-            train: args.train,
-            valid: args.valid,
-            embargo: args.embargo,
-        },
-    )
-    .map_err(|e| (FailureKind::InvalidArguments, e.to_string()))
+    let split = SplitSpec::Fractions {
+        train: args.train,
+        valid: args.valid,
+        embargo: args.embargo,
+    };
+    let invalid = |e: String| (FailureKind::InvalidArguments, e);
+    let same = match Splits::new(&set.times, split) {
+        Ok(parts) => lim_market::same_series(&set, 0..parts.valid.end),
+        Err(e) => return Err(invalid(e.to_string())),
+    };
+    let left_out: Vec<&str> = same.iter().map(|s| s.symbol.as_str()).collect();
+    set.without_symbols(&left_out);
+    let session = Session::new(&mut set, split).map_err(|e| invalid(e.to_string()))?;
+    Ok((session, same))
 }
 
 /// One strategy tried in this run.

@@ -207,3 +207,58 @@ fn tool_parameters_have_no_references() {
         );
     }
 }
+
+/// A universe holding one series twice (an index from two sources) keeps one copy, the one with
+/// the longer history, and says which it left out; an instrument that merely moves with
+/// another stays.
+#[tokio::test]
+async fn a_universe_keeps_one_copy_of_a_series_it_holds_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    // Rows grouped by symbol, as the format wants.
+    let mut rows: [String; 3] = Default::default();
+    let (mut x, mut a, mut b) = (7u64, 100.0f64, 50.0f64);
+    let mut step = || {
+        x = x
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        (x >> 11) as f64 / (1u64 << 53) as f64 - 0.5
+    };
+    for d in 0..800i64 {
+        let (ra, rb) = (0.02 * step(), 0.02 * step());
+        a *= ra.exp();
+        // OTHER follows IDX half of the way, with moves of its own.
+        b *= (0.5 * ra + rb).exp();
+        let ts = lim_market::Timestamp(1_262_304_000 + d * 86_400).date_string();
+        let row = |sym: &str, c: f64| format!("{ts},{sym},{c:.4},{c:.4},{c:.4},{c:.4},1000\n");
+        rows[0].push_str(&row("IDX", a));
+        // The same index from a second source that starts later, rounded to cents.
+        if d >= 100 {
+            rows[1].push_str(&row("IDX_COPY", (a * 100.0).round() / 100.0));
+        }
+        rows[2].push_str(&row("OTHER", b));
+    }
+    let text = format!("ts,symbol,open,high,low,close,volume\n{}", rows.concat());
+    std::fs::write(dir.path().join("idx.csv"), text).unwrap();
+    let market: Arc<dyn MarketData> = Arc::new(Catalog::open_dir(dir.path(), None).unwrap());
+    let universe = Arc::new(Universe::new(None));
+    let r = Registry::default()
+        .with(ChooseUniverse {
+            market,
+            universe: universe.clone(),
+        })
+        .with(BacktestTool {
+            universe: universe.clone(),
+            log: Arc::new(ResearchLog::default()),
+            remote: None,
+        });
+    let u = r.call("choose_universe", r#"{"datasets": ["idx"]}"#).await;
+    assert_eq!(u["result"]["instruments"], 2, "{u}");
+    let same = &u["result"]["same_series"];
+    assert_eq!(same.as_array().unwrap().len(), 1, "{u}");
+    assert_eq!(same[0]["symbol"], "IDX_COPY");
+    assert_eq!(same[0]["same_as"], "IDX");
+    assert!(same[0]["correlation"].as_f64().unwrap() > 0.999);
+    let spec = r#"{"strategies": [{"signal": "rank(ts_sum(returns, 5))", "portfolio": {"kind": "top_k", "k": 1}}]}"#;
+    assert_eq!(r.call("backtest", spec).await["status"], "done");
+    assert_eq!(universe.current().unwrap().symbols(), ["IDX", "OTHER"]);
+}

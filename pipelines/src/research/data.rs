@@ -31,10 +31,25 @@ impl Node for DataNode {
                 .call("choose_universe", &universe_args(&self.config, &plan))
                 .await?;
             match r.get("status").and_then(Value::as_str) {
-                Some("done") => Ok(out(vec![(
-                    "universe",
-                    r.get("result").cloned().unwrap_or(Value::Null),
-                )])),
+                Some("done") => {
+                    let universe = r.get("result").cloned().unwrap_or(Value::Null);
+                    let same: Vec<lim_market::SameSeries> = universe
+                        .get("same_series")
+                        .cloned()
+                        .map(serde_json::from_value)
+                        .transpose()?
+                        .unwrap_or_default();
+                    let mut outputs = vec![("universe", universe)];
+                    if !same.is_empty() {
+                        let note = same
+                            .iter()
+                            .map(ToString::to_string)
+                            .collect::<Vec<_>>()
+                            .join("; ");
+                        outputs.push(("notes", notes_with(&cx, Some(note))?));
+                    }
+                    Ok(out(outputs))
+                }
                 _ => Err(NodeError::Tool {
                     tool: "choose_universe".into(),
                     message: crate::trace::field(&r, "/message"),
