@@ -105,6 +105,10 @@ pub fn same_series(set: &PanelSet, rows: Range<usize>) -> Vec<SameSeries> {
     let cols: Vec<(Vec<f64>, usize)> = (0..close.symbols())
         .map(|s| returns(close, s, &rows))
         .collect();
+    let starts: Vec<usize> = cols
+        .iter()
+        .map(|(r, _)| r.iter().position(|x| x.is_finite()).unwrap_or(r.len()))
+        .collect();
     let mut out: Vec<(usize, SameSeries)> = Vec::new();
     let mut dropped = vec![false; cols.len()];
     for i in 0..cols.len() {
@@ -112,7 +116,10 @@ pub fn same_series(set: &PanelSet, rows: Range<usize>) -> Vec<SameSeries> {
             if dropped[i] || dropped[j] {
                 continue;
             }
-            let (a, b) = (&cols[i].0, &cols[j].0);
+            // From the first return both have: a column that starts late is not scanned
+            // through its empty years for every pair.
+            let from = starts[i].max(starts[j]);
+            let (a, b) = (&cols[i].0[from..], &cols[j].0[from..]);
             let (first, n) = correlation(a, b, FIRST_LOOK);
             if n < FIRST_LOOK.min(MIN_SHARED) || first.is_nan() || first < 0.99 {
                 continue;
