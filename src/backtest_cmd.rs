@@ -585,7 +585,7 @@ fn print_report(r: &Report, freq: lim_market::Frequency) {
             m.best_validation_sharpe,
             m.best,
             m.deflated.dsr,
-            m.deflated.expected_max * 252f64.sqrt()
+            m.luck_sharpe()
         );
         if let Some(p) = m.pbo {
             println!(

@@ -97,6 +97,28 @@ pub struct MultipleTesting {
     pub pbo: Option<f64>,
     /// CSCV splits evaluated.
     pub pbo_splits: usize,
+    /// Bars a year of the session, which annualised `best_validation_sharpe`. Written only when
+    /// it is not 252 (daily bars), so that runs recorded before it was kept, all of them read as
+    /// daily, replay as they were.
+    #[serde(default = "trading_days", skip_serializing_if = "is_trading_days")]
+    pub periods_per_year: f64,
+}
+
+fn trading_days() -> f64 {
+    252.0
+}
+
+fn is_trading_days(v: &f64) -> bool {
+    *v == 252.0
+}
+
+impl MultipleTesting {
+    /// The Sharpe ratio the best of as many tries at zero true skill would show
+    /// (`deflated.expected_max`), annualised as `best_validation_sharpe` is: the figure to
+    /// set beside it.
+    pub fn luck_sharpe(&self) -> f64 {
+        self.deflated.expected_max * self.periods_per_year.sqrt()
+    }
 }
 
 /// The share of training and validation bars on which a book may differ after its prices were
@@ -888,6 +910,7 @@ impl Session {
             deflated,
             pbo: pbo.as_ref().map(|p| p.pbo),
             pbo_splits: pbo.map_or(0, |p| p.splits),
+            periods_per_year: self.periods,
         })
     }
 }

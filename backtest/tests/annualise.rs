@@ -74,3 +74,32 @@ fn a_baselines_days_are_the_data_s_trading_days() {
             .any(|(_, b)| b.signal == "ts_sum(returns, 252) - ts_sum(returns, 21)")
     );
 }
+
+/// "Luck alone would give a Sharpe of …" sits beside the best validation Sharpe, so it is
+/// annualised as that one is: by the hours of the data's trading day, not by 252 days.
+#[test]
+fn the_sharpe_luck_would_give_is_annualised_like_the_best() {
+    let s = session(24);
+    let runs: Vec<(String, StrategySpec)> = ["returns", "-returns", "ts_sum(returns, 3)"]
+        .iter()
+        .map(|e| {
+            let mut spec = StrategySpec::new(*e);
+            spec.portfolio = Portfolio::SignThreshold {
+                threshold: 0.0,
+                target_vol: 0.1,
+                vol_window: 20,
+                vol_forecast: None,
+            };
+            (e.to_string(), spec)
+        })
+        .collect();
+    let r = s.run(&runs, &[Part::Validation], false);
+    let m = s.multiple_testing(&r).unwrap();
+    assert_eq!(m.periods_per_year, s.periods());
+    let hourly = m.deflated.expected_max * (24.0 * 252f64).sqrt();
+    assert!(
+        (m.luck_sharpe() - hourly).abs() < 1e-9 * hourly.abs().max(1.0),
+        "luck {} where {hourly} was due",
+        m.luck_sharpe()
+    );
+}

@@ -520,7 +520,7 @@ impl Summary {
                     s,
                     "- the best of {} tries at zero true skill would show a Sharpe of about {}",
                     m.trials,
-                    show(m.deflated.expected_max * 252f64.sqrt(), 2, "undefined")
+                    show(m.luck_sharpe(), 2, "undefined")
                 );
                 match m.pbo {
                     Some(pbo) => {
