@@ -374,6 +374,10 @@ struct ShowJson {
     first: String,
     last: String,
     quirks: lim_market::reader::Quirks,
+    /// Symbols that are another's series over the whole file (`lim_market::same_series`):
+    /// research universes keep one copy.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    same_series: Vec<lim_market::SameSeries>,
     /// Fields strategies can use: the file's columns, then those derived from them.
     fields: Vec<&'static str>,
     /// Groupings from the directory's groups file, beside `exchange` and `asset_class`.
@@ -385,7 +389,7 @@ fn show(args: ShowArgs) -> anyhow::Result<ExitCode> {
     let catalog = args.data.catalog()?;
     let meta = catalog.meta(&args.dataset)?;
     let mut q = PanelQuery::new(args.as_of.unwrap_or(AsOf::LATEST), [args.dataset.clone()])
-        .fields([Field::Returns])
+        .fields([Field::Returns, Field::Close])
         .roll(args.roll.into());
     if let Some(s) = &args.symbol {
         q = q.symbols([s.clone()]);
@@ -431,6 +435,7 @@ fn show(args: ShowArgs) -> anyhow::Result<ExitCode> {
         first: meta.first.display(meta.frequency),
         last: meta.last.display(meta.frequency),
         quirks: meta.quirks,
+        same_series: lim_market::same_series(&set, 0..set.times.len()),
         fields: meta
             .stored_fields()
             .into_iter()
@@ -481,6 +486,16 @@ fn show(args: ShowArgs) -> anyhow::Result<ExitCode> {
         thousands(meta.quirks.ohlc_inconsistent),
         thousands(meta.quirks.zero_volume)
     );
+    for same in &report.same_series {
+        println!(
+            "same series: {} is {} (corr. {:.4}, {} bars); research keeps {}",
+            same.symbol,
+            same.same_as,
+            same.correlation,
+            thousands(same.shared as u64),
+            same.same_as
+        );
+    }
     if set.rolls.is_empty() {
         println!("returns: close to close");
     } else {

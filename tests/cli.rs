@@ -670,3 +670,74 @@ fn an_extra_column_such_as_cap_is_a_field_strategies_can_use() {
         "{err}"
     );
 }
+
+/// A file holding one index twice: `lim data show` names the copy, and `lim backtest` leaves it
+/// out of the universe and says so.
+#[test]
+fn a_series_held_twice_is_named_and_traded_once() {
+    let data = tempfile::tempdir().unwrap();
+    let (mut idx, mut copy, mut other) = (String::new(), String::new(), String::new());
+    let (mut x, mut a, mut b) = (3u64, 100.0f64, 80.0f64);
+    let mut u = || {
+        x = x
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        (x >> 11) as f64 / (1u64 << 53) as f64 - 0.5
+    };
+    for d in 0..700i64 {
+        a *= (0.02 * u()).exp();
+        b *= (0.02 * u()).exp();
+        let ts = lim_market::Timestamp(1_262_304_000 + d * 86_400).date_string();
+        let row = |s: &str, c: f64| format!("{ts},{s},{c:.4},{c:.4},{c:.4},{c:.4},100\n");
+        idx.push_str(&row("IDX", a));
+        if d >= 50 {
+            copy.push_str(&row("IDX_COPY", (a * 100.0).round() / 100.0));
+        }
+        other.push_str(&row("OTHER", b));
+    }
+    std::fs::write(
+        data.path().join("idx.csv"),
+        format!("ts,symbol,open,high,low,close,volume\n{idx}{copy}{other}"),
+    )
+    .unwrap();
+    let dir = data.path().to_str().unwrap();
+    let cache = data.path().join("cache");
+    let v = json(&lim(
+        &["data", "show", "idx", "--data", dir, "--json"],
+        &cache,
+    ));
+    assert_eq!(v["same_series"][0]["symbol"], "IDX_COPY", "{v}");
+    assert_eq!(v["same_series"][0]["same_as"], "IDX");
+    let b = json(&lim(
+        &[
+            "backtest",
+            "--data",
+            dir,
+            "--dataset",
+            "idx",
+            "--expr",
+            "rank(ts_sum(returns, 5))",
+            "--json",
+        ],
+        &cache,
+    ));
+    assert_eq!(b["instruments"], 2, "{b}");
+    assert_eq!(b["same_series"][0]["symbol"], "IDX_COPY");
+    let text = lim(
+        &[
+            "backtest",
+            "--data",
+            dir,
+            "--dataset",
+            "idx",
+            "--expr",
+            "rank(ts_sum(returns, 5))",
+        ],
+        &cache,
+    );
+    let out = String::from_utf8_lossy(&text.stdout);
+    assert!(
+        out.contains("left out IDX_COPY, the same series as IDX"),
+        "{out}"
+    );
+}
