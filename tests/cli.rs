@@ -708,33 +708,16 @@ fn a_series_held_twice_is_named_and_traded_once() {
     ));
     assert_eq!(v["same_series"][0]["symbol"], "IDX_COPY", "{v}");
     assert_eq!(v["same_series"][0]["same_as"], "IDX");
-    let b = json(&lim(
-        &[
-            "backtest",
-            "--data",
-            dir,
-            "--dataset",
-            "idx",
-            "--expr",
-            "rank(ts_sum(returns, 5))",
-            "--json",
-        ],
-        &cache,
-    ));
+    let backtest = |more: &[&str]| {
+        let mut a = vec!["backtest", "--data", dir, "--dataset", "idx"];
+        a.extend(["--expr", "rank(ts_sum(returns, 5))"]);
+        a.extend(more);
+        lim(&a, &cache)
+    };
+    let b = json(&backtest(&["--json"]));
     assert_eq!(b["instruments"], 2, "{b}");
     assert_eq!(b["same_series"][0]["symbol"], "IDX_COPY");
-    let text = lim(
-        &[
-            "backtest",
-            "--data",
-            dir,
-            "--dataset",
-            "idx",
-            "--expr",
-            "rank(ts_sum(returns, 5))",
-        ],
-        &cache,
-    );
+    let text = backtest(&[]);
     let out = String::from_utf8_lossy(&text.stdout);
     assert!(
         out.contains("left out IDX_COPY, the same series as IDX"),
