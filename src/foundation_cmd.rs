@@ -295,6 +295,11 @@ pub struct PretrainArgs {
     /// Optimisation steps.
     #[arg(long, default_value_t = 500)]
     steps: usize,
+    /// Instead of --steps: as many steps as fit this many hours here, from the median time of a
+    /// few steps of a throwaway run (e.g. 8 for a night). The count is printed and kept in the
+    /// checkpoint, so --resume and the model's settings are as with --steps.
+    #[arg(long, conflicts_with = "steps", value_parser = parse_hours)]
+    hours: Option<f64>,
     /// Windows per step.
     #[arg(long, default_value_t = 64)]
     batch: usize,
@@ -656,7 +661,12 @@ fn pretrain(a: PretrainArgs) -> anyhow::Result<ExitCode> {
     }
     let group = a.group.resolve(store.dir(), &a.name)?;
     let rank = group.as_ref().map_or(0, |g| g.0);
-    let (run, cfg, p, mix, cutoff) = if a.resume {
+    if a.hours.is_some() && (a.resume || group.is_some()) {
+        anyhow::bail!(
+            "--hours sizes a new run in one process: a resumed run keeps the steps it started with (drop --hours), and the processes of a group must agree on theirs (give --steps)"
+        );
+    }
+    let (run, cfg, mut p, mix, cutoff) = if a.resume {
         let (meta, model, current, optim) = store.load_pretrained(&a.name, Some(&cfg), &device)?;
         let p = meta
             .pretrain
@@ -716,6 +726,19 @@ fn pretrain(a: PretrainArgs) -> anyhow::Result<ExitCode> {
         Some(dir) => PretrainData::load_streamed(&catalog, &mix, cutoff, &cfg, dir)?,
         None => PretrainData::load(&catalog, &mix, cutoff, &cfg)?,
     };
+    if let Some(hours) = a.hours {
+        let step = lim_foundation::pretrain::seconds_per_step(&data, &cfg, &p, &device, 5)?;
+        p.optim.steps = ((hours * 3600.0 / step).floor() as usize).max(1);
+        // The warm-up is a tenth of the run, as with --steps.
+        p.optim.warmup = PretrainConfig::new(p.optim.steps, p.optim.batch, p.optim.seed)
+            .optim
+            .warmup;
+        eprintln!(
+            "--hours {hours}: a step takes {:.0} ms here, so {} steps",
+            step * 1000.0,
+            p.optim.steps
+        );
+    }
     let mut exchange: Box<dyn lim_foundation::parallel::Exchange> = match &group {
         Some((rank, world, rv)) => {
             eprintln!(
@@ -1653,6 +1676,15 @@ fn list(a: ListArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// A moving-average decay: a number in (0, 1).
+fn parse_hours(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(h) if h > 0.0 && h.is_finite() => Ok(h),
+        _ => Err(format!(
+            "'{s}' is not a number of hours; give a positive number, such as 8 or 0.5"
+        )),
+    }
+}
+
 fn parse_decay(s: &str) -> Result<f64, String> {
     match s.parse::<f64>() {
         Ok(d) if d > 0.0 && d < 1.0 => Ok(d),

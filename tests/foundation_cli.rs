@@ -576,3 +576,57 @@ fn two_processes_pretrain_the_model_one_process_pretrains() {
         "{err}"
     );
 }
+
+/// `--hours` sizes a run by this machine's step time: the count is printed, kept in the
+/// checkpoint and honoured by --resume; a resumed run cannot be resized.
+#[test]
+fn pretraining_for_a_number_of_hours_sizes_the_run_by_its_step_time() {
+    let cache = tempfile::tempdir().unwrap();
+    let models = tempfile::tempdir().unwrap();
+    let (c, m) = (cache.path(), models.path());
+    let args = [
+        "foundation",
+        "pretrain",
+        "--name",
+        "night",
+        "--datasets",
+        "cn_futures_daily",
+        "--cutoff",
+        "2015-12-31",
+        "--config",
+        "tiny",
+        "--batch",
+        "8",
+        "--hours",
+        "0.0005",
+        "--json",
+    ];
+    let out = lim(&args, c, m);
+    let v = json(&out);
+    let steps = v["steps"].as_u64().unwrap();
+    // 1.8 s of a step of a few milliseconds: hundreds of steps, not the default 500 by chance.
+    assert!(steps > 20 && steps != 500, "{steps}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&format!("so {steps} steps")), "{err}");
+    assert_eq!(losses(m, "night").as_array().unwrap().len() as u64, steps);
+    let meta = std::fs::read_to_string(
+        m.join("night")
+            .join(
+                std::fs::read_to_string(m.join("night").join("LATEST"))
+                    .unwrap()
+                    .trim(),
+            )
+            .join("meta.json"),
+    )
+    .unwrap();
+    let meta: serde_json::Value = serde_json::from_str(&meta).unwrap();
+    assert_eq!(meta["pretrain"]["optim"]["steps"], steps);
+    assert_eq!(meta["pretrain"]["optim"]["warmup"], (steps / 10).max(1));
+    let mut resume = args.to_vec();
+    resume.push("--resume");
+    let err = failure(&lim(&resume, c, m));
+    assert!(
+        err.contains("--hours sizes a new run") && err.contains("drop --hours"),
+        "{err}"
+    );
+}

@@ -388,6 +388,33 @@ impl PretrainData {
     }
 }
 
+/// Seconds a pretraining step of `cfg` and `p` takes on this machine: the median of `timed`
+/// steps, after one untimed, of a throwaway run on `data` (seed and batches of its own, so
+/// the run being sized is not touched). What `lim foundation pretrain --hours` divides by.
+///
+/// # Errors
+/// A streamed dataset's file cannot be read.
+pub fn seconds_per_step(
+    data: &PretrainData,
+    cfg: &ModelConfig,
+    p: &PretrainConfig,
+    device: &Device,
+    timed: usize,
+) -> Result<f64, FoundationError> {
+    let mut probe = p.clone();
+    probe.optim.seed = p.optim.seed.wrapping_add(0x5EED);
+    let mut run = Run::new(cfg, &probe, device);
+    run.step(data, cfg, &probe, device)?;
+    let mut times = Vec::with_capacity(timed);
+    for _ in 0..timed.max(1) {
+        let t = Instant::now();
+        run.step(data, cfg, &probe, device)?;
+        times.push(t.elapsed().as_secs_f64());
+    }
+    times.sort_by(f64::total_cmp);
+    Ok(times[times.len() / 2])
+}
+
 /// The losses `(total, reconstruction, forecast)` of a batch and the gradients of the total,
 /// over `p.optim.shards` shards of the batch (see [`crate::parallel`]).
 pub(crate) fn pretrain_gradients(
