@@ -62,7 +62,7 @@ enum Command {
     Workflow(WorkflowCommand),
     /// The market foundation model: pretrain, fine-tune, predict, transfer, list.
     #[command(subcommand)]
-    Foundation(foundation_cmd::FoundationCommand),
+    Foundation(Box<foundation_cmd::FoundationCommand>),
     /// Run one unit of work from a work directory (what a cluster job runs).
     Worker(worker_cmd::WorkerArgs),
     /// Browse the run store in a web browser: runs, reports, journals, comparisons (read-only).
@@ -185,7 +185,7 @@ fn main() -> ExitCode {
         Command::Resume(args) => research_cmd::resume(args),
         Command::Replay(args) => research_cmd::replay(args),
         Command::Trace(cmd) => research_cmd::trace_cmd(cmd),
-        Command::Foundation(cmd) => foundation_cmd::run(cmd),
+        Command::Foundation(cmd) => foundation_cmd::run(*cmd),
         Command::Worker(args) => worker_cmd::run(args),
         Command::Serve(args) => serve_cmd::run(args),
     };
