@@ -135,10 +135,8 @@ impl SpilledSet {
             });
             offset += (s.len() * SPILLED_BAR) as u64;
         }
-        out.into_inner()
-            .map_err(|e| io(path)(e.into_error()))?
-            .sync_all()
-            .map_err(io(path))?;
+        // Not synced to disk: the process reads it back at once, and a crash rewrites it.
+        out.flush().map_err(io(path))?;
         Ok(SpilledSet {
             path: path.to_path_buf(),
             file: Arc::new(File::open(path).map_err(io(path))?),
