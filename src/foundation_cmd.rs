@@ -728,11 +728,7 @@ fn pretrain(a: PretrainArgs) -> anyhow::Result<ExitCode> {
     };
     if let Some(hours) = a.hours {
         let step = lim_foundation::pretrain::seconds_per_step(&data, &cfg, &p, &device, 5)?;
-        p.optim.steps = ((hours * 3600.0 / step).floor() as usize).max(1);
-        // The warm-up is a tenth of the run, as with --steps.
-        p.optim.warmup = PretrainConfig::new(p.optim.steps, p.optim.batch, p.optim.seed)
-            .optim
-            .warmup;
+        p.set_steps(lim_foundation::pretrain::steps_in(hours, step));
         eprintln!(
             "--hours {hours}: a step takes {:.0} ms here, so {} steps",
             step * 1000.0,

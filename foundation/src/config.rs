@@ -340,12 +340,12 @@ pub struct PretrainConfig {
 impl PretrainConfig {
     /// Defaults for a number of steps and a seed.
     pub fn new(steps: usize, batch: usize, seed: u64) -> PretrainConfig {
-        PretrainConfig {
+        let mut p = PretrainConfig {
             optim: OptimConfig {
                 steps,
                 batch,
                 lr: 1e-3,
-                warmup: (steps / 10).max(1),
+                warmup: 1,
                 min_lr_ratio: 0.1,
                 weight_decay: 1e-4,
                 clip_norm: 1.0,
@@ -356,7 +356,15 @@ impl PretrainConfig {
             forecast_weight: 1.0,
             checkpoint_every: 0,
             ema: None,
-        }
+        };
+        p.set_steps(steps);
+        p
+    }
+
+    /// Sets the run's length, its warm-up a tenth of it.
+    pub fn set_steps(&mut self, steps: usize) {
+        self.optim.steps = steps;
+        self.optim.warmup = (steps / 10).max(1);
     }
 }
 

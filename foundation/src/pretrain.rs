@@ -413,6 +413,11 @@ pub fn seconds_per_step(
     Ok(times[times.len() / 2])
 }
 
+/// The steps that fit `hours` at `seconds_per_step` each (at least one).
+pub fn steps_in(hours: f64, seconds_per_step: f64) -> usize {
+    ((hours * 3600.0 / seconds_per_step).floor() as usize).max(1)
+}
+
 /// The losses `(total, reconstruction, forecast)` of a batch and the gradients of the total,
 /// over `p.optim.shards` shards of the batch (see [`crate::parallel`]).
 pub(crate) fn pretrain_gradients(

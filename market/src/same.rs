@@ -159,17 +159,15 @@ impl PanelSet {
         if keep.len() == self.instruments.len() {
             return;
         }
-        let pick = |v: &[f64], times: usize| -> Vec<f64> {
-            keep.iter()
-                .flat_map(|&s| v[s * times..(s + 1) * times].iter().copied())
-                .collect()
-        };
         for p in self.panels.values_mut() {
             let times = p.times();
-            let data = pick(p.values(), times);
-            *p = Panel::nan(times, keep.len());
-            for (k, col) in data.chunks(times.max(1)).enumerate().take(keep.len()) {
-                p.column_mut(k).copy_from_slice(col);
+            let data: Vec<f64> = keep
+                .iter()
+                .flat_map(|&s| p.column(s).iter().copied())
+                .collect();
+            // The kept columns, whole: the length always matches.
+            if let Ok(kept) = Panel::from_columns(times, keep.len(), data) {
+                *p = kept;
             }
         }
         for labels in self.groups.values_mut() {
