@@ -163,25 +163,48 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
         );
         return Ok(ExitCode::SUCCESS);
     }
+    // Goals by number, each with its data, so that the table fits a terminal.
+    let mut goals: Vec<(&str, Vec<String>)> = Vec::new();
+    for r in &results {
+        match goals.iter_mut().find(|g| g.0 == r.goal) {
+            Some(g) => {
+                for d in &r.datasets {
+                    if !g.1.contains(d) {
+                        g.1.push(d.clone());
+                    }
+                }
+            }
+            None => goals.push((&r.goal, r.datasets.clone())),
+        }
+    }
+    for (k, (goal, data)) in goals.iter().enumerate() {
+        println!("goal {}: {goal} ({})", k + 1, data.join(", "));
+    }
+    println!(
+        "test Sharpe of the finalists, their combination (comb) and always long (long); beat:\n\
+         finalists beating always long; rho, rho.f: validation→ and fitness→test rank correlation\n\
+         over the leaderboard; tried: strategies tried beating always long, of those scored, and\n\
+         their median test Sharpe (med)\n"
+    );
     let mut t = Table::new(&[
         "goal",
         "seed",
-        "data",
         "finalists",
-        "combined",
-        "always.long",
+        "comb",
+        "long",
         "beat",
         "DSR",
         "PBO",
         "rho",
-        "rho.fit",
+        "rho.f",
+        "tried",
+        "med",
         "trials",
     ]);
     for r in &results {
         t.row(vec![
-            r.goal.chars().take(34).collect(),
+            (goals.iter().position(|g| g.0 == r.goal).unwrap_or(0) + 1).to_string(),
             r.seed.to_string(),
-            r.datasets.join("+").chars().take(22).collect(),
             r.finalists_test_sharpe
                 .iter()
                 .map(|s| show(*s, 2, "-"))
@@ -198,6 +221,12 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
             show(r.pbo, 2, "-"),
             show(r.validation_test_rank_correlation, 2, "-"),
             show(r.fitness_test_rank_correlation, 2, "-"),
+            r.tried.as_ref().map_or("-".to_string(), |t| {
+                format!("{}/{}", t.beating_always_long, t.scored)
+            }),
+            r.tried
+                .as_ref()
+                .map_or("-".to_string(), |t| show(t.median_test_sharpe, 2, "-")),
             r.trials.to_string(),
         ]);
     }
@@ -257,25 +286,49 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
             );
         }
     }
-    println!(
-        "mean test Sharpe: finalists {}, combined {}, always long {}; {} of {} finalists beat always long (most of a goal's finalists in {} of {} goals); the combination is at least its median finalist in {} of {} runs; mean validation→test rank correlation {} (t {} across runs; fitness→test {}); mean DSR {}; {:.0} s wall, {:.0} s CPU; {} LLM tokens, ${:.4}",
-        show(totals.mean_finalist_test_sharpe, 2, "-"),
-        show(totals.mean_combined_test_sharpe, 2, "-"),
-        show(totals.mean_always_long_test_sharpe, 2, "-"),
-        totals.finalists_beating_always_long,
-        totals.finalists,
-        totals.goals_where_most_finalists_beat_always_long,
-        totals.goals,
-        totals.runs_combined_at_least_median_finalist,
-        totals.runs_with_combination,
-        show(totals.mean_validation_test_rank_correlation, 2, "-"),
-        show(totals.validation_test_rank_correlation_t, 1, "-"),
-        show(totals.mean_fitness_test_rank_correlation, 2, "-"),
-        show(totals.mean_dsr, 2, "-"),
-        totals.seconds,
-        totals.cpu_seconds,
-        totals.llm_tokens,
-        totals.llm_usd
-    );
+    print!("{}", totals_text(&totals));
     Ok(ExitCode::SUCCESS)
+}
+
+/// The benchmark's totals, a line each: test Sharpe, against always long, the combination,
+/// rank correlations, cost.
+fn totals_text(t: &bench::Totals) -> String {
+    let mut out = format!(
+        "mean test Sharpe: finalists {}, combined {}, always long {}, every strategy tried {} (median)\n",
+        show(t.mean_finalist_test_sharpe, 2, "-"),
+        show(t.mean_combined_test_sharpe, 2, "-"),
+        show(t.mean_always_long_test_sharpe, 2, "-"),
+        show(t.mean_tried_median_test_sharpe, 2, "-"),
+    );
+    out += &format!(
+        "beat always long: {} of {} finalists (most of a goal's in {} of {} goals); {} of {} strategies tried (most in {} goals)\n",
+        t.finalists_beating_always_long,
+        t.finalists,
+        t.goals_where_most_finalists_beat_always_long,
+        t.goals,
+        t.tried_beating_always_long,
+        t.tried,
+        t.goals_where_most_tried_beat_always_long,
+    );
+    out += &format!(
+        "the combination is at least its median finalist in {} of {} runs\n",
+        t.runs_combined_at_least_median_finalist, t.runs_with_combination
+    );
+    out += &format!(
+        "validation→test rank correlation: leaderboard {} (t {}; fitness→test {}), every strategy tried {} (t {})\n",
+        show(t.mean_validation_test_rank_correlation, 2, "-"),
+        show(t.validation_test_rank_correlation_t, 1, "-"),
+        show(t.mean_fitness_test_rank_correlation, 2, "-"),
+        show(t.mean_tried_validation_test_rank_correlation, 2, "-"),
+        show(t.tried_validation_test_rank_correlation_t, 1, "-"),
+    );
+    out += &format!(
+        "mean DSR {}; {:.0} s wall, {:.0} s CPU; {} LLM tokens, ${:.4}\n",
+        show(t.mean_dsr, 2, "-"),
+        t.seconds,
+        t.cpu_seconds,
+        t.llm_tokens,
+        t.llm_usd
+    );
+    out
 }

@@ -707,6 +707,29 @@ fn the_research_benchmark_measures_runs_and_reads_them_back() {
     snapshot_shape(&first, "tests/snapshots/bench_research.json");
     assert_eq!(run["finalists_test_sharpe"].as_array().unwrap().len(), 3);
     assert!(run["seconds"].as_f64().unwrap() > 0.0);
+    // Every scored strategy tried, on the test: the finalists are among them, with the same
+    // books and the report's test Sharpe, so at least as many of the pool beat always long.
+    let tried = &run["tried"];
+    let count = |v: &Value| v.as_u64().unwrap();
+    assert_eq!(count(&tried["finalists_reproduced"]), 3, "{tried}");
+    assert!(count(&tried["scored"]) <= count(&run["trials"]));
+    assert!(count(&tried["scored"]) >= 3);
+    assert!(
+        count(&tried["beating_always_long"]) >= count(&run["finalists_beating_always_long"]),
+        "{run}"
+    );
+    let best = run["finalists_test_sharpe"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_f64().unwrap())
+        .fold(f64::NEG_INFINITY, f64::max);
+    let pool_best = tried["best_test_sharpe"].as_f64().unwrap();
+    assert!(pool_best >= best - 1e-12, "{pool_best} {best}");
+    let median = tried["median_test_sharpe"].as_f64().unwrap();
+    assert!(median <= pool_best);
+    let rho = tried["validation_test_rank_correlation"].as_f64().unwrap();
+    assert!((-1.0..=1.0).contains(&rho));
     let again: Value = serde_json::from_str(&ok(&lim().args(args).output().unwrap())).unwrap();
     assert_eq!(again["runs"][0]["seconds"], 0.0, "read back, not run again");
     assert_eq!(

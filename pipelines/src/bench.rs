@@ -68,6 +68,10 @@ pub struct GoalResult {
     /// the leaderboard.
     #[serde(with = "lim_backtest::nonfinite", default = "nan")]
     pub fitness_test_rank_correlation: f64,
+    /// Every scored strategy the run tried, re-run on the sealed test: how the search's
+    /// choice compares with what it chose from (absent in results written before it was kept).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tried: Option<Tried>,
     /// Wall seconds of the run (0 when read back from the store).
     pub seconds: f64,
     /// CPU seconds (user and system, every thread) of the run, when the caller measured them
@@ -91,6 +95,34 @@ pub struct GoalResult {
     /// strategies read them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub foundation: Option<FoundationUse>,
+}
+
+/// Every scored strategy of a run on the sealed test, measured after the run for the benchmark
+/// only. Finalists no better than this pool mean the search's choice added nothing; a pool
+/// that rarely beats always long means the goal's family did not pay in the test period,
+/// whatever was chosen.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Tried {
+    /// Scored strategies (those with a fitness).
+    pub scored: usize,
+    /// Of them, those whose test Sharpe beats always long's.
+    pub beating_always_long: usize,
+    /// Their median test Sharpe.
+    #[serde(with = "lim_backtest::nonfinite")]
+    pub median_test_sharpe: f64,
+    /// Their best test Sharpe: what a choice in hindsight would have had.
+    #[serde(with = "lim_backtest::nonfinite")]
+    pub best_test_sharpe: f64,
+    /// Finalists whose sealed-test Sharpe in the report this re-run reproduces: all of them,
+    /// unless the run was recorded by code that built its books otherwise.
+    pub finalists_reproduced: usize,
+    /// Spearman correlation of validation and test Sharpe over all of them (the leaderboard's
+    /// is over its ten).
+    #[serde(with = "lim_backtest::nonfinite")]
+    pub validation_test_rank_correlation: f64,
+    /// Spearman correlation of robust fitness and test Sharpe over all of them.
+    #[serde(with = "lim_backtest::nonfinite")]
+    pub fitness_test_rank_correlation: f64,
 }
 
 /// What a run with the foundation model made of it.
@@ -173,6 +205,28 @@ pub struct Totals {
     /// Mean fitness→test rank correlation.
     #[serde(with = "lim_backtest::nonfinite")]
     pub mean_fitness_test_rank_correlation: f64,
+    /// Every scored strategy of every run, re-run on the sealed test ([`Tried`]; runs measured
+    /// before it was kept count nothing) …
+    #[serde(default)]
+    pub tried: usize,
+    /// … those beating their run's always long …
+    #[serde(default)]
+    pub tried_beating_always_long: usize,
+    /// … goals (over all their seeds) where more than half of them do: where the goal's
+    /// family paid on the test whatever the search chose …
+    #[serde(default)]
+    pub goals_where_most_tried_beat_always_long: usize,
+    /// … the mean over runs of their median test Sharpe (what a pick at random from the pool
+    /// would give, beside the finalists' mean) …
+    #[serde(with = "lim_backtest::nonfinite", default = "nan")]
+    pub mean_tried_median_test_sharpe: f64,
+    /// … and the mean over runs of their validation→test rank correlation, with its t across
+    /// runs.
+    #[serde(with = "lim_backtest::nonfinite", default = "nan")]
+    pub mean_tried_validation_test_rank_correlation: f64,
+    /// Its t-statistic across runs.
+    #[serde(with = "lim_backtest::nonfinite", default = "nan")]
+    pub tried_validation_test_rank_correlation_t: f64,
     /// Mean deflated Sharpe ratio.
     #[serde(with = "lim_backtest::nonfinite")]
     pub mean_dsr: f64,
@@ -209,19 +263,51 @@ fn nan() -> f64 {
     f64::NAN
 }
 
+/// The mean of the finite `values` over its standard error (NaN with fewer than two, or none
+/// spread).
+fn t_across(values: impl Iterator<Item = f64>) -> f64 {
+    let v: Vec<f64> = values.filter(|x| x.is_finite()).collect();
+    let n = v.len() as f64;
+    let m = v.iter().sum::<f64>() / n;
+    let var = v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (n - 1.0);
+    if v.len() < 2 || var <= 0.0 {
+        f64::NAN
+    } else {
+        m / (var / n).sqrt()
+    }
+}
+
 /// The totals of `results`.
 pub fn totals(results: &[GoalResult]) -> Totals {
     let mean = |f: &dyn Fn(&GoalResult) -> f64| {
         let v: Vec<f64> = results.iter().map(f).filter(|x| x.is_finite()).collect();
         v.iter().sum::<f64>() / v.len() as f64
     };
-    // Per goal: finalists beating always long, finalists.
+    // Per goal: finalists beating always long, finalists; the same of every scored strategy.
     let mut goals: std::collections::BTreeMap<&str, (usize, usize)> = Default::default();
+    let mut goals_tried: std::collections::BTreeMap<&str, (usize, usize)> = Default::default();
     for r in results {
         let g = goals.entry(r.goal.as_str()).or_default();
         g.0 += r.finalists_beating_always_long;
         g.1 += r.finalists_test_sharpe.len();
+        if let Some(t) = &r.tried {
+            let g = goals_tried.entry(r.goal.as_str()).or_default();
+            g.0 += t.beating_always_long;
+            g.1 += t.scored;
+        }
     }
+    let most = |goals: &std::collections::BTreeMap<&str, (usize, usize)>| {
+        goals.values().filter(|(beat, all)| 2 * beat > *all).count()
+    };
+    let tried: Vec<&Tried> = results.iter().filter_map(|r| r.tried.as_ref()).collect();
+    let tried_mean = |f: &dyn Fn(&Tried) -> f64| {
+        let v: Vec<f64> = tried
+            .iter()
+            .map(|t| f(t))
+            .filter(|x| x.is_finite())
+            .collect();
+        v.iter().sum::<f64>() / v.len() as f64
+    };
     // Per run with finalists and a combination: (combined, median finalist).
     let combined: Vec<(f64, f64)> = results
         .iter()
@@ -297,30 +383,25 @@ pub fn totals(results: &[GoalResult]) -> Totals {
             .map(|r| r.finalists_beating_always_long)
             .sum(),
         finalists: results.iter().map(|r| r.finalists_test_sharpe.len()).sum(),
-        goals_where_most_finalists_beat_always_long: goals
-            .values()
-            .filter(|(beat, all)| 2 * beat > *all)
-            .count(),
+        goals_where_most_finalists_beat_always_long: most(&goals),
         goals: goals.len(),
         runs_combined_at_least_median_finalist: combined.iter().filter(|(c, m)| c >= m).count(),
         runs_with_combination: combined.len(),
         mean_validation_test_rank_correlation: mean(&|r| r.validation_test_rank_correlation),
-        validation_test_rank_correlation_t: {
-            let v: Vec<f64> = results
-                .iter()
-                .map(|r| r.validation_test_rank_correlation)
-                .filter(|x| x.is_finite())
-                .collect();
-            let n = v.len() as f64;
-            let m = v.iter().sum::<f64>() / n;
-            let var = v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (n - 1.0);
-            if v.len() < 2 || var <= 0.0 {
-                f64::NAN
-            } else {
-                m / (var / n).sqrt()
-            }
-        },
+        validation_test_rank_correlation_t: t_across(
+            results.iter().map(|r| r.validation_test_rank_correlation),
+        ),
         mean_fitness_test_rank_correlation: mean(&|r| r.fitness_test_rank_correlation),
+        tried: tried.iter().map(|t| t.scored).sum(),
+        tried_beating_always_long: tried.iter().map(|t| t.beating_always_long).sum(),
+        goals_where_most_tried_beat_always_long: most(&goals_tried),
+        mean_tried_median_test_sharpe: tried_mean(&|t| t.median_test_sharpe),
+        mean_tried_validation_test_rank_correlation: tried_mean(&|t| {
+            t.validation_test_rank_correlation
+        }),
+        tried_validation_test_rank_correlation_t: t_across(
+            tried.iter().map(|t| t.validation_test_rank_correlation),
+        ),
         mean_dsr: mean(&|r| r.dsr),
         seconds: results.iter().map(|r| r.seconds).sum(),
         cpu_seconds: results.iter().map(|r| r.cpu_seconds).sum(),
@@ -363,31 +444,87 @@ fn spearman(a: &[f64], b: &[f64]) -> f64 {
     pearson(&finite_pairs(&ra, &rb))
 }
 
-/// Rank correlations over a finished run's leaderboard, re-run on its universe: of validation
-/// Sharpe with test Sharpe, and of robust fitness (what the search ranked by) with test Sharpe.
-fn rank_correlations(summary: &Summary, session: &Session) -> Result<(f64, f64), BenchError> {
-    let specs: Vec<(String, StrategySpec)> = summary
-        .leaderboard
+/// Validation and test Sharpe of `signals`, re-run on `session` with the plan's book (NaN
+/// where a part has no metrics).
+fn validation_and_test(summary: &Summary, session: &Session, signals: &[&str]) -> Vec<(f64, f64)> {
+    let specs: Vec<(String, StrategySpec)> = signals
         .iter()
-        .map(|e| {
+        .map(|s| {
             (
-                e.signal.clone(),
-                lim_agents::offline::spec_for(&summary.plan.strategy, &e.signal),
+                s.to_string(),
+                lim_agents::offline::spec_for(&summary.plan.strategy, s),
             )
         })
         .collect();
-    let results = session.run(&specs, &[Part::Validation, Part::Test], false);
-    let mut v = Vec::new();
-    let mut f = Vec::new();
-    let mut t = Vec::new();
-    for (r, e) in results.iter().zip(&summary.leaderboard) {
-        if let [(_, val), (_, test)] = r.metrics.as_slice() {
-            v.push(val.sharpe);
-            f.push(e.fitness);
-            t.push(test.sharpe);
-        }
-    }
-    Ok((spearman(&v, &t), spearman(&f, &t)))
+    session
+        .run(&specs, &[Part::Validation, Part::Test], false)
+        .iter()
+        .map(|r| match r.metrics.as_slice() {
+            [(_, val), (_, test)] => (val.sharpe, test.sharpe),
+            _ => (f64::NAN, f64::NAN),
+        })
+        .collect()
+}
+
+/// Rank correlations over `pool` (signal and robust fitness, what the search ranked by): of
+/// validation Sharpe with test Sharpe, and of fitness with test Sharpe; and the test Sharpes.
+fn rank_correlations(
+    summary: &Summary,
+    session: &Session,
+    pool: &[(&str, f64)],
+) -> (f64, f64, Vec<f64>) {
+    let signals: Vec<&str> = pool.iter().map(|p| p.0).collect();
+    let sharpes = validation_and_test(summary, session, &signals);
+    let v: Vec<f64> = sharpes.iter().map(|s| s.0).collect();
+    let t: Vec<f64> = sharpes.iter().map(|s| s.1).collect();
+    let f: Vec<f64> = pool.iter().map(|p| p.1).collect();
+    (spearman(&v, &t), spearman(&f, &t), t)
+}
+
+/// Every scored strategy of the run (its journaled trials, scored by today's rules as the
+/// report scores them) on the sealed test, beside always long's test Sharpe `base`.
+fn tried(
+    artifacts: &crate::journal::Artifacts,
+    summary: &Summary,
+    session: &Session,
+    base: f64,
+) -> Result<Tried, BenchError> {
+    let mut trials: Vec<research::Trial> = artifacts
+        .get("trials")
+        .cloned()
+        .map(serde_json::from_value)
+        .transpose()
+        .map_err(|e| BenchError::Data(format!("the run's trials: {e}")))?
+        .unwrap_or_default();
+    trials.iter_mut().for_each(|t| t.score(&summary.plan));
+    let pool: Vec<(&str, f64)> = trials
+        .iter()
+        .filter_map(|t| Some((t.signal.as_str(), t.fitness.filter(|f| f.is_finite())?)))
+        .collect();
+    let (rho, fitness_rho, test) = rank_correlations(summary, session, &pool);
+    let finite: Vec<f64> = test.iter().copied().filter(|x| x.is_finite()).collect();
+    let finalists_reproduced = summary
+        .finalists
+        .iter()
+        .filter(|f| {
+            pool.iter()
+                .zip(&test)
+                .any(|(p, t)| p.0 == f.signal && (t - f.test.sharpe).abs() <= 1e-9)
+        })
+        .count();
+    Ok(Tried {
+        scored: pool.len(),
+        beating_always_long: finite.iter().filter(|s| **s > base).count(),
+        median_test_sharpe: if finite.is_empty() {
+            f64::NAN
+        } else {
+            lim_backtest::ops::quantile(&finite, 0.5)
+        },
+        best_test_sharpe: finite.iter().copied().fold(f64::NAN, f64::max),
+        finalists_reproduced,
+        validation_test_rank_correlation: rho,
+        fitness_test_rank_correlation: fitness_rho,
+    })
 }
 
 /// Runs (or reads back, or resumes) `goal` with `seed` in `store` and measures it.
@@ -545,15 +682,22 @@ pub async fn run_goal<L: LlmClient + 'static>(
         }),
         _ => None,
     };
-    let (rho, fitness_rho) = rank_correlations(&summary, &session)?;
-    let vol_sizing = match vol_model {
-        Some(model) => vol_sizing(&summary, session, model, seed).await?,
-        None => None,
-    };
+    let board: Vec<(&str, f64)> = summary
+        .leaderboard
+        .iter()
+        .map(|e| (e.signal.as_str(), e.fitness))
+        .collect();
+    let (rho, fitness_rho, _) = rank_correlations(&summary, &session, &board);
     let base = summary
         .baselines
         .first()
         .map_or(f64::NAN, |b| b.test.sharpe);
+    let tried = tried(&artifacts, &summary, &session, base)?;
+
+    let vol_sizing = match vol_model {
+        Some(model) => vol_sizing(&summary, session, model, seed).await?,
+        None => None,
+    };
     let finalists: Vec<f64> = summary.finalists.iter().map(|f| f.test.sharpe).collect();
     Ok(GoalResult {
         goal: goal.to_string(),
@@ -579,6 +723,7 @@ pub async fn run_goal<L: LlmClient + 'static>(
             .unwrap_or(f64::NAN),
         validation_test_rank_correlation: rho,
         fitness_test_rank_correlation: fitness_rho,
+        tried: Some(tried),
         seconds: if finished {
             0.0
         } else {
@@ -756,6 +901,7 @@ mod tests {
             pbo: 0.5,
             validation_test_rank_correlation: 0.0,
             fitness_test_rank_correlation: 0.0,
+            tried: None,
             seconds: 0.0,
             cpu_seconds: 0.0,
             llm_calls: 0,
@@ -827,5 +973,33 @@ mod tests {
             "{a} {b}"
         );
         assert_eq!(t.vol_sizing_mean_test_turnover, Some((1.5, 2.0)));
+        // Every strategy tried: counted per goal over its seeds, like the finalists.
+        let with_tried = |goal: &str, beat: usize, scored: usize, median: f64, rho: f64| {
+            let mut r = run(goal, &[0.1], 0.1, 0);
+            r.tried = Some(super::Tried {
+                scored,
+                beating_always_long: beat,
+                median_test_sharpe: median,
+                best_test_sharpe: 1.0,
+                finalists_reproduced: 1,
+                validation_test_rank_correlation: rho,
+                fitness_test_rank_correlation: 0.0,
+            });
+            r
+        };
+        let t = super::totals(&[
+            // Goal a: 28 + 2 of 60 beat: half, not most.
+            with_tried("a", 28, 40, 0.2, 0.1),
+            with_tried("a", 2, 20, 0.4, 0.3),
+            // Goal b: 11 of 20.
+            with_tried("b", 11, 20, 0.6, f64::NAN),
+            // Measured before the pool was kept: counts nothing.
+            run("b", &[0.1], 0.1, 0),
+        ]);
+        assert_eq!((t.tried_beating_always_long, t.tried), (41, 80));
+        assert_eq!(t.goals_where_most_tried_beat_always_long, 1);
+        assert!((t.mean_tried_median_test_sharpe - 0.4).abs() < 1e-12);
+        assert!((t.mean_tried_validation_test_rank_correlation - 0.2).abs() < 1e-12);
+        assert!((t.tried_validation_test_rank_correlation_t - 2.0).abs() < 1e-9);
     }
 }
