@@ -1297,7 +1297,10 @@ fn eval_cmd(a: EvalArgs) -> anyhow::Result<ExitCode> {
     for r in &rows {
         table.row(vec![
             r.target.clone(),
-            r.arm.clone(),
+            match r.weight {
+                Some(w) => format!("{} (weight {w:.2})", r.arm),
+                None => r.arm.clone(),
+            },
             r.metric.to_string(),
             r.seeds.to_string(),
             format!("{:.4}", r.mean),
@@ -1578,6 +1581,13 @@ fn print_transfer(r: &TransferReport, location: &str) {
             .arms
             .iter()
             .filter_map(|a| Some((a.name.clone(), a.vol?)))
+            .chain(r.arms.iter().filter_map(|a| {
+                let (blend, v) = a.with_ewma?;
+                Some((
+                    format!("{} with EWMA (weight {:.2})", a.name, blend.weight),
+                    v,
+                ))
+            }))
             .chain(r.baselines.iter().cloned());
         for (name, v) in rows {
             t.row(vec![

@@ -388,7 +388,21 @@ fn an_eval_grid_fine_tunes_from_a_model_pretrained_beforehand() {
         .map(|r| r["arm"].as_str().unwrap())
         .filter(|a| !a.starts_with("HAR") && !a.starts_with("EWMA") && !a.starts_with("trailing"))
         .collect();
-    assert_eq!(arms, ["scratch", "cross-market full"], "{v}");
+    // Each model arm, then each blended with EWMA by a weight chosen on validation.
+    assert_eq!(
+        arms,
+        [
+            "scratch",
+            "cross-market full",
+            "scratch with EWMA",
+            "cross-market full with EWMA"
+        ],
+        "{v}"
+    );
+    for row in &v["rows"].as_array().unwrap()[2..4] {
+        let w = row["weight"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&w), "{row}");
+    }
     let cell = &v["cells"][0]["arms"];
     assert!(
         cell.as_array().unwrap().len() > 2,

@@ -35,7 +35,14 @@ pub struct ArmScore {
     /// The test rank IC's Newey–West t-statistic (see [`crate::finetune::IcReport`]).
     #[serde(with = "nan_as_null", default = "nan")]
     pub rank_ic_nw_t: f64,
+    /// For an arm blended with EWMA ([`crate::vol::Blend`]): the model's weight, chosen on
+    /// validation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weight: Option<f64>,
 }
+
+/// How the row of an arm blended with EWMA ends (`cross-market full with EWMA`).
+pub const WITH_EWMA: &str = " with EWMA";
 
 fn nan() -> f64 {
     f64::NAN
@@ -135,10 +142,12 @@ pub fn run_grid(
                 let path = dir.join(cell_name(kind, horizon, bars, seed));
                 // A return cell written before factor baselines existed lacks that row: it is
                 // run again rather than mixed with cells that have it.
+                // So is a volatility cell written before the blends with EWMA existed.
                 let lacks_factors = |c: &Cell| {
-                    grid.factors.is_some()
-                        && kind != Target::LogVol
-                        && !c.arms.iter().any(|a| a.arm.starts_with(FACTOR_ARM))
+                    if kind == Target::LogVol {
+                        return !c.arms.iter().any(|a| a.arm.ends_with(WITH_EWMA));
+                    }
+                    grid.factors.is_some() && !c.arms.iter().any(|a| a.arm.starts_with(FACTOR_ARM))
                 };
                 if let Some(c) = read_cell(&path).filter(|c| !lacks_factors(c)) {
                     cells.push(Cell { seconds: 0.0, ..c });
@@ -165,14 +174,27 @@ pub fn run_grid(
                         ic: a.test.ic,
                         qlike: a.vol.as_ref().map(|v| v.qlike),
                         rank_ic_nw_t: a.test.rank_ic_nw_t,
+                        weight: None,
                     })
                     .collect();
+                arms.extend(report.arms.iter().filter_map(|a| {
+                    let (blend, v) = a.with_ewma.as_ref()?;
+                    Some(ArmScore {
+                        arm: format!("{}{WITH_EWMA}", a.name),
+                        rank_ic: v.rank_ic,
+                        ic: f64::NAN,
+                        qlike: Some(v.qlike),
+                        rank_ic_nw_t: f64::NAN,
+                        weight: Some(blend.weight),
+                    })
+                }));
                 arms.extend(report.return_baselines.iter().map(|(name, r)| ArmScore {
                     arm: name.clone(),
                     rank_ic: r.rank_ic,
                     ic: r.ic,
                     qlike: None,
                     rank_ic_nw_t: r.rank_ic_nw_t,
+                    weight: None,
                 }));
                 arms.extend(report.baselines.iter().map(|(name, v)| ArmScore {
                     arm: name.clone(),
@@ -180,6 +202,7 @@ pub fn run_grid(
                     ic: f64::NAN,
                     qlike: Some(v.qlike),
                     rank_ic_nw_t: f64::NAN,
+                    weight: None,
                 }));
                 let cell = Cell {
                     kind,
@@ -232,6 +255,9 @@ pub struct Row {
     pub vs_scratch: Option<(f64, f64)>,
     /// Return targets: the mean over seeds of the rank IC's Newey–West t-statistic.
     pub rank_ic_nw_t: Option<f64>,
+    /// Blends with EWMA: the mean over seeds of the model's weight.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weight: Option<f64>,
 }
 
 fn mean_sd(v: &[f64]) -> (f64, f64) {
@@ -300,6 +326,11 @@ pub fn summarize(cells: &[Cell]) -> Vec<Row> {
                 .filter(|t| t.is_finite())
                 .collect();
             let rank_ic_nw_t = (!vol && !nw.is_empty()).then(|| mean_sd(&nw).0);
+            let weights: Vec<f64> = these
+                .iter()
+                .filter_map(|c| c.arms.iter().find(|a| a.arm == name)?.weight)
+                .collect();
+            let weight = (!weights.is_empty()).then(|| mean_sd(&weights).0);
             rows.push(Row {
                 target: format!(
                     "{} h{horizon}{}",
@@ -313,6 +344,7 @@ pub fn summarize(cells: &[Cell]) -> Vec<Row> {
                 sd,
                 vs_scratch,
                 rank_ic_nw_t,
+                weight,
             });
         }
     }
@@ -336,6 +368,7 @@ mod tests {
                     ic: 0.1,
                     qlike: Some(scratch),
                     rank_ic_nw_t: f64::NAN,
+                    weight: None,
                 },
                 ArmScore {
                     arm: "cross-market full".into(),
@@ -343,6 +376,7 @@ mod tests {
                     ic: 0.2,
                     qlike: Some(cross),
                     rank_ic_nw_t: 1.5,
+                    weight: None,
                 },
             ],
             seconds: 1.0,

@@ -24,7 +24,7 @@ use crate::finetune::{
 };
 use crate::model::{Backbone, Predictor, Pretrainer};
 use crate::pretrain::{PretrainData, Run, StepReport};
-use crate::vol::{VolReport, model_log_vol, vol_report};
+use crate::vol::{Blend, VolReport, model_log_vol, vol_report};
 
 /// What to compare.
 #[derive(Debug, Clone, Serialize)]
@@ -105,6 +105,10 @@ pub struct Arm {
     /// Test volatility scores (volatility targets only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub vol: Option<VolReport>,
+    /// Its forecast blended with EWMA's, the weight chosen on validation, and the blend's test
+    /// scores (volatility targets only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub with_ewma: Option<(Blend, VolReport)>,
     /// Wall seconds of fine-tuning.
     pub seconds: f64,
 }
@@ -359,7 +363,7 @@ pub fn run_with(
             progress(&label, r)
         })?;
         let pred = predict_samples(&out.model, &test, &spec.model, &ad)?;
-        let vol = if spec.target_kind == Target::LogVol {
+        let (vol, with_ewma) = if spec.target_kind == Target::LogVol {
             // A forecast of the log is a median: half the validation residuals' variance
             // turns it into the mean variance that QLIKE scores (known before the test).
             let vp = model_log_vol(
@@ -367,16 +371,19 @@ pub fn run_with(
                 &predict_samples(&out.model, &valid, &spec.model, &ad)?,
             );
             let bias = crate::vol::lognormal_bias(&valid, &vp);
-            let tp: Vec<f64> = model_log_vol(&test, &pred)
-                .iter()
-                .map(|p| p + bias)
-                .collect();
-            Some(vol_report(&test, &tp))
+            let raw = model_log_vol(&test, &pred);
+            let tp: Vec<f64> = raw.iter().map(|p| p + bias).collect();
+            let blend = Blend::fit(&valid, &vp);
+            (
+                Some(vol_report(&test, &tp)),
+                Some((blend, vol_report(&test, &blend.apply(&test, &raw)))),
+            )
         } else {
-            None
+            (None, None)
         };
         arms.push(Arm {
             vol,
+            with_ewma,
             name: name.to_string(),
             pretrained_on: on,
             mode,
@@ -397,7 +404,7 @@ pub fn run_with(
         pretrain_seconds: [own_s, cross_s],
         arms,
         baselines: if spec.target_kind == Target::LogVol {
-            crate::vol::baselines(&train, &test, spec.model.window())
+            crate::vol::baselines(&train, &valid, &test, spec.model.window())
         } else {
             Vec::new()
         },

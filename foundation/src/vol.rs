@@ -173,8 +173,72 @@ pub fn model_log_vol(set: &SampleSet, pred: &[f32]) -> Vec<f64> {
         .collect()
 }
 
-/// The baselines on `test`, HAR fitted on `train`: (name, report).
-pub fn baselines(train: &SampleSet, test: &SampleSet, window: usize) -> Vec<(String, VolReport)> {
+/// RiskMetrics' decay for daily bars, the EWMA baseline's and the blend's.
+pub const EWMA_LAMBDA: f64 = 0.94;
+
+/// A model's log-volatility forecast blended with EWMA's, `w·model + (1 − w)·EWMA + bias`: the
+/// standard test of whether a forecast carries information the simple one lacks (a weight of 0
+/// says it carries none).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Blend {
+    /// The model's weight, in twentieths from 0 to 1.
+    pub weight: f64,
+    /// The blend's lognormal bias correction (see [`lognormal_bias`]).
+    pub bias: f64,
+}
+
+impl Blend {
+    /// The weight whose blend has the lowest QLIKE on `valid`, each blend corrected by its own
+    /// residuals there; ties go to the smaller weight. `model` holds the model's uncorrected
+    /// log-volatility forecasts of `valid`'s samples. Nothing after `valid` is read.
+    pub fn fit(valid: &SampleSet, model: &[f64]) -> Blend {
+        let e = ewma(valid, EWMA_LAMBDA);
+        let mut best = (f64::INFINITY, Blend::ewma_only());
+        for k in 0..=20 {
+            let weight = f64::from(k) / 20.0;
+            let raw = mix(model, &e, weight);
+            let bias = lognormal_bias(valid, &raw);
+            let q = vol_report(valid, &raw.iter().map(|x| x + bias).collect::<Vec<_>>()).qlike;
+            if q < best.0 {
+                best = (q, Blend { weight, bias });
+            }
+        }
+        best.1
+    }
+
+    fn ewma_only() -> Blend {
+        Blend {
+            weight: 0.0,
+            bias: 0.0,
+        }
+    }
+
+    /// The blend's forecasts of `set`'s samples, given the model's uncorrected ones.
+    pub fn apply(&self, set: &SampleSet, model: &[f64]) -> Vec<f64> {
+        mix(model, &ewma(set, EWMA_LAMBDA), self.weight)
+            .iter()
+            .map(|x| x + self.bias)
+            .collect()
+    }
+}
+
+fn mix(model: &[f64], ewma: &[f64], w: f64) -> Vec<f64> {
+    model
+        .iter()
+        .zip(ewma)
+        .map(|(m, e)| w * m + (1.0 - w) * e)
+        .collect()
+}
+
+/// The baselines on `test`, HAR fitted on `train`, and EWMA once more with the lognormal
+/// correction of its `valid` residuals (the blends' weight 0, so that a blend's gain over EWMA is
+/// not the correction's): (name, report).
+pub fn baselines(
+    train: &SampleSet,
+    valid: &SampleSet,
+    test: &SampleSet,
+    window: usize,
+) -> Vec<(String, VolReport)> {
     let mut out = vec![
         (
             format!("trailing {window}-bar volatility"),
@@ -182,7 +246,7 @@ pub fn baselines(train: &SampleSet, test: &SampleSet, window: usize) -> Vec<(Str
         ),
         (
             "EWMA (λ 0.94)".to_string(),
-            vol_report(test, &ewma(test, 0.94)),
+            vol_report(test, &ewma(test, EWMA_LAMBDA)),
         ),
     ];
     if let Some(h) = Har::fit(train) {
@@ -194,6 +258,15 @@ pub fn baselines(train: &SampleSet, test: &SampleSet, window: usize) -> Vec<(Str
             vol_report(test, &p),
         ));
     }
+    let e = ewma(valid, EWMA_LAMBDA);
+    let corrected = Blend {
+        weight: 0.0,
+        bias: lognormal_bias(valid, &e),
+    };
+    out.push((
+        "EWMA (λ 0.94, corrected on validation)".to_string(),
+        vol_report(test, &corrected.apply(test, &ewma(test, EWMA_LAMBDA))),
+    ));
     out
 }
 
@@ -284,6 +357,65 @@ mod tests {
         let low = vol_report(&set, &[-4.5]).qlike;
         let high = vol_report(&set, &[-3.5]).qlike;
         assert!(low > high && high > 0.0, "{low} {high}");
+    }
+
+    /// The blend weighs the model by what it adds on validation: all of it when the model is
+    /// exact, none when EWMA is and the model is noise; and it scores another set with the
+    /// weight and correction it was fitted with.
+    #[test]
+    fn the_blend_with_ewma_weighs_the_model_by_what_it_adds() {
+        let rets: Vec<f64> = (0..200)
+            .map(|i| {
+                0.01 * (1.0 + 0.8 * ((i as f64) * 0.05).sin()) * if i % 2 == 0 { 1.0 } else { -1.0 }
+            })
+            .collect();
+        let s = series(&rets);
+        let set = |truth: &dyn Fn(usize) -> f64| SampleSet {
+            universe: crate::features::Universe {
+                dataset: "d".into(),
+                frequency: lim_market::Frequency::Daily,
+                times: vec![lim_market::Timestamp(0); 200],
+                series: vec![s.clone()],
+            },
+            samples: (30..190)
+                .map(|end| Sample {
+                    series: 0,
+                    end,
+                    row: end,
+                    target: 0.0,
+                    ret: truth(end),
+                    scale: 0.0,
+                })
+                .collect(),
+        };
+        let noise = |end: usize| -4.6 + 0.3 * ((end as f64) * 1.7).sin();
+        // The realised volatility is EWMA's own forecast: the noisy model gets no weight.
+        let ewma_is_right = set(&|end| ewma_log_vol(&s, end, EWMA_LAMBDA));
+        let model: Vec<f64> = ewma_is_right.samples.iter().map(|x| noise(x.end)).collect();
+        let b = Blend::fit(&ewma_is_right, &model);
+        assert_eq!(b.weight, 0.0, "{b:?}");
+        assert!(b.bias.abs() < 1e-12, "{b:?}");
+        // The model is exact (and EWMA is not): all the weight, no correction.
+        let model_is_right = set(&noise);
+        let exact: Vec<f64> = model_is_right.samples.iter().map(|x| x.ret).collect();
+        let b = Blend::fit(&model_is_right, &exact);
+        assert_eq!(b.weight, 1.0, "{b:?}");
+        assert!(b.bias.abs() < 1e-12, "{b:?}");
+        // Applied elsewhere: the fitted mix, shifted by the fitted correction.
+        let half = Blend {
+            weight: 0.5,
+            bias: 0.1,
+        };
+        // EWMA off by a constant on validation and test: corrected on validation, it is exact.
+        let offset = set(&|end| ewma_log_vol(&s, end, EWMA_LAMBDA) + 0.2);
+        let rows = baselines(&offset, &offset, &offset, 5);
+        let row = |name: &str| rows.iter().find(|r| r.0.starts_with(name)).unwrap().1.qlike;
+        assert!(row("EWMA (λ 0.94)") > 0.05, "{rows:?}");
+        assert!(row("EWMA (λ 0.94, corrected") < 1e-12, "{rows:?}");
+        let got = half.apply(&ewma_is_right, &model);
+        let want =
+            0.5 * model[3] + 0.5 * ewma_log_vol(&s, ewma_is_right.samples[3].end, 0.94) + 0.1;
+        assert!((got[3] - want).abs() < 1e-12);
     }
 
     #[test]
