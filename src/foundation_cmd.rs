@@ -371,6 +371,24 @@ impl From<TargetArg> for Target {
     }
 }
 
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum VolAnchorArg {
+    /// The window's own realised volatility.
+    Window,
+    /// The EWMA forecast (λ 0.94) at the window's last bar: the head learns only the
+    /// correction to it.
+    Ewma,
+}
+
+impl From<VolAnchorArg> for lim_foundation::config::VolAnchor {
+    fn from(a: VolAnchorArg) -> Self {
+        match a {
+            VolAnchorArg::Window => Self::Window,
+            VolAnchorArg::Ewma => Self::Ewma,
+        }
+    }
+}
+
 #[derive(Debug, Args)]
 pub struct FinetuneArgs {
     /// Name of the fine-tuned model.
@@ -405,6 +423,9 @@ pub struct FinetuneArgs {
     /// What the head predicts.
     #[arg(long, value_enum, default_value = "rank")]
     target: TargetArg,
+    /// What a volatility target is learned relative to (--target vol).
+    #[arg(long, value_enum, default_value = "window")]
+    vol_anchor: VolAnchorArg,
     /// Forward horizon in bars.
     #[arg(long, default_value_t = 5)]
     horizon: usize,
@@ -539,6 +560,9 @@ pub struct TransferArgs {
     /// What the heads predict.
     #[arg(long, value_enum, default_value = "rank")]
     target_kind: TargetArg,
+    /// What volatility targets are learned relative to. Give such a grid its own --out.
+    #[arg(long, value_enum, default_value = "window")]
+    vol_anchor: VolAnchorArg,
     /// Forward horizon in bars.
     #[arg(long, default_value_t = 5)]
     horizon: usize,
@@ -852,6 +876,7 @@ fn finetune_cmd(a: FinetuneArgs) -> anyhow::Result<ExitCode> {
     ft.horizon = a.horizon;
     ft.optim.shards = a.shards.map_or(ft.optim.shards, |s| s as usize);
     ft.lp_ft = a.lp_ft;
+    ft.vol_anchor = a.vol_anchor.into();
     ft.optim.validate()?;
     if a.train_end >= a.valid_end {
         anyhow::bail!("--train-end must be before --valid-end");
@@ -1146,6 +1171,7 @@ fn transfer_spec(a: &TransferArgs, catalog: &lim_market::Catalog) -> anyhow::Res
             })
             .collect(),
         lp_ft: a.lp_ft,
+        vol_anchor: a.vol_anchor.into(),
     })
 }
 

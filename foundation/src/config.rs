@@ -382,6 +382,33 @@ pub enum Target {
     LogVol,
 }
 
+/// What a volatility target ([`Target::LogVol`]) is learned relative to: the head predicts
+/// the log of the next bars' realised volatility less the anchor's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VolAnchor {
+    /// The window's own realised volatility (how much busier the next bars are).
+    #[default]
+    Window,
+    /// The EWMA forecast (λ 0.94) at the window's last bar, from the series' bars up to it:
+    /// the head learns only what to change in the simple forecast.
+    Ewma,
+}
+
+impl VolAnchor {
+    /// The anchor's log volatility for the window of `s` ending at `end`, `window` bars long.
+    pub fn log_vol(self, s: &crate::features::InstrumentSeries, end: usize, window: usize) -> f64 {
+        match self {
+            VolAnchor::Window => crate::finetune::window_log_vol(s, end, window),
+            VolAnchor::Ewma => crate::vol::ewma_log_vol(s, end, crate::vol::EWMA_LAMBDA),
+        }
+    }
+
+    fn is_window(&self) -> bool {
+        *self == VolAnchor::Window
+    }
+}
+
 /// How the backbone is treated when fine-tuning.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -426,6 +453,10 @@ pub struct FinetuneConfig {
     /// features. Each stage has the step budget and early stopping. Only for [`Mode::Full`].
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub lp_ft: bool,
+    /// What a volatility target is learned relative to (models tuned before it existed: the
+    /// window).
+    #[serde(default, skip_serializing_if = "VolAnchor::is_window")]
+    pub vol_anchor: VolAnchor,
 }
 
 impl FinetuneConfig {
@@ -449,6 +480,7 @@ impl FinetuneConfig {
             eval_every: (steps / 10).max(1),
             patience: 4,
             lp_ft: false,
+            vol_anchor: VolAnchor::Window,
         }
     }
 

@@ -157,7 +157,9 @@ pub fn samples(
         }
         Target::LogVol => {
             for s in &mut out {
-                s.scale = window_log_vol(&universe.series[s.series], s.end, cfg.window());
+                s.scale = ft
+                    .vol_anchor
+                    .log_vol(&universe.series[s.series], s.end, cfg.window());
                 s.target =
                     ((s.ret - s.scale) as f32).clamp(-crate::features::CLIP, crate::features::CLIP);
             }

@@ -380,7 +380,8 @@ pub fn predict_with(
     let vol = ft.is_some_and(|f| f.target == Target::LogVol);
     for (&(si, e, t), v) in jobs.iter().zip(predicted) {
         values[si * nt + t] = if vol {
-            let base = crate::finetune::window_log_vol(&universe.series[si], e, w);
+            let anchor = ft.map_or(crate::config::VolAnchor::Window, |f| f.vol_anchor);
+            let base = anchor.log_vol(&universe.series[si], e, w);
             // A window without movement (a halted or stale series) has no volatility to scale:
             // no forecast, rather than one that would size a position thousands of times over.
             if base <= crate::finetune::MIN_VOL.ln() {

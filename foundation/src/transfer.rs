@@ -72,6 +72,9 @@ pub struct TransferSpec {
     /// so that a random head's first gradients do not distort the pretrained features.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub lp_ft: bool,
+    /// What a volatility target is learned relative to.
+    #[serde(default)]
+    pub vol_anchor: crate::config::VolAnchor,
 }
 
 /// The arms of a comparison, in order.
@@ -359,6 +362,7 @@ pub fn run_with(
         // (head trained, backbone as pretrained) is where the full stage starts.
         let mut tune = ft(mode);
         tune.lp_ft = spec.lp_ft && mode == Mode::Full;
+        tune.vol_anchor = spec.vol_anchor;
         let out = finetune(model, &train, &valid, &spec.model, &tune, &ad, &mut |r| {
             progress(&label, r)
         })?;

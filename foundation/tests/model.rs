@@ -358,13 +358,19 @@ fn finetuned(
     FinetuneConfig,
     lim_foundation::finetune::SampleSet,
 ) {
-    finetuned_on(dir, mode, lim_foundation::config::Target::Rank)
+    finetuned_on(
+        dir,
+        mode,
+        lim_foundation::config::Target::Rank,
+        Default::default(),
+    )
 }
 
 fn finetuned_on(
     dir: &Path,
     mode: Mode,
     target: lim_foundation::config::Target,
+    anchor: lim_foundation::config::VolAnchor,
 ) -> (
     Predictor,
     ModelConfig,
@@ -377,6 +383,7 @@ fn finetuned_on(
     let mut ft = FinetuneConfig::new(mode, 30, 16, 3);
     ft.horizon = 2;
     ft.target = target;
+    ft.vol_anchor = anchor;
     let u = target_universe(&cat, "fut", None, date(300)).unwrap();
     let train = samples(u.clone(), &cfg, &ft, None, date(200), "training").unwrap();
     let valid = samples(u, &cfg, &ft, Some(date(200)), date(300), "validation").unwrap();
@@ -395,14 +402,26 @@ fn finetuned_on(
 }
 
 /// A volatility model's panel holds the forecast volatility per bar, ready to size a book
-/// with: the head's output (how much busier than the window) added to the window's own log
-/// volatility, exponentiated.
+/// with: the head's output (how much busier than the window, or than EWMA's forecast) added to
+/// the anchor's log volatility, exponentiated. The anchor travels with the model.
 #[test]
 fn a_volatility_models_panel_holds_the_forecast_volatility_per_bar() {
-    use lim_foundation::config::Target;
+    use lim_foundation::config::VolAnchor;
+    for anchor in [VolAnchor::Window, VolAnchor::Ewma] {
+        volatility_panel(anchor);
+    }
+}
+
+fn volatility_panel(anchor: lim_foundation::config::VolAnchor) {
+    use lim_foundation::config::{Target, VolAnchor};
     use lim_foundation::predict::{About, predict_with};
     let dir = fixture(None);
-    let (model, cfg, ft, _) = finetuned_on(dir.path(), Mode::Full, Target::LogVol);
+    let (model, cfg, ft, _) = finetuned_on(dir.path(), Mode::Full, Target::LogVol, anchor);
+    // A checkpoint of a window-anchored model reads as it did before anchors existed.
+    let json = serde_json::to_value(&ft).unwrap();
+    assert_eq!(json.get("vol_anchor").is_some(), anchor == VolAnchor::Ewma);
+    let back: lim_foundation::FinetuneConfig = serde_json::from_value(json).unwrap();
+    assert_eq!(back.vol_anchor, anchor);
     let cat = catalog(dir.path());
     let u = target_universe(&cat, "fut", None, date(399)).unwrap();
     let about = About {
@@ -427,6 +446,14 @@ fn a_volatility_models_panel_holds_the_forecast_volatility_per_bar() {
         let got = panel.get(t, s.series);
         let want = (f64::from(*h) + s.scale).exp() as f32;
         assert_eq!(got, want, "series {} bar {}", s.series, s.end);
+        let series = &set.universe.series[s.series];
+        let scale = match anchor {
+            VolAnchor::Window => {
+                lim_foundation::finetune::window_log_vol(series, s.end, cfg.window())
+            }
+            VolAnchor::Ewma => lim_foundation::vol::ewma_log_vol(series, s.end, 0.94),
+        };
+        assert_eq!(s.scale, scale, "{anchor:?}");
         checked += 1;
     }
     assert!(checked > 50, "{checked}");
