@@ -357,7 +357,7 @@ fn an_eval_grid_fine_tunes_from_a_model_pretrained_beforehand() {
     pretrain("early", "2019-12-31", "small");
     pretrain("late", "2020-06-30", "small");
     pretrain("tiny", "2019-12-31", "tiny");
-    let eval = |model: &str, out: &str| {
+    let eval_anchored = |model: &str, out: &str, anchor: &str| {
         lim(
             &[
                 "foundation",
@@ -372,6 +372,8 @@ fn an_eval_grid_fine_tunes_from_a_model_pretrained_beforehand() {
                 "4",
                 "--batch",
                 "16",
+                "--vol-anchor",
+                anchor,
                 "--json",
                 "--out",
                 dir.path().join(out).to_str().unwrap(),
@@ -380,7 +382,12 @@ fn an_eval_grid_fine_tunes_from_a_model_pretrained_beforehand() {
             m,
         )
     };
+    let eval = |model: &str, out: &str| eval_anchored(model, out, "window");
     let v = json(&eval("early", "e1"));
+    // Learned relative to EWMA's forecast, the same arms forecast otherwise.
+    let anchored = json(&eval_anchored("early", "e4", "ewma"));
+    let qlike = |v: &serde_json::Value| v["cells"][0]["arms"][0]["qlike"].as_f64().unwrap();
+    assert_ne!(qlike(&v), qlike(&anchored));
     let arms: Vec<&str> = v["rows"]
         .as_array()
         .unwrap()

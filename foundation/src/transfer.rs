@@ -254,6 +254,7 @@ pub fn run_with(
         f.target = spec.target_kind;
         f.horizon = spec.horizon;
         f.optim.shards = spec.pretrain.optim.shards;
+        f.vol_anchor = spec.vol_anchor;
         f
     };
     let base = ft(Mode::Full);
@@ -362,7 +363,6 @@ pub fn run_with(
         // (head trained, backbone as pretrained) is where the full stage starts.
         let mut tune = ft(mode);
         tune.lp_ft = spec.lp_ft && mode == Mode::Full;
-        tune.vol_anchor = spec.vol_anchor;
         let out = finetune(model, &train, &valid, &spec.model, &tune, &ad, &mut |r| {
             progress(&label, r)
         })?;
