@@ -143,13 +143,13 @@ pub fn run_grid(
                 // A return cell written before factor baselines existed lacks that row: it is
                 // run again rather than mixed with cells that have it.
                 // So is a volatility cell written before the blends with EWMA existed.
-                let lacks_factors = |c: &Cell| {
+                let outdated = |c: &Cell| {
                     if kind == Target::LogVol {
                         return !c.arms.iter().any(|a| a.arm.ends_with(WITH_EWMA));
                     }
                     grid.factors.is_some() && !c.arms.iter().any(|a| a.arm.starts_with(FACTOR_ARM))
                 };
-                if let Some(c) = read_cell(&path).filter(|c| !lacks_factors(c)) {
+                if let Some(c) = read_cell(&path).filter(|c| !outdated(c)) {
                     cells.push(Cell { seconds: 0.0, ..c });
                     continue;
                 }
