@@ -171,7 +171,23 @@ pub(crate) fn interrupt_flag() -> std::sync::Arc<std::sync::atomic::AtomicBool> 
     flag
 }
 
+/// A reader that stops early (`lim research ... | head`) closes the pipe, and the next print
+/// fails with EPIPE, which `println!` turns into a panic. Exit quietly instead, with the status
+/// a shell gives a process killed by SIGPIPE (141); any other panic is reported as usual. A run
+/// cut short this way is journaled like a killed one: `lim resume` continues it.
+fn quiet_on_broken_pipe() {
+    let report = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let message = info.payload_as_str().unwrap_or_default();
+        if message.starts_with("failed printing to stdout") && message.contains("Broken pipe") {
+            std::process::exit(141);
+        }
+        report(info);
+    }));
+}
+
 fn main() -> ExitCode {
+    quiet_on_broken_pipe();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Data(cmd) => data_cmd::run(cmd),

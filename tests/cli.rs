@@ -724,3 +724,22 @@ fn a_series_held_twice_is_named_and_traded_once() {
         "{out}"
     );
 }
+
+/// A reader that closes the pipe early (`lim ... | head`) ends lim quietly, as SIGPIPE ends
+/// other tools: status 141 and no panic report.
+#[test]
+fn a_closed_pipe_ends_lim_quietly() {
+    let cache = tempfile::tempdir().unwrap();
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let out = Command::new(env!("CARGO_BIN_EXE_lim"))
+        .args(["data", "list"])
+        .env_remove("LIM_DATA")
+        .env("LIM_CACHE", cache.path())
+        .stdout(writer)
+        .output()
+        .expect("run lim");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(out.status.code(), Some(141), "{stderr}");
+}
