@@ -396,16 +396,44 @@ pub enum VolAnchor {
 }
 
 impl VolAnchor {
-    /// The anchor's log volatility for the window of `s` ending at `end`, `window` bars long.
-    pub fn log_vol(self, s: &crate::features::InstrumentSeries, end: usize, window: usize) -> f64 {
-        match self {
-            VolAnchor::Window => crate::finetune::window_log_vol(s, end, window),
-            VolAnchor::Ewma => crate::vol::ewma_log_vol(s, end, crate::vol::EWMA_LAMBDA),
+    /// The anchor's log volatilities over `series`, for windows `window` bars long.
+    pub fn over(
+        self,
+        series: &[crate::features::InstrumentSeries],
+        window: usize,
+    ) -> AnchorVols<'_> {
+        AnchorVols {
+            anchor: self,
+            series,
+            window,
+            ewma: vec![None; series.len()],
         }
     }
 
     fn is_window(&self) -> bool {
         *self == VolAnchor::Window
+    }
+}
+
+/// A [`VolAnchor`]'s log volatility at any window's last bar; EWMA's is computed once per
+/// series, the first time it is asked for.
+#[derive(Debug)]
+pub struct AnchorVols<'a> {
+    anchor: VolAnchor,
+    series: &'a [crate::features::InstrumentSeries],
+    window: usize,
+    ewma: Vec<Option<Vec<f64>>>,
+}
+
+impl AnchorVols<'_> {
+    /// The anchor's log volatility for the window of series `i` ending at bar `end`.
+    pub fn at(&mut self, i: usize, end: usize) -> f64 {
+        let s = &self.series[i];
+        match self.anchor {
+            VolAnchor::Window => crate::finetune::window_log_vol(s, end, self.window),
+            VolAnchor::Ewma => self.ewma[i]
+                .get_or_insert_with(|| crate::vol::ewma_log_vols(s, crate::vol::EWMA_LAMBDA))[end],
+        }
     }
 }
 

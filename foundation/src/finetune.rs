@@ -156,10 +156,9 @@ pub fn samples(
             }
         }
         Target::LogVol => {
+            let mut anchor = ft.vol_anchor.over(&universe.series, cfg.window());
             for s in &mut out {
-                s.scale = ft
-                    .vol_anchor
-                    .log_vol(&universe.series[s.series], s.end, cfg.window());
+                s.scale = anchor.at(s.series, s.end);
                 s.target =
                     ((s.ret - s.scale) as f32).clamp(-crate::features::CLIP, crate::features::CLIP);
             }

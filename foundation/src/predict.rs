@@ -378,10 +378,12 @@ pub fn predict_with(
     // was (in logs); the panel holds the forecast itself, the realised volatility per bar
     // (root mean square of log returns), ready to size positions with.
     let vol = ft.is_some_and(|f| f.target == Target::LogVol);
+    let mut anchor = ft
+        .map_or(crate::config::VolAnchor::Window, |f| f.vol_anchor)
+        .over(&universe.series, w);
     for (&(si, e, t), v) in jobs.iter().zip(predicted) {
         values[si * nt + t] = if vol {
-            let anchor = ft.map_or(crate::config::VolAnchor::Window, |f| f.vol_anchor);
-            let base = anchor.log_vol(&universe.series[si], e, w);
+            let base = anchor.at(si, e);
             // A window without movement (a halted or stale series) has no volatility to scale:
             // no forecast, rather than one that would size a position thousands of times over.
             if base <= crate::finetune::MIN_VOL.ln() {
