@@ -263,12 +263,18 @@ fn nan() -> f64 {
     f64::NAN
 }
 
+/// The mean of the finite `values` (NaN without any).
+fn finite_mean(values: impl Iterator<Item = f64>) -> f64 {
+    let v: Vec<f64> = values.filter(|x| x.is_finite()).collect();
+    v.iter().sum::<f64>() / v.len() as f64
+}
+
 /// The mean of the finite `values` over its standard error (NaN with fewer than two, or none
 /// spread).
 fn t_across(values: impl Iterator<Item = f64>) -> f64 {
     let v: Vec<f64> = values.filter(|x| x.is_finite()).collect();
     let n = v.len() as f64;
-    let m = v.iter().sum::<f64>() / n;
+    let m = finite_mean(v.iter().copied());
     let var = v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (n - 1.0);
     if v.len() < 2 || var <= 0.0 {
         f64::NAN
@@ -279,10 +285,7 @@ fn t_across(values: impl Iterator<Item = f64>) -> f64 {
 
 /// The totals of `results`.
 pub fn totals(results: &[GoalResult]) -> Totals {
-    let mean = |f: &dyn Fn(&GoalResult) -> f64| {
-        let v: Vec<f64> = results.iter().map(f).filter(|x| x.is_finite()).collect();
-        v.iter().sum::<f64>() / v.len() as f64
-    };
+    let mean = |f: &dyn Fn(&GoalResult) -> f64| finite_mean(results.iter().map(f));
     // Per goal: finalists beating always long, finalists; the same of every scored strategy.
     let mut goals: std::collections::BTreeMap<&str, (usize, usize)> = Default::default();
     let mut goals_tried: std::collections::BTreeMap<&str, (usize, usize)> = Default::default();
@@ -300,14 +303,7 @@ pub fn totals(results: &[GoalResult]) -> Totals {
         goals.values().filter(|(beat, all)| 2 * beat > *all).count()
     };
     let tried: Vec<&Tried> = results.iter().filter_map(|r| r.tried.as_ref()).collect();
-    let tried_mean = |f: &dyn Fn(&Tried) -> f64| {
-        let v: Vec<f64> = tried
-            .iter()
-            .map(|t| f(t))
-            .filter(|x| x.is_finite())
-            .collect();
-        v.iter().sum::<f64>() / v.len() as f64
-    };
+    let tried_mean = |f: &dyn Fn(&Tried) -> f64| finite_mean(tried.iter().map(|t| f(t)));
     // Per run with finalists and a combination: (combined, median finalist).
     let combined: Vec<(f64, f64)> = results
         .iter()
@@ -466,29 +462,24 @@ fn validation_and_test(summary: &Summary, session: &Session, signals: &[&str]) -
         .collect()
 }
 
-/// Rank correlations over `pool` (signal and robust fitness, what the search ranked by): of
-/// validation Sharpe with test Sharpe, and of fitness with test Sharpe; and the test Sharpes.
-fn rank_correlations(
-    summary: &Summary,
-    session: &Session,
-    pool: &[(&str, f64)],
-) -> (f64, f64, Vec<f64>) {
-    let signals: Vec<&str> = pool.iter().map(|p| p.0).collect();
-    let sharpes = validation_and_test(summary, session, &signals);
+/// Spearman correlations of validation with test Sharpe, and of robust fitness (what the
+/// search ranked by) with test Sharpe, over `sharpes` (validation, test) and `fitness`.
+fn rank_correlations(sharpes: &[(f64, f64)], fitness: &[f64]) -> (f64, f64) {
     let v: Vec<f64> = sharpes.iter().map(|s| s.0).collect();
     let t: Vec<f64> = sharpes.iter().map(|s| s.1).collect();
-    let f: Vec<f64> = pool.iter().map(|p| p.1).collect();
-    (spearman(&v, &t), spearman(&f, &t), t)
+    (spearman(&v, &t), spearman(fitness, &t))
 }
 
 /// Every scored strategy of the run (its journaled trials, scored by today's rules as the
-/// report scores them) on the sealed test, beside always long's test Sharpe `base`.
+/// report scores them) on the sealed test, beside always long's test Sharpe `base`; and the
+/// leaderboard's rank correlations, read from the same backtests (the leaderboard is the best
+/// ten of them).
 fn tried(
     artifacts: &crate::journal::Artifacts,
     summary: &Summary,
     session: &Session,
     base: f64,
-) -> Result<Tried, BenchError> {
+) -> Result<(Tried, (f64, f64)), BenchError> {
     let mut trials: Vec<research::Trial> = artifacts
         .get("trials")
         .cloned()
@@ -501,18 +492,30 @@ fn tried(
         .iter()
         .filter_map(|t| Some((t.signal.as_str(), t.fitness.filter(|f| f.is_finite())?)))
         .collect();
-    let (rho, fitness_rho, test) = rank_correlations(summary, session, &pool);
-    let finite: Vec<f64> = test.iter().copied().filter(|x| x.is_finite()).collect();
+    let signals: Vec<&str> = pool.iter().map(|p| p.0).collect();
+    let sharpes = validation_and_test(summary, session, &signals);
+    let fitness: Vec<f64> = pool.iter().map(|p| p.1).collect();
+    let (rho, fitness_rho) = rank_correlations(&sharpes, &fitness);
+    let of = |signal: &str| {
+        signals
+            .iter()
+            .position(|s| *s == signal)
+            .map_or((f64::NAN, f64::NAN), |i| sharpes[i])
+    };
+    let board: Vec<(f64, f64)> = summary.leaderboard.iter().map(|e| of(&e.signal)).collect();
+    let board_fitness: Vec<f64> = summary.leaderboard.iter().map(|e| e.fitness).collect();
+    let leaderboard = rank_correlations(&board, &board_fitness);
+    let finite: Vec<f64> = sharpes
+        .iter()
+        .map(|s| s.1)
+        .filter(|x| x.is_finite())
+        .collect();
     let finalists_reproduced = summary
         .finalists
         .iter()
-        .filter(|f| {
-            pool.iter()
-                .zip(&test)
-                .any(|(p, t)| p.0 == f.signal && (t - f.test.sharpe).abs() <= 1e-9)
-        })
+        .filter(|f| (of(&f.signal).1 - f.test.sharpe).abs() <= 1e-9)
         .count();
-    Ok(Tried {
+    let tried = Tried {
         scored: pool.len(),
         beating_always_long: finite.iter().filter(|s| **s > base).count(),
         median_test_sharpe: if finite.is_empty() {
@@ -524,7 +527,8 @@ fn tried(
         finalists_reproduced,
         validation_test_rank_correlation: rho,
         fitness_test_rank_correlation: fitness_rho,
-    })
+    };
+    Ok((tried, leaderboard))
 }
 
 /// Runs (or reads back, or resumes) `goal` with `seed` in `store` and measures it.
@@ -682,17 +686,11 @@ pub async fn run_goal<L: LlmClient + 'static>(
         }),
         _ => None,
     };
-    let board: Vec<(&str, f64)> = summary
-        .leaderboard
-        .iter()
-        .map(|e| (e.signal.as_str(), e.fitness))
-        .collect();
-    let (rho, fitness_rho, _) = rank_correlations(&summary, &session, &board);
     let base = summary
         .baselines
         .first()
         .map_or(f64::NAN, |b| b.test.sharpe);
-    let tried = tried(&artifacts, &summary, &session, base)?;
+    let (tried, (rho, fitness_rho)) = tried(&artifacts, &summary, &session, base)?;
 
     let vol_sizing = match vol_model {
         Some(model) => vol_sizing(&summary, session, model, seed).await?,
