@@ -56,6 +56,8 @@ pub struct BacktestArgs {
     /// Bars dropped between parts.
     #[arg(long, default_value_t = 5)]
     embargo: usize,
+    #[command(flatten)]
+    period: crate::research_cmd::PeriodArgs,
     /// Also show the sealed test part. Look at it once, at the end of a search: every look
     /// makes it less of a test.
     #[arg(long)]
@@ -179,6 +181,8 @@ pub fn run(args: BacktestArgs) -> anyhow::Result<ExitCode> {
         train: args.train,
         valid: args.valid,
         embargo: args.embargo,
+        as_of: args.period.as_of.clone(),
+        earlier: args.period.earlier,
     };
     let (mut session, same_series) =
         lim_tools::load_universe(&catalog, &universe, None).map_err(|(_, m)| anyhow::anyhow!(m))?;

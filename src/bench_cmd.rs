@@ -70,6 +70,11 @@ pub struct ResearchBenchArgs {
     /// are other runs in the store.
     #[arg(long, default_value_t = 0.0, value_parser = crate::research_cmd::parse_penalty)]
     baseline_penalty: f64,
+    /// Which stretch of history every goal studies (`lim research --as-of`, `--earlier`):
+    /// `--earlier 1` runs the suite on periods before its usual sealed tests, a yardstick no
+    /// change judged on the usual one has seen. These are other runs in the store.
+    #[command(flatten)]
+    period: crate::research_cmd::PeriodArgs,
     /// Print JSON instead of tables.
     #[arg(long)]
     json: bool,
@@ -128,6 +133,8 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
                             baseline_penalty: args.baseline_penalty,
                             vol_model: vol_model.clone(),
                             foundation: foundation.clone(),
+                            as_of: args.period.as_of.clone(),
+                            earlier: args.period.earlier,
                         },
                     ))?
                 }
@@ -145,6 +152,8 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
                             baseline_penalty: args.baseline_penalty,
                             vol_model: vol_model.clone(),
                             foundation: foundation.clone(),
+                            as_of: args.period.as_of.clone(),
+                            earlier: args.period.earlier,
                         },
                     ))?
                 }
@@ -164,7 +173,9 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     // Goals by number, each with its data, so that the table fits a terminal.
-    let mut goals: Vec<(&str, Vec<String>)> = Vec::new();
+    // Each goal's text, datasets and sealed test period.
+    type Goal<'a> = (&'a str, Vec<String>, Option<&'a (String, String)>);
+    let mut goals: Vec<Goal<'_>> = Vec::new();
     for r in &results {
         match goals.iter_mut().find(|g| g.0 == r.goal) {
             Some(g) => {
@@ -174,11 +185,12 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
                     }
                 }
             }
-            None => goals.push((&r.goal, r.datasets.clone())),
+            None => goals.push((&r.goal, r.datasets.clone(), r.test_period.as_ref())),
         }
     }
-    for (k, (goal, data)) in goals.iter().enumerate() {
-        println!("goal {}: {goal} ({})", k + 1, data.join(", "));
+    for (k, (goal, data, test)) in goals.iter().enumerate() {
+        let test = test.map_or(String::new(), |(a, b)| format!("; test {a} to {b}"));
+        println!("goal {}: {goal} ({}{test})", k + 1, data.join(", "));
     }
     println!(
         "test Sharpe of the finalists, their combination (comb) and always long (long); beat:\n\

@@ -183,6 +183,8 @@ pub struct ResearchArgs {
     #[arg(long, default_value_t = 0.0, value_parser = parse_penalty)]
     baseline_penalty: f64,
     #[command(flatten)]
+    period: PeriodArgs,
+    #[command(flatten)]
     data: DataArgs,
     #[command(flatten)]
     store: StoreArgs,
@@ -341,6 +343,8 @@ fn config_from(args: &ResearchArgs) -> ResearchConfig {
     c.strategist = strategist(&args.llm);
     c.foundation = args.foundation;
     c.baseline_penalty = args.baseline_penalty;
+    c.as_of = args.period.as_of.clone();
+    c.earlier = args.period.earlier;
     args.budgets.apply(&mut c);
     c
 }
@@ -1104,6 +1108,31 @@ pub fn memory(args: MemoryArgs) -> anyhow::Result<ExitCode> {
     }
     print!("{}", t.render());
     Ok(ExitCode::SUCCESS)
+}
+
+/// Which stretch of history a study uses: all of it, the data up to a time, or an earlier
+/// period whose sealed test later studies never tested on.
+#[derive(Debug, Clone, Default, Args)]
+pub struct PeriodArgs {
+    /// Use only the data up to this time, as if the study were made then: YYYY-MM-DD (the end
+    /// of that day) or YYYY-MM-DDTHH:MM:SSZ. The split and its sealed test fall inside it.
+    #[arg(long, value_name = "TIME", value_parser = parse_as_of)]
+    pub as_of: Option<String>,
+    /// Study an earlier period: end the data where the sealed test of the history would begin,
+    /// N times over, so that the sealed test is a period the studies of the later data never
+    /// tested on (docs/research.md).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub earlier: u32,
+}
+
+/// An `--as-of`: a date or an instant the market layer reads.
+pub fn parse_as_of(s: &str) -> Result<String, String> {
+    match lim_market::AsOf::parse(s) {
+        Some(_) => Ok(s.to_string()),
+        None => Err(format!(
+            "'{s}' is not a time: give YYYY-MM-DD (the end of that day) or YYYY-MM-DDTHH:MM:SSZ"
+        )),
+    }
 }
 
 /// A `--baseline-penalty`: a finite number, at least 0.

@@ -737,6 +737,49 @@ fn the_research_benchmark_measures_runs_and_reads_them_back() {
         run["finalists_test_sharpe"]
     );
     assert_eq!(again["totals"]["runs"], 1);
+
+    // The same goal a period earlier: another run, whose sealed test ends before the usual
+    // one begins, so nothing judged on the usual test has seen it.
+    let earlier_args = [&args[..], &["--earlier", "1"]].concat();
+    let earlier: Value =
+        serde_json::from_str(&ok(&lim().args(&earlier_args).output().unwrap())).unwrap();
+    let e = &earlier["runs"][0];
+    assert!(
+        e["seconds"].as_f64().unwrap() > 0.0,
+        "a run of its own: {e}"
+    );
+    assert_ne!(e["run"], run["run"]);
+    let period = |r: &Value| {
+        let p = r["test_period"].as_array().unwrap();
+        (
+            p[0].as_str().unwrap().to_string(),
+            p[1].as_str().unwrap().to_string(),
+        )
+    };
+    let (usual, before) = (period(run), period(e));
+    assert!(
+        before.0 < before.1 && before.1 < usual.0,
+        "{before:?} {usual:?}"
+    );
+    let text = ok(&lim()
+        .args([
+            "bench",
+            "research",
+            "--goals",
+            "1",
+            "--seeds",
+            "1",
+            "--store",
+            store,
+            "--earlier",
+            "1",
+        ])
+        .output()
+        .unwrap());
+    assert!(
+        text.contains(&format!("test {} to {}", before.0, before.1)),
+        "{text}"
+    );
 }
 
 /// The shape of a JSON value: its keys, and for each value its kind (a number that is not

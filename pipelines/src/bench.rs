@@ -45,6 +45,10 @@ pub struct GoalResult {
     pub datasets: Vec<String>,
     /// Strategies tried.
     pub trials: usize,
+    /// The sealed test's first and last bars (absent in results written before they were
+    /// kept).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test_period: Option<(String, String)>,
     /// The finalists' test Sharpe ratios.
     pub finalists_test_sharpe: Vec<f64>,
     /// The finalists combined (equal risk), test Sharpe.
@@ -546,6 +550,8 @@ pub async fn run_goal<L: LlmClient + 'static>(
         baseline_penalty,
         vol_model,
         foundation,
+        as_of,
+        earlier,
     }: Variant,
 ) -> Result<GoalResult, BenchError> {
     let mut config = ResearchConfig::new(goal);
@@ -553,6 +559,8 @@ pub async fn run_goal<L: LlmClient + 'static>(
     config.strategist = strategist.clone();
     config.foundation = foundation.is_some();
     config.baseline_penalty = baseline_penalty;
+    config.as_of = as_of;
+    config.earlier = earlier;
     let manifest =
         research::manifest(market.as_ref()).map_err(|e| BenchError::Data(e.to_string()))?;
     let fingerprint = research::fingerprint(&config, &manifest);
@@ -630,14 +638,7 @@ pub async fn run_goal<L: LlmClient + 'static>(
     if !finished {
         store.set_status(&id, RunStatus::Finished, Some(&summary.stop_reason))?;
     }
-    let args = lim_tools::ChooseUniverseArgs {
-        datasets: summary.plan.strategy.datasets.clone(),
-        symbols: None,
-        frequency: None,
-        train: config.train,
-        valid: config.valid,
-        embargo: config.embargo,
-    };
+    let args = config.universe_args(summary.plan.strategy.datasets.clone());
     let mut session = Arc::new(
         lim_tools::load_session(market.as_ref(), &args, None)
             .map_err(|(_, m)| BenchError::Data(m))?,
@@ -691,6 +692,10 @@ pub async fn run_goal<L: LlmClient + 'static>(
         .first()
         .map_or(f64::NAN, |b| b.test.sharpe);
     let (tried, (rho, fitness_rho)) = tried(&artifacts, &summary, &session, base)?;
+    let test = session.splits().range(Part::Test);
+    let bar =
+        |i: usize| session.times()[i.min(session.times().len() - 1)].display(session.frequency());
+    let test_period = (!test.is_empty()).then(|| (bar(test.start), bar(test.end - 1)));
 
     let vol_sizing = match vol_model {
         Some(model) => vol_sizing(&summary, session, model, seed).await?,
@@ -703,6 +708,7 @@ pub async fn run_goal<L: LlmClient + 'static>(
         run: id,
         datasets: summary.plan.strategy.datasets.clone(),
         trials: summary.trials,
+        test_period,
         finalists_beating_always_long: finalists.iter().filter(|s| **s > base).count(),
         finalists_test_sharpe: finalists,
         combined_test_sharpe: summary
@@ -746,6 +752,10 @@ pub struct Variant {
     pub vol_model: Option<VolModel>,
     /// With `--foundation`: the model of the plan's foundation step.
     pub foundation: Option<Arc<dyn lim_tools::FoundationModel>>,
+    /// With `--as-of`: the research setting of that name (the data ends there).
+    pub as_of: Option<String>,
+    /// With `--earlier`: the research setting of that name (an earlier period).
+    pub earlier: u32,
 }
 
 /// The volatility model of [`VolSizing`]: the foundation model, and the steps of its
@@ -900,6 +910,7 @@ mod tests {
             validation_test_rank_correlation: 0.0,
             fitness_test_rank_correlation: 0.0,
             tried: None,
+            test_period: None,
             seconds: 0.0,
             cpu_seconds: 0.0,
             llm_calls: 0,

@@ -314,15 +314,11 @@ pub fn size_book(plan: &mut Plan, datasets: &[DatasetMeta]) {
 pub fn check_tradable(
     plan: &Plan,
     market: &dyn MarketData,
-    split: (f64, f64, usize),
+    split: &ChooseUniverseArgs,
 ) -> Result<(), PlanError> {
     let args = ChooseUniverseArgs {
         datasets: plan.datasets.clone(),
-        symbols: None,
-        frequency: None,
-        train: split.0,
-        valid: split.1,
-        embargo: split.2,
+        ..split.clone()
     };
     let session = load_session(market, &args, None).map_err(|(_, m)| PlanError::Data(m))?;
     let mut probe = plan.clone();
@@ -367,7 +363,7 @@ pub fn check(
     goal: &str,
     datasets: &[DatasetMeta],
     market: &dyn MarketData,
-    split: (f64, f64, usize),
+    split: &ChooseUniverseArgs,
 ) -> Result<(), PlanError> {
     check_goal(plan, goal, datasets)?;
     check_tradable(plan, market, split)

@@ -784,7 +784,7 @@ fn plans_outside_the_goal_with_absurd_limits_or_untradable_parts_are_refused_by_
     use lim_pipelines::plan_check::{PlanError, check, check_goal, check_tradable};
     let m = market();
     let metas = m.datasets().unwrap();
-    let split = (0.6, 0.2, 5);
+    let split = &lim_pipelines::research::ResearchConfig::new(GOAL).universe_args(Vec::new());
     let three = [
         "cn_futures_daily",
         "us_equities_daily_adjusted",

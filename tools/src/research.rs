@@ -64,10 +64,10 @@ pub struct ChooseUniverseArgs {
     /// Datasets to trade, as `list_datasets` names them.
     pub datasets: Vec<String>,
     /// Symbols to keep; all when absent.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub symbols: Option<Vec<String>>,
     /// Bar frequency, e.g. "1d" or "1h"; the datasets' own when absent. Only coarser bars can be made.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub frequency: Option<String>,
     /// Share of bars for training, in (0, 1).
     #[serde(default = "train")]
@@ -78,6 +78,20 @@ pub struct ChooseUniverseArgs {
     /// Bars dropped between parts, so labels cannot straddle them.
     #[serde(default = "embargo")]
     pub embargo: usize,
+    /// The data ends here, as if the study were made then: `YYYY-MM-DD` (the end of that day)
+    /// or `YYYY-MM-DDTHH:MM:SSZ`; nothing later is loaded. All stored data when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub as_of: Option<String>,
+    /// Studies an earlier period: the data is cut where the sealed test of the history would
+    /// begin, this many times over (each cut splitting what the one before left), so the
+    /// sealed test is a period that studies of the later data never tested on. 0 (the
+    /// default) uses the history as it is.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub earlier: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 fn train() -> f64 {
@@ -100,6 +114,10 @@ pub struct UniverseReport {
     /// Instruments left out as another's series (the same index from two sources, say).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub same_series: Vec<SameSeries>,
+    /// When the data was cut (`as_of` or `earlier`): its last bar, the last of the sealed
+    /// test. Absent when the whole history is used.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_ends: Option<String>,
 }
 
 /// Chooses the datasets, symbols, frequency and split that backtests use.
@@ -140,10 +158,19 @@ impl Tool for ChooseUniverse {
         let work = tokio::task::spawn_blocking(
             move || -> Result<UniverseReport, (FailureKind, String)> {
                 let (session, same_series) = load_universe(market.as_ref(), &args, frequency)?;
+                let data_ends = (args.as_of.is_some() || args.earlier > 0)
+                    .then(|| {
+                        session
+                            .times()
+                            .last()
+                            .map(|t| t.display(session.frequency()))
+                    })
+                    .flatten();
                 let report = UniverseReport {
                     instruments: session.instruments(),
                     splits: session.split_info(&[Part::Train, Part::Validation]),
                     same_series,
+                    data_ends,
                 };
                 universe.set_loaded(Arc::new(session), Some(args));
                 Ok(report)
@@ -183,29 +210,52 @@ pub fn load_universe(
     args: &ChooseUniverseArgs,
     frequency: Option<Frequency>,
 ) -> Result<(Session, Vec<SameSeries>), (FailureKind, String)> {
-    let mut q = PanelQuery::new(AsOf::LATEST, args.datasets.clone())
-        .fields(frame::FIELDS)
-        .extra_fields(true);
-    if let Some(s) = &args.symbols {
-        q = q.symbols(s.clone());
-    }
-    if let Some(f) = frequency {
-        q = q.frequency(f);
-    }
-    let mut set = market.panels(&q).map_err(|e| {
-        let kind = match e {
-            lim_market::MarketError::UnknownDataset { .. }
-            | lim_market::MarketError::UnknownSymbol { .. } => FailureKind::NotFound,
-            _ => FailureKind::InvalidArguments,
-        };
-        (kind, e.to_string())
-    })?;
+    let query = |as_of: AsOf| {
+        let mut q = PanelQuery::new(as_of, args.datasets.clone())
+            .fields(frame::FIELDS)
+            .extra_fields(true);
+        if let Some(s) = &args.symbols {
+            q = q.symbols(s.clone());
+        }
+        if let Some(f) = frequency {
+            q = q.frequency(f);
+        }
+        market.panels(&q).map_err(|e| {
+            let kind = match e {
+                lim_market::MarketError::UnknownDataset { .. }
+                | lim_market::MarketError::UnknownSymbol { .. } => FailureKind::NotFound,
+                _ => FailureKind::InvalidArguments,
+            };
+            (kind, e.to_string())
+        })
+    };
     let split = SplitSpec::Fractions {
         train: args.train,
         valid: args.valid,
         embargo: args.embargo,
     };
     let invalid = |e: String| (FailureKind::InvalidArguments, e);
+    let as_of = match &args.as_of {
+        None => AsOf::LATEST,
+        Some(text) => AsOf::parse(text).ok_or_else(|| {
+            invalid(format!(
+                "as_of '{text}' is not a time; use YYYY-MM-DD (the end of that day) or YYYY-MM-DDTHH:MM:SSZ"
+            ))
+        })?,
+    };
+    let mut set = query(as_of)?;
+    // Each step back ends the data just before the sealed test of what is loaded: a bar that
+    // opens at the test's first bar has not closed by then, nor has any later one.
+    for step in 1..=args.earlier {
+        let parts = Splits::new(&set.times, split).map_err(|e| {
+            invalid(format!(
+                "cannot study {step} period(s) earlier: the data as of {} does not split ({e}); ask for fewer with `earlier`",
+                set.as_of
+            ))
+        })?;
+        let test_start = set.times[parts.test.start];
+        set = query(AsOf(test_start))?;
+    }
     let same = match Splits::new(&set.times, split) {
         Ok(parts) => lim_market::same_series(&set, 0..parts.valid.end),
         Err(e) => return Err(invalid(e.to_string())),

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use lim_backtest::session::Session;
 use lim_market::{AsOf, Catalog, MarketData, PanelQuery, SplitSpec};
 use lim_tools::{
-    BacktestTool, ChooseUniverse, DescribeDataset, Leaderboard, Lineage, ListDatasets, Registry,
-    ResearchLog, Universe,
+    BacktestTool, ChooseUniverse, ChooseUniverseArgs, DescribeDataset, Leaderboard, Lineage,
+    ListDatasets, Registry, ResearchLog, Universe,
 };
 
 fn registry() -> Registry {
@@ -261,4 +261,53 @@ async fn a_universe_keeps_one_copy_of_a_series_it_holds_twice() {
     let spec = r#"{"strategies": [{"signal": "rank(ts_sum(returns, 5))", "portfolio": {"kind": "top_k", "k": 1}}]}"#;
     assert_eq!(r.call("backtest", spec).await["status"], "done");
     assert_eq!(universe.current().unwrap().symbols(), ["IDX", "OTHER"]);
+}
+
+/// A study of an earlier period (`earlier`) holds exactly the bars before the sealed test of
+/// the study of the whole history, and its own sealed test ends there; a study as of a time
+/// (`as_of`) sees nothing after it. Bad values are refused by name.
+#[tokio::test]
+async fn an_earlier_period_ends_where_the_later_sealed_test_begins() {
+    let catalog = Catalog::bundled(None);
+    let args = |as_of: Option<&str>, earlier| ChooseUniverseArgs {
+        datasets: vec!["us_equities_daily_adjusted".into()],
+        symbols: None,
+        frequency: None,
+        train: 0.6,
+        valid: 0.2,
+        embargo: 5,
+        as_of: as_of.map(String::from),
+        earlier,
+    };
+    let load = |a: &ChooseUniverseArgs| lim_tools::load_session(&catalog, a, None);
+    let whole = load(&args(None, 0)).unwrap();
+    let test_start = |s: &Session| s.splits().range(lim_market::Part::Test).start;
+    let one = load(&args(None, 1)).unwrap();
+    assert_eq!(one.times(), &whole.times()[..test_start(&whole)]);
+    let two = load(&args(None, 2)).unwrap();
+    assert_eq!(two.times(), &one.times()[..test_start(&one)]);
+    assert!(two.times().len() > 100, "{}", two.times().len());
+
+    // As of the earlier study's last day: the same bars.
+    let last = one.times().last().unwrap().date_string();
+    let as_of = load(&args(Some(&last), 0)).unwrap();
+    assert_eq!(as_of.times(), one.times());
+    // And the tool says where the data ends.
+    let r = registry()
+        .call(
+            "choose_universe",
+            &serde_json::json!({"datasets": ["us_equities_daily_adjusted"], "earlier": 1})
+                .to_string(),
+        )
+        .await;
+    assert_eq!(r["result"]["data_ends"], last.as_str(), "{r}");
+
+    let e = load(&args(Some("2020-13-45"), 0)).unwrap_err();
+    assert!(
+        e.1.contains("as_of '2020-13-45'") && e.1.contains("YYYY-MM-DD"),
+        "{}",
+        e.1
+    );
+    let e = load(&args(None, 40)).unwrap_err();
+    assert!(e.1.contains("ask for fewer with `earlier`"), "{}", e.1);
 }

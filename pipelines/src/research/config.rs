@@ -99,6 +99,19 @@ pub struct ResearchConfig {
     /// theirs.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub baseline_penalty: f64,
+    /// The data ends here, as if the run were made then (`YYYY-MM-DD` or an RFC 3339
+    /// instant); all stored data when absent. Left out of the fingerprint when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub as_of: Option<String>,
+    /// Studies an earlier period: the data ends where the sealed test of the history would
+    /// begin, this many times over (`lim_tools::ChooseUniverseArgs::earlier`). Left out of
+    /// the fingerprint when 0.
+    #[serde(default, skip_serializing_if = "is_zero_u32")]
+    pub earlier: u32,
+}
+
+fn is_zero_u32(n: &u32) -> bool {
+    *n == 0
 }
 
 fn is_zero(v: &f64) -> bool {
@@ -120,6 +133,23 @@ impl ResearchConfig {
             budgets: Budgets::default(),
             foundation: false,
             baseline_penalty: 0.0,
+            as_of: None,
+            earlier: 0,
+        }
+    }
+
+    /// The universe of `datasets` with this run's split and data cut: what the run's data
+    /// node, its plan check and the benchmark's re-runs load.
+    pub fn universe_args(&self, datasets: Vec<String>) -> lim_tools::ChooseUniverseArgs {
+        lim_tools::ChooseUniverseArgs {
+            datasets,
+            symbols: None,
+            frequency: None,
+            train: self.train,
+            valid: self.valid,
+            embargo: self.embargo,
+            as_of: self.as_of.clone(),
+            earlier: self.earlier,
         }
     }
 

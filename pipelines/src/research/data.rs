@@ -3,12 +3,7 @@
 use super::*;
 
 fn universe_args(config: &ResearchConfig, plan: &ExperimentPlan) -> Value {
-    json!({
-        "datasets": plan.strategy.datasets,
-        "train": config.train,
-        "valid": config.valid,
-        "embargo": config.embargo,
-    })
+    to_value(&config.universe_args(plan.strategy.datasets.clone())).unwrap_or(Value::Null)
 }
 
 pub(super) struct DataNode {

@@ -45,7 +45,7 @@ impl<L: LlmClient + 'static> Node for PlanNode<L> {
                     &goal,
                     &metas,
                     market.as_ref(),
-                    (c.train, c.valid, c.embargo),
+                    &c.universe_args(Vec::new()),
                 )
             };
             // The planning agent: it may look at the data before it commits; what it gave, or
@@ -179,11 +179,22 @@ impl<L: LlmClient + 'static> Node for PlanNode<L> {
                 instruments,
                 horizon: horizon.into(),
                 splits: format!(
-                    "train {:.0}%, validation {:.0}%, sealed test {:.0}% of bars, embargo {} bars",
+                    "train {:.0}%, validation {:.0}%, sealed test {:.0}% of bars, embargo {} bars{}{}",
                     c.train * 100.0,
                     c.valid * 100.0,
                     (1.0 - c.train - c.valid) * 100.0,
-                    c.embargo
+                    c.embargo,
+                    c.as_of
+                        .as_ref()
+                        .map(|t| format!(", of the data as of {t}"))
+                        .unwrap_or_default(),
+                    match c.earlier {
+                        0 => String::new(),
+                        1 => ", of the data before the whole history's sealed test".into(),
+                        n => format!(
+                            ", of the data before the whole history's sealed test, {n} periods back"
+                        ),
+                    }
                 ),
                 objective: format!(
                     "robust Sharpe: a lower bound (mean less one standard error) of the Sharpe ratio over five consecutive folds of training and validation, less 5× any validation drawdown beyond the limit and 0.01 per expression node beyond 8{}",
