@@ -1309,25 +1309,37 @@ fn eval_cmd(a: EvalArgs) -> anyhow::Result<ExitCode> {
         );
         return Ok(ExitCode::SUCCESS);
     }
-    let mut table = Table::new(&[
+    // Newey–West t-statistics exist for return targets only.
+    let nw = rows.iter().any(|r| r.rank_ic_nw_t.is_some());
+    let mut head = vec![
         "target",
         "arm",
-        "metric",
         "seeds",
         "mean",
         "sd",
         "vs scratch",
         "t",
-        "NW t",
-    ]);
+        "vs simple",
+        "t",
+    ];
+    if nw {
+        head.push("NW t");
+    }
+    let mut table = Table::new(&head);
+    let diff = |v: Option<(f64, f64)>| {
+        [
+            v.map_or("-".into(), |(d, _)| format!("{d:+.4}")),
+            v.map_or("-".into(), |(_, t)| format!("{t:+.1}")),
+        ]
+    };
     for r in &rows {
-        table.row(vec![
+        let mut line = vec![
             r.target.clone(),
-            match r.weight {
-                Some(w) => format!("{} (weight {w:.2})", r.arm),
-                None => r.arm.clone(),
+            match (r.weight, r.best_simple) {
+                (Some(w), _) => format!("{} (w {w:.2})", r.arm),
+                (None, true) => format!("{} *", r.arm),
+                (None, false) => r.arm.clone(),
             },
-            r.metric.to_string(),
             r.seeds.to_string(),
             format!("{:.4}", r.mean),
             if r.sd.is_finite() {
@@ -1335,19 +1347,30 @@ fn eval_cmd(a: EvalArgs) -> anyhow::Result<ExitCode> {
             } else {
                 "-".into()
             },
-            r.vs_scratch.map_or("-".into(), |(d, _)| format!("{d:+.4}")),
-            r.vs_scratch.map_or("-".into(), |(_, t)| format!("{t:+.1}")),
-            r.rank_ic_nw_t.map_or("-".into(), |t| format!("{t:+.1}")),
-        ]);
+        ];
+        line.extend(diff(r.vs_scratch));
+        line.extend(diff(r.vs_best_simple));
+        if nw {
+            line.push(r.rank_ic_nw_t.map_or("-".into(), |t| format!("{t:+.1}")));
+        }
+        table.row(line);
     }
     print!("{}", table.render());
     let ran = cells.iter().filter(|c| c.seconds > 0.0).count();
     println!(
-        "{} cells ({ran} run now, {} read back from {}); QLIKE: lower is better; rank IC: higher is better; t is the paired t-statistic over seeds; NW t is the mean over seeds of the rank IC's Newey–West t. {:.0}s.",
+        "{} cells ({ran} run now, {} read back from {}), {:.0}s.\n\
+         mean: QLIKE for volatility targets (lower is better), rank IC for return targets\n\
+         (higher is better); w: a blend's weight on the model; vs simple: against the best\n\
+         simple forecast of the target on the test (*); t: paired t-statistic over seeds{}.",
         cells.len(),
         cells.len() - ran,
         a.out.display(),
-        started.elapsed().as_secs_f64()
+        started.elapsed().as_secs_f64(),
+        if nw {
+            ";\nNW t: the mean over seeds of the rank IC's Newey–West t"
+        } else {
+            ""
+        },
     );
     Ok(ExitCode::SUCCESS)
 }

@@ -300,6 +300,18 @@ fn a_tiny_eval_grid_runs_and_resumes_from_its_cells() {
         } else {
             "rank_ic"
         }));
+    // Each target names its best simple forecast, which the models are measured against.
+    for target in ["vol h5", "rank h5"] {
+        let best: Vec<&str> = rows
+            .iter()
+            .filter(|r| r["target"] == target && r["best_simple"] == true)
+            .map(|r| r["arm"].as_str().unwrap())
+            .collect();
+        assert!(
+            best.len() == 1 && !lim_foundation::eval::is_model(best[0]),
+            "{target}: {best:?}"
+        );
+    }
     assert_eq!(
         std::fs::read_dir(&out).unwrap().count(),
         2,

@@ -258,6 +258,28 @@ pub struct Row {
     /// Blends with EWMA: the mean over seeds of the model's weight.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub weight: Option<f64>,
+    /// Models and blends: the mean paired difference from the best simple forecast of the
+    /// target (the lowest mean QLIKE, the highest mean rank IC, over seeds: chosen on the test,
+    /// which favours the simple forecast), and its t-statistic; none with fewer than two seeds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vs_best_simple: Option<(f64, f64)>,
+    /// Whether this row is that best simple forecast.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub best_simple: bool,
+}
+
+/// Whether `arm` is a model (an arm of [`crate::transfer::ARMS`], or one blended with EWMA)
+/// rather than a simple forecast.
+pub fn is_model(arm: &str) -> bool {
+    crate::transfer::ARMS.contains(&arm) || arm.ends_with(WITH_EWMA)
+}
+
+/// The mean of `diffs` and its t-statistic, with two of them or more.
+fn paired(diffs: &[f64]) -> Option<(f64, f64)> {
+    (diffs.len() > 1).then(|| {
+        let (m, sd) = mean_sd(diffs);
+        (m, m / (sd / (diffs.len() as f64).sqrt()))
+    })
 }
 
 fn mean_sd(v: &[f64]) -> (f64, f64) {
@@ -298,6 +320,7 @@ pub fn summarize(cells: &[Cell]) -> Vec<Row> {
             .first()
             .map(|c| c.arms.iter().map(|a| a.arm.clone()).collect())
             .unwrap_or_default();
+        let first = rows.len();
         for name in names {
             let pairs: Vec<(f64, Option<f64>)> = these
                 .iter()
@@ -315,10 +338,7 @@ pub fn summarize(cells: &[Cell]) -> Vec<Row> {
                 .filter_map(|(s, b)| b.map(|b| s - b))
                 .filter(|d| d.is_finite())
                 .collect();
-            let vs_scratch = (name != "scratch" && diffs.len() > 1).then(|| {
-                let (m, sd) = mean_sd(&diffs);
-                (m, m / (sd / (diffs.len() as f64).sqrt()))
-            });
+            let vs_scratch = (name != "scratch").then(|| paired(&diffs)).flatten();
             let nw: Vec<f64> = these
                 .iter()
                 .filter_map(|c| c.arms.iter().find(|a| a.arm == name))
@@ -345,7 +365,38 @@ pub fn summarize(cells: &[Cell]) -> Vec<Row> {
                 vs_scratch,
                 rank_ic_nw_t,
                 weight,
+                vs_best_simple: None,
+                best_simple: false,
             });
+        }
+        // The best simple forecast of this target, and every model paired with it by seed.
+        let better = |a: f64, b: f64| if vol { a < b } else { a > b };
+        let best = rows[first..]
+            .iter()
+            .filter(|r| !is_model(&r.arm) && r.mean.is_finite())
+            .fold(None::<&Row>, |b, r| match b {
+                Some(b) if !better(r.mean, b.mean) => Some(b),
+                _ => Some(r),
+            })
+            .map(|r| r.arm.clone());
+        let Some(best) = best else { continue };
+        let of = |c: &Cell, name: &str| {
+            c.arms
+                .iter()
+                .find(|a| a.arm == name)
+                .map(score)
+                .filter(|s| s.is_finite())
+        };
+        for row in &mut rows[first..] {
+            if row.arm == best {
+                row.best_simple = true;
+            } else if is_model(&row.arm) {
+                let diffs: Vec<f64> = these
+                    .iter()
+                    .filter_map(|c| Some(of(c, &row.arm)? - of(c, &best)?))
+                    .collect();
+                row.vs_best_simple = paired(&diffs);
+            }
         }
     }
     rows
@@ -424,6 +475,45 @@ mod tests {
             + (0.05f64 - 0.11 / 3.0).powi(2))
             / 2.0;
         assert!((t - d / (sd.sqrt() / 3f64.sqrt())).abs() < 1e-9, "{t}");
+    }
+
+    /// Every model row is paired with the best simple forecast of its target (by mean over
+    /// seeds, lowest QLIKE), seed by seed; simple forecasts are not paired with it.
+    #[test]
+    fn models_are_paired_with_the_best_simple_forecast() {
+        let simple = |arm: &str, qlike: f64| ArmScore {
+            arm: arm.into(),
+            rank_ic: f64::NAN,
+            ic: f64::NAN,
+            qlike: Some(qlike),
+            rank_ic_nw_t: f64::NAN,
+            weight: None,
+        };
+        let cells: Vec<Cell> = [(1, 0.20, 0.205), (2, 0.21, 0.204), (3, 0.19, 0.206)]
+            .iter()
+            .map(|&(seed, cross, ewma)| {
+                let mut c = cell(seed, 0.25, cross);
+                c.arms.push(simple("HAR-RV", 0.22));
+                c.arms.push(simple("EWMA", ewma));
+                let mut blend = simple("cross-market full with EWMA", ewma - 0.01);
+                blend.weight = Some(0.3);
+                c.arms.push(blend);
+                c
+            })
+            .collect();
+        let rows = summarize(&cells);
+        let row = |arm: &str| rows.iter().find(|r| r.arm == arm).unwrap();
+        assert!(row("EWMA").best_simple && !row("HAR-RV").best_simple);
+        assert_eq!(row("EWMA").vs_best_simple, None);
+        assert_eq!(row("HAR-RV").vs_best_simple, None);
+        // cross − EWMA by seed: −0.005, +0.006, −0.016.
+        let (d, t) = row("cross-market full").vs_best_simple.unwrap();
+        assert!((d + 0.005).abs() < 1e-12, "{d}");
+        let sd = ((0.0f64).powi(2) + 0.011f64.powi(2) + 0.011f64.powi(2)) / 2.0;
+        assert!((t - d / (sd.sqrt() / 3f64.sqrt())).abs() < 1e-9, "{t}");
+        let (d, _) = row("cross-market full with EWMA").vs_best_simple.unwrap();
+        assert!((d + 0.01).abs() < 1e-12, "{d}");
+        assert!(row("scratch").vs_best_simple.unwrap().0 > 0.0);
     }
 
     #[test]
