@@ -699,7 +699,10 @@ fn print_summary(s: &Summary) {
     }
     print!("{}", t.render());
     println!(
-        "sealed test period, evaluated once on the {} finalists:",
+        "sealed test period{}, evaluated once on the {} finalists:",
+        s.test_period()
+            .map(|p| format!(" ({} to {})", p.first, p.last))
+            .unwrap_or_default(),
         s.finalists.len()
     );
     let mut t = Table::new(&[

@@ -198,12 +198,24 @@ fn the_readme_command_finishes_a_run_with_a_report_and_replays_exactly() {
     for want in [
         "plan (offline strategist",
         "trade cn_futures_daily",
-        "sealed test period, evaluated once on the 3 finalists",
         "deflated Sharpe ratio",
         "report: ",
     ] {
         assert!(text.contains(want), "missing {want:?} in:\n{text}");
     }
+    // The sealed test is named by its bars: `sealed test period (FIRST to LAST), …`.
+    let test = text
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("sealed test period (")?
+                .strip_suffix("), evaluated once on the 3 finalists:")
+        })
+        .unwrap_or_else(|| panic!("no dated sealed test period in:\n{text}"));
+    let (first, last) = test.split_once(" to ").unwrap();
+    assert!(
+        first.len() == 10 && last.len() == 10 && first < last,
+        "{first} {last}"
+    );
     let id = text
         .lines()
         .find_map(|l| l.strip_prefix("run ").and_then(|r| r.split(':').next()))
@@ -213,7 +225,9 @@ fn the_readme_command_finishes_a_run_with_a_report_and_replays_exactly() {
     for want in [
         "## Plan",
         "## Leaderboard (train and validation only)",
-        "## Sealed test period",
+        &format!("## Sealed test period, {first} to {last}"),
+        "- periods: train ",
+        &format!("; sealed test {first} to {last}"),
         "## Multiple testing over all",
         "## Hypothesis lineage",
         "## Cost",

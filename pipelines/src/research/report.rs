@@ -35,6 +35,15 @@ pub struct Rejected {
     pub reason: String,
 }
 
+/// How the report names a part.
+fn part_name(p: Part) -> &'static str {
+    match p {
+        Part::Train => "train",
+        Part::Validation => "validation",
+        Part::Test => "sealed test",
+    }
+}
+
 /// The run's summary and its Markdown report, computed from its artifacts by today's code, so
 /// a run journaled by older code (or one whose report step failed) reports by current rules.
 ///
@@ -109,9 +118,45 @@ pub struct Summary {
     /// What the agents did: replies, tool calls, replies that could not be used and why.
     #[serde(default)]
     pub agents: Vec<AgentActivity>,
+    /// Each part's first and last bar, from the final evaluator's curves (none before the
+    /// run reached it).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub periods: Vec<Period>,
+}
+
+/// The bars of one part of the split.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Period {
+    /// The part.
+    pub part: Part,
+    /// Its first bar.
+    pub first: String,
+    /// Its last bar.
+    pub last: String,
+}
+
+impl Period {
+    /// The parts of `curves`, in order.
+    fn of(curves: &Curves) -> Vec<Period> {
+        curves
+            .parts
+            .iter()
+            .filter(|(_, a, b)| a < b && *b <= curves.times.len())
+            .map(|&(part, a, b)| Period {
+                part,
+                first: curves.times[a].to_string(),
+                last: curves.times[b - 1].to_string(),
+            })
+            .collect()
+    }
 }
 
 impl Summary {
+    /// The sealed test's first and last bar, once the run has read it.
+    pub fn test_period(&self) -> Option<&Period> {
+        self.periods.iter().find(|p| p.part == Part::Test)
+    }
+
     /// The summary of a run from its artifacts (see [`summarize`]).
     ///
     /// # Errors
@@ -217,6 +262,9 @@ impl Summary {
             spent,
             notes: serde_json::from_value(get("notes")).unwrap_or_default(),
             agents: serde_json::from_value(get("agents")).unwrap_or_default(),
+            periods: serde_json::from_value::<Curves>(get("curves"))
+                .map(|c| Period::of(&c))
+                .unwrap_or_default(),
             plan,
         })
     }
@@ -247,6 +295,14 @@ impl Summary {
             let _ = writeln!(s, "- checked: {}", p.review);
         }
         let _ = writeln!(s, "- splits: {}", p.splits);
+        if !self.periods.is_empty() {
+            let parts: Vec<String> = self
+                .periods
+                .iter()
+                .map(|p| format!("{} {} to {}", part_name(p.part), p.first, p.last))
+                .collect();
+            let _ = writeln!(s, "- periods: {}", parts.join("; "));
+        }
         let _ = writeln!(s, "- objective: {}", p.objective);
         for c in &p.constraints {
             let _ = writeln!(s, "- constraint: {c}");
@@ -388,7 +444,10 @@ impl Summary {
         }
         let _ = writeln!(
             s,
-            "\n## Sealed test period (evaluated once, on the finalists)\n"
+            "\n## Sealed test period{} (evaluated once, on the finalists)\n",
+            self.test_period()
+                .map(|p| format!(", {} to {}", p.first, p.last))
+                .unwrap_or_default()
         );
         let _ = writeln!(
             s,
