@@ -692,10 +692,6 @@ pub async fn run_goal<L: LlmClient + 'static>(
         .first()
         .map_or(f64::NAN, |b| b.test.sharpe);
     let (tried, (rho, fitness_rho)) = tried(&artifacts, &summary, &session, base)?;
-    let test = session.splits().range(Part::Test);
-    let bar =
-        |i: usize| session.times()[i.min(session.times().len() - 1)].display(session.frequency());
-    let test_period = (!test.is_empty()).then(|| (bar(test.start), bar(test.end - 1)));
 
     let vol_sizing = match vol_model {
         Some(model) => vol_sizing(&summary, session, model, seed).await?,
@@ -708,7 +704,9 @@ pub async fn run_goal<L: LlmClient + 'static>(
         run: id,
         datasets: summary.plan.strategy.datasets.clone(),
         trials: summary.trials,
-        test_period,
+        test_period: summary
+            .test_period()
+            .map(|p| (p.first.clone(), p.last.clone())),
         finalists_beating_always_long: finalists.iter().filter(|s| **s > base).count(),
         finalists_test_sharpe: finalists,
         combined_test_sharpe: summary
