@@ -112,6 +112,13 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
         Arc::new(crate::forecaster::FoundationForecaster::new(market.clone()))
             as Arc<dyn lim_tools::FoundationModel>
     });
+    let variant = bench::Variant {
+        baseline_penalty: args.baseline_penalty,
+        vol_model,
+        foundation,
+        as_of: args.period.as_of.clone(),
+        earlier: args.period.earlier,
+    };
     let mut results: Vec<GoalResult> = Vec::new();
     for goal in goals {
         for &seed in &args.seeds {
@@ -129,13 +136,7 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
                         run,
                         &strategist,
                         Arc::new(NoLlm),
-                        bench::Variant {
-                            baseline_penalty: args.baseline_penalty,
-                            vol_model: vol_model.clone(),
-                            foundation: foundation.clone(),
-                            as_of: args.period.as_of.clone(),
-                            earlier: args.period.earlier,
-                        },
+                        variant.clone(),
                     ))?
                 }
                 lim_pipelines::research::StrategistConfig::Llm { base_url, .. } => {
@@ -148,13 +149,7 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
                         run,
                         &strategist,
                         Arc::new(client),
-                        bench::Variant {
-                            baseline_penalty: args.baseline_penalty,
-                            vol_model: vol_model.clone(),
-                            foundation: foundation.clone(),
-                            as_of: args.period.as_of.clone(),
-                            earlier: args.period.earlier,
-                        },
+                        variant.clone(),
                     ))?
                 }
             };
