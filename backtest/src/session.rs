@@ -29,6 +29,23 @@ pub struct SplitInfo {
     pub bars: usize,
 }
 
+/// A strategy's Sharpe ratio on one part against a baseline's on the same bars
+/// ([`Session::versus_baseline`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SharpeTest {
+    /// The strategy.
+    pub strategy: String,
+    /// The part.
+    pub part: Part,
+    /// Its annualised Sharpe ratio less the baseline's.
+    #[serde(with = "crate::nonfinite")]
+    pub sharpe_difference: f64,
+    /// The difference of their per-bar Sharpe ratios over its standard error: beyond ±1.96
+    /// unlikely to be chance.
+    #[serde(with = "crate::nonfinite")]
+    pub z: f64,
+}
+
 /// One strategy's result. It reads back what it writes, except the book (see
 /// [`Book::to_bytes`] for carrying that between processes).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -697,6 +714,40 @@ impl Session {
             horizons,
             self.splits.range(part),
         ))
+    }
+
+    /// Each result's Sharpe ratio against `baseline`'s on every part both were measured on,
+    /// tested on that part's bars ([`crate::stats::sharpe_difference`]); results without a
+    /// book, or parts where the test is undefined, are left out.
+    pub fn versus_baseline(
+        &self,
+        results: &[StrategyResult],
+        baseline: &StrategyResult,
+    ) -> Vec<SharpeTest> {
+        let Some(base_book) = &baseline.book else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for r in results {
+            let Some(book) = &r.book else { continue };
+            for (part, m) in &r.metrics {
+                let Some((_, bm)) = baseline.metrics.iter().find(|(p, _)| p == part) else {
+                    continue;
+                };
+                let range = self.splits.range(*part);
+                if let Some(d) =
+                    crate::stats::sharpe_difference(&book.net[range.clone()], &base_book.net[range])
+                {
+                    out.push(SharpeTest {
+                        strategy: r.name.clone(),
+                        part: *part,
+                        sharpe_difference: m.sharpe - bm.sharpe,
+                        z: d.z,
+                    });
+                }
+            }
+        }
+        out
     }
 
     /// How each result's returns over `part` move with the always-long book of its own

@@ -266,3 +266,51 @@ fn a_strategy_that_is_a_baseline_is_named_as_its_closest() {
     assert!(c.abs() < 0.999, "{name} {c}");
     assert_eq!(s.closest_baselines(&results), closest);
 }
+
+/// A strategy is tested against always long on each part's own bars: the z of the difference of
+/// their per-bar Sharpe ratios (Memmel's variance, written out here again), and the difference
+/// of their annualised Sharpe ratios.
+#[test]
+fn a_strategy_is_tested_against_always_long_part_by_part() {
+    let s = session("versus");
+    let mut template = StrategySpec::new("-ts_sum(returns, 5)");
+    template.portfolio = Portfolio::TopK { k: 1 };
+    template.costs.bps = COST * 1e4;
+    let parts = [Part::Train, Part::Validation];
+    let results = s.run(&[("reversal".to_string(), template.clone())], &parts, false);
+    let base = s.run(&baselines(&template, 1)[..1], &parts, false);
+    assert_eq!(base[0].name, "always long, equal weight");
+    let tests = s.versus_baseline(&results, &base[0]);
+    assert_eq!(tests.len(), 2);
+    let (book, base_book) = (
+        results[0].book.as_ref().unwrap(),
+        base[0].book.as_ref().unwrap(),
+    );
+    for (t, part) in tests.iter().zip(parts) {
+        assert_eq!((t.strategy.as_str(), t.part), ("reversal", part));
+        let r = s.splits().range(part);
+        let pairs: Vec<(f64, f64)> = book.net[r.clone()]
+            .iter()
+            .zip(&base_book.net[r])
+            .filter(|(a, b)| a.is_finite() && b.is_finite())
+            .map(|(a, b)| (*a, *b))
+            .collect();
+        let n = pairs.len() as f64;
+        let mean = |f: fn(&(f64, f64)) -> f64| pairs.iter().map(f).sum::<f64>() / n;
+        let (ma, mb) = (mean(|p| p.0), mean(|p| p.1));
+        let cov = |f: fn(&(f64, f64)) -> f64, g: fn(&(f64, f64)) -> f64, mf: f64, mg: f64| {
+            pairs.iter().map(|p| (f(p) - mf) * (g(p) - mg)).sum::<f64>() / (n - 1.0)
+        };
+        let (va, vb) = (cov(|p| p.0, |p| p.0, ma, ma), cov(|p| p.1, |p| p.1, mb, mb));
+        let rho = cov(|p| p.0, |p| p.1, ma, mb) / (va * vb).sqrt();
+        let (sa, sb) = (ma / va.sqrt(), mb / vb.sqrt());
+        let var = (2.0 * (1.0 - rho) + 0.5 * (sa * sa + sb * sb - 2.0 * sa * sb * rho * rho)) / n;
+        let z = (sa - sb) / var.sqrt();
+        assert!((t.z - z).abs() < 1e-9, "{part:?}: {} against {z}", t.z);
+        let sharpe = |r: &lim_backtest::session::StrategyResult| {
+            r.metrics.iter().find(|(p, _)| *p == part).unwrap().1.sharpe
+        };
+        assert!((t.sharpe_difference - (sharpe(&results[0]) - sharpe(&base[0]))).abs() < 1e-12);
+    }
+    assert_ne!(tests[0].z, tests[1].z, "each part on its own bars");
+}
