@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use lim_market::{MarketData, MarketError};
+use lim_market::{AsOf, Frequency, MarketData, MarketError, SymbolMeta};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -35,11 +35,56 @@ pub struct DatasetLine {
     pub extra_fields: Vec<String>,
 }
 
+/// Where a run's data ends, so that describing the datasets shows nothing after it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DataEnd {
+    /// The whole stored history.
+    #[default]
+    Whole,
+    /// At this time (`--as-of`): instruments that first trade later are left out, and a last
+    /// bar after it is shown as the cut.
+    AsOf(AsOf),
+    /// Somewhere that depends on the universe chosen (`--earlier`: before the sealed test of
+    /// the later data): no last bar and no bar count are shown.
+    Cut,
+}
+
+impl DataEnd {
+    /// The end of a run's data from its `as_of` text and `earlier` count; a text that is not a
+    /// time hides the ends, like `earlier` (choosing the universe then says what is wrong).
+    pub fn of(as_of: Option<&str>, earlier: u32) -> DataEnd {
+        match (as_of, earlier) {
+            (None, 0) => DataEnd::Whole,
+            (Some(text), 0) => AsOf::parse(text).map_or(DataEnd::Cut, DataEnd::AsOf),
+            _ => DataEnd::Cut,
+        }
+    }
+
+    /// What to say of `s` (first bar, last bar, bar count), or `None` when it first trades
+    /// after the end.
+    fn describe(self, s: &SymbolMeta, f: Frequency) -> Option<(String, String, Option<u64>)> {
+        let first = s.first.display(f);
+        match self {
+            DataEnd::Whole => Some((first, s.last.display(f), Some(s.rows))),
+            DataEnd::AsOf(t) if !t.sees(s.first, f) => None,
+            DataEnd::AsOf(t) if t.sees(s.last, f) => Some((first, s.last.display(f), Some(s.rows))),
+            DataEnd::AsOf(t) => Some((first, format!("cut at {t} (the run's as-of time)"), None)),
+            DataEnd::Cut => Some((
+                first,
+                "before the sealed test of the later data (cut when the universe is chosen)".into(),
+                None,
+            )),
+        }
+    }
+}
+
 /// Lists the datasets available.
 #[derive(Debug, Clone)]
 pub struct ListDatasets {
     /// Where the data comes from.
     pub market: Arc<dyn MarketData>,
+    /// Where the run's data ends.
+    pub end: DataEnd,
 }
 
 fn failure<T>(e: MarketError) -> ToolOutcome<T> {
@@ -68,26 +113,35 @@ impl Tool for ListDatasets {
             Ok(Err(e)) => return failure(e),
             Err(e) => return ToolOutcome::failed(FailureKind::Failed, e.to_string()),
         };
+        let end = self.end;
         let lines = metas
             .into_iter()
-            .map(|m| {
-                let mut classes: Vec<String> = m
+            .filter_map(|m| {
+                let f = m.frequency;
+                let seen: Vec<&SymbolMeta> = m
                     .symbols
+                    .iter()
+                    .filter(|s| end.describe(s, f).is_some())
+                    .collect();
+                let mut classes: Vec<String> = seen
                     .iter()
                     .map(|s| s.instrument.asset_class.as_str().to_string())
                     .collect();
                 classes.sort();
                 classes.dedup();
-                DatasetLine {
-                    frequency: m.frequency.to_string(),
-                    symbols: m.symbols.len(),
-                    first: m.first.display(m.frequency),
-                    last: m.last.display(m.frequency),
+                // The dataset's ends are its instruments' earliest first and latest last bar.
+                let first = seen.iter().min_by_key(|s| s.first)?;
+                let last = seen.iter().max_by_key(|s| s.last)?;
+                Some(DatasetLine {
+                    frequency: f.to_string(),
+                    symbols: seen.len(),
+                    first: first.first.display(f),
+                    last: end.describe(last, f)?.1,
                     asset_classes: classes,
                     open_interest: m.has_open_interest,
-                    extra_fields: m.extra_fields,
-                    name: m.name,
-                }
+                    extra_fields: m.extra_fields.clone(),
+                    name: m.name.clone(),
+                })
             })
             .collect();
         ToolOutcome::Done { result: lines }
@@ -113,8 +167,9 @@ pub struct SymbolLine {
     pub first: String,
     /// Last bar.
     pub last: String,
-    /// Bars.
-    pub rows: u64,
+    /// Bars (not counted when the run's data is cut before its last).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rows: Option<u64>,
 }
 
 /// Describes one dataset's instruments.
@@ -122,6 +177,8 @@ pub struct SymbolLine {
 pub struct DescribeDataset {
     /// Where the data comes from.
     pub market: Arc<dyn MarketData>,
+    /// Where the run's data ends.
+    pub end: DataEnd,
 }
 
 impl Tool for DescribeDataset {
@@ -152,16 +209,20 @@ impl Tool for DescribeDataset {
             );
         };
         let f = m.frequency;
+        let end = self.end;
         ToolOutcome::Done {
             result: m
                 .symbols
                 .into_iter()
-                .map(|s| SymbolLine {
-                    first: s.first.display(f),
-                    last: s.last.display(f),
-                    rows: s.rows,
-                    exchange: s.instrument.exchange,
-                    symbol: s.instrument.symbol,
+                .filter_map(|s| {
+                    let (first, last, rows) = end.describe(&s, f)?;
+                    Some(SymbolLine {
+                        first,
+                        last,
+                        rows,
+                        exchange: s.instrument.exchange,
+                        symbol: s.instrument.symbol,
+                    })
                 })
                 .collect(),
         }

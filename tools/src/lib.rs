@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 pub use backtest::{ALWAYS_LONG, BacktestArgs, BacktestTool, RemoteBacktests, always_long};
-pub use data::{DescribeDataset, DescribeDatasetArgs, ListDatasets, NoArgs};
+pub use data::{DataEnd, DescribeDataset, DescribeDatasetArgs, ListDatasets, NoArgs};
 pub use diagnose::{Diagnose, DiagnoseArgs, DiagnoseReport, Diagnosis};
 pub use foundation::{
     FieldRecord, Finetune, FinetuneArgs, FinetuneStep, FinetuneTarget, Finetuned, FoundationModel,

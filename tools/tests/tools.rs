@@ -7,8 +7,8 @@ use std::sync::Arc;
 use lim_backtest::session::Session;
 use lim_market::{AsOf, Catalog, MarketData, PanelQuery, SplitSpec};
 use lim_tools::{
-    BacktestTool, ChooseUniverse, ChooseUniverseArgs, DescribeDataset, Leaderboard, Lineage,
-    ListDatasets, Registry, ResearchLog, Universe,
+    BacktestTool, ChooseUniverse, ChooseUniverseArgs, DataEnd, DescribeDataset, Leaderboard,
+    Lineage, ListDatasets, Registry, ResearchLog, Universe,
 };
 
 fn registry() -> Registry {
@@ -26,9 +26,11 @@ fn registry() -> Registry {
     Registry::default()
         .with(ListDatasets {
             market: market.clone(),
+            end: DataEnd::Whole,
         })
         .with(DescribeDataset {
             market: market.clone(),
+            end: DataEnd::Whole,
         })
         .with(ChooseUniverse {
             market,
@@ -125,6 +127,84 @@ async fn data_tools_list_and_describe() {
         .call("describe_dataset", r#"{"dataset": "lse_equities"}"#)
         .await;
     assert_eq!(missing["kind"], "not_found");
+}
+
+/// A run whose data ends early (`--as-of`, `--earlier`) describes the datasets to its
+/// planner only up to that end: no instrument that first trades later, no bar after it, and
+/// under `--earlier`, whose end depends on the universe chosen, no last bar or count at all.
+#[tokio::test]
+async fn data_tools_describe_nothing_after_the_runs_end() {
+    let market: Arc<dyn MarketData> = Arc::new(Catalog::bundled(None));
+    let tools = |end: DataEnd| {
+        Registry::default()
+            .with(ListDatasets {
+                market: market.clone(),
+                end,
+            })
+            .with(DescribeDataset {
+                market: market.clone(),
+                end,
+            })
+    };
+    let whole = tools(DataEnd::Whole);
+    let all = whole
+        .call("describe_dataset", r#"{"dataset": "cn_futures_daily"}"#)
+        .await["result"]
+        .clone();
+    let cut = "2010-12-31";
+    let r = tools(DataEnd::of(Some(cut), 0));
+    let list = r.call("list_datasets", "").await["result"].clone();
+    let names: Vec<&str> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["name"].as_str().unwrap())
+        .collect();
+    assert!(
+        !names.contains(&"in_equities_5min"),
+        "it starts in 2023: {names:?}"
+    );
+    let d = r
+        .call("describe_dataset", r#"{"dataset": "cn_futures_daily"}"#)
+        .await["result"]
+        .clone();
+    let d = d.as_array().unwrap();
+    let later = all
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["first"].as_str().unwrap() > cut)
+        .count();
+    assert!(
+        later > 0 && d.len() == 30 - later,
+        "{} of 30, {later} later",
+        d.len()
+    );
+    for s in d {
+        let (first, last) = (s["first"].as_str().unwrap(), s["last"].as_str().unwrap());
+        assert!(first <= cut, "{s}");
+        assert!(
+            last <= cut || (last.starts_with("cut at 2011-01-01") && s.get("rows").is_none()),
+            "{s}"
+        );
+    }
+    for line in list.as_array().unwrap() {
+        let last = line["last"].as_str().unwrap();
+        assert!(last <= cut || last.starts_with("cut at "), "{line}");
+    }
+    // `--earlier`: the end is not known before the universe is chosen.
+    let r = tools(DataEnd::of(None, 1));
+    let d = r
+        .call("describe_dataset", r#"{"dataset": "cn_futures_daily"}"#)
+        .await["result"]
+        .clone();
+    assert!(d.as_array().unwrap().iter().all(|s| {
+        s.get("rows").is_none()
+            && s["last"]
+                .as_str()
+                .unwrap()
+                .starts_with("before the sealed test")
+    }));
 }
 
 #[tokio::test]

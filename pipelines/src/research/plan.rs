@@ -57,11 +57,14 @@ impl<L: LlmClient + 'static> Node for PlanNode<L> {
                 let llm =
                     JournaledLlm::new(self.services.llm.clone(), cx.journal.clone(), &cx.exec);
                 let data: Arc<dyn MarketData> = market.clone();
+                // The agent sees the data only up to where the run's data ends.
+                let end = lim_tools::DataEnd::of(c.as_of.as_deref(), c.earlier);
                 let registry = Registry::default()
                     .with(ListDatasets {
                         market: data.clone(),
+                        end,
                     })
-                    .with(DescribeDataset { market: data })
+                    .with(DescribeDataset { market: data, end })
                     .with(past_findings(&self.services, &cx));
                 let tools = JournaledTools::new(registry, cx.journal.clone(), &cx.exec);
                 let run = strategist::plan_agent(
