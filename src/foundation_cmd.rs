@@ -1311,6 +1311,8 @@ fn eval_cmd(a: EvalArgs) -> anyhow::Result<ExitCode> {
     }
     // Newey–West t-statistics exist for return targets only.
     let nw = rows.iter().any(|r| r.rank_ic_nw_t.is_some());
+    // Diebold–Mariano t-statistics exist for volatility targets whose cells kept their losses.
+    let dm = rows.iter().any(|r| r.vs_best_simple_dm_t.is_some());
     let mut head = vec![
         "target",
         "arm",
@@ -1322,6 +1324,9 @@ fn eval_cmd(a: EvalArgs) -> anyhow::Result<ExitCode> {
         "vs simple",
         "t",
     ];
+    if dm {
+        head.push("DM t");
+    }
     if nw {
         head.push("NW t");
     }
@@ -1329,7 +1334,8 @@ fn eval_cmd(a: EvalArgs) -> anyhow::Result<ExitCode> {
     let diff = |v: Option<(f64, f64)>| {
         [
             v.map_or("-".into(), |(d, _)| format!("{d:+.4}")),
-            v.map_or("-".into(), |(_, t)| format!("{t:+.1}")),
+            v.filter(|(_, t)| t.is_finite())
+                .map_or("-".into(), |(_, t)| format!("{t:+.1}")),
         ]
     };
     for r in &rows {
@@ -1350,6 +1356,12 @@ fn eval_cmd(a: EvalArgs) -> anyhow::Result<ExitCode> {
         ];
         line.extend(diff(r.vs_scratch));
         line.extend(diff(r.vs_best_simple));
+        if dm {
+            line.push(
+                r.vs_best_simple_dm_t
+                    .map_or("-".into(), |t| format!("{t:+.1}")),
+            );
+        }
         if nw {
             line.push(r.rank_ic_nw_t.map_or("-".into(), |t| format!("{t:+.1}")));
         }
@@ -1361,11 +1373,19 @@ fn eval_cmd(a: EvalArgs) -> anyhow::Result<ExitCode> {
         "{} cells ({ran} run now, {} read back from {}), {:.0}s.\n\
          mean: QLIKE for volatility targets (lower is better), rank IC for return targets\n\
          (higher is better); w: a blend's weight on the model; vs simple: against the best\n\
-         simple forecast of the target on the test (*); t: paired t-statistic over seeds{}.",
+         simple forecast of the target on the test (*); t: paired t-statistic over seeds{}{}.",
         cells.len(),
         cells.len() - ran,
         a.out.display(),
         started.elapsed().as_secs_f64(),
+        if dm {
+            ",\n\
+             which measures the seeds' spread, not the test period's; DM t: against the best\n\
+             simple forecast over the test dates (Diebold–Mariano, Newey–West errors), the mean\n\
+             over seeds: beyond ±2, unlikely to be chance"
+        } else {
+            ""
+        },
         if nw {
             ";\nNW t: the mean over seeds of the rank IC's Newey–West t"
         } else {
@@ -1540,8 +1560,11 @@ fn seed_summary(reports: &[TransferReport]) -> Vec<SeedSummary> {
                 rank_ic_mean,
                 rank_ic_sd: var.sqrt(),
                 icir_mean: mean(&|a| a.test.icir),
-                qlike: arm.vol.map(|_| {
-                    let q: Vec<f64> = arms.iter().filter_map(|a| a.vol.map(|v| v.qlike)).collect();
+                qlike: arm.vol.as_ref().map(|_| {
+                    let q: Vec<f64> = arms
+                        .iter()
+                        .filter_map(|a| a.vol.as_ref().map(|v| v.qlike))
+                        .collect();
                     mean_sd(&q)
                 }),
             }
@@ -1629,9 +1652,9 @@ fn print_transfer(r: &TransferReport, location: &str) {
         let rows = r
             .arms
             .iter()
-            .filter_map(|a| Some((a.name.clone(), a.vol?)))
+            .filter_map(|a| Some((a.name.clone(), a.vol.clone()?)))
             .chain(r.arms.iter().filter_map(|a| {
-                let (blend, v) = a.with_ewma?;
+                let (blend, v) = a.with_ewma.clone()?;
                 Some((
                     format!("{} with EWMA (weight {:.2})", a.name, blend.weight),
                     v,

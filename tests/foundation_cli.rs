@@ -312,6 +312,28 @@ fn a_tiny_eval_grid_runs_and_resumes_from_its_cells() {
             "{target}: {best:?}"
         );
     }
+    // Volatility cells keep every forecast's losses date by date, on the same dates, so each
+    // model is tested against the best simple forecast over the test (Diebold–Mariano).
+    let vol_cell = cells.iter().find(|c| c["kind"] == "log_vol").unwrap();
+    let dates: Vec<usize> = vol_cell["arms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["qlike_by_date"].as_array().map_or(0, Vec::len))
+        .collect();
+    assert!(
+        dates[0] > 10 && dates.iter().all(|n| *n == dates[0]),
+        "{dates:?}"
+    );
+    for r in rows {
+        let model = lim_foundation::eval::is_model(r["arm"].as_str().unwrap());
+        let dm = r["vs_best_simple_dm_t"].as_f64();
+        assert_eq!(
+            dm.is_some_and(f64::is_finite),
+            model && r["target"] == "vol h5",
+            "{r}"
+        );
+    }
     assert_eq!(
         std::fs::read_dir(&out).unwrap().count(),
         2,

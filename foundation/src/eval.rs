@@ -39,6 +39,10 @@ pub struct ArmScore {
     /// validation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub weight: Option<f64>,
+    /// Volatility targets: the test QLIKE summed over each date's samples, date by date
+    /// ([`crate::vol::VolReport::qlike_by_date`]; empty in cells written before it was kept).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub qlike_by_date: Vec<f64>,
 }
 
 /// How the row of an arm blended with EWMA ends (`cross-market full with EWMA`).
@@ -175,6 +179,11 @@ pub fn run_grid(
                         qlike: a.vol.as_ref().map(|v| v.qlike),
                         rank_ic_nw_t: a.test.rank_ic_nw_t,
                         weight: None,
+                        qlike_by_date: a
+                            .vol
+                            .as_ref()
+                            .map(|v| v.qlike_by_date.clone())
+                            .unwrap_or_default(),
                     })
                     .collect();
                 arms.extend(report.arms.iter().filter_map(|a| {
@@ -186,6 +195,7 @@ pub fn run_grid(
                         qlike: Some(v.qlike),
                         rank_ic_nw_t: f64::NAN,
                         weight: Some(blend.weight),
+                        qlike_by_date: v.qlike_by_date.clone(),
                     })
                 }));
                 arms.extend(report.return_baselines.iter().map(|(name, r)| ArmScore {
@@ -195,6 +205,7 @@ pub fn run_grid(
                     qlike: None,
                     rank_ic_nw_t: r.rank_ic_nw_t,
                     weight: None,
+                    qlike_by_date: Vec::new(),
                 }));
                 arms.extend(report.baselines.iter().map(|(name, v)| ArmScore {
                     arm: name.clone(),
@@ -203,6 +214,7 @@ pub fn run_grid(
                     qlike: Some(v.qlike),
                     rank_ic_nw_t: f64::NAN,
                     weight: None,
+                    qlike_by_date: v.qlike_by_date.clone(),
                 }));
                 let cell = Cell {
                     kind,
@@ -266,6 +278,28 @@ pub struct Row {
     /// Whether this row is that best simple forecast.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub best_simple: bool,
+    /// Volatility targets, models and blends: the Diebold–Mariano t-statistic of the test
+    /// QLIKE against the best simple forecast's, over the test dates (their losses' difference
+    /// date by date, Newey–West standard errors over [`dm_lags`] lags), averaged over seeds:
+    /// whether the test period, not only the seeds, tells the two apart. Negative: the model is
+    /// better. None for cells written before the losses by date were kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vs_best_simple_dm_t: Option<f64>,
+    /// The same test against every simple forecast of the target (HAR-RV when EWMA is the
+    /// best, say), by name (JSON only).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dm_t_vs_simple: Vec<(String, f64)>,
+    /// The same test against the scratch arm (what pretraining gives, over the test dates;
+    /// JSON only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vs_scratch_dm_t: Option<f64>,
+}
+
+/// Lags of the Diebold–Mariano test over `dates` test dates of `horizon`-bar targets: the
+/// usual automatic count, and at least twice the horizon, since targets that overlap make
+/// their losses correlate over that many dates.
+pub fn dm_lags(dates: usize, horizon: usize) -> usize {
+    crate::finetune::newey_west_lags(dates).max(2 * horizon)
 }
 
 /// Whether `arm` is a model (an arm of [`crate::transfer::ARMS`], or one blended with EWMA)
@@ -291,6 +325,15 @@ fn mean_sd(v: &[f64]) -> (f64, f64) {
         f64::NAN
     };
     (m, sd)
+}
+
+/// The QLIKE by date of `arm` in `c`, when the cell kept it.
+fn losses<'a>(c: &'a Cell, arm: &str) -> Option<&'a [f64]> {
+    c.arms
+        .iter()
+        .find(|a| a.arm == arm)
+        .map(|a| a.qlike_by_date.as_slice())
+        .filter(|l| !l.is_empty())
 }
 
 /// The table over seeds of `cells`, target by target in grid order, arms in cell order.
@@ -367,6 +410,9 @@ pub fn summarize(cells: &[Cell]) -> Vec<Row> {
                 weight,
                 vs_best_simple: None,
                 best_simple: false,
+                vs_best_simple_dm_t: None,
+                dm_t_vs_simple: Vec::new(),
+                vs_scratch_dm_t: None,
             });
         }
         // The best simple forecast of this target, and every model paired with it by seed.
@@ -387,7 +433,31 @@ pub fn summarize(cells: &[Cell]) -> Vec<Row> {
                 .map(score)
                 .filter(|s| s.is_finite())
         };
+        // The Diebold–Mariano t of `arm` against `other` over the test dates, the mean over
+        // seeds (volatility targets whose cells kept their losses by date).
+        let dm_t = |arm: &str, other: &str| {
+            let dm: Vec<f64> = these
+                .iter()
+                .filter_map(|c| {
+                    let (m, b) = (losses(c, arm)?, losses(c, other)?);
+                    (m.len() == b.len()).then(|| {
+                        let d: Vec<f64> = m.iter().zip(b).map(|(x, y)| x - y).collect();
+                        crate::finetune::newey_west_t(&d, dm_lags(d.len(), horizon))
+                    })
+                })
+                .filter(|t| t.is_finite())
+                .collect();
+            (vol && !dm.is_empty()).then(|| mean_sd(&dm).0)
+        };
+        let simple: Vec<String> = rows[first..]
+            .iter()
+            .filter(|r| !is_model(&r.arm))
+            .map(|r| r.arm.clone())
+            .collect();
         for row in &mut rows[first..] {
+            if is_model(&row.arm) && row.arm != "scratch" {
+                row.vs_scratch_dm_t = dm_t(&row.arm, "scratch");
+            }
             if row.arm == best {
                 row.best_simple = true;
             } else if is_model(&row.arm) {
@@ -396,6 +466,11 @@ pub fn summarize(cells: &[Cell]) -> Vec<Row> {
                     .filter_map(|c| Some(of(c, &row.arm)? - of(c, &best)?))
                     .collect();
                 row.vs_best_simple = paired(&diffs);
+                row.vs_best_simple_dm_t = dm_t(&row.arm, &best);
+                row.dm_t_vs_simple = simple
+                    .iter()
+                    .filter_map(|s| Some((s.clone(), dm_t(&row.arm, s)?)))
+                    .collect();
             }
         }
     }
@@ -420,6 +495,7 @@ mod tests {
                     qlike: Some(scratch),
                     rank_ic_nw_t: f64::NAN,
                     weight: None,
+                    qlike_by_date: Vec::new(),
                 },
                 ArmScore {
                     arm: "cross-market full".into(),
@@ -428,6 +504,7 @@ mod tests {
                     qlike: Some(cross),
                     rank_ic_nw_t: 1.5,
                     weight: None,
+                    qlike_by_date: Vec::new(),
                 },
             ],
             seconds: 1.0,
@@ -488,6 +565,7 @@ mod tests {
             qlike: Some(qlike),
             rank_ic_nw_t: f64::NAN,
             weight: None,
+            qlike_by_date: Vec::new(),
         };
         let cells: Vec<Cell> = [(1, 0.20, 0.205), (2, 0.21, 0.204), (3, 0.19, 0.206)]
             .iter()
@@ -514,6 +592,84 @@ mod tests {
         let (d, _) = row("cross-market full with EWMA").vs_best_simple.unwrap();
         assert!((d + 0.01).abs() < 1e-12, "{d}");
         assert!(row("scratch").vs_best_simple.unwrap().0 > 0.0);
+        // Cells without the losses by date have no Diebold–Mariano test.
+        assert_eq!(row("cross-market full").vs_best_simple_dm_t, None);
+    }
+
+    /// The Diebold–Mariano test compares a model's and the best simple forecast's losses date
+    /// by date: a lead on nearly every date is told from chance, one that a few dates make is
+    /// not, however consistent across seeds.
+    #[test]
+    fn a_model_is_tested_against_the_best_simple_forecast_over_the_test_dates() {
+        let dates = 400;
+        let with_losses = |arm: &str, losses: Vec<f64>| ArmScore {
+            arm: arm.into(),
+            rank_ic: f64::NAN,
+            ic: f64::NAN,
+            qlike: Some(losses.iter().sum::<f64>() / losses.len() as f64),
+            rank_ic_nw_t: f64::NAN,
+            weight: None,
+            qlike_by_date: losses,
+        };
+        // A loss that wanders from date to date, the same for every forecast.
+        let base: Vec<f64> = (0..dates)
+            .map(|i| 1.0 + ((i * 37) % 11) as f64 / 10.0)
+            .collect();
+        let cells: Vec<Cell> = (0..2u64)
+            .map(|seed| {
+                let mut c = cell(seed, 1.0, 1.0);
+                c.horizon = 5;
+                c.arms.clear();
+                c.arms.push(with_losses("EWMA", base.clone()));
+                // Worse than EWMA by 0.02 on every date, give or take 0.01.
+                let har: Vec<f64> = base
+                    .iter()
+                    .enumerate()
+                    .map(|(i, x)| x + 0.02 + if i % 3 == 0 { 0.01 } else { -0.005 })
+                    .collect();
+                c.arms.push(with_losses("HAR-RV", har));
+                // Better on every date by 0.01, give or take 0.005.
+                let steady: Vec<f64> = base
+                    .iter()
+                    .enumerate()
+                    .map(|(i, x)| x - 0.01 + if i % 2 == 0 { 0.005 } else { -0.005 })
+                    .collect();
+                c.arms.push(with_losses("cross-market full", steady));
+                // Better on average by as much, all of it from two dates.
+                let lucky: Vec<f64> = base
+                    .iter()
+                    .enumerate()
+                    .map(|(i, x)| x + if i % 200 == 0 { -2.0 } else { 0.0 })
+                    .collect();
+                c.arms.push(with_losses("scratch", lucky));
+                c
+            })
+            .collect();
+        let rows = summarize(&cells);
+        let row = |arm: &str| rows.iter().find(|r| r.arm == arm).unwrap();
+        assert!(row("EWMA").best_simple);
+        let steady = row("cross-market full").vs_best_simple_dm_t.unwrap();
+        let lucky = row("scratch").vs_best_simple_dm_t.unwrap();
+        assert!(steady < -10.0, "{steady}");
+        assert!(lucky > -1.96 && lucky < 0.0, "{lucky}");
+        // Against every simple forecast by name, the best among them.
+        let against = &row("cross-market full").dm_t_vs_simple;
+        assert_eq!(against.len(), 2);
+        assert_eq!(against[0], ("EWMA".to_string(), steady));
+        assert!(
+            against[1].0 == "HAR-RV" && against[1].1 < steady,
+            "{against:?}"
+        );
+        assert!(row("EWMA").dm_t_vs_simple.is_empty());
+        // Against scratch (here the lucky arm): the same mean loss, so not told apart.
+        assert!(row("cross-market full").vs_scratch_dm_t.unwrap().abs() < 1.0);
+        assert_eq!(row("scratch").vs_scratch_dm_t, None);
+        // Both leads are the same on average and on every seed.
+        let (a, _) = row("cross-market full").vs_best_simple.unwrap();
+        let (b, _) = row("scratch").vs_best_simple.unwrap();
+        assert!((a - b).abs() < 1e-12, "{a} {b}");
+        assert_eq!(dm_lags(721, 20), 40);
+        assert_eq!(dm_lags(721, 1), 6);
     }
 
     #[test]

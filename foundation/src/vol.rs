@@ -16,7 +16,7 @@ use crate::features::InstrumentSeries;
 use crate::finetune::{SampleSet, pearson, ranks, window_log_vol};
 
 /// How good log-volatility forecasts were over a period's samples.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct VolReport {
     /// Mean QLIKE of the variances: `RV²/σ̂² − ln(RV²/σ̂²) − 1` (0 when exact; lower is better).
     pub qlike: f64,
@@ -27,6 +27,10 @@ pub struct VolReport {
     pub rank_ic: f64,
     /// Samples scored.
     pub samples: usize,
+    /// The QLIKE summed over each date's samples, date by date: what a test of two forecasts'
+    /// losses over the same dates compares (not written out).
+    #[serde(skip)]
+    pub qlike_by_date: Vec<f64>,
 }
 
 /// Scores log-volatility forecasts `pred` (one per sample of `set`) against the realised ones.
@@ -34,10 +38,13 @@ pub fn vol_report(set: &SampleSet, pred: &[f64]) -> VolReport {
     let n = set.samples.len().min(pred.len());
     let (mut q, mut m) = (0.0, 0.0);
     let mut by_row: BTreeMap<usize, (Vec<f64>, Vec<f64>)> = BTreeMap::new();
+    let mut by_date: BTreeMap<usize, f64> = BTreeMap::new();
     for (s, p) in set.samples.iter().zip(pred) {
         // Variances' ratio from log volatilities: RV²/σ̂² = exp(2 (log RV − log σ̂)).
         let d = 2.0 * (s.ret - p);
-        q += d.exp() - d - 1.0;
+        let loss = d.exp() - d - 1.0;
+        q += loss;
+        *by_date.entry(s.row).or_default() += loss;
         m += (s.ret - p).powi(2);
         let e = by_row.entry(s.row).or_default();
         e.0.push(*p);
@@ -57,6 +64,7 @@ pub fn vol_report(set: &SampleSet, pred: &[f64]) -> VolReport {
             ics.iter().sum::<f64>() / ics.len() as f64
         },
         samples: n,
+        qlike_by_date: by_date.into_values().collect(),
     }
 }
 
