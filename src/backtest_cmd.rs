@@ -8,7 +8,7 @@ use clap::Args;
 use lim_backtest::baseline;
 use lim_backtest::metrics::CoMove;
 use lim_backtest::session::{
-    MIN_HOLDING_CHANGES_PER_YEAR, MultipleTesting, SplitInfo, StrategyResult,
+    MIN_HOLDING_CHANGES_PER_YEAR, MultipleTesting, SharpeTest, SplitInfo, StrategyResult,
 };
 use lim_backtest::spec::{Portfolio, StrategySpec};
 use lim_market::Part;
@@ -114,6 +114,10 @@ struct Report {
     always_long: Vec<CoMove>,
     /// Baselines built like the first strategy, on the same parts (the first is always long).
     baselines: Vec<StrategyResult>,
+    /// Per strategy and part shown, its Sharpe ratio against always long's (the first
+    /// baseline), tested.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    versus_always_long: Vec<SharpeTest>,
 }
 
 fn read_batch(path: &PathBuf) -> anyhow::Result<Vec<(String, String)>> {
@@ -254,6 +258,10 @@ pub fn run(args: BacktestArgs) -> anyhow::Result<ExitCode> {
         })
         .unwrap_or_default();
     let report = Report {
+        versus_always_long: baselines
+            .first()
+            .map(|b| session.versus_baseline(&strategies, b))
+            .unwrap_or_default(),
         datasets: args.datasets.clone(),
         instruments: session.instruments(),
         same_series,
@@ -544,6 +552,34 @@ fn print_report(r: &Report, freq: lim_market::Frequency) {
             }
         }
         print!("{}", t.render());
+    }
+    if let Some(base) = r
+        .baselines
+        .first()
+        .filter(|_| !r.versus_always_long.is_empty())
+    {
+        println!(
+            "Sharpe over {}'s, and its z (beyond ±1.96 unlikely to be chance):",
+            base.name
+        );
+        for s in &r.strategies {
+            let parts: Vec<String> = r
+                .versus_always_long
+                .iter()
+                .filter(|v| v.strategy == s.name)
+                .map(|v| {
+                    format!(
+                        "{} {:+.2} (z {:.1})",
+                        format!("{:?}", v.part).to_lowercase(),
+                        v.sharpe_difference,
+                        v.z
+                    )
+                })
+                .collect();
+            if !parts.is_empty() {
+                println!("  {}: {}", s.name, parts.join(", "));
+            }
+        }
     }
     // A long-only top-k book moves with the market by construction; others need not.
     for (s, c) in r.strategies.iter().zip(&r.always_long) {

@@ -188,10 +188,11 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
         println!("goal {}: {goal} ({}{test})", k + 1, data.join(", "));
     }
     println!(
-        "test Sharpe of the finalists, their combination (comb) and always long (long); beat:\n\
-         finalists beating always long; rho, rho.f: validation→ and fitness→test rank correlation\n\
-         over the leaderboard; tried: strategies tried beating always long, of those scored, and\n\
-         their median test Sharpe (med)\n"
+        "test Sharpe of the finalists, their combination (comb) and always long (long); z: the\n\
+         combination's Sharpe over always long's, over its standard error (beyond ±1.96 unlikely\n\
+         to be chance); beat: finalists beating always long; rho, rho.f: validation→ and\n\
+         fitness→test rank correlation over the leaderboard; tried: strategies tried beating\n\
+         always long, of those scored, and their median test Sharpe (med)\n"
     );
     let mut t = Table::new(&[
         "goal",
@@ -199,6 +200,7 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
         "finalists",
         "comb",
         "long",
+        "z",
         "beat",
         "DSR",
         "PBO",
@@ -219,6 +221,8 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
                 .join(" "),
             show(r.combined_test_sharpe, 2, "-"),
             show(r.always_long_test_sharpe, 2, "-"),
+            r.combined_z_vs_always_long
+                .map_or("-".to_string(), |z| show(z, 1, "-")),
             format!(
                 "{}/{}",
                 r.finalists_beating_always_long,
@@ -317,6 +321,18 @@ fn totals_text(t: &bench::Totals) -> String {
         t.tried,
         t.goals_where_most_tried_beat_always_long,
     );
+    if t.finalists_tested_against_always_long > 0 {
+        out += &format!(
+            "beyond chance (|z| ≥ {}) against always long: finalists {} above, {} below of {}; the combination {} above, {} below of {} runs\n",
+            lim_pipelines::research::SIGNIFICANT_Z,
+            t.finalists_above_always_long_beyond_chance,
+            t.finalists_below_always_long_beyond_chance,
+            t.finalists_tested_against_always_long,
+            t.runs_combined_above_always_long_beyond_chance,
+            t.runs_combined_below_always_long_beyond_chance,
+            t.runs_combined_tested_against_always_long,
+        );
+    }
     out += &format!(
         "the combination is at least its median finalist in {} of {} runs\n",
         t.runs_combined_at_least_median_finalist, t.runs_with_combination

@@ -11,6 +11,7 @@ use anyhow::{Context, bail};
 use clap::{Args, Subcommand, ValueEnum};
 use lim_agents::client::{Budgeted, LlmClient, Price, RetryPolicy, Retrying, Timed};
 use lim_agents::openai::{OpenAi, OpenAiConfig};
+use lim_backtest::metrics::Metrics;
 use lim_backtest::nonfinite;
 use lim_market::MarketData;
 use lim_pipelines::engine::{Mode, Progress};
@@ -708,28 +709,41 @@ fn print_summary(s: &Summary) {
     let mut t = Table::new(&[
         "valid.sharpe",
         "test.sharpe",
+        "vs.long (z)",
         "test.return",
         "test.dd",
         "signal",
     ]);
+    let row = |v: &Metrics, t: &Metrics, name: &str, label: String| {
+        let shown = |x: f64| if t.bars == 0 { "-".into() } else { pct(x) };
+        vec![
+            metric(v.bars, v.sharpe),
+            metric(t.bars, t.sharpe),
+            s.versus_cell(name),
+            shown(t.ann_return),
+            shown(t.max_dd),
+            label,
+        ]
+    };
     for f in &s.finalists {
-        t.row(vec![
-            metric(f.validation.bars, f.validation.sharpe),
-            metric(f.test.bars, f.test.sharpe),
-            if f.test.bars == 0 {
-                "-".into()
-            } else {
-                pct(f.test.ann_return)
-            },
-            if f.test.bars == 0 {
-                "-".into()
-            } else {
-                pct(f.test.max_dd)
-            },
-            short(&f.signal, 60),
-        ]);
+        t.row(row(&f.validation, &f.test, &f.signal, short(&f.signal, 60)));
+    }
+    if let Some(c) = &s.combined {
+        t.row(row(
+            &c.validation,
+            &c.test,
+            lim_pipelines::research::COMBINED,
+            "(the finalists combined, equal risk)".into(),
+        ));
     }
     print!("{}", t.render());
+    if let Some(line) = s.finalists_versus_always_long() {
+        println!("{line}");
+        let chance = s.beyond_chance();
+        if !chance.is_empty() {
+            println!("{}", chance.trim_start());
+        }
+    }
     if let Some(m) = &s.multiple_testing {
         println!(
             "over all {} trials: deflated Sharpe ratio {}{}",

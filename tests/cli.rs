@@ -436,7 +436,32 @@ fn backtest_reports_baselines_and_flags_a_constant_sign_signal() {
         corr(0)
     );
     assert!(corr(1).abs() < 0.9, "{}", corr(1));
+    // Each strategy's Sharpe ratio against always long's, part by part, with its z.
+    let versus = v["versus_always_long"].as_array().unwrap();
+    assert_eq!(versus.len(), 4, "two strategies, two parts: {versus:?}");
+    let sharpe = |x: &serde_json::Value, part: &str| {
+        x["metrics"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m[0] == part)
+            .unwrap()[1]["sharpe"]
+            .as_f64()
+            .unwrap()
+    };
+    for (i, t) in versus.iter().enumerate() {
+        let (strategy, part) = (&v["strategies"][i / 2], t["part"].as_str().unwrap());
+        assert_eq!(t["strategy"], strategy["name"]);
+        let by_hand = sharpe(strategy, part) - sharpe(&v["baselines"][0], part);
+        assert!((t["sharpe_difference"].as_f64().unwrap() - by_hand).abs() < 1e-9);
+        assert!(t["z"].as_f64().unwrap().is_finite());
+    }
     let text = String::from_utf8_lossy(&lim(&args, dir.path()).stdout).into_owned();
+    assert!(
+        text.contains("Sharpe over always long, equal weight's, and its z")
+            && text.contains("  spec2: train "),
+        "{text}"
+    );
     assert!(
         text.contains("degenerate: spec1's validation returns move with the always-long book"),
         "{text}"

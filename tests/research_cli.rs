@@ -200,6 +200,10 @@ fn the_readme_command_finishes_a_run_with_a_report_and_replays_exactly() {
         "trade cn_futures_daily",
         "deflated Sharpe ratio",
         "report: ",
+        "vs.long (z)",
+        "(the finalists combined, equal risk)",
+        "finalists beat the test Sharpe of always long, equal weight (",
+        "Beyond chance (|z| ≥ 1.96): ",
     ] {
         assert!(text.contains(want), "missing {want:?} in:\n{text}");
     }

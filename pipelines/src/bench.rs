@@ -59,6 +59,14 @@ pub struct GoalResult {
     pub always_long_test_sharpe: f64,
     /// Finalists whose test Sharpe beats always long's.
     pub finalists_beating_always_long: usize,
+    /// Each finalist's test Sharpe against always long's, as a z ([`lim_backtest::session::SharpeTest`]:
+    /// beyond ±1.96 unlikely to be chance), in finalist order; `None` where it cannot be
+    /// tested (absent in results written before it was kept).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub finalists_z_vs_always_long: Vec<Option<f64>>,
+    /// The same of the finalists' combination.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub combined_z_vs_always_long: Option<f64>,
     /// Deflated Sharpe ratio of the best validation result.
     #[serde(with = "lim_backtest::nonfinite")]
     pub dsr: f64,
@@ -195,6 +203,25 @@ pub struct Totals {
     pub goals_where_most_finalists_beat_always_long: usize,
     /// Goals in all.
     pub goals: usize,
+    /// Finalists whose test Sharpe is above always long's beyond chance (z at least
+    /// [`research::SIGNIFICANT_Z`]) …
+    #[serde(default)]
+    pub finalists_above_always_long_beyond_chance: usize,
+    /// … below it beyond chance …
+    #[serde(default)]
+    pub finalists_below_always_long_beyond_chance: usize,
+    /// … and tested.
+    #[serde(default)]
+    pub finalists_tested_against_always_long: usize,
+    /// Runs whose combination is above always long beyond chance …
+    #[serde(default)]
+    pub runs_combined_above_always_long_beyond_chance: usize,
+    /// … below it beyond chance …
+    #[serde(default)]
+    pub runs_combined_below_always_long_beyond_chance: usize,
+    /// … and tested.
+    #[serde(default)]
+    pub runs_combined_tested_against_always_long: usize,
     /// Runs whose combined book's test Sharpe is at least its median finalist's (runs with
     /// finalists and a combined book): the research issue's third criterion.
     pub runs_combined_at_least_median_finalist: usize,
@@ -356,6 +383,16 @@ pub fn totals(results: &[GoalResult]) -> Totals {
             )
         })
     };
+    let finalist_z: Vec<f64> = results
+        .iter()
+        .flat_map(|r| r.finalists_z_vs_always_long.iter().flatten().copied())
+        .collect();
+    let combined_z: Vec<f64> = results
+        .iter()
+        .filter_map(|r| r.combined_z_vs_always_long)
+        .collect();
+    let above = |z: &[f64]| z.iter().filter(|z| **z >= research::SIGNIFICANT_Z).count();
+    let below = |z: &[f64]| z.iter().filter(|z| **z <= -research::SIGNIFICANT_Z).count();
     let sized = results.iter().any(|r| r.vol_sizing.is_some());
     let with_model = results.iter().any(|r| r.foundation.is_some());
     Totals {
@@ -385,6 +422,12 @@ pub fn totals(results: &[GoalResult]) -> Totals {
         finalists: results.iter().map(|r| r.finalists_test_sharpe.len()).sum(),
         goals_where_most_finalists_beat_always_long: most(&goals),
         goals: goals.len(),
+        finalists_above_always_long_beyond_chance: above(&finalist_z),
+        finalists_below_always_long_beyond_chance: below(&finalist_z),
+        finalists_tested_against_always_long: finalist_z.len(),
+        runs_combined_above_always_long_beyond_chance: above(&combined_z),
+        runs_combined_below_always_long_beyond_chance: below(&combined_z),
+        runs_combined_tested_against_always_long: combined_z.len(),
         runs_combined_at_least_median_finalist: combined.iter().filter(|(c, m)| c >= m).count(),
         runs_with_combination: combined.len(),
         mean_validation_test_rank_correlation: mean(&|r| r.validation_test_rank_correlation),
@@ -698,7 +741,14 @@ pub async fn run_goal<L: LlmClient + 'static>(
         None => None,
     };
     let finalists: Vec<f64> = summary.finalists.iter().map(|f| f.test.sharpe).collect();
+    let z_of = |name: &str| summary.versus(name).map(|t| t.z).filter(|z| z.is_finite());
     Ok(GoalResult {
+        finalists_z_vs_always_long: if summary.versus_always_long.is_empty() {
+            Vec::new()
+        } else {
+            summary.finalists.iter().map(|f| z_of(&f.signal)).collect()
+        },
+        combined_z_vs_always_long: z_of(research::COMBINED),
         goal: goal.to_string(),
         seed,
         run: id,
@@ -903,6 +953,8 @@ mod tests {
             combined_test_sharpe: combined,
             always_long_test_sharpe: 0.5,
             finalists_beating_always_long: beat,
+            finalists_z_vs_always_long: Vec::new(),
+            combined_z_vs_always_long: None,
             dsr: 0.5,
             pbo: 0.5,
             validation_test_rank_correlation: 0.0,
@@ -1008,5 +1060,35 @@ mod tests {
         assert!((t.mean_tried_median_test_sharpe - 0.4).abs() < 1e-12);
         assert!((t.mean_tried_validation_test_rank_correlation - 0.2).abs() < 1e-12);
         assert!((t.tried_validation_test_rank_correlation_t - 2.0).abs() < 1e-9);
+        // Against always long beyond chance: |z| at least 1.96 either way; untested ones
+        // count nowhere.
+        let with_z = |finalists: Vec<Option<f64>>, combined: Option<f64>| {
+            let mut r = run("a", &[0.1], 0.1, 0);
+            r.finalists_z_vs_always_long = finalists;
+            r.combined_z_vs_always_long = combined;
+            r
+        };
+        let t = super::totals(&[
+            with_z(vec![Some(2.5), Some(1.9), None, Some(-1.96)], Some(2.0)),
+            with_z(vec![Some(-3.0), Some(0.0)], Some(-1.0)),
+            // Measured before the tests were kept.
+            run("b", &[0.1], 0.1, 0),
+        ]);
+        assert_eq!(
+            (
+                t.finalists_above_always_long_beyond_chance,
+                t.finalists_below_always_long_beyond_chance,
+                t.finalists_tested_against_always_long
+            ),
+            (1, 2, 5)
+        );
+        assert_eq!(
+            (
+                t.runs_combined_above_always_long_beyond_chance,
+                t.runs_combined_below_always_long_beyond_chance,
+                t.runs_combined_tested_against_always_long
+            ),
+            (1, 0, 2)
+        );
     }
 }

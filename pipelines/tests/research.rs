@@ -58,6 +58,24 @@ fn run<L: lim_agents::client::LlmClient + 'static>(
     Ok(serde_json::from_value(artifacts["summary"].clone()).unwrap())
 }
 
+/// A fresh offline run of `config` on `market`: its artifacts.
+fn offline_run(config: &ResearchConfig, market: Arc<dyn MarketData>) -> lim_pipelines::Artifacts {
+    run_services(
+        config,
+        Services {
+            market,
+            llm: Arc::new(NoLlm),
+            clock: Arc::new(FixedClock(0)),
+            foundation: None,
+            memory: Arc::new(lim_tools::NoMemory),
+            remote_backtests: None,
+        },
+        fresh(),
+        Mode::Resume,
+    )
+    .unwrap()
+}
+
 /// Runs `config` with `services` against `journal`; returns the final artifacts.
 fn run_services<L: lim_agents::client::LlmClient + 'static>(
     config: &ResearchConfig,
@@ -1600,26 +1618,79 @@ fn a_finalist_that_is_a_baseline_found_again_is_named() {
     assert!(page.contains("is the baseline time-series momentum, 12-1 months found again"));
 }
 
+/// Beating always long is tested, not only counted: each finalist and the combination get the
+/// z of their test Sharpe against always long's, from their returns on the test's bars, and
+/// the report says how many are above or below it beyond chance.
+#[test]
+fn each_finalist_is_tested_against_always_long_on_the_test_bars() {
+    let config = small(GOAL);
+    let artifacts = offline_run(&config, market());
+    let s: Summary = serde_json::from_value(artifacts["summary"].clone()).unwrap();
+    let curves: research::Curves = serde_json::from_value(artifacts["curves"].clone()).unwrap();
+    let &(_, a, b) = curves
+        .parts
+        .iter()
+        .find(|p| p.0 == lim_market::Part::Test)
+        .unwrap();
+    let test = |name: &str| -> Vec<f64> {
+        let c = curves.series.iter().find(|c| c.name == name).unwrap();
+        c.net[a..b].iter().map(|v| v.unwrap_or(f64::NAN)).collect()
+    };
+    let base = &s.baselines[0];
+    assert_eq!(base.name, "always long, equal weight");
+    let mut books: Vec<(&str, f64)> = s
+        .finalists
+        .iter()
+        .map(|f| (f.signal.as_str(), f.test.sharpe))
+        .collect();
+    books.push((research::COMBINED, s.combined.as_ref().unwrap().test.sharpe));
+    assert_eq!(s.versus_always_long.len(), books.len());
+    for (name, sharpe) in books {
+        let t = s
+            .versus_always_long
+            .iter()
+            .find(|t| t.strategy == name)
+            .unwrap();
+        let by_hand =
+            lim_backtest::stats::sharpe_difference(&test(name), &test(&base.name)).unwrap();
+        assert!(
+            (t.z - by_hand.z).abs() < 1e-12,
+            "{name}: {} against {}",
+            t.z,
+            by_hand.z
+        );
+        assert!((t.sharpe_difference - (sharpe - base.test.sharpe)).abs() < 1e-12);
+    }
+    let above = s
+        .versus_always_long
+        .iter()
+        .filter(|t| t.strategy != research::COMBINED && t.z >= 1.96)
+        .count();
+    let below = s
+        .versus_always_long
+        .iter()
+        .filter(|t| t.strategy != research::COMBINED && t.z <= -1.96)
+        .count();
+    let report = s.markdown();
+    assert!(
+        report.contains(&format!(
+            "Beyond chance (|z| ≥ 1.96): {above} above it, {below} below; the combination "
+        )),
+        "{report}"
+    );
+    assert!(
+        report.contains("| Sharpe over always long (z) |"),
+        "{report}"
+    );
+}
+
 /// The tearsheet is one self-contained page: every section, four charts drawn from the
 /// curves, the finalists' numbers as in the JSON summary, the summary itself embedded, and
 /// nothing to fetch.
 #[test]
 fn the_tearsheet_holds_every_section_and_the_summarys_numbers_and_fetches_nothing() {
     let config = small(GOAL);
-    let artifacts = run_services(
-        &config,
-        Services {
-            market: market(),
-            llm: Arc::new(NoLlm),
-            clock: Arc::new(FixedClock(0)),
-            foundation: None,
-            memory: Arc::new(lim_tools::NoMemory),
-            remote_backtests: None,
-        },
-        fresh(),
-        Mode::Resume,
-    )
-    .unwrap();
+    let artifacts = offline_run(&config, market());
     let s: Summary = serde_json::from_value(artifacts["summary"].clone()).unwrap();
     let curves: research::Curves = serde_json::from_value(artifacts["curves"].clone()).unwrap();
     // Finalists, baselines and the combination, over every bar of the three parts.
@@ -1745,20 +1816,7 @@ fn on_a_calendar_with_holes_the_search_and_the_baselines_tolerate_missing_bars()
     std::fs::write(dir.path().join("indices_daily.csv"), csv).unwrap();
     let market: Arc<dyn MarketData> = Arc::new(Catalog::open_dir(dir.path(), None).unwrap());
     let config = small("mean reversion in equity indices");
-    let artifacts = run_services(
-        &config,
-        Services {
-            market,
-            llm: Arc::new(NoLlm),
-            clock: Arc::new(FixedClock(0)),
-            foundation: None,
-            memory: Arc::new(lim_tools::NoMemory),
-            remote_backtests: None,
-        },
-        fresh(),
-        Mode::Resume,
-    )
-    .unwrap();
+    let artifacts = offline_run(&config, market);
     let s: Summary = serde_json::from_value(artifacts["summary"].clone()).unwrap();
     assert!(!s.finalists.is_empty());
     for f in &s.finalists {

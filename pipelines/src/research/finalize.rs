@@ -260,7 +260,7 @@ pub fn test_finalists(
         let book = lim_backtest::portfolio::combine(&books, &weights);
         curves
             .series
-            .push(curve("the finalists combined", CurveKind::Combined, &book));
+            .push(curve(COMBINED, CurveKind::Combined, &book));
         let of = |p: Part| Metrics::of(&book, session.splits().range(p), session.periods());
         Combined {
             members: members.iter().map(|(r, _)| r.name.clone()).collect(),
@@ -308,6 +308,9 @@ pub fn test_finalists(
         .collect();
     (finalists, baselines, combined, curves)
 }
+
+/// The name of the finalists' combination among the curves.
+pub const COMBINED: &str = "the finalists combined";
 
 /// What a curve is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -589,13 +589,15 @@ pub fn tearsheet(summary: &Summary, curves: Option<&Curves>) -> String {
     }
     s.push_str("</section>");
     // Sealed test.
-    s.push_str("<section id=\"finalists\"><h2>Sealed test period (evaluated once, on the finalists)</h2><table class=\"sortable\"><thead><tr><th>valid Sharpe</th><th>test Sharpe</th><th>test return</th><th>excess over always long</th><th>IR</th><th>test max DD</th><th>test IC</th><th>test ICIR</th><th>test rank IC</th><th>test rank ICIR</th><th>signal</th></tr></thead><tbody>");
+    s.push_str("<section id=\"finalists\"><h2>Sealed test period (evaluated once, on the finalists)</h2><table class=\"sortable\"><thead><tr><th>valid Sharpe</th><th>test Sharpe</th><th title=\"the test Sharpe against always long's, over its standard error: beyond ±1.96 unlikely to be chance\">z vs always long</th><th>test return</th><th>excess over always long</th><th>IR</th><th>test max DD</th><th>test IC</th><th>test ICIR</th><th>test rank IC</th><th>test rank ICIR</th><th>signal</th></tr></thead><tbody>");
+    let z_of = |name: &str| summary.versus(name).map_or(f64::NAN, |t| t.z);
     for f in &summary.finalists {
         let (v, t) = (&f.validation, &f.test);
         let vs = f.vs_always_long;
         s.push_str("<tr>");
         s.push_str(&num(v.sharpe, 2));
         s.push_str(&num(t.sharpe, 2));
+        s.push_str(&num(z_of(&f.signal), 1));
         let _ = write!(s, "<td>{}</td>", pct(t.ann_return));
         let _ = write!(
             s,
@@ -614,6 +616,7 @@ pub fn tearsheet(summary: &Summary, curves: Option<&Curves>) -> String {
         s.push_str("<tr>");
         s.push_str(&num(c.validation.sharpe, 2));
         s.push_str(&num(c.test.sharpe, 2));
+        s.push_str(&num(z_of(super::COMBINED), 1));
         let _ = write!(
             s,
             "<td>{}</td><td>–</td><td>–</td><td>{}</td><td>–</td><td>–</td><td>–</td><td>–</td><td>the finalists combined, equal risk</td></tr>",
@@ -622,6 +625,14 @@ pub fn tearsheet(summary: &Summary, curves: Option<&Curves>) -> String {
         );
     }
     s.push_str("</tbody></table>");
+    let chance = summary.beyond_chance();
+    if !chance.is_empty() {
+        let _ = write!(
+            s,
+            "<p class=\"note\">Against always long (equal weight).{} z is Jobson and Korkie's test of a difference of Sharpe ratios, with Memmel's correction, on the test's bars; it assumes independent, normal returns.</p>",
+            esc(&chance)
+        );
+    }
     if !summary.baselines.is_empty() {
         s.push_str("<h3>Baselines (same bars, costs and lag)</h3><table><thead><tr><th>baseline</th><th>valid Sharpe</th><th>test Sharpe</th><th>test return</th><th>test max DD</th><th>signal</th></tr></thead><tbody>");
         for b in &summary.baselines {

@@ -18,7 +18,7 @@ use lim_agents::offline::{self, Candidate, Evolution, Plan};
 use lim_agents::strategist::{self, FoundationOffer, ProposeInput, Tried};
 use lim_backtest::metrics::{Fold, Metrics};
 use lim_backtest::nonfinite::show;
-use lim_backtest::session::MultipleTesting;
+use lim_backtest::session::{MultipleTesting, SharpeTest};
 use lim_backtest::spec::{Portfolio, StrategySpec};
 use lim_market::{MarketData, Part};
 use lim_tools::{
@@ -80,11 +80,11 @@ pub fn tolerant(
 pub use config::{Budgets, ResearchConfig, StrategistConfig};
 pub use data::{FORECAST_RET, FORECAST_VOL};
 pub use finalize::{
-    Curve, CurveKind, Curves, IC_DECAY_HORIZONS, IcDecay, MAX_FINALIST_CORRELATION, diverse,
-    test_finalists,
+    COMBINED, Curve, CurveKind, Curves, IC_DECAY_HORIZONS, IcDecay, MAX_FINALIST_CORRELATION,
+    diverse, test_finalists,
 };
 pub use html::{PartRow, backtest_tearsheet, curves_of, esc as escape_html, tearsheet};
-pub use report::{Entry, Rejected, Summary, artifacts_of, findings_of, summarize};
+pub use report::{Entry, Rejected, SIGNIFICANT_Z, Summary, artifacts_of, findings_of, summarize};
 
 pub use trial::{
     AgentActivity, Critique, ExperimentPlan, Finalist, LEVEL_DEPENDENT,

@@ -122,6 +122,47 @@ pub struct Summary {
     /// run reached it).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub periods: Vec<Period>,
+    /// Each finalist's (by its signal) and the combination's ([`COMBINED`]) test Sharpe ratio
+    /// against always long's (equal weight), tested on the test's bars (from the final
+    /// evaluator's curves; none before the run reached it).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub versus_always_long: Vec<SharpeTest>,
+}
+
+/// A difference beyond this many standard errors is unlikely to be chance (5 %, two-sided).
+pub const SIGNIFICANT_Z: f64 = 1.96;
+
+/// The tests of `books` (name and annualised test Sharpe) against `baseline`'s, from the test
+/// part of `curves`.
+fn test_against(curves: &Curves, baseline: &Baseline, books: &[(&str, f64)]) -> Vec<SharpeTest> {
+    let Some(&(_, a, b)) = curves.parts.iter().find(|p| p.0 == Part::Test) else {
+        return Vec::new();
+    };
+    let test = |name: &str| -> Option<Vec<f64>> {
+        let c = curves.series.iter().find(|c| c.name == name)?;
+        Some(
+            c.net
+                .get(a..b)?
+                .iter()
+                .map(|v| v.unwrap_or(f64::NAN))
+                .collect(),
+        )
+    };
+    let Some(base) = test(&baseline.name) else {
+        return Vec::new();
+    };
+    books
+        .iter()
+        .filter_map(|&(name, sharpe)| {
+            let d = lim_backtest::stats::sharpe_difference(&test(name)?, &base)?;
+            Some(SharpeTest {
+                strategy: name.to_string(),
+                part: Part::Test,
+                sharpe_difference: sharpe - baseline.test.sharpe,
+                z: d.z,
+            })
+        })
+        .collect()
 }
 
 /// The bars of one part of the split.
@@ -136,22 +177,83 @@ pub struct Period {
 }
 
 impl Period {
-    /// The parts of `curves`, in order.
-    fn of(curves: &Curves) -> Vec<Period> {
+    /// The parts of `curves`, in order; bars shown as dates for daily data, with their time
+    /// otherwise (`frequency`, as the plan gives it; a time only where it is not midnight when
+    /// unknown).
+    fn of(curves: &Curves, frequency: &str) -> Vec<Period> {
+        let show = |t: lim_market::Timestamp| {
+            lim_market::Frequency::parse(frequency).map_or(t.to_string(), |f| t.display(f))
+        };
         curves
             .parts
             .iter()
             .filter(|(_, a, b)| a < b && *b <= curves.times.len())
             .map(|&(part, a, b)| Period {
                 part,
-                first: curves.times[a].to_string(),
-                last: curves.times[b - 1].to_string(),
+                first: show(curves.times[a]),
+                last: show(curves.times[b - 1]),
             })
             .collect()
     }
 }
 
 impl Summary {
+    /// The test of `name` (a finalist's signal, or [`COMBINED`]) against always long.
+    pub fn versus(&self, name: &str) -> Option<&SharpeTest> {
+        self.versus_always_long.iter().find(|t| t.strategy == name)
+    }
+
+    /// `+0.12 (0.4)`: the test Sharpe of `name` over always long's, and its z; `-` untested.
+    pub fn versus_cell(&self, name: &str) -> String {
+        self.versus(name).map_or("-".into(), |t| {
+            format!("{:+.2} ({:.1})", t.sharpe_difference, t.z)
+        })
+    }
+
+    /// `3 of 5 finalists beat the test Sharpe of always long, equal weight (0.50).`, when
+    /// that baseline has a test Sharpe.
+    pub fn finalists_versus_always_long(&self) -> Option<String> {
+        let base = self
+            .baselines
+            .first()
+            .filter(|b| b.test.sharpe.is_finite())?;
+        let beat = self
+            .finalists
+            .iter()
+            .filter(|f| f.test.sharpe > base.test.sharpe)
+            .count();
+        Some(format!(
+            "{beat} of {} finalists beat the test Sharpe of {} ({:.2}).",
+            self.finalists.len(),
+            base.name,
+            base.test.sharpe
+        ))
+    }
+
+    /// How many finalists beat always long, and fell short of it, by more than chance; and
+    /// the combination's z. Empty without the tests.
+    pub fn beyond_chance(&self) -> String {
+        let finalists: Vec<&SharpeTest> = self
+            .versus_always_long
+            .iter()
+            .filter(|t| t.strategy != COMBINED)
+            .collect();
+        if finalists.is_empty() {
+            return String::new();
+        }
+        let above = finalists.iter().filter(|t| t.z >= SIGNIFICANT_Z).count();
+        let below = finalists.iter().filter(|t| t.z <= -SIGNIFICANT_Z).count();
+        format!(
+            " Beyond chance (|z| ≥ {SIGNIFICANT_Z}): {above} above it, {below} below{}.",
+            self.versus(COMBINED)
+                .map(|t| format!(
+                    "; the combination {:+.2}, z {:.1}",
+                    t.sharpe_difference, t.z
+                ))
+                .unwrap_or_default()
+        )
+    }
+
     /// The sealed test's first and last bar, once the run has read it.
     pub fn test_period(&self) -> Option<&Period> {
         self.periods.iter().find(|p| p.part == Part::Test)
@@ -237,6 +339,22 @@ impl Summary {
             .last()
             .and_then(|c| c.stop.clone())
             .unwrap_or_else(|| "the workflow's loop bound".into());
+        let finalists: Vec<Finalist> = serde_json::from_value(get("finalists"))?;
+        let baselines: Vec<Baseline> = serde_json::from_value(get("baselines")).unwrap_or_default();
+        let combined: Option<Combined> =
+            serde_json::from_value(get("combined")).unwrap_or_default();
+        let curves = serde_json::from_value::<Curves>(get("curves")).ok();
+        let versus_always_long = match (&curves, baselines.first()) {
+            (Some(c), Some(base)) => {
+                let books: Vec<(&str, f64)> = finalists
+                    .iter()
+                    .map(|f| (f.signal.as_str(), f.test.sharpe))
+                    .chain(combined.as_ref().map(|c| (COMBINED, c.test.sharpe)))
+                    .collect();
+                test_against(c, base, &books)
+            }
+            _ => Vec::new(),
+        };
         Ok(Summary {
             strategist: match &config.strategist {
                 StrategistConfig::Offline => offline::DISCLAIMER.to_string(),
@@ -247,9 +365,9 @@ impl Summary {
             trials: trials.len(),
             leaderboard,
             rejected,
-            finalists: serde_json::from_value(get("finalists"))?,
-            baselines: serde_json::from_value(get("baselines")).unwrap_or_default(),
-            combined: serde_json::from_value(get("combined")).unwrap_or_default(),
+            finalists,
+            baselines,
+            combined,
             multiple_testing: serde_json::from_value(get("deflated"))?,
             lineage,
             ancestry,
@@ -262,9 +380,11 @@ impl Summary {
             spent,
             notes: serde_json::from_value(get("notes")).unwrap_or_default(),
             agents: serde_json::from_value(get("agents")).unwrap_or_default(),
-            periods: serde_json::from_value::<Curves>(get("curves"))
-                .map(|c| Period::of(&c))
+            periods: curves
+                .as_ref()
+                .map(|c| Period::of(c, &plan.frequency))
                 .unwrap_or_default(),
+            versus_always_long,
             plan,
         })
     }
@@ -451,17 +571,18 @@ impl Summary {
         );
         let _ = writeln!(
             s,
-            "| valid Sharpe | test Sharpe | test return | excess over always long | IR | corr | beta | test max DD | test rank IC | signal |"
+            "| valid Sharpe | test Sharpe | Sharpe over always long (z) | test return | excess over always long | IR | corr | beta | test max DD | test rank IC | signal |"
         );
-        let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|---|");
+        let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|---|---|");
         for f in &self.finalists {
             let (v, t) = (&f.validation, &f.test);
             let vs = f.vs_always_long;
             let _ = writeln!(
                 s,
-                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | `{}` |",
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | `{}` |",
                 cell(v, v.sharpe, 2, 1.0, ""),
                 cell(t, t.sharpe, 2, 1.0, ""),
+                self.versus_cell(&f.signal),
                 cell(t, t.ann_return, 1, 100.0, "%"),
                 vs.map_or("-".into(), |x| cell(t, x.excess_return, 1, 100.0, "%")),
                 vs.map_or("-".into(), |x| show(x.information_ratio, 2, "-")),
@@ -476,9 +597,10 @@ impl Summary {
             let (v, t) = (&c.validation, &c.test);
             let _ = writeln!(
                 s,
-                "| {} | {} | {} | - | - | - | - | {} | - | the finalists combined, equal risk ({}) |",
+                "| {} | {} | {} | {} | - | - | - | - | {} | - | the finalists combined, equal risk ({}) |",
                 cell(v, v.sharpe, 2, 1.0, ""),
                 cell(t, t.sharpe, 2, 1.0, ""),
+                self.versus_cell(COMBINED),
                 cell(t, t.ann_return, 1, 100.0, "%"),
                 cell(t, t.max_dd, 1, 100.0, "%"),
                 c.weights
@@ -536,19 +658,14 @@ impl Summary {
                     b.signal
                 );
             }
-            if let Some(base) = self.baselines.first().filter(|b| b.test.sharpe.is_finite()) {
-                let beat = self
-                    .finalists
-                    .iter()
-                    .filter(|f| f.test.sharpe > base.test.sharpe)
-                    .count();
-                let _ = writeln!(
-                    s,
-                    "\n{beat} of {} finalists beat the test Sharpe of {} ({:.2}).",
-                    self.finalists.len(),
-                    base.name,
-                    base.test.sharpe
-                );
+            if let Some(line) = self.finalists_versus_always_long() {
+                let _ = writeln!(s, "\n{line}{}", self.beyond_chance());
+                if !self.versus_always_long.is_empty() {
+                    let _ = writeln!(
+                        s,
+                        "\nz is the difference of the per-bar Sharpe ratios over its standard error (Jobson and Korkie's test with Memmel's correction, on the test's bars where both traded; it assumes independent, normal returns, so fat tails make it too confident)."
+                    );
+                }
             }
         }
         for f in &self.finalists {
@@ -736,4 +853,32 @@ pub fn findings_of(run: &str, s: &Summary) -> Vec<lim_tools::Finding> {
             conclusion: conclusion.clone(),
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A part of hourly data that begins at midnight is dated with its time, as every other
+    /// hourly bar is; daily data is dated by day.
+    #[test]
+    fn periods_show_bars_as_the_data_frequency_does() {
+        let midnight = lim_market::Timestamp::from_ymd(2024, 1, 1);
+        let curves = Curves {
+            times: (0..4)
+                .map(|h| lim_market::Timestamp(midnight.0 + 3600 * h))
+                .collect(),
+            parts: vec![(Part::Train, 0, 2), (Part::Test, 2, 4)],
+            series: Vec::new(),
+            ic_decay: Vec::new(),
+        };
+        let hourly = Period::of(&curves, "1h");
+        assert_eq!(hourly[0].first, "2024-01-01T00:00:00Z");
+        assert_eq!(hourly[1].last, "2024-01-01T03:00:00Z");
+        let daily = Period::of(&curves, "1d");
+        assert_eq!(
+            (daily[0].first.as_str(), daily[1].first.as_str()),
+            ("2024-01-01", "2024-01-01")
+        );
+    }
 }
