@@ -90,6 +90,7 @@ pub use trial::{
     AgentActivity, Critique, ExperimentPlan, Finalist, LEVEL_DEPENDENT,
     MAX_ALWAYS_LONG_CORRELATION, MAX_BASELINE_CORRELATION, MIN_ACTIVE_BARS,
     MIN_HOLDING_CHANGES_PER_YEAR, Trial, approximate_dsr, baseline_penalty, fitness, leaderboard,
+    objective,
 };
 
 use data::{DataNode, Foundation, lab_fields, lab_state, lab_tools, restore_lab};

@@ -199,17 +199,7 @@ impl<L: LlmClient + 'static> Node for PlanNode<L> {
                         ),
                     }
                 ),
-                objective: format!(
-                    "robust Sharpe: a lower bound (mean less one standard error) of the Sharpe ratio over five consecutive folds of training and validation, less 5× any validation drawdown beyond the limit and 0.01 per expression node beyond 8{}",
-                    if c.baseline_penalty > 0.0 {
-                        format!(
-                            ", and {} per unit of correlation with the closest baseline beyond {MAX_BASELINE_CORRELATION}",
-                            c.baseline_penalty
-                        )
-                    } else {
-                        String::new()
-                    }
-                ),
+                objective: objective(c.baseline_penalty),
                 constraints,
                 budgets: c.budgets.clone(),
                 foundation_model,

@@ -319,8 +319,11 @@ pub fn fitness(
     } else {
         fold_lower_bound(folds)
     };
-    Ok(robust - 5.0 * excess - complexity_penalty(nodes))
+    Ok(robust - DRAWDOWN_PENALTY * excess - complexity_penalty(nodes))
 }
+
+/// Fitness lost per unit of validation drawdown beyond the plan's limit.
+pub const DRAWDOWN_PENALTY: f64 = 5.0;
 
 /// Expression nodes that cost nothing: `rank(-ts_sum(returns, 5))` has 5.
 pub const FREE_NODES: usize = 8;
@@ -362,6 +365,31 @@ pub fn fold_lower_bound(folds: &[Fold]) -> f64 {
     mean - FOLD_CONFIDENCE * (var / k).sqrt()
 }
 
+/// What [`fitness`] computes, in words, for the experiment plan: built from the constants it
+/// uses, so the plan cannot say one thing while the fitness does another. `baseline_penalty`
+/// is the plan's charge per unit of correlation with the closest baseline (0: none).
+pub fn objective(baseline_penalty: f64) -> String {
+    let errors = if FOLD_CONFIDENCE == 1.0 {
+        "one standard error".to_string()
+    } else {
+        format!("{FOLD_CONFIDENCE} standard errors")
+    };
+    let folds = match lim_backtest::session::SELECTION_FOLDS {
+        5 => "five".to_string(),
+        n => n.to_string(),
+    };
+    let baseline = if baseline_penalty > 0.0 {
+        format!(
+            ", and {baseline_penalty} per unit of correlation with the closest baseline beyond {MAX_BASELINE_CORRELATION}"
+        )
+    } else {
+        String::new()
+    };
+    format!(
+        "robust Sharpe: a lower bound (mean less {errors}) of the Sharpe ratio over {folds} consecutive folds of training and validation, less {DRAWDOWN_PENALTY}× any validation drawdown beyond the limit and {NODE_PENALTY} per expression node beyond {FREE_NODES}{baseline}"
+    )
+}
+
 /// The deflated Sharpe ratio of the best validation Sharpe among `trials`, from their Sharpe
 /// ratios alone (returns taken as normal): what the critic sees during the loop. The report
 /// uses the exact statistic over every trial's returns, computed by the final evaluator.
@@ -398,6 +426,22 @@ pub fn leaderboard(trials: &[Trial]) -> Vec<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_objective_says_what_the_fitness_does() {
+        // The words every recorded plan carries; a change to a constant must show here.
+        assert_eq!(
+            objective(0.0),
+            "robust Sharpe: a lower bound (mean less one standard error) of the Sharpe ratio over five consecutive folds of training and validation, less 5× any validation drawdown beyond the limit and 0.01 per expression node beyond 8"
+        );
+        assert!(
+            objective(2.5).ends_with(
+                ", and 2.5 per unit of correlation with the closest baseline beyond 0.9"
+            ),
+            "{}",
+            objective(2.5)
+        );
+    }
 
     fn metrics(sharpe: f64, max_dd: f64) -> Metrics {
         Metrics {
