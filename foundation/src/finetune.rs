@@ -98,6 +98,10 @@ pub fn samples(
                 break;
             };
             let ret = match ft.target {
+                // A window without movement is a halted or dormant series (a contract quoted
+                // at one settlement price for months): nothing to forecast from, and no
+                // forecast is made there (the prediction panel's rule), so it is no sample.
+                Target::LogVol if halted(s, end, w) => continue,
                 Target::LogVol => forward_log_vol(s, end, h).unwrap_or(ret),
                 _ => ret,
             };
@@ -199,6 +203,12 @@ pub fn window_log_vol(s: &crate::features::InstrumentSeries, end: usize, w: usiz
         .sqrt()
         .max(MIN_VOL)
         .ln()
+}
+
+/// Whether the `w` bars ending at `end` did not move at all: their realised volatility is at
+/// the floor.
+pub fn halted(s: &crate::features::InstrumentSeries, end: usize, w: usize) -> bool {
+    window_log_vol(s, end, w) <= MIN_VOL.ln()
 }
 
 /// Zero-based average ranks (ties share their mean rank).
@@ -650,5 +660,66 @@ mod nw_tests {
         assert_eq!(newey_west_lags(100), 4);
         assert_eq!(newey_west_lags(700), 6);
         assert!(newey_west_t(&[1.0], 3).is_nan());
+    }
+}
+
+#[cfg(test)]
+mod halted_tests {
+    use super::*;
+    use crate::features::{FEATURES, InstrumentSeries};
+    use lim_market::{Frequency, Timestamp};
+
+    /// A contract quoted at one price for months (no trade, one settlement print a day), then
+    /// trading again: no volatility sample has a window that did not move, the others stay.
+    #[test]
+    fn a_volatility_sample_needs_a_window_that_moved() {
+        let n = 130;
+        let logret: Vec<f64> = (0..n)
+            .map(|i| {
+                if (60..100).contains(&i) {
+                    0.0
+                } else {
+                    0.01 * ((i as f64) * 1.3).sin()
+                }
+            })
+            .collect();
+        let start = Timestamp::from_ymd(2010, 1, 4).0;
+        let u = Universe {
+            dataset: "fut".into(),
+            times: (0..n as i64)
+                .map(|d| Timestamp(start + d * 86_400))
+                .collect(),
+            frequency: Frequency::Daily,
+            series: vec![InstrumentSeries {
+                symbol: "SHFE:FU0".into(),
+                dataset: "fut".into(),
+                ids: [2, 0, 1],
+                rows: (0..n).collect(),
+                feats: vec![[0.0; FEATURES]; n],
+                logret,
+            }],
+        };
+        let cfg = ModelConfig::tiny();
+        let w = cfg.window();
+        let mut ft = FinetuneConfig::new(Mode::Full, 1, 1, 1);
+        ft.horizon = 2;
+        let until = AsOf(u.times[n - 1]);
+        let ends = |target| {
+            let mut ft = ft.clone();
+            ft.target = target;
+            let set = samples(u.clone(), &cfg, &ft, None, until, "test").unwrap();
+            set.samples.iter().map(|s| s.end).collect::<Vec<_>>()
+        };
+        let vol = ends(Target::LogVol);
+        // Return targets keep every window, halted or not.
+        let all = ends(Target::Rank);
+        let flat: Vec<usize> = all
+            .iter()
+            .copied()
+            .filter(|&e| e + 1 >= 60 + w && e < 100)
+            .collect();
+        assert_eq!(flat.len(), 100 - (60 + w - 1));
+        let moved: Vec<usize> = all.iter().copied().filter(|e| !flat.contains(e)).collect();
+        assert_eq!(vol, moved);
     }
 }
