@@ -99,8 +99,8 @@ pub fn samples(
             };
             let ret = match ft.target {
                 // A window without movement is a halted or dormant series (a contract quoted
-                // at one settlement price for months): nothing to scale a forecast by (a
-                // window-anchored model's panel makes none there), so it is no sample.
+                // at one settlement price for months): nothing to scale a forecast by (no
+                // prediction panel makes one there), so it is no sample.
                 Target::LogVol if halted(s, end, w) => continue,
                 Target::LogVol => forward_log_vol(s, end, h).unwrap_or(ret),
                 _ => ret,

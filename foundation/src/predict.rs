@@ -383,14 +383,7 @@ pub fn predict_with(
         .over(&universe.series, w);
     for (&(si, e, t), v) in jobs.iter().zip(predicted) {
         values[si * nt + t] = if vol {
-            let base = anchor.at(si, e);
-            // A window without movement (a halted or stale series) has no volatility to scale:
-            // no forecast, rather than one that would size a position thousands of times over.
-            if base <= crate::finetune::MIN_VOL.ln() {
-                f32::NAN
-            } else {
-                (f64::from(v) + base).exp() as f32
-            }
+            vol_forecast(&universe.series[si], e, w, anchor.at(si, e), v)
         } else {
             v
         };
@@ -409,4 +402,56 @@ pub fn predict_with(
         symbols: universe.series.iter().map(|s| s.symbol.clone()).collect(),
         values,
     })
+}
+/// A volatility model's forecast for the window of `s` ending at bar `end`: the head's output
+/// `head` added to the anchor's log volatility `base`, exponentiated. A window without
+/// movement (a halted or dormant series) gets none, whatever the anchor: an EWMA anchor decays
+/// slowly through months of one settlement price, and a book sized by it would hold such a
+/// contract dozens of times over.
+fn vol_forecast(
+    s: &crate::features::InstrumentSeries,
+    end: usize,
+    w: usize,
+    base: f64,
+    head: f32,
+) -> f32 {
+    if crate::finetune::halted(s, end, w) || base <= crate::finetune::MIN_VOL.ln() {
+        f32::NAN
+    } else {
+        (f64::from(head) + base).exp() as f32
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::features::{FEATURES, InstrumentSeries};
+
+    /// Months of one settlement price: no forecast there, even where the anchor (EWMA, decayed
+    /// but not at the floor) would give one; where the window moved, the head scales the anchor.
+    #[test]
+    fn no_volatility_forecast_on_a_window_that_did_not_move() {
+        let logret: Vec<f64> = (0..80)
+            .map(|i| {
+                if i < 40 {
+                    0.01 * ((i as f64) * 1.3).sin()
+                } else {
+                    0.0
+                }
+            })
+            .collect();
+        let s = InstrumentSeries {
+            symbol: "SHFE:FU0".into(),
+            dataset: "fut".into(),
+            ids: [2, 0, 1],
+            rows: (0..80).collect(),
+            feats: vec![[0.0; FEATURES]; 80],
+            logret,
+        };
+        let ewma_base = 0.0005f64.ln();
+        assert!(vol_forecast(&s, 79, 16, ewma_base, 0.1).is_nan());
+        assert!(vol_forecast(&s, 30, 16, crate::finetune::MIN_VOL.ln(), 0.1).is_nan());
+        let moved = vol_forecast(&s, 30, 16, ewma_base, 0.1);
+        assert_eq!(moved, (f64::from(0.1f32) + ewma_base).exp() as f32);
+    }
 }
