@@ -1,7 +1,8 @@
 //! Volatility forecasts and the baselines a quant would hold them against: the window's own
 //! realised volatility, an exponentially weighted moving average (RiskMetrics, λ = 0.94), and
-//! HAR-RV (Corsi 2009: the next period's log realised volatility regressed on the last bar's,
-//! the last week's and the last month's), fitted by least squares on the training samples.
+//! HAR-RV (Corsi 2009: the next period's realised volatility regressed on the last bar's, the
+//! last week's and the last month's, in logs and on variances), fitted by least squares on the
+//! training samples.
 //! Scored on the samples of a period by QLIKE (Patton 2011's robust loss on variances), the
 //! mean squared error of the log volatility, and the cross-sectional rank IC per date.
 //!
@@ -179,6 +180,102 @@ impl Har {
     }
 }
 
+/// The mean square of the finite log returns of the `w` bars ending at `end` (0 when there is
+/// none): a realised variance, without the floor a log needs.
+fn window_variance(s: &InstrumentSeries, end: usize, w: usize) -> f64 {
+    let r = &s.logret[end + 1 - w.min(end + 1)..=end];
+    let (sum, n) = r
+        .iter()
+        .filter(|x| x.is_finite())
+        .fold((0.0, 0usize), |(a, n), x| (a + x * x, n + 1));
+    if n == 0 { 0.0 } else { sum / n as f64 }
+}
+
+fn har_variance_features(s: &InstrumentSeries, end: usize) -> [f64; 4] {
+    [
+        1.0,
+        window_variance(s, end, 1),
+        window_variance(s, end, 5),
+        window_variance(s, end, 22),
+    ]
+}
+
+/// HAR-RV in Corsi's own form, on variances: `RVₜ₊ₕ = b₀ + b₁ RV¹ₜ + b₂ RV⁵ₜ + b₃ RV²²ₜ`,
+/// each component the mean squared log return over its bars. A day without a price change
+/// adds nothing to it, where in the log form it adds the floor's log and the forecast
+/// collapses (thinly traded contracts).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct HarVariance {
+    /// Intercept and the daily, weekly and monthly coefficients.
+    pub coef: [f64; 4],
+    /// The least a forecast may be: a hundredth of the training samples' mean realised
+    /// variance (a fit on levels can go negative).
+    pub floor: f64,
+}
+
+impl HarVariance {
+    /// Least squares of the realised variances of `train`'s samples on the components. `None`
+    /// when the system is singular or there is no sample.
+    pub fn fit(train: &SampleSet) -> Option<HarVariance> {
+        let (mut a, mut c, mut total) = ([[0.0f64; 4]; 4], [0.0f64; 4], 0.0);
+        for s in &train.samples {
+            let x = har_variance_features(&train.universe.series[s.series], s.end);
+            let y = (2.0 * s.ret).exp();
+            total += y;
+            for i in 0..4 {
+                for j in 0..4 {
+                    a[i][j] += x[i] * x[j];
+                }
+                c[i] += x[i] * y;
+            }
+        }
+        if train.samples.is_empty() {
+            return None;
+        }
+        Some(HarVariance {
+            coef: crate::linear::solve(a, c)?,
+            floor: 0.01 * total / train.samples.len() as f64,
+        })
+    }
+
+    /// Its variance forecast for every sample of `set`.
+    pub fn variances(&self, set: &SampleSet) -> Vec<f64> {
+        set.samples
+            .iter()
+            .map(|s| {
+                let x = har_variance_features(&set.universe.series[s.series], s.end);
+                (0..4)
+                    .map(|i| self.coef[i] * x[i])
+                    .sum::<f64>()
+                    .max(self.floor)
+            })
+            .collect()
+    }
+
+    /// The factor on its forecasts with the lowest QLIKE on `set`: the mean of realised over
+    /// forecast variance (1 when there is no sample).
+    pub fn scale_on(&self, set: &SampleSet) -> f64 {
+        let v = self.variances(set);
+        if v.is_empty() {
+            return 1.0;
+        }
+        set.samples
+            .iter()
+            .zip(&v)
+            .map(|(s, v)| (2.0 * s.ret).exp() / v)
+            .sum::<f64>()
+            / v.len() as f64
+    }
+
+    /// Its log-volatility forecasts of `set`'s samples, the variances times `scale`.
+    pub fn log_vols(&self, set: &SampleSet, scale: f64) -> Vec<f64> {
+        self.variances(set)
+            .iter()
+            .map(|v| 0.5 * (v * scale).ln())
+            .collect()
+    }
+}
+
 /// Half the variance of the residuals of log-volatility forecasts `pred` on `set`, plus their
 /// mean: added to a forecast of the log (a median), it gives the log of the mean volatility
 /// under a lognormal error, which is what QLIKE scores.
@@ -289,6 +386,13 @@ pub fn baselines(
             let p: Vec<f64> = h.predict(test).iter().map(|x| x + bias).collect();
             out.push((name.to_string(), vol_report(test, &p)));
         }
+    }
+    if let Some(h) = HarVariance::fit(train) {
+        let p = h.log_vols(test, h.scale_on(valid));
+        out.push((
+            "HAR-RV (variance, scaled on validation)".to_string(),
+            vol_report(test, &p),
+        ));
     }
     let bias = lognormal_bias(valid, &ewma(valid, EWMA_LAMBDA));
     let corrected: Vec<f64> = e_test.iter().map(|x| x + bias).collect();
@@ -460,6 +564,12 @@ mod tests {
                 < 0.5 * row("HAR-RV (log, bias-corrected)"),
             "{rows:?}"
         );
+        // So does HAR on variances, scaled on validation.
+        assert!(
+            row("HAR-RV (variance, scaled on validation)")
+                < 0.5 * row("HAR-RV (log, bias-corrected)"),
+            "{rows:?}"
+        );
         let got = half.apply(&ewma_is_right, &model);
         let want =
             0.5 * model[3] + 0.5 * ewma_log_vol(&s, ewma_is_right.samples[3].end, 0.94) + 0.1;
@@ -502,5 +612,105 @@ mod tests {
         for (a, b) in h.coef.iter().zip(law) {
             assert!((a - b).abs() < 1e-6, "{:?}", h.coef);
         }
+    }
+
+    fn one_series_set(
+        s: InstrumentSeries,
+        ends: std::ops::Range<usize>,
+        truth: &dyn Fn(usize) -> f64,
+    ) -> SampleSet {
+        let n = s.logret.len();
+        SampleSet {
+            universe: crate::features::Universe {
+                dataset: "d".into(),
+                frequency: lim_market::Frequency::Daily,
+                times: vec![lim_market::Timestamp(0); n],
+                series: vec![s],
+            },
+            samples: ends
+                .map(|end| Sample {
+                    series: 0,
+                    end,
+                    row: end,
+                    target: 0.0,
+                    ret: truth(end),
+                    scale: 0.0,
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn har_on_variances_recovers_a_linear_law_and_its_scale_minimises_qlike() {
+        let rets: Vec<f64> = (0..300)
+            .map(|i| {
+                0.01 * (1.0 + 0.5 * ((i as f64) * 0.37).sin()) * if i % 3 == 0 { 1.0 } else { -0.6 }
+            })
+            .collect();
+        let s = series(&rets);
+        let law = [2e-5, 0.3, 0.3, 0.2];
+        let x = |end| har_variance_features(&s, end);
+        // The realised log volatility of a variance that follows the law exactly.
+        let exact = |end: usize| {
+            let x = x(end);
+            0.5 * (0..4).map(|i| law[i] * x[i]).sum::<f64>().ln()
+        };
+        let train = one_series_set(s.clone(), 30..290, &exact);
+        let h = HarVariance::fit(&train).unwrap();
+        for (a, b) in h.coef.iter().zip(law) {
+            assert!((a - b).abs() < 1e-9 * b.max(1.0) * 1e3, "{:?}", h.coef);
+        }
+        assert!((h.scale_on(&train) - 1.0).abs() < 1e-9);
+        // Realised variance 1.3 times the law, with noise: the scale is the QLIKE optimum.
+        let busier = one_series_set(s.clone(), 30..290, &|end| {
+            exact(end) + 0.5 * 1.3f64.ln() + 0.2 * ((end as f64) * 2.3).sin()
+        });
+        let c = h.scale_on(&busier);
+        assert!(c > 1.2 && c < 1.5, "{c}");
+        let q = |k: f64| vol_report(&busier, &h.log_vols(&busier, k)).qlike;
+        assert!(
+            q(c) < q(c * 1.05) && q(c) < q(c / 1.05),
+            "{} {} {}",
+            q(c),
+            q(c * 1.05),
+            q(c / 1.05)
+        );
+        assert!(q(c) < q(1.0));
+    }
+
+    /// A day without a price change: the log form puts the floor's log into its daily
+    /// component and its forecast collapses; on variances the day adds nothing.
+    #[test]
+    fn a_quiet_day_collapses_har_in_logs_and_not_on_variances() {
+        let rets: Vec<f64> = (0..60)
+            .map(|i| 0.01 * if i % 2 == 0 { 1.0 } else { -1.2 })
+            .collect();
+        let mut quiet = rets.clone();
+        quiet[59] = 0.0;
+        // Coefficients of the size fitted on daily data.
+        let logs = Har {
+            coef: [-0.5, 0.2, 0.3, 0.4],
+        };
+        let vars = HarVariance {
+            coef: [1e-5, 0.35, 0.3, 0.25],
+            floor: 1e-8,
+        };
+        let forecast = |r: &[f64]| {
+            let set = one_series_set(series(r), 59..60, &|_| 0.0);
+            (logs.predict(&set)[0], vars.log_vols(&set, 1.0)[0])
+        };
+        let (log_before, var_before) = forecast(&rets);
+        let (log_after, var_after) = forecast(&quiet);
+        assert!(
+            (log_after - log_before).exp() < 0.2,
+            "the log form fell to {:.3} of its forecast",
+            (log_after - log_before).exp()
+        );
+        assert!(
+            // The day's share of the variance forecast (b₁ r², about half here) is lost, no more.
+            (var_after - var_before).exp() > 0.7,
+            "the variance form fell to {:.3} of its forecast",
+            (var_after - var_before).exp()
+        );
     }
 }
