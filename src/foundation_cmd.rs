@@ -389,6 +389,23 @@ impl From<VolAnchorArg> for lim_foundation::config::VolAnchor {
     }
 }
 
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum VolLossArg {
+    /// The squared error of the log volatility, then the lognormal correction.
+    Mse,
+    /// QLIKE of the variances, the loss the forecasts are scored by.
+    Qlike,
+}
+
+impl From<VolLossArg> for lim_foundation::config::VolLoss {
+    fn from(a: VolLossArg) -> Self {
+        match a {
+            VolLossArg::Mse => Self::Mse,
+            VolLossArg::Qlike => Self::Qlike,
+        }
+    }
+}
+
 #[derive(Debug, Args)]
 pub struct FinetuneArgs {
     /// Name of the fine-tuned model.
@@ -426,6 +443,9 @@ pub struct FinetuneArgs {
     /// What a volatility target is learned relative to (--target vol).
     #[arg(long, value_enum, default_value = "window")]
     vol_anchor: VolAnchorArg,
+    /// What a volatility head is trained and stopped early on (--target vol).
+    #[arg(long, value_enum, default_value = "mse")]
+    vol_loss: VolLossArg,
     /// Forward horizon in bars.
     #[arg(long, default_value_t = 5)]
     horizon: usize,
@@ -563,6 +583,9 @@ pub struct TransferArgs {
     /// What volatility targets are learned relative to. Give such a grid its own --out.
     #[arg(long, value_enum, default_value = "window")]
     vol_anchor: VolAnchorArg,
+    /// What volatility heads are trained and stopped early on. Give such a grid its own --out.
+    #[arg(long, value_enum, default_value = "mse")]
+    vol_loss: VolLossArg,
     /// Forward horizon in bars.
     #[arg(long, default_value_t = 5)]
     horizon: usize,
@@ -877,6 +900,7 @@ fn finetune_cmd(a: FinetuneArgs) -> anyhow::Result<ExitCode> {
     ft.optim.shards = a.shards.map_or(ft.optim.shards, |s| s as usize);
     ft.lp_ft = a.lp_ft;
     ft.vol_anchor = a.vol_anchor.into();
+    ft.vol_loss = a.vol_loss.into();
     ft.optim.validate()?;
     if a.train_end >= a.valid_end {
         anyhow::bail!("--train-end must be before --valid-end");
@@ -1172,6 +1196,7 @@ fn transfer_spec(a: &TransferArgs, catalog: &lim_market::Catalog) -> anyhow::Res
             .collect(),
         lp_ft: a.lp_ft,
         vol_anchor: a.vol_anchor.into(),
+        vol_loss: a.vol_loss.into(),
     })
 }
 

@@ -391,37 +391,39 @@ fn an_eval_grid_fine_tunes_from_a_model_pretrained_beforehand() {
     pretrain("early", "2019-12-31", "small");
     pretrain("late", "2020-06-30", "small");
     pretrain("tiny", "2019-12-31", "tiny");
-    let eval_anchored = |model: &str, out: &str, anchor: &str| {
-        lim(
-            &[
-                "foundation",
-                "eval",
-                "--grid",
-                "vol:5",
-                "--cross-from",
-                model,
-                "--arms",
-                "scratch,cross-market-full",
-                "--finetune-steps",
-                "4",
-                "--batch",
-                "16",
-                "--vol-anchor",
-                anchor,
-                "--json",
-                "--out",
-                dir.path().join(out).to_str().unwrap(),
-            ],
-            c,
-            m,
-        )
+    let eval_with = |model: &str, out: &str, extra: &[&str]| {
+        let out = dir.path().join(out);
+        let mut args = vec![
+            "foundation",
+            "eval",
+            "--grid",
+            "vol:5",
+            "--cross-from",
+            model,
+            "--arms",
+            "scratch,cross-market-full",
+            "--finetune-steps",
+            "4",
+            "--batch",
+            "16",
+            "--json",
+            "--out",
+            out.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        lim(&args, c, m)
     };
+    let eval_anchored =
+        |model: &str, out: &str, anchor: &str| eval_with(model, out, &["--vol-anchor", anchor]);
     let eval = |model: &str, out: &str| eval_anchored(model, out, "window");
     let v = json(&eval("early", "e1"));
     // Learned relative to EWMA's forecast, the same arms forecast otherwise.
     let anchored = json(&eval_anchored("early", "e4", "ewma"));
     let qlike = |v: &serde_json::Value| v["cells"][0]["arms"][0]["qlike"].as_f64().unwrap();
     assert_ne!(qlike(&v), qlike(&anchored));
+    // Trained on QLIKE instead of the squared error: other models.
+    let on_qlike = json(&eval_with("early", "e5", &["--vol-loss", "qlike"]));
+    assert_ne!(qlike(&v), qlike(&on_qlike));
     let arms: Vec<&str> = v["rows"]
         .as_array()
         .unwrap()

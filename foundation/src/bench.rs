@@ -118,7 +118,7 @@ impl StepBench {
             let (v, grads) = sharded_gradients(&m, shards, |m, s: PretrainBatch| {
                 let n = s.len();
                 let y: Tensor<1> = s.targets.narrow(1, 0, 1).reshape([n]);
-                vec![m.loss(s.patches, s.ids, y, false, whole)]
+                vec![m.loss(s.patches, s.ids, y, false, whole, false)]
             });
             self.predictor = Some(self.optim.step(1e-4, m, grads));
             return v.first().copied().unwrap_or(f32::NAN);

@@ -415,6 +415,27 @@ impl VolAnchor {
     }
 }
 
+/// What a volatility head ([`Target::LogVol`]) minimises in training, and what early stopping
+/// watches on validation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VolLoss {
+    /// The squared error of the log volatility: the head forecasts a median, which the
+    /// lognormal correction turns into a mean variance before QLIKE scores it.
+    #[default]
+    Mse,
+    /// QLIKE itself, `RV²/σ̂² − ln(RV²/σ̂²) − 1` on the variances (Patton 2011): the head
+    /// forecasts the mean variance directly, and is corrected by the one factor that minimises
+    /// QLIKE on validation.
+    Qlike,
+}
+
+impl VolLoss {
+    fn is_mse(&self) -> bool {
+        *self == VolLoss::Mse
+    }
+}
+
 /// A [`VolAnchor`]'s log volatility at any window's last bar; EWMA's is computed once per
 /// series, the first time it is asked for.
 #[derive(Debug)]
@@ -485,6 +506,10 @@ pub struct FinetuneConfig {
     /// window).
     #[serde(default, skip_serializing_if = "VolAnchor::is_window")]
     pub vol_anchor: VolAnchor,
+    /// What a volatility head is trained and stopped early on (models tuned before it existed:
+    /// the squared error).
+    #[serde(default, skip_serializing_if = "VolLoss::is_mse")]
+    pub vol_loss: VolLoss,
 }
 
 impl FinetuneConfig {
@@ -509,6 +534,7 @@ impl FinetuneConfig {
             patience: 4,
             lp_ft: false,
             vol_anchor: VolAnchor::Window,
+            vol_loss: VolLoss::Mse,
         }
     }
 
@@ -524,6 +550,8 @@ impl FinetuneConfig {
         p.target = self.target;
         p.horizon = self.horizon;
         p.optim.shards = self.optim.shards;
+        p.vol_anchor = self.vol_anchor;
+        p.vol_loss = self.vol_loss;
         p
     }
 }

@@ -11,7 +11,7 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 use lim_market::{AsOf, MarketData};
 use serde::{Deserialize, Serialize};
 
-use crate::config::{FinetuneConfig, Mode, ModelConfig, Target};
+use crate::config::{FinetuneConfig, Mode, ModelConfig, Target, VolLoss};
 use crate::error::FoundationError;
 use crate::features::{Universe, forward_return, load_universe, scaled, write_window};
 use crate::model::Predictor;
@@ -402,8 +402,9 @@ pub(crate) fn finetune_gradients(
         .into_iter()
         .map(|r| batch_tensors(set, &idx[r], cfg, device))
         .collect();
+    let qlike = ft.target == Target::LogVol && ft.vol_loss == VolLoss::Qlike;
     let (v, grads) = sharded_gradients(model, shards, |m, (p, ids, y)| {
-        vec![m.loss(p, ids, y, frozen, whole)]
+        vec![m.loss(p, ids, y, frozen, whole, qlike)]
     });
     (v.first().copied().unwrap_or(f32::NAN), grads)
 }
@@ -524,7 +525,7 @@ impl FinetuneRun {
             if step.is_multiple_of(ft.eval_every) || step == ft.optim.steps {
                 let pred = predict_samples(&self.model, valid, cfg, device)?;
                 let r = ic_report(valid, &pred);
-                let score = criterion(valid, &pred, &r, ft.target);
+                let score = criterion(valid, &pred, &r, ft);
                 self.progress.curve.push((step, score));
                 if self.progress.best.is_none_or(|b| score > b.0) {
                     self.progress.best = Some((score, step, r));
@@ -571,8 +572,11 @@ impl FinetuneRun {
 
 /// What early stopping maximises: the rank IC, or for [`Target::LogVol`] the negative mean
 /// squared error of the predicted log volatility.
-fn criterion(set: &SampleSet, pred: &[f32], r: &IcReport, target: Target) -> f64 {
-    match target {
+fn criterion(set: &SampleSet, pred: &[f32], r: &IcReport, ft: &FinetuneConfig) -> f64 {
+    match ft.target {
+        Target::LogVol if ft.vol_loss == VolLoss::Qlike => {
+            -crate::vol::vol_report(set, &crate::vol::model_log_vol(set, pred)).qlike
+        }
         Target::LogVol => {
             let n = set.samples.len().max(1) as f64;
             -set.samples

@@ -292,9 +292,10 @@ impl Predictor {
         Predictor { backbone, head }
     }
 
-    /// The squared-error loss of `patches` against `y`: the mean over the batch, or with
-    /// `windows`, the sum over this shard of a batch of that many windows divided by it (the
-    /// shard's part of the batch's mean).
+    /// The squared-error loss of `patches` against `y` (with `qlike`, QLIKE of the variances
+    /// whose log volatilities the outputs and `y` are: `eᵈ − d − 1`, `d = 2 (y − output)`): the
+    /// mean over the batch, or with `windows`, the sum over this shard of a batch of that many
+    /// windows divided by it (the shard's part of the batch's mean).
     pub fn loss(
         &self,
         patches: Tensor<3>,
@@ -302,8 +303,15 @@ impl Predictor {
         y: Tensor<1>,
         frozen: bool,
         windows: Option<usize>,
+        qlike: bool,
     ) -> Tensor<1> {
-        let sq = (self.forward(patches, ids, frozen) - y).square();
+        let e = y - self.forward(patches, ids, frozen);
+        let sq = if qlike {
+            let d = e.mul_scalar(2.0);
+            (d.clone().exp() - d).sub_scalar(1.0)
+        } else {
+            e.square()
+        };
         match windows {
             None => sq.mean(),
             Some(n) => sq.sum().div_scalar(n as f32),
@@ -403,27 +411,54 @@ mod tests {
         let p = Tensor::<3>::random(dims, Distribution::Default, &device);
         let ids = Tensor::<2, Int>::zeros([n, 3], &device);
         let y = Tensor::<1>::random([n], Distribution::Default, &device);
-        let whole = m
-            .loss(p.clone(), ids.clone(), y.clone(), false, None)
-            .into_scalar::<f32>();
-        let parts: f32 = [0..2, 2..5]
-            .into_iter()
-            .map(|r| {
-                let k = r.len();
-                m.loss(
-                    p.clone().narrow(0, r.start, k),
-                    ids.clone().narrow(0, r.start, k),
-                    y.clone().narrow(0, r.start, k),
-                    false,
-                    Some(n),
-                )
-                .into_scalar::<f32>()
-            })
-            .sum();
-        assert!(
-            (whole - parts).abs() <= 1e-6 * whole.abs().max(1.0),
-            "{whole} {parts}"
-        );
+        let out: Vec<f32> = m
+            .forward(p.clone(), ids.clone(), false)
+            .into_data()
+            .try_to_vec::<f32>()
+            .unwrap_or_default();
+        let ys: Vec<f32> = y.clone().into_data().try_to_vec::<f32>().unwrap_or_default();
+        for qlike in [false, true] {
+            let whole = m
+                .loss(p.clone(), ids.clone(), y.clone(), false, None, qlike)
+                .into_scalar::<f32>();
+            // By hand, from the outputs: squared error, or QLIKE of the variances.
+            let want = out
+                .iter()
+                .zip(&ys)
+                .map(|(o, y)| {
+                    let d = 2.0 * f64::from(y - o);
+                    if qlike {
+                        d.exp() - d - 1.0
+                    } else {
+                        d * d / 4.0
+                    }
+                })
+                .sum::<f64>()
+                / n as f64;
+            assert!(
+                (f64::from(whole) - want).abs() <= 1e-5 * want.max(1.0),
+                "qlike {qlike}: {whole} {want}"
+            );
+            let parts: f32 = [0..2, 2..5]
+                .into_iter()
+                .map(|r| {
+                    let k = r.len();
+                    m.loss(
+                        p.clone().narrow(0, r.start, k),
+                        ids.clone().narrow(0, r.start, k),
+                        y.clone().narrow(0, r.start, k),
+                        false,
+                        Some(n),
+                        qlike,
+                    )
+                    .into_scalar::<f32>()
+                })
+                .sum();
+            assert!(
+                (whole - parts).abs() <= 1e-6 * whole.abs().max(1.0),
+                "{whole} {parts}"
+            );
+        }
     }
 
     #[test]

@@ -75,6 +75,9 @@ pub struct TransferSpec {
     /// What a volatility target is learned relative to.
     #[serde(default)]
     pub vol_anchor: crate::config::VolAnchor,
+    /// What volatility heads are trained on.
+    #[serde(default)]
+    pub vol_loss: crate::config::VolLoss,
 }
 
 /// The arms of a comparison, in order.
@@ -255,6 +258,7 @@ pub fn run_with(
         f.horizon = spec.horizon;
         f.optim.shards = spec.pretrain.optim.shards;
         f.vol_anchor = spec.vol_anchor;
+        f.vol_loss = spec.vol_loss;
         f
     };
     let base = ft(Mode::Full);
@@ -369,12 +373,17 @@ pub fn run_with(
         let pred = predict_samples(&out.model, &test, &spec.model, &ad)?;
         let (vol, with_ewma) = if spec.target_kind == Target::LogVol {
             // A forecast of the log is a median: half the validation residuals' variance
-            // turns it into the mean variance that QLIKE scores (known before the test).
+            // turns it into the mean variance that QLIKE scores (known before the test). A
+            // head trained on QLIKE forecasts that mean already; it gets the factor with the
+            // lowest QLIKE on validation.
             let vp = model_log_vol(
                 &valid,
                 &predict_samples(&out.model, &valid, &spec.model, &ad)?,
             );
-            let bias = crate::vol::lognormal_bias(&valid, &vp);
+            let bias = match spec.vol_loss {
+                crate::config::VolLoss::Mse => crate::vol::lognormal_bias(&valid, &vp),
+                crate::config::VolLoss::Qlike => crate::vol::qlike_bias(&valid, &vp),
+            };
             let raw = model_log_vol(&test, &pred);
             let tp: Vec<f64> = raw.iter().map(|p| p + bias).collect();
             let blend = Blend::fit(&valid, &vp);

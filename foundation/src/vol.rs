@@ -253,18 +253,9 @@ impl HarVariance {
     }
 
     /// The factor on its forecasts with the lowest QLIKE on `set`: the mean of realised over
-    /// forecast variance (1 when there is no sample).
+    /// forecast variance (1 when there is no sample; see [`qlike_bias`]).
     pub fn scale_on(&self, set: &SampleSet) -> f64 {
-        let v = self.variances(set);
-        if v.is_empty() {
-            return 1.0;
-        }
-        set.samples
-            .iter()
-            .zip(&v)
-            .map(|(s, v)| (2.0 * s.ret).exp() / v)
-            .sum::<f64>()
-            / v.len() as f64
+        (2.0 * qlike_bias(set, &self.log_vols(set, 1.0))).exp()
     }
 
     /// Its log-volatility forecasts of `set`'s samples, the variances times `scale`.
@@ -291,6 +282,24 @@ pub fn lognormal_bias(set: &SampleSet, pred: &[f64]) -> f64 {
     }
     let m = r.iter().sum::<f64>() / r.len() as f64;
     0.5 * r.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (r.len() - 1) as f64 + m
+}
+
+/// The shift of log-volatility forecasts `pred` with the lowest QLIKE on `set`: half the log of
+/// the mean ratio of realised to forecast variance (0 when there is no sample). For forecasts
+/// of the mean variance, where [`lognormal_bias`] is for forecasts of the log's median.
+pub fn qlike_bias(set: &SampleSet, pred: &[f64]) -> f64 {
+    let n = set.samples.len().min(pred.len());
+    if n == 0 {
+        return 0.0;
+    }
+    let m = set
+        .samples
+        .iter()
+        .zip(pred)
+        .map(|(s, p)| (2.0 * (s.ret - p)).exp())
+        .sum::<f64>()
+        / n as f64;
+    0.5 * m.ln()
 }
 
 /// The model's log-volatility forecasts from its head's outputs (`pred + scale`).
@@ -676,6 +685,13 @@ mod tests {
             q(c / 1.05)
         );
         assert!(q(c) < q(1.0));
+        // The same optimum as a shift of any log forecast: a head trained on QLIKE gets it.
+        let raw = h.log_vols(&busier, 1.0);
+        let b = qlike_bias(&busier, &raw);
+        assert!((b - 0.5 * c.ln()).abs() < 1e-12);
+        let shifted =
+            |k: f64| vol_report(&busier, &raw.iter().map(|x| x + k).collect::<Vec<_>>()).qlike;
+        assert!(shifted(b) < shifted(b + 0.02) && shifted(b) < shifted(b - 0.02));
     }
 
     /// A day without a price change: the log form puts the floor's log into its daily
