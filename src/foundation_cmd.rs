@@ -1239,6 +1239,11 @@ pub struct EvalArgs {
     /// 250,500,1000,all. Pretraining still reads everything up to the cutoff.
     #[arg(long, value_delimiter = ',', value_name = "N")]
     train_bars: Option<Vec<String>>,
+    /// Compare every model arm with the same arm of another grid (its --out), cell by cell:
+    /// same target, training size and seed. For what a change of recipe did (--vol-loss,
+    /// --vol-anchor, --lp-ft); the other grid must have the same periods.
+    #[arg(long, value_name = "DIR")]
+    against: Option<PathBuf>,
     /// Everything else, as for `lim foundation transfer` (its --target-kind and --horizon are
     /// replaced by --grid; seeds are --seed, --seed + 1, …).
     #[command(flatten)]
@@ -1327,11 +1332,30 @@ fn eval_cmd(a: EvalArgs) -> anyhow::Result<ExitCode> {
         eprintln!();
     }
     let rows = lim_foundation::eval::summarize(&cells);
+    let against = match &a.against {
+        None => None,
+        Some(dir) => {
+            let other = lim_foundation::eval::read_cells(dir)
+                .with_context(|| format!("--against '{}'", dir.display()))?;
+            let v = lim_foundation::eval::versus(&cells, &other);
+            if v.is_empty() {
+                anyhow::bail!(
+                    "--against '{}': no cell there has this grid's targets, training sizes and seeds \
+                     ({} cells there); give the --out of a grid run with the same --grid, \
+                     --train-bars, --seed and --seeds",
+                    dir.display(),
+                    other.len()
+                );
+            }
+            Some(v)
+        }
+    };
     if t.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&serde_json::json!({"cells": cells, "rows": rows}))?
-        );
+        let mut out = serde_json::json!({"cells": cells, "rows": rows});
+        if let Some(v) = &against {
+            out["against"] = serde_json::to_value(v)?;
+        }
+        println!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(ExitCode::SUCCESS);
     }
     // Newey–West t-statistics exist for return targets only.
@@ -1417,6 +1441,25 @@ fn eval_cmd(a: EvalArgs) -> anyhow::Result<ExitCode> {
             ""
         },
     );
+    if let (Some(v), Some(dir)) = (&against, &a.against) {
+        println!("\nagainst the same arms of {}:", dir.display());
+        let mut table = Table::new(&[
+            "target", "arm", "seeds", "here", "there", "diff", "t", "DM t",
+        ]);
+        for r in v {
+            let mut line = vec![
+                r.target.clone(),
+                r.arm.clone(),
+                r.seeds.to_string(),
+                format!("{:.4}", r.mean),
+                format!("{:.4}", r.other),
+            ];
+            line.extend(diff(r.diff));
+            line.push(r.dm_t.map_or("-".into(), |t| format!("{t:+.1}")));
+            table.row(line);
+        }
+        print!("{}", table.render());
+    }
     Ok(ExitCode::SUCCESS)
 }
 

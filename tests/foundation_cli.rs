@@ -424,6 +424,53 @@ fn an_eval_grid_fine_tunes_from_a_model_pretrained_beforehand() {
     // Trained on QLIKE instead of the squared error: other models.
     let on_qlike = json(&eval_with("early", "e5", &["--vol-loss", "qlike"]));
     assert_ne!(qlike(&v), qlike(&on_qlike));
+    // The two grids side by side, cell by cell (read back: nothing is trained again).
+    let e1 = dir.path().join("e1");
+    let side = json(&eval_with(
+        "early",
+        "e5",
+        &["--vol-loss", "qlike", "--against", e1.to_str().unwrap()],
+    ));
+    let arm_of = |v: &serde_json::Value, arm: &str| {
+        v["cells"][0]["arms"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["arm"] == arm)
+            .unwrap()["qlike"]
+            .as_f64()
+            .unwrap()
+    };
+    let versus = side["against"].as_array().unwrap();
+    let cross = versus
+        .iter()
+        .find(|r| r["arm"] == "cross-market full")
+        .unwrap_or_else(|| panic!("{side}"));
+    assert_eq!(
+        cross["mean"].as_f64(),
+        Some(arm_of(&on_qlike, "cross-market full"))
+    );
+    assert_eq!(
+        cross["other"].as_f64(),
+        Some(arm_of(&v, "cross-market full"))
+    );
+    assert!(
+        versus
+            .iter()
+            .all(|r| !r["arm"].as_str().unwrap().starts_with("EWMA")),
+        "only models: {side}"
+    );
+    let empty = dir.path().join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    let none = failure(&eval_with(
+        "early",
+        "e5",
+        &["--against", empty.to_str().unwrap()],
+    ));
+    assert!(
+        none.contains("--against") && none.contains("same --grid"),
+        "{none}"
+    );
     let arms: Vec<&str> = v["rows"]
         .as_array()
         .unwrap()

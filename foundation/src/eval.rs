@@ -336,6 +336,121 @@ fn losses<'a>(c: &'a Cell, arm: &str) -> Option<&'a [f64]> {
         .filter(|l| !l.is_empty())
 }
 
+/// The cells of another grid's directory (every file that reads as one).
+///
+/// # Errors
+/// `dir` cannot be read.
+pub fn read_cells(dir: &Path) -> Result<Vec<Cell>, FoundationError> {
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(io(dir))?
+        .filter_map(|e| Some(e.ok()?.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .collect();
+    paths.sort();
+    Ok(paths.iter().filter_map(|p| read_cell(p)).collect())
+}
+
+/// One model arm of one target against the same arm of another grid, cell by cell (same
+/// target, training size and seed): how a change of recipe (a loss, an anchor, LP-FT) moved it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Versus {
+    /// The target, e.g. `vol h20 n500`.
+    pub target: String,
+    /// The model arm.
+    pub arm: String,
+    /// Its mean score over the seeds both grids have, here and there.
+    pub mean: f64,
+    /// The other grid's.
+    pub other: f64,
+    /// The mean paired difference (here less there) and its t-statistic over seeds; none with
+    /// fewer than two seeds.
+    pub diff: Option<(f64, f64)>,
+    /// Volatility targets: the Diebold–Mariano t of the difference over the test dates, the
+    /// mean over seeds (negative: lower QLIKE here). None when the cells did not keep their
+    /// losses by date or their test dates differ.
+    pub dm_t: Option<f64>,
+    /// Seeds paired.
+    pub seeds: usize,
+}
+
+/// Every model arm of `cells` against the same arm of `other`'s matching cells, in the order
+/// of [`summarize`]'s rows.
+pub fn versus(cells: &[Cell], other: &[Cell]) -> Vec<Versus> {
+    let mut out: Vec<Versus> = Vec::new();
+    let mut acc: Vec<(Vec<f64>, Vec<f64>, Vec<f64>)> = Vec::new();
+    for c in cells {
+        let Some(o) = other.iter().find(|o| {
+            (o.kind, o.horizon, o.train_bars, o.seed) == (c.kind, c.horizon, c.train_bars, c.seed)
+        }) else {
+            continue;
+        };
+        let vol = c.kind == Target::LogVol;
+        let score = |a: &ArmScore| {
+            if vol {
+                a.qlike.unwrap_or(f64::NAN)
+            } else {
+                a.rank_ic
+            }
+        };
+        for a in c.arms.iter().filter(|a| is_model(&a.arm)) {
+            let Some(b) = o.arms.iter().find(|b| b.arm == a.arm) else {
+                continue;
+            };
+            let (x, y) = (score(a), score(b));
+            if !(x.is_finite() && y.is_finite()) {
+                continue;
+            }
+            let target = target_label(c.kind, c.horizon, c.train_bars);
+            let i = match out
+                .iter()
+                .position(|v| v.target == target && v.arm == a.arm)
+            {
+                Some(i) => i,
+                None => {
+                    out.push(Versus {
+                        target,
+                        arm: a.arm.clone(),
+                        mean: f64::NAN,
+                        other: f64::NAN,
+                        diff: None,
+                        dm_t: None,
+                        seeds: 0,
+                    });
+                    acc.push(Default::default());
+                    out.len() - 1
+                }
+            };
+            acc[i].0.push(x);
+            acc[i].1.push(y);
+            let (l, m) = (&a.qlike_by_date, &b.qlike_by_date);
+            if vol && !l.is_empty() && l.len() == m.len() {
+                let d: Vec<f64> = l.iter().zip(m).map(|(p, q)| p - q).collect();
+                let t = crate::finetune::newey_west_t(&d, dm_lags(d.len(), c.horizon));
+                if t.is_finite() {
+                    acc[i].2.push(t);
+                }
+            }
+        }
+    }
+    for (v, (here, there, dm)) in out.iter_mut().zip(acc) {
+        v.seeds = here.len();
+        v.mean = mean_sd(&here).0;
+        v.other = mean_sd(&there).0;
+        let diffs: Vec<f64> = here.iter().zip(&there).map(|(x, y)| x - y).collect();
+        v.diff = paired(&diffs);
+        v.dm_t = (!dm.is_empty()).then(|| mean_sd(&dm).0);
+    }
+    out
+}
+
+fn target_label(kind: Target, horizon: usize, bars: Option<usize>) -> String {
+    format!(
+        "{} h{horizon}{}",
+        kind_name(kind),
+        bars.map(|n| format!(" n{n}")).unwrap_or_default()
+    )
+}
+
 /// The table over seeds of `cells`, target by target in grid order, arms in cell order.
 pub fn summarize(cells: &[Cell]) -> Vec<Row> {
     let mut targets: Vec<(Target, usize, Option<usize>)> = Vec::new();
@@ -395,11 +510,7 @@ pub fn summarize(cells: &[Cell]) -> Vec<Row> {
                 .collect();
             let weight = (!weights.is_empty()).then(|| mean_sd(&weights).0);
             rows.push(Row {
-                target: format!(
-                    "{} h{horizon}{}",
-                    kind_name(kind),
-                    bars.map(|n| format!(" n{n}")).unwrap_or_default()
-                ),
+                target: target_label(kind, horizon, bars),
                 arm: name,
                 metric: if vol { "qlike" } else { "rank_ic" },
                 seeds: pairs.len(),
@@ -685,5 +796,61 @@ mod tests {
         std::fs::write(&path, "{\"kind\": \"log_vol\", \"hori").unwrap();
         assert_eq!(read_cell(&path), None);
         assert_eq!(cell_name(Target::Rank, 5, None, 7), "rank-h5-s7.json");
+    }
+
+    /// Another grid's cells are paired with these by target, training size and seed; only the
+    /// model arms are compared, and over the test dates where both kept their losses.
+    #[test]
+    fn a_grid_is_compared_with_another_cell_by_cell() {
+        let losses = |level: f64, wobble: f64| -> Vec<f64> {
+            (0..300)
+                .map(|i| level + if i % 2 == 0 { wobble } else { -wobble })
+                .collect()
+        };
+        let with = |c: &mut Cell, arm: usize, l: Vec<f64>| {
+            c.arms[arm].qlike = Some(l.iter().sum::<f64>() / l.len() as f64);
+            c.arms[arm].qlike_by_date = l;
+        };
+        let mut here = Vec::new();
+        let mut there = Vec::new();
+        for seed in 1..=3u64 {
+            let mut a = cell(seed, 0.0, 0.0);
+            with(&mut a, 0, losses(0.30, 0.01));
+            with(&mut a, 1, losses(0.20 + 0.001 * seed as f64, 0.01));
+            a.arms.push(ArmScore {
+                arm: "EWMA".into(),
+                ..a.arms[0].clone()
+            });
+            let mut b = cell(seed, 0.0, 0.0);
+            with(&mut b, 0, losses(0.30, 0.01));
+            with(&mut b, 1, losses(0.25, 0.012));
+            b.arms.push(ArmScore {
+                arm: "EWMA".into(),
+                ..b.arms[0].clone()
+            });
+            here.push(a);
+            there.push(b);
+        }
+        // A cell the other grid lacks, and one of another training size, are left out.
+        here.push(cell(9, 0.1, 0.1));
+        let mut sized = cell(1, 0.5, 0.5);
+        sized.train_bars = Some(250);
+        there.push(sized);
+        let v = versus(&here, &there);
+        let arms: Vec<&str> = v.iter().map(|x| x.arm.as_str()).collect();
+        assert_eq!(arms, ["scratch", "cross-market full"], "{v:?}");
+        let scratch = &v[0];
+        assert_eq!(scratch.seeds, 3);
+        assert!(scratch.diff.unwrap().0.abs() < 1e-12, "{scratch:?}");
+        let cross = &v[1];
+        assert_eq!(cross.seeds, 3);
+        assert!(
+            (cross.mean - 0.202).abs() < 1e-9 && (cross.other - 0.25).abs() < 1e-9,
+            "{cross:?}"
+        );
+        let (d, t) = cross.diff.unwrap();
+        assert!((d + 0.048).abs() < 1e-9 && t < -10.0, "{cross:?}");
+        assert!(cross.dm_t.unwrap() < -10.0, "{cross:?}");
+        assert_eq!(cross.target, "vol h20");
     }
 }

@@ -416,7 +416,11 @@ mod tests {
             .into_data()
             .try_to_vec::<f32>()
             .unwrap_or_default();
-        let ys: Vec<f32> = y.clone().into_data().try_to_vec::<f32>().unwrap_or_default();
+        let ys: Vec<f32> = y
+            .clone()
+            .into_data()
+            .try_to_vec::<f32>()
+            .unwrap_or_default();
         for qlike in [false, true] {
             let whole = m
                 .loss(p.clone(), ids.clone(), y.clone(), false, None, qlike)
