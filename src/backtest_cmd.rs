@@ -258,10 +258,7 @@ pub fn run(args: BacktestArgs) -> anyhow::Result<ExitCode> {
         })
         .unwrap_or_default();
     let report = Report {
-        versus_always_long: baselines
-            .first()
-            .map(|b| session.versus_baseline(&strategies, b))
-            .unwrap_or_default(),
+        versus_always_long: session.versus_always_long(&strategies, &parts),
         datasets: args.datasets.clone(),
         instruments: session.instruments(),
         same_series,

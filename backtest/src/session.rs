@@ -750,6 +750,40 @@ impl Session {
         out
     }
 
+    /// Each result against the always-long book built like itself (the first of
+    /// [`crate::baseline::baselines`]: its universe filter, lag and costs), on `parts`, as
+    /// [`Session::versus_baseline`] tests it: strategies of several constructions are each
+    /// held against their own. Each distinct always-long book is run once.
+    pub fn versus_always_long(
+        &self,
+        results: &[StrategyResult],
+        parts: &[Part],
+    ) -> Vec<SharpeTest> {
+        let mut books: Vec<(StrategySpec, StrategyResult)> = Vec::new();
+        let mut out = Vec::new();
+        for r in results.iter().filter(|r| r.book.is_some()) {
+            let Some(base) = crate::baseline::baselines(&r.spec, self.bars_per_day())
+                .into_iter()
+                .next()
+            else {
+                continue;
+            };
+            let i = match books.iter().position(|(s, _)| *s == base.1) {
+                Some(i) => i,
+                None => {
+                    let Some(run) = self.run(std::slice::from_ref(&base), parts, false).pop()
+                    else {
+                        continue;
+                    };
+                    books.push((base.1, run));
+                    books.len() - 1
+                }
+            };
+            out.extend(self.versus_baseline(std::slice::from_ref(r), &books[i].1));
+        }
+        out
+    }
+
     /// How each result's returns over `part` move with the always-long book of its own
     /// construction ([`crate::baseline::always_long`]): a correlation near ±1 is a position
     /// in the market, not a signal. Each distinct construction is run once per session (its

@@ -314,3 +314,46 @@ fn a_strategy_is_tested_against_always_long_part_by_part() {
     }
     assert_ne!(tests[0].z, tests[1].z, "each part on its own bars");
 }
+
+/// Strategies of several constructions are each tested against the always-long book built like
+/// itself: the one with higher costs against always long paying those costs.
+#[test]
+fn each_strategy_is_tested_against_always_long_built_like_itself() {
+    let s = session("versus-own");
+    let parts = [Part::Train, Part::Validation];
+    let mut cheap = StrategySpec::new("-ts_sum(returns, 5)");
+    cheap.portfolio = Portfolio::TopK { k: 1 };
+    cheap.costs.bps = COST * 1e4;
+    let mut dear = cheap.clone();
+    dear.costs.bps = 20.0 * COST * 1e4;
+    let specs = [
+        ("cheap".to_string(), cheap.clone()),
+        ("dear".to_string(), dear.clone()),
+    ];
+    let results = s.run(&specs, &parts, false);
+    let tests = s.versus_always_long(&results, &parts);
+    assert_eq!(tests.len(), 4, "{tests:?}");
+    for (r, spec) in results.iter().zip([&cheap, &dear]) {
+        let own = s.run(&baselines(spec, 1)[..1], &parts, false);
+        let want = s.versus_baseline(std::slice::from_ref(r), &own[0]);
+        let got: Vec<_> = tests
+            .iter()
+            .filter(|t| t.strategy == r.name)
+            .cloned()
+            .collect();
+        assert_eq!(got, want, "{}", r.name);
+    }
+    // Against always long built like the first, the dear strategy would look worse (always
+    // long pays its costs once, on entry: in the training part).
+    let first = s.run(&baselines(&cheap, 1)[..1], &parts, false);
+    let unfair = s.versus_baseline(&results[1..], &first[0]);
+    let fair: Vec<_> = tests.iter().filter(|t| t.strategy == "dear").collect();
+    assert!(
+        unfair[0].sharpe_difference < fair[0].sharpe_difference - 1.0
+            && unfair
+                .iter()
+                .zip(&fair)
+                .all(|(u, f)| u.sharpe_difference <= f.sharpe_difference),
+        "{unfair:?} {fair:?}"
+    );
+}
