@@ -1347,13 +1347,25 @@ fn eval_cmd(a: EvalArgs) -> anyhow::Result<ExitCode> {
                     other.len()
                 );
             }
-            Some(v)
+            // What the two grids were made with differently (the recipe of a grid run before
+            // recipes were recorded is unknown).
+            let settings = match (
+                lim_foundation::eval::read_recipe(&a.out),
+                lim_foundation::eval::read_recipe(dir),
+            ) {
+                (Some(here), Some(there)) => {
+                    lim_foundation::eval::recipe_differences(&here, &there)
+                }
+                _ => Vec::new(),
+            };
+            Some((v, settings))
         }
     };
     if t.json {
         let mut out = serde_json::json!({"cells": cells, "rows": rows});
-        if let Some(v) = &against {
+        if let Some((v, settings)) = &against {
             out["against"] = serde_json::to_value(v)?;
+            out["against_settings"] = serde_json::to_value(settings)?;
         }
         println!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(ExitCode::SUCCESS);
@@ -1441,8 +1453,11 @@ fn eval_cmd(a: EvalArgs) -> anyhow::Result<ExitCode> {
             ""
         },
     );
-    if let (Some(v), Some(dir)) = (&against, &a.against) {
+    if let (Some((v, settings)), Some(dir)) = (&against, &a.against) {
         println!("\nagainst the same arms of {}:", dir.display());
+        for s in settings {
+            println!("  made with (here / there) {s}");
+        }
         let mut table = Table::new(&[
             "target", "arm", "seeds", "here", "there", "diff", "t", "DM t",
         ]);

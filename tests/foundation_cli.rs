@@ -334,10 +334,15 @@ fn a_tiny_eval_grid_runs_and_resumes_from_its_cells() {
             "{r}"
         );
     }
+    let mut files: Vec<String> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    files.sort();
     assert_eq!(
-        std::fs::read_dir(&out).unwrap().count(),
-        2,
-        "one file per cell"
+        files,
+        ["grid.json", "rank-h5-s42.json", "vol-h5-s42.json"],
+        "one file per cell, and the grid's recipe"
     );
     // Again, as after a kill: the cells are read back, the table is the same.
     let again = json(&lim(&args, &cache, &models));
@@ -462,14 +467,27 @@ fn an_eval_grid_fine_tunes_from_a_model_pretrained_beforehand() {
     );
     let empty = dir.path().join("empty");
     std::fs::create_dir_all(&empty).unwrap();
+    assert_eq!(
+        side["against_settings"],
+        serde_json::json!([r#"vol_loss: "qlike" / "mse""#]),
+        "what the two grids were made with differently: {side}"
+    );
     let none = failure(&eval_with(
         "early",
         "e5",
-        &["--against", empty.to_str().unwrap()],
+        &["--vol-loss", "qlike", "--against", empty.to_str().unwrap()],
     ));
     assert!(
         none.contains("--against") && none.contains("same --grid"),
         "{none}"
+    );
+    // A grid's directory keeps its recipe: cells made otherwise are not read back as this one's.
+    let mixed = failure(&eval_with("early", "e1", &["--vol-loss", "qlike"]));
+    assert!(
+        mixed.contains("other settings")
+            && mixed.contains("vol_loss")
+            && mixed.contains("own --out"),
+        "{mixed}"
     );
     let arms: Vec<&str> = v["rows"]
         .as_array()

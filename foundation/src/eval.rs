@@ -118,12 +118,114 @@ fn kind_name(kind: Target) -> &'static str {
     }
 }
 
+/// The file in a grid's directory that records its recipe.
+pub const RECIPE_FILE: &str = "grid.json";
+
+/// What every cell of a grid shares: `base` without what varies from cell to cell (target,
+/// horizon, training size, seed) and without where a pretrained model lies (only its name).
+pub fn recipe(base: &TransferSpec) -> serde_json::Value {
+    let mut v = serde_json::to_value(base).unwrap_or_default();
+    if let Some(m) = v.as_object_mut() {
+        for k in ["target_kind", "horizon", "seed", "train_bars"] {
+            m.remove(k);
+        }
+        if let Some(optim) = m
+            .get_mut("pretrain")
+            .and_then(|p| p.get_mut("optim"))
+            .and_then(|o| o.as_object_mut())
+        {
+            optim.remove("seed");
+        }
+        if let Some(name) = base.cross_from.as_ref().map(|(_, name)| name.clone()) {
+            m.insert("cross_from".into(), name.into());
+        }
+    }
+    v
+}
+
+/// The recipe of the grid in `dir`, if one was recorded.
+pub fn read_recipe(dir: &Path) -> Option<serde_json::Value> {
+    serde_json::from_slice(&std::fs::read(dir.join(RECIPE_FILE)).ok()?).ok()
+}
+
+/// Where two recipes differ, setting by setting (`lp_ft: true / false`), in `a`'s order and
+/// then `b`'s.
+pub fn recipe_differences(a: &serde_json::Value, b: &serde_json::Value) -> Vec<String> {
+    fn flat(prefix: &str, v: &serde_json::Value, out: &mut Vec<(String, String)>) {
+        match v.as_object() {
+            Some(m) => {
+                for (k, x) in m {
+                    let key = if prefix.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{prefix}.{k}")
+                    };
+                    flat(&key, x, out);
+                }
+            }
+            None => out.push((prefix.to_string(), v.to_string())),
+        }
+    }
+    let (mut fa, mut fb) = (Vec::new(), Vec::new());
+    flat("", a, &mut fa);
+    flat("", b, &mut fb);
+    let get = |f: &[(String, String)], k: &str| {
+        f.iter()
+            .find(|(x, _)| x == k)
+            .map_or("(unset)".to_string(), |(_, v)| v.clone())
+    };
+    let mut keys: Vec<&String> = fa.iter().map(|(k, _)| k).collect();
+    keys.extend(
+        fb.iter()
+            .map(|(k, _)| k)
+            .filter(|k| !fa.iter().any(|(x, _)| x == *k)),
+    );
+    keys.into_iter()
+        .filter_map(|k| {
+            let (x, y) = (get(&fa, k), get(&fb, k));
+            (x != y).then(|| format!("{k}: {x} / {y}"))
+        })
+        .collect()
+}
+
+/// Records `base`'s recipe in `dir`, or checks it against the one recorded there: a cell read
+/// back must have been made the way the rest of the grid is. A directory of cells from before
+/// recipes were recorded takes this one.
+///
+/// # Errors
+/// `dir` holds a grid made with other settings, or cannot be written.
+pub fn check_recipe(dir: &Path, base: &TransferSpec) -> Result<(), FoundationError> {
+    std::fs::create_dir_all(dir).map_err(io(dir))?;
+    let here = recipe(base);
+    if let Some(there) = read_recipe(dir) {
+        let d = recipe_differences(&here, &there);
+        if d.is_empty() {
+            return Ok(());
+        }
+        return Err(FoundationError::Config(format!(
+            "'{}' holds a grid made with other settings (this run / that grid: {}); give this \
+             grid its own --out, or run it with the settings that grid was made with",
+            dir.display(),
+            d.join("; ")
+        )));
+    }
+    let path = dir.join(RECIPE_FILE);
+    let tmp = path.with_extension("json.tmp");
+    let text = serde_json::to_vec_pretty(&here).map_err(|source| FoundationError::Json {
+        path: path.clone(),
+        source,
+    })?;
+    std::fs::write(&tmp, text).map_err(io(&tmp))?;
+    std::fs::rename(&tmp, &path).map_err(io(&path))
+}
+
 /// Runs every cell of the `grid` not already in `dir` (read back otherwise), with
 /// `base` for everything else, and returns all of them in grid order. `progress` hears which
 /// cell is training and how far.
 ///
 /// # Errors
-/// A cell could not run (data, configuration), or `dir` cannot be written.
+/// `dir` holds a grid made with other settings ([`check_recipe`]); a cell could not run
+/// (data, configuration); or `dir` cannot be written.
 pub fn run_grid(
     data: &dyn lim_market::MarketData,
     base: &TransferSpec,
@@ -132,7 +234,7 @@ pub fn run_grid(
     dir: &Path,
     progress: &mut dyn FnMut(&str, &StepReport),
 ) -> Result<Vec<Cell>, FoundationError> {
-    std::fs::create_dir_all(dir).map_err(io(dir))?;
+    check_recipe(dir, base)?;
     let mut cells = Vec::new();
     let all = [None];
     let sizes = if grid.train_bars.is_empty() {
@@ -344,7 +446,7 @@ pub fn read_cells(dir: &Path) -> Result<Vec<Cell>, FoundationError> {
     let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
         .map_err(io(dir))?
         .filter_map(|e| Some(e.ok()?.path()))
-        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .filter(|p| p.extension().is_some_and(|e| e == "json") && !p.ends_with(RECIPE_FILE))
         .collect();
     paths.sort();
     Ok(paths.iter().filter_map(|p| read_cell(p)).collect())
@@ -852,5 +954,21 @@ mod tests {
         assert!((d + 0.048).abs() < 1e-9 && t < -10.0, "{cross:?}");
         assert!(cross.dm_t.unwrap() < -10.0, "{cross:?}");
         assert_eq!(cross.target, "vol h20");
+    }
+
+    #[test]
+    fn recipes_differ_setting_by_setting() {
+        let a =
+            serde_json::json!({"lp_ft": true, "model": {"d_model": 64, "layers": 2}, "steps": 300});
+        let b = serde_json::json!({"model": {"d_model": 128, "layers": 2}, "steps": 300, "vol_loss": "qlike"});
+        assert_eq!(
+            recipe_differences(&a, &b),
+            [
+                "lp_ft: true / (unset)",
+                "model.d_model: 64 / 128",
+                r#"vol_loss: (unset) / "qlike""#
+            ]
+        );
+        assert!(recipe_differences(&a, &a).is_empty());
     }
 }
