@@ -396,7 +396,8 @@ fn an_eval_grid_fine_tunes_from_a_model_pretrained_beforehand() {
     pretrain("early", "2019-12-31", "small");
     pretrain("late", "2020-06-30", "small");
     pretrain("tiny", "2019-12-31", "tiny");
-    let eval_with = |model: &str, out: &str, extra: &[&str]| {
+    // A grid of the arms given, into its own directory.
+    let grid = |model: &str, out: &str, arms: &str, extra: &[&str]| {
         let out = dir.path().join(out);
         let mut args = vec![
             "foundation",
@@ -406,7 +407,7 @@ fn an_eval_grid_fine_tunes_from_a_model_pretrained_beforehand() {
             "--cross-from",
             model,
             "--arms",
-            "scratch,cross-market-full",
+            arms,
             "--finetune-steps",
             "4",
             "--batch",
@@ -417,6 +418,9 @@ fn an_eval_grid_fine_tunes_from_a_model_pretrained_beforehand() {
         ];
         args.extend_from_slice(extra);
         lim(&args, c, m)
+    };
+    let eval_with = |model: &str, out: &str, extra: &[&str]| {
+        grid(model, out, "scratch,cross-market-full", extra)
     };
     let eval_anchored =
         |model: &str, out: &str, anchor: &str| eval_with(model, out, &["--vol-anchor", anchor]);
@@ -534,28 +538,13 @@ fn an_eval_grid_fine_tunes_from_a_model_pretrained_beforehand() {
 
     // LP-FT: the full arm starts from the probe stage's model; the probe arm is untouched.
     let pair = |out: &str, lp_ft: bool| {
-        let o = dir.path().join(out);
-        let mut args = vec![
-            "foundation",
-            "eval",
-            "--grid",
-            "vol:5",
-            "--cross-from",
+        let extra: &[&str] = if lp_ft { &["--lp-ft"] } else { &[] };
+        let v = json(&grid(
             "early",
-            "--arms",
+            out,
             "cross-market-probe,cross-market-full",
-            "--finetune-steps",
-            "4",
-            "--batch",
-            "16",
-            "--json",
-            "--out",
-            o.to_str().unwrap(),
-        ];
-        if lp_ft {
-            args.push("--lp-ft");
-        }
-        let v = json(&lim(&args, c, m));
+            extra,
+        ));
         let q = |arm: &str| {
             v["cells"][0]["arms"]
                 .as_array()

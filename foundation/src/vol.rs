@@ -521,24 +521,7 @@ mod tests {
             })
             .collect();
         let s = series(&rets);
-        let set = |truth: &dyn Fn(usize) -> f64| SampleSet {
-            universe: crate::features::Universe {
-                dataset: "d".into(),
-                frequency: lim_market::Frequency::Daily,
-                times: vec![lim_market::Timestamp(0); 200],
-                series: vec![s.clone()],
-            },
-            samples: (30..190)
-                .map(|end| Sample {
-                    series: 0,
-                    end,
-                    row: end,
-                    target: 0.0,
-                    ret: truth(end),
-                    scale: 0.0,
-                })
-                .collect(),
-        };
+        let set = |truth: &dyn Fn(usize) -> f64| one_series_set(s.clone(), 30..190, truth);
         let noise = |end: usize| -4.6 + 0.3 * ((end as f64) * 1.7).sin();
         // The realised volatility is EWMA's own forecast: the noisy model gets no weight.
         let ewma_is_right = set(&|end| ewma_log_vol(&s, end, EWMA_LAMBDA));
@@ -595,28 +578,11 @@ mod tests {
             .collect();
         let s = series(&rets);
         let law = [0.1, 0.2, 0.3, 0.4];
-        let samples: Vec<Sample> = (30..290)
-            .map(|end| {
-                let x = har_features(&s, end);
-                Sample {
-                    series: 0,
-                    end,
-                    row: end,
-                    target: 0.0,
-                    ret: (0..4).map(|i| law[i] * x[i]).sum(),
-                    scale: 0.0,
-                }
-            })
-            .collect();
-        let set = SampleSet {
-            universe: crate::features::Universe {
-                dataset: "d".into(),
-                frequency: lim_market::Frequency::Daily,
-                times: vec![lim_market::Timestamp(0); 300],
-                series: vec![s],
-            },
-            samples,
+        let exact = |end: usize| {
+            let x = har_features(&s, end);
+            (0..4).map(|i| law[i] * x[i]).sum()
         };
+        let set = one_series_set(s.clone(), 30..290, &exact);
         let h = Har::fit(&set).unwrap();
         for (a, b) in h.coef.iter().zip(law) {
             assert!((a - b).abs() < 1e-6, "{:?}", h.coef);
