@@ -529,12 +529,21 @@ fn an_eval_grid_fine_tunes_from_a_model_pretrained_beforehand() {
     );
     let shape = failure(&eval("tiny", "e3"));
     assert!(shape.contains("another shape"), "{shape}");
+    let bad = dir.path().join("bad");
     let arm = failure(&lim(
-        &["foundation", "eval", "--arms", "scratch,everything"],
+        &[
+            "foundation",
+            "eval",
+            "--arms",
+            "scratch,everything",
+            "--out",
+            bad.to_str().unwrap(),
+        ],
         c,
         m,
     ));
     assert!(arm.contains("unknown arm 'everything'"), "{arm}");
+    assert!(!bad.exists(), "a refused grid writes nothing");
 
     // LP-FT: the full arm starts from the probe stage's model; the probe arm is untouched.
     let pair = |out: &str, lp_ft: bool| {

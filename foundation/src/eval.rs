@@ -234,6 +234,8 @@ pub fn run_grid(
     dir: &Path,
     progress: &mut dyn FnMut(&str, &StepReport),
 ) -> Result<Vec<Cell>, FoundationError> {
+    // Bad settings are refused before anything is written.
+    transfer::check_arms(&base.arms)?;
     check_recipe(dir, base)?;
     let mut cells = Vec::new();
     let all = [None];

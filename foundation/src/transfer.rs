@@ -80,6 +80,20 @@ pub struct TransferSpec {
     pub vol_loss: crate::config::VolLoss,
 }
 
+/// Every arm named is one of [`ARMS`].
+///
+/// # Errors
+/// An unknown arm, named with the list of arms.
+pub fn check_arms(arms: &[String]) -> Result<(), FoundationError> {
+    match arms.iter().find(|a| !ARMS.contains(&a.as_str())) {
+        Some(bad) => Err(FoundationError::Config(format!(
+            "unknown arm '{bad}': the arms are {}",
+            ARMS.join(", ")
+        ))),
+        None => Ok(()),
+    }
+}
+
 /// The arms of a comparison, in order.
 pub const ARMS: [&str; 5] = [
     "scratch",
@@ -293,12 +307,7 @@ pub fn run_with(
         "test",
     )?;
 
-    if let Some(bad) = spec.arms.iter().find(|a| !ARMS.contains(&a.as_str())) {
-        return Err(FoundationError::Config(format!(
-            "unknown arm '{bad}': the arms are {}",
-            ARMS.join(", ")
-        )));
-    }
+    check_arms(&spec.arms)?;
     let wanted = |name: &str| spec.arms.is_empty() || spec.arms.iter().any(|a| a == name);
     let wants = |prefix: &str| ARMS.iter().any(|a| a.starts_with(prefix) && wanted(a));
     let target_mix = vec![MixtureEntry {
