@@ -1241,7 +1241,7 @@ pub struct EvalArgs {
     train_bars: Option<Vec<String>>,
     /// Compare every model arm with the same arm of another grid (its --out), cell by cell:
     /// same target, training size and seed. For what a change of recipe did (--vol-loss,
-    /// --vol-anchor, --lp-ft); the other grid must have the same periods.
+    /// --vol-anchor, --lp-ft); a grid of other periods or another target is refused.
     #[arg(long, value_name = "DIR")]
     against: Option<PathBuf>,
     /// Everything else, as for `lim foundation transfer` (its --target-kind and --horizon are
@@ -1347,17 +1347,8 @@ fn eval_cmd(a: EvalArgs) -> anyhow::Result<ExitCode> {
                     other.len()
                 );
             }
-            // What the two grids were made with differently (the recipe of a grid run before
-            // recipes were recorded is unknown).
-            let settings = match (
-                lim_foundation::eval::read_recipe(&a.out),
-                lim_foundation::eval::read_recipe(dir),
-            ) {
-                (Some(here), Some(there)) => {
-                    lim_foundation::eval::recipe_differences(&here, &there)
-                }
-                _ => Vec::new(),
-            };
+            // What the two grids were made with differently; other periods are refused.
+            let settings = lim_foundation::eval::against_settings(&a.out, dir)?;
             Some((v, settings))
         }
     };

@@ -485,6 +485,21 @@ fn an_eval_grid_fine_tunes_from_a_model_pretrained_beforehand() {
         none.contains("--against") && none.contains("same --grid"),
         "{none}"
     );
+    // Grids of other periods hold other samples: not compared.
+    let later = failure(&eval_with(
+        "early",
+        "e6",
+        &[
+            "--test-end",
+            "2024-06-28",
+            "--against",
+            e1.to_str().unwrap(),
+        ],
+    ));
+    assert!(
+        later.contains("other samples") && later.contains("test_end"),
+        "{later}"
+    );
     // A grid's directory keeps its recipe: cells made otherwise are not read back as this one's.
     let mixed = failure(&eval_with("early", "e1", &["--vol-loss", "qlike"]));
     assert!(

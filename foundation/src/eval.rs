@@ -188,6 +188,43 @@ pub fn recipe_differences(a: &serde_json::Value, b: &serde_json::Value) -> Vec<S
         .collect()
 }
 
+/// Settings two grids must share for their cells to be compared date by date: the target's
+/// universe and the periods.
+pub const SHARED_SETTINGS: [&str; 5] = ["target", "symbols", "train_end", "valid_end", "test_end"];
+
+/// What the grids in `here` and `there` were made with differently (nothing when either
+/// recipe is unknown: a grid from before recipes were recorded), for [`versus`].
+///
+/// # Errors
+/// They differ in a [`SHARED_SETTINGS`] setting: their cells hold other samples.
+pub fn against_settings(here: &Path, there: &Path) -> Result<Vec<String>, FoundationError> {
+    let (Some(a), Some(b)) = (read_recipe(here), read_recipe(there)) else {
+        return Ok(Vec::new());
+    };
+    let d = recipe_differences(&a, &b);
+    let clash: Vec<&String> = d
+        .iter()
+        .filter(|x| {
+            SHARED_SETTINGS
+                .iter()
+                .any(|k| x.starts_with(&format!("{k}:")) || x.starts_with(&format!("{k}.")))
+        })
+        .collect();
+    if clash.is_empty() {
+        return Ok(d);
+    }
+    Err(FoundationError::Config(format!(
+        "'{}' holds a grid of other samples (this grid / that one: {}); compare grids of the same \
+         target and periods",
+        there.display(),
+        clash
+            .iter()
+            .map(|s| s.as_str())
+            .collect::<Vec<_>>()
+            .join("; ")
+    )))
+}
+
 /// Records `base`'s recipe in `dir`, or checks it against the one recorded there: a cell read
 /// back must have been made the way the rest of the grid is. A directory of cells from before
 /// recipes were recorded takes this one.
