@@ -571,7 +571,8 @@ impl FinetuneRun {
 }
 
 /// What early stopping maximises: the rank IC, or for [`Target::LogVol`] the negative mean
-/// squared error of the predicted log volatility.
+/// squared error of the predicted log volatility (with [`VolLoss::Qlike`], the negative mean
+/// QLIKE of the uncorrected forecasts).
 fn criterion(set: &SampleSet, pred: &[f32], r: &IcReport, ft: &FinetuneConfig) -> f64 {
     match ft.target {
         Target::LogVol if ft.vol_loss == VolLoss::Qlike => {
