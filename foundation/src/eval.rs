@@ -13,6 +13,7 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
+use crate::checkpoint::write_atomic;
 use crate::config::Target;
 use crate::error::{FoundationError, io};
 use crate::pretrain::StepReport;
@@ -247,13 +248,11 @@ pub fn check_recipe(dir: &Path, base: &TransferSpec) -> Result<(), FoundationErr
         )));
     }
     let path = dir.join(RECIPE_FILE);
-    let tmp = path.with_extension("json.tmp");
     let text = serde_json::to_vec_pretty(&here).map_err(|source| FoundationError::Json {
         path: path.clone(),
         source,
     })?;
-    std::fs::write(&tmp, text).map_err(io(&tmp))?;
-    std::fs::rename(&tmp, &path).map_err(io(&path))
+    write_atomic(&path, &text)
 }
 
 /// Runs every cell of the `grid` not already in `dir` (read back otherwise), with
@@ -379,13 +378,11 @@ fn read_cell(path: &Path) -> Option<Cell> {
 }
 
 fn write_cell(path: &Path, cell: &Cell) -> Result<(), FoundationError> {
-    let tmp: PathBuf = path.with_extension("json.tmp");
     let text = serde_json::to_vec_pretty(cell).map_err(|source| FoundationError::Json {
         path: path.to_path_buf(),
         source,
     })?;
-    std::fs::write(&tmp, text).map_err(io(&tmp))?;
-    std::fs::rename(&tmp, path).map_err(io(path))
+    write_atomic(path, &text)
 }
 
 /// One arm of one target over seeds.

@@ -12,7 +12,6 @@
 //! score.
 
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use burn::module::Module;
@@ -165,20 +164,14 @@ impl PredictionPanel {
             }
             text.push('\n');
         }
-        let write = |path: &Path, bytes: &[u8]| -> Result<(), FoundationError> {
-            let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
-            let mut f = fs::File::create(&tmp).map_err(io(&tmp))?;
-            f.write_all(bytes).map_err(io(&tmp))?;
-            fs::rename(&tmp, path).map_err(io(path))
-        };
-        write(&csv, text.as_bytes())?;
+        crate::checkpoint::write_atomic(&csv, text.as_bytes())?;
         let json = dir.join(format!("{}.json", self.info.name));
         let info =
             serde_json::to_string_pretty(&self.info).map_err(|source| FoundationError::Json {
                 path: json.clone(),
                 source,
             })?;
-        write(&json, info.as_bytes())?;
+        crate::checkpoint::write_atomic(&json, info.as_bytes())?;
         Ok(csv)
     }
 
