@@ -1365,17 +1365,23 @@ fn eval_cmd(a: EvalArgs) -> anyhow::Result<ExitCode> {
     let nw = rows.iter().any(|r| r.rank_ic_nw_t.is_some());
     // Diebold–Mariano t-statistics exist for volatility targets whose cells kept their losses.
     let dm = rows.iter().any(|r| r.vs_best_simple_dm_t.is_some());
-    let mut head = vec![
-        "target",
-        "arm",
-        "seeds",
-        "mean",
-        "sd",
-        "vs scratch",
-        "t",
-        "vs simple",
-        "t",
-    ];
+    // Validation scores exist for the simple forecasts of cells that kept them; the best
+    // simple forecast is then the best on validation.
+    let valid = rows.iter().any(|r| r.valid.is_some());
+    let chosen_on = if rows.iter().any(|r| r.best_simple && r.valid.is_none()) {
+        if valid {
+            "validation where every simple forecast has a score (valid), else on the test"
+        } else {
+            "the test, which favours it"
+        }
+    } else {
+        "validation (valid)"
+    };
+    let mut head = vec!["target", "arm", "seeds", "mean", "sd"];
+    if valid {
+        head.push("valid");
+    }
+    head.extend(["vs scratch", "t", "vs simple", "t"]);
     if dm {
         head.push("DM t");
     }
@@ -1406,6 +1412,9 @@ fn eval_cmd(a: EvalArgs) -> anyhow::Result<ExitCode> {
                 "-".into()
             },
         ];
+        if valid {
+            line.push(r.valid.map_or("-".into(), |v| format!("{v:.4}")));
+        }
         line.extend(diff(r.vs_scratch));
         line.extend(diff(r.vs_best_simple));
         if dm {
@@ -1425,7 +1434,8 @@ fn eval_cmd(a: EvalArgs) -> anyhow::Result<ExitCode> {
         "{} cells ({ran} run now, {} read back from {}), {:.0}s.\n\
          mean: QLIKE for volatility targets (lower is better), rank IC for return targets\n\
          (higher is better); w: a blend's weight on the model; vs simple: against the best\n\
-         simple forecast of the target on the test (*); t: paired t-statistic over seeds{}{}.",
+         simple forecast of the target (*), chosen on {chosen_on};\n\
+         t: paired t-statistic over seeds{}{}.",
         cells.len(),
         cells.len() - ran,
         a.out.display(),
@@ -1660,6 +1670,13 @@ fn day(a: AsOf) -> String {
 }
 
 fn print_transfer(r: &TransferReport, location: &str) {
+    // The simple forecasts' scores on validation, how one chooses among them.
+    let valid = |name: &str, show: fn(f64) -> String| {
+        r.valid_scores
+            .iter()
+            .find(|(n, _)| n == name)
+            .map_or("-".into(), |(_, v)| show(*v))
+    };
     let s = &r.spec;
     println!(
         "transfer to {} ({}), target {:?} at {} bars, seed {}; data {location}",
@@ -1722,7 +1739,13 @@ fn print_transfer(r: &TransferReport, location: &str) {
     }
     print!("{}", t.render());
     if r.spec.target_kind == Target::LogVol {
-        let mut t = Table::new(&["forecast", "test QLIKE", "test MSE log vol", "test rank IC"]);
+        let mut t = Table::new(&[
+            "forecast",
+            "test QLIKE",
+            "test MSE log vol",
+            "test rank IC",
+            "valid QLIKE",
+        ]);
         let rows = r
             .arms
             .iter()
@@ -1736,28 +1759,41 @@ fn print_transfer(r: &TransferReport, location: &str) {
             }))
             .chain(r.baselines.iter().cloned());
         for (name, v) in rows {
+            let on_valid = valid(&name, |v| format!("{v:.4}"));
             t.row(vec![
                 name,
                 format!("{:.4}", v.qlike),
                 format!("{:.4}", v.mse_log),
                 format!("{:+.4}", v.rank_ic),
+                on_valid,
             ]);
         }
-        println!("volatility forecasts on the test samples (lower QLIKE and MSE are better):");
+        println!(
+            "volatility forecasts on the test samples (lower QLIKE and MSE are better; valid \
+             QLIKE: the simple forecasts on validation, how to choose among them):"
+        );
         print!("{}", t.render());
     }
     if !r.return_baselines.is_empty() {
-        let mut t = Table::new(&["simple forecast", "test IC", "test rank IC", "NW t"]);
+        let mut t = Table::new(&[
+            "simple forecast",
+            "test IC",
+            "test rank IC",
+            "NW t",
+            "valid rank IC",
+        ]);
         for (name, v) in &r.return_baselines {
             t.row(vec![
                 name.clone(),
                 format!("{:+.4}", v.ic),
                 format!("{:+.4}", v.rank_ic),
                 format!("{:+.2}", v.rank_ic_nw_t),
+                valid(name, |v| format!("{v:+.4}")),
             ]);
         }
         println!(
-            "simple forecasts on the same test samples (linear: least squares on the training samples):"
+            "simple forecasts on the same test samples (linear: least squares on the training \
+             samples; valid rank IC: on validation, how to choose among them):"
         );
         print!("{}", t.render());
     }

@@ -300,7 +300,8 @@ fn a_tiny_eval_grid_runs_and_resumes_from_its_cells() {
         } else {
             "rank_ic"
         }));
-    // Each target names its best simple forecast, which the models are measured against.
+    // Each target names its best simple forecast, which the models are measured against:
+    // the best on validation (what a researcher could know), not on the test.
     for target in ["vol h5", "rank h5"] {
         let best: Vec<&str> = rows
             .iter()
@@ -311,6 +312,29 @@ fn a_tiny_eval_grid_runs_and_resumes_from_its_cells() {
             best.len() == 1 && !lim_foundation::eval::is_model(best[0]),
             "{target}: {best:?}"
         );
+        let valid: Vec<(&str, f64)> = rows
+            .iter()
+            .filter(|r| {
+                r["target"] == target && !lim_foundation::eval::is_model(r["arm"].as_str().unwrap())
+            })
+            .map(|r| {
+                (
+                    r["arm"].as_str().unwrap(),
+                    r["valid"].as_f64().unwrap_or(f64::NAN),
+                )
+            })
+            .collect();
+        assert!(
+            valid.len() > 1 && valid.iter().all(|(_, v)| v.is_finite()),
+            "{target}: every simple forecast is scored on validation: {valid:?}"
+        );
+        let vol = target.starts_with("vol");
+        let top = valid
+            .iter()
+            .copied()
+            .reduce(|a, b| if (b.1 < a.1) == vol { b } else { a })
+            .unwrap();
+        assert_eq!(best[0], top.0, "{target}: {valid:?}");
     }
     // Volatility cells keep every forecast's losses date by date, on the same dates, so each
     // model is tested against the best simple forecast over the test (Diebold–Mariano).

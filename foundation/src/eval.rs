@@ -44,6 +44,11 @@ pub struct ArmScore {
     /// ([`crate::vol::VolReport::qlike_by_date`]; empty in cells written before it was kept).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub qlike_by_date: Vec<f64>,
+    /// Simple forecasts: the same score on validation (QLIKE for volatility, rank IC for
+    /// returns; [`crate::transfer::TransferReport::valid_scores`]), what the best of them is
+    /// chosen by. None for models, and in cells written before it was kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub valid: Option<f64>,
 }
 
 /// How the row of an arm blended with EWMA ends (`cross-market full with EWMA`).
@@ -324,6 +329,7 @@ pub fn run_grid(
                             .as_ref()
                             .map(|v| v.qlike_by_date.clone())
                             .unwrap_or_default(),
+                        valid: None,
                     })
                     .collect();
                 arms.extend(report.arms.iter().filter_map(|a| {
@@ -336,8 +342,17 @@ pub fn run_grid(
                         rank_ic_nw_t: f64::NAN,
                         weight: Some(blend.weight),
                         qlike_by_date: v.qlike_by_date.clone(),
+                        valid: None,
                     })
                 }));
+                let valid_score = |name: &str| {
+                    report
+                        .valid_scores
+                        .iter()
+                        .find(|(n, _)| n == name)
+                        .map(|(_, v)| *v)
+                        .filter(|v| v.is_finite())
+                };
                 arms.extend(report.return_baselines.iter().map(|(name, r)| ArmScore {
                     arm: name.clone(),
                     rank_ic: r.rank_ic,
@@ -346,6 +361,7 @@ pub fn run_grid(
                     rank_ic_nw_t: r.rank_ic_nw_t,
                     weight: None,
                     qlike_by_date: Vec::new(),
+                    valid: valid_score(name),
                 }));
                 arms.extend(report.baselines.iter().map(|(name, v)| ArmScore {
                     arm: name.clone(),
@@ -355,6 +371,7 @@ pub fn run_grid(
                     rank_ic_nw_t: f64::NAN,
                     weight: None,
                     qlike_by_date: v.qlike_by_date.clone(),
+                    valid: valid_score(name),
                 }));
                 let cell = Cell {
                     kind,
@@ -408,9 +425,16 @@ pub struct Row {
     /// Blends with EWMA: the mean over seeds of the model's weight.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub weight: Option<f64>,
+    /// Simple forecasts: the mean over seeds of the score on validation, when every cell kept
+    /// it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub valid: Option<f64>,
     /// Models and blends: the mean paired difference from the best simple forecast of the
-    /// target (the lowest mean QLIKE, the highest mean rank IC, over seeds: chosen on the test,
-    /// which favours the simple forecast), and its t-statistic; none with fewer than two seeds.
+    /// target, and its t-statistic; none with fewer than two seeds. The best is the one with
+    /// the lowest mean QLIKE or the highest mean rank IC on *validation*, as a researcher
+    /// would choose it, when every simple forecast of the target has a validation score
+    /// (`valid`); in cells written before those were kept, on the test, which favours the
+    /// simple forecast.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vs_best_simple: Option<(f64, f64)>,
     /// Whether this row is that best simple forecast.
@@ -647,6 +671,12 @@ pub fn summarize(cells: &[Cell]) -> Vec<Row> {
                 .filter_map(|c| c.arms.iter().find(|a| a.arm == name)?.weight)
                 .collect();
             let weight = (!weights.is_empty()).then(|| mean_sd(&weights).0);
+            let valid: Vec<f64> = these
+                .iter()
+                .filter_map(|c| c.arms.iter().find(|a| a.arm == name)?.valid)
+                .collect();
+            let valid =
+                (!valid.is_empty() && valid.len() == these.len()).then(|| mean_sd(&valid).0);
             rows.push(Row {
                 target: target_label(kind, horizon, bars),
                 arm: name,
@@ -657,6 +687,7 @@ pub fn summarize(cells: &[Cell]) -> Vec<Row> {
                 vs_scratch,
                 rank_ic_nw_t,
                 weight,
+                valid,
                 vs_best_simple: None,
                 best_simple: false,
                 vs_best_simple_dm_t: None,
@@ -664,13 +695,25 @@ pub fn summarize(cells: &[Cell]) -> Vec<Row> {
                 vs_scratch_dm_t: None,
             });
         }
-        // The best simple forecast of this target, and every model paired with it by seed.
+        // The best simple forecast of this target, chosen on validation when every one of
+        // them was scored there (on the test otherwise), and every model paired with it by seed.
         let better = |a: f64, b: f64| if vol { a < b } else { a > b };
-        let best = rows[first..]
-            .iter()
-            .filter(|r| !is_model(&r.arm) && r.mean.is_finite())
+        let simple_rows = || {
+            rows[first..]
+                .iter()
+                .filter(|r| !is_model(&r.arm) && r.mean.is_finite())
+        };
+        let on_valid = simple_rows().all(|r| r.valid.is_some_and(f64::is_finite));
+        let by = |r: &Row| {
+            if on_valid {
+                r.valid.unwrap_or(f64::NAN)
+            } else {
+                r.mean
+            }
+        };
+        let best = simple_rows()
             .fold(None::<&Row>, |b, r| match b {
-                Some(b) if !better(r.mean, b.mean) => Some(b),
+                Some(b) if !better(by(r), by(b)) => Some(b),
                 _ => Some(r),
             })
             .map(|r| r.arm.clone());
@@ -745,6 +788,7 @@ mod tests {
                     rank_ic_nw_t: f64::NAN,
                     weight: None,
                     qlike_by_date: Vec::new(),
+                    valid: None,
                 },
                 ArmScore {
                     arm: "cross-market full".into(),
@@ -754,6 +798,7 @@ mod tests {
                     rank_ic_nw_t: 1.5,
                     weight: None,
                     qlike_by_date: Vec::new(),
+                    valid: None,
                 },
             ],
             seconds: 1.0,
@@ -815,6 +860,7 @@ mod tests {
             rank_ic_nw_t: f64::NAN,
             weight: None,
             qlike_by_date: Vec::new(),
+            valid: None,
         };
         let cells: Vec<Cell> = [(1, 0.20, 0.205), (2, 0.21, 0.204), (3, 0.19, 0.206)]
             .iter()
@@ -845,6 +891,49 @@ mod tests {
         assert_eq!(row("cross-market full").vs_best_simple_dm_t, None);
     }
 
+    /// The simple forecast a researcher would have picked is the best on validation, not the
+    /// one that turned out best on the test; cells without validation scores (written before
+    /// they were kept) fall back to the test, which favours the simple forecast.
+    #[test]
+    fn the_best_simple_forecast_is_chosen_on_validation() {
+        let simple = |arm: &str, test: f64, valid: Option<f64>| ArmScore {
+            arm: arm.into(),
+            rank_ic: f64::NAN,
+            ic: f64::NAN,
+            qlike: Some(test),
+            rank_ic_nw_t: f64::NAN,
+            weight: None,
+            qlike_by_date: Vec::new(),
+            valid,
+        };
+        let grid = |ewma_valid: Option<f64>| -> Vec<Row> {
+            let cells: Vec<Cell> = (1..=3)
+                .map(|seed| {
+                    let mut c = cell(seed, 0.25, 0.21 + 0.001 * seed as f64);
+                    // HAR-RV: better on validation, worse on the test; EWMA the other way.
+                    c.arms.push(simple("HAR-RV", 0.23, Some(0.30)));
+                    c.arms.push(simple("EWMA", 0.20, ewma_valid));
+                    c
+                })
+                .collect();
+            summarize(&cells)
+        };
+        let rows = grid(Some(0.31));
+        let row = |arm: &str| rows.iter().find(|r| r.arm == arm).unwrap();
+        assert!(row("HAR-RV").best_simple && !row("EWMA").best_simple);
+        assert_eq!(row("HAR-RV").valid, Some(0.30));
+        assert_eq!(row("cross-market full").valid, None);
+        // cross − HAR-RV: 0.211 − 0.23, 0.212 − 0.23, 0.213 − 0.23.
+        let (d, _) = row("cross-market full").vs_best_simple.unwrap();
+        assert!((d + 0.018).abs() < 1e-12, "{d}");
+        // One simple forecast without a validation score: all are judged on the test.
+        let rows = grid(None);
+        let row = |arm: &str| rows.iter().find(|r| r.arm == arm).unwrap();
+        assert!(row("EWMA").best_simple && !row("HAR-RV").best_simple);
+        let (d, _) = row("cross-market full").vs_best_simple.unwrap();
+        assert!((d - 0.012).abs() < 1e-12, "{d}");
+    }
+
     /// The Diebold–Mariano test compares a model's and the best simple forecast's losses date
     /// by date: a lead on nearly every date is told from chance, one that a few dates make is
     /// not, however consistent across seeds.
@@ -859,6 +948,7 @@ mod tests {
             rank_ic_nw_t: f64::NAN,
             weight: None,
             qlike_by_date: losses,
+            valid: None,
         };
         // A loss that wanders from date to date, the same for every forecast.
         let base: Vec<f64> = (0..dates)

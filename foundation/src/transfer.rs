@@ -157,6 +157,12 @@ pub struct TransferReport {
     /// [`crate::linear`]).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub return_baselines: Vec<(String, IcReport)>,
+    /// Every simple forecast above, by name, scored on the validation period as on the test
+    /// (QLIKE for volatility, rank IC for returns): how a researcher picks among them without
+    /// looking at the test. A forecast corrected or scaled on validation is scored on the data
+    /// it was corrected on, as a model is early-stopped on it.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub valid_scores: Vec<(String, f64)>,
 }
 
 /// A pretrained backbone, its final loss, seconds taken and series per dataset.
@@ -418,6 +424,22 @@ pub fn run_with(
         });
     }
     let test_dates = arms.first().map_or(0, |a: &Arm| a.test.dates);
+    let (baselines, return_baselines, valid_scores) = if spec.target_kind == Target::LogVol {
+        let w = spec.model.window();
+        let on_valid = crate::vol::baselines(&train, &valid, &valid, w)
+            .into_iter()
+            .map(|(name, v)| (name, v.qlike))
+            .collect();
+        (
+            crate::vol::baselines(&train, &valid, &test, w),
+            Vec::new(),
+            on_valid,
+        )
+    } else {
+        let (on_test, on_valid) = return_baselines(&train, &valid, &test, spec, factors)?;
+        let scores = on_valid.into_iter().map(|(n, r)| (n, r.rank_ic)).collect();
+        (Vec::new(), on_test, scores)
+    };
     Ok(TransferReport {
         spec: spec.clone(),
         samples: [train.samples.len(), valid.samples.len(), test.samples.len()],
@@ -425,37 +447,45 @@ pub fn run_with(
         pretrain_series: series,
         pretrain_seconds: [own_s, cross_s],
         arms,
-        baselines: if spec.target_kind == Target::LogVol {
-            crate::vol::baselines(&train, &valid, &test, spec.model.window())
-        } else {
-            Vec::new()
-        },
-        return_baselines: if spec.target_kind == Target::LogVol {
-            Vec::new()
-        } else {
-            let mut b = crate::linear::baselines(&train, &test);
-            if let Some(f) = factors {
-                let load = |until| {
-                    f.factors(&spec.target, spec.symbols.as_deref(), until)
-                        .map_err(|m| FoundationError::Config(format!("factor baselines: {m}")))
-                };
-                // Chosen on data up to the validation's end, as the training samples were cut
-                // from; scored on data up to the test's end.
-                let (chosen_on, scored_on) = (load(spec.valid_end)?, load(spec.test_end)?);
-                if let Some((name, r)) =
-                    crate::linear::best_factor(&train, &test, &chosen_on, &scored_on)
-                {
-                    b.push((
-                        format!(
-                            "{}{} factors on training ({name})",
-                            crate::eval::FACTOR_ARM,
-                            chosen_on.len()
-                        ),
-                        r,
-                    ));
-                }
-            }
-            b
-        },
+        baselines,
+        return_baselines,
+        valid_scores,
     })
+}
+
+/// The return baselines scored on the test and on validation: the linear model and the
+/// classic features alone, fitted on `train`, and the best outside factor on `train`.
+type ReturnBaselines = Vec<(String, IcReport)>;
+fn return_baselines(
+    train: &SampleSet,
+    valid: &SampleSet,
+    test: &SampleSet,
+    spec: &TransferSpec,
+    factors: Option<&dyn crate::linear::FactorSource>,
+) -> Result<(ReturnBaselines, ReturnBaselines), FoundationError> {
+    let mut on_test = crate::linear::baselines(train, test);
+    let mut on_valid = crate::linear::baselines(train, valid);
+    if let Some(f) = factors {
+        let load = |until| {
+            f.factors(&spec.target, spec.symbols.as_deref(), until)
+                .map_err(|m| FoundationError::Config(format!("factor baselines: {m}")))
+        };
+        // Chosen on data up to the validation's end, as the training samples were cut from;
+        // scored on data up to the test's end.
+        let (chosen_on, scored_on) = (load(spec.valid_end)?, load(spec.test_end)?);
+        let label = |name: &str| {
+            format!(
+                "{}{} factors on training ({name})",
+                crate::eval::FACTOR_ARM,
+                chosen_on.len()
+            )
+        };
+        if let Some((name, r)) = crate::linear::best_factor(train, test, &chosen_on, &scored_on) {
+            on_test.push((label(&name), r));
+        }
+        if let Some((name, r)) = crate::linear::best_factor(train, valid, &chosen_on, &chosen_on) {
+            on_valid.push((label(&name), r));
+        }
+    }
+    Ok((on_test, on_valid))
 }
