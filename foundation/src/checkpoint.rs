@@ -103,20 +103,10 @@ fn ckpt_name(step: usize) -> String {
     format!("ckpt-{step:08}")
 }
 
-/// Writes `bytes` to `path` so that a reader sees the old file or the new one, never half of
-/// one. The temporary file is this writer's own (process and call), so writers racing for the
-/// same path (a grid's array tasks on a shared directory) each rename a whole file.
+/// Writes `bytes` to `path` atomically ([`lim_market::files::write_atomic`]: a writer's own
+/// temporary file, then a rename).
 pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), FoundationError> {
-    static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let n = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let mut name = path.file_name().unwrap_or_default().to_os_string();
-    name.push(format!(".tmp-{}-{n}", std::process::id()));
-    let tmp = path.with_file_name(name);
-    fs::write(&tmp, bytes).map_err(io(&tmp))?;
-    fs::rename(&tmp, path).map_err(|e| {
-        let _ = fs::remove_file(&tmp);
-        io(path)(e)
-    })
+    lim_market::files::write_atomic(path, bytes).map_err(io(path))
 }
 
 fn checksum(path: &Path) -> Result<u64, FoundationError> {
@@ -496,36 +486,5 @@ impl Store {
         );
         let model = Store::load_into(&dir, &meta, fresh)?;
         Ok((meta, model))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// A grid's array tasks record the same recipe into a shared directory at once: every
-    /// writer succeeds, and what is left is one writer's whole file and no temporary files.
-    #[test]
-    fn writers_racing_for_one_path_each_write_a_whole_file() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("grid.json");
-        let payload = |w: usize| vec![b'a' + w as u8; 1 << 16];
-        std::thread::scope(|s| {
-            for w in 0..8 {
-                let (path, bytes) = (&path, payload(w));
-                s.spawn(move || {
-                    for _ in 0..40 {
-                        write_atomic(path, &bytes).expect("a racing writer failed");
-                    }
-                });
-            }
-        });
-        let left = fs::read(&path).unwrap();
-        assert!((0..8).any(|w| left == payload(w)), "a torn file");
-        let names: Vec<_> = fs::read_dir(dir.path())
-            .unwrap()
-            .map(|e| e.unwrap().file_name())
-            .collect();
-        assert_eq!(names, ["grid.json"], "temporary files left behind");
     }
 }

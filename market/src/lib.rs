@@ -21,6 +21,7 @@ pub mod cache;
 pub mod catalog;
 pub mod dataset;
 pub mod error;
+pub mod files;
 pub mod groups;
 pub mod instrument;
 pub mod panel;

@@ -296,9 +296,7 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), GroupError> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(io(format!("creating {}", dir.display())))?;
     }
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    std::fs::write(&tmp, bytes).map_err(io(format!("writing {}", tmp.display())))?;
-    std::fs::rename(&tmp, path).map_err(io(format!("writing {}", path.display())))
+    lim_market::files::write_atomic(path, bytes).map_err(io(format!("writing {}", path.display())))
 }
 
 #[cfg(test)]

@@ -7,7 +7,6 @@
 //! everything after it, then the books as raw bytes ([`Book::to_bytes`]): a torn or altered
 //! output is refused by name, and is run again rather than read.
 
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use lim_backtest::session::StrategyResult;
@@ -177,14 +176,9 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> WorkError + '_ {
     }
 }
 
-/// Writes `bytes` to `path` through a temporary file and a rename, so a reader never sees
-/// half of it.
+/// Writes `bytes` to `path` atomically ([`lim_market::files::write_atomic`]).
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), WorkError> {
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    let mut f = std::fs::File::create(&tmp).map_err(io(&tmp))?;
-    f.write_all(bytes).map_err(io(&tmp))?;
-    f.sync_all().map_err(io(&tmp))?;
-    std::fs::rename(&tmp, path).map_err(io(path))
+    lim_market::files::write_atomic(path, bytes).map_err(io(path))
 }
 
 impl WorkDir {
