@@ -1272,6 +1272,105 @@ fn parse_target(s: &str) -> anyhow::Result<(lim_foundation::config::Target, usiz
     Ok((kind, h))
 }
 
+/// A difference and its t-statistic as two cells (`-` where missing).
+fn diff(v: Option<(f64, f64)>) -> [String; 2] {
+    [
+        v.map_or("-".into(), |(d, _)| format!("{d:+.4}")),
+        v.filter(|(_, t)| t.is_finite())
+            .map_or("-".into(), |(_, t)| format!("{t:+.1}")),
+    ]
+}
+
+/// The widest arm name the eval tables print; a longer one (the best outside factor's, which
+/// carries its expression) keeps its parenthesis in a note under its table.
+const ARM_WIDTH: usize = 44;
+
+/// The eval grid's rows as one table per target, so that they fit a terminal: the target and
+/// its metric head the table, and a column appears only where a row of it has a value.
+fn eval_tables(rows: &[lim_foundation::eval::Row]) -> String {
+    let mut targets: Vec<&str> = Vec::new();
+    for r in rows {
+        if !targets.contains(&r.target.as_str()) {
+            targets.push(&r.target);
+        }
+    }
+    let t_of = |t: Option<f64>| t.map_or("-".into(), |t| format!("{t:+.1}"));
+    let mut out = String::new();
+    for target in targets {
+        let these: Vec<&lim_foundation::eval::Row> =
+            rows.iter().filter(|r| r.target == target).collect();
+        let vol = these.iter().any(|r| r.metric == "qlike");
+        let valid = these.iter().any(|r| r.valid.is_some());
+        let dm = these.iter().any(|r| r.vs_best_simple_dm_t.is_some());
+        let nw = these.iter().any(|r| r.rank_ic_nw_t.is_some());
+        let mut head = vec!["arm", "seeds", "mean", "sd"];
+        if valid {
+            head.push("valid");
+        }
+        head.extend(["vs scratch", "t", "vs simple", "t"]);
+        if dm {
+            head.push("DM t");
+        }
+        if nw {
+            head.push("NW t");
+        }
+        let mut table = Table::new(&head);
+        let mut notes = Vec::new();
+        for r in &these {
+            let mut arm = r.arm.clone();
+            if arm.chars().count() > ARM_WIDTH
+                && arm.ends_with(')')
+                && let Some(open) = arm.find(" (")
+            {
+                let mark = char::from(b'a' + (notes.len() % 26) as u8);
+                notes.push(format!("({mark}) {}", &arm[open + 2..arm.len() - 1]));
+                arm = format!("{} ({mark})", &arm[..open]);
+            }
+            let mut line = vec![
+                match (r.weight, r.best_simple) {
+                    (Some(w), _) => format!("{arm} (w {w:.2})"),
+                    (None, true) => format!("{arm} *"),
+                    (None, false) => arm,
+                },
+                r.seeds.to_string(),
+                format!("{:.4}", r.mean),
+                if r.sd.is_finite() {
+                    format!("{:.4}", r.sd)
+                } else {
+                    "-".into()
+                },
+            ];
+            if valid {
+                line.push(r.valid.map_or("-".into(), |v| format!("{v:.4}")));
+            }
+            line.extend(diff(r.vs_scratch));
+            line.extend(diff(r.vs_best_simple));
+            if dm {
+                line.push(t_of(r.vs_best_simple_dm_t));
+            }
+            if nw {
+                line.push(t_of(r.rank_ic_nw_t));
+            }
+            table.row(line);
+        }
+        out.push_str(&format!(
+            "{target}: test {}\n",
+            if vol {
+                "QLIKE (lower is better)"
+            } else {
+                "rank IC (higher is better)"
+            }
+        ));
+        out.push_str(&table.render());
+        for n in notes {
+            out.push_str(&n);
+            out.push('\n');
+        }
+        out.push('\n');
+    }
+    out
+}
+
 fn eval_cmd(a: EvalArgs) -> anyhow::Result<ExitCode> {
     let t = &a.transfer;
     let device = t.model.device()?;
@@ -1377,64 +1476,12 @@ fn eval_cmd(a: EvalArgs) -> anyhow::Result<ExitCode> {
     } else {
         "validation (valid)"
     };
-    let mut head = vec!["target", "arm", "seeds", "mean", "sd"];
-    if valid {
-        head.push("valid");
-    }
-    head.extend(["vs scratch", "t", "vs simple", "t"]);
-    if dm {
-        head.push("DM t");
-    }
-    if nw {
-        head.push("NW t");
-    }
-    let mut table = Table::new(&head);
-    let diff = |v: Option<(f64, f64)>| {
-        [
-            v.map_or("-".into(), |(d, _)| format!("{d:+.4}")),
-            v.filter(|(_, t)| t.is_finite())
-                .map_or("-".into(), |(_, t)| format!("{t:+.1}")),
-        ]
-    };
-    for r in &rows {
-        let mut line = vec![
-            r.target.clone(),
-            match (r.weight, r.best_simple) {
-                (Some(w), _) => format!("{} (w {w:.2})", r.arm),
-                (None, true) => format!("{} *", r.arm),
-                (None, false) => r.arm.clone(),
-            },
-            r.seeds.to_string(),
-            format!("{:.4}", r.mean),
-            if r.sd.is_finite() {
-                format!("{:.4}", r.sd)
-            } else {
-                "-".into()
-            },
-        ];
-        if valid {
-            line.push(r.valid.map_or("-".into(), |v| format!("{v:.4}")));
-        }
-        line.extend(diff(r.vs_scratch));
-        line.extend(diff(r.vs_best_simple));
-        if dm {
-            line.push(
-                r.vs_best_simple_dm_t
-                    .map_or("-".into(), |t| format!("{t:+.1}")),
-            );
-        }
-        if nw {
-            line.push(r.rank_ic_nw_t.map_or("-".into(), |t| format!("{t:+.1}")));
-        }
-        table.row(line);
-    }
-    print!("{}", table.render());
+    print!("{}", eval_tables(&rows));
     let ran = cells.iter().filter(|c| c.seconds > 0.0).count();
     println!(
         "{} cells ({ran} run now, {} read back from {}), {:.0}s.\n\
-         mean: QLIKE for volatility targets (lower is better), rank IC for return targets\n\
-         (higher is better); w: a blend's weight on the model; vs simple: against the best\n\
-         simple forecast of the target (*), chosen on {chosen_on};\n\
+         w: a blend's weight on the model; vs simple: against the best simple forecast of\n\
+         the target (*), chosen on {chosen_on};\n\
          t: paired t-statistic over seeds{}{}.",
         cells.len(),
         cells.len() - ran,

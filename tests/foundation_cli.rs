@@ -378,6 +378,24 @@ fn a_tiny_eval_grid_runs_and_resumes_from_its_cells() {
             .all(|c| c["seconds"] == 0.0)
     );
     assert_eq!(again["rows"], v["rows"]);
+    // As text: one table per target, every line within a terminal's width, and the best
+    // outside factor's expression (a long name) in a note under its table.
+    let plain: Vec<&str> = args.iter().copied().filter(|a| *a != "--json").collect();
+    let out = lim(&plain, &cache, &models);
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    for heading in ["vol h5: test QLIKE", "rank h5: test rank IC"] {
+        assert!(text.contains(heading), "{text}");
+    }
+    let wide: Vec<&str> = text.lines().filter(|l| l.chars().count() > 120).collect();
+    assert!(wide.is_empty(), "lines wider than a terminal: {wide:?}");
+    let factor = rank.iter().find(|a| a.starts_with("best of ")).unwrap();
+    let expression = &factor[factor.find(" (").unwrap() + 2..factor.len() - 1];
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with('(') && l.ends_with(expression)),
+        "{text}"
+    );
     let bad = lim(
         &["foundation", "eval", "--grid", "volume:5"],
         &cache,
