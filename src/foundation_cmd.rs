@@ -1746,7 +1746,7 @@ fn print_transfer(r: &TransferReport, location: &str) {
         r.test_dates
     );
     println!(
-        "model d_model {} x {} layers, {} patches of {} (window {}); pretraining {} steps x {} windows ({:.0}s target-only, {:.0}s cross-market)",
+        "model d_model {} x {} layers, {} patches of {} (window {});\npretraining {} steps x {} windows ({:.0}s target-only, {:.0}s cross-market)",
         s.model.d_model,
         s.model.n_layers,
         s.model.n_patches,
@@ -1816,8 +1816,8 @@ fn print_transfer(r: &TransferReport, location: &str) {
             ]);
         }
         println!(
-            "volatility forecasts on the test samples (lower QLIKE and MSE are better; valid \
-             QLIKE: the simple forecasts on validation, how to choose among them):"
+            "volatility forecasts on the test samples (lower QLIKE and MSE are better;\n\
+             valid QLIKE: the simple forecasts on validation, how to choose among them):"
         );
         print!("{}", t.render());
     }
@@ -1839,7 +1839,7 @@ fn print_transfer(r: &TransferReport, location: &str) {
             ]);
         }
         println!(
-            "simple forecasts on the same test samples (linear: least squares on the training \
+            "simple forecasts on the same test samples (linear: least squares on the training\n\
              samples; valid rank IC: on validation, how to choose among them):"
         );
         print!("{}", t.render());
