@@ -185,7 +185,11 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
     }
     for (k, (goal, data, test)) in goals.iter().enumerate() {
         let test = test.map_or(String::new(), |(a, b)| format!("; test {a} to {b}"));
-        println!("goal {}: {goal} ({}{test})", k + 1, data.join(", "));
+        println!(
+            "goal {}: {goal}\n        ({}{test})",
+            k + 1,
+            data.join(", ")
+        );
     }
     println!(
         "test Sharpe of the finalists, their combination (comb) and always long (long); z: the\n\
@@ -323,7 +327,8 @@ fn totals_text(t: &bench::Totals) -> String {
     );
     if t.finalists_tested_against_always_long > 0 {
         out += &format!(
-            "beyond chance (|z| ≥ {}) against always long: finalists {} above, {} below of {}; the combination {} above, {} below of {} runs\n",
+            "beyond chance (|z| ≥ {}) against always long: finalists {} above, {} below of {};\n\
+             the combination {} above, {} below of {} runs\n",
             lim_pipelines::research::SIGNIFICANT_Z,
             t.finalists_above_always_long_beyond_chance,
             t.finalists_below_always_long_beyond_chance,

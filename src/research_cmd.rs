@@ -26,7 +26,7 @@ use serde_json::Value;
 
 use crate::DataArgs;
 use crate::cluster_args::{self, ClusterArgs};
-use crate::table::{Table, pct};
+use crate::table::{Table, pct, wrap};
 
 /// Where runs live.
 #[derive(Debug, Clone, Args)]
@@ -655,10 +655,14 @@ fn print_plan(p: &ExperimentPlan) {
         p.strategy.family,
         p.strategy.cost_bps
     );
-    println!("  horizon: {}", p.horizon);
-    println!("  splits: {}", p.splits);
-    println!("  objective: {}", p.objective);
-    println!("  budget: {}", p.budgets.describe());
+    for (what, text) in [
+        ("horizon", p.horizon.to_string()),
+        ("splits", p.splits.to_string()),
+        ("objective", p.objective.to_string()),
+        ("budget", p.budgets.describe()),
+    ] {
+        println!("{}", wrap(&format!("  {what}: {text}"), 100, "    "));
+    }
 }
 
 fn short(s: &str, n: usize) -> String {
@@ -726,7 +730,7 @@ fn print_summary(s: &Summary) {
         ]
     };
     for f in &s.finalists {
-        t.row(row(&f.validation, &f.test, &f.signal, short(&f.signal, 60)));
+        t.row(row(&f.validation, &f.test, &f.signal, short(&f.signal, 50)));
     }
     if let Some(c) = &s.combined {
         t.row(row(
@@ -810,14 +814,9 @@ pub fn runs(args: RunsArgs) -> anyhow::Result<ExitCode> {
         println!("no runs yet; start one with `lim research \"GOAL\"`");
         return Ok(ExitCode::SUCCESS);
     }
-    let mut t = Table::new(&[
-        "run",
-        "status",
-        "started",
-        "goal",
-        "stopped because",
-        "cluster",
-    ]);
+    let mut t = Table::new(&["run", "status", "started", "goal", "stopped because"]);
+    // A cluster run's batches go under the table, so that it fits a terminal.
+    let mut on_cluster = Vec::new();
     for RunRow { meta: r, cluster } in &rows {
         let jobs = if cluster.is_empty() {
             String::new()
@@ -833,20 +832,25 @@ pub fn runs(args: RunsArgs) -> anyhow::Result<ExitCode> {
                 }
             )
         };
+        if !jobs.is_empty() {
+            on_cluster.push(format!("{} on the cluster: {jobs}", r.id));
+        }
         t.row(vec![
             r.id.clone(),
             r.status.to_string(),
             lim_market::Timestamp(r.created_ms / 1000).to_string(),
-            short(&r.goal, 40),
+            short(&r.goal, 36),
             if r.status == RunStatus::Stopped {
                 format!("died; `lim resume {}`", r.id)
             } else {
-                short(r.stop_reason.as_deref().unwrap_or(""), 50)
+                short(r.stop_reason.as_deref().unwrap_or(""), 38)
             },
-            jobs,
         ]);
     }
     print!("{}", t.render());
+    for line in on_cluster {
+        println!("{line}");
+    }
     Ok(ExitCode::SUCCESS)
 }
 

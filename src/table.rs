@@ -86,3 +86,49 @@ pub fn pct(x: f64) -> String {
         "-".into()
     }
 }
+
+/// `text` broken at spaces into lines of at most `width` characters (a word longer than that
+/// stays whole): the first keeps `text`'s own leading spaces, the others start with `indent`.
+pub fn wrap(text: &str, width: usize, indent: &str) -> String {
+    let body = text.trim_start_matches(' ');
+    let mut out = String::new();
+    let mut line = text[..text.len() - body.len()].to_string();
+    let mut empty = true;
+    for word in body.split(' ').filter(|w| !w.is_empty()) {
+        if !empty && line.chars().count() + 1 + word.chars().count() > width {
+            out.push_str(&line);
+            out.push('\n');
+            line = indent.to_string();
+            empty = true;
+        }
+        if !empty {
+            line.push(' ');
+        }
+        line.push_str(word);
+        empty = false;
+    }
+    out.push_str(&line);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wrap_breaks_at_spaces_within_the_width() {
+        let text = "  objective: a lower bound of the Sharpe ratio over five folds";
+        let w = wrap(text, 30, "    ");
+        assert_eq!(
+            w,
+            "  objective: a lower bound of\n    the Sharpe ratio over five\n    folds"
+        );
+        assert!(w.lines().all(|l| l.chars().count() <= 30), "{w}");
+        // A word longer than the width stays whole, on its own line.
+        assert_eq!(
+            wrap("a ts_mean(returns,20) b", 8, " "),
+            "a\n ts_mean(returns,20)\n b"
+        );
+        assert_eq!(wrap("short", 80, "  "), "short");
+    }
+}
