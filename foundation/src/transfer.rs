@@ -453,9 +453,11 @@ pub fn run_with(
     })
 }
 
+/// Simple forecasts of a return target by name, with their scores.
+type ReturnBaselines = Vec<(String, IcReport)>;
+
 /// The return baselines scored on the test and on validation: the linear model and the
 /// classic features alone, fitted on `train`, and the best outside factor on `train`.
-type ReturnBaselines = Vec<(String, IcReport)>;
 fn return_baselines(
     train: &SampleSet,
     valid: &SampleSet,
