@@ -163,7 +163,11 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
     if args.json {
         println!(
             "{}",
-            serde_json::to_string_pretty(&serde_json::json!({"runs": results, "totals": totals}))?
+            serde_json::to_string_pretty(&serde_json::json!({
+                "runs": results,
+                "totals": totals,
+                "goal_criteria": totals.goal_criteria(),
+            }))?
         );
         return Ok(ExitCode::SUCCESS);
     }
@@ -358,5 +362,19 @@ fn totals_text(t: &bench::Totals) -> String {
         t.llm_tokens,
         t.llm_usd
     );
+    for (k, c) in t.goal_criteria().iter().enumerate() {
+        out += &format!(
+            "{} ({}) {}: {}, {}\n",
+            if k == 0 {
+                "research goal"
+            } else {
+                "             "
+            },
+            k + 1,
+            c.criterion,
+            if c.holds { "holds" } else { "does not hold" },
+            c.measured
+        );
+    }
     out
 }

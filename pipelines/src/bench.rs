@@ -290,6 +290,62 @@ pub struct Totals {
     pub foundation_finalists_reading: Option<usize>,
 }
 
+/// One of the research goal's criteria, judged on a benchmark's totals.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Criterion {
+    /// What it asks.
+    pub criterion: &'static str,
+    /// Whether the totals meet it.
+    pub holds: bool,
+    /// What was measured, e.g. `4 of 6 goals`.
+    pub measured: String,
+}
+
+/// The t-statistic across runs at which the validation→test rank correlation counts as
+/// clearly positive.
+pub const CLEARLY_POSITIVE_T: f64 = 2.0;
+
+impl Totals {
+    /// The research goal's three criteria (docs/research.md), judged on these totals: most of
+    /// a goal's finalists beat always long in more than half the goals; the leaderboard's
+    /// validation→test rank correlation is positive with a t across runs of at least
+    /// [`CLEARLY_POSITIVE_T`]; the combination is at least as good as its median finalist in
+    /// more than half the runs that have one. None holds on empty totals.
+    pub fn goal_criteria(&self) -> [Criterion; 3] {
+        let most = |k: usize, n: usize| n > 0 && 2 * k > n;
+        let (rho, t) = (
+            self.mean_validation_test_rank_correlation,
+            self.validation_test_rank_correlation_t,
+        );
+        [
+            Criterion {
+                criterion: "most finalists beat always long in most goals",
+                holds: most(self.goals_where_most_finalists_beat_always_long, self.goals),
+                measured: format!(
+                    "{} of {} goals",
+                    self.goals_where_most_finalists_beat_always_long, self.goals
+                ),
+            },
+            Criterion {
+                criterion: "the validation→test rank correlation is clearly positive (t ≥ 2)",
+                holds: rho > 0.0 && t >= CLEARLY_POSITIVE_T,
+                measured: format!("{rho:.2}, t {t:.1}"),
+            },
+            Criterion {
+                criterion: "the combination is at least its median finalist in most runs",
+                holds: most(
+                    self.runs_combined_at_least_median_finalist,
+                    self.runs_with_combination,
+                ),
+                measured: format!(
+                    "{} of {} runs",
+                    self.runs_combined_at_least_median_finalist, self.runs_with_combination
+                ),
+            },
+        ]
+    }
+}
+
 fn nan() -> f64 {
     f64::NAN
 }
@@ -993,8 +1049,16 @@ mod tests {
             t.vol_sizing_finalists, None,
             "no run was sized by a forecast"
         );
+        // The research goal's criteria: 1 of 3 goals is not most; 2 of 3 runs is.
+        let c = t.goal_criteria();
+        assert!(!c[0].holds && c[0].measured == "1 of 3 goals", "{c:?}");
+        assert!(c[2].holds && c[2].measured == "2 of 3 runs", "{c:?}");
         // The four runs' correlations are all 0: no spread, no t.
         assert!(t.validation_test_rank_correlation_t.is_nan());
+        assert!(
+            !c[1].holds,
+            "a correlation of 0 is not clearly positive: {c:?}"
+        );
         let with_rho = |rho: f64| {
             let mut r = run("a", &[0.1], 0.1, 0);
             r.validation_test_rank_correlation = rho;
@@ -1003,6 +1067,13 @@ mod tests {
         let t2 = super::totals(&[with_rho(0.1), with_rho(0.3), with_rho(f64::NAN)]);
         // Mean 0.2, standard deviation 0.1414, standard error 0.1: t = 2.
         assert!((t2.validation_test_rank_correlation_t - 2.0).abs() < 1e-9);
+        let c = t2.goal_criteria();
+        assert!(c[1].holds && c[1].measured == "0.20, t 2.0", "{c:?}");
+        let t3 = super::totals(&[with_rho(0.1), with_rho(0.35), with_rho(f64::NAN)]);
+        assert!(
+            t3.validation_test_rank_correlation_t < 2.0 && !t3.goal_criteria()[1].holds,
+            "wider spread, t below 2"
+        );
         // Sized by a forecast: pairs with a number on both sides are compared.
         let mut sized = run("a", &[0.1, 0.2, 0.3], 0.2, 0);
         sized.vol_sizing = Some(super::VolSizing {
