@@ -1464,17 +1464,19 @@ fn eval_cmd(a: EvalArgs) -> anyhow::Result<ExitCode> {
     let nw = rows.iter().any(|r| r.rank_ic_nw_t.is_some());
     // Diebold–Mariano t-statistics exist for volatility targets whose cells kept their losses.
     let dm = rows.iter().any(|r| r.vs_best_simple_dm_t.is_some());
-    // Validation scores exist for the simple forecasts of cells that kept them; the best
-    // simple forecast is then the best on validation.
-    let valid = rows.iter().any(|r| r.valid.is_some());
-    let chosen_on = if rows.iter().any(|r| r.best_simple && r.valid.is_none()) {
-        if valid {
-            "validation where every simple forecast has a score (valid), else on the test"
-        } else {
-            "the test, which favours it"
-        }
-    } else {
+    // How each target's best simple forecast was picked (`eval::summarize`): on validation
+    // where every simple forecast had a score there, else on the test.
+    let best: Vec<bool> = rows
+        .iter()
+        .filter(|r| r.best_simple)
+        .map(|r| r.chosen_on_validation)
+        .collect();
+    let chosen_on = if best.iter().all(|v| *v) {
         "validation (valid)"
+    } else if best.iter().any(|v| *v) {
+        "validation where every simple forecast has a score (valid), else on the test"
+    } else {
+        "the test, which favours it"
     };
     print!("{}", eval_tables(&rows));
     let ran = cells.iter().filter(|c| c.seconds > 0.0).count();

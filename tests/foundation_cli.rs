@@ -335,6 +335,11 @@ fn a_tiny_eval_grid_runs_and_resumes_from_its_cells() {
             .reduce(|a, b| if (b.1 < a.1) == vol { b } else { a })
             .unwrap();
         assert_eq!(best[0], top.0, "{target}: {valid:?}");
+        assert!(
+            rows.iter()
+                .any(|r| r["arm"] == best[0] && r["chosen_on_validation"] == true),
+            "{target}: the row says it was chosen on validation"
+        );
     }
     // Volatility cells keep every forecast's losses date by date, on the same dates, so each
     // model is tested against the best simple forecast over the test (Diebold–Mariano).

@@ -440,6 +440,10 @@ pub struct Row {
     /// Whether this row is that best simple forecast.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub best_simple: bool,
+    /// For the best simple forecast: whether it was chosen on validation (every simple
+    /// forecast of the target had a score there) rather than on the test.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub chosen_on_validation: bool,
     /// Volatility targets, models and blends: the Diebold–Mariano t-statistic of the test
     /// QLIKE against the best simple forecast's, over the test dates (their losses' difference
     /// date by date, Newey–West standard errors over [`dm_lags`] lags), averaged over seeds:
@@ -690,6 +694,7 @@ pub fn summarize(cells: &[Cell]) -> Vec<Row> {
                 valid,
                 vs_best_simple: None,
                 best_simple: false,
+                chosen_on_validation: false,
                 vs_best_simple_dm_t: None,
                 dm_t_vs_simple: Vec::new(),
                 vs_scratch_dm_t: None,
@@ -752,6 +757,7 @@ pub fn summarize(cells: &[Cell]) -> Vec<Row> {
             }
             if row.arm == best {
                 row.best_simple = true;
+                row.chosen_on_validation = on_valid;
             } else if is_model(&row.arm) {
                 let diffs: Vec<f64> = these
                     .iter()
@@ -921,6 +927,7 @@ mod tests {
         let rows = grid(Some(0.31));
         let row = |arm: &str| rows.iter().find(|r| r.arm == arm).unwrap();
         assert!(row("HAR-RV").best_simple && !row("EWMA").best_simple);
+        assert!(row("HAR-RV").chosen_on_validation);
         assert_eq!(row("HAR-RV").valid, Some(0.30));
         assert_eq!(row("cross-market full").valid, None);
         // cross − HAR-RV: 0.211 − 0.23, 0.212 − 0.23, 0.213 − 0.23.
@@ -930,6 +937,9 @@ mod tests {
         let rows = grid(None);
         let row = |arm: &str| rows.iter().find(|r| r.arm == arm).unwrap();
         assert!(row("EWMA").best_simple && !row("HAR-RV").best_simple);
+        // EWMA has no validation score here, but a forecast that has one can be picked on the
+        // test too: the row says how it was picked, not whether it has a score.
+        assert!(!row("EWMA").chosen_on_validation);
         let (d, _) = row("cross-market full").vs_best_simple.unwrap();
         assert!((d - 0.012).abs() < 1e-12, "{d}");
     }
