@@ -53,6 +53,9 @@ type Slot = Arc<Mutex<Option<(u16, Option<Duration>)>>>;
 struct Transport {
     http: reqwest::Client,
     slot: Slot,
+    /// No key was given: the request goes without an `Authorization` header (async-openai
+    /// always writes one, empty without a key).
+    keyless: bool,
 }
 
 fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
@@ -80,9 +83,12 @@ impl tower::Service<HttpRequestFactory> for Transport {
     }
 
     fn call(&mut self, request: HttpRequestFactory) -> Self::Future {
-        let (http, slot) = (self.http.clone(), self.slot.clone());
+        let (http, slot, keyless) = (self.http.clone(), self.slot.clone(), self.keyless);
         Box::pin(async move {
-            let request = request.build().await?;
+            let mut request = request.build().await?;
+            if keyless {
+                request.headers_mut().remove(reqwest::header::AUTHORIZATION);
+            }
             let response = http.execute(request).await.map_err(OpenAIError::Reqwest)?;
             if !response.status().is_success()
                 && let Ok(mut s) = slot.lock()
@@ -123,13 +129,19 @@ impl OpenAi {
     }
 
     fn client(&self, slot: Slot) -> Client<OpenAIConfig> {
-        let mut cfg = OpenAIConfig::new().with_api_base(self.config.base_url.clone());
-        if let Some(k) = &self.config.api_key {
-            cfg = cfg.with_api_key(k.clone());
-        }
+        // async-openai's defaults come from the environment (`OPENAI_API_KEY`,
+        // `OPENAI_ORG_ID`, `OPENAI_PROJECT_ID`, `OPENAI_BASE_URL`); every one is overwritten
+        // here, so that only what the caller configured is sent: without a key, none, whatever
+        // the environment holds.
+        let cfg = OpenAIConfig::new()
+            .with_api_base(self.config.base_url.clone())
+            .with_api_key(self.config.api_key.clone().unwrap_or_default())
+            .with_org_id("")
+            .with_project_id("");
         Client::with_config(cfg).with_http_service(Transport {
             http: self.http.clone(),
             slot,
+            keyless: self.config.api_key.is_none(),
         })
     }
 

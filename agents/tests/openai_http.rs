@@ -71,6 +71,56 @@ async fn text_replies_with_eos_parse_and_the_key_stays_out_of_the_trace() {
     assert!(!rec.jsonl().contains(KEY));
 }
 
+/// The name of the test below, which re-runs itself in a child process whose environment holds
+/// OpenAI's variables (setting them in this process would race the other tests).
+const ENV_TEST: &str = "without_a_key_nothing_from_the_environment_is_sent";
+
+#[tokio::test]
+async fn without_a_key_nothing_from_the_environment_is_sent() {
+    if std::env::var_os("LIM_OPENAI_ENV_CHILD").is_none() {
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([ENV_TEST, "--exact", "--nocapture", "--test-threads", "1"])
+            .env("LIM_OPENAI_ENV_CHILD", "1")
+            .env("OPENAI_API_KEY", "sk-from-the-environment")
+            .env("OPENAI_ORG_ID", "org-from-the-environment")
+            .env("OPENAI_PROJECT_ID", "proj-from-the-environment")
+            .env("OPENAI_BASE_URL", "http://127.0.0.1:9/v1")
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && stdout.contains("1 passed"),
+            "the child failed:\n{stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        return;
+    }
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/v1/chat/completions"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(reply(
+            json!({"role": "assistant", "content": "momentum"}),
+            "stop",
+        )))
+        .mount(&server)
+        .await;
+    let keyless = OpenAi::new(OpenAiConfig {
+        base_url: format!("{}/v1", server.uri()),
+        api_key: None,
+    })
+    .unwrap();
+    // The request reaches the configured server, not the environment's base URL.
+    keyless.complete(&req()).await.unwrap();
+    let sent = &server.received_requests().await.unwrap()[0];
+    for header in ["authorization", "openai-organization", "openai-project"] {
+        assert!(
+            sent.headers.get(header).is_none(),
+            "{header} was sent: {:?}",
+            sent.headers.get(header)
+        );
+    }
+}
+
 #[tokio::test]
 async fn tool_calls_come_back_typed() {
     let server = MockServer::start().await;

@@ -4,6 +4,7 @@
 use burn::optim::ModuleOptimizer;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
+use crate::FoundationError;
 use crate::config::{FinetuneConfig, Mode, ModelConfig, PretrainConfig};
 use crate::model::{Predictor, PretrainBatch, Pretrainer};
 use crate::parallel::{shard_ranges, sharded_gradients};
@@ -103,13 +104,16 @@ impl StepBench {
     }
 
     /// One step (forward, backward, AdamW update, loss read back); returns the loss.
-    pub fn step(&mut self) -> f32 {
+    ///
+    /// # Errors
+    /// None in practice: the step runs in one process (see [`crate::parallel::Solo`]).
+    pub fn step(&mut self) -> Result<f32, FoundationError> {
         let b = &self.batches[self.next % self.batches.len()];
         self.next += 1;
         if let Some(m) = self.pretrainer.take() {
-            let ((v, _, _), grads) = pretrain_gradients(&m, b.clone(), &self.pretrain);
+            let ((v, _, _), grads) = pretrain_gradients(&m, b.clone(), &self.pretrain)?;
             self.pretrainer = Some(self.optim.step(1e-4, m, grads));
-            return v;
+            return Ok(v);
         }
         if let Some(m) = self.predictor.take() {
             let ranges = shard_ranges(b.len(), self.pretrain.optim.shards);
@@ -121,9 +125,9 @@ impl StepBench {
                 vec![m.loss(s.patches, s.ids, y, false, whole, false)]
             });
             self.predictor = Some(self.optim.step(1e-4, m, grads));
-            return v.first().copied().unwrap_or(f32::NAN);
+            return Ok(v.first().copied().unwrap_or(f32::NAN));
         }
-        f32::NAN
+        Ok(f32::NAN)
     }
 }
 

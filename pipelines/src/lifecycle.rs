@@ -71,6 +71,14 @@ pub enum RunError {
         /// What failed.
         message: String,
     },
+    /// A replay ran into a difference from the journal, or did not get as far as it.
+    #[error("replay of run {run} failed: {message}")]
+    Diverged {
+        /// The run.
+        run: String,
+        /// The first difference, or the node executions it did not reach.
+        message: String,
+    },
     /// The report could not be built or written.
     #[error("run {run}: cannot write its report: {message}")]
     Report {
@@ -372,5 +380,85 @@ pub async fn execute<L: LlmClient + 'static>(
         summary,
         report: path,
         html,
+    })
+}
+
+/// What a replay found: every recorded node execution ran again with outputs identical to the
+/// journal's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Replayed {
+    /// Node executions the replay completed.
+    pub node_executions: usize,
+    /// Node executions the journal holds.
+    pub recorded_node_executions: usize,
+    /// LLM answers read back from the journal instead of asked.
+    pub llm_answers: usize,
+}
+
+/// Replays run `meta` from its journal `records` on `market`: every node runs again against the
+/// sealed journal, with no LLM (a recorded answer is read back; one the journal lacks is a
+/// divergence), the run's creation time as its clock, and the research memory as the journal
+/// recorded it. The data must be the data the run read (its manifest), and the replay must
+/// reach every node execution the journal holds (a crashed run's journal ends mid-run).
+///
+/// # Errors
+/// An unreadable configuration, other data, an invalid workflow, or a divergence.
+pub async fn replay(
+    meta: &RunMeta,
+    records: Vec<Record>,
+    market: Arc<dyn MarketData>,
+    foundation: Option<Arc<dyn lim_tools::FoundationModel>>,
+) -> Result<Replayed, RunError> {
+    let config = config_of(meta)?;
+    let manifest =
+        research::manifest(market.as_ref()).map_err(|e| RunError::Data(e.to_string()))?;
+    if manifest != meta.manifest {
+        return Err(RunError::DataChanged {
+            run: meta.id.clone(),
+            difference: crate::journal::first_difference(&meta.manifest, &manifest)
+                .unwrap_or_default(),
+        });
+    }
+    let recorded: Vec<String> = records
+        .iter()
+        .filter(|r| r.kind == Kind::Node)
+        .map(|r| r.exec.clone())
+        .collect();
+    let llm_answers = records.iter().filter(|r| r.kind == Kind::Llm).count();
+    let exec = research::executor(ResearchParts {
+        services: Services {
+            foundation,
+            market,
+            llm: Arc::new(research::NoLlm),
+            clock: Arc::new(crate::journal::FixedClock(meta.created_ms)),
+            // The memory is read back from the journal, as the run saw it.
+            memory: Arc::new(lim_tools::NoMemory),
+            remote_backtests: None,
+        },
+        config: config.clone(),
+    })
+    .map_err(|e| RunError::Workflow(e.to_string()))?;
+    let journal = Arc::new(Journal::sealed(records));
+    let state = exec
+        .run(journal, research::initial(&config), Mode::Replay, |_| {})
+        .await
+        .map_err(|e| RunError::Diverged {
+            run: meta.id.clone(),
+            message: e.to_string(),
+        })?;
+    let missing: Vec<&String> = recorded
+        .iter()
+        .filter(|e| !state.completed.contains(e))
+        .collect();
+    if !missing.is_empty() {
+        return Err(RunError::Diverged {
+            run: meta.id.clone(),
+            message: format!("it did not reach the recorded node executions {missing:?}"),
+        });
+    }
+    Ok(Replayed {
+        node_executions: state.completed.len(),
+        recorded_node_executions: recorded.len(),
+        llm_answers,
     })
 }

@@ -43,6 +43,14 @@ pub enum StoreError {
     /// No such run.
     #[error("no run '{0}' in the store; `lim runs` lists them")]
     UnknownRun(String),
+    /// A prefix that several runs start with.
+    #[error("'{prefix}' starts several runs ({}); give more of the id", runs.join(", "))]
+    AmbiguousRun {
+        /// What was given.
+        prefix: String,
+        /// The runs it starts (at most the first few).
+        runs: Vec<String>,
+    },
     /// A file could not be read or written.
     #[error("{action} '{path}': {source}")]
     Io {
@@ -425,11 +433,15 @@ impl Store {
             .collect::<Result<_, _>>()
             .map_err(|e| self.err(e))?;
         match found.len() {
+            0 => Err(StoreError::UnknownRun(id.into())),
             1 => Ok(found
                 .into_iter()
                 .next()
                 .ok_or_else(|| StoreError::UnknownRun(id.into()))?),
-            _ => Err(StoreError::UnknownRun(id.into())),
+            _ => Err(StoreError::AmbiguousRun {
+                prefix: id.into(),
+                runs: found.into_iter().take(5).map(|m| m.id).collect(),
+            }),
         }
     }
 

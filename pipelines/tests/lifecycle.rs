@@ -154,3 +154,77 @@ fn other_settings_are_refused_by_name_unless_forked_into_a_new_run() {
         other => panic!("{other:?}"),
     }
 }
+
+#[test]
+fn a_finished_run_replays_identically_and_a_changed_journal_or_other_data_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(Store::open(dir.path()).unwrap());
+    let ready = lifecycle::create(&store, config(), market().as_ref(), None, 7).unwrap();
+    let id = ready.meta.id.clone();
+    execute(&store, ready, false).unwrap();
+    let meta = store.run(&id).unwrap();
+    let records = store.load(&id).unwrap().records;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let replay = |meta: &lim_pipelines::store::RunMeta, records| {
+        runtime.block_on(lifecycle::replay(meta, records, market(), None))
+    };
+
+    let nodes = records
+        .iter()
+        .filter(|r| r.kind == lim_pipelines::journal::Kind::Node)
+        .count();
+    let replayed = replay(&meta, records.clone()).unwrap();
+    assert_eq!(replayed.node_executions, nodes);
+    assert_eq!(replayed.recorded_node_executions, nodes);
+    assert_eq!(replayed.llm_answers, 0);
+
+    // A data read's recorded digest that the data no longer gives is a divergence.
+    let mut altered = records.clone();
+    let read = altered
+        .iter_mut()
+        .find(|r| r.kind == lim_pipelines::journal::Kind::Data)
+        .expect("the run read data");
+    read.body["result"]["hash"] = serde_json::json!("0000000000000000");
+    let exec = read.exec.clone();
+    match replay(&meta, altered) {
+        Err(RunError::Diverged { run, message }) => {
+            assert_eq!(run, id);
+            assert!(message.contains(&exec), "{message}");
+        }
+        other => panic!("expected a divergence, got {other:?}"),
+    }
+
+    // Another catalog than the run read is refused before anything runs.
+    let mut other = meta.clone();
+    other.manifest[0]["name"] = serde_json::json!("not_the_same_dataset");
+    match replay(&other, records) {
+        Err(e @ RunError::DataChanged { .. }) => {
+            assert!(e.to_string().contains("--data"), "{e}");
+        }
+        other => panic!("expected other data to be refused, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_run_is_found_by_a_unique_prefix_and_an_ambiguous_one_is_named_as_such() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let a = lifecycle::create(&store, config(), market().as_ref(), None, 1).unwrap();
+    let mut other = config();
+    other.goal = "momentum in US stocks".into();
+    let b = lifecycle::create(&store, other, market().as_ref(), None, 2).unwrap();
+    let (a, b) = (a.meta.id, b.meta.id);
+    assert_eq!(store.run(&a).unwrap().id, a);
+    assert_eq!(store.run(&b[..b.len() - 1]).unwrap().id, b);
+    let e = store.run("r").unwrap_err().to_string();
+    assert!(
+        e.contains("starts several runs") && e.contains(&a) && e.contains(&b),
+        "{e}"
+    );
+    let e = store.run("nothing-like-it").unwrap_err().to_string();
+    assert!(e.contains("no run 'nothing-like-it'"), "{e}");
+}

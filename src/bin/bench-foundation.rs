@@ -58,20 +58,20 @@ fn summary(
 
 /// Pretraining throughput of every preset at 64 windows a step: windows per second, peak RSS
 /// and the steps that fit 8 hours, one JSON line per preset.
-fn presets_bench(steps: usize, shards: usize) {
+fn presets_bench(steps: usize, shards: usize) -> anyhow::Result<()> {
     for name in ModelConfig::PRESETS {
         let Some(cfg) = ModelConfig::preset(name) else {
             continue;
         };
         let mut bench = StepBench::new(Objective::Pretrain, &cfg, 64, shards, steps + 2);
         for _ in 0..2 {
-            bench.step();
+            bench.step()?;
         }
         let mut walls = Vec::new();
         let c0 = cpu_seconds();
         for _ in 0..steps {
             let t0 = Instant::now();
-            std::hint::black_box(bench.step());
+            std::hint::black_box(bench.step()?);
             walls.push(t0.elapsed().as_secs_f64());
         }
         let cpu = cpu_seconds() - c0;
@@ -88,9 +88,10 @@ fn presets_bench(steps: usize, shards: usize) {
             peak_rss_mb()
         );
     }
+    Ok(())
 }
 
-fn train_bench(steps: usize, shards: usize, activation: Option<Activation>) {
+fn train_bench(steps: usize, shards: usize, activation: Option<Activation>) -> anyhow::Result<()> {
     let mut cfg = ModelConfig::reference();
     cfg.activation = activation.unwrap_or(cfg.activation);
     for (name, objective) in [
@@ -100,18 +101,19 @@ fn train_bench(steps: usize, shards: usize, activation: Option<Activation>) {
         let mut bench = StepBench::new(objective, &cfg, 64, shards, steps + 3);
         let mut loss = 0.0;
         for _ in 0..3 {
-            loss = bench.step();
+            loss = bench.step()?;
         }
         let mut walls = Vec::new();
         let c0 = cpu_seconds();
         for _ in 0..steps {
             let t0 = Instant::now();
-            loss = bench.step();
+            loss = bench.step()?;
             walls.push(t0.elapsed().as_secs_f64());
         }
         let cpu = cpu_seconds() - c0;
         println!("{}", summary(name, &cfg, shards, &mut walls, cpu, loss));
     }
+    Ok(())
 }
 
 fn predict_bench(dir: &str, dataset: &str) -> anyhow::Result<()> {
@@ -182,9 +184,7 @@ fn main() -> anyhow::Result<()> {
         .transpose()
         .context("--activation: gelu or gelu_tanh")?;
     if args.iter().any(|a| a == "--presets") {
-        presets_bench(steps.max(1), shards.max(1));
-        return Ok(());
+        return presets_bench(steps.max(1), shards.max(1));
     }
-    train_bench(steps.max(1), shards.max(1), activation);
-    Ok(())
+    train_bench(steps.max(1), shards.max(1), activation)
 }
