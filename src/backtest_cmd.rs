@@ -120,18 +120,54 @@ struct Report {
     versus_always_long: Vec<SharpeTest>,
 }
 
-fn read_batch(path: &PathBuf) -> anyhow::Result<Vec<(String, String)>> {
+/// One strategy of a batch file: its name, expression, and where the expression starts in the
+/// file (line and column, from 1).
+struct BatchLine {
+    name: String,
+    expr: String,
+    line: usize,
+    column: usize,
+}
+
+fn read_batch(path: &PathBuf) -> anyhow::Result<Vec<BatchLine>> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read batch file '{}'", path.display()))?;
     Ok(text
         .lines()
         .enumerate()
         .filter(|(_, l)| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
-        .map(|(i, l)| match l.split_once('|') {
-            Some((n, e)) => (n.trim().to_string(), e.trim().to_string()),
-            None => (format!("line{}", i + 1), l.trim().to_string()),
+        .map(|(i, l)| {
+            let (name, rest, at) = match l.split_once('|') {
+                Some((n, e)) => (n.trim().to_string(), e, n.len() + 1),
+                None => (format!("line{}", i + 1), l, 0),
+            };
+            let lead = rest.len() - rest.trim_start().len();
+            BatchLine {
+                name,
+                expr: rest.trim().to_string(),
+                line: i + 1,
+                column: l[..at + lead].chars().count() + 1,
+            }
         })
         .collect())
+}
+
+/// A batch strategy's error placed in its file: the expression parser counts from the start of
+/// the expression (`line 1, column N: ...`), which becomes the file's line and column.
+fn place_in_file(file: &std::path::Path, at: &BatchLine, error: &str) -> String {
+    let file = file.display();
+    match error
+        .strip_prefix("line 1, column ")
+        .and_then(|rest| rest.split_once(':'))
+        .and_then(|(col, msg)| Some((col.trim().parse::<usize>().ok()?, msg)))
+    {
+        Some((col, msg)) => format!(
+            "batch file '{file}' line {}, column {}:{msg}",
+            at.line,
+            at.column + col - 1
+        ),
+        None => format!("batch file '{file}' line {}: {error}", at.line),
+    }
 }
 
 fn read_specs(path: &PathBuf) -> anyhow::Result<Vec<(String, StrategySpec)>> {
@@ -163,12 +199,16 @@ pub fn run(args: BacktestArgs) -> anyhow::Result<ExitCode> {
         println!("{}", serde_json::to_string_pretty(&StrategySpec::schema())?);
         return Ok(ExitCode::SUCCESS);
     }
+    let mut batch = Vec::new();
     let mut specs: Vec<(String, StrategySpec)> = match (&args.expr, &args.batch, &args.spec) {
         (Some(e), None, None) => vec![("expr".to_string(), StrategySpec::new(e.clone()))],
-        (None, Some(path), None) => read_batch(path)?
-            .into_iter()
-            .map(|(n, e)| (n, StrategySpec::new(e)))
-            .collect(),
+        (None, Some(path), None) => {
+            batch = read_batch(path)?;
+            batch
+                .iter()
+                .map(|b| (b.name.clone(), StrategySpec::new(b.expr.clone())))
+                .collect()
+        }
         (None, None, Some(path)) => read_specs(path)?,
         _ => bail!(
             "give a strategy with --expr 'EXPRESSION', a file of them with --batch FILE, or specs with --spec FILE"
@@ -247,6 +287,13 @@ pub fn run(args: BacktestArgs) -> anyhow::Result<ExitCode> {
     };
     // Results from the cluster come back with their books, so the check is the same here.
     session.mark_checks(&mut strategies);
+    if let Some(file) = &args.batch {
+        for (s, at) in strategies.iter_mut().zip(&batch) {
+            if let Some(e) = &s.error {
+                s.error = Some(place_in_file(file, at, e));
+            }
+        }
+    }
     let baselines = specs
         .first()
         .map(|(_, s)| {
@@ -294,7 +341,8 @@ pub fn run(args: BacktestArgs) -> anyhow::Result<ExitCode> {
     } else {
         print_report(&report, frequency);
     }
-    Ok(if failed == report.strategies.len() {
+    // A strategy that could not run fails the command, after whatever did run is shown.
+    Ok(if failed > 0 {
         ExitCode::from(1)
     } else {
         ExitCode::SUCCESS

@@ -396,6 +396,9 @@ fn show(args: ShowArgs) -> anyhow::Result<ExitCode> {
     }
     let set = catalog.panels(&q)?;
     let ret = set.panel(Field::Returns).context("returns panel missing")?;
+    let close = set.panel(Field::Close).context("close panel missing")?;
+    // As of a time, every figure is of the bars closed by then; otherwise of the whole file.
+    let cut = args.as_of.is_some();
     // Intraday statistics are annualised by the bars in a typical trading day of this data.
     let periods = meta.frequency.periods_per_year_of(&set.times);
     let mut symbols = Vec::new();
@@ -407,15 +410,29 @@ fn show(args: ShowArgs) -> anyhow::Result<ExitCode> {
         else {
             continue;
         };
+        let (first, last, rows, gaps) = if cut {
+            // Not traded by the as-of time: not shown.
+            let Some((f, l, present)) = close.span(c) else {
+                continue;
+            };
+            (
+                set.times[f],
+                set.times[l],
+                present as u64,
+                (l + 1 - f - present) as u64,
+            )
+        } else {
+            (sm.first, sm.last, sm.rows, sm.gaps)
+        };
         let rolls = set.rolls.get(&inst.symbol);
         symbols.push(SymbolReport {
             symbol: inst.symbol.clone(),
             exchange: inst.exchange.clone(),
             asset_class: inst.asset_class,
-            first: sm.first.display(meta.frequency),
-            last: sm.last.display(meta.frequency),
-            rows: sm.rows,
-            gaps: sm.gaps,
+            first: first.display(meta.frequency),
+            last: last.display(meta.frequency),
+            rows,
+            gaps,
             rolls: rolls.map(Vec::len),
             returns: ReturnStats::of(ret.column(c), periods),
             roll_dates: if args.symbol.is_some() {
@@ -425,21 +442,60 @@ fn show(args: ShowArgs) -> anyhow::Result<ExitCode> {
             },
         });
     }
+    if cut && symbols.is_empty() {
+        bail!(
+            "dataset '{}' has no bars by --as-of {} (its data starts {}{}); pass a later --as-of",
+            meta.name,
+            set.as_of,
+            meta.first.display(meta.frequency),
+            args.symbol
+                .as_ref()
+                .map(|s| format!(", and {s} is not among its instruments by then"))
+                .unwrap_or_default()
+        );
+    }
+    let (rows, first, last) = if cut {
+        (
+            symbols.iter().map(|s| s.rows).sum(),
+            symbols
+                .iter()
+                .map(|s| s.first.clone())
+                .min()
+                .unwrap_or_default(),
+            symbols
+                .iter()
+                .map(|s| s.last.clone())
+                .max()
+                .unwrap_or_default(),
+        )
+    } else {
+        (
+            meta.rows,
+            meta.first.display(meta.frequency),
+            meta.last.display(meta.frequency),
+        )
+    };
     let report = ShowJson {
         dataset: meta.name.clone(),
         file: meta.file.clone(),
         frequency: meta.frequency,
         as_of: set.as_of.to_string(),
         roll_policy: q.roll,
-        rows: meta.rows,
-        first: meta.first.display(meta.frequency),
-        last: meta.last.display(meta.frequency),
+        rows,
+        first,
+        last,
         quirks: meta.quirks,
         same_series: lim_market::same_series(&set, 0..set.times.len()),
+        // What the strategy language reads (`lim_backtest::frame::FIELDS` and the file's
+        // extra columns), not every field a panel query can derive.
         fields: meta
             .stored_fields()
             .into_iter()
-            .chain(Field::ALL.into_iter().filter(|f| !f.is_stored()))
+            .chain(
+                lim_backtest::frame::FIELDS
+                    .into_iter()
+                    .filter(|f| !f.is_stored()),
+            )
             .map(Field::name)
             .collect(),
         groupings: catalog
@@ -456,7 +512,11 @@ fn show(args: ShowArgs) -> anyhow::Result<ExitCode> {
         "{}  ({}, {} symbols, {} rows, {} → {}, as of {})",
         report.dataset,
         report.frequency,
-        meta.symbols.len(),
+        if cut {
+            report.symbols.len()
+        } else {
+            meta.symbols.len()
+        },
         thousands(report.rows),
         report.first,
         report.last,

@@ -14,11 +14,11 @@ use lim_agents::openai::{OpenAi, OpenAiConfig};
 use lim_backtest::metrics::Metrics;
 use lim_backtest::nonfinite;
 use lim_market::MarketData;
-use lim_pipelines::engine::{Mode, Progress};
+use lim_pipelines::engine::Progress;
 use lim_pipelines::journal::{Clock, Journal, Kind, Record, Sink, SystemClock, spent_in};
 use lim_pipelines::lifecycle::{self, Execution, Finished, Ready, Resumption};
 use lim_pipelines::research::{
-    self, ExperimentPlan, NoLlm, ResearchConfig, ResearchParts, Services, StrategistConfig, Summary,
+    self, ExperimentPlan, NoLlm, ResearchConfig, StrategistConfig, Summary,
 };
 use lim_pipelines::store::{RunMeta, RunStatus, Store, StoreError, StoreSink};
 use lim_pipelines::trace;
@@ -63,25 +63,52 @@ pub enum LlmKind {
 /// Budgets: each optional so that `lim resume` can tell what was asked to change.
 #[derive(Debug, Clone, Args)]
 pub struct BudgetArgs {
-    /// Most strategy-loop iterations [default: 6].
-    #[arg(long)]
+    /// Most strategy-loop iterations, at least 1 [default: 6].
+    #[arg(long, allow_negative_numbers = true, value_parser = clap::value_parser!(u32).range(1..))]
     max_iterations: Option<u32>,
     /// Most dollars of LLM calls, priced by --price.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true, value_parser = positive)]
     budget_usd: Option<f64>,
     /// Most LLM tokens.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true, value_parser = clap::value_parser!(u64).range(1..))]
     max_tokens: Option<u64>,
     /// Wall-time limit from the run's start, e.g. 90s, 45m, 8h.
-    #[arg(long, value_parser = parse_minutes)]
+    #[arg(long, allow_hyphen_values = true, value_parser = parse_minutes)]
     deadline: Option<f64>,
     /// Dollars per million prompt and completion tokens, e.g. 0.15,0.60.
     #[arg(long, value_parser = parse_price)]
     price: Option<Price>,
     /// Estimated CPU-seconds the foundation model may train for when the strategist chooses
     /// to (its pretrain and finetune tools refuse more) [default: 60; 0: no foundation tools].
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true, value_parser = non_negative)]
     foundation_cpu_seconds: Option<f64>,
+}
+
+/// A count of at least one.
+fn at_least_one(s: &str) -> Result<usize, String> {
+    match s.trim().parse::<i64>() {
+        Ok(v) if v >= 1 => Ok(v as usize),
+        Ok(_) => Err(format!("'{s}' must be at least 1")),
+        Err(_) => Err(format!("'{s}' is not a whole number")),
+    }
+}
+
+/// A number above zero.
+fn positive(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(v) if v > 0.0 && v.is_finite() => Ok(v),
+        Ok(_) => Err(format!("'{s}' must be above zero")),
+        Err(_) => Err(format!("'{s}' is not a number")),
+    }
+}
+
+/// A number at or above zero.
+fn non_negative(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(v) if v >= 0.0 && v.is_finite() => Ok(v),
+        Ok(_) => Err(format!("'{s}' must be zero or more")),
+        Err(_) => Err(format!("'{s}' is not a number")),
+    }
 }
 
 pub(crate) fn parse_minutes(s: &str) -> Result<f64, String> {
@@ -90,6 +117,11 @@ pub(crate) fn parse_minutes(s: &str) -> Result<f64, String> {
         .trim()
         .parse()
         .map_err(|_| format!("'{s}' is not a duration; write e.g. 90s, 45m or 8h"))?;
+    if v <= 0.0 || !v.is_finite() {
+        return Err(format!(
+            "'{s}': a duration must be above zero, e.g. 90s, 45m or 8h"
+        ));
+    }
     match unit {
         "s" => Ok(v / 60.0),
         "m" | "" => Ok(v),
@@ -102,11 +134,7 @@ fn parse_price(s: &str) -> Result<Price, String> {
     let (a, b) = s
         .split_once(',')
         .ok_or_else(|| format!("'{s}': write PROMPT,COMPLETION dollars per million tokens"))?;
-    let p = |x: &str| {
-        x.trim()
-            .parse::<f64>()
-            .map_err(|_| format!("'{x}' is not a number"))
-    };
+    let p = |x: &str| non_negative(x);
     Ok(Price {
         prompt: p(a)?,
         completion: p(b)?,
@@ -164,11 +192,11 @@ pub struct ResearchArgs {
     llm: LlmArgs,
     #[command(flatten)]
     budgets: BudgetArgs,
-    /// New strategies per iteration.
-    #[arg(long, default_value_t = 12)]
+    /// New strategies per iteration (at least 1).
+    #[arg(long, default_value_t = 12, allow_negative_numbers = true, value_parser = at_least_one)]
     population: usize,
-    /// Finalists evaluated once on the sealed test period.
-    #[arg(long, default_value_t = 3)]
+    /// Finalists evaluated once on the sealed test period (at least 1).
+    #[arg(long, default_value_t = 3, allow_negative_numbers = true, value_parser = at_least_one)]
     finalists: usize,
     /// Seed: the same seed, data and answers give the same run.
     #[arg(long, default_value_t = 1)]
@@ -361,6 +389,11 @@ pub(crate) fn strategist(llm: &LlmArgs) -> StrategistConfig {
 }
 
 pub fn research(args: ResearchArgs) -> anyhow::Result<ExitCode> {
+    if args.goal.trim().is_empty() {
+        bail!(
+            "the goal is empty: say what to research, e.g. lim research \"find a robust trend strategy for Chinese commodity futures, max drawdown 15%\""
+        );
+    }
     if args.budgets.budget_usd.is_some() && args.budgets.price.is_none() {
         bail!(
             "--budget-usd needs the model's prices to count dollars: add --price PROMPT,COMPLETION (dollars per million tokens, e.g. --price 0.15,0.60)"
@@ -839,7 +872,9 @@ pub fn runs(args: RunsArgs) -> anyhow::Result<ExitCode> {
             r.id.clone(),
             r.status.to_string(),
             lim_market::Timestamp(r.created_ms / 1000).to_string(),
-            short(&r.goal, 36),
+            // Widest row: an id with a suffix (11), `interrupted` (11), the time (20) and
+            // these two, with the separators, 118 columns.
+            short(&r.goal, 30),
             if r.status == RunStatus::Stopped {
                 format!("died; `lim resume {}`", r.id)
             } else {
@@ -966,63 +1001,21 @@ pub fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     for w in &loaded.warnings {
         eprintln!("warning: {w}");
     }
-    let config: ResearchConfig = serde_json::from_value(meta.config.clone())
-        .with_context(|| format!("run {}: its configuration is unreadable", meta.id))?;
     let market: Arc<dyn MarketData> = Arc::new(args.data.catalog_or(remembered)?);
-    let manifest = research::manifest(market.as_ref())?;
-    if manifest != meta.manifest {
-        bail!(
-            "run {} read other data than this catalog holds ({}); pass the --data directory the run used",
-            meta.id,
-            lim_pipelines::journal::first_difference(&meta.manifest, &manifest).unwrap_or_default()
-        );
-    }
-    let recorded_nodes: Vec<String> = loaded
-        .records
-        .iter()
-        .filter(|r| r.kind == Kind::Node)
-        .map(|r| r.exec.clone())
-        .collect();
-    let llm_answers = loaded
-        .records
-        .iter()
-        .filter(|r| r.kind == Kind::Llm)
-        .count();
-    let journal = Arc::new(Journal::sealed(loaded.records));
-    let exec = research::executor(ResearchParts {
-        services: Services {
-            foundation: foundation(&market),
-            market,
-            llm: Arc::new(NoLlm),
-            clock: Arc::new(lim_pipelines::journal::FixedClock(meta.created_ms)),
-            // A replay reads the memory back from the journal, as the run saw it.
-            memory: Arc::new(lim_tools::NoMemory),
-            remote_backtests: None,
-        },
-        config: config.clone(),
-    })?;
     let runtime = runtime()?;
     let t0 = std::time::Instant::now();
-    let state = runtime
-        .block_on(exec.run(journal, research::initial(&config), Mode::Replay, |_| {}))
-        .map_err(|e| anyhow::anyhow!("replay of run {} failed: {e}", meta.id))?;
-    // A journal may end mid-run (a crashed run): the replay must reach every recorded node.
-    let missing: Vec<&String> = recorded_nodes
-        .iter()
-        .filter(|e| !state.completed.contains(e))
-        .collect();
-    if !missing.is_empty() {
-        bail!(
-            "replay of run {} did not reach recorded node executions {missing:?}",
-            meta.id
-        );
-    }
+    let replayed = runtime.block_on(lifecycle::replay(
+        &meta,
+        loaded.records,
+        market.clone(),
+        foundation(&market),
+    ))?;
     let out = serde_json::json!({
         "run": meta.id,
         "identical": true,
-        "node_executions": state.completed.len(),
-        "recorded_node_executions": recorded_nodes.len(),
-        "llm_answers_read_back": llm_answers,
+        "node_executions": replayed.node_executions,
+        "recorded_node_executions": replayed.recorded_node_executions,
+        "llm_answers_read_back": replayed.llm_answers,
         "seconds": t0.elapsed().as_secs_f64(),
     });
     if args.json {
@@ -1031,8 +1024,8 @@ pub fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
         println!(
             "replayed run {}: {} node executions, outputs identical to the journal's ({} LLM answers read back; no LLM, no network) in {:.2} s",
             meta.id,
-            state.completed.len(),
-            llm_answers,
+            replayed.node_executions,
+            replayed.llm_answers,
             t0.elapsed().as_secs_f64()
         );
     }

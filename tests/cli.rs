@@ -92,10 +92,8 @@ fn data_show_reports_rolls_and_return_statistics_per_symbol() {
             "close",
             "volume",
             "open_interest",
-            "returns",
-            "log_returns",
             "vwap",
-            "dollar_volume"
+            "returns"
         ])
     );
     // As of a date, nothing later is shown.
@@ -121,6 +119,38 @@ fn data_show_reports_rolls_and_return_statistics_per_symbol() {
         .unwrap()
         .to_string();
     assert!(last_roll.as_str() <= "2015-06-30", "{last_roll}");
+    // Nor in the summary: the last bar, the rows and the symbol's span are those of bars
+    // closed by then.
+    let whole_rows = json(&lim(
+        &[
+            "data",
+            "show",
+            "cn_futures_daily",
+            "--symbol",
+            "SHFE:CU0",
+            "--json",
+        ],
+        cache.path(),
+    ))["symbols"][0]["rows"]
+        .as_u64()
+        .unwrap();
+    let cu = &v["symbols"][0];
+    for last in [&v["last"], &cu["last"]] {
+        assert!(last.as_str().unwrap() <= "2015-06-30", "{last}");
+    }
+    assert!(cu["rows"].as_u64().unwrap() < whole_rows);
+    assert_eq!(v["rows"], cu["rows"]);
+    // Before the data begins there is nothing to show, and the error says so.
+    let out = lim(
+        &["data", "show", "cn_futures_daily", "--as-of", "1990-01-01"],
+        cache.path(),
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("no bars by --as-of") && err.contains("later --as-of"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -283,15 +313,21 @@ fn a_bad_strategy_in_a_batch_is_reported_and_the_rest_still_run() {
     let dir = tempfile::tempdir().unwrap();
     let batch = dir.path().join("batch.txt");
     std::fs::write(&batch, "# momentum and a typo\nmom | rank(ts_sum(returns, 60))\nbad | rank(ts_men(close, 5))\nrev | -rank(ts_delta(close, 5))\n").unwrap();
-    let v = json(&lim(
+    let out = lim(
         &["backtest", "--batch", batch.to_str().unwrap(), "--json"],
         dir.path(),
-    ));
+    );
+    // What ran is reported, and the bad line fails the command.
+    assert_eq!(out.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let s = v["strategies"].as_array().unwrap();
     assert_eq!(s.len(), 3);
-    assert_eq!(
-        s[1]["error"],
-        "line 1, column 6: unknown function 'ts_men' (did you mean 'ts_mean'?)"
+    let e = s[1]["error"].as_str().unwrap();
+    assert!(
+        e.ends_with(
+            "batch.txt' line 3, column 12: unknown function 'ts_men' (did you mean 'ts_mean'?)"
+        ),
+        "{e}"
     );
     assert!(
         s[0]["metrics"].as_array().is_some_and(|m| !m.is_empty())
@@ -767,4 +803,25 @@ fn a_closed_pipe_ends_lim_quietly() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!stderr.contains("panicked"), "{stderr}");
     assert_eq!(out.status.code(), Some(141), "{stderr}");
+}
+
+/// A batch with a bad line still shows what ran, names the file's own line and column, and
+/// fails the exit code so that a script notices.
+#[test]
+fn a_bad_line_of_a_batch_is_placed_in_the_file_and_fails_the_command() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("mine.txt");
+    std::fs::write(&file, "good | rank(returns)\n\nbad | rank(retrns)\n").unwrap();
+    let out = lim(&["backtest", "--batch", file.to_str().unwrap()], dir.path());
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("good"), "{text}");
+    assert!(
+        text.contains("mine.txt' line 3, column 12: unknown field 'retrns'"),
+        "{text}"
+    );
 }

@@ -513,7 +513,8 @@ fn a_resume_with_other_settings_is_refused_naming_them_or_forks() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(
-        String::from_utf8_lossy(&out.stderr).contains("pass the --data directory the run used"),
+        String::from_utf8_lossy(&out.stderr).contains("read other data")
+            && String::from_utf8_lossy(&out.stderr).contains("same --data directory it used"),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
@@ -964,4 +965,43 @@ fn the_research_benchmark_sizes_finalists_by_a_volatility_forecast() {
     assert_eq!(other["model"], "pre8s1.lpft8s1v5", "{other}");
     assert_eq!(other["trailing_test_sharpe"], sized["trailing_test_sharpe"]);
     assert_ne!(other["forecast_test_sharpe"], sized["forecast_test_sharpe"]);
+}
+
+/// Goals and budgets a run cannot work with are refused before anything runs, each with what
+/// to write instead; nothing lands in the store.
+#[test]
+fn an_empty_goal_or_a_budget_below_one_is_refused_with_the_fix() {
+    let store = tempfile::tempdir().unwrap();
+    let cases: [(&[&str], &str); 7] = [
+        (&["   "], "the goal is empty"),
+        (&["trend", "--max-iterations", "0"], "--max-iterations"),
+        (&["trend", "--max-iterations", "-1"], "-1"),
+        (&["trend", "--population", "0"], "must be at least 1"),
+        (&["trend", "--finalists", "-2"], "must be at least 1"),
+        (&["trend", "--deadline", "-5m"], "must be above zero"),
+        (
+            &["trend", "--budget-usd", "-5", "--price", "1,1"],
+            "must be above zero",
+        ),
+    ];
+    for (args, says) in cases {
+        let out = lim()
+            .arg("research")
+            .args(args)
+            .arg("--store")
+            .arg(store.path())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} ran");
+        assert!(err.contains(says), "{args:?}: {err}");
+        assert!(!err.contains("unexpected argument"), "{args:?}: {err}");
+    }
+    let runs = lim()
+        .args(["runs", "--json", "--store"])
+        .arg(store.path())
+        .output()
+        .unwrap();
+    let listed: Value = serde_json::from_str(&ok(&runs)).unwrap();
+    assert_eq!(listed, json!([]), "runs were stored");
 }

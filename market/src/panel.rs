@@ -189,6 +189,16 @@ impl Panel {
         &self.data[s * self.times..(s + 1) * self.times]
     }
 
+    /// Where column `s` has values: its first and last row holding a finite value and how many
+    /// rows hold one; `None` when none does (an instrument that had not traded by the as-of).
+    pub fn span(&self, s: usize) -> Option<(usize, usize, usize)> {
+        let col = self.column(s);
+        let first = col.iter().position(|v| v.is_finite())?;
+        let last = col.iter().rposition(|v| v.is_finite())?;
+        let present = col[first..=last].iter().filter(|v| v.is_finite()).count();
+        Some((first, last, present))
+    }
+
     /// One symbol's history, mutable.
     pub fn column_mut(&mut self, s: usize) -> &mut [f64] {
         &mut self.data[s * self.times..(s + 1) * self.times]
@@ -731,5 +741,19 @@ fn assemble(
         rolls,
         stray,
         groups: BTreeMap::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_span_is_where_a_column_has_values() {
+        let nan = f64::NAN;
+        let p = Panel::from_columns(5, 2, vec![nan, 1.0, nan, 2.0, nan, nan, nan, nan, nan, nan])
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(p.span(0), Some((1, 3, 2)));
+        assert_eq!(p.span(1), None);
     }
 }

@@ -210,3 +210,49 @@ fn splice_prefix(original: &str, changed: &str, cut: usize) -> String {
     }
     out.join("\n") + "\n"
 }
+
+/// Catalogs of one process loading one source at once, with one cache directory (the research
+/// benchmark's runs, say): each writes its own whole cache file, none fails, and what is left
+/// reads back as a fresh parse.
+#[test]
+fn loads_racing_to_cache_one_source_each_write_a_whole_file() {
+    let fresh = Catalog::bundled(None)
+        .load("cn_futures_daily", &Field::STORED)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .0;
+    for _ in 0..4 {
+        let cache = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let start = std::sync::Barrier::new(4);
+        std::thread::scope(|s| {
+            for _ in 0..4 {
+                s.spawn(|| {
+                    let c = Catalog::bundled(Some(Cache::new(cache.path())));
+                    start.wait();
+                    let (_, src) = c
+                        .load("cn_futures_daily", &[Field::Close])
+                        .unwrap_or_else(|e| panic!("{e}"));
+                    if let LoadSource::Parsed { cache_error } = src {
+                        assert_eq!(cache_error, None, "a racing load could not write its cache");
+                    }
+                });
+            }
+        });
+        let left: Vec<_> = std::fs::read_dir(cache.path())
+            .unwrap_or_else(|e| panic!("{e}"))
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(left.len(), 1, "temporary files left behind: {left:?}");
+        let (cached, src) = Catalog::bundled(Some(Cache::new(cache.path())))
+            .load("cn_futures_daily", &Field::STORED)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(src, LoadSource::Cache);
+        for f in Field::STORED {
+            let same = cached.fields[&f]
+                .iter()
+                .zip(&fresh.fields[&f])
+                .all(|(x, y)| x.to_bits() == y.to_bits());
+            assert!(same, "{f:?} differs after racing cache writes");
+        }
+    }
+}

@@ -1124,6 +1124,7 @@ fn the_research_memory_is_read_through_the_journal_and_replays_as_it_was() {
         validation_sharpe: 0.4,
         test_sharpe: Some(-0.1),
         conclusion: "long windows hold up".into(),
+        data_end: Some("2024-12-31".into()),
     };
     let llm = ScriptedLlm::new(
         vec![
@@ -1881,4 +1882,66 @@ fn strategies_that_read_price_levels_are_rejected_as_looking_ahead() {
             .all(|sig| levels.iter().any(|f| sig.contains(f))),
         "{level:?}"
     );
+}
+
+/// A run as of an earlier time reads only what earlier runs measured on data that had happened
+/// by then: a finding whose test ran past the run's as-of time (or that does not say where its
+/// data ended) is not shown to the model, and the test Sharpe it carries never reaches it.
+#[test]
+fn a_run_as_of_an_earlier_time_reads_no_finding_measured_after_it() {
+    let mut config = llm_config();
+    config.budgets.max_iterations = 1;
+    config.as_of = Some("2019-12-31".into());
+    let finding = |conclusion: &str, data_end: Option<&str>| lim_tools::Finding {
+        datasets: "cn_futures_daily".into(),
+        frequency: "1d".into(),
+        run: "r1".into(),
+        goal: GOAL.into(),
+        signal: "ts_sum(returns, 120)".into(),
+        train_sharpe: 0.5,
+        validation_sharpe: 0.4,
+        test_sharpe: Some(-0.1),
+        conclusion: conclusion.into(),
+        data_end: data_end.map(str::to_string),
+    };
+    let memory = Remembered(vec![
+        finding("seen before the cut", Some("2019-12-31")),
+        finding("measured after the cut", Some("2020-01-02")),
+        finding("of no known period", None),
+    ]);
+    let llm = ScriptedLlm::new(
+        vec![
+            Turn::ToolCall {
+                name: "past_findings".into(),
+                arguments: json!({"datasets": ["cn_futures_daily"]}).to_string(),
+            },
+            Turn::Text(plan_reply()),
+            Turn::Text(critique_reply("fine")),
+        ],
+        Usage {
+            prompt_tokens: 10,
+            completion_tokens: 10,
+        },
+    );
+    let services = Services {
+        market: market(),
+        llm: Arc::new(llm),
+        clock: Arc::new(FixedClock(1_700_000_000_000)),
+        foundation: None,
+        memory: Arc::new(memory),
+        remote_backtests: None,
+    };
+    let j = fresh();
+    run_services(&config, services, j.clone(), Mode::Resume).unwrap();
+    let asked = j
+        .records()
+        .into_iter()
+        .filter(|r| r.kind == Kind::Llm && r.exec == "plan#1")
+        .nth(1)
+        .unwrap()
+        .body["request"]
+        .to_string();
+    assert!(asked.contains("seen before the cut"), "{asked}");
+    assert!(!asked.contains("measured after the cut"), "{asked}");
+    assert!(!asked.contains("of no known period"), "{asked}");
 }

@@ -7,7 +7,9 @@ use std::sync::Arc;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::{FailureKind, Tool, ToolOutcome};
+use lim_market::{Frequency, Timestamp};
+
+use crate::{DataEnd, FailureKind, Tool, ToolOutcome};
 
 /// One strategy an earlier run tried, with what it showed and what its critic concluded.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -33,6 +35,28 @@ pub struct Finding {
     pub test_sharpe: Option<f64>,
     /// The critic's last diagnosis of that run.
     pub conclusion: String,
+    /// The last bar of that run's data (the end of its test period), as its report shows it;
+    /// absent in findings remembered before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_end: Option<String>,
+}
+
+impl Finding {
+    /// Whether everything this finding measured had happened by `end`, so that a run whose
+    /// data ends there may read it: the close of its last bar is at or before `end`. A finding
+    /// that does not say where its data ended is visible only to a run on the whole history.
+    pub fn visible(&self, end: DataEnd) -> bool {
+        let closed = || {
+            let last = Timestamp::parse(self.data_end.as_deref()?)?;
+            let bar = Frequency::parse(&self.frequency).map_or(0, |f| f.seconds());
+            Some(last.0.saturating_add(bar))
+        };
+        match end {
+            DataEnd::Whole => true,
+            DataEnd::AsOf(t) => closed().is_some_and(|c| c <= (t.0).0),
+            DataEnd::Cut => false,
+        }
+    }
 }
 
 /// Where findings are read from.
@@ -75,7 +99,13 @@ fn twenty() -> usize {
 pub struct PastFindings {
     /// The memory (journaled in a run).
     pub memory: Arc<dyn Memory>,
+    /// Where the run's data ends: findings measured on data after it are left out, so that a
+    /// run as of an earlier time learns nothing of what came later ([`Finding::visible`]).
+    pub end: DataEnd,
 }
+
+/// How many findings are read before those after the run's end are left out.
+const READ_BEFORE_CUT: usize = 1000;
 
 impl Tool for PastFindings {
     const NAME: &'static str = "past_findings";
@@ -90,12 +120,61 @@ impl Tool for PastFindings {
     }
 
     async fn call(&self, args: PastFindingsArgs) -> ToolOutcome<Vec<Finding>> {
-        match self
-            .memory
-            .findings(&args.datasets, args.limit.clamp(1, 50))
-        {
-            Ok(f) => ToolOutcome::Done { result: f },
+        let limit = args.limit.clamp(1, 50);
+        let read = match self.end {
+            DataEnd::Whole => limit,
+            _ => READ_BEFORE_CUT,
+        };
+        match self.memory.findings(&args.datasets, read) {
+            Ok(f) => ToolOutcome::Done {
+                result: f
+                    .into_iter()
+                    .filter(|f| f.visible(self.end))
+                    .take(limit)
+                    .collect(),
+            },
             Err(e) => ToolOutcome::failed(FailureKind::Failed, e),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use lim_market::AsOf;
+
+    use super::*;
+
+    fn finding(frequency: &str, data_end: Option<&str>) -> Finding {
+        Finding {
+            datasets: "d".into(),
+            frequency: frequency.into(),
+            run: "r".into(),
+            goal: "g".into(),
+            signal: "returns".into(),
+            train_sharpe: 1.0,
+            validation_sharpe: 1.0,
+            test_sharpe: Some(1.0),
+            conclusion: String::new(),
+            data_end: data_end.map(str::to_string),
+        }
+    }
+
+    /// A finding is visible once its last bar has closed; one of no known end only to a run on
+    /// the whole history.
+    #[test]
+    fn a_finding_is_visible_once_its_last_bar_has_closed() {
+        let as_of = |t: &str| DataEnd::AsOf(AsOf::parse(t).unwrap_or(AsOf::LATEST));
+        let daily = finding("1d", Some("2019-12-31"));
+        assert!(daily.visible(as_of("2019-12-31")));
+        assert!(!daily.visible(as_of("2019-12-30")));
+        assert!(daily.visible(DataEnd::Whole));
+        assert!(!daily.visible(DataEnd::Cut));
+        // An hourly bar opening at 15:00 closes at 16:00.
+        let hourly = finding("1h", Some("2019-12-31T15:00:00Z"));
+        assert!(!hourly.visible(as_of("2019-12-31T15:30:00Z")));
+        assert!(hourly.visible(as_of("2019-12-31T16:00:00Z")));
+        let unknown = finding("1d", None);
+        assert!(unknown.visible(DataEnd::Whole));
+        assert!(!unknown.visible(as_of("2099-12-31")));
     }
 }

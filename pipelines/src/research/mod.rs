@@ -161,14 +161,37 @@ fn agent_limits(
     })
 }
 
-/// The `past_findings` tool of a node execution, its reads journaled.
-fn past_findings<L>(services: &Services<L>, cx: &Cx) -> PastFindings {
+/// The `past_findings` tool of a node execution, its reads journaled, showing only findings
+/// measured on data that had happened by `end`, where the run's data ends.
+fn past_findings<L>(services: &Services<L>, cx: &Cx, end: lim_tools::DataEnd) -> PastFindings {
     PastFindings {
         memory: Arc::new(JournaledMemory::new(
             services.memory.clone(),
             cx.journal.clone(),
             &cx.exec,
         )),
+        end,
+    }
+}
+
+/// Where the run's data ends, for what it may read of the research memory: the whole history,
+/// its `--as-of` time, or with `--earlier` the close of the universe's last bar once the
+/// universe is chosen (before, `Cut`: no finding is known to lie before it).
+fn data_end(
+    config: &ResearchConfig,
+    universe: Option<&lim_backtest::session::Session>,
+) -> lim_tools::DataEnd {
+    match lim_tools::DataEnd::of(config.as_of.as_deref(), config.earlier) {
+        lim_tools::DataEnd::Cut => universe
+            .and_then(|s| {
+                let last = *s.times().last()?;
+                let close = last.0.saturating_add(s.frequency().seconds());
+                Some(lim_tools::DataEnd::AsOf(lim_market::AsOf(
+                    lim_market::Timestamp(close),
+                )))
+            })
+            .unwrap_or(lim_tools::DataEnd::Cut),
+        end => end,
     }
 }
 

@@ -851,6 +851,7 @@ pub fn findings_of(run: &str, s: &Summary) -> Vec<lim_tools::Finding> {
                 .map(|f| f.test.sharpe)
                 .filter(|v| v.is_finite()),
             conclusion: conclusion.clone(),
+            data_end: s.periods.last().map(|p| p.last.clone()),
         })
         .collect()
 }

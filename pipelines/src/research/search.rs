@@ -149,7 +149,11 @@ impl<L: LlmClient + 'static> Node for Generate<L> {
                             })
                             .with(Leaderboard { log: log.clone() })
                             .with(Lineage { log: log.clone() })
-                            .with(past_findings(&self.services, &cx));
+                            .with(past_findings(
+                                &self.services,
+                                &cx,
+                                data_end(&self.config, self.universe.current().as_deref()),
+                            ));
                         // The foundation model, when the build has one and the budget is not
                         // spent: the strategist decides whether a forecast is worth training.
                         let state = lab_state(&cx, &self.config)?;
@@ -472,7 +476,11 @@ impl<L: LlmClient + 'static> Node for CritiqueNode<L> {
                     })
                     .with(Leaderboard { log: log.clone() })
                     .with(Lineage { log })
-                    .with(past_findings(&self.services, &cx));
+                    .with(past_findings(
+                        &self.services,
+                        &cx,
+                        data_end(&self.config, self.universe.current().as_deref()),
+                    ));
                 let tools = JournaledTools::new(registry, cx.journal.clone(), &cx.exec);
                 let run = strategist::critique_agent(
                     &llm,
