@@ -720,15 +720,22 @@ fn print_summary(s: &Summary) {
     let mut t = Table::new(&[
         "#",
         "iter",
+        "fitness",
         "train.sharpe",
         "valid.sharpe",
         "valid.dd",
         "signal",
     ]);
+    // Ranked by fitness, which is shown; `iter` counts as the progress lines do.
     for e in &s.leaderboard {
         t.row(vec![
             e.rank.to_string(),
-            e.generation.to_string(),
+            (e.generation + 1).to_string(),
+            if e.fitness.is_finite() {
+                format!("{:.2}", e.fitness)
+            } else {
+                "none".into()
+            },
             metric(e.train.bars, e.train.sharpe),
             metric(e.validation.bars, e.validation.sharpe),
             pct(e.validation.max_dd),

@@ -28,7 +28,9 @@ pub struct Budgets {
     pub max_tokens: Option<u64>,
     /// Minutes of wall time from the run's start (the run's clock).
     pub deadline_minutes: Option<f64>,
-    /// Iterations without a better strategy before the search counts as converged.
+    /// Iterations, the one that found the best strategy among them, after which a search
+    /// that has not bettered it counts as converged: with 3, two iterations in a row without a
+    /// better strategy.
     pub patience: u32,
     /// Dollars per million prompt and completion tokens, for `max_usd` and the report.
     pub price: Option<Price>,

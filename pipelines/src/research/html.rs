@@ -696,7 +696,7 @@ pub fn tearsheet(summary: &Summary, curves: Option<&Curves>) -> String {
     // Leaderboard, lineage.
     s.push_str("<section id=\"leaderboard\"><h2>Leaderboard (train and validation only)</h2><table class=\"sortable\"><thead><tr><th>#</th><th>iter</th><th>fitness</th><th>train Sharpe</th><th>valid Sharpe</th><th>valid return</th><th>valid max DD</th><th>valid turnover</th><th>valid rank IC</th><th>signal</th></tr></thead><tbody>");
     for e in &summary.leaderboard {
-        let _ = write!(s, "<tr><td>{}</td><td>{}</td>", e.rank, e.generation);
+        let _ = write!(s, "<tr><td>{}</td><td>{}</td>", e.rank, e.generation + 1);
         s.push_str(&num(e.fitness, 2));
         s.push_str(&num(e.train.sharpe, 2));
         s.push_str(&num(e.validation.sharpe, 2));

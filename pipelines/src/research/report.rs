@@ -9,7 +9,8 @@ pub struct Entry {
     pub rank: usize,
     /// The signal.
     pub signal: String,
-    /// The iteration that proposed it.
+    /// Its generation: 0 for the plan's seeds, g for the g-th the strategist proposed. Tables
+    /// show the iteration that tried it, `generation + 1`, as progress and the lineage count.
     pub generation: usize,
     /// Its parents.
     pub parents: Vec<String>,
@@ -429,9 +430,9 @@ impl Summary {
         }
         let _ = writeln!(
             s,
-            "- budget: {}; converged after {} iterations without a better strategy",
+            "- budget: {}; converged after {} iterations in a row without a better strategy",
             p.budgets.describe(),
-            p.budgets.patience
+            p.budgets.patience.saturating_sub(1)
         );
         let _ = writeln!(
             s,
@@ -498,7 +499,7 @@ impl Summary {
                 s,
                 "| {} | {} | {} | {} | {} | {} | {} | {} | `{}` |",
                 e.rank,
-                e.generation,
+                e.generation + 1,
                 show(e.fitness, 2, "none"),
                 cell(&e.train, e.train.sharpe, 2, 1.0, ""),
                 cell(v, v.sharpe, 2, 1.0, ""),
@@ -568,6 +569,11 @@ impl Summary {
             self.test_period()
                 .map(|p| format!(", {} to {}", p.first, p.last))
                 .unwrap_or_default()
+        );
+        let _ = writeln!(
+            s,
+            "Finalists are taken down the leaderboard, skipping a strategy whose training and validation returns correlate above {} with a finalist already taken (the two are one bet).\n",
+            super::finalize::MAX_FINALIST_CORRELATION
         );
         let _ = writeln!(
             s,

@@ -531,9 +531,10 @@ impl<L: LlmClient + 'static> Node for CritiqueNode<L> {
             } else if candidates.is_empty() && iteration > 1 {
                 Some("the strategist proposed nothing new".to_string())
             } else if iteration > b.patience && !improved_recently {
+                // The iteration that found the best is one of the `patience` counted.
                 Some(format!(
                     "converged: no better strategy in the last {} iterations",
-                    b.patience
+                    b.patience.saturating_sub(1)
                 ))
             } else {
                 None
