@@ -131,14 +131,14 @@ fn an_offline_run_ends_with_a_sealed_test_and_statistics_over_every_trial() {
         })
         .collect();
     assert!(ranks.windows(2).all(|w| w[0] < w[1]), "{ranks:?}");
-    // A 60-day sum of returns under a sign book is the 63-day momentum baseline found again:
-    // the leaderboard says so; by default its fitness does not pay for it, and with
-    // --baseline-penalty it does.
+    // A 60-day sum of returns under a sign book is the 63-day momentum baseline found again
+    // (with minimum counts: the sample's calendar has holes): the leaderboard says so; by
+    // default its fitness does not pay for it, and with --baseline-penalty it does.
     let again = |s: &Summary| {
         s.leaderboard
             .iter()
-            .find(|e| e.signal == "ts_sum(returns, 60)")
-            .expect("ts_sum(returns, 60) is scored")
+            .find(|e| e.signal == "ts_sum(returns, 60, 45)")
+            .expect("ts_sum(returns, 60, 45) is scored")
             .clone()
     };
     let (name, c) = again(&s).closest_baseline.unwrap();
@@ -161,7 +161,7 @@ fn an_offline_run_ends_with_a_sealed_test_and_statistics_over_every_trial() {
     let degenerate = s
         .rejected
         .iter()
-        .find(|r| r.signal == "-ts_std(returns, 60)")
+        .find(|r| r.signal == "-ts_std(returns, 60, 45)")
         .unwrap();
     assert!(
         degenerate.reason.starts_with(
@@ -1205,7 +1205,7 @@ fn the_critic_agent_diagnoses_tried_strategies_only() {
             Turn::ToolCalls(vec![
                 (
                     "diagnose".into(),
-                    json!({"strategies": [spec("ts_sum(returns, 120)"), spec("ts_sum(returns, 60)")]})
+                    json!({"strategies": [spec("ts_sum(returns, 120, 90)"), spec("ts_sum(returns, 60, 45)")]})
                         .to_string(),
                 ),
                 (
