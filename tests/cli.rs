@@ -74,6 +74,7 @@ fn data_show_reports_rolls_and_return_statistics_per_symbol() {
         cache.path(),
     ));
     let cu = &v["symbols"][0];
+    let whole_rows = cu["rows"].as_u64().unwrap();
     assert_eq!(cu["symbol"], "SHFE:CU0");
     assert!(cu["rolls"].as_u64().unwrap() > 50);
     assert_eq!(
@@ -121,19 +122,6 @@ fn data_show_reports_rolls_and_return_statistics_per_symbol() {
     assert!(last_roll.as_str() <= "2015-06-30", "{last_roll}");
     // Nor in the summary: the last bar, the rows and the symbol's span are those of bars
     // closed by then.
-    let whole_rows = json(&lim(
-        &[
-            "data",
-            "show",
-            "cn_futures_daily",
-            "--symbol",
-            "SHFE:CU0",
-            "--json",
-        ],
-        cache.path(),
-    ))["symbols"][0]["rows"]
-        .as_u64()
-        .unwrap();
     let cu = &v["symbols"][0];
     for last in [&v["last"], &cu["last"]] {
         assert!(last.as_str().unwrap() <= "2015-06-30", "{last}");

@@ -1108,13 +1108,9 @@ impl lim_tools::Memory for Remembered {
     }
 }
 
-/// The planner reads what an earlier run found; the read is journaled, so a replay sees the
-/// memory as the run saw it even after the memory is gone.
-#[test]
-fn the_research_memory_is_read_through_the_journal_and_replays_as_it_was() {
-    let mut config = llm_config();
-    config.budgets.max_iterations = 1;
-    let finding = lim_tools::Finding {
+/// A finding of an earlier run on the sample's Chinese futures.
+fn finding(conclusion: &str, data_end: Option<&str>) -> lim_tools::Finding {
+    lim_tools::Finding {
         datasets: "cn_futures_daily".into(),
         frequency: "1d".into(),
         run: "r1".into(),
@@ -1123,10 +1119,14 @@ fn the_research_memory_is_read_through_the_journal_and_replays_as_it_was() {
         train_sharpe: 0.5,
         validation_sharpe: 0.4,
         test_sharpe: Some(-0.1),
-        conclusion: "long windows hold up".into(),
-        data_end: Some("2024-12-31".into()),
-    };
-    let llm = ScriptedLlm::new(
+        conclusion: conclusion.into(),
+        data_end: data_end.map(str::to_string),
+    }
+}
+
+/// A planner that reads the research memory before it plans, and a critic.
+fn memory_reader() -> ScriptedLlm {
+    ScriptedLlm::new(
         vec![
             Turn::ToolCall {
                 name: "past_findings".into(),
@@ -1139,7 +1139,17 @@ fn the_research_memory_is_read_through_the_journal_and_replays_as_it_was() {
             prompt_tokens: 10,
             completion_tokens: 10,
         },
-    );
+    )
+}
+
+/// The planner reads what an earlier run found; the read is journaled, so a replay sees the
+/// memory as the run saw it even after the memory is gone.
+#[test]
+fn the_research_memory_is_read_through_the_journal_and_replays_as_it_was() {
+    let mut config = llm_config();
+    config.budgets.max_iterations = 1;
+    let finding = finding("long windows hold up", Some("2024-12-31"));
+    let llm = memory_reader();
     let exec = |llm: ScriptedLlm, memory: Arc<dyn lim_tools::Memory>, j: Arc<Journal>, mode| {
         let services = Services {
             market: market(),
@@ -1892,40 +1902,14 @@ fn a_run_as_of_an_earlier_time_reads_no_finding_measured_after_it() {
     let mut config = llm_config();
     config.budgets.max_iterations = 1;
     config.as_of = Some("2019-12-31".into());
-    let finding = |conclusion: &str, data_end: Option<&str>| lim_tools::Finding {
-        datasets: "cn_futures_daily".into(),
-        frequency: "1d".into(),
-        run: "r1".into(),
-        goal: GOAL.into(),
-        signal: "ts_sum(returns, 120)".into(),
-        train_sharpe: 0.5,
-        validation_sharpe: 0.4,
-        test_sharpe: Some(-0.1),
-        conclusion: conclusion.into(),
-        data_end: data_end.map(str::to_string),
-    };
     let memory = Remembered(vec![
         finding("seen before the cut", Some("2019-12-31")),
         finding("measured after the cut", Some("2020-01-02")),
         finding("of no known period", None),
     ]);
-    let llm = ScriptedLlm::new(
-        vec![
-            Turn::ToolCall {
-                name: "past_findings".into(),
-                arguments: json!({"datasets": ["cn_futures_daily"]}).to_string(),
-            },
-            Turn::Text(plan_reply()),
-            Turn::Text(critique_reply("fine")),
-        ],
-        Usage {
-            prompt_tokens: 10,
-            completion_tokens: 10,
-        },
-    );
     let services = Services {
         market: market(),
-        llm: Arc::new(llm),
+        llm: Arc::new(memory_reader()),
         clock: Arc::new(FixedClock(1_700_000_000_000)),
         foundation: None,
         memory: Arc::new(memory),
