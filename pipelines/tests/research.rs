@@ -1121,6 +1121,7 @@ fn finding(conclusion: &str, data_end: Option<&str>) -> lim_tools::Finding {
         test_sharpe: Some(-0.1),
         conclusion: conclusion.into(),
         data_end: data_end.map(str::to_string),
+        validation_end: Some("2013-12-25".into()),
     }
 }
 
@@ -1179,18 +1180,18 @@ fn the_research_memory_is_read_through_the_journal_and_replays_as_it_was() {
         reads[0].body["findings"][0]["conclusion"],
         "long windows hold up"
     );
-    // The model saw the finding as the tool's result.
+    // The model saw the finding as the tool's result, without the test Sharpe: a planner does
+    // not yet know where its own sealed test lies.
     let asked = j
         .records()
         .into_iter()
         .filter(|r| r.kind == Kind::Llm && r.exec == "plan#1")
         .nth(1)
-        .unwrap();
-    assert!(
-        asked.body["request"]
-            .to_string()
-            .contains("long windows hold up")
-    );
+        .unwrap()
+        .body["request"]
+        .to_string();
+    assert!(asked.contains("long windows hold up"), "{asked}");
+    assert!(!asked.contains("test_sharpe"), "{asked}");
     // Replayed with an empty memory: the journal's read stands.
     let replayed = exec(
         ScriptedLlm::new(Vec::new(), Usage::default()),
@@ -1928,4 +1929,79 @@ fn a_run_as_of_an_earlier_time_reads_no_finding_measured_after_it() {
     assert!(asked.contains("seen before the cut"), "{asked}");
     assert!(!asked.contains("measured after the cut"), "{asked}");
     assert!(!asked.contains("of no known period"), "{asked}");
+}
+
+/// Once the universe says where the run's sealed test begins (2020-12-21 on the sample), the
+/// critic reads nothing measured on it: an earlier run's test Sharpe only if its test ended
+/// before, and none of a run whose validation reached into it.
+#[test]
+fn the_critic_reads_nothing_of_earlier_runs_measured_on_its_sealed_test() {
+    let mut config = llm_config();
+    config.budgets.max_iterations = 1;
+    let memory = Remembered(vec![
+        lim_tools::Finding {
+            test_sharpe: Some(0.777),
+            validation_end: Some("2016-12-06".into()),
+            ..finding("an earlier test", Some("2020-12-11"))
+        },
+        lim_tools::Finding {
+            test_sharpe: Some(0.888),
+            validation_end: Some("2020-12-11".into()),
+            ..finding("the same test", Some("2024-12-31"))
+        },
+        lim_tools::Finding {
+            validation_end: Some("2022-06-30".into()),
+            ..finding("a validation into the test", Some("2024-12-31"))
+        },
+    ]);
+    let read = || Turn::ToolCall {
+        name: "past_findings".into(),
+        arguments: json!({"datasets": ["cn_futures_daily"]}).to_string(),
+    };
+    let llm = ScriptedLlm::new(
+        vec![
+            read(),
+            Turn::Text(plan_reply()),
+            read(),
+            Turn::Text(critique_reply("fine")),
+        ],
+        Usage {
+            prompt_tokens: 10,
+            completion_tokens: 10,
+        },
+    );
+    let services = Services {
+        market: market(),
+        llm: Arc::new(llm),
+        clock: Arc::new(FixedClock(1_700_000_000_000)),
+        foundation: None,
+        memory: Arc::new(memory),
+        remote_backtests: None,
+    };
+    let j = fresh();
+    run_services(&config, services, j.clone(), Mode::Resume).unwrap();
+    let asked = |exec: &str| {
+        j.records()
+            .into_iter()
+            .filter(|r| r.kind == Kind::Llm && r.exec == exec)
+            .nth(1)
+            .unwrap()
+            .body["request"]
+            .to_string()
+    };
+    let critic = asked("critique#1");
+    assert!(
+        critic.contains("an earlier test") && critic.contains("0.777"),
+        "{critic}"
+    );
+    assert!(
+        critic.contains("the same test") && !critic.contains("0.888"),
+        "{critic}"
+    );
+    assert!(!critic.contains("a validation into the test"), "{critic}");
+    let planner = asked("plan#1");
+    assert!(
+        !planner.contains("0.777") && !planner.contains("0.888"),
+        "{planner}"
+    );
 }

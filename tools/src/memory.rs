@@ -39,6 +39,10 @@ pub struct Finding {
     /// absent in findings remembered before it was recorded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub data_end: Option<String>,
+    /// The last bar of that run's validation part (its training and validation Sharpe ratios
+    /// come from bars up to it); absent in findings remembered before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub validation_end: Option<String>,
 }
 
 impl Finding {
@@ -46,15 +50,37 @@ impl Finding {
     /// data ends there may read it: the close of its last bar is at or before `end`. A finding
     /// that does not say where its data ended is visible only to a run on the whole history.
     pub fn visible(&self, end: DataEnd) -> bool {
-        let closed = || {
-            let last = Timestamp::parse(self.data_end.as_deref()?)?;
-            let bar = Frequency::parse(&self.frequency).map_or(0, |f| f.seconds());
-            Some(last.0.saturating_add(bar))
-        };
         match end {
             DataEnd::Whole => true,
-            DataEnd::AsOf(t) => closed().is_some_and(|c| c <= (t.0).0),
+            DataEnd::AsOf(t) => self.closes(&self.data_end).is_some_and(|c| c <= (t.0).0),
             DataEnd::Cut => false,
+        }
+    }
+
+    /// When the bar named by `last` (this finding's frequency) closed, in seconds.
+    fn closes(&self, last: &Option<String>) -> Option<i64> {
+        let last = Timestamp::parse(last.as_deref()?)?;
+        let bar = Frequency::parse(&self.frequency).map_or(0, |f| f.seconds());
+        Some(last.0.saturating_add(bar))
+    }
+
+    /// This finding as a run whose sealed test begins at `test_start` (`None`: not yet known)
+    /// may see it: nothing measured on bars of that test. Its test Sharpe stays only when its
+    /// whole test had closed before `test_start`; the finding is left out when its training
+    /// and validation reach into that test, or when it cannot say where they end.
+    pub fn sealed(mut self, test_start: Option<Timestamp>) -> Option<Finding> {
+        let before = |closes: Option<i64>| match (closes, test_start) {
+            (Some(c), Some(t)) => c <= t.0,
+            _ => false,
+        };
+        if !before(self.closes(&self.data_end)) {
+            self.test_sharpe = None;
+        }
+        // Without a known test start, training and validation are shown: the planner does
+        // not yet know where its test will be, and the strategist's tools see it later.
+        match test_start {
+            Some(_) if !before(self.closes(&self.validation_end)) => None,
+            _ => Some(self),
         }
     }
 }
@@ -102,6 +128,9 @@ pub struct PastFindings {
     /// Where the run's data ends: findings measured on data after it are left out, so that a
     /// run as of an earlier time learns nothing of what came later ([`Finding::visible`]).
     pub end: DataEnd,
+    /// Where the run's sealed test begins, once its universe is chosen: nothing measured on
+    /// it is shown ([`Finding::sealed`]); before, no test Sharpe is.
+    pub test_start: Option<Timestamp>,
 }
 
 /// How many findings are read before those after the run's end are left out.
@@ -121,15 +150,12 @@ impl Tool for PastFindings {
 
     async fn call(&self, args: PastFindingsArgs) -> ToolOutcome<Vec<Finding>> {
         let limit = args.limit.clamp(1, 50);
-        let read = match self.end {
-            DataEnd::Whole => limit,
-            _ => READ_BEFORE_CUT,
-        };
-        match self.memory.findings(&args.datasets, read) {
+        match self.memory.findings(&args.datasets, READ_BEFORE_CUT) {
             Ok(f) => ToolOutcome::Done {
                 result: f
                     .into_iter()
                     .filter(|f| f.visible(self.end))
+                    .filter_map(|f| f.sealed(self.test_start))
                     .take(limit)
                     .collect(),
             },
@@ -156,6 +182,7 @@ mod tests {
             test_sharpe: Some(1.0),
             conclusion: String::new(),
             data_end: data_end.map(str::to_string),
+            validation_end: Some("2018-12-31".into()),
         }
     }
 
@@ -177,4 +204,36 @@ mod tests {
         assert!(unknown.visible(DataEnd::Whole));
         assert!(!unknown.visible(as_of("2099-12-31")));
     }
+}
+
+/// A run whose sealed test begins on 2020-01-02 sees nothing measured on it: a finding whose
+/// test ran into it loses its test Sharpe, one whose validation did is left out, and before the
+/// test start is known no test Sharpe is shown.
+#[cfg(test)]
+#[test]
+fn nothing_measured_on_a_runs_sealed_test_is_shown() {
+    let finding = |validation_end: &str, data_end: &str| Finding {
+        datasets: "d".into(),
+        frequency: "1d".into(),
+        run: "r".into(),
+        goal: "g".into(),
+        signal: "returns".into(),
+        train_sharpe: 1.0,
+        validation_sharpe: 1.0,
+        test_sharpe: Some(1.0),
+        conclusion: String::new(),
+        data_end: Some(data_end.into()),
+        validation_end: Some(validation_end.into()),
+    };
+    let start = Timestamp::parse("2020-01-02");
+    let earlier = finding("2018-06-29", "2019-12-31").sealed(start);
+    assert_eq!(earlier.and_then(|f| f.test_sharpe), Some(1.0));
+    let overlapping = finding("2019-06-28", "2021-12-31").sealed(start);
+    assert_eq!(overlapping.map(|f| f.test_sharpe), Some(None));
+    assert_eq!(finding("2020-06-30", "2021-12-31").sealed(start), None);
+    let planning = finding("2018-06-29", "2019-12-31").sealed(None);
+    assert_eq!(planning.map(|f| f.test_sharpe), Some(None));
+    let mut unknown = finding("2018-06-29", "2019-12-31");
+    unknown.validation_end = None;
+    assert_eq!(unknown.sealed(start), None);
 }

@@ -167,15 +167,25 @@ fn agent_limits(
 }
 
 /// The `past_findings` tool of a node execution, its reads journaled, showing only findings
-/// measured on data that had happened by `end`, where the run's data ends.
-fn past_findings<L>(services: &Services<L>, cx: &Cx, end: lim_tools::DataEnd) -> PastFindings {
+/// measured on data that had happened by `end`, where the run's data ends, and nothing measured
+/// on the run's sealed test once `universe` says where it begins.
+fn past_findings<L>(
+    services: &Services<L>,
+    cx: &Cx,
+    config: &ResearchConfig,
+    universe: Option<&lim_backtest::session::Session>,
+) -> PastFindings {
     PastFindings {
         memory: Arc::new(JournaledMemory::new(
             services.memory.clone(),
             cx.journal.clone(),
             &cx.exec,
         )),
-        end,
+        end: data_end(config, universe),
+        test_start: universe.and_then(|s| {
+            let test = s.splits().range(lim_market::Part::Test);
+            s.times().get(test.start).copied()
+        }),
     }
 }
 

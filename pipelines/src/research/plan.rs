@@ -65,7 +65,7 @@ impl<L: LlmClient + 'static> Node for PlanNode<L> {
                         end,
                     })
                     .with(DescribeDataset { market: data, end })
-                    .with(past_findings(&self.services, &cx, end));
+                    .with(past_findings(&self.services, &cx, c, None));
                 let tools = JournaledTools::new(registry, cx.journal.clone(), &cx.exec);
                 let run = strategist::plan_agent(
                     &llm,

@@ -858,6 +858,11 @@ pub fn findings_of(run: &str, s: &Summary) -> Vec<lim_tools::Finding> {
                 .filter(|v| v.is_finite()),
             conclusion: conclusion.clone(),
             data_end: s.periods.last().map(|p| p.last.clone()),
+            validation_end: s
+                .periods
+                .iter()
+                .find(|p| p.part == Part::Validation)
+                .map(|p| p.last.clone()),
         })
         .collect()
 }

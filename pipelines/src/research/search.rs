@@ -152,7 +152,8 @@ impl<L: LlmClient + 'static> Node for Generate<L> {
                             .with(past_findings(
                                 &self.services,
                                 &cx,
-                                data_end(&self.config, self.universe.current().as_deref()),
+                                &self.config,
+                                self.universe.current().as_deref(),
                             ));
                         // The foundation model, when the build has one and the budget is not
                         // spent: the strategist decides whether a forecast is worth training.
@@ -479,7 +480,8 @@ impl<L: LlmClient + 'static> Node for CritiqueNode<L> {
                     .with(past_findings(
                         &self.services,
                         &cx,
-                        data_end(&self.config, self.universe.current().as_deref()),
+                        &self.config,
+                        self.universe.current().as_deref(),
                     ));
                 let tools = JournaledTools::new(registry, cx.journal.clone(), &cx.exec);
                 let run = strategist::critique_agent(
