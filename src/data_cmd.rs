@@ -396,7 +396,6 @@ fn show(args: ShowArgs) -> anyhow::Result<ExitCode> {
     }
     let set = catalog.panels(&q)?;
     let ret = set.panel(Field::Returns).context("returns panel missing")?;
-    let close = set.panel(Field::Close).context("close panel missing")?;
     // As of a time, every figure is of the bars closed by then; otherwise of the whole file.
     let cut = args.as_of.is_some();
     // Intraday statistics are annualised by the bars in a typical trading day of this data.
@@ -412,15 +411,10 @@ fn show(args: ShowArgs) -> anyhow::Result<ExitCode> {
         };
         let (first, last, rows, gaps) = if cut {
             // Not traded by the as-of time: not shown.
-            let Some((f, l, present)) = close.span(c) else {
+            let Some(s) = set.span_of(c) else {
                 continue;
             };
-            (
-                set.times[f],
-                set.times[l],
-                present as u64,
-                (l + 1 - f - present) as u64,
-            )
+            (s.first, s.last, s.rows, s.gaps)
         } else {
             (sm.first, sm.last, sm.rows, sm.gaps)
         };

@@ -43,7 +43,7 @@ pub use dataset::{Dataset, DatasetMeta, Field, SymbolMeta};
 pub use error::MarketError;
 pub use groups::GroupTable;
 pub use instrument::{AssetClass, Instrument, Manifest, Session};
-pub use panel::{Panel, PanelQuery, PanelSet, RollPolicy};
+pub use panel::{Panel, PanelQuery, PanelSet, RollPolicy, Span};
 pub use reader::Problem;
 pub use roll::{Roll, RollConfig};
 pub use same::{SameSeries, same_series};

@@ -244,7 +244,33 @@ pub struct PanelSet {
     pub groups: BTreeMap<String, Vec<Option<String>>>,
 }
 
+/// Where an instrument has bars in a panel set (see [`PanelSet::span_of`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Span {
+    /// Its first bar.
+    pub first: Timestamp,
+    /// Its last bar.
+    pub last: Timestamp,
+    /// Bars it has.
+    pub rows: u64,
+    /// Bars of the set's time axis between its first and last with none.
+    pub gaps: u64,
+}
+
 impl PanelSet {
+    /// Where column `c` has a close: first and last bar, bars and gaps on this set's axis;
+    /// `None` when it has none (an instrument that had not traded by the as-of time), or when
+    /// the set holds no close panel.
+    pub fn span_of(&self, c: usize) -> Option<Span> {
+        let (f, l, present) = self.panel(Field::Close)?.span(c)?;
+        Some(Span {
+            first: self.times[f],
+            last: self.times[l],
+            rows: present as u64,
+            gaps: (l + 1 - f - present) as u64,
+        })
+    }
+
     /// A panel by field.
     pub fn panel(&self, field: Field) -> Option<&Panel> {
         self.panels.get(&field)
