@@ -1143,6 +1143,32 @@ fn memory_reader() -> ScriptedLlm {
     )
 }
 
+/// Runs `config` with `llm` and `memory`, returning its journal.
+fn run_with_memory(config: &ResearchConfig, llm: ScriptedLlm, memory: Remembered) -> Arc<Journal> {
+    let services = Services {
+        market: market(),
+        llm: Arc::new(llm),
+        clock: Arc::new(FixedClock(1_700_000_000_000)),
+        foundation: None,
+        memory: Arc::new(memory),
+        remote_backtests: None,
+    };
+    let j = fresh();
+    run_services(config, services, j.clone(), Mode::Resume).unwrap();
+    j
+}
+
+/// What node execution `exec` asked the model second, after its first tool call.
+fn asked_after_a_tool(j: &Journal, exec: &str) -> String {
+    j.records()
+        .into_iter()
+        .filter(|r| r.kind == Kind::Llm && r.exec == exec)
+        .nth(1)
+        .unwrap()
+        .body["request"]
+        .to_string()
+}
+
 /// The planner reads what an earlier run found; the read is journaled, so a replay sees the
 /// memory as the run saw it even after the memory is gone.
 #[test]
@@ -1908,24 +1934,8 @@ fn a_run_as_of_an_earlier_time_reads_no_finding_measured_after_it() {
         finding("measured after the cut", Some("2020-01-02")),
         finding("of no known period", None),
     ]);
-    let services = Services {
-        market: market(),
-        llm: Arc::new(memory_reader()),
-        clock: Arc::new(FixedClock(1_700_000_000_000)),
-        foundation: None,
-        memory: Arc::new(memory),
-        remote_backtests: None,
-    };
-    let j = fresh();
-    run_services(&config, services, j.clone(), Mode::Resume).unwrap();
-    let asked = j
-        .records()
-        .into_iter()
-        .filter(|r| r.kind == Kind::Llm && r.exec == "plan#1")
-        .nth(1)
-        .unwrap()
-        .body["request"]
-        .to_string();
+    let j = run_with_memory(&config, memory_reader(), memory);
+    let asked = asked_after_a_tool(&j, "plan#1");
     assert!(asked.contains("seen before the cut"), "{asked}");
     assert!(!asked.contains("measured after the cut"), "{asked}");
     assert!(!asked.contains("of no known period"), "{asked}");
@@ -1970,25 +1980,8 @@ fn the_critic_reads_nothing_of_earlier_runs_measured_on_its_sealed_test() {
             completion_tokens: 10,
         },
     );
-    let services = Services {
-        market: market(),
-        llm: Arc::new(llm),
-        clock: Arc::new(FixedClock(1_700_000_000_000)),
-        foundation: None,
-        memory: Arc::new(memory),
-        remote_backtests: None,
-    };
-    let j = fresh();
-    run_services(&config, services, j.clone(), Mode::Resume).unwrap();
-    let asked = |exec: &str| {
-        j.records()
-            .into_iter()
-            .filter(|r| r.kind == Kind::Llm && r.exec == exec)
-            .nth(1)
-            .unwrap()
-            .body["request"]
-            .to_string()
-    };
+    let j = run_with_memory(&config, llm, memory);
+    let asked = |exec: &str| asked_after_a_tool(&j, exec);
     let critic = asked("critique#1");
     assert!(
         critic.contains("an earlier test") && critic.contains("0.777"),

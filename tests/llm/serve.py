@@ -15,6 +15,9 @@ params.cpuparams_batch.n_threads = 1
 params.n_parallel = 1
 params.n_ctx = 8192
 params.use_jinja = True
+# A fixed sampling seed (llama.cpp's default draws one per request): the same prompts get the
+# same replies, so the test is repeatable on one machine.
+params.sampling.seed = 1
 server = x.Server(params)
 print("ready", flush=True)
 while True:

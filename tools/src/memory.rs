@@ -204,36 +204,26 @@ mod tests {
         assert!(unknown.visible(DataEnd::Whole));
         assert!(!unknown.visible(as_of("2099-12-31")));
     }
-}
 
-/// A run whose sealed test begins on 2020-01-02 sees nothing measured on it: a finding whose
-/// test ran into it loses its test Sharpe, one whose validation did is left out, and before the
-/// test start is known no test Sharpe is shown.
-#[cfg(test)]
-#[test]
-fn nothing_measured_on_a_runs_sealed_test_is_shown() {
-    let finding = |validation_end: &str, data_end: &str| Finding {
-        datasets: "d".into(),
-        frequency: "1d".into(),
-        run: "r".into(),
-        goal: "g".into(),
-        signal: "returns".into(),
-        train_sharpe: 1.0,
-        validation_sharpe: 1.0,
-        test_sharpe: Some(1.0),
-        conclusion: String::new(),
-        data_end: Some(data_end.into()),
-        validation_end: Some(validation_end.into()),
-    };
-    let start = Timestamp::parse("2020-01-02");
-    let earlier = finding("2018-06-29", "2019-12-31").sealed(start);
-    assert_eq!(earlier.and_then(|f| f.test_sharpe), Some(1.0));
-    let overlapping = finding("2019-06-28", "2021-12-31").sealed(start);
-    assert_eq!(overlapping.map(|f| f.test_sharpe), Some(None));
-    assert_eq!(finding("2020-06-30", "2021-12-31").sealed(start), None);
-    let planning = finding("2018-06-29", "2019-12-31").sealed(None);
-    assert_eq!(planning.map(|f| f.test_sharpe), Some(None));
-    let mut unknown = finding("2018-06-29", "2019-12-31");
-    unknown.validation_end = None;
-    assert_eq!(unknown.sealed(start), None);
+    /// A run whose sealed test begins on 2020-01-02 sees nothing measured on it: a finding
+    /// whose test ran into it loses its test Sharpe, one whose validation did is left out, and
+    /// before the test start is known no test Sharpe is shown.
+    #[test]
+    fn nothing_measured_on_a_runs_sealed_test_is_shown() {
+        let ending = |validation_end: &str, data_end: &str| Finding {
+            validation_end: Some(validation_end.into()),
+            ..finding("1d", Some(data_end))
+        };
+        let start = Timestamp::parse("2020-01-02");
+        let earlier = ending("2018-06-29", "2019-12-31").sealed(start);
+        assert_eq!(earlier.and_then(|f| f.test_sharpe), Some(1.0));
+        let overlapping = ending("2019-06-28", "2021-12-31").sealed(start);
+        assert_eq!(overlapping.map(|f| f.test_sharpe), Some(None));
+        assert_eq!(ending("2020-06-30", "2021-12-31").sealed(start), None);
+        let planning = ending("2018-06-29", "2019-12-31").sealed(None);
+        assert_eq!(planning.map(|f| f.test_sharpe), Some(None));
+        let mut unknown = ending("2018-06-29", "2019-12-31");
+        unknown.validation_end = None;
+        assert_eq!(unknown.sealed(start), None);
+    }
 }
