@@ -96,12 +96,9 @@ impl Cache {
         std::fs::create_dir_all(&self.dir)
             .map_err(io_error("cannot create cache directory", &self.dir))?;
         let path = self.path_for(&meta.name, origin);
-        // The writer's own temporary file (process and call): two loads of one source at once,
-        // by two catalogs of one process or by two processes, each write a whole file, and the
-        // last rename wins.
-        static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-        let n = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let tmp = path.with_extension(format!("tmp{}-{n}", std::process::id()));
+        // The writer's own temporary file: two loads of one source at once, by two catalogs of
+        // one process or by two processes, each write a whole file, and the last rename wins.
+        let tmp = crate::files::temp_beside(&path);
         let cells = (meta.symbols.len() * times.len()) as u64 * 8;
         // The header's length depends on the offsets it holds; padding it to a length fixed
         // before the offsets are known keeps that from going round in circles.

@@ -1,8 +1,19 @@
 //! Writing files that readers may open at any moment.
 
 use std::io::Write as _;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+
+/// A temporary file beside `path` that is this writer's own (process and call), so writers
+/// racing for one path never share one: [`write_atomic`]'s, and the binary cache's, which is
+/// written in parts before its rename.
+pub fn temp_beside(path: &Path) -> PathBuf {
+    static WRITES: AtomicU64 = AtomicU64::new(0);
+    let n = WRITES.fetch_add(1, Ordering::Relaxed);
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(format!(".tmp-{}-{n}", std::process::id()));
+    path.with_file_name(name)
+}
 
 /// Writes `bytes` to `path` so that a reader sees the old file or the new one, never part of
 /// one: into a temporary file beside it, synced, then renamed over it. The temporary file is
@@ -13,11 +24,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 /// # Errors
 /// The temporary file cannot be written or renamed.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    static WRITES: AtomicU64 = AtomicU64::new(0);
-    let n = WRITES.fetch_add(1, Ordering::Relaxed);
-    let mut name = path.file_name().unwrap_or_default().to_os_string();
-    name.push(format!(".tmp-{}-{n}", std::process::id()));
-    let tmp = path.with_file_name(name);
+    let tmp = temp_beside(path);
     let written = (|| {
         let mut f = std::fs::File::create(&tmp)?;
         f.write_all(bytes)?;

@@ -150,7 +150,13 @@ impl Tool for PastFindings {
 
     async fn call(&self, args: PastFindingsArgs) -> ToolOutcome<Vec<Finding>> {
         let limit = args.limit.clamp(1, 50);
-        match self.memory.findings(&args.datasets, READ_BEFORE_CUT) {
+        // Only a cut or a known test start can leave findings out; otherwise read what is shown.
+        let read = if self.end == DataEnd::Whole && self.test_start.is_none() {
+            limit
+        } else {
+            READ_BEFORE_CUT
+        };
+        match self.memory.findings(&args.datasets, read) {
             Ok(f) => ToolOutcome::Done {
                 result: f
                     .into_iter()
