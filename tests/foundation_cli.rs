@@ -260,7 +260,16 @@ fn a_tiny_eval_grid_runs_and_resumes_from_its_cells() {
         "--out",
         out.to_str().unwrap(),
     ];
-    let v = json(&lim(&args, &cache, &models));
+    let first = lim(&args, &cache, &models);
+    let v = json(&first);
+    // Progress names each model's place among the seven a cell trains, so that one model's
+    // ETA is not taken for the cell's.
+    let progress = String::from_utf8_lossy(&first.stderr);
+    assert!(
+        progress.contains("model 1 of 7, pretrain target-only: step")
+            && progress.contains("model 7 of 7, finetune cross-market full: step"),
+        "{progress}"
+    );
     let cells = v["cells"].as_array().unwrap();
     assert_eq!(cells.len(), 2);
     assert!(

@@ -322,13 +322,23 @@ pub fn run_with(
         symbols: spec.symbols.clone(),
     }];
     let mut series = Vec::new();
+    // Progress names each model's place among all the run trains: a step's ETA is its own
+    // model's, and more may follow.
+    let models = usize::from(wants("target-only"))
+        + usize::from(wants("cross-market") && spec.cross_from.is_none())
+        + ARMS.iter().filter(|a| wanted(a)).count();
+    let mut trained = 0;
+    let mut next_label = |what: &str| {
+        trained += 1;
+        format!("model {trained} of {models}, {what}")
+    };
     let own = if wants("target-only") {
         let (b, loss, s, ser) = pretrain(
             data,
             &target_mix,
             spec,
             &ad,
-            "pretrain target-only",
+            &next_label("pretrain target-only"),
             progress,
         )?;
         series.extend(ser);
@@ -345,7 +355,7 @@ pub fn run_with(
                 &spec.cross,
                 spec,
                 &ad,
-                "pretrain cross-market",
+                &next_label("pretrain cross-market"),
                 progress,
             )?;
             series.extend(ser);
@@ -377,7 +387,7 @@ pub fn run_with(
     for (name, backbone, on, mode, loss) in plans {
         let started = Instant::now();
         let model = Predictor::new(backbone, spec.model.d_model, spec.seed, &ad);
-        let label = format!("finetune {name}");
+        let label = next_label(&format!("finetune {name}"));
         // With LP-FT the full arms first run the probe arm's fine-tuning, whose best model
         // (head trained, backbone as pretrained) is where the full stage starts.
         let mut tune = ft(mode);
