@@ -945,13 +945,9 @@ impl Session {
         if runs.len() < 2 {
             return None;
         }
-        let per_bar_sharpe = |r: &[f64]| {
-            let n = r.len() as f64;
-            let m = r.iter().sum::<f64>() / n;
-            m / (r.iter().map(|v| (v - m).powi(2)).sum::<f64>() / (n - 1.0)).sqrt()
-        };
-        // Sharpe ratios over active bars, as the metrics report them; PBO below needs equal
-        // lengths, so there an inactive bar counts as a zero return.
+        // Sharpe ratios over active bars, as the metrics report them, and the best's evidence
+        // from the same bars; PBO below needs equal lengths, so there an inactive bar counts as
+        // a zero return.
         let active: Vec<Vec<f64>> = results
             .iter()
             .filter_map(|r| {
@@ -964,28 +960,7 @@ impl Session {
                 })
             })
             .collect();
-        let srs: Vec<f64> = active.iter().map(|r| per_bar_sharpe(r)).collect();
-        let finite: Vec<f64> = srs.iter().copied().filter(|v| v.is_finite()).collect();
-        if finite.len() < 2 {
-            return None;
-        }
-        let mean = finite.iter().sum::<f64>() / finite.len() as f64;
-        let variance =
-            finite.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (finite.len() as f64 - 1.0);
-        let (best, &best_sr) = srs
-            .iter()
-            .enumerate()
-            .filter(|(_, v)| v.is_finite())
-            .max_by(|a, b| a.1.total_cmp(b.1))?;
-        let (skew, kurt) = stats::moments(&runs[best].1);
-        let deflated = stats::deflated_sharpe(
-            best_sr,
-            runs[best].1.len(),
-            skew,
-            kurt,
-            runs.len(),
-            variance,
-        );
+        let (best, best_sr, deflated) = stats::deflate_best(&active)?;
         let returns: Vec<Vec<f64>> = runs.iter().map(|(_, r)| r.clone()).collect();
         let pbo = stats::pbo(&returns, 16);
         Some(MultipleTesting {

@@ -124,6 +124,36 @@ pub fn deflated_sharpe(
     }
 }
 
+/// The best of `active.len()` strategies by per-bar Sharpe ratio, each over the bars it held a
+/// position (its active returns), deflated for how many were tried and the variance of their
+/// Sharpe ratios: its index, its Sharpe ratio and the deflation. The best's bar count and
+/// return moments come from the same active bars as its Sharpe ratio, so a strategy that
+/// traded on a few bars is not credited with the evidence of the whole period. `None` when
+/// fewer than two have a finite Sharpe ratio.
+pub fn deflate_best(active: &[Vec<f64>]) -> Option<(usize, f64, Deflated)> {
+    let sharpe = |r: &[f64]| {
+        let n = r.len() as f64;
+        let m = r.iter().sum::<f64>() / n;
+        m / (r.iter().map(|v| (v - m).powi(2)).sum::<f64>() / (n - 1.0)).sqrt()
+    };
+    let srs: Vec<f64> = active.iter().map(|r| sharpe(r)).collect();
+    let finite: Vec<f64> = srs.iter().copied().filter(|v| v.is_finite()).collect();
+    if finite.len() < 2 {
+        return None;
+    }
+    let mean = finite.iter().sum::<f64>() / finite.len() as f64;
+    let variance =
+        finite.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (finite.len() as f64 - 1.0);
+    let (best, &sr) = srs
+        .iter()
+        .enumerate()
+        .filter(|(_, v)| v.is_finite())
+        .max_by(|a, b| a.1.total_cmp(b.1))?;
+    let (skew, kurt) = moments(&active[best]);
+    let deflated = deflated_sharpe(sr, active[best].len(), skew, kurt, active.len(), variance);
+    Some((best, sr, deflated))
+}
+
 /// Sample skewness and non-excess kurtosis of returns (population moments, as in the papers).
 pub fn moments(x: &[f64]) -> (f64, f64) {
     let n = x.len() as f64;
@@ -337,6 +367,34 @@ mod tests {
     /// 100 trials whose annualised Sharpe ratios have variance 1/2, a best annualised Sharpe
     /// of 2.5 over 1250 daily returns (5 years of 250 days) with skewness -3 and kurtosis 10.
     /// The paper finds an expected maximum Sharpe of 0.1132 per day and a DSR of about 0.90.
+    #[test]
+    fn a_best_that_traded_on_few_bars_is_deflated_on_those_bars() {
+        // Twenty strategies of noise over 250 bars, and one of ten active bars whose per-bar
+        // Sharpe ratio (about 0.5) is the best: ten bars are weak evidence of it.
+        let noise = |k: usize| -> Vec<f64> {
+            (0..250)
+                .map(|i| (((i * 7919 + k * 104_729) % 1000) as f64 / 1000.0 - 0.5) * 0.02)
+                .collect()
+        };
+        let thin: Vec<f64> = [2.0, -0.5, 1.5, 0.2, 1.8, -0.8, 1.2, 0.6, 0.9, -0.2]
+            .iter()
+            .map(|v| v * 0.01)
+            .collect();
+        let mut trials: Vec<Vec<f64>> = (0..20).map(noise).collect();
+        trials.push(thin.clone());
+        let (best, sr, d) = deflate_best(&trials).unwrap();
+        assert_eq!(best, 20);
+        assert!(sr > 0.4 && sr < 0.8, "{sr}");
+        assert!(d.dsr < 0.95, "ten bars at Sharpe {sr} deflate to {}", d.dsr);
+        // The same Sharpe ratio held over 250 bars is evidence.
+        let mut long = trials.clone();
+        long[20] = thin.iter().cycle().take(250).copied().collect();
+        let (_, sr_long, d_long) = deflate_best(&long).unwrap();
+        assert!((sr_long - sr).abs() < 0.05, "{sr_long} vs {sr}");
+        assert!(d_long.dsr > 0.99, "{}", d_long.dsr);
+        assert!(deflate_best(&trials[..1]).is_none());
+    }
+
     #[test]
     fn deflated_sharpe_reproduces_the_papers_example() {
         let days = 250.0f64;
