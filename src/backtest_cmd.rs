@@ -34,16 +34,20 @@ pub struct BacktestArgs {
     /// Print the JSON Schema of strategy specs and exit.
     #[arg(long)]
     print_schema: bool,
-    /// Datasets to trade (see `lim data list`).
-    #[arg(long = "dataset", default_value = "us_equities_daily_adjusted")]
+    /// Datasets to trade (see `lim data list`); several: --dataset a,b or --dataset a --dataset b.
+    #[arg(
+        long = "dataset",
+        default_value = "us_equities_daily_adjusted",
+        value_delimiter = ','
+    )]
     datasets: Vec<String>,
     /// Comma-separated symbols (default: all of the datasets).
     #[arg(long, value_delimiter = ',')]
     symbols: Option<Vec<String>>,
     /// Names held by the top-k book of --expr and --batch strategies (default: a fifth of the
-    /// instruments, at most 50).
-    #[arg(long)]
-    k: Option<usize>,
+    /// instruments, at most 50; fewer than the instruments).
+    #[arg(long, allow_negative_numbers = true, value_parser = crate::research_cmd::at_least_one::<u64>)]
+    k: Option<u64>,
     /// Cost in basis points per unit of two-sided turnover, for --expr and --batch strategies.
     #[arg(long, default_value_t = 10.0)]
     cost_bps: f64,
@@ -270,7 +274,17 @@ pub fn run(args: BacktestArgs) -> anyhow::Result<ExitCode> {
         session = session.with_field(name, values)?;
     }
     if args.spec.is_none() {
-        let k = args.k.unwrap_or((session.instruments() / 5).clamp(1, 50));
+        let n = session.instruments();
+        let k = match args.k {
+            // Holding every instrument is the always-long baseline, not a choice.
+            Some(k) if k > n as u64 || (k == n as u64 && n > 1) => bail!(
+                "--k {k}: a top-k book must hold fewer names than the {n} instruments of {} (holding all of them is the always-long baseline); give --k of at most {}",
+                args.datasets.join(", "),
+                n.saturating_sub(1).max(1)
+            ),
+            Some(k) => k as usize,
+            None => (n / 5).clamp(1, 50),
+        };
         for (_, s) in specs.iter_mut() {
             s.portfolio = Portfolio::TopK { k };
             s.costs.bps = args.cost_bps;

@@ -74,8 +74,11 @@ enum WorkflowCommand {
     /// Print the research workflow's nodes and edges (text, or Graphviz DOT with --dot).
     Show {
         /// Print Graphviz DOT (`lim workflow show --dot | dot -Tsvg > workflow.svg`).
-        #[arg(long)]
+        #[arg(long, conflicts_with = "json")]
         dot: bool,
+        /// Print JSON: the nodes (kind, inputs, outputs) in order, then the edges.
+        #[arg(long)]
+        json: bool,
         /// Iteration bound of the strategy loop.
         #[arg(long, default_value_t = 20)]
         max_iterations: u32,
@@ -86,10 +89,15 @@ fn workflow(cmd: WorkflowCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         WorkflowCommand::Show {
             dot,
+            json,
             max_iterations,
         } => {
             let wf = lim_pipelines::research(max_iterations)?;
-            print!("{}", if dot { wf.to_dot() } else { wf.to_text() });
+            if json {
+                println!("{}", serde_json::to_string_pretty(&wf.to_json())?);
+            } else {
+                print!("{}", if dot { wf.to_dot() } else { wf.to_text() });
+            }
             Ok(ExitCode::SUCCESS)
         }
     }
@@ -209,8 +217,14 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e}");
+            // Many errors already end with their cause's text; print each only once.
+            let mut said = e.to_string();
             for cause in e.chain().skip(1) {
-                eprintln!("  caused by: {cause}");
+                let text = cause.to_string();
+                if !said.contains(&text) {
+                    eprintln!("  caused by: {text}");
+                }
+                said = text;
             }
             ExitCode::from(2)
         }

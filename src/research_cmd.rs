@@ -50,6 +50,26 @@ impl StoreArgs {
     fn open(&self) -> anyhow::Result<Arc<Store>> {
         Ok(Arc::new(Store::open(&self.dir())?))
     }
+
+    /// The store, if one has been made there: commands that only read runs create nothing
+    /// (a mistyped `--store` must not leave a directory behind).
+    fn existing(&self) -> anyhow::Result<Option<Arc<Store>>> {
+        if Store::exists(&self.dir()) {
+            self.open().map(Some)
+        } else {
+            Ok(None)
+        }
+    }
+
+    /// The store, which must exist: where no run was ever made, an error that says so.
+    fn open_existing(&self) -> anyhow::Result<Arc<Store>> {
+        self.existing()?.ok_or_else(|| {
+            anyhow::anyhow!(
+                "no run store at '{}': `lim research \"GOAL\"` makes one there; give --store (or set LIM_RUNS) to the directory your runs are in",
+                self.dir().display()
+            )
+        })
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -64,13 +84,13 @@ pub enum LlmKind {
 #[derive(Debug, Clone, Args)]
 pub struct BudgetArgs {
     /// Most strategy-loop iterations, at least 1 [default: 6].
-    #[arg(long, allow_negative_numbers = true, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, allow_negative_numbers = true, value_parser = at_least_one::<u32>)]
     max_iterations: Option<u32>,
     /// Most dollars of LLM calls, priced by --price.
     #[arg(long, allow_negative_numbers = true, value_parser = positive)]
     budget_usd: Option<f64>,
     /// Most LLM tokens.
-    #[arg(long, allow_negative_numbers = true, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, allow_negative_numbers = true, value_parser = at_least_one::<u64>)]
     max_tokens: Option<u64>,
     /// Wall-time limit from the run's start, e.g. 90s, 45m, 8h.
     #[arg(long, allow_hyphen_values = true, value_parser = parse_minutes)]
@@ -84,10 +104,10 @@ pub struct BudgetArgs {
     foundation_cpu_seconds: Option<f64>,
 }
 
-/// A count of at least one.
-fn at_least_one(s: &str) -> Result<usize, String> {
+/// A count of at least one (for flags of any unsigned type: `at_least_one::<u32>`).
+pub(crate) fn at_least_one<T: TryFrom<u64>>(s: &str) -> Result<T, String> {
     match s.trim().parse::<i64>() {
-        Ok(v) if v >= 1 => Ok(v as usize),
+        Ok(v) if v >= 1 => T::try_from(v as u64).map_err(|_| format!("'{s}' is too large")),
         Ok(_) => Err(format!("'{s}' must be at least 1")),
         Err(_) => Err(format!("'{s}' is not a whole number")),
     }
@@ -193,10 +213,10 @@ pub struct ResearchArgs {
     #[command(flatten)]
     budgets: BudgetArgs,
     /// New strategies per iteration (at least 1).
-    #[arg(long, default_value_t = 12, allow_negative_numbers = true, value_parser = at_least_one)]
+    #[arg(long, default_value_t = 12, allow_negative_numbers = true, value_parser = at_least_one::<usize>)]
     population: usize,
     /// Finalists evaluated once on the sealed test period (at least 1).
-    #[arg(long, default_value_t = 3, allow_negative_numbers = true, value_parser = at_least_one)]
+    #[arg(long, default_value_t = 3, allow_negative_numbers = true, value_parser = at_least_one::<usize>)]
     finalists: usize,
     /// Seed: the same seed, data and answers give the same run.
     #[arg(long, default_value_t = 1)]
@@ -262,8 +282,8 @@ pub struct RunsArgs {
 
 #[derive(Debug, Args)]
 pub struct ShowArgs {
-    /// The run's id (or a unique prefix).
-    run: String,
+    /// The run's id (or a unique prefix). Default: the newest run in the store.
+    run: Option<String>,
     #[command(flatten)]
     store: StoreArgs,
     /// Print the summary as JSON instead of the Markdown report.
@@ -324,6 +344,9 @@ pub enum TraceCommand {
         output: Option<PathBuf>,
         #[command(flatten)]
         store: StoreArgs,
+        /// Print what was written (run, records, path) as JSON.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -454,7 +477,7 @@ fn sink(store: &Arc<Store>, id: &str, pause: Option<u64>) -> Arc<dyn Sink> {
 }
 
 pub fn resume(args: ResumeArgs) -> anyhow::Result<ExitCode> {
-    let store = args.store.open()?;
+    let store = args.store.open_existing()?;
     let meta = store.run(&args.run)?;
     let mut wanted = lifecycle::config_of(&meta)?;
     args.budgets.apply(&mut wanted);
@@ -477,7 +500,7 @@ pub fn resume(args: ResumeArgs) -> anyhow::Result<ExitCode> {
         Resumption::Finished(meta) => {
             eprintln!("run {} had finished; its report stands", meta.id);
             return show(ShowArgs {
-                run: meta.id,
+                run: Some(meta.id),
                 store: args.store,
                 json: args.json,
                 html: false,
@@ -693,7 +716,11 @@ fn print_plan(p: &ExperimentPlan) {
         ("splits", p.splits.to_string()),
         ("objective", p.objective.to_string()),
         ("budget", p.budgets.describe()),
+        ("review", p.review.clone()),
     ] {
+        if text.is_empty() {
+            continue;
+        }
         println!("{}", wrap(&format!("  {what}: {text}"), 100, "    "));
     }
 }
@@ -826,7 +853,17 @@ struct RunRow {
 }
 
 pub fn runs(args: RunsArgs) -> anyhow::Result<ExitCode> {
-    let store = args.store.open()?;
+    let Some(store) = args.store.existing()? else {
+        if args.json {
+            println!("[]");
+        } else {
+            println!(
+                "no runs yet in '{}'; start one with `lim research \"GOAL\"`",
+                args.store.dir().display()
+            );
+        }
+        return Ok(ExitCode::SUCCESS);
+    };
     // Batches of runs that used `--executor slurm`, with their queued tasks when Slurm answers.
     let slurm = lim_pipelines::cluster::slurm::Slurm {
         config: Default::default(),
@@ -905,8 +942,16 @@ fn latest_artifact(records: &[Record], name: &str) -> Option<Value> {
 }
 
 pub fn show(args: ShowArgs) -> anyhow::Result<ExitCode> {
-    let store = args.store.open()?;
-    let meta = store.run(&args.run)?;
+    let store = args.store.open_existing()?;
+    let meta = match &args.run {
+        Some(run) => store.run(run)?,
+        None => store.runs()?.pop().ok_or_else(|| {
+            anyhow::anyhow!(
+                "the run store '{}' has no runs yet; start one with `lim research \"GOAL\"`",
+                args.store.dir().display()
+            )
+        })?,
+    };
     let loaded = store.load(&meta.id)?;
     let config: ResearchConfig = serde_json::from_value(meta.config.clone())
         .with_context(|| format!("run {}: its configuration is unreadable", meta.id))?;
@@ -936,7 +981,8 @@ pub fn show(args: ShowArgs) -> anyhow::Result<ExitCode> {
             summary,
             &research::artifacts_of(&loaded.records),
         )?;
-        println!("{}", path.display());
+        // Absolute, so that it opens from wherever it is pasted.
+        println!("{}", std::path::absolute(&path).unwrap_or(path).display());
         return Ok(ExitCode::SUCCESS);
     }
     if let Some(dir) = &args.export {
@@ -997,7 +1043,12 @@ pub fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
             trace::import(&text).with_context(|| format!("trace '{}'", args.source))?;
         (meta, loaded, None)
     } else {
-        let store = args.store.open()?;
+        let store = args.store.open_existing().with_context(|| {
+            format!(
+                "'{}' is not a trace file, so it must be a run id",
+                args.source
+            )
+        })?;
         let meta = store
             .run(&args.source)
             .with_context(|| format!("'{}' is neither a trace file nor a run id", args.source))?;
@@ -1041,8 +1092,13 @@ pub fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
 
 pub fn trace_cmd(cmd: TraceCommand) -> anyhow::Result<ExitCode> {
     match cmd {
-        TraceCommand::Export { run, output, store } => {
-            let store = store.open()?;
+        TraceCommand::Export {
+            run,
+            output,
+            store,
+            json,
+        } => {
+            let store = store.open_existing()?;
             let meta = store.run(&run)?;
             let loaded = store.load(&meta.id)?;
             for w in &loaded.warnings {
@@ -1058,12 +1114,23 @@ pub fn trace_cmd(cmd: TraceCommand) -> anyhow::Result<ExitCode> {
                     };
                     std::fs::write(&path, &text)
                         .with_context(|| format!("cannot write '{}'", path.display()))?;
-                    eprintln!(
-                        "wrote {} ({} records) to {}",
-                        meta.id,
-                        loaded.records.len(),
-                        path.display()
-                    );
+                    if json {
+                        println!(
+                            "{}",
+                            serde_json::json!({
+                                "run": meta.id,
+                                "records": loaded.records.len(),
+                                "path": std::path::absolute(&path).unwrap_or(path),
+                            })
+                        );
+                    } else {
+                        eprintln!(
+                            "wrote {} ({} records) to {}",
+                            meta.id,
+                            loaded.records.len(),
+                            path.display()
+                        );
+                    }
                 }
             }
             Ok(ExitCode::SUCCESS)
@@ -1075,8 +1142,9 @@ pub fn trace_cmd(cmd: TraceCommand) -> anyhow::Result<ExitCode> {
 pub struct MemoryArgs {
     #[command(subcommand)]
     action: Option<MemoryAction>,
-    /// Only findings on these datasets (as a run traded them, e.g. cn_futures_daily).
-    #[arg(long = "dataset", global = true)]
+    /// Only findings of runs on these datasets (e.g. cn_futures_daily; a run on two:
+    /// --dataset a,b).
+    #[arg(long = "dataset", global = true, value_delimiter = ',')]
     datasets: Vec<String>,
     /// How many findings to show.
     #[arg(long, default_value_t = 20)]
@@ -1096,11 +1164,16 @@ enum MemoryAction {
 
 /// `lim memory`: what finished runs found, best validation Sharpe first; `lim memory clear`.
 pub fn memory(args: MemoryArgs) -> anyhow::Result<ExitCode> {
-    let store = args.store.open()?;
+    let store = args.store.open_existing()?;
     if let Some(MemoryAction::Clear) = args.action {
         let n = store.forget(&args.datasets)?;
         if args.json {
             println!("{}", serde_json::json!({"forgotten": n}));
+        } else if n == 0 && !args.datasets.is_empty() {
+            println!(
+                "forgot 0 findings: {}",
+                not_remembered(&store, &args.datasets)?
+            );
         } else {
             println!("forgot {n} findings");
         }
@@ -1112,7 +1185,11 @@ pub fn memory(args: MemoryArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     if found.is_empty() {
-        println!("the research memory is empty; finished runs add what they found");
+        if args.datasets.is_empty() {
+            println!("the research memory is empty; finished runs add what they found");
+        } else {
+            println!("{}", not_remembered(&store, &args.datasets)?);
+        }
         return Ok(ExitCode::SUCCESS);
     }
     let mut t = Table::new(&["datasets", "run", "train", "valid", "test", "signal"]);
@@ -1129,6 +1206,26 @@ pub fn memory(args: MemoryArgs) -> anyhow::Result<ExitCode> {
     }
     print!("{}", t.render());
     Ok(ExitCode::SUCCESS)
+}
+
+/// Why a `--dataset` filter found nothing: what the memory does hold, and the likeliest
+/// meaning of a mistyped name.
+fn not_remembered(store: &Store, datasets: &[String]) -> anyhow::Result<String> {
+    let key = datasets.join("+");
+    let held = store.remembered()?;
+    if held.is_empty() {
+        return Ok(format!(
+            "no findings on '{key}': the research memory is empty; finished runs add what they found"
+        ));
+    }
+    let hint = lim_market::error::closest(&key, held.iter().map(|(k, _)| k.as_str()))
+        .map(|k| format!(" (did you mean '{k}'?)"))
+        .unwrap_or_default();
+    let list: Vec<String> = held.iter().map(|(k, n)| format!("{k} ({n})")).collect();
+    Ok(format!(
+        "no findings on '{key}'{hint}; the memory holds findings on {}",
+        list.join(", ")
+    ))
 }
 
 /// Which stretch of history a study uses: all of it, the data up to a time, or an earlier

@@ -189,9 +189,86 @@ fn mistakes_get_an_error_with_the_fix_and_a_nonzero_exit() {
         cache.path(),
     );
     assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        String::from_utf8_lossy(&out.stderr)
-            .contains("cannot read data directory '/nonexistent/lim-data'")
+        err.contains("there is no data directory '/nonexistent/lim-data'")
+            && err.contains("leave the data out for the bundled sample"),
+        "{err}"
+    );
+    // A file where a directory belongs: the OS's reason, said once.
+    let file = cache.path().join("not-a-dir");
+    std::fs::write(&file, "x").unwrap();
+    let out = lim(
+        &["data", "list", "--data", file.to_str().unwrap()],
+        cache.path(),
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cannot read data directory"), "{err}");
+    assert_eq!(err.matches("Not a directory").count(), 1, "{err}");
+    // A misspelt function: a swap of two letters is a typo worth naming.
+    let out = lim(&["backtest", "--expr", "rnak(close)"], cache.path());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("unknown function 'rnak' (did you mean 'rank'?)"),
+        "{err}"
+    );
+    // An as-of before the data says when the data begins, not that a split is empty.
+    let err = |args: &[&str]| {
+        let out = lim(args, cache.path());
+        assert!(!out.status.success(), "{args:?} succeeded");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let e = err(&[
+        "backtest",
+        "--expr",
+        "ts_sum(returns, 20)",
+        "--dataset",
+        "cn_futures_daily",
+        "--as-of",
+        "1990-01-01",
+    ]);
+    assert!(
+        e.contains("no bars by as_of 1990-01-01 (cn_futures_daily begins 20")
+            && !e.contains("training part"),
+        "{e}"
+    );
+    // A top-k book of no names, or of every name (the always-long baseline), is refused.
+    let top = |k: &str| {
+        err(&[
+            "backtest",
+            "--expr",
+            "rank(returns)",
+            "--dataset",
+            "us_equities_daily_adjusted",
+            "--k",
+            k,
+        ])
+    };
+    let e = top("0");
+    assert!(
+        e.contains("'0' must be at least 1") && !e.contains("18446744073709551615"),
+        "{e}"
+    );
+    let e = top("1000");
+    assert!(
+        e.contains("--k 1000") && e.contains("always-long baseline"),
+        "{e}"
+    );
+    // Two datasets, comma-separated as --symbols are.
+    let v = json(&lim(
+        &[
+            "backtest",
+            "--expr",
+            "ts_sum(returns, 20)",
+            "--dataset",
+            "cn_futures_daily,us_futures_daily",
+            "--json",
+        ],
+        cache.path(),
+    ));
+    assert_eq!(
+        v["datasets"],
+        serde_json::json!(["cn_futures_daily", "us_futures_daily"])
     );
 }
 
@@ -410,6 +487,31 @@ fn workflow_show_prints_the_research_graph_as_text_and_dot() {
     assert!(
         t.contains("critique -> generate  [loop, at most 20 times]"),
         "{t}"
+    );
+    let v = json(&lim(
+        &["workflow", "show", "--json", "--max-iterations", "7"],
+        dir.path(),
+    ));
+    assert_eq!(v["nodes"][0]["name"], "start");
+    let plan = v["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["name"] == "plan")
+        .unwrap();
+    assert_eq!(plan["kind"], "agent");
+    assert_eq!(plan["inputs"], serde_json::json!(["goal"]));
+    let back = v["edges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["from"] == "critique" && e["to"] == "generate")
+        .unwrap();
+    assert_eq!(back["kind"], "back");
+    assert_eq!(back["max_iterations"], 7);
+    assert_eq!(
+        v["edges"].as_array().unwrap().len(),
+        t.lines().filter(|l| l.contains(" -> ")).count()
     );
     let dot = lim(
         &["workflow", "show", "--dot", "--max-iterations", "5"],

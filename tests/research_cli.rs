@@ -263,6 +263,24 @@ fn the_readme_command_finishes_a_run_with_a_report_and_replays_exactly() {
         .arg(&store)
         .output()
         .unwrap());
+    // Its --json says what was written.
+    let written: Value = serde_json::from_str(&ok(&lim()
+        .args(["trace", "export", &id, "--json", "--store"])
+        .arg(&store)
+        .output()
+        .unwrap()))
+    .unwrap();
+    assert_eq!(written["run"], id.as_str());
+    let path = Path::new(written["path"].as_str().unwrap());
+    assert!(
+        path.is_absolute() && path.ends_with("trace.jsonl"),
+        "{written}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(path).unwrap().lines().count(),
+        std::fs::read_to_string(&trace).unwrap().lines().count()
+    );
+    assert!(written["records"].as_u64().unwrap() > 0);
     let out = lim()
         .args(["replay", "--json"])
         .arg(&trace)
@@ -658,9 +676,70 @@ fn a_finished_run_adds_its_findings_to_the_memory_and_clear_forgets_them() {
             .unwrap()
             .is_empty()
     );
+    // A name the memory holds nothing on says what it does hold, and the likely meaning.
+    let text = ok(&lim()
+        .args(["memory", "--store", store, "--dataset", "cn_futures_dialy"])
+        .output()
+        .unwrap());
+    assert!(
+        text.contains("no findings on 'cn_futures_dialy' (did you mean 'cn_futures_daily'?)")
+            && text.contains(&format!("cn_futures_daily ({})", found.len())),
+        "{text}"
+    );
+    let text = ok(&lim()
+        .args(["memory", "clear", "--store", store, "--dataset", "nope"])
+        .output()
+        .unwrap());
+    assert!(
+        text.contains("forgot 0 findings: no findings on 'nope'"),
+        "{text}"
+    );
+    // `lim show` without an id is the newest run; its tearsheet's path opens from anywhere.
+    let newest = ok(&lim().args(["show", "--store", store]).output().unwrap());
+    assert!(newest.contains("## Hypothesis lineage"), "{newest}");
+    let page = ok(&lim()
+        .args(["show", "--html", "--store", store])
+        .output()
+        .unwrap());
+    let page = Path::new(page.trim());
+    assert!(page.is_absolute() && page.is_file(), "{}", page.display());
+    assert!(page.starts_with(dir.path().canonicalize().unwrap()) || page.starts_with(dir.path()));
     let cleared = memory(&["clear"]);
     assert_eq!(cleared["forgotten"].as_u64().unwrap() as usize, found.len());
     assert!(memory(&[]).as_array().unwrap().is_empty());
+}
+
+/// Commands that read runs create no store where there is none (a mistyped `--store` leaves
+/// nothing behind), and say where they looked.
+#[test]
+fn reading_commands_name_a_missing_store_and_create_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("typo");
+    let store = missing.to_str().unwrap();
+    let runs = ok(&lim().args(["runs", "--store", store]).output().unwrap());
+    assert!(runs.contains("no runs yet in"), "{runs}");
+    let runs = ok(&lim()
+        .args(["runs", "--json", "--store", store])
+        .output()
+        .unwrap());
+    assert_eq!(serde_json::from_str::<Value>(&runs).unwrap(), json!([]));
+    for args in [
+        vec!["show"],
+        vec!["show", "r123"],
+        vec!["memory"],
+        vec!["resume", "r123"],
+        vec!["replay", "r123"],
+        vec!["trace", "export", "r123"],
+    ] {
+        let out = lim().args(&args).args(["--store", store]).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} succeeded");
+        assert!(
+            err.contains("no run store at") && err.contains("typo"),
+            "{args:?}: {err}"
+        );
+    }
+    assert!(!missing.exists(), "a store was created");
 }
 
 /// A run remembers its data directory: resume and replay need no `--data` again.
@@ -1004,4 +1083,30 @@ fn an_empty_goal_or_a_budget_below_one_is_refused_with_the_fix() {
         .unwrap();
     let listed: Value = serde_json::from_str(&ok(&runs)).unwrap();
     assert_eq!(listed, json!([]), "runs were stored");
+}
+
+/// A goal the keyword rules do not understand is not silently studied on a market it never
+/// named: the plan says what it took as a default, before anything is spent.
+#[test]
+fn a_goal_naming_no_market_says_the_plan_took_the_default() {
+    let store = tempfile::tempdir().unwrap();
+    let out = ok(&lim()
+        .args([
+            "research",
+            "make me rich",
+            "--max-iterations",
+            "1",
+            "--store",
+        ])
+        .arg(store.path())
+        .output()
+        .unwrap());
+    // The plan's lines are wrapped to the terminal; read them as one text.
+    let plan = out[..out.find("stopped:").unwrap_or(out.len())]
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
+    assert!(plan.contains("review: the keyword plan"), "{plan}");
+    assert!(plan.contains("names no market"), "{plan}");
+    assert!(plan.contains("names no strategy family"), "{plan}");
 }

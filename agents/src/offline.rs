@@ -107,6 +107,33 @@ pub fn plan(goal: &str, available: &[String]) -> Plan {
     }
 }
 
+/// What the keyword rules of [`plan`] took as a default because `goal` does not say it: the
+/// market (no futures, crypto, index or currency word: US equities, or the first dataset) and
+/// the strategy family (no trend, momentum or reversal word: a mix). Shown with the plan, so
+/// that a goal the rules did not understand is not silently studied on another market.
+pub fn assumed(goal: &str) -> Vec<&'static str> {
+    let g = goal.to_lowercase();
+    let has = |w: &[&str]| w.iter().any(|k| g.contains(k));
+    let mut out = Vec::new();
+    let markets: &[&str] = &[
+        "futures", "commodit", "crypto", "bitcoin", "indices", "index", "indexes", "fx", "forex",
+        "currenc", "equit", "stock", "share",
+    ];
+    if !has(markets) {
+        out.push("the goal names no market the keyword rules know (futures, stocks, crypto, indices, currencies), so it trades the default market (name one in the goal to choose)");
+    }
+    if !has(&[
+        "trend",
+        "momentum",
+        "reversal",
+        "mean reversion",
+        "mean-reversion",
+    ]) {
+        out.push("the goal names no strategy family (trend, momentum, reversal), so the search starts from a mix of families");
+    }
+    out
+}
+
 /// The per-instrument book of the keyword plans: long a positive signal and short a negative
 /// one, each position sized to 10 % annualised volatility from 60 bars, over the count (the
 /// futures trend case, and any universe too small to rank).
@@ -526,6 +553,16 @@ pub fn spec_for(plan: &Plan, signal: &str) -> StrategySpec {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_goal_without_a_market_or_a_family_says_what_was_assumed() {
+        assert!(assumed("find a robust trend strategy for Chinese commodity futures").is_empty());
+        assert!(assumed("momentum in US stocks").is_empty());
+        let said = assumed("make me rich");
+        assert_eq!(said.len(), 2, "{said:?}");
+        assert!(said[0].contains("names no market") && said[1].contains("no strategy family"));
+        assert_eq!(assumed("crypto please").len(), 1);
+    }
 
     #[test]
     fn goals_become_plans() {

@@ -88,10 +88,19 @@ impl Catalog {
     /// # Errors
     /// The directory cannot be read, holds no data files, or a manifest is malformed.
     pub fn open_dir(dir: &Path, cache: Option<Cache>) -> Result<Catalog, MarketError> {
-        let read = std::fs::read_dir(dir).map_err(|source| MarketError::Io {
-            action: "cannot read data directory",
-            path: dir.to_path_buf(),
-            source,
+        let read = std::fs::read_dir(dir).map_err(|source| {
+            if source.kind() == std::io::ErrorKind::NotFound {
+                MarketError::Query(format!(
+                    "there is no data directory '{}': name a directory of *.csv or *.csv.gz files in the uniform format (docs/data.md), or leave the data out for the bundled sample",
+                    dir.display()
+                ))
+            } else {
+                MarketError::Io {
+                    action: "cannot read data directory",
+                    path: dir.to_path_buf(),
+                    source,
+                }
+            }
         })?;
         let mut entries = BTreeMap::new();
         for item in read.flatten() {

@@ -201,7 +201,15 @@ CREATE TABLE IF NOT EXISTS findings (
     validation_sharpe REAL, body TEXT NOT NULL, PRIMARY KEY (datasets, run, signal));
 ";
 
+/// The store's database file, in its directory.
+const DATABASE: &str = "runs.sqlite";
+
 impl Store {
+    /// Whether a store has been made in `dir` (its database is there).
+    pub fn exists(dir: &Path) -> bool {
+        dir.join(DATABASE).is_file()
+    }
+
     /// Opens (or creates) the store in `dir`: `dir/runs.sqlite`, and a directory per run.
     ///
     /// # Errors
@@ -212,7 +220,7 @@ impl Store {
             path: dir.to_path_buf(),
             source,
         })?;
-        let path = dir.join("runs.sqlite");
+        let path = dir.join(DATABASE);
         let sql = |source| StoreError::Sqlite {
             path: path.clone(),
             source,
@@ -240,7 +248,7 @@ impl Store {
     /// # Errors
     /// There is no store in `dir`, or it cannot be opened.
     pub fn open_read_only(dir: &Path) -> Result<Store, StoreError> {
-        let path = dir.join("runs.sqlite");
+        let path = dir.join(DATABASE);
         if !path.is_file() {
             return Err(StoreError::Io {
                 action: "no run store here (runs.sqlite is missing); pass --store DIR of an existing store",
@@ -712,6 +720,24 @@ impl Store {
             )
         };
         n.map_err(|e| self.err(e))
+    }
+
+    /// The dataset keys the memory holds findings on (`a+b` for a run on two), with how many
+    /// findings each, in name order.
+    ///
+    /// # Errors
+    /// SQLite failed.
+    pub fn remembered(&self) -> Result<Vec<(String, usize)>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare("SELECT datasets, COUNT(*) FROM findings GROUP BY datasets ORDER BY datasets")
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as usize))
+            })
+            .map_err(|e| self.err(e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
     }
 
     /// Findings on `datasets` (all when empty), best validation Sharpe first.

@@ -424,6 +424,30 @@ impl Workflow {
         s
     }
 
+    /// The graph as data: nodes in order (name, kind, inputs, outputs), then the edges
+    /// (`from`, `to`, and the edge's `kind` with its router or loop bound).
+    pub fn to_json(&self) -> serde_json::Value {
+        let nodes: Vec<&NodeSpec> = self
+            .order()
+            .iter()
+            .map(|name| &self.graph[self.names[name]])
+            .collect();
+        let edges: Vec<serde_json::Value> = self
+            .edges_sorted()
+            .into_iter()
+            .map(|(from, to, edge)| {
+                let mut e = serde_json::json!({"from": from, "to": to});
+                if let (Some(e), Ok(serde_json::Value::Object(kind))) =
+                    (e.as_object_mut(), serde_json::to_value(&edge))
+                {
+                    e.extend(kind);
+                }
+                e
+            })
+            .collect();
+        serde_json::json!({"nodes": nodes, "edges": edges})
+    }
+
     /// A Graphviz DOT rendering.
     pub fn to_dot(&self) -> String {
         let mut s = String::from("digraph research {\n  rankdir=LR;\n");

@@ -244,6 +244,26 @@ pub fn load_universe(
         })?,
     };
     let mut set = query(as_of)?;
+    if set.times.is_empty()
+        && let Some(text) = &args.as_of
+    {
+        // Say when the data begins, rather than that a split of nothing is empty.
+        let begins: Vec<String> = market
+            .datasets()
+            .unwrap_or_default()
+            .iter()
+            .filter(|d| args.datasets.contains(&d.name))
+            .map(|d| format!("{} begins {}", d.name, d.first.display(d.frequency)))
+            .collect();
+        return Err(invalid(format!(
+            "no bars by as_of {text} ({}); give a later as_of",
+            if begins.is_empty() {
+                format!("in {}", args.datasets.join(", "))
+            } else {
+                begins.join(", ")
+            }
+        )));
+    }
     // Each step back ends the data just before the sealed test of what is loaded: a bar that
     // opens at the test's first bar has not closed by then, nor has any later one.
     for step in 1..=args.earlier {

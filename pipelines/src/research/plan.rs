@@ -143,6 +143,10 @@ impl<L: LlmClient + 'static> Node for PlanNode<L> {
                             false
                         }
                     };
+                    for default in offline::assumed(&goal) {
+                        review.push_str("; ");
+                        review.push_str(default);
+                    }
                     let note = (!clean).then(|| review.clone());
                     (keyword, review, note)
                 }
