@@ -1162,7 +1162,7 @@ enum MemoryAction {
     Clear,
 }
 
-/// `lim memory`: what finished runs found, best validation Sharpe first; `lim memory clear`.
+/// `lim memory`: what finished runs found, best robust fitness first; `lim memory clear`.
 pub fn memory(args: MemoryArgs) -> anyhow::Result<ExitCode> {
     let store = args.store.open_existing()?;
     if let Some(MemoryAction::Clear) = args.action {
@@ -1192,11 +1192,14 @@ pub fn memory(args: MemoryArgs) -> anyhow::Result<ExitCode> {
         }
         return Ok(ExitCode::SUCCESS);
     }
-    let mut t = Table::new(&["datasets", "run", "train", "valid", "test", "signal"]);
+    let mut t = Table::new(&[
+        "datasets", "run", "fitness", "train", "valid", "test", "signal",
+    ]);
     for f in &found {
         t.row(vec![
             short(&f.datasets, 24),
             f.run.clone(),
+            f.fitness.map_or("-".into(), |v| nonfinite::show(v, 2, "-")),
             nonfinite::show(f.train_sharpe, 2, "-"),
             nonfinite::show(f.validation_sharpe, 2, "-"),
             f.test_sharpe

@@ -740,7 +740,8 @@ impl Store {
         rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
     }
 
-    /// Findings on `datasets` (all when empty), best validation Sharpe first.
+    /// Findings on `datasets` (all when empty), best robust fitness first (then those
+    /// remembered without one, by validation Sharpe).
     ///
     /// # Errors
     /// SQLite failed, or a stored finding is unreadable.
@@ -754,7 +755,8 @@ impl Store {
         let mut stmt = conn
             .prepare(
                 "SELECT body FROM findings WHERE (?1 = '' OR datasets = ?1)
-                 ORDER BY validation_sharpe IS NULL, validation_sharpe DESC, run, signal LIMIT ?2",
+                 ORDER BY json_extract(body, '$.fitness') IS NULL, json_extract(body, '$.fitness') DESC,
+                 validation_sharpe IS NULL, validation_sharpe DESC, run, signal LIMIT ?2",
             )
             .map_err(|e| self.err(e))?;
         let rows = stmt

@@ -228,3 +228,48 @@ fn a_run_is_found_by_a_unique_prefix_and_an_ambiguous_one_is_named_as_such() {
     let e = store.run("nothing-like-it").unwrap_err().to_string();
     assert!(e.contains("no run 'nothing-like-it'"), "{e}");
 }
+
+/// The research memory lists the strategies their runs ranked highest first: by robust
+/// fitness, not by a validation Sharpe ratio that a few bars can make large; findings
+/// remembered before fitness was kept come after, by validation Sharpe.
+#[test]
+fn the_memory_lists_findings_by_robust_fitness() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let finding = |signal: &str, validation_sharpe: f64, fitness: Option<f64>| lim_tools::Finding {
+        datasets: "cn_futures_daily".into(),
+        frequency: "1d".into(),
+        run: "r1".into(),
+        goal: "trend".into(),
+        signal: signal.into(),
+        train_sharpe: 0.5,
+        validation_sharpe,
+        fitness,
+        test_sharpe: None,
+        conclusion: String::new(),
+        data_end: None,
+        validation_end: None,
+    };
+    store
+        .remember(
+            "r1",
+            &[
+                finding("thin", 3.0, Some(0.1)),
+                finding("robust", 1.0, Some(0.8)),
+                finding("old, high", 2.0, None),
+                finding("old, low", 0.5, None),
+            ],
+        )
+        .unwrap();
+    let order: Vec<String> = store
+        .recall(&[], 10)
+        .unwrap()
+        .into_iter()
+        .map(|f| f.signal)
+        .collect();
+    assert_eq!(order, ["robust", "thin", "old, high", "old, low"]);
+    assert_eq!(
+        store.remembered().unwrap(),
+        [("cn_futures_daily".to_string(), 4)]
+    );
+}

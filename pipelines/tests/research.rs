@@ -1118,6 +1118,7 @@ fn finding(conclusion: &str, data_end: Option<&str>) -> lim_tools::Finding {
         signal: "ts_sum(returns, 120)".into(),
         train_sharpe: 0.5,
         validation_sharpe: 0.4,
+        fitness: Some(0.3),
         test_sharpe: Some(-0.1),
         conclusion: conclusion.into(),
         data_end: data_end.map(str::to_string),

@@ -30,6 +30,12 @@ pub struct Finding {
     /// Validation Sharpe.
     #[serde(with = "lim_backtest::nonfinite")]
     pub validation_sharpe: f64,
+    /// The robust fitness its run ranked it by (a lower bound of its Sharpe ratio over the
+    /// folds of training and validation, less penalties): the memory's order, since a
+    /// validation Sharpe ratio alone can rest on a few bars. Absent in findings remembered
+    /// before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fitness: Option<f64>,
     /// Sharpe on the sealed test, if it was a finalist (read once, at that run's end).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub test_sharpe: Option<f64>,
@@ -87,7 +93,7 @@ impl Finding {
 
 /// Where findings are read from.
 pub trait Memory: Send + Sync + std::fmt::Debug {
-    /// Findings for `datasets` (all when empty), best validation Sharpe first, at most `limit`.
+    /// Findings for `datasets` (all when empty), best robust fitness first, at most `limit`.
     ///
     /// # Errors
     /// The memory cannot be read.
@@ -111,7 +117,7 @@ pub struct PastFindingsArgs {
     /// Datasets, as `list_datasets` names them; all when absent.
     #[serde(default)]
     pub datasets: Vec<String>,
-    /// How many, best validation Sharpe first (at most 50).
+    /// How many, best robust fitness first (at most 50).
     #[serde(default = "twenty")]
     pub limit: usize,
 }
@@ -185,6 +191,7 @@ mod tests {
             signal: "returns".into(),
             train_sharpe: 1.0,
             validation_sharpe: 1.0,
+            fitness: None,
             test_sharpe: Some(1.0),
             conclusion: String::new(),
             data_end: data_end.map(str::to_string),

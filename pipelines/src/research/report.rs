@@ -850,6 +850,7 @@ pub fn findings_of(run: &str, s: &Summary) -> Vec<lim_tools::Finding> {
             signal: e.signal.clone(),
             train_sharpe: e.train.sharpe,
             validation_sharpe: e.validation.sharpe,
+            fitness: Some(e.fitness).filter(|f| f.is_finite()),
             test_sharpe: s
                 .finalists
                 .iter()
