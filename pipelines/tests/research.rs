@@ -1073,11 +1073,26 @@ fn the_strategist_agents_exploratory_backtests_are_trials_and_the_test_stays_sea
         .collect();
     assert_eq!(calls.len(), 4);
     assert_eq!(calls[1]["result"]["kind"], "sealed");
-    // The leaderboard tool reads the run's real trials, best validation Sharpe first.
+    // The leaderboard tool reads the run's real trials in the run's order: by the fitness the
+    // run scored them with, best first.
     let board = calls[2]["result"]["result"].as_array().unwrap();
     assert_eq!(board.len(), 3);
-    let sharpe = |i: usize| board[i]["validation"]["sharpe"].as_f64().unwrap();
-    assert!(sharpe(0) >= sharpe(1) && sharpe(1) >= sharpe(2));
+    let fitness = |i: usize| board[i]["fitness"].as_f64().unwrap();
+    assert!(
+        fitness(0) >= fitness(1) && fitness(1) >= fitness(2),
+        "{board:?}"
+    );
+    let scored: Vec<f64> = s
+        .leaderboard
+        .iter()
+        .filter(|e| e.generation == 0)
+        .map(|e| e.fitness)
+        .collect();
+    assert_eq!(
+        fitness(0),
+        scored[0],
+        "the run's best of the first round leads"
+    );
     assert_eq!(calls[3]["result"]["kind"], "not_found");
     // The report accounts for the agent at work.
     let g = s.agents.iter().find(|a| a.exec == "generate#2").unwrap();

@@ -148,6 +148,8 @@ impl Tool for BacktestTool {
                         train: *train,
                         validation: *validation,
                         level_dependent: r.level_dependent,
+                        fitness: None,
+                        rejected: None,
                     });
                 }
             }

@@ -303,6 +303,13 @@ pub struct Trial {
     /// leaves it out (it still counts as tried).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub level_dependent: bool,
+    /// The robust fitness the run ranks it by, once the run has scored it (strategies
+    /// backtested in this turn have none yet).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fitness: Option<f64>,
+    /// Why the run gave it no fitness (too few active bars, beta rather than a signal).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rejected: Option<String>,
 }
 
 /// Everything tried in a run, in order.
@@ -336,7 +343,7 @@ impl ResearchLog {
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LeaderboardArgs {
-    /// How many of the best to show (by validation Sharpe), at most 50.
+    /// How many of the best to show, at most 50.
     #[serde(default = "ten")]
     pub top: usize,
 }
@@ -345,7 +352,8 @@ fn ten() -> usize {
     10
 }
 
-/// The best strategies tried so far, by validation Sharpe.
+/// The best strategies tried so far, in the run's own order: by its robust fitness, then
+/// those backtested in this turn (not yet scored) by validation Sharpe, then those it rejected.
 #[derive(Debug, Clone)]
 pub struct Leaderboard {
     /// The run's log.
@@ -358,19 +366,29 @@ impl Tool for Leaderboard {
     type Output = Vec<Trial>;
 
     fn description(&self) -> String {
-        "The best strategies tried so far in this run, by validation Sharpe, with training and validation metrics (strategies that look ahead by reading adjusted price levels are left out).".into()
+        "The best strategies tried so far in this run, in the run's own order: by robust fitness (a lower bound of the Sharpe ratio over folds of training and validation, less penalties), then strategies backtested in this turn and not yet scored, by validation Sharpe, then strategies the run rejected (with why); with training and validation metrics (strategies that look ahead by reading adjusted price levels are left out).".into()
     }
 
     async fn call(&self, args: LeaderboardArgs) -> ToolOutcome<Vec<Trial>> {
         let mut t = self.log.trials();
         // A book that reads adjusted price levels looks ahead: not a leader.
         t.retain(|t| !t.level_dependent);
-        // A strategy without a validation Sharpe (no trades) has no evidence: it ranks last.
+        // Scored first by fitness, then this turn's by validation Sharpe, then the rejected;
+        // a strategy without a validation Sharpe (no trades) has no evidence: last of its kind.
         let key = |t: &Trial| {
-            let s = t.validation.sharpe;
-            if s.is_finite() { s } else { f64::NEG_INFINITY }
+            let finite = |v: f64| if v.is_finite() { v } else { f64::NEG_INFINITY };
+            match (t.fitness, &t.rejected) {
+                (Some(f), _) => (0, finite(f)),
+                (None, None) => (1, finite(t.validation.sharpe)),
+                (None, Some(_)) => (2, finite(t.validation.sharpe)),
+            }
         };
-        t.sort_by(|a, b| key(b).total_cmp(&key(a)).then(a.signal.cmp(&b.signal)));
+        t.sort_by(|a, b| {
+            let (ka, kb) = (key(a), key(b));
+            ka.0.cmp(&kb.0)
+                .then(kb.1.total_cmp(&ka.1))
+                .then(a.signal.cmp(&b.signal))
+        });
         t.truncate(args.top.clamp(1, 50));
         ToolOutcome::Done { result: t }
     }

@@ -12,6 +12,11 @@ use lim_tools::{
 };
 
 fn registry() -> Registry {
+    registry_on(Arc::new(ResearchLog::default()))
+}
+
+/// The tool belt over a run's `log`.
+fn registry_on(log: Arc<ResearchLog>) -> Registry {
     let catalog = Arc::new(Catalog::bundled(None));
     let mut set = catalog
         .panels(
@@ -22,7 +27,6 @@ fn registry() -> Registry {
     let session = Arc::new(Session::new(&mut set, SplitSpec::default()).unwrap());
     let market: Arc<dyn MarketData> = catalog;
     let universe = Arc::new(Universe::new(Some(session)));
-    let log = Arc::new(ResearchLog::default());
     Registry::default()
         .with(ListDatasets {
             market: market.clone(),
@@ -390,4 +394,44 @@ async fn an_earlier_period_ends_where_the_later_sealed_test_begins() {
     );
     let e = load(&args(None, 40)).unwrap_err();
     assert!(e.1.contains("ask for fewer with `earlier`"), "{}", e.1);
+}
+
+/// The agent's leaderboard is in the run's own order: robust fitness first (a high validation
+/// Sharpe ratio can rest on a few bars), then strategies not scored yet by validation Sharpe,
+/// then those the run rejected.
+#[tokio::test]
+async fn the_leaderboard_ranks_as_the_run_does() {
+    let log = Arc::new(ResearchLog::default());
+    let spec = r#"{"strategies": [
+        {"signal": "rank(-ts_sum(returns, 5))", "portfolio": {"kind": "top_k", "k": 5}},
+        {"signal": "rank(ts_sum(returns, 60))", "portfolio": {"kind": "top_k", "k": 5}},
+        {"signal": "rank(-ts_std(returns, 20))", "portfolio": {"kind": "top_k", "k": 5}},
+        {"signal": "rank(ts_mean(returns, 10))", "portfolio": {"kind": "top_k", "k": 5}}
+    ]}"#;
+    let b = registry_on(log.clone()).call("backtest", spec).await;
+    assert_eq!(b["status"], "done", "{b}");
+    let mut trials = log.trials();
+    assert_eq!(trials.len(), 4);
+    // By validation Sharpe, best first; then the run's verdicts turn the order around.
+    trials.sort_by(|a, b| b.validation.sharpe.total_cmp(&a.validation.sharpe));
+    let by_sharpe: Vec<String> = trials.iter().map(|t| t.signal.clone()).collect();
+    trials[0].fitness = Some(0.1);
+    trials[1].rejected = Some("degenerate".into());
+    trials[3].fitness = Some(0.5);
+    let lb = registry_on(Arc::new(ResearchLog::with_trials(trials)))
+        .call("leaderboard", r#"{"top": 10}"#)
+        .await;
+    let shown: Vec<&str> = lb["result"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["signal"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        shown,
+        [&by_sharpe[3], &by_sharpe[0], &by_sharpe[2], &by_sharpe[1]],
+        "{lb}"
+    );
+    assert_eq!(lb["result"][0]["fitness"], 0.5);
+    assert_eq!(lb["result"][3]["rejected"], "degenerate");
 }

@@ -23,6 +23,8 @@ fn tool_trials(trials: &[Trial]) -> Vec<lim_tools::Trial> {
                 train: t.train?,
                 validation: t.validation?,
                 level_dependent: t.level_dependent,
+                fitness: t.fitness.filter(|f| f.is_finite()),
+                rejected: t.rejected.clone(),
             })
         })
         .collect()
