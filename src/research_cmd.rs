@@ -249,8 +249,9 @@ pub struct ResearchArgs {
 pub struct ResumeArgs {
     #[command(flatten)]
     cluster: ClusterArgs,
-    /// The run's id (or a unique prefix).
-    run: String,
+    /// The run's id (or a unique prefix). Default: the newest run that stopped before its end
+    /// (killed, interrupted or failed).
+    run: Option<String>,
     #[command(flatten)]
     budgets: BudgetArgs,
     /// Start a new run with the changed settings instead of refusing them.
@@ -478,7 +479,29 @@ fn sink(store: &Arc<Store>, id: &str, pause: Option<u64>) -> Arc<dyn Sink> {
 
 pub fn resume(args: ResumeArgs) -> anyhow::Result<ExitCode> {
     let store = args.store.open_existing()?;
-    let meta = store.run(&args.run)?;
+    let meta = match &args.run {
+        Some(run) => store.run(run)?,
+        None => {
+            let stopped = |m: &RunMeta| {
+                matches!(
+                    live_status(&store, m),
+                    RunStatus::Interrupted | RunStatus::Failed | RunStatus::Stopped
+                )
+            };
+            let newest = store.runs()?.into_iter().rev().find(stopped);
+            let meta = newest.ok_or_else(|| {
+                anyhow::anyhow!(
+                    "no run in '{}' stopped before its end: each has finished or is running (`lim runs` lists them); give a run's id to resume it anyway",
+                    args.store.dir().display()
+                )
+            })?;
+            eprintln!(
+                "resuming {}, the newest run that stopped before its end",
+                meta.id
+            );
+            meta
+        }
+    };
     let mut wanted = lifecycle::config_of(&meta)?;
     args.budgets.apply(&mut wanted);
     let remembered = store.data_dir(&meta.id)?;

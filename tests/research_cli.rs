@@ -416,12 +416,19 @@ fn runs_killed_at_random_points_resume_to_the_same_leaderboard_without_asking_tw
             run_until_killed(cmd, at);
             kills += 1;
         }
-        let out = lim()
-            .args(["resume", &id, "--json", "--store"])
+        // Without an id, `lim resume` takes the newest run that stopped before its end.
+        let mut resume = lim();
+        resume.arg("resume");
+        if k % 2 == 0 {
+            resume.arg(&id);
+        }
+        let out = resume
+            .args(["--json", "--store"])
             .arg(&store)
             .output()
             .unwrap();
         let resumed: Value = serde_json::from_str(&ok(&out)).unwrap();
+        assert_eq!(resumed["run"], id.as_str());
         assert_eq!(
             serde_json::to_string(&resumed["summary"]["leaderboard"]).unwrap(),
             leaderboard,
@@ -445,6 +452,18 @@ fn runs_killed_at_random_points_resume_to_the_same_leaderboard_without_asking_tw
         assert_eq!(resumed["summary"]["spent"], whole["summary"]["spent"]);
     }
     assert!(kills >= 10, "{kills} kills");
+    // Once every run has finished, there is none to resume without an id.
+    let out = lim()
+        .arg("resume")
+        .arg("--store")
+        .arg(dir.path().join("killed3"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("stopped before its end"),
+        "{err}"
+    );
     drop(rt);
 }
 

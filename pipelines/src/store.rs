@@ -249,7 +249,7 @@ impl Store {
     /// There is no store in `dir`, or it cannot be opened.
     pub fn open_read_only(dir: &Path) -> Result<Store, StoreError> {
         let path = dir.join(DATABASE);
-        if !path.is_file() {
+        if !Store::exists(dir) {
             return Err(StoreError::Io {
                 action: "no run store here (runs.sqlite is missing); pass --store DIR of an existing store",
                 path: dir.to_path_buf(),
