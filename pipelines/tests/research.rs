@@ -243,6 +243,7 @@ fn agent_facing_tools_refuse_the_sealed_test_period() {
             universe,
             log: Arc::new(ResearchLog::default()),
             remote: None,
+            scorer: None,
         });
     let r = rt.block_on(
         registry.call(
@@ -1039,7 +1040,7 @@ fn the_strategist_agents_exploratory_backtests_are_trials_and_the_test_stays_sea
                 json!({"strategies": [{"signal": "ts_sum(returns, 15)"}], "include_test": true}),
             ),
             Turn::ToolCalls(vec![
-                ("leaderboard".into(), json!({"top": 3}).to_string()),
+                ("leaderboard".into(), json!({"top": 50}).to_string()),
                 ("lineage".into(), json!({"signal": "nope"}).to_string()),
             ]),
             Turn::Text(proposals(&["ts_sum(returns, 30)"])),
@@ -1074,14 +1075,27 @@ fn the_strategist_agents_exploratory_backtests_are_trials_and_the_test_stays_sea
     assert_eq!(calls.len(), 4);
     assert_eq!(calls[1]["result"]["kind"], "sealed");
     // The leaderboard tool reads the run's real trials in the run's order: by the fitness the
-    // run scored them with, best first.
+    // run scored them with, best first, then the rejected. The strategy the agent backtested
+    // itself in this turn is judged as the run judges (a fitness or a reason), not left out.
     let board = calls[2]["result"]["result"].as_array().unwrap();
-    assert_eq!(board.len(), 3);
-    let fitness = |i: usize| board[i]["fitness"].as_f64().unwrap();
+    assert!(board.len() > 3, "{board:?}");
+    let scored: Vec<f64> = board.iter().map_while(|t| t["fitness"].as_f64()).collect();
+    assert!(scored.windows(2).all(|w| w[0] >= w[1]), "{board:?}");
     assert!(
-        fitness(0) >= fitness(1) && fitness(1) >= fitness(2),
-        "{board:?}"
+        board[scored.len()..]
+            .iter()
+            .all(|t| t["rejected"].is_string()),
+        "every strategy past the scored ones is a rejected one: {board:?}"
     );
+    let explored = board
+        .iter()
+        .find(|t| t["signal"] == "ts_sum(returns, 15)")
+        .expect("the agent's own backtest is on the board");
+    assert!(
+        explored["fitness"].is_number() || explored["rejected"].is_string(),
+        "{explored}"
+    );
+    let fitness = |i: usize| board[i]["fitness"].as_f64().unwrap();
     let scored: Vec<f64> = s
         .leaderboard
         .iter()

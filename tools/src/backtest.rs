@@ -64,6 +64,24 @@ pub struct BacktestTool {
     /// there (see [`crate::Universe::recipe`]); in this process otherwise. Results are the same
     /// bit for bit either way.
     pub remote: Option<Arc<dyn RemoteBacktests>>,
+    /// The run's verdict on each strategy, so that the log (and the `leaderboard` tool) ranks
+    /// what this call tried as the run will; without one they are recorded unscored.
+    pub scorer: Option<Arc<dyn Scorer>>,
+}
+
+/// How a research run judges a strategy: its robust fitness, or why it has none.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Verdict {
+    /// The fitness the run ranks by.
+    pub fitness: Option<f64>,
+    /// Why the run gives it no fitness.
+    pub rejected: Option<String>,
+}
+
+/// The run's judge of backtested strategies (`lim_pipelines` scores by its plan's fitness).
+pub trait Scorer: Send + Sync + std::fmt::Debug {
+    /// One verdict per strategy of `report`, in order.
+    fn score(&self, report: &BacktestReport) -> Vec<Verdict>;
 }
 
 /// Backtests run elsewhere: another process, a cluster (`lim_pipelines::cluster`).
@@ -132,27 +150,12 @@ impl Tool for BacktestTool {
             .collect();
         let parts = [Part::Train, Part::Validation];
         let remote = self.remote.clone().zip(self.universe.recipe());
+        let scorer = self.scorer.clone();
         let work = tokio::task::spawn_blocking(move || {
             let results = match &remote {
                 Some((r, recipe)) => r.run(recipe, &specs, &parts)?,
                 None => session.run_with_folds(&specs, &parts),
             };
-            // Every result is tried (the deflated statistics count it); one that reads adjusted
-            // price levels is kept out of the leaderboard by its flag.
-            for r in &results {
-                if let [(_, train), (_, validation)] = r.metrics.as_slice() {
-                    log.record(crate::Trial {
-                        signal: r.spec.signal.clone(),
-                        generation: 0,
-                        parents: Vec::new(),
-                        train: *train,
-                        validation: *validation,
-                        level_dependent: r.level_dependent,
-                        fitness: None,
-                        rejected: None,
-                    });
-                }
-            }
             let mt = session.multiple_testing(&results);
             let always_long = session.always_long_co_move(&results, Part::Validation);
             let closest_baseline = session
@@ -165,13 +168,33 @@ impl Tool for BacktestTool {
                     })
                 })
                 .collect();
-            Ok::<_, String>(BacktestReport {
+            let report = BacktestReport {
                 splits: session.split_info(&parts),
                 strategies: results,
                 multiple_testing: mt,
                 always_long,
                 closest_baseline,
-            })
+            };
+            // Every result is tried (the deflated statistics count it), with the run's verdict
+            // when it has a judge; one that reads adjusted price levels is kept out of the
+            // leaderboard by its flag.
+            let verdicts = scorer.map(|s| s.score(&report)).unwrap_or_default();
+            for (i, r) in report.strategies.iter().enumerate() {
+                if let [(_, train), (_, validation)] = r.metrics.as_slice() {
+                    let verdict = verdicts.get(i).cloned().unwrap_or_default();
+                    log.record(crate::Trial {
+                        signal: r.spec.signal.clone(),
+                        generation: 0,
+                        parents: Vec::new(),
+                        train: *train,
+                        validation: *validation,
+                        level_dependent: r.level_dependent,
+                        fitness: verdict.fitness,
+                        rejected: verdict.rejected,
+                    });
+                }
+            }
+            Ok::<_, String>(report)
         });
         match work.await {
             Ok(Ok(report)) => ToolOutcome::Done { result: report },

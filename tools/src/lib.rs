@@ -23,7 +23,10 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-pub use backtest::{ALWAYS_LONG, BacktestArgs, BacktestTool, RemoteBacktests, always_long};
+pub use backtest::{
+    ALWAYS_LONG, BacktestArgs, BacktestReport, BacktestTool, RemoteBacktests, Scorer, Verdict,
+    always_long,
+};
 pub use data::{DataEnd, DescribeDataset, DescribeDatasetArgs, ListDatasets, NoArgs};
 pub use diagnose::{Diagnose, DiagnoseArgs, DiagnoseReport, Diagnosis};
 pub use foundation::{

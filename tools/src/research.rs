@@ -303,8 +303,8 @@ pub struct Trial {
     /// leaves it out (it still counts as tried).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub level_dependent: bool,
-    /// The robust fitness the run ranks it by, once the run has scored it (strategies
-    /// backtested in this turn have none yet).
+    /// The robust fitness the run ranks it by (none when the run gave it no verdict: a
+    /// backtest tool without a [`crate::Scorer`]).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fitness: Option<f64>,
     /// Why the run gave it no fitness (too few active bars, beta rather than a signal).
@@ -352,8 +352,8 @@ fn ten() -> usize {
     10
 }
 
-/// The best strategies tried so far, in the run's own order: by its robust fitness, then
-/// those backtested in this turn (not yet scored) by validation Sharpe, then those it rejected.
+/// The best strategies tried so far, in the run's own order: by its robust fitness, then any
+/// not scored by validation Sharpe, then those it rejected.
 #[derive(Debug, Clone)]
 pub struct Leaderboard {
     /// The run's log.
@@ -366,14 +366,14 @@ impl Tool for Leaderboard {
     type Output = Vec<Trial>;
 
     fn description(&self) -> String {
-        "The best strategies tried so far in this run, in the run's own order: by robust fitness (a lower bound of the Sharpe ratio over folds of training and validation, less penalties), then strategies backtested in this turn and not yet scored, by validation Sharpe, then strategies the run rejected (with why); with training and validation metrics (strategies that look ahead by reading adjusted price levels are left out).".into()
+        "The best strategies tried so far in this run, including those you backtested, in the run's own order: by robust fitness (a lower bound of the Sharpe ratio over folds of training and validation, less penalties), then strategies the run rejected (with why); with training and validation metrics (strategies that look ahead by reading adjusted price levels are left out).".into()
     }
 
     async fn call(&self, args: LeaderboardArgs) -> ToolOutcome<Vec<Trial>> {
         let mut t = self.log.trials();
         // A book that reads adjusted price levels looks ahead: not a leader.
         t.retain(|t| !t.level_dependent);
-        // Scored first by fitness, then this turn's by validation Sharpe, then the rejected;
+        // Scored first by fitness, then unscored ones by validation Sharpe, then the rejected;
         // a strategy without a validation Sharpe (no trades) has no evidence: last of its kind.
         let key = |t: &Trial| {
             let finite = |v: f64| if v.is_finite() { v } else { f64::NEG_INFINITY };

@@ -44,6 +44,7 @@ fn registry_on(log: Arc<ResearchLog>) -> Registry {
             universe,
             log: log.clone(),
             remote: None,
+            scorer: None,
         })
         .with(Leaderboard { log: log.clone() })
         .with(Lineage { log })
@@ -334,6 +335,7 @@ async fn a_universe_keeps_one_copy_of_a_series_it_holds_twice() {
             universe: universe.clone(),
             log: Arc::new(ResearchLog::default()),
             remote: None,
+            scorer: None,
         });
     let u = r.call("choose_universe", r#"{"datasets": ["idx"]}"#).await;
     assert_eq!(u["result"]["instruments"], 2, "{u}");

@@ -11,6 +11,84 @@ pub(super) struct Generate<L> {
     pub(super) protocol: Arc<ProtocolMemo>,
 }
 
+/// The trial of strategy `i` of a `backtest` tool result (`report`, whose strategy `i` is
+/// `res`), proposed as `c`, not yet scored.
+fn trial_of(report: &Value, i: usize, res: &Value, c: &Candidate) -> Trial {
+    let metric = |part: &str| -> Option<Metrics> {
+        res.get("metrics")?
+            .as_array()?
+            .iter()
+            .find(|m| m.get(0).and_then(Value::as_str) == Some(part))
+            .and_then(|m| serde_json::from_value(m.get(1)?.clone()).ok())
+    };
+    Trial {
+        signal: c.signal.clone(),
+        generation: c.generation,
+        parents: c.parents.clone(),
+        fitness: None,
+        train: metric("train"),
+        validation: metric("validation"),
+        error: res.get("error").and_then(Value::as_str).map(String::from),
+        rejected: None,
+        always_long_correlation: report
+            .pointer(&format!("/always_long/{i}/correlation"))
+            .and_then(Value::as_f64),
+        folds: res
+            .get("selection_folds")
+            .and_then(|f| serde_json::from_value(f.clone()).ok())
+            .unwrap_or_default(),
+        nodes: res
+            .get("nodes")
+            .and_then(Value::as_u64)
+            .map_or(0, |n| n as usize),
+        level_dependent: res
+            .get("level_dependent")
+            .and_then(Value::as_bool)
+            .unwrap_or(false),
+        holding_changes_per_year: res.get("holding_changes_per_year").and_then(Value::as_f64),
+        closest_baseline: report
+            .pointer(&format!("/closest_baseline/{i}"))
+            .and_then(|c| {
+                Some((
+                    c.get("baseline")?.as_str()?.to_string(),
+                    c.get("correlation")?.as_f64()?,
+                ))
+            }),
+    }
+}
+
+/// The run's judge for the strategist's own backtests: each strategy scored as the backtest
+/// node scores a candidate, so the `leaderboard` tool ranks them as the run will.
+#[derive(Debug)]
+struct PlanScorer(ExperimentPlan);
+
+impl lim_tools::Scorer for PlanScorer {
+    fn score(&self, report: &lim_tools::BacktestReport) -> Vec<lim_tools::Verdict> {
+        let Ok(v) = serde_json::to_value(report) else {
+            return Vec::new();
+        };
+        report
+            .strategies
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                let c = Candidate {
+                    signal: s.spec.signal.clone(),
+                    generation: 0,
+                    parents: Vec::new(),
+                    fitness: None,
+                };
+                let mut t = trial_of(&v, i, &v["strategies"][i], &c);
+                t.score(&self.0);
+                lim_tools::Verdict {
+                    fitness: t.fitness.filter(|f| f.is_finite()),
+                    rejected: t.rejected.or(t.error),
+                }
+            })
+            .collect()
+    }
+}
+
 /// The run's trials as the agent-facing tools see them (those with metrics).
 fn tool_trials(trials: &[Trial]) -> Vec<lim_tools::Trial> {
     trials
@@ -148,6 +226,7 @@ impl<L: LlmClient + 'static> Node for Generate<L> {
                                 universe: self.universe.clone(),
                                 log: log.clone(),
                                 remote: self.services.remote_backtests.clone(),
+                                scorer: Some(Arc::new(PlanScorer(plan.clone()))),
                             })
                             .with(Leaderboard { log: log.clone() })
                             .with(Lineage { log: log.clone() })
@@ -293,6 +372,7 @@ impl Node for Backtest {
                     universe: self.universe.clone(),
                     log: Arc::new(ResearchLog::default()),
                     remote: self.remote.clone(),
+                    scorer: None,
                 });
                 let tools = JournaledTools::new(registry, cx.journal.clone(), &cx.exec);
                 let specs: Vec<StrategySpec> = candidates
@@ -306,49 +386,7 @@ impl Node for Backtest {
                 match results {
                     Some(results) => {
                         for (i, (c, res)) in candidates.iter().zip(results).enumerate() {
-                            let metric = |part: &str| -> Option<Metrics> {
-                                res.get("metrics")?
-                                    .as_array()?
-                                    .iter()
-                                    .find(|m| m.get(0).and_then(Value::as_str) == Some(part))
-                                    .and_then(|m| serde_json::from_value(m.get(1)?.clone()).ok())
-                            };
-                            let mut trial = Trial {
-                                signal: c.signal.clone(),
-                                generation: c.generation,
-                                parents: c.parents.clone(),
-                                fitness: None,
-                                train: metric("train"),
-                                validation: metric("validation"),
-                                error: res.get("error").and_then(Value::as_str).map(String::from),
-                                rejected: None,
-                                always_long_correlation: r
-                                    .pointer(&format!("/result/always_long/{i}/correlation"))
-                                    .and_then(Value::as_f64),
-                                folds: res
-                                    .get("selection_folds")
-                                    .and_then(|f| serde_json::from_value(f.clone()).ok())
-                                    .unwrap_or_default(),
-                                nodes: res
-                                    .get("nodes")
-                                    .and_then(Value::as_u64)
-                                    .map_or(0, |n| n as usize),
-                                level_dependent: res
-                                    .get("level_dependent")
-                                    .and_then(Value::as_bool)
-                                    .unwrap_or(false),
-                                holding_changes_per_year: res
-                                    .get("holding_changes_per_year")
-                                    .and_then(Value::as_f64),
-                                closest_baseline: r
-                                    .pointer(&format!("/result/closest_baseline/{i}"))
-                                    .and_then(|c| {
-                                        Some((
-                                            c.get("baseline")?.as_str()?.to_string(),
-                                            c.get("correlation")?.as_f64()?,
-                                        ))
-                                    }),
-                            };
+                            let mut trial = trial_of(&r["result"], i, res, c);
                             trial.score(&plan);
                             trials.push(trial);
                         }
