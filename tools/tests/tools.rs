@@ -15,6 +15,16 @@ fn registry() -> Registry {
     registry_on(Arc::new(ResearchLog::default()))
 }
 
+/// The signals a `leaderboard` call shows, in its order.
+fn signals(lb: &serde_json::Value) -> Vec<&str> {
+    lb["result"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["signal"].as_str().unwrap())
+        .collect()
+}
+
 /// The tool belt over a run's `log`.
 fn registry_on(log: Arc<ResearchLog>) -> Registry {
     let catalog = Arc::new(Catalog::bundled(None));
@@ -268,12 +278,7 @@ async fn strategies_reading_adjusted_price_levels_are_tried_but_never_leaders() 
             .is_none()
     );
     let lb = r.call("leaderboard", r#"{"top": 5}"#).await;
-    let shown: Vec<&str> = lb["result"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| t["signal"].as_str().unwrap())
-        .collect();
+    let shown = signals(&lb);
     assert_eq!(shown, ["rank(-ts_sum(returns, 5))"], "{lb}");
     let lin = r.call("lineage", r#"{"signal": "rank(-low)"}"#).await;
     assert_eq!(lin["status"], "done", "{lin}");
@@ -423,12 +428,7 @@ async fn the_leaderboard_ranks_as_the_run_does() {
     let lb = registry_on(Arc::new(ResearchLog::with_trials(trials)))
         .call("leaderboard", r#"{"top": 10}"#)
         .await;
-    let shown: Vec<&str> = lb["result"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| t["signal"].as_str().unwrap())
-        .collect();
+    let shown = signals(&lb);
     assert_eq!(
         shown,
         [&by_sharpe[3], &by_sharpe[0], &by_sharpe[2], &by_sharpe[1]],
