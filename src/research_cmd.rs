@@ -482,14 +482,7 @@ pub fn resume(args: ResumeArgs) -> anyhow::Result<ExitCode> {
     let meta = match &args.run {
         Some(run) => store.run(run)?,
         None => {
-            let stopped = |m: &RunMeta| {
-                matches!(
-                    live_status(&store, m),
-                    RunStatus::Interrupted | RunStatus::Failed | RunStatus::Stopped
-                )
-            };
-            let newest = store.runs()?.into_iter().rev().find(stopped);
-            let meta = newest.ok_or_else(|| {
+            let meta = store.newest(RunStatus::resumable)?.ok_or_else(|| {
                 anyhow::anyhow!(
                     "no run in '{}' stopped before its end: each has finished or is running (`lim runs` lists them); give a run's id to resume it anyway",
                     args.store.dir().display()
@@ -856,16 +849,6 @@ fn print_summary(s: &Summary) {
 
 /// A run's status as people should read it: a `running` run whose process is gone (killed,
 /// crashed, machine restarted) is `stopped`. Knows only on systems with `/proc`.
-fn live_status(store: &Store, m: &RunMeta) -> RunStatus {
-    if m.status != RunStatus::Running || !Path::new("/proc/self").exists() {
-        return m.status;
-    }
-    match store.owner(&m.id) {
-        Ok(Some(pid)) if !Path::new(&format!("/proc/{pid}")).exists() => RunStatus::Stopped,
-        _ => m.status,
-    }
-}
-
 /// A run in `lim runs`, with where its cluster batches stand when it has any.
 #[derive(serde::Serialize)]
 struct RunRow {
@@ -896,7 +879,7 @@ pub fn runs(args: RunsArgs) -> anyhow::Result<ExitCode> {
         .runs()?
         .into_iter()
         .map(|mut r| {
-            r.status = live_status(&store, &r);
+            r.status = store.live_status(&r);
             let work = args.store.dir().join(&r.id).join("work");
             let cluster = if work.is_dir() {
                 lim_pipelines::cluster::slurm::batches(&work, Some(&slurm))
@@ -968,7 +951,7 @@ pub fn show(args: ShowArgs) -> anyhow::Result<ExitCode> {
     let store = args.store.open_existing()?;
     let meta = match &args.run {
         Some(run) => store.run(run)?,
-        None => store.runs()?.pop().ok_or_else(|| {
+        None => store.newest(|_| true)?.ok_or_else(|| {
             anyhow::anyhow!(
                 "the run store '{}' has no runs yet; start one with `lim research \"GOAL\"`",
                 args.store.dir().display()
@@ -992,7 +975,7 @@ pub fn show(args: ShowArgs) -> anyhow::Result<ExitCode> {
         None => Err(anyhow::anyhow!(
             "run {} has no report yet (it is {}); `lim resume {}` finishes it",
             meta.id,
-            live_status(&store, &meta),
+            store.live_status(&meta),
             meta.id
         )),
     };
@@ -1047,7 +1030,7 @@ pub fn show(args: ShowArgs) -> anyhow::Result<ExitCode> {
             println!(
                 "run {} is {} ({}): {} node executions done (last {}), {trials} strategies tried; no report yet. `lim resume {}` continues it.",
                 meta.id,
-                live_status(&store, &meta),
+                store.live_status(&meta),
                 meta.stop_reason.as_deref().unwrap_or("no reason recorded"),
                 nodes.len(),
                 nodes.last().unwrap_or(&"none"),

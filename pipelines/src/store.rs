@@ -94,6 +94,30 @@ impl RunStatus {
         }
     }
 
+    /// The status as it stands now, given the process `owner` that last worked on the run: a
+    /// run recorded as running whose process is gone is stopped (read from `/proc`; where
+    /// there is none, the recorded status stands).
+    pub fn live(self, owner: Option<u32>) -> RunStatus {
+        match (self, owner) {
+            (RunStatus::Running, Some(pid))
+                if Path::new("/proc/self").exists()
+                    && !Path::new(&format!("/proc/{pid}")).exists() =>
+            {
+                RunStatus::Stopped
+            }
+            _ => self,
+        }
+    }
+
+    /// Whether `lim resume` has work to continue: the run stopped before its end (interrupted,
+    /// failed, or its process gone).
+    pub fn resumable(self) -> bool {
+        matches!(
+            self,
+            RunStatus::Interrupted | RunStatus::Failed | RunStatus::Stopped
+        )
+    }
+
     /// The inverse of [`RunStatus::as_str`]; an unknown name reads as failed.
     pub fn parse(s: &str) -> RunStatus {
         match s {
@@ -384,6 +408,26 @@ impl Store {
             )
             .map_err(|e| self.err(e))?;
         Ok(())
+    }
+
+    /// Run `m`'s status as it stands now ([`RunStatus::live`]).
+    pub fn live_status(&self, m: &RunMeta) -> RunStatus {
+        if m.status != RunStatus::Running {
+            return m.status;
+        }
+        m.status.live(self.owner(&m.id).ok().flatten())
+    }
+
+    /// The newest run for which `keep` holds (with its status as it stands now).
+    ///
+    /// # Errors
+    /// SQLite failed.
+    pub fn newest(&self, keep: impl Fn(RunStatus) -> bool) -> Result<Option<RunMeta>, StoreError> {
+        Ok(self
+            .runs()?
+            .into_iter()
+            .rev()
+            .find(|m| keep(self.live_status(m))))
     }
 
     /// The process that last worked on run `id`.

@@ -20,7 +20,7 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use lim_pipelines::journal::{Kind, Record, spent_in};
 use lim_pipelines::research::{self, ResearchConfig, Summary};
-use lim_pipelines::store::{RunMeta, RunOverview, RunStatus, Store, StoreError};
+use lim_pipelines::store::{RunMeta, RunOverview, Store, StoreError};
 use serde::{Deserialize, Serialize};
 
 mod pages;
@@ -163,23 +163,11 @@ fn failed(e: impl std::fmt::Display) -> Response {
         .into_response()
 }
 
-/// A run's status as it stands: a run recorded as running whose process is gone is stopped.
-fn live(status: RunStatus, owner: Option<u32>) -> RunStatus {
-    match (status, owner) {
-        (RunStatus::Running, Some(pid))
-            if Path::new("/proc/self").exists() && !Path::new(&format!("/proc/{pid}")).exists() =>
-        {
-            RunStatus::Stopped
-        }
-        _ => status,
-    }
-}
-
-/// The runs list, each run's status as it stands now (see [`live`]).
+/// The runs list, each run's status as it stands now (see [`lim_pipelines::store::RunStatus::live`]).
 fn rows(app: &App) -> Result<Vec<RunOverview>, StoreError> {
     let mut rows = app.store.overview()?;
     for r in &mut rows {
-        r.status = live(r.status, r.owner);
+        r.status = r.status.live(r.owner);
     }
     Ok(rows)
 }
@@ -260,7 +248,7 @@ async fn run_page(State(app): State<Arc<App>>, UrlPath(id): UrlPath<String>) -> 
         Err(r) => return r,
     };
     let owner = app.store.owner(&loaded.meta.id).ok().flatten();
-    let status = live(loaded.meta.status, owner);
+    let status = loaded.meta.status.live(owner);
     match &loaded.summary {
         Some(s) => {
             let curves: Option<research::Curves> = research::artifacts_of(&loaded.records)
