@@ -1227,9 +1227,7 @@ fn not_remembered(store: &Store, datasets: &[String]) -> anyhow::Result<String> 
             "no findings on '{key}': the research memory is empty; finished runs add what they found"
         ));
     }
-    let hint = lim_market::error::closest(&key, held.iter().map(|(k, _)| k.as_str()))
-        .map(|k| format!(" (did you mean '{k}'?)"))
-        .unwrap_or_default();
+    let hint = lim_market::error::suggestion(&key, held.iter().map(|(k, _)| k.as_str()));
     let list: Vec<String> = held.iter().map(|(k, n)| format!("{k} ({n})")).collect();
     Ok(format!(
         "no findings on '{key}'{hint}; the memory holds findings on {}",

@@ -940,7 +940,7 @@ impl Parser<'_> {
                         format!("'{name}' is a function; call it as {name}(...)"),
                     ))
                 } else {
-                    let hint = suggest(
+                    let hint = lim_market::error::suggestion(
                         &name,
                         self.fields
                             .iter()
@@ -970,7 +970,7 @@ impl Parser<'_> {
 
     fn call(&mut self, name: String, pos: usize) -> Result<Expr, ExprError> {
         let Some(f) = func(&name) else {
-            let hint = suggest(&name, FUNCS.iter().map(|f| f.name));
+            let hint = lim_market::error::suggestion(&name, FUNCS.iter().map(|f| f.name));
             return Err(self.err(pos, format!("unknown function '{name}'{hint}")));
         };
         self.next(); // (
@@ -1112,13 +1112,6 @@ fn describe(t: &Token) -> String {
 fn col(src: &str, pos: usize) -> usize {
     let line_start = src[..pos.min(src.len())].rfind('\n').map_or(0, |i| i + 1);
     src[line_start..pos.min(src.len())].chars().count() + 1
-}
-
-/// " (did you mean 'x'?)" for the closest name, or nothing.
-fn suggest<'a>(name: &str, candidates: impl Iterator<Item = &'a str>) -> String {
-    lim_market::error::closest(name, candidates)
-        .map(|c| format!(" (did you mean '{c}'?)"))
-        .unwrap_or_default()
 }
 
 #[cfg(test)]

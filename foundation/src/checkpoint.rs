@@ -258,9 +258,7 @@ impl Store {
         let latest = root.join("LATEST");
         if !latest.is_file() {
             let names = self.names();
-            let hint = lim_market::error::closest(name, names.iter().map(String::as_str))
-                .map(|s| format!(" (did you mean '{s}'?)"))
-                .unwrap_or_default();
+            let hint = lim_market::error::suggestion(name, names.iter().map(String::as_str));
             return Err(FoundationError::UnknownModel {
                 name: name.to_string(),
                 dir: self.dir.clone(),

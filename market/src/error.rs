@@ -98,6 +98,12 @@ fn more_suffix(more: usize, file: &str) -> String {
     }
 }
 
+/// " (did you mean 'x'?)" for the candidate [`closest`] to `name`, or nothing: the hint every
+/// "unknown name" error of LIM ends with.
+pub fn suggestion<'a>(name: &str, candidates: impl IntoIterator<Item = &'a str>) -> String {
+    did_you_mean(&closest(name, candidates))
+}
+
 /// The closest candidate to `name` (a unique prefix match, else by edit distance), if it is
 /// close enough to be a plausible typo. Shared by every "did you mean" in LIM.
 pub fn closest<'a>(name: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<String> {
